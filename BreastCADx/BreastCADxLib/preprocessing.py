@@ -1,0 +1,51 @@
+"""Intensity and geometry preprocessing shared by training and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .networks import LITE_MEAN, LITE_STD
+
+
+def to_uint8_range(plane: np.ndarray) -> np.ndarray:
+    """Map a 2D plane to float32 0..255: 8-bit data as is, wider data by 0.5-99.5 percentiles."""
+    a = np.asarray(plane, dtype=np.float32)
+    if plane.dtype == np.uint8:
+        return a
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros_like(a)
+    return np.clip((a - lo) / (hi - lo) * 255.0, 0.0, 255.0)
+
+
+def resize_plane(plane: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize an (H, W) or (C, H, W) tensor to size=(h, w)."""
+    x = plane[None] if plane.ndim == 3 else plane[None, None]
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    y = F.interpolate(x.float(), size=size, mode=mode, **kwargs)
+    return y[0] if plane.ndim == 3 else y[0, 0]
+
+
+def network_input(plane255: torch.Tensor) -> torch.Tensor:
+    """(H, W) 0..255 -> (3, H, W) normalised the way EfficientNet-Lite was trained."""
+    x = (plane255.float() - LITE_MEAN) / LITE_STD
+    return x[None].expand(3, -1, -1)
+
+
+def expand_box(box: tuple[int, int, int, int], margin: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Grow an (x0, y0, x1, y1) box (x1, y1 exclusive) by a relative margin, clipped to shape (h, w)."""
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    h, w = shape
+    return (max(0, int(round(x0 - mx))), max(0, int(round(y0 - my))),
+            min(w, int(round(x1 + mx))), min(h, int(round(y1 + my))))
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1), exclusive end, of a 2D mask; None when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1

@@ -1,0 +1,190 @@
+"""Train the BUSI lesion segmenter (MONAI FlexibleUNet + EfficientNet-Lite0 encoder).
+
+Reproduces BreastCADx/Resources/Models/lesion_seg_lite0.pt:
+    python training/segmentation/train.py --data ../shared/data/busi --out runs/seg_lite0
+
+Train split only for fitting; validation split for model selection (best mean Dice,
+empty-vs-empty counted as 1); the test split is never read here. Seeded; CUDA when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from monai.utils import set_determinism
+from PIL import Image
+
+from BreastCADxLib.networks import baseline_unet, lesion_unet
+from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
+
+
+def read_split(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def load_case(data: Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
+    img = np.asarray(Image.open(data / row["label"] / f"{row['case']}.png").convert("L"))
+    msk = np.asarray(Image.open(data / row["label"] / f"{row['case']}_mask.png").convert("L")) > 127
+    return img, msk
+
+
+class Speckle:
+    """Multiplicative speckle-like noise, img * (1 + N(0, s)), s ~ U(0, max_sigma)."""
+
+    def __init__(self, prob: float = 0.4, max_sigma: float = 0.25, seed: int = 0) -> None:
+        self.prob, self.max_sigma = prob, max_sigma
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, d: dict) -> dict:
+        if self.rng.random() < self.prob:
+            s = self.rng.uniform(0, self.max_sigma)
+            noise = torch.from_numpy(self.rng.normal(1.0, s, size=d["image"].shape).astype(np.float32))
+            d["image"] = d["image"] * noise
+        return d
+
+
+def augmentations(seed: int) -> Compose:
+    tx = Compose(
+        [
+            RandFlipd(keys=["image", "label"], spatial_axis=1, prob=0.5),  # left-right only: skin stays on top
+            RandAffined(
+                keys=["image", "label"],
+                prob=0.7,
+                rotate_range=math.radians(15),
+                scale_range=(0.2, 0.2),
+                translate_range=(0.08, 0.08),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandAdjustContrastd(keys="image", prob=0.5, gamma=(0.6, 1.6)),
+            RandScaleIntensityd(keys="image", prob=0.5, factors=0.25),
+            RandShiftIntensityd(keys="image", prob=0.5, offsets=25.0),
+            Speckle(prob=0.4, seed=seed),
+            RandGaussianSmoothd(keys="image", prob=0.25, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
+            RandGaussianNoised(keys="image", prob=0.3, std=6.0),
+        ]
+    )
+    tx.set_random_state(seed=seed)
+    return tx
+
+
+def sample(img: np.ndarray, msk: np.ndarray, size: int, rng: np.random.Generator, roi_prob: float) -> dict:
+    """Optional ROI-prompt crop (lesion box + random margin), then resize to size x size."""
+    box = mask_bbox(msk)
+    if box is not None and rng.random() < roi_prob:
+        x0, y0, x1, y1 = expand_box(box, rng.uniform(0.05, 0.6), msk.shape)
+        img, msk = img[y0:y1, x0:x1], msk[y0:y1, x0:x1]
+    t_img = resize_plane(torch.from_numpy(img.astype(np.float32)), (size, size))
+    t_msk = resize_plane(torch.from_numpy(msk.astype(np.float32)), (size, size), mode="nearest")
+    return {"image": t_img[None], "label": t_msk[None]}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
+    model.eval()
+    dices, fp_normal, n_normal = [], 0, 0
+    for img, msk in cases:
+        x = network_input(resize_plane(torch.from_numpy(img.astype(np.float32)), (size, size)))
+        logit = model(x[None].to(device))[0, 0].cpu()
+        prob = resize_plane(torch.sigmoid(logit), msk.shape)
+        pred = (prob > 0.5).numpy()
+        if msk.sum() == 0:
+            n_normal += 1
+            fp_normal += int(pred.sum() > 0)
+            dices.append(1.0 if pred.sum() == 0 else 0.0)
+        else:
+            inter = np.logical_and(pred, msk).sum()
+            dices.append(2 * inter / (pred.sum() + msk.sum()))
+    lesion = [d for d, (_, m) in zip(dices, cases) if m.sum() > 0]
+    return {"score": float(np.mean(dices)), "lesion_dice": float(np.mean(lesion)),
+            "normal_fp_rate": fp_normal / max(1, n_normal)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
+    ap.add_argument("--split", type=Path, default=Path("training/splits/busi.csv"))
+    ap.add_argument("--out", type=Path, default=Path("runs/seg_lite0"))
+    ap.add_argument("--arch", choices=["lite0", "unet"], default="lite0")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--roi-prob", type=float, default=0.3, help="share of samples cropped like a ROI prompt")
+    ap.add_argument("--time-limit-min", type=float, default=0, help="stop after this many minutes (0 = none)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+
+    set_determinism(seed=args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = read_split(args.split)
+    train = [load_case(args.data, r) for r in rows if r["split"] == "train"]
+    val = [load_case(args.data, r) for r in rows if r["split"] == "val"]
+    model = (lesion_unet(pretrained=True) if args.arch == "lite0" else baseline_unet()).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(train) / args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                pct_start=0.1)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    aug = augmentations(args.seed)
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "train_log.csv"
+    with open(log_path, "w") as f:
+        f.write("epoch,seconds,train_loss,val_score,val_lesion_dice,val_normal_fp_rate,lr\n")
+    best, t0 = -1.0, time.time()
+    print(f"{len(train)} train / {len(val)} val on {device}", flush=True)
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        order = rng.permutation(len(train))
+        losses = []
+        for s in range(steps_per_epoch):
+            batch = [aug(sample(*train[i], args.size, rng, args.roi_prob)) for i in order[s * args.batch:(s + 1) * args.batch]]
+            x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
+            y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        m = evaluate(model, val, args.size, device)
+        elapsed = time.time() - t0
+        with open(log_path, "a") as f:
+            f.write(f"{epoch},{elapsed:.0f},{np.mean(losses):.4f},{m['score']:.4f},{m['lesion_dice']:.4f},"
+                    f"{m['normal_fp_rate']:.4f},{sched.get_last_lr()[0]:.2e}\n")
+        print(f"epoch {epoch} loss {np.mean(losses):.4f} val {m} {elapsed:.0f}s", flush=True)
+        if m["score"] > best:
+            best = m["score"]
+            torch.save(model.state_dict(), args.out / "model.pt")
+            (args.out / "best.json").write_text(json.dumps({"epoch": epoch, **m, "args": {
+                k: str(v) for k, v in vars(args).items()}}, indent=2))
+        if args.time_limit_min and elapsed > args.time_limit_min * 60:
+            print("time limit reached", flush=True)
+            break
+
+
+if __name__ == "__main__":
+    main()
