@@ -1,0 +1,38 @@
+"""Typed errors. Every message names the file (when there is one) and the cause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BreastCADxError(Exception):
+    """Base class: `str(err)` is a complete, user-facing message."""
+
+    def __init__(self, cause: str, path: str | Path | None = None) -> None:
+        self.cause = cause
+        self.path = str(path) if path is not None else None
+        super().__init__(f"{self.path}: {cause}" if self.path else cause)
+
+
+class ImageReadError(BreastCADxError):
+    """The file is missing, corrupt, truncated or not an image."""
+
+
+class UnsupportedImageError(BreastCADxError):
+    """A readable file we do not support (transfer syntax, modality, dimensionality, non-image DICOM)."""
+
+
+class NoPixelDataError(UnsupportedImageError):
+    """A DICOM object without pixel data (SR, presentation state, ...)."""
+
+
+class MaskError(BreastCADxError):
+    """A mask that does not fit its image or cannot be used (empty, wrong grid, not binary)."""
+
+
+class ImageTooLargeError(BreastCADxError):
+    """Input over the memory budget."""
+
+
+class ModelError(BreastCADxError):
+    """A model file that is missing, altered (SHA256 mismatch) or unreadable."""

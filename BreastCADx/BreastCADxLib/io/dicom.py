@@ -1,0 +1,220 @@
+"""DICOM -> Image: single/multi-frame US, mammography, MR/CT series.
+
+pydicom decodes (with the pylibjpeg/pillow plugins for compressed syntaxes); SimpleITK
+(GDCM) is the fallback decoder and reads slice series, sorted by position.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
+from pydicom.uid import UID
+
+from ..errors import ImageReadError, ImageTooLargeError, NoPixelDataError, UnsupportedImageError
+from ..image import IDENTITY, Image
+from .files import luminance
+
+MAX_VOXELS = int(os.environ.get("BREASTCADX_MAX_VOXELS", 400_000_000))
+US_UNITS_CM = 3  # PhysicalUnitsX/YDirection code for centimetres
+METADATA_KEYS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "SeriesDescription",
+    "SeriesNumber", "InstanceNumber", "Manufacturer", "ManufacturerModelName", "BodyPartExamined",
+    "Laterality", "ImageLaterality", "ViewPosition", "PresentationIntentType", "Modality",
+)
+
+
+def is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _metadata(ds: pydicom.Dataset) -> dict:
+    out = {}
+    for key in METADATA_KEYS:
+        value = ds.get(key)
+        if value is not None and value != "":
+            out[key] = str(value)
+    out["TransferSyntaxUID"] = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    return out
+
+
+def _pixel_measures(ds: pydicom.Dataset) -> pydicom.Dataset | None:
+    """Pixel Measures of an enhanced multi-frame object (shared functional groups)."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and "PixelMeasuresSequence" in shared[0]:
+        return shared[0].PixelMeasuresSequence[0]
+    return None
+
+
+def pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """(x, y) spacing in mm, or None when the object does not tell it."""
+    for source in (ds, _pixel_measures(ds)):
+        if source is not None and source.get("PixelSpacing"):
+            row, col = (float(v) for v in source.PixelSpacing)
+            return col, row
+    if ds.get("ImagerPixelSpacing"):
+        row, col = (float(v) for v in ds.ImagerPixelSpacing)
+        return col, row
+    for region in ds.get("SequenceOfUltrasoundRegions", []):
+        ux, uy = region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection")
+        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+        if ux == US_UNITS_CM and uy == US_UNITS_CM and dx and dy:
+            return abs(float(dx)) * 10.0, abs(float(dy)) * 10.0
+    return None
+
+
+def _orientation(ds: pydicom.Dataset) -> tuple[tuple[float, float, float], tuple[float, ...]]:
+    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    if ipp is None or iop is None:
+        return (0.0, 0.0, 0.0), IDENTITY
+    r, c = np.array(iop[:3], float), np.array(iop[3:], float)
+    n = np.cross(r, c)
+    m = np.stack([r, c, n], axis=1)  # columns are the i, j, k directions
+    return tuple(float(v) for v in ipp), tuple(float(v) for v in m.ravel())
+
+
+def _decoder_available(ts: str) -> bool:
+    try:
+        return get_decoder(UID(ts)).is_available
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    if not ts or _decoder_available(ts):
+        try:
+            return ds.pixel_array
+        except Exception as e:  # corrupt/truncated data surfaces as many exception types
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise ImageReadError(f"pixel data is corrupt or truncated ({e.__class__.__name__}: {msg})", path) from None
+    try:  # GDCM knows transfer syntaxes the installed pydicom plugins may not
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError:
+        name = UID(ts).name
+        raise UnsupportedImageError(f"transfer syntax '{name}' ({ts}) is not supported: no decoder installed",
+                                    path) from None
+
+
+def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int) -> tuple[np.ndarray, str]:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    spp = int(ds.get("SamplesPerPixel", 1))
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+        lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        if lut_bits == 16:  # 16-bit LUT entries span 0..65535: bring to 8 bits
+            arr = np.round(arr.astype(np.float32) / 257.0)
+        arr = luminance(arr.astype(np.uint8))
+    elif spp == 3:
+        arr = luminance(arr)
+    elif photometric == "MONOCHROME1":
+        hi = (1 << int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))) - 1
+        arr = (hi - arr.astype(np.int64)).clip(0, None).astype(arr.dtype if arr.dtype.kind == "u" else np.int32)
+    elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        arr = apply_modality_lut(arr, ds)
+    if frames == 1 and arr.ndim == 2:
+        arr = arr[None]
+    return arr, photometric
+
+
+def read_dicom_file(path: Path) -> Image:
+    try:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ds = pydicom.dcmread(path)
+            if any("End of file reached" in str(w.message) for w in caught):
+                raise ImageReadError("DICOM file is truncated (ends inside a data element)", path)
+        except InvalidDicomError:  # some writers omit the preamble: accept a bare dataset that has image rows
+            ds = pydicom.dcmread(path, force=True)
+            if "Rows" not in ds and "SOPClassUID" not in ds:
+                raise ImageReadError("not a DICOM file (no 'DICM' header and no DICOM data elements)", path) from None
+    except ImageReadError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise ImageReadError(f"corrupt or truncated DICOM ({e.__class__.__name__}: {e})", path) from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop = ds.get("SOPClassUID")
+        kind = UID(sop).name if sop else "unknown SOP class"
+        raise NoPixelDataError(f"DICOM object has no pixel data ({kind}); not an image", path)
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows * cols * frames > MAX_VOXELS:
+        raise ImageTooLargeError(
+            f"{cols}x{rows}x{frames} pixels exceeds the limit of {MAX_VOXELS} (set BREASTCADX_MAX_VOXELS)", path)
+    raw = _decode(ds, path)
+    expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1))
+    if raw.size != expected:
+        raise ImageReadError(f"pixel data holds {raw.size} values, header says {expected}: truncated?", path)
+    arr, photometric = _to_grey(raw, ds, frames)
+    spacing = pixel_spacing(ds)
+    origin, direction = _orientation(ds)
+    sz = 1.0
+    pm = _pixel_measures(ds)
+    for src in (pm, ds):
+        if src is not None and src.get("SpacingBetweenSlices"):
+            sz = float(src.SpacingBetweenSlices)
+            break
+    return Image(
+        array=arr,
+        spacing=(spacing[0], spacing[1], sz) if spacing else (1.0, 1.0, 1.0),
+        origin=origin,
+        direction=direction,
+        spacing_known=spacing is not None,
+        modality=str(ds.get("Modality", "OT")),
+        photometric=photometric,
+        source=str(path),
+        metadata=_metadata(ds),
+    )
+
+
+def read_dicom_folder(folder: Path) -> Image:
+    """One series from a folder: one file directly, several slices through SimpleITK, sorted by position."""
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise ImageReadError("folder holds no readable DICOM image series", folder)
+    if len(series) > 1:
+        raise UnsupportedImageError(
+            f"folder holds {len(series)} DICOM series ({', '.join(series[:3])}...); pass one series folder or file",
+            folder)
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    if len(files) == 1:
+        return read_dicom_file(Path(files[0]))
+    first = read_dicom_file(Path(files[0]))  # metadata, modality, checks
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        img = reader.Execute()
+    except RuntimeError as e:
+        raise ImageReadError(f"series could not be read ({str(e).strip().splitlines()[-1]})", folder) from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise UnsupportedImageError("colour slice series are not supported", folder)
+    arr = sitk.GetArrayFromImage(img)
+    if arr.shape[0] * arr.shape[1] * arr.shape[2] > MAX_VOXELS:
+        raise ImageTooLargeError(f"{arr.size} voxels exceeds the limit of {MAX_VOXELS}", folder)
+    meta = dict(first.metadata)
+    meta["NumberOfSlices"] = str(len(files))
+    return Image(
+        array=arr,
+        spacing=tuple(float(s) for s in img.GetSpacing()),
+        origin=tuple(float(o) for o in img.GetOrigin()),
+        direction=tuple(float(v) for v in img.GetDirection()),
+        spacing_known=first.spacing_known,
+        modality=first.modality,
+        photometric=first.photometric,
+        source=str(folder),
+        metadata=meta,
+    )

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+MODULE_DIR = HERE.parents[1]  # BreastCADx/
+REPO = MODULE_DIR.parent
+SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
+
+
+@pytest.fixture(scope="session")
+def sample_dicom() -> Path:
+    return SAMPLE_DIR / "BreastCADx_US_sample.dcm"
+
+
+@pytest.fixture(scope="session")
+def sample_mask() -> Path:
+    return SAMPLE_DIR / "BreastCADx_US_sample_mask.nrrd"

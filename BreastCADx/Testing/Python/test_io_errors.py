@@ -1,0 +1,116 @@
+"""Each class of bad input raises its typed error, naming the file and the cause."""
+
+from __future__ import annotations
+
+import shutil
+
+import dicom_factory as f
+import numpy as np
+import pytest
+from BreastCADxLib.errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    MaskError,
+    NoPixelDataError,
+    UnsupportedImageError,
+)
+from BreastCADxLib.io import dicom as dicom_io
+from BreastCADxLib.io import load_image, load_mask
+from PIL import Image as PILImage
+
+
+def _raises(exc, path, *words):
+    with pytest.raises(exc) as info:
+        load_image(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    for w in words:
+        assert w in msg.lower()
+    return msg
+
+
+def test_missing_file(tmp_path):
+    _raises(ImageReadError, tmp_path / "nope.dcm", "no such file")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    _raises(ImageReadError, tmp_path / "empty.png", "empty")
+
+
+def test_garbage_named_dcm(tmp_path):
+    (tmp_path / "junk.dcm").write_bytes(b"this is not dicom at all" * 20)
+    _raises(ImageReadError, tmp_path / "junk.dcm", "not a dicom file")
+
+
+def test_truncated_dicom(tmp_path, sample_dicom):
+    data = sample_dicom.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) // 3])
+    _raises(ImageReadError, tmp_path / "cut.dcm", "truncated")
+
+
+def test_truncated_compressed_dicom(tmp_path):
+    path = f.us_compressed(tmp_path / "rle.dcm", f.sample_pixels(), f.COMPRESSED["JPEG 2000 Lossless"])
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(ImageReadError) as info:
+        load_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_no_pixel_data(tmp_path):
+    _raises(NoPixelDataError, f.no_pixels(tmp_path / "sr.dcm"), "no pixel data", "not an image")
+
+
+def test_unsupported_transfer_syntax(tmp_path):
+    msg = _raises(UnsupportedImageError, f.us_unsupported_syntax(tmp_path / "mpeg.dcm", f.sample_pixels()),
+                  "transfer syntax", "not supported")
+    assert "1.2.840.10008.1.2.4.100" in msg
+
+
+def test_text_file_with_png_suffix(tmp_path):
+    (tmp_path / "notes.png").write_text("radiology report, not an image")
+    _raises(ImageReadError, tmp_path / "notes.png", "not a readable image")
+
+
+def test_corrupt_nrrd(tmp_path):
+    (tmp_path / "bad.nrrd").write_text("NRRD0004\ntype: garbage\n\n")
+    _raises(ImageReadError, tmp_path / "bad.nrrd", "not a readable")
+
+
+def test_unknown_suffix(tmp_path):
+    (tmp_path / "scan.xyz").write_bytes(b"1234")
+    _raises(UnsupportedImageError, tmp_path / "scan.xyz", "unsupported file type")
+
+
+def test_folder_without_dicom(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    _raises(ImageReadError, tmp_path, "no readable dicom")
+
+
+def test_folder_with_two_series(tmp_path, sample_dicom):
+    f.us(tmp_path / "one.dcm", f.sample_pixels())
+    shutil.copy(sample_dicom, tmp_path / "two.dcm")
+    _raises(UnsupportedImageError, tmp_path, "2 dicom series")
+
+
+def test_too_large(tmp_path, sample_dicom, monkeypatch):
+    monkeypatch.setattr(dicom_io, "MAX_VOXELS", 1000)
+    _raises(ImageTooLargeError, sample_dicom, "exceeds the limit")
+
+
+def test_mask_size_mismatch(tmp_path, sample_dicom):
+    img = load_image(sample_dicom)
+    PILImage.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(MaskError, match="does not match image size") as info:
+        load_mask(tmp_path / "small.png", img)
+    assert "small.png" in str(info.value)
+
+
+def test_mask_not_binary(tmp_path, sample_dicom):
+    img = load_image(sample_dicom)
+    rows, cols = img.plane().shape
+    PILImage.fromarray(img.plane()).save(tmp_path / "grey.png")  # an image passed as mask
+    with pytest.raises(MaskError, match="not binary"):
+        load_mask(tmp_path / "grey.png", img)
+    assert (rows, cols) == (457, 557)
