@@ -114,10 +114,8 @@ def assign(rows, groups: list[int], seed: int = SEED) -> list[tuple[str, int]]:
     for g in gids:
         members = by_group[g]
         labs = [rows[i]["label"] for i in members]
-        # deficit of each bin for this group's labels
-        def deficit(b: str) -> float:
-            return sum(bins[b] * total[lab] - count[b][lab] for lab in labs) / len(labs)
-        b = max(bins, key=deficit)
+        # the bin most short of this group's labels
+        b = max(bins, key=lambda b, labs=labs: sum(bins[b] * total[lab] - count[b][lab] for lab in labs))
         split_of[g] = b
         for lab in labs:
             count[b][lab] += 1

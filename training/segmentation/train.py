@@ -160,7 +160,8 @@ def main() -> None:
         order = rng.permutation(len(train))
         losses = []
         for s in range(steps_per_epoch):
-            batch = [aug(sample(*train[i], args.size, rng, args.roi_prob)) for i in order[s * args.batch:(s + 1) * args.batch]]
+            idx = order[s * args.batch : (s + 1) * args.batch]
+            batch = [aug(sample(*train[i], args.size, rng, args.roi_prob)) for i in idx]
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
             loss = loss_fn(model(x), y)
