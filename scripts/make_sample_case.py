@@ -11,9 +11,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from PIL import Image as PILImage
+
 from BreastCADxLib.io import load_image, save_mask
 from BreastCADxLib.io.dicom_write import write_ultrasound
-from PIL import Image as PILImage
 
 OUT = Path("BreastCADx/Resources/SampleData")
 

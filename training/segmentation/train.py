@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from BreastCADxLib.networks import baseline_unet, lesion_unet
-from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
 from monai.losses import DiceCELoss
 from monai.transforms import (
     Compose,
@@ -33,6 +31,9 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 from PIL import Image
+
+from BreastCADxLib.networks import baseline_unet, lesion_unet
+from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
 
 
 def read_split(path: Path) -> list[dict]:

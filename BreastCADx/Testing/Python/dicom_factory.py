@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from BreastCADxLib.io.dicom_write import new_uid, ultrasound_dataset
 from PIL import Image as PILImage
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -16,6 +15,8 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
+
+from BreastCADxLib.io.dicom_write import new_uid, ultrasound_dataset
 
 SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 
-import dicom_factory as f
 import numpy as np
 import pytest
+from PIL import Image as PILImage
+
+import dicom_factory as f
 from BreastCADxLib.errors import (
     ImageReadError,
     ImageTooLargeError,
@@ -16,7 +18,6 @@ from BreastCADxLib.errors import (
 )
 from BreastCADxLib.io import dicom as dicom_io
 from BreastCADxLib.io import load_image, load_mask
-from PIL import Image as PILImage
 
 
 def _raises(exc, path, *words):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dicom_factory as f
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from PIL import Image as PILImage
+
+import dicom_factory as f
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
 from BreastCADxLib.io.dicom_write import US_MULTIFRAME_STORAGE
-from PIL import Image as PILImage
 
 
 @pytest.fixture(scope="module")
