@@ -1,7 +1,7 @@
 """Train the BUSI lesion segmenter (MONAI FlexibleUNet + EfficientNet-Lite0 encoder).
 
 Reproduces BreastCADx/Resources/Models/lesion_seg_lite0.pt:
-    python training/segmentation/train.py --data ../shared/data/busi --out runs/seg_lite0
+    python -m training.segmentation.train --data ../shared/data/busi --out runs/seg_lite0
 
 Train split only for fitting; validation split for model selection (best mean Dice,
 empty-vs-empty counted as 1); the test split is never read here. Seeded; CUDA when present.
@@ -10,7 +10,6 @@ empty-vs-empty counted as 1); the test split is never read here. Seeded; CUDA wh
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import time
@@ -30,21 +29,10 @@ from monai.transforms import (
     RandShiftIntensityd,
 )
 from monai.utils import set_determinism
-from PIL import Image
 
 from BreastCADxLib.networks import baseline_unet, lesion_unet
 from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
-
-
-def read_split(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def load_case(data: Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
-    img = np.asarray(Image.open(data / row["label"] / f"{row['case']}.png").convert("L"))
-    msk = np.asarray(Image.open(data / row["label"] / f"{row['case']}_mask.png").convert("L")) > 127
-    return img, msk
+from training.common import load_case, read_split
 
 
 class Speckle:

@@ -1,0 +1,81 @@
+"""Model registry: one JSON card per model in Resources/Models, weights checked by SHA256, loaded safely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .errors import ModelError
+
+MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR", Path(__file__).resolve().parents[1] / "Resources" / "Models"))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_card(model_id: str, models_dir: Path | None = None) -> dict:
+    """The model card: architecture, input spec, metrics and weights file with its SHA256."""
+    path = (models_dir or MODELS_DIR) / f"{model_id}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in (models_dir or MODELS_DIR).glob("*.json"))
+        raise ModelError(f"no model card for '{model_id}' (known: {', '.join(known) or 'none'})", path)
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model card is not valid JSON ({e})", path) from None
+    for key in ("id", "weights", "sha256"):
+        if key not in card:
+            raise ModelError(f"model card lacks '{key}'", path)
+    card["_dir"] = str(path.parent)
+    return card
+
+
+def verified_weights_path(card: dict) -> Path:
+    path = Path(card["_dir"]) / card["weights"]
+    if not path.is_file():
+        raise ModelError("model weights file is missing (reinstall the extension or re-run training)", path)
+    digest = sha256_of(path)
+    if digest != card["sha256"]:
+        raise ModelError(f"SHA256 mismatch: file is {digest[:12]}..., card expects {card['sha256'][:12]}... "
+                         "(altered or corrupt weights)", path)
+    return path
+
+
+def load_state_dict(card: dict) -> dict[str, torch.Tensor]:
+    """Verified, pickle-free load of a torch state dict (weights_only=True), cast to float32."""
+    path = verified_weights_path(card)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"weights could not be read ({e.__class__.__name__}: {e})", path) from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def choose_device(preference: str | None = None) -> torch.device:
+    """'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'; BREASTCADX_DEVICE overrides 'auto'."""
+    pref = (preference or "auto").lower()
+    if pref == "auto":
+        pref = os.environ.get("BREASTCADX_DEVICE", "auto").lower()
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device '{pref}' requested but no CUDA device is available (use 'cpu' or 'auto')")
+    try:
+        return torch.device(pref)
+    except RuntimeError:
+        raise ModelError(f"unknown device '{pref}' (use auto, cpu or cuda)") from None
+
+
+@lru_cache(maxsize=8)
+def cached_card(model_id: str) -> dict:
+    return load_card(model_id)

@@ -1,0 +1,149 @@
+"""Lesion segmentation: image (2D, or a stack slice by slice) -> mask + probability on the input grid."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .errors import BreastCADxError, UnsupportedImageError
+from .image import Image
+from .models import choose_device, load_card, load_state_dict
+from .networks import lesion_unet
+from .preprocessing import network_input, resize_plane, to_uint8_range
+
+DEFAULT_MODEL = "lesion_seg_lite0"
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1, y1 exclusive
+
+
+class Cancelled(Exception):
+    """Raised when the caller's cancel check returns True; nothing is returned or written."""
+
+
+class RoiError(BreastCADxError):
+    """A ROI box outside the image or of no area."""
+
+
+@dataclass
+class Segmentation:
+    mask: np.ndarray  # bool, (frames, rows, cols), on the input grid
+    probability: np.ndarray  # float32 0..1, same shape
+    seconds: float
+
+    @property
+    def lesion_found(self) -> bool:
+        return bool(self.mask.any())
+
+
+def parse_roi(text: str) -> Box:
+    try:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in text.split(","))
+    except ValueError:
+        raise RoiError(f"ROI must be 'x0,y0,x1,y1' in pixels, got '{text}'") from None
+    return x0, y0, x1, y1
+
+
+def check_roi(roi: Box, rows: int, cols: int) -> Box:
+    x0, y0, x1, y1 = roi
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(cols, x1), min(rows, y1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        raise RoiError(f"ROI {roi} has less than 8x8 pixels inside the {cols}x{rows} image")
+    return x0, y0, x1, y1
+
+
+def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fraction: float,
+                keep_fraction: float) -> np.ndarray:
+    """Threshold, drop islands (tiny, far smaller than the largest, or never confident), fill holes."""
+    mask = prob >= threshold
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    index = np.arange(1, n + 1)
+    areas = ndimage.sum_labels(mask, labels, index)
+    peaks = ndimage.maximum(prob, labels, index)
+    min_area = max(16.0, min_area_fraction * prob.size)
+    keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
+    mask = np.isin(labels, index[keep])
+    return ndimage.binary_fill_holes(mask)
+
+
+class LesionSegmenter:
+    """Loads the model once; `segment` may be called many times (thread-compatible, not thread-safe)."""
+
+    def __init__(self, card: dict, net: torch.nn.Module, device: str | None = "auto") -> None:
+        self.card = card
+        self.device = choose_device(device)
+        spec = card["input"]
+        self.size = (int(spec["height"]), int(spec["width"]))
+        post = card["postprocessing"]
+        self.threshold = float(post["threshold"])
+        self.presence = float(post["presence"])
+        self.min_area_fraction = float(post["min_area_fraction"])
+        self.keep_fraction = float(post["keep_fraction"])
+        self.flip_tta = bool(post.get("flip_tta", True))
+        self.net = net.to(self.device).eval()
+
+    @classmethod
+    def from_registry(cls, model_id: str = DEFAULT_MODEL, device: str | None = "auto",
+                      models_dir: Path | None = None) -> LesionSegmenter:
+        """The shipped model: card + SHA256-verified weights from Resources/Models (or models_dir)."""
+        card = load_card(model_id, models_dir)
+        net = lesion_unet(pretrained=False)
+        net.load_state_dict(load_state_dict(card))
+        return cls(card, net, device)
+
+    @torch.inference_mode()
+    def probability(self, plane: np.ndarray) -> np.ndarray:
+        """(rows, cols) any dtype -> lesion probability (rows, cols) float32."""
+        x = network_input(resize_plane(torch.from_numpy(to_uint8_range(plane)), self.size))[None]
+        if self.flip_tta:
+            x = torch.cat([x, x.flip(-1)])
+        logits = self.net(x.to(self.device)).float().cpu()
+        prob = torch.sigmoid(logits[:, 0])
+        if self.flip_tta:
+            prob = 0.5 * (prob[0] + prob[1].flip(-1))
+        else:
+            prob = prob[0]
+        return resize_plane(prob, plane.shape).clamp(0, 1).numpy()
+
+    def segment(
+        self,
+        image: Image,
+        roi: Box | None = None,
+        progress: Callable[[float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Segmentation:
+        """Segment every frame; with a ROI box, only inside the box (the box is the user's prompt)."""
+        t0 = time.perf_counter()
+        if image.array.ndim != 3 or min(image.array.shape[1:]) < 16:
+            raise UnsupportedImageError(f"cannot segment an image of shape {image.array.shape}", image.source)
+        frames, rows, cols = image.array.shape
+        box = check_roi(roi, rows, cols) if roi is not None else None
+        prob = np.zeros(image.array.shape, np.float32)
+        mask = np.zeros(image.array.shape, bool)
+        for k in range(frames):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("segmentation cancelled")
+            plane = image.array[k]
+            if box is not None:
+                x0, y0, x1, y1 = box
+                prob[k, y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
+            else:
+                prob[k] = self.probability(plane)
+            mask[k] = postprocess(prob[k], self.threshold, self.presence, self.min_area_fraction,
+                                  self.keep_fraction)
+            if progress is not None:
+                progress((k + 1) / frames, f"segmented frame {k + 1}/{frames}")
+        return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0)
+
+
+@lru_cache(maxsize=2)
+def get_segmenter(model_id: str = DEFAULT_MODEL, device: str = "auto") -> LesionSegmenter:
+    """Process-wide cached segmenter (the model is loaded once)."""
+    return LesionSegmenter.from_registry(model_id, device)

