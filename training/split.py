@@ -136,6 +136,22 @@ def assign(rows, groups: list[int], seed: int = SEED) -> list[tuple[str, int]]:
     return out
 
 
+def save_examples(data: Path, rows, pairs, out: Path, per_kind: int = 4) -> None:
+    """Montage of duplicate pairs nearest to each threshold (left | right), for the docs."""
+    chosen = []
+    for kind in ("whole", "lesion"):
+        ranked = sorted((p for p in pairs if p[2] == kind), key=lambda p: p[3])
+        chosen += ranked[:per_kind]
+    tile = (200, 160)
+    canvas = Image.new("L", (2 * tile[0] + 10, len(chosen) * (tile[1] + 6)), 255)
+    for k, (i, j, _, _) in enumerate(chosen):
+        for c, idx in enumerate((i, j)):
+            r = rows[idx]
+            im = Image.open(data / r["label"] / f"{r['case']}.png").convert("L").resize(tile)
+            canvas.paste(im, (c * (tile[0] + 10), k * (tile[1] + 6)))
+    canvas.save(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
@@ -172,6 +188,7 @@ def main() -> None:
         summary["counts"][s][r["label"]] += 1
     mixed = sum(1 for g in set(groups) if len({rows[i]["label"] for i in range(len(rows)) if groups[i] == g}) > 1)
     summary["groups_with_mixed_labels"] = mixed
+    save_examples(args.data, rows, pairs, args.out / "busi_duplicate_examples.png")
     (args.out / "busi_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
