@@ -72,6 +72,49 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto") -> int:
+    from pathlib import Path
+
+    from .io import load_image, load_mask
+    from .outputs import summary_lines, write_case
+    from .pipeline import analyze
+    from .segmentation import parse_roi
+
+    image = load_image(image_path)
+    mask = load_mask(mask_path, image) if mask_path else None
+    result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
+    paths = write_case(result, image, Path(out))
+    print(f"{image_path}")
+    for line in summary_lines(result):
+        print(f"  {line}")
+    print(f"  outputs: {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .batch import run_batch
+
+    table = run_batch(Path(args.manifest), Path(args.out), device=args.device)
+    errors = sum(r["status"] == "error" for r in table)
+    print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
+    status = _analyze_to(sample, args.out, device=args.device)
+    print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="breastcadx", description="Breast-lesion CADx: load, segment, classify.")
     p.add_argument("--version", action="version", version=f"breastcadx {__version__}")
@@ -90,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", default="lesion_seg_lite0", help="model id in Resources/Models")
     seg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     seg.set_defaults(func=cmd_segment)
+    an = sub.add_parser("analyze", help="segment (unless --mask) and classify one case")
+    an.add_argument("image", help="image file or DICOM series folder")
+    an.add_argument("--mask", help="lesion mask on the image grid (else automatic segmentation)")
+    an.add_argument("--roi", help="box prompt x0,y0,x1,y1 in pixels for the automatic segmentation")
+    an.add_argument("--out", required=True, help="output folder (mask.nrrd, heatmap.nrrd, overlay.png, result.json)")
+    an.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    an.set_defaults(func=cmd_analyze)
+    ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
+    ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV)")
+    ba.add_argument("--out", required=True, help="output folder: results.csv and one folder per case")
+    ba.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ba.set_defaults(func=cmd_batch)
+    de = sub.add_parser("demo", help="analyse the bundled sample case into ./breastcadx-demo/")
+    de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
+    de.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    de.set_defaults(func=cmd_demo)
     return p
 
 

@@ -103,3 +103,42 @@ def baseline_unet() -> nn.Module:
         strides=(2, 2, 2, 2),
         num_res_units=2,
     )
+
+
+class Lite0Trunk(nn.Module):
+    """EfficientNet-Lite0 up to its 1280-channel head, global-average pooled: (B, 3, H, W) -> (B, 1280)."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(LITE0_NAME)
+        if pretrained:
+            net.load_state_dict(imagenet_lite0_state_dict())
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = net._blocks
+        self.head = nn.Sequential(net._conv_head, net._bn1, net._swish)  # ReLU6 in the Lite variants
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+
+class LinearScore(nn.Module):
+    """trunk features -> one logit (w . f + b): the deep evidence Grad-CAM explains."""
+
+    def __init__(self, trunk: Lite0Trunk, weight: torch.Tensor, bias: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.score = nn.Linear(weight.numel(), 1)
+        with torch.no_grad():
+            self.score.weight.copy_(weight.reshape(1, -1))
+            self.score.bias.fill_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self.trunk(x))

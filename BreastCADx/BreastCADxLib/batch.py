@@ -1,0 +1,90 @@
+"""`breastcadx batch`: many cases from a manifest, resumable, one bad case never stops the rest."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import BreastCADxError
+from .io import load_image, load_mask
+
+COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability", "predicted_label",
+           "birads_suggestion", "mask_path", "heatmap_path", "seconds"]
+
+
+def read_manifest(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BreastCADxError(f"manifest cannot be read ({e})", path) from None
+    if not rows or "case_id" not in rows[0] or "image" not in rows[0]:
+        raise BreastCADxError("manifest needs the columns case_id,image (and optionally mask)", path)
+    ids = [r["case_id"] for r in rows]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise BreastCADxError(f"case_id values must be unique; repeated: {dupes[:5]}", path)
+    bad = [i for i in ids if not i or "/" in i or "\\" in i or i in (".", "..")]
+    if bad:
+        raise BreastCADxError(f"case_id must be a plain folder name; bad: {bad[:5]}", path)
+    return rows
+
+
+def _row_from_result(case_id: str, result: dict, seconds: float, case_dir: str) -> dict:
+    p = result["malignancy_probability"]
+    files = result.get("files", {})
+    return {"case_id": case_id, "status": "ok", "error": "",
+            "lesion_found": "true" if result["lesion_found"] else "false",
+            "malignancy_probability": "" if p is None else f"{p:.6f}",
+            "predicted_label": result["predicted_label"], "birads_suggestion": result["birads_suggestion"] or "",
+            "mask_path": f"{case_dir}/{files['mask']}" if "mask" in files else "",
+            "heatmap_path": f"{case_dir}/{files['heatmap']}" if "heatmap" in files else "",
+            "seconds": f"{seconds:.3f}"}
+
+
+def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None) -> list[dict]:
+    from .outputs import write_case
+    from .pipeline import analyze
+
+    rows = read_manifest(manifest)
+    base = manifest.parent
+    out.mkdir(parents=True, exist_ok=True)
+    show = sys.stderr.isatty() if show_progress is None else show_progress
+    table = []
+    for i, row in enumerate(rows):
+        case_id = row["case_id"]
+        case_dir = out / case_id
+        done = case_dir / "result.json"
+        if done.exists():  # resumable: finished cases are kept as they are
+            res = json.loads(done.read_text())
+            table.append(_row_from_result(case_id, res, res.get("batch_seconds", 0.0), case_id))
+        else:
+            t0 = time.perf_counter()
+            try:
+                image = load_image(base / row["image"])
+                mask = load_mask(base / row["mask"], image) if (row.get("mask") or "").strip() else None
+                result = analyze(image, mask=mask, device=device)
+                write_case(result, image, case_dir)
+                seconds = time.perf_counter() - t0
+                res = json.loads(done.read_text())
+                res["batch_seconds"] = seconds
+                done.write_text(json.dumps(res, indent=1) + "\n")
+                table.append(_row_from_result(case_id, res, seconds, case_id))
+            except Exception as e:  # one bad case is recorded and the batch goes on
+                msg = str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
+                table.append({**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error",
+                              "error": msg, "seconds": f"{time.perf_counter() - t0:.3f}"})
+        if show:
+            frac = (i + 1) / len(rows)
+            print(f"\r[{'#' * int(frac * 30):<30}] {i + 1}/{len(rows)} {case_id[:30]:<30}", end="",
+                  file=sys.stderr, flush=True)
+    if show:
+        print(file=sys.stderr)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(table)
+    return table

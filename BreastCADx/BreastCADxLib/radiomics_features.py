@@ -1,0 +1,58 @@
+"""Radiomics (pyradiomics) of a lesion: named features, with clear errors for unusable masks."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import MaskError
+from .image import Image
+from .io.files import image_to_sitk
+from .preprocessing import to_uint8_range
+
+PARAMS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Radiomics"
+PARAMS_2D = PARAMS_DIR / "ultrasound_2d.yaml"
+PARAMS_3D = PARAMS_DIR / "volume_3d.yaml"
+MIN_PIXELS = 20
+
+
+@lru_cache(maxsize=4)
+def _extractor(params: str):
+    from radiomics import featureextractor
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    return featureextractor.RadiomicsFeatureExtractor(params)
+
+
+def check_lesion_mask(mask: np.ndarray, where: str | None = None) -> None:
+    """Reject masks radiomics cannot describe: empty, tiny, or one pixel thick everywhere."""
+    n = int(mask.sum())
+    if n == 0:
+        raise MaskError("lesion mask is empty: nothing to classify", where)
+    if n < MIN_PIXELS:
+        raise MaskError(f"lesion mask has {n} pixels; at least {MIN_PIXELS} are needed for radiomics", where)
+    planes = mask if mask.ndim == 3 else mask[None]
+    if not any(ndimage.binary_erosion(p).any() for p in planes):
+        raise MaskError("lesion mask is one pixel thick (a line or outline, not a filled region)", where)
+
+
+def extract(image: Image, mask: np.ndarray, params: Path | None = None) -> dict[str, float]:
+    """pyradiomics features of the masked lesion; 2D settings for one frame, 3D for volumes."""
+    if mask.shape != image.array.shape:
+        raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
+    check_lesion_mask(mask, image.source or None)
+    if params is None:
+        params = PARAMS_2D if image.frames == 1 else PARAMS_3D
+    # 8-bit data as is; wider data (MR, CT, 16-bit MG) to 0..255 by percentiles, so the bin width means the same
+    pixels = image.array.astype(np.float32) if image.array.dtype == np.uint8 else to_uint8_range(image.array)
+    result = _extractor(str(params)).execute(image_to_sitk(image, pixels), image_to_sitk(image, mask.astype(np.uint8)))
+    feats = {k: float(v) for k, v in result.items() if not k.startswith("diagnostics")}
+    bad = [k for k, v in feats.items() if not np.isfinite(v)]
+    if bad:
+        raise MaskError(f"radiomics gave non-finite values for {len(bad)} features (e.g. {bad[0]}): "
+                        "the lesion is too small or uniform", image.source or None)
+    return feats

@@ -1,0 +1,84 @@
+"""Extract radiomics + deep features for every BUSI lesion case (benign/malignant), cached to NPZ.
+
+    python -m training.classification.features --data ../shared/data/busi --out runs/features
+
+Masks: `reference` (radiologists' masks), and for the test split only `auto` (shipped segmenter), `eroded`
+and `dilated` (reference +/- 3 px) for the benchmark. Features come from the same library code as `analyze`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from BreastCADxLib.deep import DeepFeatures
+from BreastCADxLib.errors import MaskError
+from BreastCADxLib.image import Image
+from BreastCADxLib.radiomics_features import extract
+from training.common import load_case, read_split
+
+MASK_KINDS = ("reference", "auto", "eroded", "dilated")
+
+
+def variant_mask(kind: str, img: np.ndarray, ref: np.ndarray, segmenter) -> np.ndarray:
+    if kind == "reference":
+        return ref
+    if kind == "eroded":
+        return ndimage.binary_erosion(ref, iterations=3)
+    if kind == "dilated":
+        return ndimage.binary_dilation(ref, iterations=3)
+    return segmenter.segment(Image(array=img)).mask[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
+    ap.add_argument("--split", type=Path, default=Path("training/splits/busi.csv"))
+    ap.add_argument("--out", type=Path, default=Path("runs/features"))
+    ap.add_argument("--kinds", nargs="+", default=list(MASK_KINDS), choices=MASK_KINDS)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [r for r in read_split(args.split) if r["label"] != "normal"]
+    deep = DeepFeatures("auto")
+    segmenter = None
+    if "auto" in args.kinds:
+        from BreastCADxLib.segmentation import get_segmenter
+
+        segmenter = get_segmenter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind in args.kinds:
+        todo = rows if kind == "reference" else [r for r in rows if r["split"] == "test"]
+        names, rad, dfeat, ok, errors = None, [], [], [], []
+        t0 = time.perf_counter()
+        for r in todo:
+            img, ref = load_case(args.data, r)
+            image = Image(array=img)
+            mask = variant_mask(kind, img, ref, segmenter)[None]
+            try:
+                feats = extract(image, mask)
+            except MaskError as e:  # e.g. auto mask empty: recorded, scored as a miss by the benchmark
+                errors.append(f"{r['case']}: {e.cause}")
+                continue
+            names = names or list(feats)
+            rad.append([feats[n] for n in names])
+            dfeat.append(deep.features(image, mask))
+            ok.append(r)
+        np.savez_compressed(
+            args.out / f"{kind}.npz",
+            case=np.array([r["case"] for r in ok]), label=np.array([int(r["label"] == "malignant") for r in ok]),
+            split=np.array([r["split"] for r in ok]), fold=np.array([int(r["fold"]) for r in ok]),
+            group=np.array([r["group"] for r in ok]), radiomics=np.array(rad, np.float64),
+            radiomics_names=np.array(names), deep=np.array(dfeat, np.float32), errors=np.array(errors),
+        )
+        print(f"{kind}: {len(ok)} cases, {len(errors)} without features, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Fit the best CV configuration on all of train+val, calibrate, and write the pickle-free bundle.
+
+    python -m training.classification.ship --features runs/features --cv runs/classification
+
+Choice by cross-validated AUC on train+val only (runs/classification/cv_results.json); the test split is
+not read here. The bundle is checked to reproduce the scikit-learn model's probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import warnings
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.linear_model import LogisticRegression
+
+from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
+from BreastCADxLib.classifier import DEFAULT_CLASSIFIER, load_classifier
+from BreastCADxLib.models import MODELS_DIR, sha256_of
+from training.classification.cv import design, fit_model, load
+from training.classification.fusion import classifiers
+
+
+def estimator_spec(clf, prefix: str, folder: Path) -> dict:
+    from lightgbm import LGBMClassifier
+    from xgboost import XGBClassifier
+
+    if isinstance(clf, LogisticRegression):
+        return {"kind": "logistic", "coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0])}
+    if isinstance(clf, XGBClassifier):
+        clf.get_booster().save_model(str(folder / f"{prefix}.xgb.json"))
+        return {"kind": "xgboost", "file": f"{prefix}.xgb.json"}
+    if isinstance(clf, LGBMClassifier):
+        clf.booster_.save_model(str(folder / f"{prefix}.lgbm.txt"))
+        return {"kind": "lightgbm", "file": f"{prefix}.lgbm.txt"}
+    import skops.io as sio
+
+    sio.dump(clf, folder / f"{prefix}.skops")
+    return {"kind": "skops", "file": f"{prefix}.skops"}
+
+
+def export_pipeline(pipe, name: str, names: list[str], arrays: dict, folder: Path) -> dict:
+    branches = []
+    for bname, trans, _ in pipe.named_steps["features"].transformers_:
+        if bname == "rad":
+            sel = trans.named_steps["select"].selected_
+            arrays[f"{name}_rad_mean"] = trans.named_steps["scale"].mean_
+            arrays[f"{name}_rad_scale"] = trans.named_steps["scale"].scale_
+            branches.append({"kind": "radiomics", "selected": [names[i] for i in sel],
+                             "mean": f"{name}_rad_mean", "scale": f"{name}_rad_scale"})
+        elif bname == "deep":
+            sc, pca = trans.named_steps["scale"], trans.named_steps["pca"]
+            for key, val in (("mean", sc.mean_), ("scale", sc.scale_), ("pca_mean", pca.mean_),
+                             ("pca_components", pca.components_)):
+                arrays[f"{name}_deep_{key}"] = val
+            branches.append({"kind": "deep", **{k: f"{name}_deep_{k}" for k in
+                                                ("mean", "scale", "pca_mean", "pca_components")}})
+    est = estimator_spec(pipe.named_steps["clf"], f"{DEFAULT_CLASSIFIER}_{name}", folder)
+    return {"name": name, "branches": branches, "estimator": est}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", type=Path, default=Path("runs/features"))
+    ap.add_argument("--cv", type=Path, default=Path("runs/classification"))
+    ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    ap.add_argument("--config", help="mode/clf to ship instead of the CV best (e.g. late/LR)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    cv = json.loads((args.cv / "cv_results.json").read_text())
+    best = cv["results"][0]
+    mode, cname = args.config.split("/") if args.config else (best["mode"], best["clf"])
+    oof = np.load(args.cv / "oof.npz")[f"{mode}__{cname}"]
+    d = load(args.features)
+    dev = d["split"] != "test"
+    X, y, groups = design(d)[dev], d["label"][dev], d["group"][dev]
+    names = [str(n) for n in d["radiomics_names"]]
+    n_rad = len(names)
+    model = fit_model(mode, classifiers()[cname], X, y, groups, n_rad)
+
+    folder = args.models
+    for old in folder.glob(f"{DEFAULT_CLASSIFIER}*"):
+        old.unlink()
+    arrays: dict[str, np.ndarray] = {}
+    if mode in ("radiomics", "deep", "early"):
+        members, combine = [export_pipeline(model, mode, names, arrays, folder)], {"kind": "single"}
+    elif mode == "late":
+        members = [export_pipeline(p, n, names, arrays, folder) for p, n in zip(model.members_, ("rad", "deep"))]
+        combine = {"kind": "weighted", "weights": model.weights_.tolist()}
+    else:
+        members = [export_pipeline(p, n, names, arrays, folder) for p, n in zip(model.estimators_, ("rad", "deep"))]
+        fe = model.final_estimator_
+        combine = {"kind": "stacking", "coef": fe.coef_[0].tolist(), "intercept": float(fe.intercept_[0])}
+
+    calibration = fit_platt(oof, y)
+    # OOD statistics and the deep explainer need the fused training vectors: built via a temporary card
+    arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
+    card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "", "arrays":
+            f"{DEFAULT_CLASSIFIER}.npz", "mode": mode, "classifier": cname, "radiomics_names": names,
+            "members": members, "combine": combine, "calibration": calibration,
+            "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}}
+    np.savez(folder / card["arrays"], **arrays)
+    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
+    clf = load_classifier(DEFAULT_CLASSIFIER, folder)
+    rad, deep = X[:, :n_rad], X[:, n_rad:]
+    fused = []
+    kinds_done = set()
+    for m in clf.members:
+        for b in m["branches"]:
+            if b[0] not in kinds_done:
+                kinds_done.add(b[0])
+                fused.append(clf._branch(b, rad, deep))
+    F = np.hstack(fused)
+    cov = np.cov(F, rowvar=False) + 1e-3 * np.eye(F.shape[1])
+    arrays["ood_mean"], arrays["ood_precision"] = F.mean(axis=0), np.linalg.inv(cov)
+    dist = np.sqrt(np.einsum("ij,jk,ik->i", F - F.mean(0), arrays["ood_precision"], F - F.mean(0)))
+    card["ood"] = {"threshold": float(np.percentile(dist, 99)), "space": "selected radiomics z + deep PCA",
+                   "rule": "Mahalanobis distance above the 99th percentile of train+val"}
+    # deep explainer: logistic score on the deep branch, folded back to the 1280 trunk features
+    deep_member = next(m for m in clf.members if any(b[0] == "deep" for b in m["branches"]))
+    db = next(b for b in deep_member["branches"] if b[0] == "deep")
+    q = clf._branch(db, rad, deep)
+    lr = LogisticRegression(C=0.5, max_iter=5000).fit(q, y)
+    _, _, mean, scale, pca_mean, comps = db
+    v = comps.T @ lr.coef_[0]
+    arrays["explain_deep_weight"] = v / scale
+    card["explain"] = {"deep_bias": float(lr.intercept_[0] - pca_mean @ lr.coef_[0] - (mean / scale) @ v),
+                       "method": "Grad-CAM (monai.visualize.GradCAM, layer trunk.head) of a logistic score on the "
+                                 "deep branch, refitted on train+val"}
+    np.savez(folder / card["arrays"], **arrays)
+    files = sorted(p.name for p in folder.glob(f"{DEFAULT_CLASSIFIER}*") if p.suffix != ".json")
+    card["files"] = {f: sha256_of(folder / f) for f in files}
+    card["sha256"] = card["files"][card["arrays"]]
+    raw = model.predict_proba(X)[:, 1]
+    card.update({
+        "task": "benign vs malignant breast lesion (ultrasound), from a lesion mask",
+        "features": {"radiomics": "pyradiomics, Resources/Radiomics/ultrasound_2d.yaml (102 features)",
+                     "deep": "ImageNet EfficientNet-Lite0 trunk (frozen) on a mask-aware ROI crop (grey, "
+                             "ROI-blended grey, mask), 1280-d pooled -> standardised -> PCA 32 (fitted in folds)",
+                     "selection": "Mann-Whitney U (p<0.05) -> Spearman |rho|<0.9 pruning -> LASSO, in folds"},
+        "training": {"data": "BUSI benign+malignant, train+val of training/splits/busi.csv (duplicate-grouped)",
+                     "n": int(len(y)), "malignant": int(y.sum()), "selection": "best 5-fold CV AUC",
+                     "cv_auc": float(best["cv_auc"]) if not args.config else None,
+                     "cv_top": cv["results"][:10],
+                     "calibration": "Platt scaling on out-of-fold probabilities",
+                     "oof_ece_before": expected_calibration_error(oof, y),
+                     "oof_ece_after": expected_calibration_error(apply_calibration(calibration, oof), y),
+                     "command": "python -m training.classification.features && python -m training.classification.cv"
+                                " && python -m training.classification.ship"},
+        "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
+                     "sklearn": sklearn.__version__},
+        "metrics": "see benchmarks/results/classification.md (test split)",
+        "intended_use": "Research only; not for diagnosis.",
+    })
+    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card, indent=1) + "\n")
+    bundle = load_classifier(DEFAULT_CLASSIFIER, folder)
+    diff = np.abs(bundle.raw_proba(rad, deep)[0] - raw).max()
+    print(f"shipped {mode}/{cname}; bundle vs scikit-learn max |dp| = {diff:.2e}")
+    if diff > 1e-5:
+        raise SystemExit("bundle does not reproduce the fitted model")
+
+
+if __name__ == "__main__":
+    main()
