@@ -103,7 +103,7 @@ def main() -> None:
     card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "", "arrays":
             f"{DEFAULT_CLASSIFIER}.npz", "mode": mode, "classifier": cname, "radiomics_names": names,
             "members": members, "combine": combine, "calibration": calibration,
-            "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}}
+            "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}, "files": {}}
     np.savez(folder / card["arrays"], **arrays)
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
     clf = load_classifier(DEFAULT_CLASSIFIER, folder)
@@ -129,7 +129,7 @@ def main() -> None:
     _, _, mean, scale, pca_mean, comps = db
     v = comps.T @ lr.coef_[0]
     arrays["explain_deep_weight"] = v / scale
-    card["explain"] = {"deep_bias": float(lr.intercept_[0] - pca_mean @ lr.coef_[0] - (mean / scale) @ v),
+    card["explain"] = {"deep_bias": float(lr.intercept_[0] - pca_mean @ v - (mean / scale) @ v),
                        "method": "Grad-CAM (monai.visualize.GradCAM, layer trunk.head) of a logistic score on the "
                                  "deep branch, refitted on train+val"}
     np.savez(folder / card["arrays"], **arrays)

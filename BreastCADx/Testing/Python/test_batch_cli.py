@@ -1,0 +1,83 @@
+"""`breastcadx batch` contract (columns, error rows, resume) and `analyze` / `demo` from the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import SimpleITK as sitk
+
+from batch_columns import EXPECTED_COLUMNS
+from conftest import MODULE_DIR
+
+DATA = MODULE_DIR / "Testing" / "Data" / "busi"
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(sample_dicom, cases / "s.dcm")
+    shutil.copy(sample_mask, cases / "s_mask.nrrd")
+    shutil.copy(DATA / "benign_004.png", cases / "b.png")
+    shutil.copy(DATA / "normal_003.png", cases / "n.png")
+    (cases / "broken.dcm").write_bytes(sample_dicom.read_bytes()[:3000])
+    manifest = cases / "manifest.csv"
+    manifest.write_text("case_id,image,mask\nsample,s.dcm,s_mask.nrrd\nbenign,b.png,\nnormal,n.png,\n"
+                        "broken,broken.dcm,\n")
+    out = tmp_path / "out"
+    r = _cli("batch", manifest, "--out", out)
+    assert r.returncode == 0, r.stderr
+    with open(out / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == EXPECTED_COLUMNS
+        rows = {row["case_id"]: row for row in reader}
+    assert rows["broken"]["status"] == "error" and "broken.dcm" in rows["broken"]["error"]
+    assert rows["broken"]["malignancy_probability"] == ""
+    s = rows["sample"]
+    assert s["status"] == "ok" and s["lesion_found"] == "true" and s["predicted_label"] == "malignant"
+    assert 0.5 <= float(s["malignancy_probability"]) <= 1.0 and s["birads_suggestion"] in ("4C", "5")
+    for row, size in ((rows["sample"], (557, 457)), (rows["benign"], (555, 465))):
+        if row["lesion_found"] == "true":  # the mask used, on the input grid, readable by SimpleITK
+            assert sitk.ReadImage(str(out / row["mask_path"])).GetSize()[:2] == size
+            assert sitk.ReadImage(str(out / row["heatmap_path"])).GetSize()[:2] == size
+    n = rows["normal"]
+    assert n["status"] == "ok"
+    if n["lesion_found"] == "false":
+        assert n["predicted_label"] == "normal" and n["malignancy_probability"] == ""
+    detail = json.loads((out / "sample" / "result.json").read_text())
+    assert detail["models"]["classifier_sha256"] and detail["radiomics"] and "flags" in detail
+
+    stamp = (out / "sample" / "result.json").stat().st_mtime_ns
+    r = _cli("batch", manifest, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert (out / "sample" / "result.json").stat().st_mtime_ns == stamp  # resumed, not recomputed
+    with open(out / "results.csv", newline="") as f:
+        again = {row["case_id"]: row for row in csv.DictReader(f)}
+    assert again["sample"]["malignancy_probability"] == s["malignancy_probability"]
+    assert again["broken"]["status"] == "error"
+
+
+def test_batch_bad_manifest(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("id,path\n1,x.png\n")
+    r = _cli("batch", bad, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "case_id,image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_analyze_with_mask_and_demo(tmp_path, sample_dicom, sample_mask):
+    r = _cli("analyze", sample_dicom, "--mask", sample_mask, "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    assert "Malignancy probability" in r.stdout and "BI-RADS-style suggestion" in r.stdout
+    assert (tmp_path / "a" / "overlay.png").exists()
+    r = _cli("demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("overlay.png", "result.json", "mask.nrrd"):
+        assert (tmp_path / "breastcadx-demo" / name).exists()

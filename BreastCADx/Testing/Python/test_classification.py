@@ -1,0 +1,123 @@
+"""Shipped fusion classifier: held-out AUC floor, calibration, BI-RADS, safety of the bundle, mask errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from BreastCADxLib.calibration import apply_calibration, birads_suggestion, expected_calibration_error
+from BreastCADxLib.classifier import SKOPS_ALLOWED_PREFIXES, get_classifier, load_classifier
+from BreastCADxLib.errors import MaskError, ModelError
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.models import MODELS_DIR
+from BreastCADxLib.pipeline import analyze
+from conftest import MODULE_DIR
+
+DATA = MODULE_DIR / "Testing" / "Data"
+# floor = benchmark test AUC with reference masks (see benchmarks/results/classification.md) minus a margin
+HELDOUT_AUC_FLOOR = 0.95
+
+
+def test_heldout_test_split_auc_floor():
+    """All 129 test-split lesions (never seen in training or selection), features from reference masks."""
+    z = np.load(DATA / "busi_test_features.npz", allow_pickle=False)
+    clf = get_classifier()
+    assert list(z["radiomics_names"]) == clf.radiomics_names
+    raw, _ = clf.raw_proba(z["radiomics"], z["deep"].astype(float))
+    p = apply_calibration(clf.calibration, raw)
+    assert len(p) == 129 and z["label"].sum() == 42
+    assert roc_auc_score(z["label"], p) >= HELDOUT_AUC_FLOOR
+    assert ((p >= 0.5) == z["label"]).mean() >= 0.88
+    assert expected_calibration_error(p, z["label"]) <= 0.10
+
+
+@pytest.mark.parametrize("case,label", [("benign_004", "benign"), ("benign_031", "benign"),
+                                        ("malignant_001", "malignant")])
+def test_end_to_end_with_reference_masks(case, label):
+    img = load_image(DATA / "busi" / f"{case}.png")
+    res = analyze(img, mask=load_mask(DATA / "busi" / f"{case}_mask.png", img), heatmap=False)
+    assert res.predicted_label == label and res.mask_source == "user"
+
+
+def test_sample_dicom_with_reference_mask(sample_dicom, sample_mask):
+    img = load_image(sample_dicom)
+    res = analyze(img, mask=load_mask(sample_mask, img))
+    assert res.predicted_label == "malignant" and res.birads_suggestion in ("4C", "5")
+    assert res.heatmap.shape == img.array.shape and res.heatmap.max() == pytest.approx(1.0, abs=1e-3)
+    assert res.heatmap.min() >= 0.0
+    assert res.measurements["unit"] == "px" and res.measurements["lesion_pixels"] == 54718
+
+
+def test_deterministic(sample_dicom, sample_mask):
+    img = load_image(sample_dicom)
+    mask = load_mask(sample_mask, img)
+    a, b = analyze(img, mask=mask), analyze(img, mask=mask)
+    assert a.probability == b.probability
+    np.testing.assert_array_equal(a.heatmap, b.heatmap)
+
+
+def test_user_mask_is_not_modified(sample_dicom, sample_mask):
+    img = load_image(sample_dicom)
+    mask = load_mask(sample_mask, img)
+    before = mask.copy()
+    analyze(img, mask=mask, heatmap=False)
+    np.testing.assert_array_equal(mask, before)
+
+
+def test_calibration_is_monotonic():
+    cal = get_classifier().calibration
+    grid = np.linspace(0.001, 0.999, 500)
+    out = apply_calibration(cal, grid)
+    assert np.all(np.diff(out) >= 0) and out[0] < 0.1 and out[-1] > 0.9
+
+
+@pytest.mark.parametrize("p,cat", [(0.0, "3"), (0.02, "3"), (0.0201, "4A"), (0.10, "4A"), (0.11, "4B"),
+                                   (0.50, "4B"), (0.51, "4C"), (0.949, "4C"), (0.95, "5"), (1.0, "5")])
+def test_birads_ranges(p, cat):
+    assert birads_suggestion(p) == cat
+
+
+def test_bundle_has_no_pickle():
+    card = json.loads((MODELS_DIR / "lesion_cls_fusion.json").read_text())
+    for name in card["files"]:
+        assert name.endswith((".npz", ".skops", ".xgb.json", ".lgbm.txt")), name
+        if name.endswith(".npz"):
+            np.load(MODELS_DIR / name, allow_pickle=False)  # raises if any array needs pickle
+        if name.endswith(".skops"):
+            import skops.io as sio
+
+            assert all(t.startswith(SKOPS_ALLOWED_PREFIXES) for t in sio.get_untrusted_types(file=MODELS_DIR / name))
+    for pt in MODELS_DIR.glob("*.pt"):
+        torch.load(pt, map_location="cpu", weights_only=True)
+    assert not list(MODELS_DIR.glob("*.pkl")) and not list(MODELS_DIR.glob("*.joblib"))
+
+
+def test_altered_bundle_rejected(tmp_path):
+    dst = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, dst)
+    arr = dst / "lesion_cls_fusion.npz"
+    arr.write_bytes(arr.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="SHA256"):
+        load_classifier(models_dir=dst)
+
+
+def test_unusable_masks_give_clear_errors(sample_dicom):
+    img = load_image(sample_dicom)
+    empty = np.zeros(img.array.shape, bool)
+    with pytest.raises(MaskError, match="empty"):
+        analyze(img, mask=empty)
+    tiny = empty.copy()
+    tiny[0, 100:103, 100:103] = True
+    with pytest.raises(MaskError, match="at least"):
+        analyze(img, mask=tiny)
+    line = empty.copy()
+    line[0, 200, 50:400] = True
+    with pytest.raises(MaskError, match="one pixel thick"):
+        analyze(img, mask=line)
+    with pytest.raises(MaskError, match="does not match"):
+        analyze(img, mask=np.ones((1, 10, 10), bool))
