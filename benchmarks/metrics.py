@@ -37,7 +37,7 @@ def bootstrap_ci(values, n: int = 2000, seed: int = 0, stat=np.mean) -> tuple[fl
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     boots = [stat(v[rng.integers(0, len(v), len(v))]) for _ in range(n)]
-    return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    return float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5))
 
 
 def summary(values) -> dict:
