@@ -81,13 +81,15 @@ def main() -> None:
     rows = [r for r in read_split(args.split) if r["split"] == "val"]
     cases = [load_case(args.data, r) for r in rows]
     probs = [seg.probability(img) for img, _ in cases]
-    grid = itertools.product([0.5, 0.6, 0.7, 0.8, 0.9], [0.0005, 0.001, 0.003, 0.006, 0.01])
+    grid = itertools.product([0.35, 0.5, 0.65], [0.5, 0.6, 0.7, 0.8, 0.9], [0.0005, 0.001, 0.003, 0.006, 0.01])
     results = []
-    for presence, min_area in grid:
-        s = [score(postprocess(p, 0.5, presence, min_area, 0.1), m) for p, (_, m) in zip(probs, cases)]
-        results.append((float(np.mean(s)), presence, min_area))
-    best_score, presence, min_area = max(results)
-    card["postprocessing"].update({"presence": presence, "min_area_fraction": min_area})
+    for threshold, presence, min_area in grid:
+        if presence < threshold:
+            continue
+        s = [score(postprocess(p, threshold, presence, min_area, 0.1), m) for p, (_, m) in zip(probs, cases)]
+        results.append((float(np.mean(s)), threshold, presence, min_area))
+    best_score, threshold, presence, min_area = max(results)
+    card["postprocessing"].update({"threshold": threshold, "presence": presence, "min_area_fraction": min_area})
     card["postprocessing"]["tuned_on"] = f"val split, mean score {best_score:.4f} over {len(cases)} images"
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["postprocessing"], indent=2))
