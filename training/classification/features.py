@@ -2,7 +2,7 @@
 
     python -m training.classification.features --data ../shared/data/busi --out runs/features
 
-Masks: `reference` (radiologists' masks), and for the test split only `auto` (shipped segmenter), `eroded`
+Masks: `reference` (radiologists' masks), and for the val and test splits `auto` (shipped segmenter), `eroded`
 and `dilated` (reference +/- 3 px) for the benchmark. Features come from the same library code as `analyze`.
 """
 
@@ -54,7 +54,7 @@ def main() -> None:
         segmenter = get_segmenter()
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in args.kinds:
-        todo = rows if kind == "reference" else [r for r in rows if r["split"] == "test"]
+        todo = rows if kind == "reference" else [r for r in rows if r["split"] in ("val", "test")]
         names, rad, dfeat, ok, errors = None, [], [], [], []
         t0 = time.perf_counter()
         for r in todo:
