@@ -2,8 +2,9 @@
 
     python -m training.classification.features --data ../shared/data/busi --out runs/features
 
-Masks: `reference` (radiologists' masks), and for the val and test splits `auto` (shipped segmenter), `eroded`
-and `dilated` (reference +/- 3 px) for the benchmark. Features come from the same library code as `analyze`.
+Masks: `reference` (radiologists' masks) and `auto` (shipped segmenter) for every case; `eroded` and `dilated`
+(reference -/+ 3 px) for val and test (benchmark). On train images the segmenter's masks are optimistic
+(it was fitted there) but have its outline style, which is what classifier training can use them for. Features come from the same library code as `analyze`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def main() -> None:
         segmenter = get_segmenter()
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in args.kinds:
-        todo = rows if kind == "reference" else [r for r in rows if r["split"] in ("val", "test")]
+        todo = rows if kind in ("reference", "auto") else [r for r in rows if r["split"] in ("val", "test")]
         names, rad, dfeat, ok, errors = None, [], [], [], []
         t0 = time.perf_counter()
         for r in todo:
