@@ -4,7 +4,8 @@
 
 Masks: `reference` (radiologists' masks) and `auto` (shipped segmenter) for every case; `eroded` and `dilated`
 (reference -/+ 3 px) for val and test (benchmark). On train images the segmenter's masks are optimistic
-(it was fitted there) but have its outline style, which is what classifier training can use them for. Features come from the same library code as `analyze`.
+(it was fitted there) but have its outline style, which is what classifier training can use them for.
+Features come from the same library code as `analyze`.
 """
 
 from __future__ import annotations
