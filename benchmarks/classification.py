@@ -194,6 +194,14 @@ def main() -> None:
     (args.out / "classification.json").write_text(json.dumps(res, indent=1) + "\n")
     plots(args.out, curves, y)
     (args.out / "classification.md").write_text(markdown(res))
+    card_path = Path("BreastCADx/Resources/Models/lesion_cls_fusion.json")
+    card = json.loads(card_path.read_text())
+    shipped_res = res["configs"][shipped_key]
+    card["metrics"] = {"test_split": f"{res['test_lesions']} lesions of training/splits/busi.csv", "date": res["date"],
+                       **{f"{k}_masks": {m: shipped_res[k][m] for m in ("auc", "auc_ci95", "accuracy", "sensitivity",
+                                                                         "specificity", "ece")} for k in KINDS},
+                       "details": "benchmarks/results/classification.md"}
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
     print(markdown(res))
 
 

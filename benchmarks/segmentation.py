@@ -136,6 +136,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "segmentation.json").write_text(json.dumps(res, indent=1) + "\n")
     (args.out / "segmentation.md").write_text(markdown(res))
+    card_path = Path("BreastCADx/Resources/Models") / f"{DEFAULT_MODEL}.json"
+    card = json.loads(card_path.read_text())
+    sm = res["models"]["shipped"]
+    card["metrics"] = {"test_split": f"{res['test_images']} images of training/splits/busi.csv", "date": res["date"],
+                       "dice_no_prompt": sm["none"]["all_lesions"]["dice"]["mean"],
+                       "dice_roi_prompt": sm["roi_box"]["all_lesions"]["dice"]["mean"],
+                       "hd95_px_median_no_prompt": sm["none"]["all_lesions"]["hd95_px"]["median"],
+                       "normal_false_lesion_rate": sm["none"].get("normal_false_lesion_rate"),
+                       "cpu_seconds_per_image": sm["none"]["seconds_per_image"]["mean"],
+                       "details": "benchmarks/results/segmentation.md"}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(markdown(res))
 
 

@@ -59,8 +59,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     roi = parse_roi(args.roi) if args.roi else None
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise BreastCADxError("output exists; pass --overwrite to replace it", out)
+    for target in (out, Path(args.prob) if args.prob else None):
+        if target is not None and target.exists() and not args.overwrite:
+            raise BreastCADxError("output exists; pass --overwrite to replace it", target)
     segmenter = get_segmenter(args.model, args.device)
     result = segmenter.segment(image, roi=roi, progress=_progress_printer(sys.stderr.isatty() and image.frames > 1))
     save_mask(result.mask, image, out)
@@ -80,6 +81,9 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto") -> int
     from .pipeline import analyze
     from .segmentation import parse_roi
 
+    if mask_path and Path(mask_path).resolve() == (Path(out) / "mask.nrrd").resolve():
+        raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
+                              mask_path)
     image = load_image(image_path)
     mask = load_mask(mask_path, image) if mask_path else None
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
