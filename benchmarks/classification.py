@@ -2,10 +2,11 @@
 
     python -m benchmarks.classification --features runs/features --cv runs/classification --data ../shared/data/busi
 
-Every fusion mode x classifier family, fitted on train+val exactly as in CV and Platt-calibrated on its own
-out-of-fold probabilities, evaluated with reference masks, auto masks (shipped segmenter), and reference
-masks eroded / dilated by 3 px. A lesion the segmenter missed counts as probability 0 (the system would
-call the image normal). In-run baseline: all pyradiomics features + logistic regression, no selection.
+Every fusion mode x classifier family, fitted on train+val exactly as in CV (reference + segmenter masks) and
+Platt-calibrated on its own out-of-fold probabilities, evaluated with reference masks, auto masks (shipped
+segmenter), and reference masks eroded / dilated by 3 px. A lesion the segmenter missed counts as
+probability 0 (the system would call the image normal). In-run baseline: all pyradiomics features +
+logistic regression, no selection.
 Stage timings of the shipped pipeline on this machine, with pyradiomics alone as the in-run reference.
 """
 
@@ -28,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from benchmarks.metrics import bootstrap_ci
 from benchmarks.segmentation import machine
 from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
-from training.classification.cv import design, fit_model, load
+from training.classification.cv import aligned, design, fit_model, load, training_rows
 from training.classification.fusion import MODES, classifiers
 
 KINDS = ("reference", "auto", "eroded", "dilated")
@@ -158,6 +159,9 @@ def main() -> None:
     ref = load(args.features, "reference")
     dev = ref["split"] != "test"
     Xd, yd, groups = design(ref)[dev], ref["label"][dev], ref["group"][dev]
+    Xa = aligned(ref, load(args.features, "auto"), dev)
+    found = ~np.isnan(Xa).any(axis=1)
+    Xt, yt, gt = training_rows(Xd, Xa, yd, groups, np.ones(len(yd), bool))
     n_rad = ref["radiomics"].shape[1]
     oof = np.load(args.cv / "oof.npz")
     shipped = json.loads(Path("BreastCADx/Resources/Models/lesion_cls_fusion.json").read_text())
@@ -169,6 +173,7 @@ def main() -> None:
                  "test_lesions": int(len(y)), "malignant": int(y.sum()), "shipped": shipped_key,
                  "no_features": missed, "configs": {}}
     curves = {}
+    # the brief's baseline: all radiomics + LR, fitted on reference masks as usually published
     base = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=5000)).fit(Xd[:, :n_rad], yd)
     res["baseline_all_radiomics_LR"] = {k: metrics(y, predict(base, np.where(np.isnan(tests[k][0][:, :n_rad]),
                                                                                  np.nan, tests[k][0][:, :n_rad])))
@@ -177,8 +182,10 @@ def main() -> None:
         for cname, clf in classifiers().items():
             key = f"{mode}/{cname}"
             t0 = time.perf_counter()
-            model = fit_model(mode, clf, Xd, yd, groups, n_rad)
-            cal = fit_platt(oof[key.replace("/", "__")], yd)
+            model = fit_model(mode, clf, Xt, yt, gt, n_rad)  # exactly as shipped: reference + auto masks
+            k_oof = key.replace("/", "__")
+            cal = fit_platt(np.concatenate([oof[k_oof], oof[k_oof + "__auto"][found]]),
+                            np.concatenate([yd, yd[found]]))
             entry = {}
             for k in KINDS:
                 p = apply_calibration(cal, predict(model, tests[k][0]))

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.models import MODELS_DIR, sha256_of
-from training.classification.cv import design, fit_model, load
+from training.classification.cv import aligned, design, fit_model, load, training_rows
 from training.classification.fusion import classifiers
 
 
@@ -75,10 +75,16 @@ def main() -> None:
     cv = json.loads((args.cv / "cv_results.json").read_text())
     best = cv["results"][0]
     mode, cname = args.config.split("/") if args.config else (best["mode"], best["clf"])
-    oof = np.load(args.cv / "oof.npz")[f"{mode}__{cname}"]
+    oofs = np.load(args.cv / "oof.npz")
     d = load(args.features)
     dev = d["split"] != "test"
-    X, y, groups = design(d)[dev], d["label"][dev], d["group"][dev]
+    Xr, yr, gr = design(d)[dev], d["label"][dev], d["group"][dev]
+    Xa = aligned(d, load(args.features, "auto"), dev)
+    found = ~np.isnan(Xa).any(axis=1)
+    # calibration on out-of-fold probabilities of both mask kinds (missed lesions left out)
+    oof = np.concatenate([oofs[f"{mode}__{cname}"], oofs[f"{mode}__{cname}__auto"][found]])
+    y_oof = np.concatenate([yr, yr[found]])
+    X, y, groups = training_rows(Xr, Xa, yr, gr, np.ones(len(yr), bool))
     names = [str(n) for n in d["radiomics_names"]]
     n_rad = len(names)
     model = fit_model(mode, classifiers()[cname], X, y, groups, n_rad)
@@ -97,7 +103,7 @@ def main() -> None:
         fe = model.final_estimator_
         combine = {"kind": "stacking", "coef": fe.coef_[0].tolist(), "intercept": float(fe.intercept_[0])}
 
-    calibration = fit_platt(oof, y)
+    calibration = fit_platt(oof, y_oof)
     # OOD statistics and the deep explainer need the fused training vectors: built via a temporary card
     arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
     card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "", "arrays":
@@ -144,12 +150,15 @@ def main() -> None:
                              "ROI-blended grey, mask), 1280-d pooled -> standardised -> PCA 32 (fitted in folds)",
                      "selection": "Mann-Whitney U (p<0.05) -> Spearman |rho|<0.9 pruning -> LASSO, in folds"},
         "training": {"data": "BUSI benign+malignant, train+val of training/splits/busi.csv (duplicate-grouped)",
-                     "n": int(len(y)), "malignant": int(y.sum()), "selection": "best 5-fold CV AUC",
-                     "cv_auc": float(best["cv_auc"]) if not args.config else None,
+                     "n_cases": int(len(yr)), "n_rows": int(len(y)), "malignant_cases": int(yr.sum()),
+                     "masks": "reference masks + the shipped segmenter's masks of the same cases",
+                     "selection": "best mean of 5-fold CV AUC with reference and with auto masks",
+                     "cv_auc_reference": float(best["cv_auc"]) if not args.config else None,
+                     "cv_auc_auto": float(best["cv_auc_auto"]) if not args.config else None,
                      "cv_top": cv["results"][:10],
                      "calibration": "Platt scaling on out-of-fold probabilities",
-                     "oof_ece_before": expected_calibration_error(oof, y),
-                     "oof_ece_after": expected_calibration_error(apply_calibration(calibration, oof), y),
+                     "oof_ece_before": expected_calibration_error(oof, y_oof),
+                     "oof_ece_after": expected_calibration_error(apply_calibration(calibration, oof), y_oof),
                      "command": "python -m training.classification.features && python -m training.classification.cv"
                                 " && python -m training.classification.ship"},
         "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
