@@ -29,7 +29,8 @@ def overlay_png(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, line
     rgb = np.repeat(grey[..., None], 3, -1).astype(np.float32)
     if heatmap is not None and heatmap[frame].max() > 0:
         h = heatmap[frame]
-        alpha = (0.45 * np.clip(h, 0, 1))[..., None]
+        # show the upper half of the map only (CAMs are read for where evidence concentrates)
+        alpha = (0.55 * np.clip((h - 0.5) / 0.5, 0, 1))[..., None]
         rgb = rgb * (1 - alpha) + _heat_colours(h).astype(np.float32) * alpha
     m = mask[frame]
     if m.any():
