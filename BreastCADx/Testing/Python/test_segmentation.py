@@ -20,9 +20,10 @@ from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
 LESION_CASES = ["benign_004", "benign_031", "malignant_001"]  # test split, first by name with width <= 600
-# Floors: benchmark test-split mean Dice minus a margin (see benchmarks/results/segmentation.md)
-MEAN_DICE_FLOOR = 0.60
-SAMPLE_DICE_FLOOR = 0.75
+# Floors (benchmarks/results/segmentation.md: test-split mean Dice 0.73 without prompt). These committed cases
+# measured 0.89-0.93 with the shipped model; the floors sit ~0.1 below so a real regression fails the test.
+MEAN_DICE_FLOOR = 0.80
+SAMPLE_DICE_FLOOR = 0.85
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
