@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from benchmarks.metrics import bootstrap_ci
 from benchmarks.segmentation import machine
 from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
-from training.classification.cv import aligned, design, fit_model, load, training_rows
+from training.classification.cv import aligned, design, fit_model, load, predict_or_zero, training_rows
 from training.classification.fusion import MODES, classifiers
 
 KINDS = ("reference", "auto", "eroded", "dilated")
@@ -52,22 +52,7 @@ def _safe_auc(y, p, idx):
 def test_set(features: Path, kind: str, ref: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Design matrix for the test lesions under one mask kind; rows for cases without features are NaN."""
     test = ref["split"] == "test"
-    cases = ref["case"][test]
-    d = load(features, kind)
-    index = {c: i for i, c in enumerate(d["case"])}
-    X = np.full((len(cases), design(ref).shape[1]), np.nan)
-    for i, c in enumerate(cases):
-        if c in index:
-            X[i] = design(d)[index[c]]
-    return X, ref["label"][test], cases
-
-
-def predict(model, X: np.ndarray) -> np.ndarray:
-    p = np.zeros(len(X))
-    ok = ~np.isnan(X).any(axis=1)
-    if ok.any():
-        p[ok] = model.predict_proba(X[ok])[:, 1]
-    return p
+    return aligned(ref, load(features, kind), test), ref["label"][test], ref["case"][test]
 
 
 def stage_timings(data: Path, rows: list[dict], n: int = 20) -> dict:
@@ -175,7 +160,7 @@ def main() -> None:
     curves = {}
     # the brief's baseline: all radiomics + LR, fitted on reference masks as usually published
     base = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=5000)).fit(Xd[:, :n_rad], yd)
-    res["baseline_all_radiomics_LR"] = {k: metrics(y, predict(base, np.where(np.isnan(tests[k][0][:, :n_rad]),
+    res["baseline_all_radiomics_LR"] = {k: metrics(y, predict_or_zero(base, np.where(np.isnan(tests[k][0][:, :n_rad]),
                                                                                  np.nan, tests[k][0][:, :n_rad])))
                                         for k in KINDS}
     for mode in MODES:
@@ -188,7 +173,7 @@ def main() -> None:
                             np.concatenate([yd, yd[found]]))
             entry = {}
             for k in KINDS:
-                p = apply_calibration(cal, predict(model, tests[k][0]))
+                p = apply_calibration(cal, predict_or_zero(model, tests[k][0]))
                 p[np.isnan(tests[k][0]).any(axis=1)] = 0.0  # missed lesion: called normal
                 entry[k] = metrics(y, p)
                 if key == shipped_key and k in ("reference", "auto"):
