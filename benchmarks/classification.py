@@ -213,7 +213,8 @@ def markdown(res: dict) -> str:
         f"Date: {res['date']}  \nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
         f"({m['torch_threads']} threads)  \nTest split: {res['test_lesions']} lesions ({res['malignant']} malignant)"
         " from `training/splits/busi.csv` (duplicate-grouped; never used for fitting, selection or calibration).  \n"
-        f"Shipped configuration (best 5-fold CV AUC on train+val): **{res['shipped']}**. Cases without features "
+        f"Shipped configuration (best mean 5-fold CV AUC on train+val with reference and auto masks): "
+        f"**{res['shipped']}**. Cases without features "
         f"(auto mask empty): {res['no_features']['auto']} of {res['test_lesions']}, scored as probability 0.\n",
         "## Shipped model vs the in-run baseline\n",
         "| masks | model | AUC [95 % CI] | accuracy | sensitivity | specificity | F1 | ECE |",
