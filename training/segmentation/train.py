@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--time-limit-min", type=float, default=0, help="stop after this many minutes (0 = none)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--init", type=Path, help="start from these weights (stage-2 fine-tuning)")
     args = ap.parse_args()
 
     set_determinism(seed=args.seed)
@@ -130,7 +131,10 @@ def main() -> None:
     rows = read_split(args.split)
     train = [load_case(args.data, r) for r in rows if r["split"] == "train"]
     val = [load_case(args.data, r) for r in rows if r["split"] == "val"]
-    model = (lesion_unet(pretrained=True) if args.arch == "lite0" else baseline_unet()).to(device)
+    model = lesion_unet(pretrained=True) if args.arch == "lite0" else baseline_unet()
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(train) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
