@@ -139,15 +139,19 @@ class FusionClassifier:
         probs = {m["name"]: m["est"].proba(self._member_input(m, rad, deep)) for m in self.members}
         return self._combine(list(probs.values())), probs
 
-    def ood_distance(self, rad: np.ndarray, deep: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance of the fused (selected radiomics z + deep PCA) vector to the training data."""
+    def fused_features(self, rad: np.ndarray, deep: np.ndarray) -> np.ndarray:
+        """Selected radiomics z-scores + deep PCA components (first member's branch of each kind)."""
         parts, seen = [], set()
         for m in self.members:
             for b in m["branches"]:
                 if b[0] not in seen:
                     seen.add(b[0])
                     parts.append(self._branch(b, rad, deep))
-        d = np.hstack(parts) - self.ood_mean
+        return np.hstack(parts)
+
+    def ood_distance(self, rad: np.ndarray, deep: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of the fused vector to the training data."""
+        d = self.fused_features(rad, deep) - self.ood_mean
         return np.sqrt(np.einsum("ij,jk,ik->i", d, self.ood_precision, d))
 
     # -- one case -------------------------------------------------------------------------------------

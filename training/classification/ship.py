@@ -114,14 +114,7 @@ def main() -> None:
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
     clf = load_classifier(DEFAULT_CLASSIFIER, folder)
     rad, deep = X[:, :n_rad], X[:, n_rad:]
-    fused = []
-    kinds_done = set()
-    for m in clf.members:
-        for b in m["branches"]:
-            if b[0] not in kinds_done:
-                kinds_done.add(b[0])
-                fused.append(clf._branch(b, rad, deep))
-    F = np.hstack(fused)
+    F = clf.fused_features(rad, deep)
     cov = np.cov(F, rowvar=False) + 1e-3 * np.eye(F.shape[1])
     arrays["ood_mean"], arrays["ood_precision"] = F.mean(axis=0), np.linalg.inv(cov)
     dist = np.sqrt(np.einsum("ij,jk,ik->i", F - F.mean(0), arrays["ood_precision"], F - F.mean(0)))
