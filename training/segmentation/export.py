@@ -77,7 +77,7 @@ def main() -> None:
     (args.models / "lesion_seg_lite0_train_log.csv").write_text((args.run / "train_log.csv").read_text())
 
     # tune post-processing on the validation split
-    seg = LesionSegmenter.from_registry(MODEL_ID, "auto")
+    seg = LesionSegmenter.from_registry(MODEL_ID, "auto", models_dir=args.models)
     rows = [r for r in read_split(args.split) if r["split"] == "val"]
     cases = [load_case(args.data, r) for r in rows]
     probs = [seg.probability(img) for img, _ in cases]
