@@ -21,3 +21,13 @@ def sample_dicom() -> Path:
 @pytest.fixture(scope="session")
 def sample_mask() -> Path:
     return SAMPLE_DIR / "BreastCADx_US_sample_mask.nrrd"
+
+
+@pytest.fixture()
+def scene():
+    """A real vtkMRMLScene from slicer-core, set as slicer.mrmlScene."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
+    sc = slicer.vtkMRMLScene()
+    slicer.mrmlScene = sc
+    yield sc
+    sc.Clear(1)

@@ -11,14 +11,6 @@ from BreastCADxLib.io import load_image, load_mask
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
 
 
-@pytest.fixture()
-def scene():
-    sc = slicer.vtkMRMLScene()
-    slicer.mrmlScene = sc
-    yield sc
-    sc.Clear(1)
-
-
 def test_volume_round_trip_keeps_geometry(scene):
     from BreastCADxLib.mrml import image_to_volume_node, volume_node_to_image
 

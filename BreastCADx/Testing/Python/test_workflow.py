@@ -12,14 +12,6 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test i
 
 
 @pytest.fixture()
-def scene():
-    sc = slicer.vtkMRMLScene()
-    slicer.mrmlScene = sc
-    yield sc
-    sc.Clear(1)
-
-
-@pytest.fixture()
 def sample_volume(scene, sample_dicom):
     from BreastCADxLib.mrml import image_to_volume_node
 
