@@ -31,13 +31,13 @@ def lesion_frame(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
 
 
-def roi_crop(image: Image, mask: np.ndarray) -> RoiCrop:
+def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN) -> RoiCrop:
     """Square crop around the lesion + context; channels: grey, ROI-blended grey, mask."""
     k = lesion_frame(mask)
     plane = to_uint8_range(image.array[k])
     m = mask[k].astype(np.float32)
     x0, y0, x1, y1 = mask_bbox(m > 0)
-    side = int(round(max(x1 - x0, y1 - y0) * (1 + 2 * CONTEXT_MARGIN)))
+    side = int(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)))
     side = max(side, 32)
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     bx0, by0 = cx - side // 2, cy - side // 2

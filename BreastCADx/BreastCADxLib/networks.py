@@ -142,3 +142,71 @@ class LinearScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(self.trunk(x))
+
+
+class MNBlock(nn.Module):
+    """MobileNet-ResNeXt block: grouped 1x1 expand, channel shuffle, depthwise 3x3, grouped 1x1 project."""
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int = 4, expand: int = 4) -> None:
+        super().__init__()
+        mid = cout * expand // 2
+        self.groups = groups
+        self.expand = nn.Sequential(nn.Conv2d(cin, mid, 1, groups=groups, bias=False), nn.BatchNorm2d(mid),
+                                    nn.ReLU6(inplace=True))
+        self.depthwise = nn.Sequential(nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+                                       nn.BatchNorm2d(mid), nn.ReLU6(inplace=True))
+        self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, groups=groups, bias=False), nn.BatchNorm2d(cout))
+        self.skip = None
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x)
+        b, c, h, w = y.shape  # shuffle so the grouped projection sees every expand group
+        y = y.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+        y = self.project(self.depthwise(y))
+        return torch.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+class MNHybridTrunk(nn.Module):
+    """Seed 000's MobileNet-ResNeXt hybrid, trained from scratch: (B, 3, H, W) -> (B, 256) bottleneck."""
+
+    out_dim = 256
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))
+        layers, cin = [], 32
+        for w in widths:
+            layers += [MNBlock(cin, w, 2), MNBlock(w, w, 1)]
+            cin = w
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Conv2d(cin, self.out_dim, 1, bias=False), nn.BatchNorm2d(self.out_dim),
+                                  nn.ReLU6(inplace=True))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+
+class LesionCNN(nn.Module):
+    """Trunk + dropout + one malignancy logit; the trunk's pooled output is the deep feature vector."""
+
+    def __init__(self, arch: str, pretrained: bool = False) -> None:
+        super().__init__()
+        if arch == "lite0":
+            self.trunk: nn.Module = Lite0Trunk(pretrained=pretrained)
+            dim = 1280
+        elif arch == "mnhybrid":
+            self.trunk = MNHybridTrunk()
+            dim = MNHybridTrunk.out_dim
+        else:
+            raise ValueError(f"unknown CNN architecture '{arch}'")
+        self.arch, self.out_dim = arch, dim
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.trunk(x)))[:, 0]

@@ -16,7 +16,7 @@ from .errors import BreastCADxError, UnsupportedImageError
 from .image import Image
 from .models import choose_device, load_card, load_state_dict
 from .networks import lesion_unet
-from .preprocessing import network_input, resize_plane, to_uint8_range
+from .preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
 
 DEFAULT_MODEL = "lesion_seg_lite0"
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1, y1 exclusive
@@ -87,6 +87,7 @@ class LesionSegmenter:
         self.min_area_fraction = float(post["min_area_fraction"])
         self.keep_fraction = float(post["keep_fraction"])
         self.flip_tta = bool(post.get("flip_tta", True))
+        self.refine_margin = post.get("refine_margin")  # None: single pass
         self.net = net.to(self.device).eval()
 
     @classmethod
@@ -112,6 +113,19 @@ class LesionSegmenter:
             prob = prob[0]
         return resize_plane(prob, plane.shape).clamp(0, 1).numpy()
 
+    def _mask(self, prob: np.ndarray) -> np.ndarray:
+        return postprocess(prob, self.threshold, self.presence, self.min_area_fraction, self.keep_fraction)
+
+    def refine(self, plane: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Second pass: each lesion found is re-segmented in its own box, as if the user had drawn it."""
+        labels, n = ndimage.label(self._mask(prob))
+        out = prob.copy()
+        for k in range(1, n + 1):
+            x0, y0, x1, y1 = expand_box(mask_bbox(labels == k), float(self.refine_margin), plane.shape)
+            if min(x1 - x0, y1 - y0) >= 16:
+                out[y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
+        return out
+
     def segment(
         self,
         image: Image,
@@ -136,8 +150,9 @@ class LesionSegmenter:
                 prob[k, y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
             else:
                 prob[k] = self.probability(plane)
-            mask[k] = postprocess(prob[k], self.threshold, self.presence, self.min_area_fraction,
-                                  self.keep_fraction)
+                if self.refine_margin is not None:
+                    prob[k] = self.refine(plane, prob[k])
+            mask[k] = self._mask(prob[k])
             if progress is not None:
                 progress((k + 1) / frames, f"segmented frame {k + 1}/{frames}")
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0)

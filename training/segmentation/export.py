@@ -37,7 +37,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
     ap.add_argument("--split", type=Path, default=Path("training/splits/busi.csv"))
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    ap.add_argument("--tune-only", action="store_true", help="keep weights and card, re-tune post-processing")
     args = ap.parse_args()
+    if args.tune_only:
+        tune_postprocessing(args.models / f"{MODEL_ID}.json", args.models, args.data, args.split)
+        return
 
     state = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
     weights = args.models / f"{MODEL_ID}.pt"
@@ -76,10 +80,17 @@ def main() -> None:
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     (args.models / "lesion_seg_lite0_train_log.csv").write_text((args.run / "train_log.csv").read_text())
 
-    # tune post-processing on the validation split
-    seg = LesionSegmenter.from_registry(MODEL_ID, "auto", models_dir=args.models)
-    rows = [r for r in read_split(args.split) if r["split"] == "val"]
-    cases = [load_case(args.data, r) for r in rows]
+    tune_postprocessing(card_path, args.models, args.data, args.split)
+
+
+def tune_postprocessing(card_path: Path, models: Path, data: Path, split: Path) -> None:
+    """Choose threshold, presence, island size, then the refinement margin, on the validation split only."""
+    card = json.loads(card_path.read_text())
+    card["postprocessing"].pop("refine_margin", None)
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    seg = LesionSegmenter.from_registry(MODEL_ID, "auto", models_dir=models)
+    rows = [r for r in read_split(split) if r["split"] == "val"]
+    cases = [load_case(data, r) for r in rows]
     probs = [seg.probability(img) for img, _ in cases]
     grid = itertools.product([0.35, 0.5, 0.65], [0.5, 0.6, 0.7, 0.8, 0.9], [0.0005, 0.001, 0.003, 0.006, 0.01])
     results = []
@@ -88,12 +99,20 @@ def main() -> None:
             continue
         s = [score(postprocess(p, threshold, presence, min_area, 0.1), m) for p, (_, m) in zip(probs, cases)]
         results.append((float(np.mean(s)), threshold, presence, min_area))
-    best_score, threshold, presence, min_area = max(results)
-    card["postprocessing"].update({"threshold": threshold, "presence": presence, "min_area_fraction": min_area})
-    card["postprocessing"]["tuned_on"] = f"val split, mean score {best_score:.4f} over {len(cases)} images"
+    best_score, seg.threshold, seg.presence, seg.min_area_fraction = max(results)
+    # cascade: re-segment each lesion found inside its own box (the ROI-prompt path); None = single pass
+    refined = {None: best_score}
+    for margin in (0.2, 0.35, 0.5):
+        seg.refine_margin = margin
+        refined[margin] = float(np.mean([score(seg._mask(seg.refine(img, p)), m)
+                                         for p, (img, m) in zip(probs, cases)]))
+    margin = max(refined, key=lambda k: refined[k])
+    card["postprocessing"].update({"threshold": seg.threshold, "presence": seg.presence,
+                                   "min_area_fraction": seg.min_area_fraction, "refine_margin": margin})
+    card["postprocessing"]["tuned_on"] = (f"val split, {len(cases)} images: mean score {best_score:.4f} single pass, "
+                                          f"{refined[margin]:.4f} with refinement margin {margin}")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["postprocessing"], indent=2))
-
 
 if __name__ == "__main__":
     main()
