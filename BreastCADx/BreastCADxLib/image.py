@@ -29,6 +29,7 @@ class Image:
     photometric: str = "MONOCHROME2"  # as stored in the source, before conversion to grey
     source: str = ""  # file or folder it came from
     metadata: dict = field(default_factory=dict)  # selected DICOM attributes (UIDs, patient/study)
+    source_files: tuple[str, ...] = ()  # DICOM files behind the frames: one multi-frame file, or one per frame
 
     def __post_init__(self) -> None:
         if self.array.ndim == 2:

@@ -178,6 +178,7 @@ def read_dicom_file(path: Path) -> Image:
         photometric=photometric,
         source=str(path),
         metadata=_metadata(ds),
+        source_files=(str(path),),
     )
 
 
@@ -217,4 +218,5 @@ def read_dicom_folder(folder: Path) -> Image:
         photometric=first.photometric,
         source=str(folder),
         metadata=meta,
+        source_files=tuple(str(f) for f in files),  # GDCM's order = frame order
     )

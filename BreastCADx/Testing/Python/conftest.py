@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,15 @@ sys.path.insert(0, str(HERE))
 MODULE_DIR = HERE.parents[1]  # BreastCADx/
 REPO = MODULE_DIR.parent
 SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
+
+
+def dciodvfy(path: Path) -> tuple[str, list[str]]:
+    """Run dicom3tools' validator: (its whole output, the lines that are errors)."""
+    if shutil.which("dciodvfy") is None:
+        pytest.fail("dciodvfy (Debian dicom3tools) is required for this test: apt-get install dicom3tools")
+    r = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    return out, [line for line in out.splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture(scope="session")

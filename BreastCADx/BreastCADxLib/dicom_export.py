@@ -1,0 +1,301 @@
+"""DICOM results: lesion SEG and TID 1500 Measurement Report SR (highdicom), and reading them back.
+
+Patient, study and frame-of-reference attributes come from the source images (never invented); the SEG
+references every source instance it covers; the SR references the SEG segment and the source image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from . import __version__
+from .errors import BreastCADxError
+from .image import Image
+
+MANUFACTURER = "BreastCADx project"
+MODEL_NAME = "BreastCADx"
+SEG_SERIES_NUMBER = 9101
+SR_SERIES_NUMBER = 9102
+PRIVATE_SCHEME = "99BCADX"  # our own codes (BI-RADS-style suggestion values); see coding scheme identification
+RADIOMICS_SCHEME = "99PYRADIOMICS"  # pyradiomics feature names, as dcmqi writes them
+LESION_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
+LESION_TYPE = codes.SCT.Mass
+BREAST = codes.SCT.Breast
+SUGGESTION_TEXT = ("BI-RADS-style category suggested by an algorithm from its malignancy probability; "
+                   "not a radiologist's assessment. Research use only, not for diagnosis.")
+_UNITLESS = hd.sr.CodedConcept("1", "UCUM", "no units")
+_PROCEDURES = {
+    "US": hd.sr.CodedConcept("16310003", "SCT", "Diagnostic ultrasonography"),
+    "MG": hd.sr.CodedConcept("71651007", "SCT", "Mammography"),
+    "MR": hd.sr.CodedConcept("241615005", "SCT", "MRI of breast"),
+}
+_IMAGING = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
+
+
+class DicomExportError(BreastCADxError):
+    """The results cannot be written as DICOM (no DICOM source, empty mask, unusable source)."""
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+
+    def algorithm(self) -> hd.AlgorithmIdentificationSequence:
+        return hd.AlgorithmIdentificationSequence(
+            name=self.name, version=self.version, family=codes.cid7162.ArtificialIntelligence,
+            parameters={"model_sha256": self.sha256})
+
+    def sr_algorithm(self) -> hd.sr.AlgorithmIdentification:
+        return hd.sr.AlgorithmIdentification(name=self.name, version=self.version,
+                                             parameters=[f"model_sha256={self.sha256}"])
+
+
+def source_datasets(image: Image) -> list[pydicom.Dataset]:
+    """The DICOM instances behind the image's frames, in frame order."""
+    if not image.source_files:
+        raise DicomExportError("DICOM SEG/SR need an image loaded from DICOM (this one has no DICOM source)",
+                               image.source)
+    out = []
+    for f in image.source_files:
+        try:
+            out.append(pydicom.dcmread(f))
+        except (OSError, pydicom.errors.InvalidDicomError) as e:
+            raise DicomExportError(f"source DICOM can no longer be read ({e})", f) from None
+    return out
+
+
+def _frames_layout(image: Image, sources: list[pydicom.Dataset]) -> str:
+    if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) == image.frames:
+        return "multiframe" if image.frames > 1 else "single"
+    if len(sources) == image.frames:
+        return "series"
+    raise DicomExportError(f"{len(sources)} source files do not match the image's {image.frames} frames",
+                           image.source)
+
+
+def build_seg(image: Image, mask: np.ndarray, model: ModelInfo, edited: bool = False,
+              sources: list[pydicom.Dataset] | None = None) -> hd.seg.Segmentation:
+    """Binary DICOM SEG of the lesion mask on the source grid; SEMIAUTOMATIC when the user edited it."""
+    sources = sources or source_datasets(image)
+    layout = _frames_layout(image, sources)
+    src = sources[0]
+    in_patient_space = "FrameOfReferenceUID" in src and (
+        "ImageOrientationPatient" in src or "SharedFunctionalGroupsSequence" in src)
+    if layout == "multiframe" and not in_patient_space:
+        raise DicomExportError(
+            f"the source is a {image.frames}-frame image without patient coordinates (e.g. an ultrasound cine); "
+            "a DICOM SEG can reference such a source only as a single frame: export a single-frame image",
+            image.source)
+    mask = np.asarray(mask).astype(bool).reshape(image.array.shape)
+    if not mask.any():
+        raise DicomExportError("the lesion mask is empty: there is nothing to export as a segmentation",
+                               image.source)
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Breast lesion",
+        segmented_property_category=LESION_CATEGORY,
+        segmented_property_type=LESION_TYPE,
+        anatomic_regions=[BREAST],
+        algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if edited
+                        else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
+        algorithm_identification=model.algorithm(),
+        tracking_uid=hd.UID(),
+        tracking_id="Lesion 1",
+    )
+    try:
+        seg = _segmentation(sources, mask, description, edited)
+    except ValueError as e:  # highdicom's checks of the source
+        raise DicomExportError(f"cannot build a DICOM SEG for this source: {e}", image.source) from None
+    if "ImageOrientationPatient" not in seg and "SharedFunctionalGroupsSequence" in seg:
+        # General Image module, type 2C when there is no patient orientation (e.g. ultrasound)
+        seg.PatientOrientation = src.get("PatientOrientation", "")
+    return seg
+
+
+def _segmentation(sources: list[pydicom.Dataset], mask: np.ndarray, description: hd.seg.SegmentDescription,
+                  edited: bool) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=mask.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description="BreastCADx lesion segmentation",
+        content_label="LESION",
+        content_description="Breast lesion (edited by user)" if edited else "Breast lesion (automatic)",
+    )
+
+
+def _num(name: hd.sr.CodedConcept, value: float, unit: hd.sr.CodedConcept,
+         algorithm: hd.sr.AlgorithmIdentification | None = None) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algorithm)
+
+
+def _length_unit(image: Image) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
+    if image.spacing_known:
+        return hd.sr.CodedConcept("mm", "UCUM", "millimeter"), hd.sr.CodedConcept("mm2", "UCUM", "square millimeter")
+    pixels = hd.sr.CodedConcept("{pixels}", "UCUM", "pixels")  # no calibration: counted in pixels, labelled so
+    return pixels, pixels
+
+
+def build_sr(image: Image, seg: hd.seg.Segmentation, result: dict, classifier: ModelInfo,
+             sources: list[pydicom.Dataset] | None = None, top_k: int = 8) -> hd.sr.Comprehensive3DSR:
+    """TID 1500 Measurement Report: lesion size, probability, BI-RADS-style suggestion, selected features."""
+    sources = sources or source_datasets(image)
+    if result.get("malignancy_probability") is None:
+        raise DicomExportError("no lesion was classified: there is no result to report", image.source)
+    algorithm = classifier.sr_algorithm()
+    length, area = _length_unit(image)
+    meas = result.get("measurements", {})
+    items = [_num(codes.SCT.Area, meas.get("area", 0.0), area)]
+    if meas.get("longest_diameter") is not None:
+        items.append(_num(codes.SCT.LongAxis, meas["longest_diameter"], length))
+    items.append(_num(codes.DCM.ProbabilityOfCancer, result["malignancy_probability"], _UNITLESS, algorithm))
+    for f in result.get("top_features", [])[:top_k]:
+        name, value = f["feature"], f.get("value")
+        if value is None or not np.isfinite(value):
+            continue
+        items.append(_num(hd.sr.CodedConcept(name, RADIOMICS_SCHEME, name[:64]), value, _UNITLESS, algorithm))
+    birads = result.get("birads_suggestion") or "unknown"
+    evaluation = hd.sr.QualitativeEvaluation(
+        name=codes.DCM.AssessmentCategory,
+        value=hd.sr.CodedConcept(f"BIRADS-{birads}", PRIVATE_SCHEME,
+                                 f"BI-RADS-style {birads} (algorithm suggestion)"),
+    )
+    # built by hand: highdicom's from_segmentation misses the shared segment identification of 1-frame SEGs
+    if image.frames == 1:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Lesion 1"),
+            referenced_segment=hd.sr.ReferencedSegmentationFrame(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, frame_number=1,
+                segment_number=1, source_image=hd.sr.SourceImageForSegmentation(
+                    sources[0].SOPClassUID, sources[0].SOPInstanceUID)),
+            finding_type=LESION_TYPE, finding_category=LESION_CATEGORY, finding_sites=[hd.sr.FindingSite(BREAST)],
+            measurements=items, qualitative_evaluations=[evaluation], algorithm_id=algorithm)
+    else:
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Lesion 1"),
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
+                source_series=hd.sr.SourceSeriesForSegmentation(sources[0].SeriesInstanceUID)),
+            finding_type=LESION_TYPE, finding_category=LESION_CATEGORY, finding_sites=[hd.sr.FindingSite(BREAST)],
+            measurements=items, qualitative_evaluations=[evaluation], algorithm_id=algorithm)
+    _drop_frame_number_beside_segment(group[0])
+    group[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=codes.DCM.Comment, value=SUGGESTION_TEXT, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.cid270.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name=MODEL_NAME, manufacturer_name=MANUFACTURER, model_name=classifier.name))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=_PROCEDURES.get(image.modality, _IMAGING),
+        imaging_measurements=[group],
+        title=codes.cid7021.ImagingMeasurementReport,
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[*sources, seg],
+        content=report[0],
+        series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description="BreastCADx lesion report (research use only)",
+        is_complete=True,
+        is_final=False,  # an algorithm's preliminary result, to be verified by a radiologist
+    )
+    schemes = []
+    for designator, name, org in ((PRIVATE_SCHEME, "BreastCADx local codes", MANUFACTURER),
+                                  (RADIOMICS_SCHEME, "pyradiomics feature names", "pyradiomics")):
+        scheme = pydicom.Dataset()
+        scheme.CodingSchemeDesignator = designator
+        scheme.CodingSchemeName = name
+        scheme.CodingSchemeResponsibleOrganization = org
+        schemes.append(scheme)
+    sr.CodingSchemeIdentificationSequence = schemes
+    return sr
+
+
+def _drop_frame_number_beside_segment(item: pydicom.Dataset) -> None:
+    """A SEG reference names the segment, not a frame (PS3.3 C.18.3.1; dciodvfy checks it)."""
+    for child in item.get("ContentSequence", []):
+        for ref in child.get("ReferencedSOPSequence", []):
+            if "ReferencedSegmentNumber" in ref and "ReferencedFrameNumber" in ref:
+                del ref.ReferencedFrameNumber
+        _drop_frame_number_beside_segment(child)
+
+
+def _code(item: pydicom.Dataset) -> str:
+    return str(item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue") or "")
+
+
+def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: Path,
+                        segmenter: ModelInfo, classifier: ModelInfo, edited: bool = False) -> dict[str, Path]:
+    """Write seg.dcm and sr.dcm into out_dir (both built before anything is written)."""
+    sources = source_datasets(image)
+    seg = build_seg(image, mask, segmenter, edited=edited, sources=sources)
+    sr = build_sr(image, seg, result, classifier, sources=sources)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"seg": out_dir / "seg.dcm", "sr": out_dir / "sr.dcm"}
+    seg.save_as(paths["seg"], enforce_file_format=True)
+    sr.save_as(paths["sr"], enforce_file_format=True)
+    return paths
+
+
+def read_seg_mask(seg: pydicom.Dataset | Path, image: Image) -> np.ndarray:
+    """The SEG's first segment as a bool mask on the image's grid (frames of the source in order)."""
+    seg = hd.seg.segread(seg) if isinstance(seg, (str, Path)) else hd.seg.Segmentation.from_dataset(seg)
+    sources = source_datasets(image)
+    layout = _frames_layout(image, sources)
+    if layout == "multiframe":
+        arr = seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=sources[0].SOPInstanceUID,
+            source_frame_numbers=list(range(1, image.frames + 1)), segment_numbers=[1],
+            assert_missing_frames_are_empty=True)
+    else:
+        arr = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[s.SOPInstanceUID for s in sources], segment_numbers=[1],
+            assert_missing_frames_are_empty=True)
+    return np.asarray(arr)[..., 0].astype(bool).reshape(image.array.shape)
+
+
+def read_sr_summary(sr: pydicom.Dataset | Path) -> dict:
+    """Numbers and codes of our SR: probability, suggestion, measurements (name -> (value, unit))."""
+    ds = pydicom.dcmread(sr) if isinstance(sr, (str, Path)) else sr
+    out: dict = {"measurements": {}, "probability": None, "birads_suggestion": None, "text": []}
+
+    def walk(items) -> None:
+        for item in items:
+            name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" in item else ""
+            if item.ValueType == "NUM":
+                mv = item.MeasuredValueSequence[0]
+                value = float(mv.NumericValue)
+                out["measurements"][name] = (value, mv.MeasurementUnitsCodeSequence[0].CodeValue)
+                if _code(item.ConceptNameCodeSequence[0]) == codes.DCM.ProbabilityOfCancer.value:
+                    out["probability"] = value
+            elif item.ValueType == "CODE" and _code(item.ConceptNameCodeSequence[0]) == \
+                    codes.DCM.AssessmentCategory.value:
+                out["birads_suggestion"] = _code(item.ConceptCodeSequence[0]).removeprefix("BIRADS-")
+            elif item.ValueType == "TEXT":
+                out["text"].append(item.TextValue)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(ds.ContentSequence)
+    return out

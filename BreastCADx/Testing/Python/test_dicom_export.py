@@ -1,0 +1,130 @@
+"""DICOM SEG + TID 1500 SR: valid (dciodvfy), referencing the source, round-tripping mask and numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from BreastCADxLib.dicom_export import (
+    DicomExportError,
+    ModelInfo,
+    build_seg,
+    build_sr,
+    read_seg_mask,
+    read_sr_summary,
+    write_dicom_results,
+)
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.pipeline import analyze
+from conftest import dciodvfy
+from dicom_factory import mr_series, sample_pixels, us
+
+SEG_MODEL = ModelInfo("BreastCADx lesion segmenter", "0.1.0/lesion_seg_lite0", "a" * 64)
+CLS_MODEL = ModelInfo("BreastCADx fusion classifier", "0.1.0/lesion_cls_fusion", "b" * 64)
+
+
+def fake_result(probability: float = 0.42) -> dict:
+    return {"malignancy_probability": probability, "birads_suggestion": "4B",
+            "measurements": {"area": 123.0, "longest_diameter": 17.5},
+            "top_features": [{"feature": "original_shape2D_Elongation", "value": 0.61}]}
+
+
+@pytest.fixture(scope="module")
+def sample_export(sample_dicom, sample_mask, tmp_path_factory):
+    image = load_image(sample_dicom)
+    mask = load_mask(sample_mask, image)
+    result = analyze(image, mask, heatmap=False).to_json()
+    out = tmp_path_factory.mktemp("dicom_out")
+    return image, mask, result, write_dicom_results(image, mask, result, out, SEG_MODEL, CLS_MODEL)
+
+
+@pytest.mark.parametrize("kind, iod", [("seg", "Segmentation"), ("sr", "Comprehensive3DSR")])
+def test_objects_pass_dciodvfy(sample_export, kind, iod):
+    out, errors = dciodvfy(sample_export[3][kind])
+    assert iod in out
+    assert errors == []
+
+
+def test_seg_round_trips_the_mask_and_copies_patient_study(sample_export, sample_dicom):
+    image, mask, _, paths = sample_export
+    assert np.array_equal(read_seg_mask(paths["seg"], image), mask.astype(bool))
+    seg, src = pydicom.dcmread(paths["seg"]), pydicom.dcmread(sample_dicom)
+    for key in ("PatientID", "PatientName", "StudyInstanceUID", "StudyDate", "AccessionNumber"):
+        assert seg.get(key) == src.get(key), key
+    assert seg.SeriesInstanceUID != src.SeriesInstanceUID and seg.SOPInstanceUID != src.SOPInstanceUID
+    ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+    desc = seg.SegmentSequence[0]
+    assert desc.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+    assert desc.SegmentedPropertyTypeCodeSequence[0].CodeValue == "4147007"
+    assert desc.SegmentAlgorithmType == "AUTOMATIC"
+    assert desc.SegmentAlgorithmName == SEG_MODEL.name
+
+
+def test_sr_round_trips_probability_suggestion_and_references(sample_export, sample_dicom):
+    _, _, result, paths = sample_export
+    summary = read_sr_summary(paths["sr"])
+    assert summary["probability"] == pytest.approx(result["malignancy_probability"], abs=1e-12)
+    assert summary["birads_suggestion"] == result["birads_suggestion"]
+    assert any("not a radiologist" in t for t in summary["text"])
+    # BUSI has no calibration: sizes are labelled as pixels, never passed off as mm
+    assert summary["measurements"]["Area"] == (pytest.approx(result["measurements"]["area"]), "{pixels}")
+    sr, seg = pydicom.dcmread(paths["sr"]), pydicom.dcmread(paths["seg"])
+    assert sr.PatientID == pydicom.dcmread(sample_dicom).PatientID
+    assert sr.StudyInstanceUID == seg.StudyInstanceUID
+    evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for se in s.ReferencedSeriesSequence for i in se.ReferencedSOPSequence}
+    assert {seg.SOPInstanceUID, pydicom.dcmread(sample_dicom).SOPInstanceUID} <= evidence
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+
+
+def test_edited_mask_is_semiautomatic(sample_dicom, sample_mask):
+    image = load_image(sample_dicom)
+    seg = build_seg(image, load_mask(sample_mask, image), SEG_MODEL, edited=True)
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+
+
+def test_cine_without_frame_of_reference_gets_a_clear_error(tmp_path):
+    frames = np.stack([sample_pixels((96, 80))] * 3)
+    image = load_image(us(tmp_path / "cine.dcm", frames))
+    with pytest.raises(DicomExportError, match="without patient coordinates") as e:
+        build_seg(image, np.ones(frames.shape, bool), SEG_MODEL)
+    assert "cine.dcm" in str(e.value)
+
+
+def test_series_round_trip_with_mm_units(tmp_path):
+    folder, _ = mr_series(tmp_path / "mr")
+    image = load_image(folder)
+    assert image.spacing_known
+    mask = np.zeros(image.array.shape, bool)
+    mask[2:5, 5:15, 8:20] = True
+    paths = write_dicom_results(image, mask, fake_result(0.07), tmp_path / "out", SEG_MODEL, CLS_MODEL)
+    assert np.array_equal(read_seg_mask(paths["seg"], image), mask)
+    summary = read_sr_summary(paths["sr"])
+    assert summary["measurements"]["Long axis"][1] == "mm"
+    assert summary["probability"] == pytest.approx(0.07)
+    assert dciodvfy(paths["seg"])[1] == []
+
+
+def test_png_source_is_refused_naming_the_file(tmp_path):
+    from PIL import Image as PILImage
+
+    png = tmp_path / "case.png"
+    PILImage.fromarray(sample_pixels()).save(png)
+    image = load_image(png)
+    with pytest.raises(DicomExportError) as e:
+        build_seg(image, np.ones(image.array.shape, bool), SEG_MODEL)
+    assert "case.png" in str(e.value) and "DICOM" in str(e.value)
+
+
+def test_empty_mask_and_missing_result_are_refused_without_writing(sample_dicom, tmp_path):
+    image = load_image(sample_dicom)
+    with pytest.raises(DicomExportError, match="empty"):
+        write_dicom_results(image, np.zeros(image.array.shape, bool), fake_result(), tmp_path / "a",
+                            SEG_MODEL, CLS_MODEL)
+    seg = build_seg(image, np.pad(np.ones((1, 20, 20), bool), ((0, 0), (10, image.array.shape[1] - 30),
+                                                                  (10, image.array.shape[2] - 30))), SEG_MODEL)
+    with pytest.raises(DicomExportError, match="no lesion"):
+        build_sr(image, seg, {"malignancy_probability": None}, CLS_MODEL)
+    assert not (tmp_path / "a").exists()
