@@ -73,7 +73,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto") -> int:
+def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_out=None) -> int:
     from pathlib import Path
 
     from .io import load_image, load_mask
@@ -85,9 +85,15 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto") -> int
         raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
                               mask_path)
     image = load_image(image_path)
+    if dicom_out and not image.source_files:
+        raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
     mask = load_mask(mask_path, image) if mask_path else None
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
     paths = write_case(result, image, Path(out))
+    if dicom_out and result.lesion_found:
+        from .dicom_export import write_dicom_results
+
+        paths.update(write_dicom_results(image, result.mask, result.to_json(), Path(dicom_out)))
     print(f"{image_path}")
     for line in summary_lines(result):
         print(f"  {line}")
@@ -96,7 +102,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto") -> int
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device)
+    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--roi", help="box prompt x0,y0,x1,y1 in pixels for the automatic segmentation")
     an.add_argument("--out", required=True, help="output folder (mask.nrrd, heatmap.nrrd, overlay.png, result.json)")
     an.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    an.add_argument("--dicom-out", help="also write DICOM SEG + SR (TID 1500) here (DICOM input only)")
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
     ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV)")
@@ -153,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
     de.add_argument("--device", default="auto", help="auto, cpu or cuda")
     de.set_defaults(func=cmd_demo)
+    from .pacs_cli import add_pacs_parser
+
+    add_pacs_parser(sub, _analyze_to)
     return p
 
 

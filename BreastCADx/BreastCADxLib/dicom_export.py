@@ -81,9 +81,18 @@ def _frames_layout(image: Image, sources: list[pydicom.Dataset]) -> str:
                            image.source)
 
 
-def build_seg(image: Image, mask: np.ndarray, model: ModelInfo, edited: bool = False,
+MASK_ORIGINS = {  # how the mask was made -> SEG algorithm type
+    "auto": hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+    "edited": hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,  # automatic, then corrected by the user
+    "user": hd.seg.SegmentAlgorithmTypeValues.MANUAL,  # drawn or supplied by the user
+}
+
+
+def build_seg(image: Image, mask: np.ndarray, model: ModelInfo | None, origin: str = "auto",
               sources: list[pydicom.Dataset] | None = None) -> hd.seg.Segmentation:
-    """Binary DICOM SEG of the lesion mask on the source grid; SEMIAUTOMATIC when the user edited it."""
+    """Binary DICOM SEG of the lesion mask on the source grid; `origin` is auto, edited or user."""
+    if origin not in MASK_ORIGINS:
+        raise ValueError(f"origin must be one of {sorted(MASK_ORIGINS)}")
     sources = sources or source_datasets(image)
     layout = _frames_layout(image, sources)
     src = sources[0]
@@ -104,14 +113,13 @@ def build_seg(image: Image, mask: np.ndarray, model: ModelInfo, edited: bool = F
         segmented_property_category=LESION_CATEGORY,
         segmented_property_type=LESION_TYPE,
         anatomic_regions=[BREAST],
-        algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if edited
-                        else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
-        algorithm_identification=model.algorithm(),
+        algorithm_type=MASK_ORIGINS[origin],
+        algorithm_identification=model.algorithm() if origin != "user" and model is not None else None,
         tracking_uid=hd.UID(),
         tracking_id="Lesion 1",
     )
     try:
-        seg = _segmentation(sources, mask, description, edited)
+        seg = _segmentation(sources, mask, description, origin)
     except ValueError as e:  # highdicom's checks of the source
         raise DicomExportError(f"cannot build a DICOM SEG for this source: {e}", image.source) from None
     if "ImageOrientationPatient" not in seg and "SharedFunctionalGroupsSequence" in seg:
@@ -121,7 +129,7 @@ def build_seg(image: Image, mask: np.ndarray, model: ModelInfo, edited: bool = F
 
 
 def _segmentation(sources: list[pydicom.Dataset], mask: np.ndarray, description: hd.seg.SegmentDescription,
-                  edited: bool) -> hd.seg.Segmentation:
+                  origin: str) -> hd.seg.Segmentation:
     return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=mask.astype(np.uint8),
@@ -137,7 +145,8 @@ def _segmentation(sources: list[pydicom.Dataset], mask: np.ndarray, description:
         device_serial_number="0",
         series_description="BreastCADx lesion segmentation",
         content_label="LESION",
-        content_description="Breast lesion (edited by user)" if edited else "Breast lesion (automatic)",
+        content_description={"auto": "Breast lesion (automatic)", "edited": "Breast lesion (automatic, edited)",
+                             "user": "Breast lesion (user mask)"}[origin],
     )
 
 
@@ -245,14 +254,36 @@ def _code(item: pydicom.Dataset) -> str:
     return str(item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue") or "")
 
 
+def models_of(result: dict) -> tuple[ModelInfo | None, ModelInfo]:
+    """Segmenter (None when the mask was the user's) and classifier identification from a result's JSON."""
+    m = result.get("models", {})
+    segmenter = None
+    if m.get("segmenter"):
+        segmenter = ModelInfo(f"BreastCADx {m['segmenter']}", f"{m.get('breastcadx', __version__)}",
+                              m.get("segmenter_sha256", ""))
+    classifier = ModelInfo(f"BreastCADx {m.get('classifier', 'classifier')}", f"{m.get('breastcadx', __version__)}",
+                           m.get("classifier_sha256", ""))
+    return segmenter, classifier
+
+
 def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: Path,
-                        segmenter: ModelInfo, classifier: ModelInfo, edited: bool = False) -> dict[str, Path]:
-    """Write seg.dcm and sr.dcm into out_dir (both built before anything is written)."""
+                        segmenter: ModelInfo | None = None, classifier: ModelInfo | None = None,
+                        origin: str | None = None) -> dict[str, Path]:
+    """Write seg.dcm and sr.dcm into out_dir (both built before anything is written).
+
+    Models default to those named in result["models"]; origin defaults to the result's mask_source.
+    """
+    seg_model, cls_model = models_of(result)
+    segmenter, classifier = segmenter or seg_model, classifier or cls_model
+    origin = origin or ("auto" if result.get("mask_source") == "auto" else "user")
     sources = source_datasets(image)
-    seg = build_seg(image, mask, segmenter, edited=edited, sources=sources)
+    seg = build_seg(image, mask, segmenter, origin=origin, sources=sources)
     sr = build_sr(image, seg, result, classifier, sources=sources)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"seg": out_dir / "seg.dcm", "sr": out_dir / "sr.dcm"}
+    for p in paths.values():
+        if p.exists():
+            raise DicomExportError("will not overwrite an existing DICOM result", p)
     seg.save_as(paths["seg"], enforce_file_format=True)
     sr.save_as(paths["sr"], enforce_file_format=True)
     return paths

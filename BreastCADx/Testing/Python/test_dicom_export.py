@@ -36,7 +36,7 @@ def sample_export(sample_dicom, sample_mask, tmp_path_factory):
     mask = load_mask(sample_mask, image)
     result = analyze(image, mask, heatmap=False).to_json()
     out = tmp_path_factory.mktemp("dicom_out")
-    return image, mask, result, write_dicom_results(image, mask, result, out, SEG_MODEL, CLS_MODEL)
+    return image, mask, result, write_dicom_results(image, mask, result, out, SEG_MODEL, CLS_MODEL, origin="auto")
 
 
 @pytest.mark.parametrize("kind, iod", [("seg", "Segmentation"), ("sr", "Comprehensive3DSR")])
@@ -79,10 +79,13 @@ def test_sr_round_trips_probability_suggestion_and_references(sample_export, sam
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
 
 
-def test_edited_mask_is_semiautomatic(sample_dicom, sample_mask):
+@pytest.mark.parametrize("origin, kind", [("edited", "SEMIAUTOMATIC"), ("user", "MANUAL")])
+def test_mask_origin_sets_algorithm_type(sample_dicom, sample_mask, origin, kind, tmp_path):
     image = load_image(sample_dicom)
-    seg = build_seg(image, load_mask(sample_mask, image), SEG_MODEL, edited=True)
-    assert seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    seg = build_seg(image, load_mask(sample_mask, image), SEG_MODEL, origin=origin)
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == kind
+    seg.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    assert dciodvfy(tmp_path / "seg.dcm")[1] == []
 
 
 def test_cine_without_frame_of_reference_gets_a_clear_error(tmp_path):

@@ -1,0 +1,123 @@
+"""`breastcadx pacs ...`: query, retrieve, analyze and store over DICOMweb."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import BreastCADxError
+from .pacs import PASSWORD_ENV, Pacs, PacsConfig, PacsError
+
+IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
+
+
+def _pacs(args: argparse.Namespace) -> Pacs:
+    verify: bool | str = args.ca_bundle or not args.insecure
+    return Pacs(PacsConfig(args.url, username=args.user, token_env=args.token_env, verify=verify,
+                           timeout=args.timeout))
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    pacs = _pacs(args)
+    rows = pacs.query_series(args.study) if args.study else pacs.query_studies(args.patient_id, None, args.modality)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("nothing found")
+    for r in rows:
+        print("  ".join(f"{k}={v}" for k, v in r.items() if v))
+    return 0
+
+
+def _pick_series(pacs: Pacs, study: str, series: str | None) -> str:
+    if series:
+        return series
+    found = [s for s in pacs.query_series(study) if s["Modality"] in IMAGE_MODALITIES]
+    if len(found) != 1:
+        listing = ", ".join(f"{s['SeriesInstanceUID']} ({s['Modality']})" for s in found) or "none"
+        raise PacsError(f"study {study} has {len(found)} image series ({listing}); choose one with --series",
+                        pacs.config.url)
+    return found[0]["SeriesInstanceUID"]
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    pacs = _pacs(args)
+    folder = pacs.retrieve_series(args.study, _pick_series(pacs, args.study, args.series), Path(args.out))
+    print(f"{len(list(folder.glob('*.dcm')))} instances -> {folder}")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    import pydicom
+
+    datasets = []
+    for f in args.files:
+        try:
+            datasets.append(pydicom.dcmread(f))
+        except (OSError, pydicom.errors.InvalidDicomError) as e:
+            raise BreastCADxError(f"not a readable DICOM file ({e})", f) from None
+    _pacs(args).store(datasets)
+    print(f"stored {len(datasets)} instances at {args.url}")
+    return 0
+
+
+def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
+    def cmd_analyze(args: argparse.Namespace) -> int:
+        import pydicom
+
+        pacs = _pacs(args)
+        out = Path(args.out)
+        series = _pick_series(pacs, args.study, args.series)
+        with tempfile.TemporaryDirectory(prefix="breastcadx-pacs-") as tmp:
+            folder = pacs.retrieve_series(args.study, series, Path(tmp) / "series")
+            files = sorted(folder.glob("*.dcm"))
+            source = files[0] if len(files) == 1 else folder
+            dicom_out = out / "dicom"
+            status = analyze_to(source, out, device=args.device, dicom_out=dicom_out)
+        if args.store:
+            objects = [dicom_out / "seg.dcm", dicom_out / "sr.dcm"]
+            if not all(p.exists() for p in objects):
+                print("no lesion found: nothing to store")
+                return status
+            pacs.store([pydicom.dcmread(p) for p in objects])
+            print(f"stored SEG + SR in study {args.study} at {args.url}")
+        return status
+
+    return cmd_analyze
+
+
+def add_pacs_parser(sub, analyze_to: Callable[..., int]) -> None:
+    pacs = sub.add_parser("pacs", help="query / retrieve / analyze / store over DICOMweb")
+    psub = pacs.add_subparsers(dest="pacs_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", required=True, help="DICOMweb root, e.g. https://pacs.example.org/dicom-web")
+    common.add_argument("--user", help=f"basic-auth user; the password is read from ${PASSWORD_ENV}")
+    common.add_argument("--token-env", help="name of an environment variable holding a bearer token")
+    common.add_argument("--ca-bundle", help="CA certificates to verify the PACS's TLS certificate")
+    common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (avoid)")
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
+    q = psub.add_parser("query", parents=[common], help="list studies (or the series of --study)")
+    q.add_argument("--patient-id")
+    q.add_argument("--modality", help="e.g. US, MG, MR")
+    q.add_argument("--study", help="list this study's series")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_query)
+    r = psub.add_parser("retrieve", parents=[common], help="download a series into a new folder")
+    r.add_argument("--study", required=True)
+    r.add_argument("--series", help="default: the study's only image series")
+    r.add_argument("--out", required=True, help="folder to create (must not exist)")
+    r.set_defaults(func=cmd_retrieve)
+    a = psub.add_parser("analyze", parents=[common], help="retrieve a series, analyze it, write SEG + SR")
+    a.add_argument("--study", required=True)
+    a.add_argument("--series", help="default: the study's only image series")
+    a.add_argument("--out", required=True, help="output folder (as `analyze`, plus dicom/seg.dcm, dicom/sr.dcm)")
+    a.add_argument("--store", action="store_true", help="send SEG + SR back to the PACS (STOW-RS)")
+    a.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    a.set_defaults(func=make_cmd_analyze(analyze_to))
+    s = psub.add_parser("store", parents=[common], help="send DICOM files to the PACS (STOW-RS)")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(func=cmd_store)

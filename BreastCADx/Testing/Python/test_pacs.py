@@ -1,0 +1,159 @@
+"""PACS round trip against a real Orthanc (Debian orthanc + orthanc-dicomweb) on loopback, and network failures."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+
+from BreastCADxLib.cli import main
+from BreastCADxLib.dicom_export import read_seg_mask, read_sr_summary
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.pacs import PASSWORD_ENV, Pacs, PacsConfig, PacsError
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER, PASSWORD = "radiologist", "s3cret-test-only"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with DICOMweb and basic auth, on a free loopback port, in a temporary folder."""
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(binary).exists() or not DICOMWEB_PLUGIN.exists():
+        pytest.fail("Orthanc with its DICOMweb plugin is required: apt-get install orthanc orthanc-dicomweb")
+    root = tmp_path_factory.mktemp("orthanc")
+    port = free_port()
+    config = {
+        "Name": "BreastCADxTest", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+        "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = open(root / "orthanc.log", "w")
+    proc = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/system", auth=(USER, PASSWORD), timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    yield f"{url}/dicom-web"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture()
+def password(monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+
+
+def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp_path, capsys):
+    pacs = Pacs(PacsConfig(orthanc, username=USER))
+    pacs.store([pydicom.dcmread(sample_dicom)])
+    src = pydicom.dcmread(sample_dicom)
+    studies = pacs.query_studies(patient_id=src.PatientID)
+    assert [s["StudyInstanceUID"] for s in studies] == [src.StudyInstanceUID]
+    assert studies[0]["ModalitiesInStudy"] == "US"
+
+    out = tmp_path / "case"
+    common = ["--url", orthanc, "--user", USER]
+    assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(out), "--store"]) == 0
+    assert "stored SEG + SR" in capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+
+    series = {s["Modality"]: s["SeriesInstanceUID"] for s in pacs.query_series(src.StudyInstanceUID)}
+    assert set(series) == {"US", "SEG", "SR"}
+    seg_dir = pacs.retrieve_series(src.StudyInstanceUID, series["SEG"], tmp_path / "seg")
+    sr_dir = pacs.retrieve_series(src.StudyInstanceUID, series["SR"], tmp_path / "sr")
+    image = load_image(sample_dicom)
+    mask_back = read_seg_mask(next(seg_dir.glob("*.dcm")), image)
+    assert np.array_equal(mask_back, load_mask(out / "mask.nrrd", image))
+    summary = read_sr_summary(next(sr_dir.glob("*.dcm")))
+    assert summary["probability"] == pytest.approx(result["malignancy_probability"], abs=1e-12)
+    assert summary["birads_suggestion"] == result["birads_suggestion"]
+
+    # the CLI query lists the study's three series
+    assert main(["pacs", "query", *common, "--study", src.StudyInstanceUID, "--json"]) == 0
+    assert {s["Modality"] for s in json.loads(capsys.readouterr().out)} == {"US", "SEG", "SR"}
+
+
+def test_wrong_password_is_a_clear_401(orthanc, monkeypatch, capsys):
+    monkeypatch.setenv(PASSWORD_ENV, "wrong")
+    assert main(["pacs", "query", "--url", orthanc, "--user", USER]) == 2
+    err = capsys.readouterr().err
+    assert "401" in err and orthanc in err and "Traceback" not in err
+
+
+def test_missing_series_is_404_and_writes_nothing(orthanc, password, tmp_path):
+    pacs = Pacs(PacsConfig(orthanc, username=USER))
+    with pytest.raises(PacsError, match="404"):
+        pacs.retrieve_series("1.2.3.4", "1.2.3.4.5", tmp_path / "never")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refused_connection(tmp_path):
+    with pytest.raises(PacsError, match="cannot connect"):
+        Pacs(PacsConfig(f"http://127.0.0.1:{free_port()}/dicom-web", timeout=5)).query_studies()
+
+
+def test_silent_server_times_out():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)  # accepts, never answers
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/dicom-web"
+        t0 = time.time()
+        with pytest.raises(PacsError, match="no answer within 1 s"):
+            Pacs(PacsConfig(url, timeout=1)).query_studies()
+        assert time.time() - t0 < 30
+    finally:
+        server.close()
+
+
+def test_server_error_is_reported_with_its_status(capsys):
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(503, "Service Unavailable")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        assert main(["pacs", "query", "--url", url]) == 2
+        assert "503" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+
+
+def test_password_comes_from_the_environment_only(monkeypatch):
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    with pytest.raises(PacsError, match=PASSWORD_ENV):
+        Pacs(PacsConfig("http://127.0.0.1:1/dicom-web", username=USER))
