@@ -266,6 +266,14 @@ def models_of(result: dict) -> tuple[ModelInfo | None, ModelInfo]:
     return segmenter, classifier
 
 
+def shipped_segmenter() -> ModelInfo:
+    from .models import load_card
+    from .segmentation import DEFAULT_MODEL
+
+    card = load_card(DEFAULT_MODEL)
+    return ModelInfo(f"BreastCADx {card['id']}", __version__, card["sha256"])
+
+
 def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: Path,
                         segmenter: ModelInfo | None = None, classifier: ModelInfo | None = None,
                         origin: str | None = None) -> dict[str, Path]:
@@ -276,6 +284,8 @@ def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: P
     seg_model, cls_model = models_of(result)
     segmenter, classifier = segmenter or seg_model, classifier or cls_model
     origin = origin or ("auto" if result.get("mask_source") == "auto" else "user")
+    if segmenter is None and origin != "user":  # segmented in an earlier step by the shipped model
+        segmenter = shipped_segmenter()
     sources = source_datasets(image)
     seg = build_seg(image, mask, segmenter, origin=origin, sources=sources)
     sr = build_sr(image, seg, result, classifier, sources=sources)

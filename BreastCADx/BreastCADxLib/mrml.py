@@ -6,6 +6,8 @@ application and headless with slicer-core. Geometry: Image is LPS (ITK/DICOM); M
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .errors import BreastCADxError
@@ -80,7 +82,25 @@ def volume_node_to_image(node) -> Image:
         spacing_known=node.GetAttribute("BreastCADx.spacingKnown") != "0",
         modality=node.GetAttribute("BreastCADx.modality") or "OT",
         source=(storage.GetFileName() if storage else None) or node.GetName(),
+        source_files=_source_files(node),
     )
+
+
+def _source_files(node) -> tuple[str, ...]:
+    """DICOM files behind a volume: set by our loader, or from Slicer's DICOM database (DICOM module)."""
+    ours = node.GetAttribute("BreastCADx.sourceFiles")
+    if ours:
+        return tuple(json.loads(ours))
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids:
+        return ()
+    import slicer
+
+    database = getattr(slicer, "dicomDatabase", None)
+    if database is None:
+        return ()
+    files = [database.fileForInstance(uid) for uid in uids]
+    return tuple(files) if all(files) else ()
 
 
 def _segmentations_logic(scene):

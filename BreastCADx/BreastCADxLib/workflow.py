@@ -1,29 +1,68 @@
 """Scene-level workflow behind the Slicer panel: segment into a new segment, classify a (corrected) segment.
 
-No ScriptedLoadableModule/qt here, so it runs in Slicer and headless on slicer-core; BreastCADx.py only wires it.
+Long work runs in a background process (runner.BackgroundTask -> worker.py); the scene is only touched in
+`finish_*`, after the process has succeeded, so a cancelled or failed run leaves it unchanged. No
+ScriptedLoadableModule/qt here: it runs in Slicer and headless on slicer-core; BreastCADx.py only wires it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from . import state
 from .errors import BreastCADxError
+from .io import load_image, load_mask, save_image, save_mask
 from .mrml import (
     add_mask_segment,
     heatmap_to_volume_node,
+    image_to_volume_node,
     result_to_table_node,
     segment_to_mask,
     volume_node_to_image,
 )
-from .pipeline import AnalysisResult, analyze
-from .segmentation import Box, get_segmenter
+from .runner import CANCELLED, DONE, BackgroundTask
+from .segmentation import Box
 
 BENIGN_COLOR = (0.2, 0.75, 0.35)
 MALIGNANT_COLOR = (0.9, 0.15, 0.15)
 RESULT_TAG = "BreastCADx.result"
+AUTO_DIGEST_TAG = "BreastCADx.autoMaskDigest"  # digest of the mask as the segmenter made it
+Progress = Callable[[float, str], None]
+
+
+class JobFailed(BreastCADxError):
+    """The background run failed or was cancelled; the scene was not changed."""
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    m = np.ascontiguousarray(np.asarray(mask, bool))
+    return hashlib.sha1(m.tobytes() + str(m.shape).encode()).hexdigest()
+
+
+@dataclass
+class Job:
+    kind: str  # "segment" or "classify"
+    folder: Path
+    task: BackgroundTask
+    volume_node: object
+    segmentation_node: object | None = None
+    segment_id: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def poll(self) -> str:
+        return self.task.poll()
+
+    def cancel(self) -> None:
+        self.task.cancel()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
@@ -35,9 +74,16 @@ class SegmentOutcome:
 
 @dataclass
 class ClassifyOutcome:
-    result: AnalysisResult
+    result: dict  # result.json of the analysis
     table_node: object
     heatmap_node: object | None
+
+
+def segment_tag(segment, key: str) -> str:
+    import vtk
+
+    value = vtk.mutable("")
+    return str(value) if segment.GetTag(key, value) else ""
 
 
 def roi_node_to_box(roi_node, volume_node) -> Box:
@@ -55,33 +101,213 @@ def roi_node_to_box(roi_node, volume_node) -> Box:
 
 
 class WorkflowLogic:
-    def __init__(self, scene) -> None:
+    def __init__(self, scene, python: str | None = None) -> None:
         self.scene = scene
+        self.python = python
 
-    def segment(self, volume_node, segmentation_node=None, roi: Box | None = None, device: str = "auto",
-                progress: Callable[[float, str], None] | None = None,
-                should_cancel: Callable[[], bool] | None = None) -> SegmentOutcome:
-        """Auto-segment into a NEW segment; nothing is created if it fails or is cancelled."""
+    @property
+    def parameters(self):
+        return state.parameter_node(self.scene)
+
+    # ---- input ---------------------------------------------------------------------------------------
+    def load_image_file(self, path: str | Path, name: str | None = None):
+        """Load any supported file/series with the library loader into a new volume node (source kept)."""
+        image = load_image(path)
+        node = image_to_volume_node(image, self.scene, name or Path(path).stem)
+        node.SetAttribute("BreastCADx.sourceFiles", json.dumps(list(image.source_files)))
+        state.set_values(self.parameters, inputVolume=node)
+        return node
+
+    # ---- background jobs -----------------------------------------------------------------------------
+    def _new_job(self, kind: str, volume_node, mask: np.ndarray | None, args: list[str],
+                 progress: Progress | None) -> Job:
         image = volume_node_to_image(volume_node)
-        result = get_segmenter(device=device).segment(image, roi=roi, progress=progress, should_cancel=should_cancel)
+        folder = Path(tempfile.mkdtemp(prefix=f"breastcadx-{kind}-"))
+        save_image(image, folder / "image.nrrd")
+        (folder / "image.json").write_text(json.dumps({"spacing_known": image.spacing_known,
+                                                       "modality": image.modality}))
+        if mask is not None:
+            save_mask(mask, image, folder / "mask.nrrd")
+        task = BackgroundTask([kind, "--job", str(folder), *args], on_progress=progress, python=self.python)
+        return Job(kind, folder, task.start(), volume_node)
+
+    def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
+                      progress: Progress | None = None) -> Job:
+        args = ["--device", device] + (["--roi", ",".join(map(str, roi))] if roi is not None else [])
+        return self._new_job("segment", volume_node, None, args, progress)
+
+    def start_classify(self, volume_node, segmentation_node, segment_id: str, device: str = "auto",
+                       progress: Progress | None = None) -> Job:
+        if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+            raise BreastCADxError(f"segment '{segment_id}' no longer exists")
+        mask = segment_to_mask(segmentation_node, segment_id, volume_node)
+        if not mask.any():
+            raise BreastCADxError("the lesion segment is empty: draw or correct it before classifying")
+        job = self._new_job("classify", volume_node, mask, ["--device", device], progress)
+        job.segmentation_node, job.segment_id = segmentation_node, segment_id
+        job.extra["digest"] = mask_digest(mask)
+        return job
+
+    @staticmethod
+    def wait(job: Job, should_cancel: Callable[[], bool] | None = None, timeout: float | None = None) -> str:
+        return job.task.wait(timeout=timeout, should_cancel=should_cancel)
+
+    def _check_done(self, job: Job) -> Path:
+        status = job.poll()
+        if status != DONE:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            reason = "cancelled" if status == CANCELLED else (job.task.error or status)
+            raise JobFailed(f"{job.kind} did not complete: {reason}")
+        return job.folder / "out"
+
+    def finish_segment(self, job: Job, segmentation_node=None) -> SegmentOutcome:
+        """Add the result as a NEW segment (never replaces one); only now is the scene changed."""
+        out = self._check_done(job)
+        try:
+            image = volume_node_to_image(job.volume_node)
+            mask = load_mask(out / "mask.nrrd", image)
+        finally:
+            shutil.rmtree(job.folder, ignore_errors=True)
         if segmentation_node is None:
             segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "BreastCADx segmentation")
             segmentation_node.CreateDefaultDisplayNodes()
-        sid = add_mask_segment(result.mask, volume_node, segmentation_node)
-        return SegmentOutcome(segmentation_node, sid, result.lesion_found)
+        sid = add_mask_segment(mask, job.volume_node, segmentation_node)
+        segmentation_node.GetSegmentation().GetSegment(sid).SetTag(AUTO_DIGEST_TAG, mask_digest(mask))
+        state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=segmentation_node,
+                         segmentID=sid)
+        return SegmentOutcome(segmentation_node, sid, bool(mask.any()))
 
-    def classify(self, volume_node, segmentation_node, segment_id: str, heatmap: bool = True,
-                 device: str = "auto") -> ClassifyOutcome:
-        """Classify the segment as it is now (after any correction); results go to new table/heatmap nodes."""
-        if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
-            raise BreastCADxError(f"segment '{segment_id}' no longer exists")
-        image = volume_node_to_image(volume_node)
-        mask = segment_to_mask(segmentation_node, segment_id, volume_node)
-        result = analyze(image, mask=mask, heatmap=heatmap, device=device)
-        payload = result.to_json()
-        table = result_to_table_node(payload, self.scene)
-        heat = heatmap_to_volume_node(result.heatmap, image, self.scene) if result.heatmap is not None else None
-        segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
-        segment.SetColor(*(MALIGNANT_COLOR if result.predicted_label == "malignant" else BENIGN_COLOR))
-        segment.SetTag(RESULT_TAG, f"{result.probability:.4f};{result.birads_suggestion}")
-        return ClassifyOutcome(result, table, heat)
+    def finish_classify(self, job: Job) -> ClassifyOutcome:
+        """Results into new table / heatmap nodes; segment colour and name follow the result."""
+        out = self._check_done(job)
+        try:
+            result = json.loads((out / "result.json").read_text())
+            heat_path = out / "heatmap.nrrd"
+            heat = load_image(heat_path).array if heat_path.exists() else None
+        finally:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        image = volume_node_to_image(job.volume_node)
+        result["source"] = job.volume_node.GetName()
+        table = result_to_table_node(result, self.scene)
+        heat_node = heatmap_to_volume_node(heat, image, self.scene) if heat is not None else None
+        segment = job.segmentation_node.GetSegmentation().GetSegment(job.segment_id)
+        if segment is not None and result.get("malignancy_probability") is not None:
+            p, label = result["malignancy_probability"], result["predicted_label"]
+            segment.SetColor(*(MALIGNANT_COLOR if label == "malignant" else BENIGN_COLOR))
+            segment.SetTag(RESULT_TAG, f"{p:.4f};{result['birads_suggestion']}")
+            base = segment.GetName().split(" [")[0]
+            segment.SetName(f"{base} [{label} {100 * p:.0f} %, BI-RADS {result['birads_suggestion']} suggested]")
+        state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=job.segmentation_node,
+                         segmentID=job.segment_id, resultTable=table, heatmap=heat_node,
+                         probability=float(result.get("malignancy_probability") or -1.0),
+                         biradsSuggestion=result.get("birads_suggestion") or "",
+                         resultMaskDigest=job.extra["digest"], resultJSON=json.dumps(result))
+        return ClassifyOutcome(result, table, heat_node)
+
+    # ---- blocking conveniences (scripts, tests, in-Slicer self-test) ---------------------------------
+    def segment(self, volume_node, segmentation_node=None, roi: Box | None = None, device: str = "auto",
+                progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None) -> SegmentOutcome:
+        job = self.start_segment(volume_node, roi, device, progress)
+        self.wait(job, should_cancel)
+        return self.finish_segment(job, segmentation_node)
+
+    def classify(self, volume_node, segmentation_node, segment_id: str, device: str = "auto",
+                 progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None
+                 ) -> ClassifyOutcome:
+        job = self.start_classify(volume_node, segmentation_node, segment_id, device, progress)
+        self.wait(job, should_cancel)
+        return self.finish_classify(job)
+
+    # ---- state after edits ---------------------------------------------------------------------------
+    def current_mask(self):
+        p = state.values(self.parameters)
+        if p["segmentation"] is None or p["inputVolume"] is None or not p["segmentID"]:
+            return None
+        if p["segmentation"].GetSegmentation().GetSegment(p["segmentID"]) is None:
+            return None
+        return segment_to_mask(p["segmentation"], p["segmentID"], p["inputVolume"])
+
+    def results_out_of_date(self) -> bool:
+        """True when the segment was edited (or removed) after the current result was computed."""
+        digest = state.get_value(self.parameters, "resultMaskDigest")
+        if not digest:
+            return False
+        mask = self.current_mask()
+        return mask is None or mask_digest(mask) != digest
+
+    def mask_origin(self) -> str:
+        """'auto' (as segmented), 'edited' (segmented, then corrected) or 'user' (drawn by the user)."""
+        p = state.values(self.parameters)
+        segment = p["segmentation"].GetSegmentation().GetSegment(p["segmentID"])
+        auto = segment_tag(segment, AUTO_DIGEST_TAG) if segment is not None else ""
+        if not auto:
+            return "user"
+        return "auto" if mask_digest(self.current_mask()) == auto else "edited"
+
+    # ---- display and export --------------------------------------------------------------------------
+    def show_heatmap(self, opacity: float | None = None) -> int:
+        """Heatmap as foreground over the input in every slice view; returns the number of views set."""
+        p = state.values(self.parameters)
+        if opacity is not None:
+            state.set_values(self.parameters, heatmapOpacity=float(opacity))
+        opacity = state.get_value(self.parameters, "heatmapOpacity")
+        n = 0
+        for k in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            comp = self.scene.GetNthNodeByClass(k, "vtkMRMLSliceCompositeNode")
+            if p["inputVolume"] is not None:
+                comp.SetBackgroundVolumeID(p["inputVolume"].GetID())
+            comp.SetForegroundVolumeID(p["heatmap"].GetID() if p["heatmap"] is not None else None)
+            comp.SetForegroundOpacity(float(opacity))
+            n += 1
+        return n
+
+    def summary_text(self) -> str:
+        """One line for the panel and the slice-view corner."""
+        p = state.values(self.parameters)
+        if p["probability"] < 0:
+            return ""
+        stale = "  (OUT OF DATE: mask edited)" if self.results_out_of_date() else ""
+        return (f"Malignancy probability {100 * p['probability']:.1f} %; BI-RADS {p['biradsSuggestion']} "
+                f"(algorithm suggestion){stale}. Research use only.")
+
+    def save_results(self, folder: str | Path) -> dict[str, Path]:
+        """Table as CSV, heatmap and lesion segment as NRRD; refuses to overwrite existing files."""
+        import slicer
+
+        p = state.values(self.parameters)
+        if p["resultTable"] is None:
+            raise BreastCADxError("there is no result to save yet: classify first")
+        folder = Path(folder)
+        paths = {"table": folder / "breastcadx_results.csv", "segmentation": folder / "breastcadx_lesion.nrrd"}
+        if p["heatmap"] is not None:
+            paths["heatmap"] = folder / "breastcadx_gradcam.nrrd"
+        for path in paths.values():
+            if path.exists():
+                raise BreastCADxError("will not overwrite an existing file", path)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [(p["resultTable"].GetCellText(r, 0), p["resultTable"].GetCellText(r, 1))
+                for r in range(p["resultTable"].GetNumberOfRows())]
+        import csv
+
+        with open(paths["table"], "w", newline="") as f:
+            csv.writer(f).writerows([("item", "value"), *rows])
+        image = volume_node_to_image(p["inputVolume"])
+        save_mask(self.current_mask(), image, paths["segmentation"])
+        if "heatmap" in paths:
+            save_image(image.with_array(slicer.util.arrayFromVolume(p["heatmap"]).astype(np.float32)),
+                       paths["heatmap"])
+        return paths
+
+    def export_dicom(self, folder: str | Path) -> dict[str, Path]:
+        """DICOM SEG + SR of the current (possibly edited) segment and result; DICOM input only."""
+        from .dicom_export import write_dicom_results
+
+        p = state.values(self.parameters)
+        if p["resultTable"] is None:
+            raise BreastCADxError("there is no result to export yet: classify first")
+        if self.results_out_of_date():
+            raise BreastCADxError("the mask was edited after the last classification: classify again first")
+        image = volume_node_to_image(p["inputVolume"])
+        result = json.loads(p["resultJSON"])
+        return write_dicom_results(image, self.current_mask(), result, Path(folder), origin=self.mask_origin())
+

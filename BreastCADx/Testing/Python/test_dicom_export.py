@@ -131,3 +131,16 @@ def test_empty_mask_and_missing_result_are_refused_without_writing(sample_dicom,
     with pytest.raises(DicomExportError, match="no lesion"):
         build_sr(image, seg, {"malignancy_probability": None}, CLS_MODEL)
     assert not (tmp_path / "a").exists()
+
+
+def test_cli_dicom_out_needs_a_dicom_input(tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    from BreastCADxLib.cli import main
+
+    png = tmp_path / "case.png"
+    PILImage.fromarray(sample_pixels()).save(png)
+    assert main(["analyze", str(png), "--out", str(tmp_path / "out"), "--dicom-out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "case.png" in err and "DICOM input" in err
+    assert not (tmp_path / "d").exists()

@@ -1,21 +1,23 @@
-"""The panel's workflow on a real vtkMRMLScene (slicer-core): segment, correct, re-classify, cancel."""
+"""The panel's workflow on a real vtkMRMLScene (slicer-core), with the real background process.
+
+Load -> segment (background worker, progress) -> edit the segment -> re-classify -> overlay -> save / reload
+the scene (.mrb) -> export; cancel and failures leave the scene unchanged.
+"""
 
 from __future__ import annotations
+
+import json
+import time
 
 import numpy as np
 import pytest
 
+from BreastCADxLib import state
+from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.segmentation import Cancelled
+from conftest import dciodvfy
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
-
-
-@pytest.fixture()
-def sample_volume(scene, sample_dicom):
-    from BreastCADxLib.mrml import image_to_volume_node
-
-    return image_to_volume_node(load_image(sample_dicom), scene, "sample")
 
 
 def _replace_segment(scene, seg_node, sid, mask, volume):
@@ -35,62 +37,250 @@ def _replace_segment(scene, seg_node, sid, mask, volume):
     scene.RemoveNode(lm)
 
 
-def test_segment_correct_classify(scene, sample_volume, sample_dicom, sample_mask):
+def _node_ids(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _matrix(node) -> np.ndarray:
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory, sample_dicom, sample_mask):
+    """The whole radiologist flow once (background runs are seconds each); tests check its stages."""
+    from BreastCADxLib.mrml import segment_to_mask
+    from BreastCADxLib.workflow import WorkflowLogic
+
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    logic = WorkflowLogic(scene)
+    volume = logic.load_image_file(sample_dicom, "sample")
+    ref = load_mask(sample_mask, load_image(sample_dicom))
+    seen: list[tuple[float, str]] = []
+    seg = logic.segment(volume, device="cpu", progress=lambda f, m: seen.append((f, m)))
+    auto = segment_to_mask(seg.segmentation_node, seg.segment_id, volume)
+    first = logic.classify(volume, seg.segmentation_node, seg.segment_id, device="cpu")
+    stages = {"seen": seen, "auto": auto, "first": first, "origin_auto": logic.mask_origin(),
+              "stale_before_edit": logic.results_out_of_date()}
+    # the radiologist replaces the auto outline by the reference outline (a correction)
+    _replace_segment(scene, seg.segmentation_node, seg.segment_id, ref, volume)
+    stages["stale_after_edit"] = logic.results_out_of_date()
+    stages["origin_edited"] = logic.mask_origin()
+    stages["second"] = logic.classify(volume, seg.segmentation_node, seg.segment_id, device="cpu")
+    # erase half of the lesion and add a blob elsewhere
+    edited = ref.copy()
+    edited[:, :, : edited.shape[2] // 2] = False
+    edited[0, 20:60, 20:60] = True
+    _replace_segment(scene, seg.segmentation_node, seg.segment_id, edited, volume)
+    stages["third"] = logic.classify(volume, seg.segmentation_node, seg.segment_id, device="cpu")
+    yield {"scene": scene, "logic": logic, "volume": volume, "seg": seg, "ref": ref, "edited": edited, **stages}
+    scene.Clear(1)
+
+
+def test_segment_runs_in_background_with_progress(flow):
+    fractions = [f for f, _ in flow["seen"]]
+    assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("segmenting" in m for _, m in flow["seen"])
+    auto, ref = flow["auto"], flow["ref"]
+    assert 2 * (auto & ref).sum() / (auto.sum() + ref.sum()) >= 0.85  # golden mask of the sample case
+    segment = flow["seg"].segmentation_node.GetSegmentation().GetSegment(flow["seg"].segment_id)
+    from BreastCADxLib.workflow import segment_tag
+
+    assert "SCT^4147007^Mass" in segment_tag(segment, segment.GetTerminologyEntryTagName())
+
+
+def test_classify_writes_table_heatmap_and_segment_colour(flow):
+    first = flow["first"]
+    p = first.result["malignancy_probability"]
+    assert first.table_node.GetCellText(0, 0) == "Malignancy probability"
+    assert first.table_node.GetCellText(0, 1) == str(p)
+    heat, volume = first.heatmap_node, flow["volume"]
+    assert heat.GetImageData().GetDimensions() == volume.GetImageData().GetDimensions()
+    np.testing.assert_allclose(_matrix(heat), _matrix(volume))
+    assert slicer.util.arrayFromVolume(heat).max() > 0.5
+    assert flow["origin_auto"] == "auto" and not flow["stale_before_edit"]
+
+
+def test_edits_mark_results_stale_and_reclassify_follows_them(flow):
+    assert flow["stale_after_edit"] and flow["origin_edited"] == "edited"
+    first, second, third = (flow[k].result for k in ("first", "second", "third"))
+    assert second["predicted_label"] == "malignant"  # the sample is a malignant BUSI case
+    assert second["measurements"]["lesion_pixels"] == int(flow["ref"].sum())
+    assert third["measurements"]["lesion_pixels"] == int(flow["edited"].sum())
+    assert len({first["malignancy_probability"], second["malignancy_probability"],
+                third["malignancy_probability"]}) == 3
+    table = flow["third"].table_node
+    assert table.GetCellText(0, 1) == str(third["malignancy_probability"])
+    params = state.values(flow["logic"].parameters)
+    assert params["resultTable"] is table and params["probability"] == pytest.approx(third["malignancy_probability"])
+    assert not flow["logic"].results_out_of_date()
+    name = flow["seg"].segmentation_node.GetSegmentation().GetSegment(flow["seg"].segment_id).GetName()
+    assert name.startswith("Breast lesion [") and third["birads_suggestion"] in name
+
+
+def test_heatmap_overlay_in_slice_views(flow):
+    comp = flow["scene"].AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+    try:
+        assert flow["logic"].show_heatmap(opacity=0.35) == 1
+        assert comp.GetForegroundVolumeID() == flow["third"].heatmap_node.GetID()
+        assert comp.GetBackgroundVolumeID() == flow["volume"].GetID()
+        assert comp.GetForegroundOpacity() == pytest.approx(0.35)
+        assert "BI-RADS" in flow["logic"].summary_text()
+    finally:
+        flow["scene"].RemoveNode(comp)
+
+
+def test_save_results_and_dicom_export(flow, tmp_path):
+    paths = flow["logic"].save_results(tmp_path / "results")
+    assert {p.name for p in paths.values()} == {"breastcadx_results.csv", "breastcadx_lesion.nrrd",
+                                                "breastcadx_gradcam.nrrd"}
+    image = load_image(paths["segmentation"])
+    np.testing.assert_array_equal(image.array > 0, flow["edited"])
+    with pytest.raises(BreastCADxError, match="overwrite"):
+        flow["logic"].save_results(tmp_path / "results")
+    from BreastCADxLib.dicom_export import read_seg_mask, read_sr_summary
+
+    out = flow["logic"].export_dicom(tmp_path / "dicom")
+    for p in out.values():
+        assert dciodvfy(p)[1] == []
+    import pydicom
+
+    assert pydicom.dcmread(out["seg"]).SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    source = flow["logic"].parameters.GetNodeReference("inputVolume")
+    from BreastCADxLib.mrml import volume_node_to_image
+
+    np.testing.assert_array_equal(read_seg_mask(out["seg"], volume_node_to_image(source)), flow["edited"])
+    assert read_sr_summary(out["sr"])["probability"] == pytest.approx(
+        flow["third"].result["malignancy_probability"])
+
+
+def test_scene_saved_and_reloaded_keeps_parameters_and_results(flow, tmp_path):
+    scene = flow["scene"]
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        if node.IsA("vtkMRMLStorableNode") and node.GetStorageNode() is None:
+            node.AddDefaultStorageNode()
+    mrb = tmp_path / "case.mrb"
+    assert scene.WriteToMRB(str(mrb))
+    before = state.values(flow["logic"].parameters)
+    table_text = [before["resultTable"].GetCellText(r, 1) for r in range(before["resultTable"].GetNumberOfRows())]
+
+    other = slicer.vtkMRMLScene()
+    cache = slicer.vtkCacheManager()  # what the application sets up: MRB extraction needs a cache folder
+    cache.SetRemoteCacheDirectory(str(tmp_path / "cache"))
+    io_manager = slicer.vtkDataIOManager()
+    io_manager.SetCacheManager(cache)
+    other.SetCacheManager(cache)
+    other.SetDataIOManager(io_manager)
+    assert other.ReadFromMRB(str(mrb))
+    after = state.values(state.parameter_node(other))
+    for key in ("segmentID", "device", "probability", "biradsSuggestion", "resultMaskDigest", "heatmapOpacity",
+                "resultJSON"):
+        assert after[key] == before[key], key
+    for key in ("inputVolume", "segmentation", "resultTable", "heatmap"):
+        assert after[key] is not None and after[key].GetName() == before[key].GetName(), key
+    assert [after["resultTable"].GetCellText(r, 1) for r in range(after["resultTable"].GetNumberOfRows())] \
+        == table_text
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(after["heatmap"]),
+                               slicer.util.arrayFromVolume(before["heatmap"]), atol=1e-6)
+    from BreastCADxLib.workflow import WorkflowLogic
+
+    reloaded = WorkflowLogic(other)
+    np.testing.assert_array_equal(reloaded.current_mask(), flow["edited"])
+    assert not reloaded.results_out_of_date()
+    assert json.loads(after["resultJSON"])["malignancy_probability"] == after["probability"]
+    other.Clear(1)
+
+
+def test_cancel_mid_run_leaves_scene_unchanged(scene, sample_dicom):
+    from BreastCADxLib.workflow import JobFailed, WorkflowLogic
+
+    logic = WorkflowLogic(scene)
+    volume = logic.load_image_file(sample_dicom)
+    before = _node_ids(scene)
+    job = logic.start_segment(volume, device="cpu")
+    deadline = time.time() + 120
+    while not job.task.messages and time.time() < deadline:  # the worker has started working
+        job.poll()
+        time.sleep(0.05)
+    assert job.task.messages, "worker never reported progress"
+    job.cancel()
+    assert job.task._proc.poll() is not None  # the process is gone
+    assert not job.folder.exists()
+    with pytest.raises(JobFailed, match="cancelled"):
+        logic.finish_segment(job)
+    assert _node_ids(scene) == before
+
+
+def test_resegment_adds_a_new_segment_and_keeps_the_edited_one(scene, sample_dicom):
     from BreastCADxLib.mrml import segment_to_mask
     from BreastCADxLib.workflow import WorkflowLogic
 
     logic = WorkflowLogic(scene)
-    seen = []
-    out = logic.segment(sample_volume, device="cpu", progress=lambda f, m: seen.append(f))
-    assert out.lesion_found and seen[-1] == 1.0
-    auto = segment_to_mask(out.segmentation_node, out.segment_id, sample_volume)
-    ref = load_mask(sample_mask, load_image(sample_dicom))
-    assert 2 * (auto & ref).sum() / (auto.sum() + ref.sum()) >= 0.85
-
-    first = logic.classify(sample_volume, out.segmentation_node, out.segment_id, device="cpu")
-    assert first.table_node.GetCellText(0, 1) == str(first.result.probability)
-    assert first.heatmap_node is not None
-    assert first.heatmap_node.GetImageData().GetDimensions() == sample_volume.GetImageData().GetDimensions()
-
-    # the radiologist replaces the auto outline by the reference outline (a correction) and re-classifies
-    _replace_segment(scene, out.segmentation_node, out.segment_id, ref, sample_volume)
-    second = logic.classify(sample_volume, out.segmentation_node, out.segment_id, device="cpu")
-    assert second.result.mask_source == "user"
-    np.testing.assert_array_equal(second.result.mask, ref)
-    assert second.result.probability != first.result.probability
-    assert second.table_node.GetCellText(0, 1) == str(second.result.probability)
-    assert second.result.predicted_label == "malignant"
-
-    # erase half of the lesion and add a blob: the classification input follows the edit
-    edited = ref.copy()
-    edited[:, :, : edited.shape[2] // 2] = False
-    edited[0, 20:60, 20:60] = True
-    _replace_segment(scene, out.segmentation_node, out.segment_id, edited, sample_volume)
-    third = logic.classify(sample_volume, out.segmentation_node, out.segment_id, device="cpu")
-    np.testing.assert_array_equal(third.result.mask, edited)
-    assert third.result.probability != second.result.probability
+    volume = logic.load_image_file(sample_dicom)
+    out = logic.segment(volume, device="cpu")
+    drawn = np.zeros(volume_shape(volume), bool)
+    drawn[0, 10:40, 10:40] = True
+    _replace_segment(scene, out.segmentation_node, out.segment_id, drawn, volume)
+    again = logic.segment(volume, out.segmentation_node, device="cpu")
+    assert again.segment_id != out.segment_id
+    np.testing.assert_array_equal(segment_to_mask(out.segmentation_node, out.segment_id, volume), drawn)
+    names = [out.segmentation_node.GetSegmentation().GetSegment(s).GetName() for s in (out.segment_id,
+                                                                                        again.segment_id)]
+    assert names[0] != names[1]
 
 
-def test_resegment_adds_segment_and_cancel_leaves_scene_unchanged(scene, sample_volume):
+def volume_shape(volume) -> tuple[int, ...]:
+    return slicer.util.arrayFromVolume(volume).shape
+
+
+def test_worker_errors_reach_the_caller_and_scene_is_unchanged(scene):
+    from BreastCADxLib.image import Image
+    from BreastCADxLib.mrml import image_to_volume_node
+    from BreastCADxLib.workflow import JobFailed, WorkflowLogic
+
+    logic = WorkflowLogic(scene)
+    tiny = image_to_volume_node(Image(array=np.zeros((1, 8, 8), np.uint8)), scene, "tiny")
+    before = _node_ids(scene)
+    with pytest.raises(JobFailed, match="cannot segment an image of shape"):
+        logic.segment(tiny, device="cpu")
+    assert _node_ids(scene) == before
+
+
+def test_empty_segment_is_refused_before_any_run(scene, sample_dicom):
     from BreastCADxLib.workflow import WorkflowLogic
 
     logic = WorkflowLogic(scene)
-    out = logic.segment(sample_volume, device="cpu")
-    again = logic.segment(sample_volume, out.segmentation_node, device="cpu")
-    assert again.segment_id != out.segment_id
-    assert out.segmentation_node.GetSegmentation().GetNumberOfSegments() == 2
-    nodes_before = scene.GetNumberOfNodes()
-    with pytest.raises(Cancelled):
-        logic.segment(sample_volume, device="cpu", should_cancel=lambda: True)
-    assert scene.GetNumberOfNodes() == nodes_before
-    assert out.segmentation_node.GetSegmentation().GetNumberOfSegments() == 2
+    volume = logic.load_image_file(sample_dicom)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    sid = seg.GetSegmentation().AddEmptySegment("", "Breast lesion")
+    with pytest.raises(BreastCADxError, match="empty"):
+        logic.start_classify(volume, seg, sid)
 
 
-def test_roi_node_to_box(scene, sample_volume):
-    from BreastCADxLib.workflow import roi_node_to_box
+def test_roi_node_to_box(scene, sample_dicom):
+    from BreastCADxLib.workflow import WorkflowLogic, roi_node_to_box
 
+    volume = WorkflowLogic(scene).load_image_file(sample_dicom)
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
-    # sample has identity LPS geometry: RAS x = -i, RAS y = -j
-    roi.SetCenter(-200.0, -150.0, 0.0)
-    roi.SetSize(100.0, 60.0, 1.0)
-    assert roi_node_to_box(roi, sample_volume) == (150, 120, 251, 181)
+    ijk_to_ras = _matrix(volume)
+    lo, hi = ijk_to_ras @ [100, 50, 0, 1], ijk_to_ras @ [300, 250, 0, 1]
+    roi.SetXYZ(*((lo[:3] + hi[:3]) / 2))
+    roi.SetRadiusXYZ(*(np.abs(hi[:3] - lo[:3]) / 2 + [0, 0, 0.5]))
+    x0, y0, x1, y1 = roi_node_to_box(roi, volume)
+    assert (x0, y0) == (100, 50) and (x1, y1) == (301, 251)
+
+
+def test_parameter_state_round_trip(scene):
+    node = state.parameter_node(scene)
+    assert state.parameter_node(scene) is node  # singleton
+    assert state.get_value(node, "device") == "auto" and state.get_value(node, "probability") == -1.0
+    state.set_values(node, device="cpu", heatmapOpacity=0.25, segmentID="abc")
+    assert state.values(node)["device"] == "cpu" and state.values(node)["heatmapOpacity"] == 0.25
+    assert json.loads(json.dumps(node.GetParameter("heatmapOpacity"))) == "0.25"
+    with pytest.raises(KeyError):
+        state.set_values(node, nonsense=1)
