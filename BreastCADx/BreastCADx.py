@@ -1,19 +1,32 @@
-"""BreastCADx 3D Slicer module: wiring only; the work lives in BreastCADxLib (Slicer-free)."""
+"""BreastCADx 3D Slicer module: wiring only. The work is in BreastCADxLib (Slicer-free) and its MRML bridge;
+segment/classify run in a background process (BreastCADxLib.worker) so the application stays responsive."""
 
 import os
+from typing import Annotated
 
+import qt
 import slicer
+import vtk
+from slicer import (
+    vtkMRMLMarkupsROINode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
-SAMPLE_DIR = os.path.join(MODULE_DIR, "Resources", "SampleData")
-SAMPLE_IMAGE = os.path.join(SAMPLE_DIR, "BreastCADx_US_sample.dcm")
-SAMPLE_MASK = os.path.join(SAMPLE_DIR, "BreastCADx_US_sample_mask.nrrd")
+SAMPLE_IMAGE = os.path.join(MODULE_DIR, "Resources", "SampleData", "BreastCADx_US_sample.dcm")
+REQUIREMENTS = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
+POLL_MS = 200
+BIRADS_COLORS = {"3": "#2e7d32", "4A": "#9e9d24", "4B": "#ef6c00", "4C": "#d84315", "5": "#b71c1c"}
 
 
 class BreastCADx(ScriptedLoadableModule):
@@ -24,13 +37,16 @@ class BreastCADx(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BreastCADx contributors"]
         self.parent.helpText = (
-            "Breast-lesion segmentation and benign/malignant classification on ultrasound "
-            "(mammography and MRI loading too). <b>Research use only; not for diagnosis.</b> "
+            "Breast-lesion CADx: segment the lesion (MONAI U-Net with an ImageNet EfficientNet-Lite0 encoder), "
+            "correct it in the embedded Segment Editor, then classify it benign vs malignant by fusing pyradiomics "
+            "and CNN features: calibrated malignancy probability, BI-RADS-style suggestion (ACR likelihood ranges), "
+            "Grad-CAM heatmap, DICOM SEG + SR export. <b>Research use only; not for diagnosis.</b> "
             'See <a href="https://github.com/breastcadx/BreastCADx">the documentation</a>.'
         )
         self.parent.acknowledgementText = (
-            "Sample image from the BUSI dataset: W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, "
-            "'Dataset of breast ultrasound images', Data in Brief 28:104863, 2020."
+            "Models trained on BUSI: W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, 'Dataset of breast ultrasound "
+            "images', Data in Brief 28:104863, 2020. Built on MONAI, pyradiomics (van Griethuysen et al., Cancer "
+            "Research 2017), highdicom and 3D Slicer."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -50,38 +66,296 @@ def registerSampleData():
     )
 
 
-class BreastCADxWidget(ScriptedLoadableModuleWidget):
+def ensureDependencies():
+    """First use: install what Resources/requirements.txt lists (asking first); torch through PyTorchUtils."""
+    from pathlib import Path
+
+    from BreastCADxLib.dependencies import missing_requirements, read_requirements
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            if not slicer.util.confirmOkCancelDisplay(
+                    "BreastCADx needs PyTorch. Install the CPU build now (several minutes)? For a GPU build, "
+                    "install the PyTorch extension from the Extension Manager first."):
+                raise RuntimeError("PyTorch is required; installation was declined.") from None
+            slicer.util.pip_install(["torch", "--index-url", "https://download.pytorch.org/whl/cpu"])
+        else:
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                raise RuntimeError("PyTorch is required; installation was declined or failed.")
+    requirements = read_requirements(Path(REQUIREMENTS))
+    if not missing_requirements(requirements):
+        return
+    try:
+        from slicer import packaging
+
+        packaging.pip_ensure(packaging.load_requirements(REQUIREMENTS), requester="BreastCADx")
+    except (ImportError, AttributeError):  # Slicer before pip_ensure
+        missing = missing_requirements(requirements)
+        if not slicer.util.confirmOkCancelDisplay("BreastCADx will install: " + ", ".join(missing) + ". Continue?"):
+            raise RuntimeError("Required Python packages were not installed.") from None
+        slicer.util.pip_install(missing)
+
+
+@parameterNodeWrapper
+class BreastCADxParameterNode:
+    """Mirrors BreastCADxLib/state.py (a test keeps them equal); survives scene save and reload."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    roi: vtkMRMLMarkupsROINode
+    segmentation: vtkMRMLSegmentationNode
+    resultTable: vtkMRMLTableNode
+    heatmap: vtkMRMLScalarVolumeNode
+    segmentID: str = ""
+    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    probability: float = -1.0
+    biradsSuggestion: str = ""
+    resultMaskDigest: str = ""
+    resultJSON: str = ""
+
+
+class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._guiTag = None
+        self._job = None
+        self._observedSegmentation = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.connect("timeout()", self.onPoll)
+
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        ui_widget = slicer.util.loadUI(self.resourcePath("UI/BreastCADx.ui"))
-        self.layout.addWidget(ui_widget)
-        self.ui = slicer.util.childWidgetVariables(ui_widget)
-        ui_widget.setMRMLScene(slicer.mrmlScene)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/BreastCADx.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = BreastCADxLogic()
+        editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "BreastCADx segment editor")
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(editorNode)
+        self.ui.outputDirectoryButton.directory = os.path.expanduser("~")
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.classifyButton.connect("clicked(bool)", self.onClassify)
+        self.ui.saveResultsButton.connect("clicked(bool)", self.onSaveResults)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.onCancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event):
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, node):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._guiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+        self._parameterNode = node
+        if self._parameterNode:
+            self._guiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+            self.updateGui()
+
+    def updateGui(self, caller=None, event=None):
+        p = self._parameterNode
+        busy = self._job is not None
+        self.ui.segmentButton.enabled = bool(p and p.inputVolume) and not busy
+        self.ui.classifyButton.enabled = bool(p and p.segmentation and p.inputVolume) and not busy
+        self.ui.cancelButton.enabled = busy
+        hasResult = bool(p and p.resultTable)
+        self.ui.saveResultsButton.enabled = hasResult and not busy
+        self.ui.exportDicomButton.enabled = hasResult and not busy
+        if p and p.segmentation:
+            self.ui.segmentEditorWidget.setSegmentationNode(p.segmentation)
+            self.ui.segmentEditorWidget.setSourceVolumeNode(p.inputVolume)
+            self._observeSegmentation(p.segmentation)
+        self.ui.resultsTableView.setMRMLTableNode(p.resultTable if p else None)
+        self.showResult()
+
+    def _observeSegmentation(self, node):
+        if node is self._observedSegmentation:
+            return
+        if self._observedSegmentation is not None:
+            self.removeObserver(self._observedSegmentation, vtk.vtkCommand.ModifiedEvent, self.onSegmentationEdited)
+        self._observedSegmentation = node
+        self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onSegmentationEdited)
+
+    def onSegmentationEdited(self, caller=None, event=None):
+        self.showResult()  # marks the result "out of date" once the mask differs from the classified one
+
+    def showResult(self):
+        p = self._parameterNode
+        if p is None or p.probability < 0:
+            self.ui.resultLabel.text = "No result yet."
+            self.ui.resultLabel.styleSheet = ""
+            self.setCornerText("")
+            return
+        text = self.logic.workflow.summary_text()
+        self.ui.resultLabel.text = text
+        self.ui.resultLabel.styleSheet = f"color: {BIRADS_COLORS.get(p.biradsSuggestion, '#444')}; font-weight: bold"
+        self.setCornerText(text)
+        self.logic.workflow.show_heatmap(p.heatmapOpacity)
+
+    @staticmethod
+    def setCornerText(text):
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:
+            return
+        for name in layoutManager.sliceViewNames():
+            view = layoutManager.sliceWidget(name).sliceView()
+            view.cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperRight, text)
+            view.forceRender()
 
     def onLoadSample(self):
         with slicer.util.tryWithErrorDisplay("Failed to load the sample case.", waitCursor=True):
-            volume, _ = self.logic.loadSampleCase()
-            self.ui.inputVolumeSelector.setCurrentNode(volume)
+            self._parameterNode.inputVolume = self.logic.loadSampleCase()
+
+    def _start(self, starter):
+        with slicer.util.tryWithErrorDisplay("Could not start.", waitCursor=True):
+            ensureDependencies()
+            self._job = starter()
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.visible = True
+            self.ui.statusLabel.text = "Starting..."
+            self._timer.start()
+        self.updateGui()
+
+    def onProgress(self, fraction, message):
+        self.ui.progressBar.value = int(100 * fraction)
+        self.ui.statusLabel.text = message
+
+    def onSegment(self):
+        p = self._parameterNode
+        box = None
+        if p.roi is not None:
+            from BreastCADxLib.workflow import roi_node_to_box
+
+            box = roi_node_to_box(p.roi, p.inputVolume)
+        self._start(lambda: self.logic.workflow.start_segment(p.inputVolume, box, p.device, self.onProgress))
+
+    def onClassify(self):
+        p = self._parameterNode
+        segmentId = self.ui.segmentEditorWidget.currentSegmentID() or p.segmentID
+        self._start(lambda: self.logic.workflow.start_classify(p.inputVolume, p.segmentation, segmentId, p.device,
+                                                               self.onProgress))
+
+    def onPoll(self):
+        job = self._job
+        if job is None or job.poll() == "running":
+            return
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.visible = False
+        with slicer.util.tryWithErrorDisplay(f"{job.kind.capitalize()} failed.", waitCursor=True):
+            if job.kind == "segment":
+                out = self.logic.workflow.finish_segment(job, self._parameterNode.segmentation)
+                self.ui.segmentEditorWidget.setCurrentSegmentID(out.segment_id)
+                self.ui.statusLabel.text = ("Lesion segmented: check and correct it below." if out.lesion_found else
+                                            "No lesion found: an empty segment was added to draw into.")
+            else:
+                self.logic.workflow.finish_classify(job)
+                self.ui.statusLabel.text = "Classified."
+        self.updateGui()
+
+    def onCancel(self):
+        if self._job is not None:
+            self._timer.stop()
+            self._job.cancel()
+            self._job = None
+            self.ui.progressBar.visible = False
+            self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
+            self.updateGui()
+
+    def onSaveResults(self):
+        with slicer.util.tryWithErrorDisplay("Failed to save results.", waitCursor=True):
+            paths = self.logic.workflow.save_results(self.ui.outputDirectoryButton.directory)
+            self.ui.statusLabel.text = "Saved: " + ", ".join(str(p) for p in paths.values())
+
+    def onExportDicom(self):
+        with slicer.util.tryWithErrorDisplay("DICOM export failed.", waitCursor=True):
+            folder = os.path.join(self.ui.outputDirectoryButton.directory, "BreastCADx-DICOM")
+            paths = self.logic.workflow.export_dicom(folder)
+            self.ui.statusLabel.text = ("Wrote " + ", ".join(str(p) for p in paths.values()) +
+                                        ". Import them in the DICOM module to send them to a PACS.")
 
 
 class BreastCADxLogic(ScriptedLoadableModuleLogic):
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        from BreastCADxLib.workflow import WorkflowLogic
+
+        self.workflow = WorkflowLogic(slicer.mrmlScene)
+
+    def getParameterNode(self):
+        return BreastCADxParameterNode(super().getParameterNode())
+
     def loadSampleCase(self):
-        """Load the bundled US sample and its reference lesion mask; returns (volume, segmentation)."""
-        volume = slicer.util.loadVolume(SAMPLE_IMAGE, {"name": "BreastCADx US sample"})
-        segmentation = slicer.util.loadSegmentation(SAMPLE_MASK, {"name": "BreastCADx US sample reference"})
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        return volume, segmentation
+        """The bundled US sample as a volume node that remembers its DICOM source (for SEG/SR export)."""
+        return self.workflow.load_image_file(SAMPLE_IMAGE, "BreastCADx US sample")
 
 
 class BreastCADxTest(ScriptedLoadableModuleTest):
+    """The panel's flow through the Logic, in the running application (same steps as the headless tests)."""
+
     def runTest(self):
         slicer.mrmlScene.Clear()
-        self.test_load_sample()
+        self.test_full_flow()
 
-    def test_load_sample(self):
-        volume, segmentation = BreastCADxLogic().loadSampleCase()
-        dims = volume.GetImageData().GetDimensions()
-        self.assertEqual(dims[:2], (557, 457))
-        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+    def test_full_flow(self):
+        import tempfile
+
+        import numpy as np
+
+        logic = BreastCADxLogic()
+        volume = logic.loadSampleCase()
+        self.assertEqual(volume.GetImageData().GetDimensions()[:2], (557, 457))
+        seen = []
+        seg = logic.workflow.segment(volume, device="auto", progress=lambda f, m: seen.append(f))
+        self.assertTrue(seg.lesion_found)
+        self.assertEqual(seen[-1], 1.0)
+        first = logic.workflow.classify(volume, seg.segmentation_node, seg.segment_id)
+        self.assertIsNotNone(first.result["malignancy_probability"])
+        self.assertEqual(first.heatmap_node.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
+        # erase the left half of the lesion, as a correction would
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg.segmentation_node, seg.segment_id, volume)
+        mask[:, :, : mask.shape[2] // 2] = 0
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg.segmentation_node, seg.segment_id, volume)
+        self.assertTrue(logic.workflow.results_out_of_date())
+        second = logic.workflow.classify(volume, seg.segmentation_node, seg.segment_id)
+        self.assertEqual(second.result["measurements"]["lesion_pixels"], int(np.count_nonzero(mask)))
+        self.assertFalse(logic.workflow.results_out_of_date())
+        folder = tempfile.mkdtemp()
+        logic.workflow.save_results(folder)
+        paths = logic.workflow.export_dicom(os.path.join(folder, "dicom"))
+        self.assertTrue(os.path.exists(paths["seg"]) and os.path.exists(paths["sr"]))
+        self.delayDisplay("BreastCADx flow passed")

@@ -7,6 +7,7 @@ ScriptedLoadableModule/qt here: it runs in Slicer and headless on slicer-core; B
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -272,8 +273,6 @@ class WorkflowLogic:
 
     def save_results(self, folder: str | Path) -> dict[str, Path]:
         """Table as CSV, heatmap and lesion segment as NRRD; refuses to overwrite existing files."""
-        import slicer
-
         p = state.values(self.parameters)
         if p["resultTable"] is None:
             raise BreastCADxError("there is no result to save yet: classify first")
@@ -287,14 +286,12 @@ class WorkflowLogic:
         folder.mkdir(parents=True, exist_ok=True)
         rows = [(p["resultTable"].GetCellText(r, 0), p["resultTable"].GetCellText(r, 1))
                 for r in range(p["resultTable"].GetNumberOfRows())]
-        import csv
-
         with open(paths["table"], "w", newline="") as f:
             csv.writer(f).writerows([("item", "value"), *rows])
         image = volume_node_to_image(p["inputVolume"])
         save_mask(self.current_mask(), image, paths["segmentation"])
         if "heatmap" in paths:
-            save_image(image.with_array(slicer.util.arrayFromVolume(p["heatmap"]).astype(np.float32)),
+            save_image(image.with_array(volume_node_to_image(p["heatmap"]).array.astype(np.float32)),
                        paths["heatmap"])
         return paths
 

@@ -55,3 +55,73 @@ def test_library_imports_no_slicer_or_qt():
             continue
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk)\b", text, re.M), path
+
+
+def _module_ast():
+    import ast
+
+    return ast.parse((MODULE_DIR / "BreastCADx.py").read_text())
+
+
+def test_module_has_the_four_scripted_classes():
+    import ast
+
+    classes = {n.name for n in _module_ast().body if isinstance(n, ast.ClassDef)}
+    assert {"BreastCADx", "BreastCADxWidget", "BreastCADxLogic", "BreastCADxTest"} <= classes
+
+
+def test_parameter_node_wrapper_matches_library_state_and_ui():
+    import ast
+
+    from BreastCADxLib import state
+
+    wrapper = next(n for n in _module_ast().body if isinstance(n, ast.ClassDef)
+                   and any(getattr(d, "id", "") == "parameterNodeWrapper" for d in n.decorator_list))
+    fields = {s.target.id: ast.unparse(s.annotation) for s in wrapper.body if isinstance(s, ast.AnnAssign)}
+    assert set(fields) == set(state.NODE_PARAMETERS) | set(state.VALUE_PARAMETERS)
+    for name, cls in state.NODE_PARAMETERS.items():
+        assert fields[name] == cls, name
+    ui = ET.parse(MODULE_DIR / "Resources/UI/BreastCADx.ui")
+    linked = {p.find("string").text for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
+    assert linked and linked <= set(fields)
+
+
+def test_widget_calls_only_existing_workflow_methods():
+    from BreastCADxLib.workflow import WorkflowLogic
+
+    called = set(re.findall(r"workflow\.(\w+)\(", (MODULE_DIR / "BreastCADx.py").read_text()))
+    assert called and all(hasattr(WorkflowLogic, name) for name in called), called
+
+
+def test_missing_requirements(tmp_path):
+    from BreastCADxLib.dependencies import missing_requirements, read_requirements
+
+    req = tmp_path / "requirements.txt"
+    req.write_text("# comment\nnumpy>=1.0\nnumpy<1.0  # too old a pin\nno-such-package-breastcadx==1.0\n")
+    assert missing_requirements(read_requirements(req)) == ["numpy<1.0", "no-such-package-breastcadx==1.0"]
+    shipped = read_requirements(MODULE_DIR / "Resources/requirements.txt")
+    assert missing_requirements(shipped) == []  # the test install satisfies what Slicer would install
+
+
+def test_extensions_index_entry():
+    import json
+
+    entry = json.loads((REPO / "BreastCADx.json").read_text())
+    # catalog-entry schema v1.0.2: required keys, no others (additionalProperties is false)
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert "catalog-entry-schema-v1.0.2" in entry["$schema"]
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in cmake
+    for dep in entry["build_dependencies"]:
+        assert re.search(rf"set\(EXTENSION_DEPENDS [^)]*\b{dep}\b", cmake), dep
+    assert 1 <= entry["tier"] <= 5
+
+
+def test_repository_stays_small():
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True).stdout.split("\0")
+    total = sum((REPO / f).stat().st_size for f in files if f and (REPO / f).is_file())
+    assert total < 100 * 2**20, f"tracked files total {total / 2**20:.1f} MB"
