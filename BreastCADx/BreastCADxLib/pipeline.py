@@ -72,7 +72,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     classifier = get_classifier()
     models = {"breastcadx": __version__, "classifier": classifier.card["id"],
               "classifier_sha256": classifier.card["sha256"], "classifier_config":
-              f"{classifier.card['mode']}/{classifier.card['classifier']}"}
+              f"{classifier.card['mode']}/{classifier.card['classifier']}",
+              "deep_model": classifier.card.get("deep_model") or "imagenet_lite0_frozen"}
     if mask is None:
         segmenter = get_segmenter(device=device)
         models.update(segmenter=segmenter.card["id"], segmenter_sha256=segmenter.card["sha256"])
@@ -95,7 +96,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     seconds["radiomics"] = time.perf_counter() - t
     report(0.6, "deep features")
     t = time.perf_counter()
-    deep_model = get_deep_features(device)
+    deep_model = get_deep_features(device, classifier.card.get("deep_model"))
     deep = deep_model.features(image, mask)
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()

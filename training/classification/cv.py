@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/classification"))
     ap.add_argument("--modes", nargs="+", default=list(MODES))
     ap.add_argument("--clfs", nargs="+", default=None)
+    ap.add_argument("--rank-on", choices=["dev", "val"], default="dev",
+                    help="rows that rank configs: all train+val, or val only (use 'val' when the deep features "
+                         "come from a CNN fitted on train: its train-row features are in-sample)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     d = load(args.features)
@@ -77,6 +80,7 @@ def main() -> None:
     X, y, folds, groups = design(d)[dev], d["label"][dev], d["fold"][dev], d["group"][dev]
     Xa = aligned(d, load(args.features, "auto"), dev)
     n_rad = d["radiomics"].shape[1]
+    rank_rows = d["split"][dev] == "val" if args.rank_on == "val" else np.ones(len(y), bool)
     clfs = classifiers()
     names = args.clfs or list(clfs)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,8 @@ def main() -> None:
                 model = fit_model(mode, clfs[name], *training_rows(X, Xa, y, groups, folds != k), n_rad)
                 oof[te] = model.predict_proba(X[te])[:, 1]
                 oof_auto[te] = predict_or_zero(model, Xa[te])
-            auc, auc_auto = roc_auc_score(y, oof), roc_auc_score(y, oof_auto)
+            r = rank_rows
+            auc, auc_auto = roc_auc_score(y[r], oof[r]), roc_auc_score(y[r], oof_auto[r])
             fold_aucs = [roc_auc_score(y[folds == k], oof[folds == k]) for k in range(5)]
             results.append({"mode": mode, "clf": name, "cv_auc": auc, "cv_auc_auto": auc_auto,
                             "score": (auc + auc_auto) / 2, "fold_auc_std": float(np.std(fold_aucs)),
@@ -100,8 +105,11 @@ def main() -> None:
             print(f"{mode:9s} {name:4s} AUC ref {auc:.4f} ± {np.std(fold_aucs):.3f}  auto {auc_auto:.4f}"
                   f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     results.sort(key=lambda r: -r["score"])
-    (args.out / "cv_results.json").write_text(json.dumps({"n": int(len(y)), "results": results}, indent=1))
-    np.savez_compressed(args.out / "oof.npz", y=y, case=d["case"][dev], **{k.replace("/", "__"): v
+    (args.out / "cv_results.json").write_text(json.dumps(
+        {"n": int(len(y)), "rank_on": args.rank_on, "n_ranked": int(rank_rows.sum()),
+         "deep_model": str(d.get("deep_model", "")), "results": results}, indent=1))
+    np.savez_compressed(args.out / "oof.npz", y=y, case=d["case"][dev], rank_rows=rank_rows,
+                        **{k.replace("/", "__"): v
                                                                           for k, v in oof_all.items()})
     print("best:", results[0])
 

@@ -44,20 +44,26 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/features"))
     ap.add_argument("--kinds", nargs="+", default=list(MASK_KINDS), choices=MASK_KINDS)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--deep-model", nargs="+", default=[""],
+                    help="shipped lesion CNN ids for the deep features ('' = frozen ImageNet Lite0); with several, "
+                         "OUT/<id>/ holds one feature set each (radiomics and masks computed once)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = [r for r in read_split(args.split) if r["label"] != "normal"]
-    deep = DeepFeatures("auto")
+    models = {m: DeepFeatures("auto", m or None) for m in args.deep_model}
+    outs = {m: args.out / (m or "imagenet_frozen") if len(models) > 1 else args.out for m in models}
     segmenter = None
     if "auto" in args.kinds:
         from BreastCADxLib.segmentation import get_segmenter
 
         segmenter = get_segmenter()
-    args.out.mkdir(parents=True, exist_ok=True)
+    for out in outs.values():
+        out.mkdir(parents=True, exist_ok=True)
     for kind in args.kinds:
         todo = rows if kind in ("reference", "auto") else [r for r in rows if r["split"] in ("val", "test")]
-        names, rad, dfeat, ok, errors = None, [], [], [], []
+        names, rad, ok, errors = None, [], [], []
+        dfeat: dict[str, list] = {m: [] for m in models}
         t0 = time.perf_counter()
         for r in todo:
             img, ref = load_case(args.data, r)
@@ -70,17 +76,19 @@ def main() -> None:
                 continue
             names = names or list(feats)
             rad.append([feats[n] for n in names])
-            dfeat.append(deep.features(image, mask))
+            for m, deep in models.items():
+                dfeat[m].append(deep.features(image, mask))
             ok.append(r)
-        np.savez_compressed(
-            args.out / f"{kind}.npz",
-            case=np.array([r["case"] for r in ok]), label=np.array([int(r["label"] == "malignant") for r in ok]),
-            split=np.array([r["split"] for r in ok]), fold=np.array([int(r["fold"]) for r in ok]),
-            group=np.array([r["group"] for r in ok]), radiomics=np.array(rad, np.float64),
-            radiomics_names=np.array(names), deep=np.array(dfeat, np.float32), errors=np.array(errors),
-        )
+        for m, out in outs.items():
+            np.savez_compressed(
+                out / f"{kind}.npz",
+                case=np.array([r["case"] for r in ok]), label=np.array([int(r["label"] == "malignant") for r in ok]),
+                split=np.array([r["split"] for r in ok]), fold=np.array([int(r["fold"]) for r in ok]),
+                group=np.array([r["group"] for r in ok]), radiomics=np.array(rad, np.float64),
+                deep_model=np.array(m), radiomics_names=np.array(names), deep=np.array(dfeat[m], np.float32),
+                errors=np.array(errors),
+            )
         print(f"{kind}: {len(ok)} cases, {len(errors)} without features, {time.perf_counter() - t0:.0f} s", flush=True)
-
 
 if __name__ == "__main__":
     main()

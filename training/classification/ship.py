@@ -81,9 +81,11 @@ def main() -> None:
     Xr, yr, gr = design(d)[dev], d["label"][dev], d["group"][dev]
     Xa = aligned(d, load(args.features, "auto"), dev)
     found = ~np.isnan(Xa).any(axis=1)
-    # calibration on out-of-fold probabilities of both mask kinds (missed lesions left out)
-    oof = np.concatenate([oofs[f"{mode}__{cname}"], oofs[f"{mode}__{cname}__auto"][found]])
-    y_oof = np.concatenate([yr, yr[found]])
+    # calibration on out-of-fold probabilities of both mask kinds (missed lesions left out), on the rows
+    # that ranked the configs (val only when the deep features come from a CNN fitted on train)
+    r = oofs["rank_rows"] if "rank_rows" in oofs.files else np.ones(len(yr), bool)
+    oof = np.concatenate([oofs[f"{mode}__{cname}"][r], oofs[f"{mode}__{cname}__auto"][found & r]])
+    y_oof = np.concatenate([yr[r], yr[found & r]])
     X, y, groups = training_rows(Xr, Xa, yr, gr, np.ones(len(yr), bool))
     names = [str(n) for n in d["radiomics_names"]]
     n_rad = len(names)
@@ -109,6 +111,7 @@ def main() -> None:
     card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "", "arrays":
             f"{DEFAULT_CLASSIFIER}.npz", "mode": mode, "classifier": cname, "radiomics_names": names,
             "members": members, "combine": combine, "calibration": calibration,
+            "deep_model": cv.get("deep_model") or None,
             "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}, "files": {}}
     np.savez(folder / card["arrays"], **arrays)
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
@@ -139,17 +142,21 @@ def main() -> None:
     card.update({
         "task": "benign vs malignant breast lesion (ultrasound), from a lesion mask",
         "features": {"radiomics": "pyradiomics, Resources/Radiomics/ultrasound_2d.yaml (102 features)",
-                     "deep": "ImageNet EfficientNet-Lite0 trunk (frozen) on a mask-aware ROI crop (grey, "
-                             "ROI-blended grey, mask), 1280-d pooled -> standardised -> PCA 32 (fitted in folds)",
+                     "deep": (f"trunk of the shipped lesion CNN '{cv['deep_model']}'" if cv.get("deep_model") else
+                              "ImageNet EfficientNet-Lite0 trunk (frozen)")
+                             + " on a mask-aware ROI crop (grey, ROI-blended grey, mask), pooled -> standardised"
+                               " -> PCA (fitted in folds)",
                      "selection": "Mann-Whitney U (p<0.05) -> Spearman |rho|<0.9 pruning -> LASSO, in folds"},
         "training": {"data": "BUSI benign+malignant, train+val of training/splits/busi.csv (duplicate-grouped)",
                      "n_cases": int(len(yr)), "n_rows": int(len(y)), "malignant_cases": int(yr.sum()),
                      "masks": "reference masks + the shipped segmenter's masks of the same cases",
-                     "selection": "best mean of 5-fold CV AUC with reference and with auto masks",
+                     "selection": "best mean of 5-fold CV AUC with reference and with auto masks, scored on "
+                                  + ("the val rows (the CNN was fitted on train)" if cv.get("rank_on") == "val"
+                                     else "all train+val rows"),
                      "cv_auc_reference": float(best["cv_auc"]) if not args.config else None,
                      "cv_auc_auto": float(best["cv_auc_auto"]) if not args.config else None,
                      "cv_top": cv["results"][:10],
-                     "calibration": "Platt scaling on out-of-fold probabilities",
+                     "calibration": "Platt scaling on out-of-fold probabilities of the ranking rows",
                      "oof_ece_before": expected_calibration_error(oof, y_oof),
                      "oof_ece_after": expected_calibration_error(apply_calibration(calibration, oof), y_oof),
                      "command": "python -m training.classification.features && python -m training.classification.cv"
