@@ -19,3 +19,19 @@ def load_case(data: Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(Image.open(data / row["label"] / f"{row['case']}.png").convert("L"))
     msk = np.asarray(Image.open(data / row["label"] / f"{row['case']}_mask.png").convert("L")) > 127
     return img, msk
+
+
+def export_fp16(run: Path, weights: Path) -> tuple[dict, dict, dict]:
+    """runs/X/model.pt -> fp16 state dict at `weights`; returns (fp32 state, best.json, card header)."""
+    import json
+
+    import torch
+
+    from BreastCADxLib.models import sha256_of
+
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
+    best = json.loads((run / "best.json").read_text())
+    header = {"weights": weights.name, "sha256": sha256_of(weights),
+              "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True"}
+    return state, best, header

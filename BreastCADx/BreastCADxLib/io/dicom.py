@@ -182,6 +182,17 @@ def read_dicom_file(path: Path) -> Image:
     )
 
 
+def read_datasets(paths) -> list[pydicom.Dataset]:
+    """Whole DICOM datasets (headers and pixels) of several files; the first unreadable one is named."""
+    out = []
+    for f in paths:
+        try:
+            out.append(pydicom.dcmread(f))
+        except (OSError, InvalidDicomError) as e:
+            raise ImageReadError(f"not a readable DICOM file ({e})", f) from None
+    return out
+
+
 def read_dicom_folder(folder: Path) -> Image:
     """One series from a folder: one file directly, several slices through SimpleITK, sorted by position."""
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
