@@ -49,6 +49,13 @@ class BreastCADx(ScriptedLoadableModule):
             "Research 2017), highdicom and 3D Slicer."
         )
         slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", loadTerminology)
+
+
+def loadTerminology():
+    """Our lesion category/type (SNOMED CT) as a terminology context, so segments carry standard codes."""
+    path = os.path.join(MODULE_DIR, "Resources", "Terminology", "SegmentationCategoryType-BreastCADx.term.json")
+    slicer.modules.terminologies.logic().LoadTerminologyFromFile(path)
 
 
 def registerSampleData():

@@ -17,8 +17,9 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 LESION_SEGMENT = "Breast lesion"
 LESION_COLOR = (0.93, 0.28, 0.6)
 # SNOMED CT: category "Morphologically abnormal structure", type "Mass" (breast lesion), region "Breast"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - BreastCADx"  # Resources/Terminology/*.term.json
 LESION_TERMINOLOGY = (
-    "Segmentation category and type - 3D Slicer General Anatomy list~SCT^49755003^Morphologically abnormal structure"
+    f"{TERMINOLOGY_CONTEXT}~SCT^49755003^Morphologically abnormal structure"
     "~SCT^4147007^Mass~^^~Anatomic codes - DICOM master list~SCT^76752008^Breast~^^"
 )
 

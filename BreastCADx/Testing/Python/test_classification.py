@@ -121,3 +121,38 @@ def test_unusable_masks_give_clear_errors(sample_dicom):
         analyze(img, mask=line)
     with pytest.raises(MaskError, match="does not match"):
         analyze(img, mask=np.ones((1, 10, 10), bool))
+
+
+@pytest.mark.parametrize("model_id, dim", [("lesion_cnn_lite0", 1280), ("lesion_cnn_mnhybrid", 256)])
+def test_shipped_lesion_cnns(model_id, dim):
+    """Both offered CNNs load (SHA256-checked), give features of their bottleneck size and rank a malignant
+    held-out lesion above two benign ones; Grad-CAM lands on the input grid."""
+    from BreastCADxLib.deep import DeepFeatures
+
+    deep = DeepFeatures("cpu", model_id)
+    probs = {}
+    for case in ("benign_004", "benign_031", "malignant_001"):
+        img = load_image(DATA / "busi" / f"{case}.png")
+        mask = load_mask(DATA / "busi" / f"{case}_mask.png", img)
+        assert deep.features(img, mask).shape == (dim,)
+        probs[case] = deep.cnn_probability(img, mask)
+    assert probs["malignant_001"] > max(probs["benign_004"], probs["benign_031"])
+    heat = deep.gradcam(img, mask, deep.cnn.fc.weight.detach().numpy()[0], float(deep.cnn.fc.bias))
+    assert heat.shape == img.array.shape and heat.max() > 0.5
+
+
+def test_committed_features_match_the_library(tmp_path):
+    """The held-out feature file was made by the same code and deep model as `analyze` uses now."""
+    from BreastCADxLib.deep import get_deep_features
+    from BreastCADxLib.radiomics_features import extract
+
+    z = np.load(DATA / "busi_test_features.npz", allow_pickle=False)
+    clf = get_classifier()
+    assert str(z["deep_model"]) == (clf.card.get("deep_model") or "")
+    deep = get_deep_features("cpu", clf.card.get("deep_model"))
+    row = list(z["case"]).index("malignant_001")
+    img = load_image(DATA / "busi" / "malignant_001.png")
+    mask = load_mask(DATA / "busi" / "malignant_001_mask.png", img)
+    rad = extract(img, mask)
+    np.testing.assert_allclose([rad[n] for n in z["radiomics_names"]], z["radiomics"][row], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(deep.features(img, mask), z["deep"][row], rtol=1e-3, atol=1e-3)

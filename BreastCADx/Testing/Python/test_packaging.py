@@ -125,3 +125,16 @@ def test_repository_stays_small():
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True).stdout.split("\0")
     total = sum((REPO / f).stat().st_size for f in files if f and (REPO / f).is_file())
     assert total < 100 * 2**20, f"tracked files total {total / 2**20:.1f} MB"
+
+
+def test_terminology_file_has_the_codes_segments_carry():
+    import json
+
+    from BreastCADxLib.mrml import LESION_TERMINOLOGY, TERMINOLOGY_CONTEXT
+
+    term = json.loads((MODULE_DIR / "Resources/Terminology/SegmentationCategoryType-BreastCADx.term.json").read_text())
+    assert term["SegmentationCategoryTypeContextName"] == TERMINOLOGY_CONTEXT
+    category = term["SegmentationCodes"]["Category"][0]
+    kind = category["Type"][0]
+    assert LESION_TERMINOLOGY.startswith(f"{TERMINOLOGY_CONTEXT}~SCT^{category['CodeValue']}^")
+    assert f"~SCT^{kind['CodeValue']}^{kind['CodeMeaning']}~" in LESION_TERMINOLOGY
