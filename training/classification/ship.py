@@ -70,10 +70,13 @@ def main() -> None:
     ap.add_argument("--cv", type=Path, default=Path("runs/classification"))
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
     ap.add_argument("--config", help="mode/clf to ship instead of the CV best (e.g. late/LR)")
+    ap.add_argument("--modes", nargs="+", default=["early", "late", "stacking"],
+                    help="modes the shipped model may use: the product fuses radiomics and deep features, so "
+                         "radiomics-only and deep-only are ablations by default")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     cv = json.loads((args.cv / "cv_results.json").read_text())
-    best = cv["results"][0]
+    best = next(r for r in cv["results"] if r["mode"] in args.modes)
     mode, cname = args.config.split("/") if args.config else (best["mode"], best["clf"])
     oofs = np.load(args.cv / "oof.npz")
     d = load(args.features)
@@ -150,7 +153,8 @@ def main() -> None:
         "training": {"data": "BUSI benign+malignant, train+val of training/splits/busi.csv (duplicate-grouped)",
                      "n_cases": int(len(yr)), "n_rows": int(len(y)), "malignant_cases": int(yr.sum()),
                      "masks": "reference masks + the shipped segmenter's masks of the same cases",
-                     "selection": "best mean of 5-fold CV AUC with reference and with auto masks, scored on "
+                     "selection": "best fusion config (early/late/stacking) by the mean of 5-fold CV AUC with "
+                                  "reference and with auto masks, scored on "
                                   + ("the val rows (the CNN was fitted on train)" if cv.get("rank_on") == "val"
                                      else "all train+val rows"),
                      "cv_auc_reference": float(best["cv_auc"]) if not args.config else None,

@@ -137,7 +137,7 @@ def test_shipped_lesion_cnns(model_id, dim):
         assert deep.features(img, mask).shape == (dim,)
         probs[case] = deep.cnn_probability(img, mask)
     assert probs["malignant_001"] > max(probs["benign_004"], probs["benign_031"])
-    heat = deep.gradcam(img, mask, deep.cnn.fc.weight.detach().numpy()[0], float(deep.cnn.fc.bias))
+    heat = deep.gradcam(img, mask, deep.cnn.fc.weight.detach().numpy()[0], float(deep.cnn.fc.bias.detach()[0]))
     assert heat.shape == img.array.shape and heat.max() > 0.5
 
 
