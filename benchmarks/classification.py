@@ -32,7 +32,7 @@ from BreastCADxLib.calibration import apply_calibration, expected_calibration_er
 from training.classification.cv import aligned, design, fit_model, load, predict_or_zero, training_rows
 from training.classification.fusion import MODES, classifiers
 
-KINDS = ("reference", "auto", "eroded", "dilated")
+KINDS = ("reference", "auto", "eroded", "dilated", "roi")  # roi: segmenter inside the reference box + 10 %
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict:
@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--selection-note", default="", help="how backbone and config were chosen (for the report)")
     ap.add_argument("--backbones", type=Path, default=None,
                     help="folder of feature sets, one per deep backbone (features.py with several --deep-model)")
     args = ap.parse_args()
@@ -186,7 +187,7 @@ def main() -> None:
     missed = {k: int(np.isnan(tests[k][0]).any(axis=1).sum()) for k in KINDS}
     res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                  "test_lesions": int(len(y)), "malignant": int(y.sum()), "shipped": shipped_key,
-                 "no_features": missed, "configs": {}}
+                 "no_features": missed, "configs": {}, "selection_note": args.selection_note}
     curves = {}
     # the brief's baseline: all radiomics + LR, fitted on reference masks as usually published
     base = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=5000)).fit(Xd[:, :n_rad], yd)
@@ -207,8 +208,11 @@ def main() -> None:
                 p = apply_calibration(cal, predict_or_zero(model, tests[k][0]))
                 p[np.isnan(tests[k][0]).any(axis=1)] = 0.0  # missed lesion: called normal
                 entry[k] = metrics(y, p)
-                if key == shipped_key and k in ("reference", "auto"):
+                if key == shipped_key and k in ("reference", "auto", "roi"):
                     curves[f"shipped {k} masks"] = p
+                if key == shipped_key and k == "auto":
+                    ok = ~np.isnan(tests[k][0]).any(axis=1)
+                    res["shipped_auto_found_auc"] = float(roc_auc_score(y[ok], p[ok]))
             res["configs"][key] = entry
             print(f"{key:16s} " + " ".join(f"{k} {entry[k]['auc']:.3f}" for k in KINDS)
                   + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -248,7 +252,11 @@ def markdown(res: dict) -> str:
         " from `training/splits/busi.csv` (duplicate-grouped; never used for fitting, selection or calibration).  \n"
         f"Shipped configuration (best mean 5-fold CV AUC with reference and auto masks): "
         f"**{res['shipped']}**. Cases without features "
-        f"(auto mask empty): {res['no_features']['auto']} of {res['test_lesions']}, scored as probability 0.\n",
+        f"(auto mask empty): {res['no_features']['auto']} of {res['test_lesions']}, scored as probability 0; "
+        f"AUC of the shipped model on the lesions the segmenter found: {res['shipped_auto_found_auc']:.3f}. "
+        "`roi` = the segmenter prompted with the reference box + 10 % (the radiologist drags a box), "
+        f"{res['no_features']['roi']} without features.  \n"
+        f"Backbone and configuration were chosen on val rows only: {res.get('selection_note', '')}\n",
         "## Shipped model vs the in-run baseline\n",
         "| masks | model | AUC [95 % CI] | accuracy | sensitivity | specificity | F1 | ECE |",
         "|---|---|---|---|---|---|---|---|"]
@@ -258,7 +266,8 @@ def markdown(res: dict) -> str:
                          f"{e['accuracy']:.3f} | {e['sensitivity']:.3f} | {e['specificity']:.3f} | {e['f1']:.3f} | "
                          f"{e['ece']:.3f} |")
     lines += ["\n## Every fusion mode x classifier (test AUC; ECE with reference masks)\n",
-              "| config | reference | auto | eroded 3 px | dilated 3 px | ECE (ref) |", "|---|---|---|---|---|---|"]
+              "| config | reference | auto | eroded 3 px | dilated 3 px | roi box | ECE (ref) |",
+              "|---|---|---|---|---|---|---|"]
     for key, e in res["configs"].items():
         mark = " **(shipped)**" if key == res["shipped"] else ""
         lines.append(f"| {key}{mark} | " + " | ".join(f"{e[k]['auc']:.3f}" for k in KINDS) +

@@ -3,7 +3,8 @@
     python -m training.classification.features --data ../shared/data/busi --out runs/features
 
 Masks: `reference` (radiologists' masks) and `auto` (shipped segmenter) for every case; `eroded` and `dilated`
-(reference -/+ 3 px) for val and test (benchmark). On train images the segmenter's masks are optimistic
+(reference -/+ 3 px) and `roi` (shipped segmenter inside the reference box + 10 %, i.e. the box prompt)
+for val and test (benchmark). On train images the segmenter's masks are optimistic
 (it was fitted there) but have its outline style, which is what classifier training can use them for.
 Features come from the same library code as `analyze`.
 """
@@ -21,10 +22,11 @@ from scipy import ndimage
 from BreastCADxLib.deep import DeepFeatures
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
+from BreastCADxLib.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.radiomics_features import extract
 from training.common import load_case, read_split
 
-MASK_KINDS = ("reference", "auto", "eroded", "dilated")
+MASK_KINDS = ("reference", "auto", "eroded", "dilated", "roi")
 
 
 def variant_mask(kind: str, img: np.ndarray, ref: np.ndarray, segmenter) -> np.ndarray:
@@ -34,6 +36,9 @@ def variant_mask(kind: str, img: np.ndarray, ref: np.ndarray, segmenter) -> np.n
         return ndimage.binary_erosion(ref, iterations=3)
     if kind == "dilated":
         return ndimage.binary_dilation(ref, iterations=3)
+    if kind == "roi":  # the radiologist's box prompt: reference box + 10 % margin, as in the segmentation benchmark
+        box = expand_box(mask_bbox(ref), 0.1, ref.shape)
+        return segmenter.segment(Image(array=img), roi=box).mask[0]
     return segmenter.segment(Image(array=img)).mask[0]
 
 
@@ -54,7 +59,7 @@ def main() -> None:
     models = {m: DeepFeatures("auto", m or None) for m in args.deep_model}
     outs = {m: args.out / (m or "imagenet_frozen") if len(models) > 1 else args.out for m in models}
     segmenter = None
-    if "auto" in args.kinds:
+    if "auto" in args.kinds or "roi" in args.kinds:
         from BreastCADxLib.segmentation import get_segmenter
 
         segmenter = get_segmenter()
