@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import BreastCADxError
+
 LIB_PARENT = Path(__file__).resolve().parents[1]  # the folder holding BreastCADxLib/
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 
@@ -48,8 +50,11 @@ class BackgroundTask:
         env.setdefault("PYTHONUNBUFFERED", "1")
         kwargs: dict = {"start_new_session": True} if os.name == "posix" else \
             {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        self._proc = subprocess.Popen([self.python, "-m", "BreastCADxLib.worker", *self.args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        try:
+            self._proc = subprocess.Popen([self.python, "-m", "BreastCADxLib.worker", *self.args], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        except OSError as e:
+            raise BreastCADxError(f"cannot start the background process ({e.strerror})", self.python) from None
         self._readers = [threading.Thread(target=self._read, args=(self._proc.stdout, True), daemon=True),
                          threading.Thread(target=self._read, args=(self._proc.stderr, False), daemon=True)]
         for t in self._readers:

@@ -130,7 +130,12 @@ class WorkflowLogic:
         if mask is not None:
             save_mask(mask, image, folder / "mask.nrrd")
         task = BackgroundTask([kind, "--job", str(folder), *args], on_progress=progress, python=self.python)
-        return Job(kind, folder, task.start(), volume_node)
+        try:
+            task.start()
+        except BreastCADxError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return Job(kind, folder, task, volume_node)
 
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
                       progress: Progress | None = None) -> Job:

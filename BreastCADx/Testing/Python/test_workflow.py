@@ -284,3 +284,20 @@ def test_parameter_state_round_trip(scene):
     assert json.loads(json.dumps(node.GetParameter("heatmapOpacity"))) == "0.25"
     with pytest.raises(KeyError):
         state.set_values(node, nonsense=1)
+
+
+def test_missing_python_is_a_clear_error_and_leaves_nothing(scene, sample_dicom):
+    import tempfile
+    from pathlib import Path
+
+    from BreastCADxLib.workflow import WorkflowLogic
+
+    logic = WorkflowLogic(scene, python="/nonexistent/PythonSlicer")
+    volume = logic.load_image_file(sample_dicom)
+    before_nodes = _node_ids(scene)
+    before_dirs = set(Path(tempfile.gettempdir()).glob("breastcadx-segment-*"))
+    with pytest.raises(BreastCADxError, match="cannot start the background process") as e:
+        logic.start_segment(volume)
+    assert "/nonexistent/PythonSlicer" in str(e.value)
+    assert _node_ids(scene) == before_nodes
+    assert set(Path(tempfile.gettempdir()).glob("breastcadx-segment-*")) == before_dirs
