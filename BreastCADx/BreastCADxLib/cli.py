@@ -91,9 +91,13 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
     paths = write_case(result, image, Path(out))
     if dicom_out and result.lesion_found:
+        from PIL import Image as PILImage
+
         from .dicom_export import write_dicom_results
 
-        paths.update(write_dicom_results(image, result.mask, result.to_json(), Path(dicom_out)))
+        overlay = np.asarray(PILImage.open(paths["overlay"]).convert("RGB"))
+        paths.update({f"dicom_{k}": v for k, v in write_dicom_results(
+            image, result.mask, result.to_json(), Path(dicom_out), overlay_rgb=overlay).items()})
     print(f"{image_path}")
     for line in summary_lines(result):
         print(f"  {line}")

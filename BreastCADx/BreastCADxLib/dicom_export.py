@@ -262,6 +262,27 @@ def models_of(result: dict) -> tuple[ModelInfo | None, ModelInfo]:
     return segmenter, classifier
 
 
+SC_SERIES_NUMBER = 9103
+
+
+def build_overlay_sc(rgb: np.ndarray, sources: list[pydicom.Dataset]) -> pydicom.Dataset:
+    """The result overlay (image, lesion contour, Grad-CAM, probability text) as a Secondary Capture image,
+    so any PACS viewer shows it; burned-in text is declared."""
+    rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., :3])
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=sources[0], pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", series_instance_uid=hd.UID(), series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        patient_orientation=("A", "F"))  # placeholder highdicom insists on; replaced below
+    sc.PatientOrientation = sources[0].get("PatientOrientation", "")  # type 2: empty when unknown, not invented
+    sc.Laterality = sources[0].get("Laterality", "")  # breast is paired: copied from the source, never guessed
+    sc.SeriesDescription = "BreastCADx result overlay (research use only)"
+    sc.BurnedInAnnotation = "YES"
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    sc.DerivationDescription = "lesion contour, Grad-CAM heatmap and malignancy probability over the source image"
+    return sc
+
+
 def shipped_segmenter() -> ModelInfo:
     from .models import load_card
     from .segmentation import DEFAULT_MODEL
@@ -272,8 +293,9 @@ def shipped_segmenter() -> ModelInfo:
 
 def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: Path,
                         segmenter: ModelInfo | None = None, classifier: ModelInfo | None = None,
-                        origin: str | None = None) -> dict[str, Path]:
-    """Write seg.dcm and sr.dcm into out_dir (both built before anything is written).
+                        origin: str | None = None, overlay_rgb: np.ndarray | None = None) -> dict[str, Path]:
+    """Write seg.dcm and sr.dcm (and overlay.dcm, a Secondary Capture, when an overlay is given) into out_dir;
+    everything is built before anything is written.
 
     Models default to those named in result["models"]; origin defaults to the result's mask_source.
     """
@@ -285,13 +307,16 @@ def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: P
     sources = source_datasets(image)
     seg = build_seg(image, mask, segmenter, origin=origin, sources=sources)
     sr = build_sr(image, seg, result, classifier, sources=sources)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"seg": out_dir / "seg.dcm", "sr": out_dir / "sr.dcm"}
+    objects = {"seg": seg, "sr": sr}
+    if overlay_rgb is not None:
+        objects["overlay"] = build_overlay_sc(overlay_rgb, sources)
+    paths = {k: out_dir / f"{k}.dcm" for k in objects}
     for p in paths.values():
         if p.exists():
             raise DicomExportError("will not overwrite an existing DICOM result", p)
-    seg.save_as(paths["seg"], enforce_file_format=True)
-    sr.save_as(paths["sr"], enforce_file_format=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for k, ds in objects.items():
+        ds.save_as(paths[k], enforce_file_format=True)
     return paths
 
 

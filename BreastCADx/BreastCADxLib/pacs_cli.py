@@ -73,12 +73,12 @@ def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Names
             dicom_out = out / "dicom"
             status = analyze_to(source, out, device=args.device, dicom_out=dicom_out)
         if args.store:
-            objects = [dicom_out / "seg.dcm", dicom_out / "sr.dcm"]
+            objects = [dicom_out / f"{k}.dcm" for k in ("seg", "sr", "overlay")]
             if not all(p.exists() for p in objects):
                 print("no lesion found: nothing to store")
                 return status
             pacs.store([pydicom.dcmread(p) for p in objects])
-            print(f"stored SEG + SR in study {args.study} at {args.url}")
+            print(f"stored SEG + SR + overlay in study {args.study} at {args.url}")
         return status
 
     return cmd_analyze

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image as PILImage
 
 from . import state
 from .errors import BreastCADxError
@@ -301,7 +302,7 @@ class WorkflowLogic:
         return paths
 
     def export_dicom(self, folder: str | Path) -> dict[str, Path]:
-        """DICOM SEG + SR of the current (possibly edited) segment and result; DICOM input only."""
+        """DICOM SEG + SR + overlay Secondary Capture of the current segment and result; DICOM input only."""
         from .dicom_export import write_dicom_results
 
         p = state.values(self.parameters)
@@ -309,7 +310,14 @@ class WorkflowLogic:
             raise BreastCADxError("there is no result to export yet: classify first")
         if self.results_out_of_date():
             raise BreastCADxError("the mask was edited after the last classification: classify again first")
+        from .report import overlay_png
+
         image = volume_node_to_image(p["inputVolume"])
         result = json.loads(p["resultJSON"])
-        return write_dicom_results(image, self.current_mask(), result, Path(folder), origin=self.mask_origin())
+        mask = self.current_mask()
+        heat = volume_node_to_image(p["heatmap"]).array if p["heatmap"] is not None else None
+        with tempfile.TemporaryDirectory() as tmp:
+            png = overlay_png(image, mask, heat, [self.summary_text()], Path(tmp) / "overlay.png")
+            overlay = np.asarray(PILImage.open(png).convert("RGB"))
+        return write_dicom_results(image, mask, result, Path(folder), origin=self.mask_origin(), overlay_rgb=overlay)
 

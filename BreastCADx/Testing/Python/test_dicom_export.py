@@ -36,10 +36,14 @@ def sample_export(sample_dicom, sample_mask, tmp_path_factory):
     mask = load_mask(sample_mask, image)
     result = analyze(image, mask, heatmap=False).to_json()
     out = tmp_path_factory.mktemp("dicom_out")
-    return image, mask, result, write_dicom_results(image, mask, result, out, SEG_MODEL, CLS_MODEL, origin="auto")
+    overlay = np.zeros((*image.array.shape[1:], 3), np.uint8)
+    overlay[..., 1] = image.array[0]
+    return image, mask, result, write_dicom_results(image, mask, result, out, SEG_MODEL, CLS_MODEL, origin="auto",
+                                                    overlay_rgb=overlay)
 
 
-@pytest.mark.parametrize("kind, iod", [("seg", "Segmentation"), ("sr", "Comprehensive3DSR")])
+@pytest.mark.parametrize("kind, iod", [("seg", "Segmentation"), ("sr", "Comprehensive3DSR"),
+                                       ("overlay", "SCImage")])
 def test_objects_pass_dciodvfy(sample_export, kind, iod):
     out, errors = dciodvfy(sample_export[3][kind])
     assert iod in out
@@ -60,6 +64,13 @@ def test_seg_round_trips_the_mask_and_copies_patient_study(sample_export, sample
     assert desc.SegmentedPropertyTypeCodeSequence[0].CodeValue == "4147007"
     assert desc.SegmentAlgorithmType == "AUTOMATIC"
     assert desc.SegmentAlgorithmName == SEG_MODEL.name
+
+
+def test_overlay_secondary_capture_copies_patient_and_declares_burned_in_text(sample_export, sample_dicom):
+    sc, src = pydicom.dcmread(sample_export[3]["overlay"]), pydicom.dcmread(sample_dicom)
+    assert sc.PatientID == src.PatientID and sc.StudyInstanceUID == src.StudyInstanceUID
+    assert sc.BurnedInAnnotation == "YES" and sc.SamplesPerPixel == 3
+    assert sc.pixel_array.shape == (*sample_export[0].array.shape[1:], 3)
 
 
 def test_sr_round_trips_probability_suggestion_and_references(sample_export, sample_dicom):

@@ -82,11 +82,11 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
     out = tmp_path / "case"
     common = ["--url", orthanc, "--user", USER]
     assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(out), "--store"]) == 0
-    assert "stored SEG + SR" in capsys.readouterr().out
+    assert "stored SEG + SR + overlay" in capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
 
     series = {s["Modality"]: s["SeriesInstanceUID"] for s in pacs.query_series(src.StudyInstanceUID)}
-    assert set(series) == {"US", "SEG", "SR"}
+    assert set(series) == {"US", "SEG", "SR", "OT"}  # OT: the result overlay (Secondary Capture)
     seg_dir = pacs.retrieve_series(src.StudyInstanceUID, series["SEG"], tmp_path / "seg")
     sr_dir = pacs.retrieve_series(src.StudyInstanceUID, series["SR"], tmp_path / "sr")
     image = load_image(sample_dicom)
@@ -96,9 +96,9 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
     assert summary["probability"] == pytest.approx(result["malignancy_probability"], abs=1e-12)
     assert summary["birads_suggestion"] == result["birads_suggestion"]
 
-    # the CLI query lists the study's three series
+    # the CLI query lists the study's series
     assert main(["pacs", "query", *common, "--study", src.StudyInstanceUID, "--json"]) == 0
-    assert {s["Modality"] for s in json.loads(capsys.readouterr().out)} == {"US", "SEG", "SR"}
+    assert {s["Modality"] for s in json.loads(capsys.readouterr().out)} == {"US", "SEG", "SR", "OT"}
 
 
 def test_wrong_password_is_a_clear_401(orthanc, monkeypatch, capsys):
