@@ -87,6 +87,9 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     image = load_image(image_path)
     if dicom_out and not image.source_files:
         raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
+    for name in ("seg.dcm", "sr.dcm", "overlay.dcm") if dicom_out else ():
+        if (Path(dicom_out) / name).exists():  # checked before anything is written
+            raise BreastCADxError("will not overwrite an existing DICOM result", Path(dicom_out) / name)
     mask = load_mask(mask_path, image) if mask_path else None
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
     paths = write_case(result, image, Path(out))

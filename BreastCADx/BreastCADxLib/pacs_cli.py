@@ -35,7 +35,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 def _pick_series(pacs: Pacs, study: str, series: str | None) -> str:
     if series:
         return series
-    found = [s for s in pacs.query_series(study) if s["Modality"] in IMAGE_MODALITIES]
+    found = [s for s in pacs.query_series(study) if s["Modality"] in IMAGE_MODALITIES
+             and not s["SeriesDescription"].startswith("BreastCADx")]  # not our own result overlays
     if len(found) != 1:
         listing = ", ".join(f"{s['SeriesInstanceUID']} ({s['Modality']})" for s in found) or "none"
         raise PacsError(f"study {study} has {len(found)} image series ({listing}); choose one with --series",

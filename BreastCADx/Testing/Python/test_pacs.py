@@ -96,6 +96,11 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
     assert summary["probability"] == pytest.approx(result["malignancy_probability"], abs=1e-12)
     assert summary["birads_suggestion"] == result["birads_suggestion"]
 
+    # analysing the study again picks the source series, not our stored overlay, and refuses to overwrite
+    assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(tmp_path / "again")]) == 0
+    assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(out)]) == 2
+    assert "will not overwrite" in capsys.readouterr().err
+    assert json.loads((out / "result.json").read_text()) == result  # the first run's outputs are untouched
     # the CLI query lists the study's series
     assert main(["pacs", "query", *common, "--study", src.StudyInstanceUID, "--json"]) == 0
     assert {s["Modality"] for s in json.loads(capsys.readouterr().out)} == {"US", "SEG", "SR", "OT"}
