@@ -163,8 +163,10 @@ def main() -> None:
                      "calibration": "Platt scaling on out-of-fold probabilities of the ranking rows",
                      "oof_ece_before": expected_calibration_error(oof, y_oof),
                      "oof_ece_after": expected_calibration_error(apply_calibration(calibration, oof), y_oof),
-                     "command": "python -m training.classification.features && python -m training.classification.cv"
-                                " && python -m training.classification.ship"},
+                     "command": f"python -m training.classification.cv --features {args.features} --out {args.cv}"
+                                + (" --rank-on val" if cv.get("rank_on") == "val" else "")
+                                + f" && python -m training.classification.ship --features {args.features} --cv {args.cv}"
+                                + (f" --config {args.config}" if args.config else "")},
         "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
                      "sklearn": sklearn.__version__},
         "metrics": "see benchmarks/results/classification.md (test split)",
