@@ -165,7 +165,8 @@ def main() -> None:
                      "oof_ece_after": expected_calibration_error(apply_calibration(calibration, oof), y_oof),
                      "command": f"python -m training.classification.cv --features {args.features} --out {args.cv}"
                                 + (" --rank-on val" if cv.get("rank_on") == "val" else "")
-                                + f" && python -m training.classification.ship --features {args.features} --cv {args.cv}"
+                                + " && python -m training.classification.ship"
+                                + f" --features {args.features} --cv {args.cv}"
                                 + (f" --config {args.config}" if args.config else "")},
         "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
                      "sklearn": sklearn.__version__},
