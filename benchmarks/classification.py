@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from benchmarks.metrics import bootstrap_ci
 from benchmarks.segmentation import machine
 from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
-from training.classification.cv import aligned, design, fit_model, load, predict_or_zero, training_rows
+from training.classification.cv import DevSet, aligned, fit_model, load, predict_or_zero
 from training.classification.fusion import MODES, classifiers
 
 KINDS = ("reference", "auto", "eroded", "dilated", "roi")  # roi: segmenter inside the reference box + 10 %
@@ -109,12 +109,9 @@ def backbone_comparison(root: Path) -> dict:
     """Same recipe (train+val, reference + auto rows) per deep backbone; uncalibrated test AUC."""
     out = {}
     for folder in sorted(p for p in root.iterdir() if (p / "reference.npz").exists()):
-        ref = load(folder, "reference")
-        dev = ref["split"] != "test"
-        Xd, yd, groups = design(ref)[dev], ref["label"][dev], ref["group"][dev]
-        Xa = aligned(ref, load(folder, "auto"), dev)
-        Xt, yt, gt = training_rows(Xd, Xa, yd, groups, np.ones(len(yd), bool))
-        n_rad = ref["radiomics"].shape[1]
+        ds = DevSet.load(folder)
+        ref, n_rad = ds.d, ds.n_rad
+        Xt, yt, gt = ds.training_rows()
         tests = {k: test_set(folder, k, ref) for k in ("reference", "auto")}
         y = tests["reference"][1]
         out[folder.name] = {}
@@ -172,13 +169,9 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    ref = load(args.features, "reference")
-    dev = ref["split"] != "test"
-    Xd, yd, groups = design(ref)[dev], ref["label"][dev], ref["group"][dev]
-    Xa = aligned(ref, load(args.features, "auto"), dev)
-    found = ~np.isnan(Xa).any(axis=1)
-    Xt, yt, gt = training_rows(Xd, Xa, yd, groups, np.ones(len(yd), bool))
-    n_rad = ref["radiomics"].shape[1]
+    ds = DevSet.load(args.features)
+    ref, Xd, yd, n_rad = ds.d, ds.X, ds.y, ds.n_rad
+    Xt, yt, gt = ds.training_rows()
     oof = np.load(args.cv / "oof.npz")
     shipped = json.loads(Path("BreastCADx/Resources/Models/lesion_cls_fusion.json").read_text())
     shipped_key = f"{shipped['mode']}/{shipped['classifier']}"
@@ -199,10 +192,7 @@ def main() -> None:
             key = f"{mode}/{cname}"
             t0 = time.perf_counter()
             model = fit_model(mode, clf, Xt, yt, gt, n_rad)  # exactly as shipped: reference + auto masks
-            k_oof = key.replace("/", "__")
-            r = oof["rank_rows"] if "rank_rows" in oof.files else np.ones(len(yd), bool)
-            cal = fit_platt(np.concatenate([oof[k_oof][r], oof[k_oof + "__auto"][found & r]]),
-                            np.concatenate([yd[r], yd[found & r]]))
+            cal = fit_platt(*ds.calibration_rows(oof, key))
             entry = {}
             for k in KINDS:
                 p = apply_calibration(cal, predict_or_zero(model, tests[k][0]))

@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,42 @@ def aligned(d_ref: dict, d_other: dict, rows: np.ndarray) -> np.ndarray:
         if c in index:
             X[i] = Xo[index[c]]
     return X
+
+
+@dataclass
+class DevSet:
+    """Train+val rows of a feature set: reference-mask design, auto-mask design (NaN where the segmenter
+    found nothing), labels, folds, duplicate groups."""
+
+    d: dict
+    X: np.ndarray
+    Xa: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
+    groups: np.ndarray
+    n_rad: int
+
+    @classmethod
+    def load(cls, features: Path) -> DevSet:
+        d = load(features)
+        dev = d["split"] != "test"
+        return cls(d, design(d)[dev], aligned(d, load(features, "auto"), dev), d["label"][dev], d["fold"][dev],
+                   d["group"][dev], d["radiomics"].shape[1])
+
+    @property
+    def found(self) -> np.ndarray:
+        return ~np.isnan(self.Xa).any(axis=1)
+
+    def training_rows(self, sel: np.ndarray | None = None):
+        return training_rows(self.X, self.Xa, self.y, self.groups, np.ones(len(self.y), bool) if sel is None else sel)
+
+    def calibration_rows(self, oofs, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold probabilities of config `key` with both mask kinds (missed lesions left out), on the rows
+        that ranked the configs (val only when the deep features come from a CNN fitted on train)."""
+        r = oofs["rank_rows"] if "rank_rows" in oofs.files else np.ones(len(self.y), bool)
+        k = key.replace("/", "__")
+        return (np.concatenate([oofs[k][r], oofs[k + "__auto"][self.found & r]]),
+                np.concatenate([self.y[r], self.y[self.found & r]]))
 
 
 def predict_or_zero(model, X: np.ndarray) -> np.ndarray:
@@ -75,11 +112,9 @@ def main() -> None:
                          "come from a CNN fitted on train: its train-row features are in-sample)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    d = load(args.features)
+    ds = DevSet.load(args.features)
+    d, X, Xa, y, folds, n_rad = ds.d, ds.X, ds.Xa, ds.y, ds.folds, ds.n_rad
     dev = d["split"] != "test"
-    X, y, folds, groups = design(d)[dev], d["label"][dev], d["fold"][dev], d["group"][dev]
-    Xa = aligned(d, load(args.features, "auto"), dev)
-    n_rad = d["radiomics"].shape[1]
     rank_rows = d["split"][dev] == "val" if args.rank_on == "val" else np.ones(len(y), bool)
     clfs = classifiers()
     names = args.clfs or list(clfs)
@@ -91,7 +126,7 @@ def main() -> None:
             oof, oof_auto = np.zeros(len(y)), np.zeros(len(y))
             for k in range(5):
                 te = folds == k
-                model = fit_model(mode, clfs[name], *training_rows(X, Xa, y, groups, folds != k), n_rad)
+                model = fit_model(mode, clfs[name], *ds.training_rows(folds != k), n_rad)
                 oof[te] = model.predict_proba(X[te])[:, 1]
                 oof_auto[te] = predict_or_zero(model, Xa[te])
             r = rank_rows

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.models import MODELS_DIR, sha256_of
-from training.classification.cv import aligned, design, fit_model, load, training_rows
+from training.classification.cv import DevSet, fit_model
 from training.classification.fusion import classifiers
 
 
@@ -79,17 +79,10 @@ def main() -> None:
     best = next(r for r in cv["results"] if r["mode"] in args.modes)
     mode, cname = args.config.split("/") if args.config else (best["mode"], best["clf"])
     oofs = np.load(args.cv / "oof.npz")
-    d = load(args.features)
-    dev = d["split"] != "test"
-    Xr, yr, gr = design(d)[dev], d["label"][dev], d["group"][dev]
-    Xa = aligned(d, load(args.features, "auto"), dev)
-    found = ~np.isnan(Xa).any(axis=1)
-    # calibration on out-of-fold probabilities of both mask kinds (missed lesions left out), on the rows
-    # that ranked the configs (val only when the deep features come from a CNN fitted on train)
-    r = oofs["rank_rows"] if "rank_rows" in oofs.files else np.ones(len(yr), bool)
-    oof = np.concatenate([oofs[f"{mode}__{cname}"][r], oofs[f"{mode}__{cname}__auto"][found & r]])
-    y_oof = np.concatenate([yr[r], yr[found & r]])
-    X, y, groups = training_rows(Xr, Xa, yr, gr, np.ones(len(yr), bool))
+    ds = DevSet.load(args.features)
+    d, yr = ds.d, ds.y
+    oof, y_oof = ds.calibration_rows(oofs, f"{mode}/{cname}")
+    X, y, groups = ds.training_rows()
     names = [str(n) for n in d["radiomics_names"]]
     n_rad = len(names)
     model = fit_model(mode, classifiers()[cname], X, y, groups, n_rad)
