@@ -137,6 +137,11 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
+        # editing fires Modified per stroke; comparing the mask with the classified one waits for a pause
+        self._editTimer = qt.QTimer()
+        self._editTimer.setSingleShot(True)
+        self._editTimer.setInterval(500)
+        self._editTimer.connect("timeout()", self.showResult)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -218,7 +223,7 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onSegmentationEdited)
 
     def onSegmentationEdited(self, caller=None, event=None):
-        self.showResult()  # marks the result "out of date" once the mask differs from the classified one
+        self._editTimer.start()  # then showResult marks the result "out of date" if the mask changed
 
     def showResult(self):
         p = self._parameterNode

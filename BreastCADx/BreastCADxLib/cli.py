@@ -87,9 +87,10 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     image = load_image(image_path)
     if dicom_out and not image.source_files:
         raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
-    for name in ("seg.dcm", "sr.dcm", "overlay.dcm") if dicom_out else ():
-        if (Path(dicom_out) / name).exists():  # checked before anything is written
-            raise BreastCADxError("will not overwrite an existing DICOM result", Path(dicom_out) / name)
+    if dicom_out:
+        from .dicom_export import check_writable
+
+        check_writable(Path(dicom_out))  # before anything is computed or written
     mask = load_mask(mask_path, image) if mask_path else None
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
     paths = write_case(result, image, Path(out))
@@ -98,7 +99,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
 
         from .dicom_export import write_dicom_results
 
-        overlay = np.asarray(PILImage.open(paths["overlay"]).convert("RGB"))
+        overlay = np.asarray(PILImage.open(paths["overlay"]).convert("RGB"))  # the overlay just written
         paths.update({f"dicom_{k}": v for k, v in write_dicom_results(
             image, result.mask, result.to_json(), Path(dicom_out), overlay_rgb=overlay).items()})
     print(f"{image_path}")

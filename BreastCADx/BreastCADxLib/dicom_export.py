@@ -139,7 +139,7 @@ def _segmentation(sources: list[pydicom.Dataset], mask: np.ndarray, description:
         manufacturer_model_name=MODEL_NAME,
         software_versions=__version__,
         device_serial_number="0",
-        series_description="BreastCADx lesion segmentation",
+        series_description=f"{RESULT_SERIES_PREFIX} lesion segmentation",
         content_label="LESION",
         content_description={"auto": "Breast lesion (automatic)", "edited": "Breast lesion (automatic, edited)",
                              "user": "Breast lesion (user mask)"}[origin],
@@ -221,7 +221,7 @@ def build_sr(image: Image, seg: hd.seg.Segmentation, result: dict, classifier: M
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        series_description="BreastCADx lesion report (research use only)",
+        series_description=f"{RESULT_SERIES_PREFIX} lesion report (research use only)",
         is_complete=True,
         is_final=False,  # an algorithm's preliminary result, to be verified by a radiologist
     )
@@ -263,6 +263,17 @@ def models_of(result: dict) -> tuple[ModelInfo | None, ModelInfo]:
 
 
 SC_SERIES_NUMBER = 9103
+RESULT_FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "overlay": "overlay.dcm"}
+RESULT_SERIES_PREFIX = "BreastCADx"  # series descriptions of everything we write
+
+
+def check_writable(out_dir: Path, kinds=tuple(RESULT_FILES)) -> dict[str, Path]:
+    """Target paths of the results; refuses when one exists (checked before anything is computed or written)."""
+    paths = {k: Path(out_dir) / RESULT_FILES[k] for k in kinds}
+    for p in paths.values():
+        if p.exists():
+            raise DicomExportError("will not overwrite an existing DICOM result", p)
+    return paths
 
 
 def build_overlay_sc(rgb: np.ndarray, sources: list[pydicom.Dataset]) -> pydicom.Dataset:
@@ -276,7 +287,7 @@ def build_overlay_sc(rgb: np.ndarray, sources: list[pydicom.Dataset]) -> pydicom
         patient_orientation=("A", "F"))  # placeholder highdicom insists on; replaced below
     sc.PatientOrientation = sources[0].get("PatientOrientation", "")  # type 2: empty when unknown, not invented
     sc.Laterality = sources[0].get("Laterality", "")  # breast is paired: copied from the source, never guessed
-    sc.SeriesDescription = "BreastCADx result overlay (research use only)"
+    sc.SeriesDescription = f"{RESULT_SERIES_PREFIX} result overlay (research use only)"
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.DerivationDescription = "lesion contour, Grad-CAM heatmap and malignancy probability over the source image"
@@ -310,10 +321,7 @@ def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: P
     objects = {"seg": seg, "sr": sr}
     if overlay_rgb is not None:
         objects["overlay"] = build_overlay_sc(overlay_rgb, sources)
-    paths = {k: out_dir / f"{k}.dcm" for k in objects}
-    for p in paths.values():
-        if p.exists():
-            raise DicomExportError("will not overwrite an existing DICOM result", p)
+    paths = check_writable(out_dir, tuple(objects))
     out_dir.mkdir(parents=True, exist_ok=True)
     for k, ds in objects.items():
         ds.save_as(paths[k], enforce_file_format=True)

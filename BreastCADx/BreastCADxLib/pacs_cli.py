@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .dicom_export import RESULT_FILES, RESULT_SERIES_PREFIX
 from .pacs import PASSWORD_ENV, Pacs, PacsConfig, PacsError
 
 IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
@@ -36,7 +37,7 @@ def _pick_series(pacs: Pacs, study: str, series: str | None) -> str:
     if series:
         return series
     found = [s for s in pacs.query_series(study) if s["Modality"] in IMAGE_MODALITIES
-             and not s["SeriesDescription"].startswith("BreastCADx")]  # not our own result overlays
+             and not s["SeriesDescription"].startswith(RESULT_SERIES_PREFIX)]  # not our own results
     if len(found) != 1:
         listing = ", ".join(f"{s['SeriesInstanceUID']} ({s['Modality']})" for s in found) or "none"
         raise PacsError(f"study {study} has {len(found)} image series ({listing}); choose one with --series",
@@ -74,7 +75,7 @@ def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Names
             dicom_out = out / "dicom"
             status = analyze_to(source, out, device=args.device, dicom_out=dicom_out)
         if args.store:
-            objects = [dicom_out / f"{k}.dcm" for k in ("seg", "sr", "overlay")]
+            objects = [dicom_out / name for name in RESULT_FILES.values()]
             if not all(p.exists() for p in objects):
                 print("no lesion found: nothing to store")
                 return status

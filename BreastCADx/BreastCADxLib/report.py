@@ -21,8 +21,9 @@ def _heat_colours(h: np.ndarray) -> np.ndarray:
     return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
 
 
-def overlay_png(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, lines: list[str], path: Path,
-                frame: int | None = None) -> Path:
+def overlay_rgb(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, lines: list[str],
+                frame: int | None = None) -> np.ndarray:
+    """Image, lesion contour, Grad-CAM and text lines as one RGB uint8 array (the lesion's frame)."""
     if frame is None:
         frame = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(1))) if mask.any() else 0
     grey = to_uint8_range(image.array[frame]).astype(np.uint8)
@@ -46,6 +47,11 @@ def overlay_png(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, line
     draw = ImageDraw.Draw(out)
     for i, line in enumerate(lines):
         draw.text((8, canvas.height + 5 + 16 * i), line, fill=(235, 235, 235))
+    return np.asarray(out)
+
+
+def overlay_png(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, lines: list[str], path: Path,
+                frame: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    out.save(path)
+    PILImage.fromarray(overlay_rgb(image, mask, heatmap, lines, frame)).save(path)
     return path

@@ -113,12 +113,13 @@ class LesionSegmenter:
             prob = prob[0]
         return resize_plane(prob, plane.shape).clamp(0, 1).numpy()
 
-    def _mask(self, prob: np.ndarray) -> np.ndarray:
+    def mask_from(self, prob: np.ndarray) -> np.ndarray:
+        """The shipped post-processing of a probability map."""
         return postprocess(prob, self.threshold, self.presence, self.min_area_fraction, self.keep_fraction)
 
     def refine(self, plane: np.ndarray, prob: np.ndarray) -> np.ndarray:
         """Second pass: each lesion found is re-segmented in its own box, as if the user had drawn it."""
-        labels, n = ndimage.label(self._mask(prob))
+        labels, n = ndimage.label(self.mask_from(prob))
         out = prob.copy()
         for k in range(1, n + 1):
             x0, y0, x1, y1 = expand_box(mask_bbox(labels == k), float(self.refine_margin), plane.shape)
@@ -152,7 +153,7 @@ class LesionSegmenter:
                 prob[k] = self.probability(plane)
                 if self.refine_margin is not None:
                     prob[k] = self.refine(plane, prob[k])
-            mask[k] = self._mask(prob[k])
+            mask[k] = self.mask_from(prob[k])
             if progress is not None:
                 progress((k + 1) / frames, f"segmented frame {k + 1}/{frames}")
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0)

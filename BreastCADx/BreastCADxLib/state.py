@@ -63,11 +63,11 @@ def get_value(node, name: str):
         return node.GetNodeReference(name)
     kind, default = VALUE_PARAMETERS[name]
     text = node.GetParameter(name)
-    if text == "" and kind is not str:
+    if text == "":
         return default
     if kind is bool:
         return text == "True"
-    return kind(text) if text != "" else default
+    return kind(text)
 
 
 def values(node) -> dict:

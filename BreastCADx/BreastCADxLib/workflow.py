@@ -13,14 +13,14 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image as PILImage
 
 from . import state
 from .errors import BreastCADxError
+from .image import Image
 from .io import load_image, load_mask, save_image, save_mask
 from .mrml import (
     add_mask_segment,
@@ -55,9 +55,10 @@ class Job:
     folder: Path
     task: BackgroundTask
     volume_node: object
+    image: Image  # the volume as sent to the worker (its grid is where results come back)
     segmentation_node: object | None = None
     segment_id: str = ""
-    extra: dict = field(default_factory=dict)
+    mask_digest: str = ""  # classify: digest of the mask sent
 
     def poll(self) -> str:
         return self.task.poll()
@@ -136,7 +137,7 @@ class WorkflowLogic:
         except BreastCADxError:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return Job(kind, folder, task, volume_node)
+        return Job(kind, folder, task, volume_node, image)
 
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
                       progress: Progress | None = None) -> Job:
@@ -151,8 +152,7 @@ class WorkflowLogic:
         if not mask.any():
             raise BreastCADxError("the lesion segment is empty: draw or correct it before classifying")
         job = self._new_job("classify", volume_node, mask, ["--device", device], progress)
-        job.segmentation_node, job.segment_id = segmentation_node, segment_id
-        job.extra["digest"] = mask_digest(mask)
+        job.segmentation_node, job.segment_id, job.mask_digest = segmentation_node, segment_id, mask_digest(mask)
         return job
 
     @staticmethod
@@ -171,8 +171,7 @@ class WorkflowLogic:
         """Add the result as a NEW segment (never replaces one); only now is the scene changed."""
         out = self._check_done(job)
         try:
-            image = volume_node_to_image(job.volume_node)
-            mask = load_mask(out / "mask.nrrd", image)
+            mask = load_mask(out / "mask.nrrd", job.image)
         finally:
             shutil.rmtree(job.folder, ignore_errors=True)
         if segmentation_node is None:
@@ -193,10 +192,9 @@ class WorkflowLogic:
             heat = load_image(heat_path).array if heat_path.exists() else None
         finally:
             shutil.rmtree(job.folder, ignore_errors=True)
-        image = volume_node_to_image(job.volume_node)
         result["source"] = job.volume_node.GetName()
         table = result_to_table_node(result, self.scene)
-        heat_node = heatmap_to_volume_node(heat, image, self.scene) if heat is not None else None
+        heat_node = heatmap_to_volume_node(heat, job.image, self.scene) if heat is not None else None
         segment = job.segmentation_node.GetSegmentation().GetSegment(job.segment_id)
         if segment is not None and result.get("malignancy_probability") is not None:
             p, label = result["malignancy_probability"], result["predicted_label"]
@@ -208,7 +206,7 @@ class WorkflowLogic:
                          segmentID=job.segment_id, resultTable=table, heatmap=heat_node,
                          probability=float(result.get("malignancy_probability") or -1.0),
                          biradsSuggestion=result.get("birads_suggestion") or "",
-                         resultMaskDigest=job.extra["digest"], resultJSON=json.dumps(result))
+                         resultMaskDigest=job.mask_digest, resultJSON=json.dumps(result))
         return ClassifyOutcome(result, table, heat_node)
 
     # ---- blocking conveniences (scripts, tests, in-Slicer self-test) ---------------------------------
@@ -234,22 +232,24 @@ class WorkflowLogic:
             return None
         return segment_to_mask(p["segmentation"], p["segmentID"], p["inputVolume"])
 
-    def results_out_of_date(self) -> bool:
-        """True when the segment was edited (or removed) after the current result was computed."""
+    def results_out_of_date(self, mask: np.ndarray | None = None) -> bool:
+        """True when the segment was edited (or removed) after the current result was computed.
+        `mask`: the current mask when the caller has it already (exporting a segment is not free)."""
         digest = state.get_value(self.parameters, "resultMaskDigest")
         if not digest:
             return False
-        mask = self.current_mask()
+        mask = self.current_mask() if mask is None else mask
         return mask is None or mask_digest(mask) != digest
 
-    def mask_origin(self) -> str:
+    def mask_origin(self, mask: np.ndarray | None = None) -> str:
         """'auto' (as segmented), 'edited' (segmented, then corrected) or 'user' (drawn by the user)."""
         p = state.values(self.parameters)
         segment = p["segmentation"].GetSegmentation().GetSegment(p["segmentID"])
         auto = segment_tag(segment, AUTO_DIGEST_TAG) if segment is not None else ""
         if not auto:
             return "user"
-        return "auto" if mask_digest(self.current_mask()) == auto else "edited"
+        mask = self.current_mask() if mask is None else mask
+        return "auto" if mask_digest(mask) == auto else "edited"
 
     # ---- display and export --------------------------------------------------------------------------
     def show_heatmap(self, opacity: float | None = None) -> int:
@@ -268,12 +268,13 @@ class WorkflowLogic:
             n += 1
         return n
 
-    def summary_text(self) -> str:
-        """One line for the panel and the slice-view corner."""
+    def summary_text(self, out_of_date: bool | None = None) -> str:
+        """One line for the panel and the slice-view corner (`out_of_date` when the caller knows it)."""
         p = state.values(self.parameters)
         if p["probability"] < 0:
             return ""
-        stale = "  (OUT OF DATE: mask edited)" if self.results_out_of_date() else ""
+        stale = self.results_out_of_date() if out_of_date is None else out_of_date
+        stale = "  (OUT OF DATE: mask edited)" if stale else ""
         return (f"Malignancy probability {100 * p['probability']:.1f} %; BI-RADS {p['biradsSuggestion']} "
                 f"(algorithm suggestion){stale}. Research use only.")
 
@@ -304,20 +305,17 @@ class WorkflowLogic:
     def export_dicom(self, folder: str | Path) -> dict[str, Path]:
         """DICOM SEG + SR + overlay Secondary Capture of the current segment and result; DICOM input only."""
         from .dicom_export import write_dicom_results
+        from .report import overlay_rgb
 
         p = state.values(self.parameters)
         if p["resultTable"] is None:
             raise BreastCADxError("there is no result to export yet: classify first")
-        if self.results_out_of_date():
+        mask = self.current_mask()  # exported once, used for every check and object below
+        if self.results_out_of_date(mask):
             raise BreastCADxError("the mask was edited after the last classification: classify again first")
-        from .report import overlay_png
-
         image = volume_node_to_image(p["inputVolume"])
-        result = json.loads(p["resultJSON"])
-        mask = self.current_mask()
         heat = volume_node_to_image(p["heatmap"]).array if p["heatmap"] is not None else None
-        with tempfile.TemporaryDirectory() as tmp:
-            png = overlay_png(image, mask, heat, [self.summary_text()], Path(tmp) / "overlay.png")
-            overlay = np.asarray(PILImage.open(png).convert("RGB"))
-        return write_dicom_results(image, mask, result, Path(folder), origin=self.mask_origin(), overlay_rgb=overlay)
+        overlay = overlay_rgb(image, mask, heat, [self.summary_text(out_of_date=False)])
+        return write_dicom_results(image, mask, json.loads(p["resultJSON"]), Path(folder),
+                                   origin=self.mask_origin(mask), overlay_rgb=overlay)
 

@@ -99,7 +99,7 @@ def tune_postprocessing(card_path: Path, models: Path, data: Path, split: Path) 
     refined = {None: best_score}
     for margin in (0.2, 0.35, 0.5):
         seg.refine_margin = margin
-        refined[margin] = float(np.mean([score(seg._mask(seg.refine(img, p)), m)
+        refined[margin] = float(np.mean([score(seg.mask_from(seg.refine(img, p)), m)
                                          for p, (img, m) in zip(probs, cases)]))
     margin = max(refined, key=lambda k: refined[k])
     card["postprocessing"].update({"threshold": seg.threshold, "presence": seg.presence,
