@@ -137,7 +137,8 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
-        # editing fires Modified per stroke; comparing the mask with the classified one waits for a pause
+        # parameter and segment edits fire Modified per change; comparing the mask with the classified one
+        # (a segment export) waits for a pause
         self._editTimer = qt.QTimer()
         self._editTimer.setSingleShot(True)
         self._editTimer.setInterval(500)
@@ -212,7 +213,9 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentEditorWidget.setSourceVolumeNode(p.inputVolume)
             self._observeSegmentation(p.segmentation)
         self.ui.resultsTableView.setMRMLTableNode(p.resultTable if p else None)
-        self.showResult()
+        if p and p.probability >= 0:
+            self.logic.workflow.show_heatmap(p.heatmapOpacity)  # cheap: the opacity slider acts at once
+        self._editTimer.start()  # the result text needs a mask comparison: once, after changes settle
 
     def _observeSegmentation(self, node):
         if node is self._observedSegmentation:
@@ -236,7 +239,6 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultLabel.text = text
         self.ui.resultLabel.styleSheet = f"color: {BIRADS_COLORS.get(p.biradsSuggestion, '#444')}; font-weight: bold"
         self.setCornerText(text)
-        self.logic.workflow.show_heatmap(p.heatmapOpacity)
 
     @staticmethod
     def setCornerText(text):
