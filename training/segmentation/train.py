@@ -30,8 +30,10 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 
+from BreastCADxLib.image import Image
 from BreastCADxLib.networks import baseline_unet, lesion_unet
 from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
+from BreastCADxLib.segmentation import DEFAULT_MODEL
 from training.common import load_case, read_split
 
 
@@ -107,6 +109,28 @@ def evaluate(model: torch.nn.Module, cases: list, size: int, device: torch.devic
             "normal_fp_rate": fp_normal / max(1, n_normal)}
 
 
+def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
+    """The same score through the shipped inference path: flip TTA, the shipped card's post-processing, cascade."""
+    from BreastCADxLib.models import load_card
+    from BreastCADxLib.segmentation import LesionSegmenter
+
+    card = load_card(DEFAULT_MODEL)
+    card["input"] = {**card["input"], "height": size, "width": size}
+    seg = LesionSegmenter(card, model, device.type)
+    dices, fp_normal, n_normal = [], 0, 0
+    for img, msk in cases:
+        pred = seg.segment(Image(array=img)).mask[0]
+        if msk.sum() == 0:
+            n_normal += 1
+            fp_normal += int(pred.any())
+            dices.append(float(not pred.any()))
+        else:
+            dices.append(float(2 * np.logical_and(pred, msk).sum() / (pred.sum() + msk.sum())))
+    lesion = [d for d, (_, m) in zip(dices, cases) if m.sum() > 0]
+    return {"score": float(np.mean(dices)), "lesion_dice": float(np.mean(lesion)),
+            "normal_fp_rate": fp_normal / max(1, n_normal)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
@@ -122,6 +146,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init", type=Path, help="start from these weights (stage-2 fine-tuning)")
+    ap.add_argument("--ema", type=float, default=0.0, help="evaluate and save an EMA of the weights (decay/step)")
+    ap.add_argument("--select", choices=["raw", "deployed"], default="raw",
+                    help="model selection on the raw 0.5 threshold or through the shipped inference path")
     args = ap.parse_args()
 
     set_determinism(seed=args.seed)
@@ -140,6 +167,10 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
                                                 pct_start=0.1)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    ema = None
+    if args.ema:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True)
     aug = augmentations(args.seed)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -162,8 +193,11 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(loss.item())
-        m = evaluate(model, val, args.size, device)
+        net = ema.module if ema is not None else model
+        m = (evaluate_deployed if args.select == "deployed" else evaluate)(net, val, args.size, device)
         elapsed = time.time() - t0
         with open(log_path, "a") as f:
             f.write(f"{epoch},{elapsed:.0f},{np.mean(losses):.4f},{m['score']:.4f},{m['lesion_dice']:.4f},"
@@ -171,7 +205,7 @@ def main() -> None:
         print(f"epoch {epoch} loss {np.mean(losses):.4f} val {m} {elapsed:.0f}s", flush=True)
         if m["score"] > best:
             best = m["score"]
-            torch.save(model.state_dict(), args.out / "model.pt")
+            torch.save(net.state_dict(), args.out / "model.pt")
             (args.out / "best.json").write_text(json.dumps({"epoch": epoch, **m, "args": {
                 k: str(v) for k, v in vars(args).items()}}, indent=2))
         if args.time_limit_min and elapsed > args.time_limit_min * 60:
