@@ -118,6 +118,7 @@ class BreastCADxParameterNode:
     heatmap: vtkMRMLScalarVolumeNode
     segmentID: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    expectLesion: bool = True
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     probability: float = -1.0
     biradsSuggestion: str = ""
@@ -275,7 +276,8 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             from BreastCADxLib.workflow import roi_node_to_box
 
             box = roi_node_to_box(p.roi, p.inputVolume)
-        self._start(lambda: self.logic.workflow.start_segment(p.inputVolume, box, p.device, self.onProgress))
+        self._start(lambda: self.logic.workflow.start_segment(p.inputVolume, box, p.device, self.onProgress,
+                                                              p.expectLesion))
 
     def onClassify(self):
         p = self._parameterNode
@@ -294,8 +296,10 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if job.kind == "segment":
                 out = self.logic.workflow.finish_segment(job, self._parameterNode.segmentation)
                 self.ui.segmentEditorWidget.setCurrentSegmentID(out.segment_id)
-                self.ui.statusLabel.text = ("Lesion segmented: check and correct it below." if out.lesion_found else
-                                            "No lesion found: an empty segment was added to draw into.")
+                self.ui.statusLabel.text = (
+                    "No lesion found: an empty segment was added to draw into." if not out.lesion_found else
+                    "Low-confidence candidate (nothing certain was found): check it carefully, correct or redraw."
+                    if out.low_confidence else "Lesion segmented: check and correct it below.")
             else:
                 self.logic.workflow.finish_classify(job)
                 self.ui.statusLabel.text = "Classified."

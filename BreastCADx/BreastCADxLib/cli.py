@@ -63,17 +63,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if target is not None and target.exists() and not args.overwrite:
             raise BreastCADxError("output exists; pass --overwrite to replace it", target)
     segmenter = get_segmenter(args.model, args.device)
-    result = segmenter.segment(image, roi=roi, progress=_progress_printer(sys.stderr.isatty() and image.frames > 1))
+    result = segmenter.segment(image, roi=roi, progress=_progress_printer(sys.stderr.isatty() and image.frames > 1),
+                               expect_lesion=args.expect_lesion)
     save_mask(result.mask, image, out)
     if args.prob:
         write_image(image, Path(args.prob), result.probability.astype(np.float32))
     area = int(result.mask.sum())
-    print(f"{'lesion found' if result.lesion_found else 'no lesion found'}: {area} pixels"
+    found = "low-confidence candidate" if result.low_confidence else "lesion found"
+    print(f"{found if result.lesion_found else 'no lesion found'}: {area} pixels"
           f" -> {out} ({result.seconds:.2f} s on {segmenter.device})")
     return 0
 
 
-def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_out=None) -> int:
+def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_out=None,
+                expect_lesion=False) -> int:
     from pathlib import Path
 
     from .io import load_image, load_mask
@@ -92,7 +95,8 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
 
         check_writable(Path(dicom_out))  # before anything is computed or written
     mask = load_mask(mask_path, image) if mask_path else None
-    result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device)
+    result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
+                     expect_lesion=expect_lesion)
     paths = write_case(result, image, Path(out))
     if dicom_out and result.lesion_found:
         from PIL import Image as PILImage
@@ -110,7 +114,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out)
+    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out, args.expect_lesion)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -133,6 +137,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
+EXPECT_HELP = ("the image shows a lesion: when no region passes the presence threshold, return the most "
+               "probable one (flagged low-confidence) instead of an empty mask")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="breastcadx", description="Breast-lesion CADx: load, segment, classify.")
     p.add_argument("--version", action="version", version=f"breastcadx {__version__}")
@@ -147,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, help="mask file (.nrrd/.nii.gz; .png for 2D input)")
     seg.add_argument("--roi", help="box prompt x0,y0,x1,y1 in pixels (x1, y1 exclusive): segment only inside it")
     seg.add_argument("--prob", help="also write the lesion probability map (.nrrd)")
+    seg.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
     seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda; env BREASTCADX_DEVICE")
     seg.add_argument("--model", default="lesion_seg_lite0", help="model id in Resources/Models")
     seg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -158,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", required=True, help="output folder (mask.nrrd, heatmap.nrrd, overlay.png, result.json)")
     an.add_argument("--device", default="auto", help="auto, cpu or cuda")
     an.add_argument("--dicom-out", help="also write DICOM SEG + SR (TID 1500) here (DICOM input only)")
+    an.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
     ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV)")

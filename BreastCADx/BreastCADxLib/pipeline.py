@@ -62,10 +62,15 @@ def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float]) ->
     return out
 
 
+LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmenter's presence threshold; "
+                       "the most probable region was used because a lesion was expected - check the mask")
+
+
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
-            device: str = "auto") -> AnalysisResult:
-    """Classify the lesion in `mask` (user's), else in the auto-segmented mask. Never modifies `mask`."""
+            device: str = "auto", expect_lesion: bool = False) -> AnalysisResult:
+    """Classify the lesion in `mask` (user's), else in the auto-segmented mask. Never modifies `mask`.
+    expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged)."""
     report = progress or (lambda f, m: None)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -78,8 +83,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         segmenter = get_segmenter(device=device)
         models.update(segmenter=segmenter.card["id"], segmenter_sha256=segmenter.card["sha256"])
         report(0.05, "segmenting")
-        seg = segmenter.segment(image, roi=roi, should_cancel=should_cancel)
-        mask, source = seg.mask, "auto"
+        seg = segmenter.segment(image, roi=roi, should_cancel=should_cancel, expect_lesion=expect_lesion)
+        mask, source, low_confidence = seg.mask, "auto", seg.low_confidence
         seconds["segment"] = time.perf_counter() - t
         if not mask.any():
             report(1.0, "no lesion found")
@@ -88,7 +93,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
-        mask, source = mask.astype(bool).copy(), "user"
+        mask, source, low_confidence = mask.astype(bool).copy(), "user", False
         check_lesion_mask(mask, image.source or None)
     report(0.4, "radiomics")
     t = time.perf_counter()
@@ -101,6 +106,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
     pred = classifier.predict(rad, deep)
+    if low_confidence:
+        pred.flags.insert(0, LOW_CONFIDENCE_FLAG)
     seconds["classify"] = time.perf_counter() - t
     heat = None
     if heatmap:

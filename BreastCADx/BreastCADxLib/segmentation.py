@@ -35,6 +35,7 @@ class Segmentation:
     mask: np.ndarray  # bool, (frames, rows, cols), on the input grid
     probability: np.ndarray  # float32 0..1, same shape
     seconds: float
+    low_confidence: bool = False  # nothing passed the presence threshold; the best candidate was kept (expect_lesion)
 
     @property
     def lesion_found(self) -> bool:
@@ -73,6 +74,15 @@ def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fr
     return ndimage.binary_fill_holes(mask)
 
 
+def best_candidate(prob: np.ndarray, relative: float) -> np.ndarray:
+    """The region around the most probable pixel: connected pixels >= relative x peak, holes filled."""
+    peak = float(prob.max())
+    if peak <= 0:
+        return np.zeros(prob.shape, bool)
+    labels, _ = ndimage.label(prob >= relative * peak)
+    return ndimage.binary_fill_holes(labels == labels[np.unravel_index(np.argmax(prob), prob.shape)])
+
+
 class LesionSegmenter:
     """Loads the model once; `segment` may be called many times (thread-compatible, not thread-safe)."""
 
@@ -88,6 +98,7 @@ class LesionSegmenter:
         self.keep_fraction = float(post["keep_fraction"])
         self.flip_tta = bool(post.get("flip_tta", True))
         self.refine_margin = post.get("refine_margin")  # None: single pass
+        self.candidate_relative = float(post.get("candidate_relative", 0.5))
         self.net = net.to(self.device).eval()
 
     @classmethod
@@ -117,9 +128,10 @@ class LesionSegmenter:
         """The shipped post-processing of a probability map."""
         return postprocess(prob, self.threshold, self.presence, self.min_area_fraction, self.keep_fraction)
 
-    def refine(self, plane: np.ndarray, prob: np.ndarray) -> np.ndarray:
-        """Second pass: each lesion found is re-segmented in its own box, as if the user had drawn it."""
-        labels, n = ndimage.label(self.mask_from(prob))
+    def refine(self, plane: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Second pass: each lesion found (in `mask`, default the post-processed `prob`) is re-segmented in
+        its own box, as if the user had drawn it."""
+        labels, n = ndimage.label(self.mask_from(prob) if mask is None else mask)
         out = prob.copy()
         for k in range(1, n + 1):
             x0, y0, x1, y1 = expand_box(mask_bbox(labels == k), float(self.refine_margin), plane.shape)
@@ -133,8 +145,11 @@ class LesionSegmenter:
         roi: Box | None = None,
         progress: Callable[[float, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        expect_lesion: bool = False,
     ) -> Segmentation:
-        """Segment every frame; with a ROI box, only inside the box (the box is the user's prompt)."""
+        """Segment every frame; with a ROI box, only inside the box (the box is the user's prompt).
+        expect_lesion: the user says there is a lesion; when nothing passes the presence threshold, the most
+        probable region (of the most probable frame) is returned, flagged low_confidence."""
         t0 = time.perf_counter()
         if image.array.ndim != 3 or min(image.array.shape[1:]) < 16:
             raise UnsupportedImageError(f"cannot segment an image of shape {image.array.shape}", image.source)
@@ -156,7 +171,24 @@ class LesionSegmenter:
             mask[k] = self.mask_from(prob[k])
             if progress is not None:
                 progress((k + 1) / frames, f"segmented frame {k + 1}/{frames}")
-        return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0)
+        low_confidence = bool(expect_lesion and not mask.any() and prob.max() > 0)
+        if low_confidence:
+            k = int(np.argmax(prob.reshape(frames, -1).max(axis=1)))
+            mask[k] = self.candidate(image.array[k], prob[k], refine=box is None)
+        return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
+                            low_confidence=low_confidence)
+
+    def candidate(self, plane: np.ndarray, prob: np.ndarray, refine: bool) -> np.ndarray:
+        """Best candidate region of one plane; refined in its own box like a found lesion (prob updated)."""
+        region = best_candidate(prob, self.candidate_relative)
+        if not refine or self.refine_margin is None:
+            return region
+        prob[...] = self.refine(plane, prob, region)
+        inside = np.zeros(prob.shape, bool)
+        x0, y0, x1, y1 = expand_box(mask_bbox(region), float(self.refine_margin), plane.shape)
+        inside[y0:y1, x0:x1] = True
+        refined = best_candidate(np.where(inside, prob, 0), self.candidate_relative)
+        return refined if refined.any() else region
 
 
 @lru_cache(maxsize=2)

@@ -20,6 +20,7 @@ NODE_PARAMETERS = {
 VALUE_PARAMETERS: dict[str, tuple[type, object]] = {
     "segmentID": (str, ""),
     "device": (str, "auto"),
+    "expectLesion": (bool, True),  # the user segments because they see a lesion: keep the best candidate
     "heatmapOpacity": (float, 0.5),
     "probability": (float, -1.0),  # -1: no result yet
     "biradsSuggestion": (str, ""),

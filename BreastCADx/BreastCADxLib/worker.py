@@ -1,6 +1,6 @@
 """Background worker: the Slicer panel runs segment / classify here, in a separate process.
 
-    python -m BreastCADxLib.worker segment  --job DIR [--roi x0,y0,x1,y1] [--device auto]
+    python -m BreastCADxLib.worker segment  --job DIR [--roi x0,y0,x1,y1] [--device auto] [--expect-lesion]
     python -m BreastCADxLib.worker classify --job DIR [--device auto]
 
 DIR holds image.nrrd (+ image.json: spacing_known, modality) and, for classify, mask.nrrd. Results are written
@@ -40,7 +40,7 @@ def load_job_image(job: Path):
     return image
 
 
-def run_segment(job: Path, roi: str | None, device: str) -> None:
+def run_segment(job: Path, roi: str | None, device: str, expect_lesion: bool = False) -> None:
     from .io import save_mask
     from .segmentation import get_segmenter, parse_roi
 
@@ -49,11 +49,13 @@ def run_segment(job: Path, roi: str | None, device: str) -> None:
     segmenter = get_segmenter(device=device)
     _progress(0.3, f"segmenting on {segmenter.device}")
     result = segmenter.segment(image, roi=parse_roi(roi) if roi else None,
-                               progress=lambda f, m: _progress(0.3 + 0.65 * f, m))
+                               progress=lambda f, m: _progress(0.3 + 0.65 * f, m), expect_lesion=expect_lesion)
     out = job / "out"
     out.mkdir(exist_ok=True)
     save_mask(result.mask, image, out / "mask.nrrd")
-    _progress(1.0, "lesion found" if result.lesion_found else "no lesion found")
+    (out / "segment.json").write_text(json.dumps({"low_confidence": result.low_confidence}))
+    _progress(1.0, "no lesion found" if not result.lesion_found else
+              "low-confidence candidate" if result.low_confidence else "lesion found")
 
 
 def run_classify(job: Path, device: str) -> None:
@@ -79,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True, type=Path)
     ap.add_argument("--roi")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--expect-lesion", action="store_true")
     args = ap.parse_args(argv)
     _progress(0.0, f"{args.task}: starting")
     try:
         if args.task == "segment":
-            run_segment(args.job, args.roi, args.device)
+            run_segment(args.job, args.roi, args.device, args.expect_lesion)
         else:
             run_classify(args.job, args.device)
     except BreastCADxError as e:

@@ -73,6 +73,7 @@ class SegmentOutcome:
     segmentation_node: object
     segment_id: str
     lesion_found: bool
+    low_confidence: bool = False  # the best candidate, kept because a lesion was expected
 
 
 @dataclass
@@ -140,8 +141,9 @@ class WorkflowLogic:
         return Job(kind, folder, task, volume_node, image)
 
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
-                      progress: Progress | None = None) -> Job:
+                      progress: Progress | None = None, expect_lesion: bool = False) -> Job:
         args = ["--device", device] + (["--roi", ",".join(map(str, roi))] if roi is not None else [])
+        args += ["--expect-lesion"] if expect_lesion else []
         return self._new_job("segment", volume_node, None, args, progress)
 
     def start_classify(self, volume_node, segmentation_node, segment_id: str, device: str = "auto",
@@ -172,6 +174,7 @@ class WorkflowLogic:
         out = self._check_done(job)
         try:
             mask = load_mask(out / "mask.nrrd", job.image)
+            low_confidence = bool(json.loads((out / "segment.json").read_text())["low_confidence"])
         finally:
             shutil.rmtree(job.folder, ignore_errors=True)
         if segmentation_node is None:
@@ -181,7 +184,7 @@ class WorkflowLogic:
         segmentation_node.GetSegmentation().GetSegment(sid).SetTag(AUTO_DIGEST_TAG, mask_digest(mask))
         state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=segmentation_node,
                          segmentID=sid)
-        return SegmentOutcome(segmentation_node, sid, bool(mask.any()))
+        return SegmentOutcome(segmentation_node, sid, bool(mask.any()), low_confidence)
 
     def finish_classify(self, job: Job) -> ClassifyOutcome:
         """Results into new table / heatmap nodes; segment colour and name follow the result."""
@@ -211,8 +214,9 @@ class WorkflowLogic:
 
     # ---- blocking conveniences (scripts, tests, in-Slicer self-test) ---------------------------------
     def segment(self, volume_node, segmentation_node=None, roi: Box | None = None, device: str = "auto",
-                progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None) -> SegmentOutcome:
-        job = self.start_segment(volume_node, roi, device, progress)
+                progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
+                expect_lesion: bool = False) -> SegmentOutcome:
+        job = self.start_segment(volume_node, roi, device, progress, expect_lesion)
         self.wait(job, should_cancel)
         return self.finish_segment(job, segmentation_node)
 

@@ -81,3 +81,17 @@ def test_analyze_with_mask_and_demo(tmp_path, sample_dicom, sample_mask):
     assert r.returncode == 0, r.stderr
     for name in ("overlay.png", "result.json", "mask.nrrd"):
         assert (tmp_path / "breastcadx-demo" / name).exists()
+
+
+def test_analyze_expect_lesion_classifies_a_flagged_candidate(tmp_path):
+    image = DATA / "benign_351.png"  # the default segmentation finds nothing here (peak below presence)
+    r = _cli("analyze", image, "--out", tmp_path / "plain")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "plain" / "result.json").read_text())["lesion_found"] is False
+    r = _cli("analyze", image, "--out", tmp_path / "expect", "--expect-lesion")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "expect" / "result.json").read_text())
+    assert result["lesion_found"] and result["mask_source"] == "auto"
+    assert result["flags"][0].startswith("low-confidence segmentation")
+    assert "FLAG low-confidence segmentation" in r.stdout
+    assert result["malignancy_probability"] < 0.5  # a benign lesion

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import dicom_factory as f
 from BreastCADxLib.errors import ModelError, UnsupportedImageError
@@ -59,6 +60,32 @@ def test_normal_image_gives_empty_mask(segmenter):
     img, ref = _case("normal_003")
     assert not ref.any()
     assert not segmenter.segment(img).lesion_found
+
+
+def test_expect_lesion_recovers_a_lesion_the_presence_threshold_drops(segmenter):
+    # benign_351 (val split): the model's peak (~0.5) is below the presence threshold (0.9), so the default
+    # returns nothing; told that there is a lesion, it returns the right region
+    img, ref = _case("benign_351")
+    assert not segmenter.segment(img).lesion_found
+    result = segmenter.segment(img, expect_lesion=True)
+    assert result.low_confidence
+    assert dice(result.mask, ref) >= 0.85
+
+
+def test_expect_lesion_keeps_confident_results_and_marks_candidates(segmenter):
+    img, _ = _case("malignant_001")
+    default, expected = segmenter.segment(img), segmenter.segment(img, expect_lesion=True)
+    assert not expected.low_confidence
+    np.testing.assert_array_equal(default.mask, expected.mask)
+    normal, _ = _case("normal_003")
+    stack = Image(array=np.concatenate([normal.array] * 2))
+    result = segmenter.segment(stack, expect_lesion=True)
+    assert result.low_confidence
+    frames = result.mask.reshape(2, -1).any(axis=1)
+    assert frames.sum() == 1  # one candidate region in the most probable frame, not one per frame
+    k = int(np.argmax(frames))
+    assert ndimage.label(result.mask[k])[1] == 1
+    assert result.mask[k][np.unravel_index(np.argmax(result.probability[k]), result.mask[k].shape)]
 
 
 def test_same_mask_and_grid_for_png_dicom_nrrd(segmenter, tmp_path):
@@ -165,6 +192,9 @@ def test_cli_segment_dicom_and_png(tmp_path, sample_dicom, sample_mask):
     assert mask_img.same_grid(img)
     assert dice(mask_img.array > 0, load_mask(sample_mask, img)) >= SAMPLE_DICE_FLOOR
     assert load_image(tmp_path / "prob.nrrd").array.max() <= 1.0
+    r = _cli("segment", DATA / "normal_003.png", "--out", tmp_path / "n.png", "--expect-lesion")
+    assert r.returncode == 0 and "low-confidence candidate" in r.stdout, r.stdout + r.stderr
+    assert (load_image(tmp_path / "n.png").array > 0).any()
     r = _cli("segment", DATA / "malignant_001.png", "--out", tmp_path / "m.png", "--roi", "10,10,400,500")
     assert r.returncode == 0, r.stderr
     assert load_image(tmp_path / "m.png").array.shape == load_image(DATA / "malignant_001.png").array.shape

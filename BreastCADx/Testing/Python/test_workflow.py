@@ -15,7 +15,7 @@ import pytest
 from BreastCADxLib import state
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
-from conftest import dciodvfy
+from conftest import MODULE_DIR, dciodvfy
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
 
@@ -232,6 +232,22 @@ def test_resegment_adds_a_new_segment_and_keeps_the_edited_one(scene, sample_dic
     names = [out.segmentation_node.GetSegmentation().GetSegment(s).GetName() for s in (out.segment_id,
                                                                                         again.segment_id)]
     assert names[0] != names[1]
+
+
+def test_expect_lesion_gives_a_flagged_candidate_where_the_default_finds_nothing(scene):
+    from BreastCADxLib.mrml import segment_to_mask
+    from BreastCADxLib.workflow import WorkflowLogic
+
+    case = MODULE_DIR / "Testing" / "Data" / "busi" / "benign_351"
+    logic = WorkflowLogic(scene)
+    volume = logic.load_image_file(f"{case}.png")
+    plain = logic.segment(volume, device="cpu")
+    assert not plain.lesion_found and not plain.low_confidence
+    out = logic.segment(volume, plain.segmentation_node, device="cpu", expect_lesion=True)
+    assert out.lesion_found and out.low_confidence and out.segment_id != plain.segment_id
+    ref = load_mask(f"{case}_mask.png", load_image(f"{case}.png"))
+    mask = segment_to_mask(out.segmentation_node, out.segment_id, volume)
+    assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) >= 0.85
 
 
 def volume_shape(volume) -> tuple[int, ...]:
