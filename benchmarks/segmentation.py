@@ -44,23 +44,31 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_model(seg: LesionSegmenter, cases: list, rows: list, roi: bool) -> dict:
+PROMPTS = ("none", "roi_box", "expect_lesion")
+
+
+def run_model(seg: LesionSegmenter, cases: list, rows: list, prompt: str) -> dict:
+    """prompt: none; roi_box (reference box + 10 %); expect_lesion (the user says there is a lesion: best
+    candidate kept when nothing passes presence). The last two need a lesion, so normal images are skipped."""
     per_case, times = [], []
     for (img, ref), row in zip(cases, rows):
         box = mask_bbox(ref)
-        if roi and box is None:
-            continue  # a box prompt needs a lesion
-        prompt = expand_box(box, 0.10, ref.shape) if roi else None
+        if prompt != "none" and box is None:
+            continue
+        roi = expand_box(box, 0.10, ref.shape) if prompt == "roi_box" else None
         t0 = time.perf_counter()
-        result = seg.segment(Image(array=img), roi=prompt)
+        result = seg.segment(Image(array=img), roi=roi, expect_lesion=prompt == "expect_lesion")
         times.append(time.perf_counter() - t0)
         pred = result.mask[0]
         per_case.append({"case": row["case"], "label": row["label"], "dice": dice(pred, ref), "iou": iou(pred, ref),
-                         "hd95_px": hd95(pred, ref), "empty_pred": bool(not pred.any())})
+                         "hd95_px": hd95(pred, ref), "empty_pred": bool(not pred.any()),
+                         "low_confidence": result.low_confidence})
     out: dict = {"seconds_per_image": summary(times), "cases": per_case}
     for group in ("all_lesions", "benign", "malignant"):
         sel = [c for c in per_case if c["label"] != "normal" and (group == "all_lesions" or c["label"] == group)]
         out[group] = {m: summary([c[m] for c in sel]) for m in ("dice", "iou", "hd95_px")}
+    out["lesions_missed"] = sum(c["empty_pred"] for c in per_case if c["label"] != "normal")
+    out["low_confidence"] = sum(c["low_confidence"] for c in per_case)
     normals = [c for c in per_case if c["label"] == "normal"]
     if normals:
         out["normal_false_lesion_rate"] = float(np.mean([not c["empty_pred"] for c in normals]))
@@ -76,17 +84,18 @@ def markdown(res: dict) -> str:
              f"{res['test_normals']} normal) from `training/splits/busi.csv`, duplicate-grouped, never used in "
              "training or model selection.\n",
              "| model | prompt | Dice mean ± std [95 % CI] | Dice benign | Dice malignant | IoU | HD95 px (median) "
-             "| normal images with a false lesion | s / image |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| lesions missed | normal images with a false lesion | s / image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["models"].items():
-        for prompt in ("none", "roi_box"):
+        for prompt in PROMPTS:
             m = r[prompt]
             d = m["all_lesions"]["dice"]
             fp = f"{m['normal_false_lesion_rate'] * 100:.1f} %" if "normal_false_lesion_rate" in m else "n/a"
             lines.append(
                 f"| {name} | {prompt} | {d['mean']:.3f} ± {d['std']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] | "
                 f"{m['benign']['dice']['mean']:.3f} | {m['malignant']['dice']['mean']:.3f} | "
-                f"{m['all_lesions']['iou']['mean']:.3f} | {m['all_lesions']['hd95_px']['median']:.1f} | {fp} | "
+                f"{m['all_lesions']['iou']['mean']:.3f} | {m['all_lesions']['hd95_px']['median']:.1f} | "
+                f"{m['lesions_missed']} of {m['all_lesions']['dice']['n']} | {fp} | "
                 f"{m['seconds_per_image']['mean']:.3f} |")
     lines.append("")
     for name, r in res["models"].items():
@@ -95,7 +104,11 @@ def markdown(res: dict) -> str:
         res["models"]["baseline_unet"]["none"]["seconds_per_image"]["mean"]
     lines.append(f"- speed ratio shipped / baseline (no prompt): {ratio:.2f}x")
     lines.append("\nDice is over lesion images; HD95 in pixels (BUSI has no calibration). ROI box = reference "
-                 "bounding box + 10 % margin. Normal images are scored only without a prompt. Both models go "
+                 "bounding box + 10 % margin. expect_lesion = no box, but the user says the image has a lesion "
+                 "(`--expect-lesion`; the panel's default): when no region passes the presence threshold the most "
+                 "probable region is returned, flagged low-confidence "
+                 f"({res['models']['shipped']['expect_lesion']['low_confidence']} test images). Normal images are "
+                 "scored only without a prompt. Both models go "
                  "through `LesionSegmenter` with the shipped post-processing and flip test-time augmentation.\n")
     return "\n".join(lines)
 
@@ -129,9 +142,8 @@ def main() -> None:
     for name, seg, load in (("shipped", shipped, load_shipped), ("baseline_unet", baseline, load_baseline)):
         res["models"][name] = {"load_seconds": load,
                                "parameters": int(sum(p.numel() for p in seg.net.parameters())),
-                               "none": run_model(seg, cases, rows, roi=False),
-                               "roi_box": run_model(seg, cases, rows, roi=True)}
-        print(name, {p: round(res["models"][name][p]["all_lesions"]["dice"]["mean"], 4) for p in ("none", "roi_box")},
+                               **{p: run_model(seg, cases, rows, p) for p in PROMPTS}}
+        print(name, {p: round(res["models"][name][p]["all_lesions"]["dice"]["mean"], 4) for p in PROMPTS},
               flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "segmentation.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -142,6 +154,8 @@ def main() -> None:
     card["metrics"] = {"test_split": f"{res['test_images']} images of training/splits/busi.csv", "date": res["date"],
                        "dice_no_prompt": sm["none"]["all_lesions"]["dice"]["mean"],
                        "dice_roi_prompt": sm["roi_box"]["all_lesions"]["dice"]["mean"],
+                       "dice_expect_lesion": sm["expect_lesion"]["all_lesions"]["dice"]["mean"],
+                       "lesions_missed_no_prompt": sm["none"]["lesions_missed"],
                        "hd95_px_median_no_prompt": sm["none"]["all_lesions"]["hd95_px"]["median"],
                        "normal_false_lesion_rate": sm["none"].get("normal_false_lesion_rate"),
                        "cpu_seconds_per_image": sm["none"]["seconds_per_image"]["mean"],
