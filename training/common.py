@@ -21,6 +21,22 @@ def load_case(data: Path, row: dict) -> tuple[np.ndarray, np.ndarray]:
     return img, msk
 
 
+def seg_score(mask: np.ndarray, ref: np.ndarray) -> float:
+    """Segmentation model-selection score of one image: lesion Dice; normal image: 1 if empty, else 0."""
+    if not ref.any():
+        return float(not mask.any())
+    return float(2 * np.logical_and(mask, ref).sum() / (mask.sum() + ref.sum()))
+
+
+def seg_summary(preds: list[np.ndarray], refs: list[np.ndarray]) -> dict:
+    """Mean score, mean lesion Dice and the share of normal images given a lesion."""
+    scores = [seg_score(p, r) for p, r in zip(preds, refs)]
+    lesion = [s for s, r in zip(scores, refs) if r.any()]
+    normal = [s for s, r in zip(scores, refs) if not r.any()]
+    return {"score": float(np.mean(scores)), "lesion_dice": float(np.mean(lesion)),
+            "normal_fp_rate": float(1 - np.mean(normal)) if normal else 0.0}
+
+
 def export_fp16(run: Path, weights: Path) -> tuple[dict, dict, dict]:
     """runs/X/model.pt -> fp16 state dict at `weights`; returns (fp32 state, best.json, card header)."""
     import json

@@ -20,15 +20,9 @@ import torch
 
 from BreastCADxLib.models import MODELS_DIR
 from BreastCADxLib.segmentation import LesionSegmenter, postprocess
-from training.common import export_fp16, load_case, read_split
+from training.common import export_fp16, load_case, read_split, seg_score
 
 MODEL_ID = "lesion_seg_lite0"
-
-
-def score(mask: np.ndarray, ref: np.ndarray) -> float:
-    if ref.sum() == 0:
-        return 1.0 if mask.sum() == 0 else 0.0
-    return float(2 * np.logical_and(mask, ref).sum() / (mask.sum() + ref.sum()))
 
 
 def main() -> None:
@@ -92,14 +86,14 @@ def tune_postprocessing(card_path: Path, models: Path, data: Path, split: Path) 
     for threshold, presence, min_area in grid:
         if presence < threshold:
             continue
-        s = [score(postprocess(p, threshold, presence, min_area, 0.1), m) for p, (_, m) in zip(probs, cases)]
+        s = [seg_score(postprocess(p, threshold, presence, min_area, 0.1), m) for p, (_, m) in zip(probs, cases)]
         results.append((float(np.mean(s)), threshold, presence, min_area))
     best_score, seg.threshold, seg.presence, seg.min_area_fraction = max(results)
     # cascade: re-segment each lesion found inside its own box (the ROI-prompt path); None = single pass
     refined = {None: best_score}
     for margin in (0.2, 0.35, 0.5):
         seg.refine_margin = margin
-        refined[margin] = float(np.mean([score(seg.mask_from(seg.refine(img, p)), m)
+        refined[margin] = float(np.mean([seg_score(seg.mask_from(seg.refine(img, p)), m)
                                          for p, (img, m) in zip(probs, cases)]))
     margin = max(refined, key=lambda k: refined[k])
     seg.refine_margin = margin
@@ -109,7 +103,7 @@ def tune_postprocessing(card_path: Path, models: Path, data: Path, split: Path) 
     candidate = {}
     for relative in (0.3, 0.5, 0.7):
         seg.candidate_relative = relative
-        candidate[relative] = float(np.mean([score(seg.candidate(img, p.copy(), refine=True), m)
+        candidate[relative] = float(np.mean([seg_score(seg.candidate(img, p.copy(), refine=True), m)
                                              for img, m, p in missed])) if missed else 0.0
     relative = max(candidate, key=lambda k: candidate[k])
     card["postprocessing"].update({"threshold": seg.threshold, "presence": seg.presence,

@@ -34,7 +34,7 @@ from BreastCADxLib.image import Image
 from BreastCADxLib.networks import baseline_unet, lesion_unet
 from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
 from BreastCADxLib.segmentation import DEFAULT_MODEL
-from training.common import load_case, read_split
+from training.common import load_case, read_split, seg_summary
 
 
 class Speckle:
@@ -91,22 +91,12 @@ def sample(img: np.ndarray, msk: np.ndarray, size: int, rng: np.random.Generator
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
     model.eval()
-    dices, fp_normal, n_normal = [], 0, 0
+    preds = []
     for img, msk in cases:
         x = network_input(resize_plane(torch.from_numpy(img.astype(np.float32)), (size, size)))
         logit = model(x[None].to(device))[0, 0].cpu()
-        prob = resize_plane(torch.sigmoid(logit), msk.shape)
-        pred = (prob > 0.5).numpy()
-        if msk.sum() == 0:
-            n_normal += 1
-            fp_normal += int(pred.sum() > 0)
-            dices.append(1.0 if pred.sum() == 0 else 0.0)
-        else:
-            inter = np.logical_and(pred, msk).sum()
-            dices.append(2 * inter / (pred.sum() + msk.sum()))
-    lesion = [d for d, (_, m) in zip(dices, cases) if m.sum() > 0]
-    return {"score": float(np.mean(dices)), "lesion_dice": float(np.mean(lesion)),
-            "normal_fp_rate": fp_normal / max(1, n_normal)}
+        preds.append((resize_plane(torch.sigmoid(logit), msk.shape) > 0.5).numpy())
+    return seg_summary(preds, [m for _, m in cases])
 
 
 def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
@@ -117,18 +107,7 @@ def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: to
     card = load_card(DEFAULT_MODEL)
     card["input"] = {**card["input"], "height": size, "width": size}
     seg = LesionSegmenter(card, model, device.type)
-    dices, fp_normal, n_normal = [], 0, 0
-    for img, msk in cases:
-        pred = seg.segment(Image(array=img)).mask[0]
-        if msk.sum() == 0:
-            n_normal += 1
-            fp_normal += int(pred.any())
-            dices.append(float(not pred.any()))
-        else:
-            dices.append(float(2 * np.logical_and(pred, msk).sum() / (pred.sum() + msk.sum())))
-    lesion = [d for d, (_, m) in zip(dices, cases) if m.sum() > 0]
-    return {"score": float(np.mean(dices)), "lesion_dice": float(np.mean(lesion)),
-            "normal_fp_rate": fp_normal / max(1, n_normal)}
+    return seg_summary([seg.segment(Image(array=img)).mask[0] for img, _ in cases], [m for _, m in cases])
 
 
 def main() -> None:
