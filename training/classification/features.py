@@ -3,9 +3,10 @@
     python -m training.classification.features --data ../shared/data/busi --out runs/features
 
 Masks: `reference` (radiologists' masks) and `auto` (shipped segmenter) for every case; `eroded` and `dilated`
-(reference -/+ 3 px) and `roi` (shipped segmenter inside the reference box + 10 %, i.e. the box prompt)
-for val and test (benchmark). On train images the segmenter's masks are optimistic
-(it was fitted there) but have its outline style, which is what classifier training can use them for.
+(reference -/+ 3 px), `roi` (shipped segmenter inside the reference box + 10 %, i.e. the box prompt) and
+`expect` (shipped segmenter, no box, lesion expected: the panel's default) for val and test (benchmark).
+On train images the segmenter's masks are optimistic (it was fitted there) but have its outline style, which
+is what classifier training can use them for.
 Features come from the same library code as `analyze`.
 """
 
@@ -26,7 +27,7 @@ from BreastCADxLib.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.radiomics_features import extract
 from training.common import load_case, read_split
 
-MASK_KINDS = ("reference", "auto", "eroded", "dilated", "roi")
+MASK_KINDS = ("reference", "auto", "eroded", "dilated", "roi", "expect")
 
 
 def variant_mask(kind: str, img: np.ndarray, ref: np.ndarray, segmenter) -> np.ndarray:
@@ -39,7 +40,7 @@ def variant_mask(kind: str, img: np.ndarray, ref: np.ndarray, segmenter) -> np.n
     if kind == "roi":  # the radiologist's box prompt: reference box + 10 % margin, as in the segmentation benchmark
         box = expand_box(mask_bbox(ref), 0.1, ref.shape)
         return segmenter.segment(Image(array=img), roi=box).mask[0]
-    return segmenter.segment(Image(array=img)).mask[0]
+    return segmenter.segment(Image(array=img), expect_lesion=kind == "expect").mask[0]
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
     models = {m: DeepFeatures("auto", m or None) for m in args.deep_model}
     outs = {m: args.out / (m or "imagenet_frozen") if len(models) > 1 else args.out for m in models}
     segmenter = None
-    if "auto" in args.kinds or "roi" in args.kinds:
+    if {"auto", "roi", "expect"} & set(args.kinds):
         from BreastCADxLib.segmentation import get_segmenter
 
         segmenter = get_segmenter()
