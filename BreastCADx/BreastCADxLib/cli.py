@@ -80,7 +80,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     from pathlib import Path
 
     from .io import load_image, load_mask
-    from .outputs import summary_lines, write_case
+    from .outputs import case_overlay, summary_lines, write_case
     from .pipeline import analyze
     from .segmentation import parse_roi
 
@@ -97,13 +97,12 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     mask = load_mask(mask_path, image) if mask_path else None
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
                      expect_lesion=expect_lesion)
-    paths = write_case(result, image, Path(out))
-    if dicom_out and result.lesion_found:
-        from PIL import Image as PILImage
-
+    export = bool(dicom_out and result.lesion_found)
+    overlay = case_overlay(result, image) if export else None  # rendered once: PNG and DICOM SC
+    paths = write_case(result, image, Path(out), overlay)
+    if export:
         from .dicom_export import write_dicom_results
 
-        overlay = np.asarray(PILImage.open(paths["overlay"]).convert("RGB"))  # the overlay just written
         paths.update({f"dicom_{k}": v for k, v in write_dicom_results(
             image, result.mask, result.to_json(), Path(dicom_out), overlay_rgb=overlay).items()})
     print(f"{image_path}")

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .image import Image
 from .io import save_image, save_mask
 from .pipeline import AnalysisResult
-from .report import overlay_png
+from .report import overlay_rgb
 
 
 def summary_lines(result: AnalysisResult) -> list[str]:
@@ -31,13 +32,21 @@ def summary_lines(result: AnalysisResult) -> list[str]:
     return lines
 
 
-def write_case(result: AnalysisResult, image: Image, out: Path) -> dict[str, Path]:
-    """mask.nrrd (the mask used), heatmap.nrrd, overlay.png, result.json; returns the paths written."""
+def case_overlay(result: AnalysisResult, image: Image) -> np.ndarray:
+    """The result overlay (image, lesion contour, Grad-CAM, the first summary lines) as RGB uint8."""
+    return overlay_rgb(image, result.mask, result.heatmap, summary_lines(result)[:4])
+
+
+def write_case(result: AnalysisResult, image: Image, out: Path, overlay: np.ndarray | None = None
+               ) -> dict[str, Path]:
+    """mask.nrrd (the mask used), heatmap.nrrd, overlay.png, result.json; returns the paths written.
+    `overlay`: the case_overlay when the caller has rendered it already."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"mask": save_mask(result.mask, image, out / "mask.nrrd")}
     if result.heatmap is not None:
         paths["heatmap"] = save_image(image.with_array(result.heatmap.astype(np.float32)), out / "heatmap.nrrd")
-    paths["overlay"] = overlay_png(image, result.mask, result.heatmap, summary_lines(result)[:4], out / "overlay.png")
+    paths["overlay"] = out / "overlay.png"
+    PILImage.fromarray(case_overlay(result, image) if overlay is None else overlay).save(paths["overlay"])
     payload = result.to_json()
     payload["files"] = {k: v.name for k, v in paths.items()}
     paths["result"] = out / "result.json"

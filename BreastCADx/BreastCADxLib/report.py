@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
@@ -48,10 +46,3 @@ def overlay_rgb(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, line
     for i, line in enumerate(lines):
         draw.text((8, canvas.height + 5 + 16 * i), line, fill=(235, 235, 235))
     return np.asarray(out)
-
-
-def overlay_png(image: Image, mask: np.ndarray, heatmap: np.ndarray | None, lines: list[str], path: Path,
-                frame: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(overlay_rgb(image, mask, heatmap, lines, frame)).save(path)
-    return path
