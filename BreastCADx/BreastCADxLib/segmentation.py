@@ -134,7 +134,7 @@ class LesionSegmenter:
         labels, n = ndimage.label(self.mask_from(prob) if mask is None else mask)
         out = prob.copy()
         for k in range(1, n + 1):
-            x0, y0, x1, y1 = expand_box(mask_bbox(labels == k), float(self.refine_margin), plane.shape)
+            x0, y0, x1, y1 = self.refine_box(labels == k)
             if min(x1 - x0, y1 - y0) >= 16:
                 out[y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
         return out
@@ -178,6 +178,10 @@ class LesionSegmenter:
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
                             low_confidence=low_confidence)
 
+    def refine_box(self, region: np.ndarray) -> Box:
+        """The box a found region is re-segmented in: its bounding box + the refinement margin."""
+        return expand_box(mask_bbox(region), float(self.refine_margin), region.shape)
+
     def candidate(self, plane: np.ndarray, prob: np.ndarray, refine: bool) -> np.ndarray:
         """Best candidate region of one plane; refined in its own box like a found lesion (prob updated)."""
         region = best_candidate(prob, self.candidate_relative)
@@ -185,7 +189,7 @@ class LesionSegmenter:
             return region
         prob[...] = self.refine(plane, prob, region)
         inside = np.zeros(prob.shape, bool)
-        x0, y0, x1, y1 = expand_box(mask_bbox(region), float(self.refine_margin), plane.shape)
+        x0, y0, x1, y1 = self.refine_box(region)
         inside[y0:y1, x0:x1] = True
         refined = best_candidate(np.where(inside, prob, 0), self.candidate_relative)
         return refined if refined.any() else region
