@@ -45,7 +45,22 @@ def _row_from_result(case_id: str, result: dict, seconds: float, case_dir: str) 
             "seconds": f"{seconds:.3f}"}
 
 
-def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None) -> list[dict]:
+def _finished(done: Path, expect_lesion: bool) -> dict | None:
+    """A case's stored result when it was computed with the same settings, else None (compute it)."""
+    if not done.exists():
+        return None
+    try:
+        res = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None  # a half-written result is recomputed
+    if res.get("mask_source") == "auto" and bool(res.get("batch_expect_lesion", False)) != expect_lesion:
+        return None
+    return res
+
+
+def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
+              expect_lesion: bool = False) -> list[dict]:
+    """expect_lesion applies to cases without a mask; a finished case computed with the other setting is redone."""
     from .outputs import write_case
     from .pipeline import analyze
 
@@ -58,19 +73,20 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
         case_id = row["case_id"]
         case_dir = out / case_id
         done = case_dir / "result.json"
-        if done.exists():  # resumable: finished cases are kept as they are
-            res = json.loads(done.read_text())
+        res = _finished(done, expect_lesion)
+        if res is not None:  # resumable: finished cases are kept as they are
             table.append(_row_from_result(case_id, res, res.get("batch_seconds", 0.0), case_id))
         else:
             t0 = time.perf_counter()
             try:
                 image = load_image(base / row["image"])
                 mask = load_mask(base / row["mask"], image) if (row.get("mask") or "").strip() else None
-                result = analyze(image, mask=mask, device=device)
+                result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion)
                 write_case(result, image, case_dir)
                 seconds = time.perf_counter() - t0
                 res = json.loads(done.read_text())
                 res["batch_seconds"] = seconds
+                res["batch_expect_lesion"] = expect_lesion
                 done.write_text(json.dumps(res, indent=1) + "\n")
                 table.append(_row_from_result(case_id, res, seconds, case_id))
             except Exception as e:  # one bad case is recorded and the batch goes on

@@ -121,7 +121,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from .batch import run_batch
 
-    table = run_batch(Path(args.manifest), Path(args.out), device=args.device)
+    table = run_batch(Path(args.manifest), Path(args.out), device=args.device, expect_lesion=args.expect_lesion)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
     return 0
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV)")
     ba.add_argument("--out", required=True, help="output folder: results.csv and one folder per case")
     ba.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ba.add_argument("--expect-lesion", action="store_true",
+                    help=EXPECT_HELP + "; for cases without a mask (finished cases run without it are redone)")
     ba.set_defaults(func=cmd_batch)
     de = sub.add_parser("demo", help="analyse the bundled sample case into ./breastcadx-demo/")
     de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=cmd_demo)
     from .pacs_cli import add_pacs_parser
 
-    add_pacs_parser(sub, _analyze_to)
+    add_pacs_parser(sub, _analyze_to, EXPECT_HELP)
     return p
 
 

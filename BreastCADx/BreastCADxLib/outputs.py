@@ -45,6 +45,8 @@ def write_case(result: AnalysisResult, image: Image, out: Path, overlay: np.ndar
     paths = {"mask": save_mask(result.mask, image, out / "mask.nrrd")}
     if result.heatmap is not None:
         paths["heatmap"] = save_image(image.with_array(result.heatmap.astype(np.float32)), out / "heatmap.nrrd")
+    else:
+        (out / "heatmap.nrrd").unlink(missing_ok=True)  # a previous run's heatmap would no longer match
     paths["overlay"] = out / "overlay.png"
     PILImage.fromarray(case_overlay(result, image) if overlay is None else overlay).save(paths["overlay"])
     payload = result.to_json()

@@ -73,7 +73,8 @@ def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Names
             files = sorted(folder.glob("*.dcm"))
             source = files[0] if len(files) == 1 else folder
             dicom_out = out / "dicom"
-            status = analyze_to(source, out, device=args.device, dicom_out=dicom_out)
+            status = analyze_to(source, out, device=args.device, dicom_out=dicom_out,
+                                expect_lesion=args.expect_lesion)
         if args.store:
             objects = [dicom_out / name for name in RESULT_FILES.values()]
             if not all(p.exists() for p in objects):
@@ -86,7 +87,7 @@ def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Names
     return cmd_analyze
 
 
-def add_pacs_parser(sub, analyze_to: Callable[..., int]) -> None:
+def add_pacs_parser(sub, analyze_to: Callable[..., int], expect_help: str) -> None:
     pacs = sub.add_parser("pacs", help="query / retrieve / analyze / store over DICOMweb")
     psub = pacs.add_subparsers(dest="pacs_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -113,6 +114,7 @@ def add_pacs_parser(sub, analyze_to: Callable[..., int]) -> None:
     a.add_argument("--out", required=True, help="output folder (as `analyze`, plus dicom/seg.dcm, dicom/sr.dcm)")
     a.add_argument("--store", action="store_true", help="send SEG + SR back to the PACS (STOW-RS)")
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    a.add_argument("--expect-lesion", action="store_true", help=expect_help)
     a.set_defaults(func=make_cmd_analyze(analyze_to))
     s = psub.add_parser("store", parents=[common], help="send DICOM files to the PACS (STOW-RS)")
     s.add_argument("files", nargs="+")

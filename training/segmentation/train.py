@@ -99,6 +99,16 @@ def evaluate(model: torch.nn.Module, cases: list, size: int, device: torch.devic
     return seg_summary(preds, [m for _, m in cases])
 
 
+def presence_loss(logits: torch.Tensor, y: torch.Tensor, top: float = 0.002) -> torch.Tensor:
+    """Image-level BCE on the mean of each image's top logits: lesion present or not. Hard-negative mining for
+    the presence gate (a normal image's hottest pixels, not its average, decide whether a lesion is reported)."""
+    flat = logits.flatten(1)
+    k = max(1, int(top * flat.shape[1]))
+    score = flat.topk(k, dim=1).values.mean(dim=1)
+    target = (y.flatten(1).amax(dim=1) > 0).float()
+    return torch.nn.functional.binary_cross_entropy_with_logits(score, target)
+
+
 def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
     """The same score through the shipped inference path: flip TTA, the shipped card's post-processing, cascade."""
     from BreastCADxLib.models import load_card
@@ -107,7 +117,13 @@ def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: to
     card = load_card(DEFAULT_MODEL)
     card["input"] = {**card["input"], "height": size, "width": size}
     seg = LesionSegmenter(card, model, device.type)
-    return seg_summary([seg.segment(Image(array=img)).mask[0] for img, _ in cases], [m for _, m in cases])
+    summary = seg_summary([seg.segment(Image(array=img)).mask[0] for img, _ in cases], [m for _, m in cases])
+    peaks = np.array([seg.probability(img).max() for img, _ in cases])
+    present = np.array([m.any() for _, m in cases])
+    # presence AUC of the whole-image peak (what the gate thresholds); ties count half
+    pos, neg = peaks[present][:, None], peaks[~present][None, :]
+    summary["presence_auc"] = float(((pos > neg) + 0.5 * (pos == neg)).mean()) if neg.size and pos.size else 0.0
+    return summary
 
 
 def main() -> None:
@@ -126,6 +142,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init", type=Path, help="start from these weights (stage-2 fine-tuning)")
     ap.add_argument("--ema", type=float, default=0.0, help="evaluate and save an EMA of the weights (decay/step)")
+    ap.add_argument("--presence-weight", type=float, default=0.0,
+                    help="weight of an image-level lesion-present loss on the top logits (0 = off)")
+    ap.add_argument("--normal-repeat", type=int, default=1, help="show each normal image this many times per epoch")
     ap.add_argument("--select", choices=["raw", "deployed"], default="raw",
                     help="model selection on the raw 0.5 threshold or through the shipped inference path")
     args = ap.parse_args()
@@ -142,7 +161,8 @@ def main() -> None:
         model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(train) / args.batch)
+    pool = [i for i, (_, m) in enumerate(train) for _ in range(1 if m.any() else args.normal_repeat)]
+    steps_per_epoch = math.ceil(len(pool) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
                                                 pct_start=0.1)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
@@ -155,19 +175,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "train_log.csv"
     with open(log_path, "w") as f:
-        f.write("epoch,seconds,train_loss,val_score,val_lesion_dice,val_normal_fp_rate,lr\n")
+        f.write("epoch,seconds,train_loss,val_score,val_lesion_dice,val_normal_fp_rate,val_presence_auc,lr\n")
     best, t0 = -1.0, time.time()
     print(f"{len(train)} train / {len(val)} val on {device}", flush=True)
     for epoch in range(1, args.epochs + 1):
         model.train()
-        order = rng.permutation(len(train))
+        order = rng.permutation(pool)
         losses = []
         for s in range(steps_per_epoch):
             idx = order[s * args.batch : (s + 1) * args.batch]
             batch = [aug(sample(*train[i], args.size, rng, args.roi_prob)) for i in idx]
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            if args.presence_weight:
+                loss = loss + args.presence_weight * presence_loss(logits, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -179,8 +202,9 @@ def main() -> None:
         m = (evaluate_deployed if args.select == "deployed" else evaluate)(net, val, args.size, device)
         elapsed = time.time() - t0
         with open(log_path, "a") as f:
+            auc = m.get("presence_auc", float("nan"))
             f.write(f"{epoch},{elapsed:.0f},{np.mean(losses):.4f},{m['score']:.4f},{m['lesion_dice']:.4f},"
-                    f"{m['normal_fp_rate']:.4f},{sched.get_last_lr()[0]:.2e}\n")
+                    f"{m['normal_fp_rate']:.4f},{auc:.4f},{sched.get_last_lr()[0]:.2e}\n")
         print(f"epoch {epoch} loss {np.mean(losses):.4f} val {m} {elapsed:.0f}s", flush=True)
         if m["score"] > best:
             best = m["score"]

@@ -95,3 +95,26 @@ def test_analyze_expect_lesion_classifies_a_flagged_candidate(tmp_path):
     assert result["flags"][0].startswith("low-confidence segmentation")
     assert "FLAG low-confidence segmentation" in r.stdout
     assert result["malignancy_probability"] < 0.5  # a benign lesion
+
+
+def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(DATA / "benign_351.png", cases / "b.png")  # missed by the default, found when expected
+    manifest = cases / "manifest.csv"
+    manifest.write_text("case_id,image\nb351,b.png\n")
+    out = tmp_path / "out"
+    r = _cli("batch", manifest, "--out", out, "--expect-lesion")
+    assert r.returncode == 0, r.stderr
+    with open(out / "results.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["status"] == "ok" and row["lesion_found"] == "true" and row["predicted_label"] == "benign"
+    result = json.loads((out / "b351" / "result.json").read_text())
+    assert result["flags"][0].startswith("low-confidence segmentation") and result["batch_expect_lesion"]
+    assert (out / "b351" / "heatmap.nrrd").exists()
+    r = _cli("batch", manifest, "--out", out)  # other setting: recomputed, not resumed
+    assert r.returncode == 0, r.stderr
+    with open(out / "results.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["lesion_found"] == "false" and row["heatmap_path"] == ""
+    assert not (out / "b351" / "heatmap.nrrd").exists()  # no stale heatmap from the first run

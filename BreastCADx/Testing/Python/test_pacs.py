@@ -97,7 +97,11 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
     assert summary["birads_suggestion"] == result["birads_suggestion"]
 
     # analysing the study again picks the source series, not our stored overlay, and refuses to overwrite
-    assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(tmp_path / "again")]) == 0
+    assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(tmp_path / "again"),
+                 "--expect-lesion"]) == 0
+    again = json.loads((tmp_path / "again" / "result.json").read_text())
+    assert again["malignancy_probability"] == result["malignancy_probability"]  # confident: the flag changes nothing
+    assert not any(f.startswith("low-confidence") for f in again["flags"])
     assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(out)]) == 2
     assert "will not overwrite" in capsys.readouterr().err
     assert json.loads((out / "result.json").read_text()) == result  # the first run's outputs are untouched
