@@ -59,13 +59,14 @@ class ModelInfo:
 
 
 def source_datasets(image: Image) -> list[pydicom.Dataset]:
-    """The DICOM instances behind the image's frames, in frame order."""
+    """The headers of the DICOM instances behind the image's frames, in frame order (SEG and SR reference
+    them; their pixels are not needed)."""
     if not image.source_files:
         raise DicomExportError("DICOM SEG/SR need an image loaded from DICOM (this one has no DICOM source)",
                                image.source)
     from .io.dicom import read_datasets
 
-    return read_datasets(image.source_files)
+    return read_datasets(image.source_files, pixels=False)
 
 
 def _frames_layout(image: Image, sources: list[pydicom.Dataset]) -> str:

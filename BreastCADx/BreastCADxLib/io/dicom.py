@@ -182,12 +182,12 @@ def read_dicom_file(path: Path) -> Image:
     )
 
 
-def read_datasets(paths) -> list[pydicom.Dataset]:
-    """Whole DICOM datasets (headers and pixels) of several files; the first unreadable one is named."""
+def read_datasets(paths, pixels: bool = True) -> list[pydicom.Dataset]:
+    """DICOM datasets of several files (headers only when not `pixels`); the first unreadable one is named."""
     out = []
     for f in paths:
         try:
-            out.append(pydicom.dcmread(f))
+            out.append(pydicom.dcmread(f, stop_before_pixels=not pixels))
         except (OSError, InvalidDicomError) as e:
             raise ImageReadError(f"not a readable DICOM file ({e})", f) from None
     return out
