@@ -77,12 +77,20 @@ def augmentations(seed: int) -> Compose:
     return tx
 
 
-def sample(img: np.ndarray, msk: np.ndarray, size: int, rng: np.random.Generator, roi_prob: float) -> dict:
-    """Optional ROI-prompt crop (lesion box + random margin), then resize to size x size."""
+def sample(img: np.ndarray, msk: np.ndarray, size: int, rng: np.random.Generator, roi_prob: float,
+           random_crop_prob: float = 0.0) -> dict:
+    """Optional ROI-prompt crop (lesion box + random margin) or a random crop anywhere (the box may hold no
+    lesion, so zoomed-in views learn to stay empty), then resize to size x size."""
     box = mask_bbox(msk)
-    if box is not None and rng.random() < roi_prob:
+    u = rng.random() if box is not None or random_crop_prob else 1.0  # shipped runs: the same random stream
+    if box is not None and u < roi_prob:
         x0, y0, x1, y1 = expand_box(box, rng.uniform(0.05, 0.6), msk.shape)
         img, msk = img[y0:y1, x0:x1], msk[y0:y1, x0:x1]
+    elif random_crop_prob and u >= 1.0 - random_crop_prob:
+        rows, cols = msk.shape
+        h, w = int(rows * rng.uniform(0.15, 0.6)), int(cols * rng.uniform(0.15, 0.6))
+        y0, x0 = int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1))
+        img, msk = img[y0:y0 + h, x0:x0 + w], msk[y0:y0 + h, x0:x0 + w]
     t_img = resize_plane(torch.from_numpy(img.astype(np.float32)), (size, size))
     t_msk = resize_plane(torch.from_numpy(msk.astype(np.float32)), (size, size), mode="nearest")
     return {"image": t_img[None], "label": t_msk[None]}
@@ -144,6 +152,8 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.0, help="evaluate and save an EMA of the weights (decay/step)")
     ap.add_argument("--presence-weight", type=float, default=0.0,
                     help="weight of an image-level lesion-present loss on the top logits (0 = off)")
+    ap.add_argument("--random-crop-prob", type=float, default=0.0,
+                    help="share of samples cropped at random (with or without lesion)")
     ap.add_argument("--normal-repeat", type=int, default=1, help="show each normal image this many times per epoch")
     ap.add_argument("--select", choices=["raw", "deployed"], default="raw",
                     help="model selection on the raw 0.5 threshold or through the shipped inference path")
@@ -184,7 +194,7 @@ def main() -> None:
         losses = []
         for s in range(steps_per_epoch):
             idx = order[s * args.batch : (s + 1) * args.batch]
-            batch = [aug(sample(*train[i], args.size, rng, args.roi_prob)) for i in idx]
+            batch = [aug(sample(*train[i], args.size, rng, args.roi_prob, args.random_crop_prob)) for i in idx]
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
             logits = model(x)

@@ -1,0 +1,45 @@
+"""Pieces of training.segmentation.train: the presence loss and the crop sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.segmentation.train import presence_loss, sample
+
+
+def test_presence_loss_punishes_a_small_hot_spot_on_a_normal_image():
+    cold = torch.full((1, 1, 100, 100), -6.0)
+    spot = cold.clone()
+    spot[..., 10:15, 10:15] = 6.0  # 25 of 10,000 pixels: a false lesion the mean would hide
+    empty = torch.zeros_like(cold)
+    assert presence_loss(cold, empty) < 0.01
+    assert presence_loss(spot, empty) > 5.0
+
+    lesion = torch.zeros_like(cold)
+    lesion[..., 40:60, 40:60] = 1
+    found = torch.where(lesion > 0, 6.0, -6.0)
+    assert presence_loss(found, lesion) < 0.01
+    assert presence_loss(cold, lesion) > 5.0  # a missed lesion
+
+
+def test_random_crops_keep_their_labels_and_leave_the_shipped_random_stream_alone():
+    img = np.tile(np.arange(200, dtype=np.uint8), (100, 1))  # intensity = column
+    msk = np.zeros((100, 200), bool)
+    msk[40:60, 150:170] = True
+    normal = np.zeros_like(msk)
+    rng, ref = np.random.default_rng(0), np.random.default_rng(0)
+    out = sample(img, normal, 32, rng, roi_prob=0.3)  # no crop for a normal image: no random number drawn
+    assert out["image"].shape == (1, 32, 32) and not out["label"].any()
+    assert rng.random() == ref.random()
+    seen_lesion = seen_empty = False
+    for seed in range(40):
+        out = sample(img, msk, 64, np.random.default_rng(seed), roi_prob=0.0, random_crop_prob=1.0)
+        x = out["image"][0]
+        assert x.max() - x.min() < 0.7 * 200  # a crop, not the whole width
+        if out["label"].any():
+            seen_lesion = True
+            assert x[out["label"][0] > 0].min() >= 140  # label stays on the lesion's columns
+        else:
+            seen_empty = True
+    assert seen_lesion and seen_empty
