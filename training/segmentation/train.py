@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--random-crop-prob", type=float, default=0.0,
                     help="share of samples cropped at random (with or without lesion)")
     ap.add_argument("--normal-repeat", type=int, default=1, help="show each normal image this many times per epoch")
+    ap.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights (model_eNN.pt)")
     ap.add_argument("--select", choices=["raw", "deployed"], default="raw",
                     help="model selection on the raw 0.5 threshold or through the shipped inference path")
     args = ap.parse_args()
@@ -216,6 +217,8 @@ def main() -> None:
             f.write(f"{epoch},{elapsed:.0f},{np.mean(losses):.4f},{m['score']:.4f},{m['lesion_dice']:.4f},"
                     f"{m['normal_fp_rate']:.4f},{auc:.4f},{sched.get_last_lr()[0]:.2e}\n")
         print(f"epoch {epoch} loss {np.mean(losses):.4f} val {m} {elapsed:.0f}s", flush=True)
+        if args.keep_epochs:  # for probes that select on another role than this run's score
+            torch.save(net.state_dict(), args.out / f"model_e{epoch:02d}.pt")
         if m["score"] > best:
             best = m["score"]
             torch.save(net.state_dict(), args.out / "model.pt")
