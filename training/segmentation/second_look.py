@@ -72,15 +72,16 @@ def check(look: LesionSegmenter, cases: list, missed: list) -> list[tuple[int, f
     return out
 
 
-def score_table(first: LesionSegmenter, run: Path, cases: list, thresholds: list[float]) -> list[dict]:
-    """One row per (checkpoint, t) on these cases: score, lesion Dice, normal images given a lesion."""
+def score_table(first: LesionSegmenter, looks: list[tuple[int, Path]], cases: list,
+                thresholds: list[float]) -> list[dict]:
+    """One row per (checkpoint, t) on these cases: score, lesion Dice, normal images given a lesion, looks kept."""
     plain, missed = first_pass(first, cases)
     lesion = np.array([ref.any() for _, ref in cases])
     rows = [{"epoch": None, "t": None, **summarise(np.array(plain), lesion)}]
-    for epoch, path in checkpoints(run):
+    for epoch, path in looks:
         checked = check(second_model(first, path), cases, missed)
         rows += [{"epoch": epoch, "t": t, "path": path, **summarise(cascade(plain, checked, t), lesion),
-                  "used": sum(m >= t for _, _, m in checked)} for t in thresholds]
+                  "used": f"{sum(m >= t for _, _, m in checked)} of {len(missed)}"} for t in thresholds]
         print(f"epoch {epoch}: candidate means on the {len(missed)} images the first model left empty: "
               + ", ".join(f"{'L' if cases[i][1].any() else 'N'}{m:.2f}" for i, _, m in checked), flush=True)
     return rows
@@ -92,12 +93,13 @@ def summarise(scores: np.ndarray, lesion: np.ndarray) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| checkpoint | t | score | lesion Dice | normal images with a lesion |", "|---|---|---|---|---|"]
+    lines = ["| checkpoint | t | score | lesion Dice | normal images with a lesion | second look kept on |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         name = "first model alone" if r["epoch"] is None else f"epoch {r['epoch']}"
         t = "-" if r["t"] is None else f"{r['t']:.2f}"
         lines.append(f"| {name} | {t} | {r['score']:.3f} | {r['lesion_dice']:.3f} | "
-                     f"{r['normal_with_lesion']} of {r['normals']} |")
+                     f"{r['normal_with_lesion']} of {r['normals']} | {r.get('used', '-')} |")
     return "\n".join(lines)
 
 
@@ -112,19 +114,13 @@ def main() -> None:
     rows = read_split(args.split)
     first = LesionSegmenter.from_registry()
     val = [load_case(args.data, r) for r in rows if r["split"] == "val"]
-    table = score_table(first, args.run, val, args.thresholds)
+    table = score_table(first, checkpoints(args.run), val, args.thresholds)
     print("val split\n" + markdown(table))
     best = max(table[1:], key=lambda r: (round(r["score"], 6), r["t"], r["epoch"]))
     print(f"chosen on val: epoch {best['epoch']}, t {best['t']}: val score {best['score']:.4f}")
     if args.test:
         test = [load_case(args.data, r) for r in rows if r["split"] == "test"]
-        plain, missed = first_pass(first, test)
-        checked = check(second_model(first, best["path"]), test, missed)
-        lesion = np.array([ref.any() for _, ref in test])
-        alone = {"epoch": None, "t": None, **summarise(np.array(plain), lesion)}
-        chosen = {**best, **summarise(cascade(plain, checked, best["t"]), lesion)}
-        print(f"test split (second look used on {sum(m >= best['t'] for _, _, m in checked)} of {len(missed)} "
-              f"images the first model left empty)\n" + markdown([alone, chosen]))
+        print("test split\n" + markdown(score_table(first, [(best["epoch"], best["path"])], test, [best["t"]])))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Pieces of training.segmentation.train: the presence loss and the crop sampler."""
+"""Pieces of training.segmentation: the presence loss, the crop sampler, the second-look cascade score."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from training.segmentation.second_look import cascade, summarise
 from training.segmentation.train import presence_loss, sample
 
 
@@ -43,3 +44,16 @@ def test_random_crops_keep_their_labels_and_leave_the_shipped_random_stream_alon
         else:
             seen_empty = True
     assert seen_lesion and seen_empty
+
+
+def test_second_look_cascade_keeps_candidates_at_the_threshold_and_counts_false_lesions():
+    # images 0-1 lesions, 2-3 normal; the first model left 1 (lesion) and 2, 3 (normal) empty
+    plain = [0.9, 0.0, 1.0, 1.0]
+    checked = [(1, 0.8, 0.91), (2, 0.0, 0.90), (3, 0.0, 0.5)]  # (image, candidate's score, its mean)
+    lesion = np.array([True, True, False, False])
+    np.testing.assert_allclose(cascade(plain, checked, 0.95), plain)
+    kept = cascade(plain, checked, 0.9)  # >= t: image 2's false lesion is kept too
+    np.testing.assert_allclose(kept, [0.9, 0.8, 0.0, 1.0])
+    got = summarise(kept, lesion)
+    assert (got["normal_with_lesion"], got["normals"]) == (1, 2)
+    np.testing.assert_allclose([got["score"], got["lesion_dice"]], [0.675, 0.85])
