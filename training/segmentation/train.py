@@ -1,10 +1,14 @@
-"""Train the BUSI lesion segmenter (MONAI FlexibleUNet + EfficientNet-Lite0 encoder).
+"""Train the lesion segmenter (MONAI FlexibleUNet + EfficientNet-Lite0/Lite2 encoder) on one or both sites.
 
-Reproduces BreastCADx/Resources/Models/lesion_seg_lite0.pt:
-    python -m training.segmentation.train --data ../shared/data/busi --out runs/seg_lite0
+    python -m training.segmentation.train --sites busi --out runs/seg_lite0           # the BUSI-only recipe
+    python -m training.segmentation.train --sites busi,busbra_l5 --scanner-aug 0.3 --negative-crop-prob 0.15 \
+        --bf16 --out runs/seg_two_site
 
-Train split only for fitting; validation split for model selection (best mean Dice,
-empty-vs-empty counted as 1); the test split is never read here. Seeded; CUDA when present.
+Train splits only for fitting; the validation splits of --val-sites for model selection (mean Dice,
+empty-vs-empty counted as 1); test splits are never read here. Seeded; CUDA when present.
+CPU by design: --bf16 (autocast + channels_last) halves the step time on AVX-512-BF16 CPUs; a checkpoint is
+written after every epoch and --resume continues a run cut by --time-limit-min (or a killed session) where it
+stopped, with the same schedule; every start and resume is logged in run.log with its time budget.
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from monai.transforms import (
 from monai.utils import set_determinism
 
 from BreastCADxLib.image import Image
+from BreastCADxLib.models import load_card
 from BreastCADxLib.networks import baseline_unet, lesion_unet
 from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
-from BreastCADxLib.segmentation import DEFAULT_MODEL
-from training.common import load_case, read_split, seg_summary
+from BreastCADxLib.segmentation import DEFAULT_MODEL, LesionSegmenter
+from training.augment import ScannerAugment, negative_crop
+from training.common import seg_summary
+from training.data import add_data_args, cases
 
 
 class Speckle:
@@ -119,9 +126,6 @@ def presence_loss(logits: torch.Tensor, y: torch.Tensor, top: float = 0.002) -> 
 
 def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
     """The same score through the shipped inference path: flip TTA, the shipped card's post-processing, cascade."""
-    from BreastCADxLib.models import load_card
-    from BreastCADxLib.segmentation import LesionSegmenter
-
     card = load_card(DEFAULT_MODEL)
     card["input"] = {**card["input"], "height": size, "width": size}
     seg = LesionSegmenter(card, model, device.type)
@@ -134,18 +138,40 @@ def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: to
     return summary
 
 
+def aug_states(aug: Compose) -> list:
+    """The random states of every augmentation step, as plain Python values (a checkpoint loads weights_only)."""
+    out = []
+    for t in aug.transforms:
+        if isinstance(t, Speckle):
+            out.append(t.rng.bit_generator.state)
+        else:
+            name, keys, pos, has_gauss, cached = t.R.get_state()
+            out.append([name, keys.tolist(), pos, has_gauss, cached])
+    return out
+
+
+def set_aug_states(aug: Compose, states: list) -> None:
+    for t, st in zip(aug.transforms, states):
+        if isinstance(t, Speckle):
+            t.rng.bit_generator.state = st
+        else:
+            t.R.set_state((st[0], np.array(st[1], dtype=np.uint32), *st[2:]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/busi"))
-    ap.add_argument("--split", type=Path, default=Path("training/splits/busi.csv"))
+    add_data_args(ap)
+    ap.add_argument("--sites", default="busi", help="comma-separated training sites (train split of each)")
+    ap.add_argument("--val-sites", default="", help="sites whose val split selects the model (default: --sites)")
     ap.add_argument("--out", type=Path, default=Path("runs/seg_lite0"))
-    ap.add_argument("--arch", choices=["lite0", "unet"], default="lite0")
+    ap.add_argument("--arch", choices=["lite0", "lite2", "unet"], default="lite0")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--roi-prob", type=float, default=0.3, help="share of samples cropped like a ROI prompt")
-    ap.add_argument("--time-limit-min", type=float, default=0, help="stop after this many minutes (0 = none)")
+    ap.add_argument("--time-limit-min", type=float, default=0,
+                    help="stop after the epoch that passes this many minutes of this session (0 = none)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init", type=Path, help="start from these weights (stage-2 fine-tuning)")
@@ -154,8 +180,13 @@ def main() -> None:
                     help="weight of an image-level lesion-present loss on the top logits (0 = off)")
     ap.add_argument("--random-crop-prob", type=float, default=0.0,
                     help="share of samples cropped at random (with or without lesion)")
+    ap.add_argument("--negative-crop-prob", type=float, default=0.0,
+                    help="share of samples replaced by a lesion-free crop of the same image (hard negatives)")
+    ap.add_argument("--scanner-aug", type=float, default=0.0, help="probability of each scanner-imitating step")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast + channels_last (CPU)")
     ap.add_argument("--normal-repeat", type=int, default=1, help="show each normal image this many times per epoch")
     ap.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights (model_eNN.pt)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     ap.add_argument("--select", choices=["raw", "deployed"], default="raw",
                     help="model selection on the raw 0.5 threshold or through the shipped inference path")
     args = ap.parse_args()
@@ -164,13 +195,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = read_split(args.split)
-    train = [load_case(args.data, r) for r in rows if r["split"] == "train"]
-    val = [load_case(args.data, r) for r in rows if r["split"] == "val"]
-    model = lesion_unet(pretrained=True) if args.arch == "lite0" else baseline_unet()
+    sites = args.sites.split(",")
+    train = [c.load() for c in cases(args, sites, ("train",))]
+    val = [c.load() for c in cases(args, (args.val_sites or args.sites).split(","), ("val",))]
+    model = baseline_unet() if args.arch == "unet" else lesion_unet(pretrained=True, arch=args.arch)
     if args.init:
         model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     model = model.to(device)
+    if args.bf16:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     pool = [i for i, (_, m) in enumerate(train) for _ in range(1 if m.any() else args.normal_repeat)]
     steps_per_epoch = math.ceil(len(pool) / args.batch)
@@ -182,23 +215,55 @@ def main() -> None:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True)
     aug = augmentations(args.seed)
+    scanner = ScannerAugment(args.scanner_aug, seed=args.seed + 1)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    log_path = args.out / "train_log.csv"
-    with open(log_path, "w") as f:
-        f.write("epoch,seconds,train_loss,val_score,val_lesion_dice,val_normal_fp_rate,val_presence_auc,lr\n")
-    best, t0 = -1.0, time.time()
-    print(f"{len(train)} train / {len(val)} val on {device}", flush=True)
-    for epoch in range(1, args.epochs + 1):
+    log_path, ckpt_path = args.out / "train_log.csv", args.out / "checkpoint.pt"
+    run_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "time_limit_min", "threads")}
+    best, first_epoch, spent = -1.0, 1, 0.0
+    if args.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck["args"] != run_args:
+            raise SystemExit(f"--resume with other arguments than the run in {args.out}: {ck['args']}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        rng.bit_generator.state, scanner.rng.bit_generator.state = ck["rng"]
+        set_aug_states(aug, ck["aug"])
+        best, first_epoch, spent = ck["best"], ck["epoch"] + 1, ck["seconds"]
+    else:
+        with open(log_path, "w") as f:
+            f.write("epoch,seconds,train_loss,val_score,val_lesion_dice,val_normal_fp_rate,val_presence_auc,lr\n")
+    budget = f"{args.time_limit_min:g} min this session" if args.time_limit_min else "no time limit"
+    with open(args.out / "run.log", "a") as f:
+        what = f"resume at epoch {first_epoch}" if first_epoch > 1 else "start"
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {what} of {args.epochs}; budget {budget}; "
+                f"{spent / 60:.1f} min spent before; device {device}{' bf16+channels_last' if args.bf16 else ''}; "
+                f"{len(train)} train / {len(val)} val\n")
+    t0 = time.time()
+    print(f"{len(train)} train / {len(val)} val on {device}, epochs {first_epoch}..{args.epochs}", flush=True)
+    for epoch in range(first_epoch, args.epochs + 1):
         model.train()
         order = rng.permutation(pool)
         losses = []
         for s in range(steps_per_epoch):
             idx = order[s * args.batch : (s + 1) * args.batch]
-            batch = [aug(sample(*train[i], args.size, rng, args.roi_prob, args.random_crop_prob)) for i in idx]
+            batch = []
+            for i in idx:
+                img, msk = scanner(*train[i])
+                neg = None
+                if args.negative_crop_prob and rng.random() < args.negative_crop_prob:
+                    neg = negative_crop(img, msk, rng)
+                batch.append(aug(sample(*(neg or (img, msk)), args.size, rng, args.roi_prob, args.random_crop_prob)))
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
-            logits = model(x)
+            if args.bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(x)
+            logits = logits.float()
             loss = loss_fn(logits, y)
             if args.presence_weight:
                 loss = loss + args.presence_weight * presence_loss(logits, y)
@@ -211,7 +276,7 @@ def main() -> None:
             losses.append(loss.item())
         net = ema.module if ema is not None else model
         m = (evaluate_deployed if args.select == "deployed" else evaluate)(net, val, args.size, device)
-        elapsed = time.time() - t0
+        elapsed = spent + time.time() - t0
         with open(log_path, "a") as f:
             auc = m.get("presence_auc", float("nan"))
             f.write(f"{epoch},{elapsed:.0f},{np.mean(losses):.4f},{m['score']:.4f},{m['lesion_dice']:.4f},"
@@ -222,11 +287,21 @@ def main() -> None:
         if m["score"] > best:
             best = m["score"]
             torch.save(net.state_dict(), args.out / "model.pt")
-            (args.out / "best.json").write_text(json.dumps({"epoch": epoch, **m, "args": {
-                k: str(v) for k, v in vars(args).items()}}, indent=2))
-        if args.time_limit_min and elapsed > args.time_limit_min * 60:
-            print("time limit reached", flush=True)
+            (args.out / "best.json").write_text(json.dumps({"epoch": epoch, **m, "args": run_args}, indent=2))
+        torch.save({"args": run_args, "epoch": epoch, "best": best, "seconds": elapsed, "model": model.state_dict(),
+                    "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "aug": aug_states(aug),
+                    "rng": [rng.bit_generator.state, scanner.rng.bit_generator.state]}, ckpt_path.with_suffix(".tmp"))
+        ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+        if args.time_limit_min and time.time() - t0 > args.time_limit_min * 60 and epoch < args.epochs:
+            print(f"time limit reached after epoch {epoch}; continue with --resume", flush=True)
+            with open(args.out / "run.log", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} stopped by the time limit after epoch {epoch}\n")
             break
+    else:
+        with open(args.out / "run.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} finished; best val score {best:.4f}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""The two training sites and their committed splits, for every training and benchmark script.
+
+Site A, ``busi``: BUSI (Cairo, GE LOGIQ E9), duplicate-aware split ``training/splits/busi.csv``.
+Site B, ``busbra_l5``: BUS-BRA's GE Logiq 5 part (Rio de Janeiro), patient-grouped split
+``training/splits/busbra_l5.csv`` (made by ``training/split_busbra.py``).
+
+Every split file has the columns ``case, label, group, split, fold``; ``group`` never crosses ``split``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SITES = ("busi", "busbra_l5")
+SPLITS = Path(__file__).resolve().parent / "splits"
+DEFAULT_DATA = {"busi": Path("../shared/data/busi"), "busbra_l5": Path("../shared/data/busbra_l5")}
+
+
+@dataclass(frozen=True)
+class Case:
+    site: str
+    case: str
+    label: str  # benign | malignant | normal
+    group: str  # duplicate group (BUSI) or patient (BUS-BRA)
+    split: str  # train | val | test
+    fold: int
+    image: Path
+    mask: Path
+    birads: int | None = None  # the ultrasonographer's category (BUS-BRA only)
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}/{self.case}"
+
+    @property
+    def malignant(self) -> bool:
+        return self.label == "malignant"
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Image (uint8 grey) and reference mask (bool)."""
+        img = np.asarray(Image.open(self.image).convert("L"))
+        msk = np.asarray(Image.open(self.mask).convert("L")) > 127
+        return img, msk
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def site_cases(site: str, data: Path, roles: tuple[str, ...] | None = None, lesions_only: bool = False) -> list[Case]:
+    """The site's cases from its committed split, optionally only some roles (train/val/test)."""
+    rows = _read(SPLITS / f"{site}.csv")
+    out = []
+    if site == "busi":
+        for r in rows:
+            folder = data / r["label"]
+            out.append(Case(site, r["case"], r["label"], r["group"], r["split"], int(r["fold"]),
+                            folder / f"{r['case']}.png", folder / f"{r['case']}_mask.png"))
+    elif site == "busbra_l5":
+        manifest = {m["case_id"]: m for m in _read(data / "manifest.csv")}
+        for r in rows:
+            m = manifest[r["case"]]
+            out.append(Case(site, r["case"], r["label"], r["group"], r["split"], int(r["fold"]),
+                            data / m["image"], data / m["mask"], int(m["birads"])))
+    else:
+        raise ValueError(f"unknown site '{site}' (known: {', '.join(SITES)})")
+    return [c for c in out if (roles is None or c.split in roles) and not (lesions_only and c.label == "normal")]
+
+
+def add_data_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--busi", type=Path, default=DEFAULT_DATA["busi"], help="BUSI data folder")
+    ap.add_argument("--busbra", type=Path, default=DEFAULT_DATA["busbra_l5"], help="BUS-BRA L5 data folder")
+
+
+def data_dir(args: argparse.Namespace, site: str) -> Path:
+    return args.busi if site == "busi" else args.busbra
+
+
+def cases(args: argparse.Namespace, sites: list[str] | tuple[str, ...], roles: tuple[str, ...] | None = None,
+          lesions_only: bool = False) -> list[Case]:
+    return [c for s in sites for c in site_cases(s, data_dir(args, s), roles, lesions_only)]
