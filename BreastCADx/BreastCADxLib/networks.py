@@ -35,10 +35,6 @@ def imagenet_state_dict(name: str = LITE0_NAME) -> dict[str, torch.Tensor]:
     return torch.load(ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-def imagenet_lite0_state_dict() -> dict[str, torch.Tensor]:
-    return imagenet_state_dict(LITE0_NAME)
-
-
 class EfficientNetLiteEncoder(BaseEncoder, nn.Module):
     """EfficientNet-Lite0/Lite2 trunk returning five feature maps (strides 2..32)."""
 
@@ -116,16 +112,16 @@ def baseline_unet() -> nn.Module:
     )
 
 
-class Lite0Trunk(nn.Module):
-    """EfficientNet-Lite0 up to its 1280-channel head, global-average pooled: (B, 3, H, W) -> (B, 1280)."""
+class LiteTrunk(nn.Module):
+    """EfficientNet-Lite0/Lite2 up to its 1280-channel head, global-average pooled: (B, 3, H, W) -> (B, 1280)."""
 
-    def __init__(self, pretrained: bool = True) -> None:
+    def __init__(self, pretrained: bool = True, name: str = LITE0_NAME) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name(LITE0_NAME)
+        net = EfficientNet.from_name(name)
         if pretrained:
-            net.load_state_dict(imagenet_lite0_state_dict())
+            net.load_state_dict(imagenet_state_dict(name))
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = net._blocks
         self.head = nn.Sequential(net._conv_head, net._bn1, net._swish)  # ReLU6 in the Lite variants
@@ -143,7 +139,7 @@ class Lite0Trunk(nn.Module):
 class LinearScore(nn.Module):
     """trunk features -> one logit (w . f + b): the deep evidence Grad-CAM explains."""
 
-    def __init__(self, trunk: Lite0Trunk, weight: torch.Tensor, bias: float) -> None:
+    def __init__(self, trunk: nn.Module, weight: torch.Tensor, bias: float) -> None:
         super().__init__()
         self.trunk = trunk
         self.score = nn.Linear(weight.numel(), 1)
@@ -208,7 +204,7 @@ class LesionCNN(nn.Module):
     def __init__(self, arch: str, pretrained: bool = False) -> None:
         super().__init__()
         if arch == "lite0":
-            self.trunk: nn.Module = Lite0Trunk(pretrained=pretrained)
+            self.trunk: nn.Module = LiteTrunk(pretrained=pretrained)
             dim = 1280
         elif arch == "mnhybrid":
             self.trunk = MNHybridTrunk()

@@ -1,0 +1,111 @@
+"""Features of every lesion of one site under the masks the product really uses.
+
+    python -m training.classification.site_features --site busbra_l5 \
+        --pass runs/site_pass/seg_A__busbra_l5__train+val.npz
+    python -m training.classification.site_features --site busi --masks reference,perturbed
+
+Mask kinds: `reference` (the site's outline), `perturbed` (the reference redrawn by another hand: a smooth random
+boundary shift of about 5 % of the lesion size, imitating a user-corrected mask), and from a segmenter pass
+(training.segmentation.site_pass): `roi` (segmenter in the reference box + 10 %) and `expect` (no prompt, a lesion
+expected: the panel's default automatic mask). Feature families: pyradiomics (the shipped parameter file),
+lexicon descriptors, frozen ImageNet EfficientNet-Lite0 on the lesion's box crop (`deep_box`, no mask channel)
+and on the mask-aware crop (`deep_mask`). Writes runs/site_features/<site>__<kind>[__<pass>].npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from BreastCADxLib.deep import DeepFeatures
+from BreastCADxLib.descriptors import NAMES as DESCRIPTOR_NAMES
+from BreastCADxLib.descriptors import describe
+from BreastCADxLib.errors import MaskError
+from BreastCADxLib.image import Image
+from BreastCADxLib.radiomics_features import extract
+from training.data import Case, add_data_args, cases
+from training.segmentation.site_pass import load_pass
+
+OUT = Path("runs/site_features")
+SEED = 11
+
+
+def perturbed(ref: np.ndarray, case: str) -> np.ndarray:
+    """The reference outline redrawn: signed distance + smooth noise + a small global offset, largest island."""
+    rng = np.random.default_rng([SEED, *case.encode()])
+    scale = float(np.sqrt(ref.sum()))
+    sdt = ndimage.distance_transform_edt(~ref) - ndimage.distance_transform_edt(ref)
+    noise = ndimage.gaussian_filter(rng.normal(size=ref.shape), sigma=max(2.0, 0.15 * scale))
+    noise *= 0.05 * scale / max(noise.std(), 1e-9)
+    out = sdt + noise + rng.uniform(-0.06, 0.06) * scale < 0
+    labels, n = ndimage.label(out)
+    if n == 0:
+        return ref
+    out = labels == (1 + int(np.argmax(ndimage.sum_labels(out, labels, np.arange(1, n + 1)))))
+    return ndimage.binary_fill_holes(out)
+
+
+def family_rows(img: np.ndarray, mask: np.ndarray, deep_box: DeepFeatures, deep_mask: DeepFeatures) -> dict:
+    image = Image(array=img)
+    m = mask[None]
+    rad = extract(image, m)
+    return {"radiomics": rad, "descriptors": describe(img, mask), "deep_box": deep_box.features(image, m),
+            "deep_mask": deep_mask.features(image, m)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(ap)
+    ap.add_argument("--site", required=True)
+    ap.add_argument("--roles", default="train,val")
+    ap.add_argument("--masks", default="", help="reference,perturbed (default: roi,expect with --pass)")
+    ap.add_argument("--pass", dest="pass_file", type=Path, help="a site_pass NPZ (for roi / expect masks)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    kinds = (args.masks or ("roi,expect" if args.pass_file else "reference,perturbed")).split(",")
+    passed = load_pass(args.pass_file) if args.pass_file else {}
+    todo: list[Case] = cases(args, [args.site], tuple(args.roles.split(",")), lesions_only=True)
+    deep_box, deep_mask = DeepFeatures("cpu", crop="box"), DeepFeatures("cpu", crop="mask")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        t0 = time.time()
+        rows, ok, errors, dice = [], [], [], []
+        for c in todo:
+            img, ref = c.load()
+            if kind == "reference":
+                mask = ref
+            elif kind == "perturbed":
+                mask = perturbed(ref, c.case)
+            else:
+                mask = passed[c.case][kind]
+            d = float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum()))
+            try:
+                rows.append(family_rows(img, mask, deep_box, deep_mask))
+            except (MaskError, ValueError) as e:
+                errors.append(f"{c.case}: {e}")
+                continue
+            ok.append(c)
+            dice.append(d)
+        names = list(rows[0]["radiomics"])
+        suffix = f"__{args.pass_file.stem.split('__')[0]}" if kind in ("roi", "expect") else ""
+        path = args.out / f"{args.site}__{kind}{suffix}.npz"
+        np.savez_compressed(
+            path, case=np.array([c.case for c in ok]), label=np.array([int(c.malignant) for c in ok]),
+            group=np.array([c.group for c in ok]), split=np.array([c.split for c in ok]),
+            fold=np.array([c.fold for c in ok]), birads=np.array([c.birads or 0 for c in ok]),
+            dice=np.array(dice), radiomics_names=np.array(names),
+            radiomics=np.array([[r["radiomics"][n] for n in names] for r in rows]),
+            descriptor_names=np.array(DESCRIPTOR_NAMES),
+            descriptors=np.array([[r["descriptors"][n] for n in DESCRIPTOR_NAMES] for r in rows]),
+            deep_box=np.array([r["deep_box"] for r in rows], np.float32),
+            deep_mask=np.array([r["deep_mask"] for r in rows], np.float32), errors=np.array(errors))
+        print(f"{path}: {len(ok)} lesions, {len(errors)} without features, mean Dice to reference "
+              f"{np.mean(dice):.3f}, {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

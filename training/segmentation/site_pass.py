@@ -1,0 +1,103 @@
+"""Run a segmenter over one site's images and keep everything later steps need (no second pass).
+
+    python -m training.segmentation.site_pass --run runs/seg_A --site busbra_l5 --roles train,val
+    python -m training.segmentation.site_pass --run shipped --site busbra_l5 --roles train,val
+
+Per image: the whole-image probability map after the cascade (uint8, 0..255), the default mask, the
+lesion-expected mask (the panel's default) and the ROI-box mask (reference box + 10 %, as in the benchmarks).
+Leave-site-out use: a run trained on one site, passed over the other. Writes runs/site_pass/<run>__<site>.npz.
+Test splits are read only when --roles names them (the final report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from BreastCADxLib.image import Image
+from BreastCADxLib.models import load_card
+from BreastCADxLib.networks import lesion_unet
+from BreastCADxLib.preprocessing import expand_box, mask_bbox
+from BreastCADxLib.segmentation import DEFAULT_MODEL, LesionSegmenter
+from training.data import add_data_args, cases
+
+OUT = Path("runs/site_pass")
+
+
+def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None) -> LesionSegmenter:
+    """'shipped' (the registry's model), or a training run folder (fp32 model.pt + best.json), whose card is
+    the shipped card with the run's input size and architecture (post-processing as given or as shipped)."""
+    if run == "shipped":
+        return LesionSegmenter.from_registry(DEFAULT_MODEL, device)
+    import json
+
+    best = json.loads((Path(run) / "best.json").read_text())
+    arch, size = best["args"].get("arch", "lite0"), int(best["args"]["size"])
+    card = load_card(DEFAULT_MODEL)
+    card = {**card, "id": Path(run).name, "input": {**card["input"], "height": size, "width": size},
+            "postprocessing": {**card["postprocessing"], **(postprocessing or {})}}
+    net = lesion_unet(pretrained=False, arch=arch)
+    net.load_state_dict(torch.load(Path(run) / "model.pt", map_location="cpu", weights_only=True))
+    return LesionSegmenter(card, net, device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(ap)
+    ap.add_argument("--run", required=True, help="'shipped' or a runs/ folder")
+    ap.add_argument("--site", required=True)
+    ap.add_argument("--roles", default="train,val")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seg = run_segmenter(args.run)
+    todo = cases(args, [args.site], tuple(args.roles.split(",")))
+    keep: dict[str, list] = {k: [] for k in ("case", "prob", "default", "expect", "roi", "low_confidence", "seconds")}
+    t0 = time.time()
+    for i, c in enumerate(todo):
+        img, ref = c.load()
+        t = time.perf_counter()
+        res = seg.segment(Image(array=img))
+        keep["seconds"].append(time.perf_counter() - t)
+        prob = res.probability[0]
+        default = res.mask[0]
+        expect, low = default, False
+        if not default.any():  # the lesion-expected path differs only here
+            e = seg.segment(Image(array=img), expect_lesion=True)
+            expect, low = e.mask[0], e.low_confidence
+        box = mask_bbox(ref)
+        roi = seg.segment(Image(array=img), roi=expand_box(box, 0.10, ref.shape)).mask[0] if box else default
+        for k, v in (("case", c.case), ("prob", np.round(prob * 255).astype(np.uint8)), ("default", default),
+                     ("expect", expect), ("roi", roi), ("low_confidence", low)):
+            keep[k].append(v)
+        if (i + 1) % 50 == 0:
+            print(f"{i + 1}/{len(todo)} {time.time() - t0:.0f}s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "shipped" if args.run == "shipped" else Path(args.run).name
+    path = args.out / f"{name}__{args.site}__{args.roles.replace(',', '+')}.npz"
+    arrays = {k: np.array(v) for k, v in keep.items() if k in ("case", "low_confidence", "seconds")}
+    for k in ("prob", "default", "expect", "roi"):  # ragged: one entry per image
+        arrays.update({f"{k}_{i}": a for i, a in enumerate(keep[k])})
+    np.savez_compressed(path, **arrays)
+    print(f"wrote {path} ({len(todo)} images, {time.time() - t0:.0f}s)")
+
+
+def load_pass(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """case -> {prob (float 0..1), default, expect, roi, low_confidence}."""
+    z = np.load(path, allow_pickle=False)
+    out = {}
+    for i, case in enumerate(z["case"]):
+        out[str(case)] = {"prob": z[f"prob_{i}"].astype(np.float32) / 255.0, "default": z[f"default_{i}"],
+                          "expect": z[f"expect_{i}"], "roi": z[f"roi_{i}"],
+                          "low_confidence": bool(z["low_confidence"][i])}
+    return out
+
+
+if __name__ == "__main__":
+    main()
