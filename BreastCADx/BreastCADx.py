@@ -1,5 +1,5 @@
 """BreastCADx 3D Slicer module: wiring only. The work is in BreastCADxLib (Slicer-free) and its MRML bridge;
-segment/classify run in a background process (BreastCADxLib.worker) so the application stays responsive."""
+segment/classify run in a background process (BreastCADxLib.scene.worker) so the application stays responsive."""
 
 import os
 from typing import Annotated
@@ -77,7 +77,7 @@ def ensureDependencies():
     """First use: install what Resources/requirements.txt lists (asking first); torch through PyTorchUtils."""
     from pathlib import Path
 
-    from BreastCADxLib.dependencies import missing_requirements, read_requirements
+    from BreastCADxLib.scene.installer import missing_requirements, read_requirements
 
     try:
         import torch  # noqa: F401
@@ -109,7 +109,7 @@ def ensureDependencies():
 
 @parameterNodeWrapper
 class BreastCADxParameterNode:
-    """Mirrors BreastCADxLib/state.py (a test keeps them equal); survives scene save and reload."""
+    """Mirrors BreastCADxLib/scene/parameters.py (a test keeps them equal); survives scene save and reload."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     roi: vtkMRMLMarkupsROINode
@@ -273,7 +273,7 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         box = None
         if p.roi is not None:
-            from BreastCADxLib.workflow import roi_node_to_box
+            from BreastCADxLib.scene.logic import roi_node_to_box
 
             box = roi_node_to_box(p.roi, p.inputVolume)
         self._start(lambda: self.logic.workflow.start_segment(p.inputVolume, box, p.device, self.onProgress,
@@ -330,7 +330,7 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class BreastCADxLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from BreastCADxLib.workflow import WorkflowLogic
+        from BreastCADxLib.scene.logic import WorkflowLogic
 
         self.workflow = WorkflowLogic(slicer.mrmlScene)
 

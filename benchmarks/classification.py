@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.metrics import bootstrap_ci
 from benchmarks.segmentation import machine
-from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from training.classification.cv import DevSet, aligned, fit_model, load, predict_or_zero
 from training.classification.fusion import MODES, classifiers
 
@@ -57,11 +57,11 @@ def test_set(features: Path, kind: str, ref: dict) -> tuple[np.ndarray, np.ndarr
 
 
 def stage_timings(data: Path, rows: list[dict], n: int = 20) -> dict:
-    from BreastCADxLib.classifier import get_classifier
-    from BreastCADxLib.deep import get_deep_features
+    from BreastCADxLib.analysis.classifier import get_classifier
+    from BreastCADxLib.analysis.deep_features import get_deep_features
+    from BreastCADxLib.analysis.radiomics_features import extract
+    from BreastCADxLib.analysis.segmentation import get_segmenter
     from BreastCADxLib.io import load_image
-    from BreastCADxLib.radiomics_features import extract
-    from BreastCADxLib.segmentation import get_segmenter
 
     clf = get_classifier()
     seg, deep = get_segmenter(device="cpu"), get_deep_features("cpu", clf.card.get("deep_model"))

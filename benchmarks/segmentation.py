@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from benchmarks.metrics import dice, hd95, iou, summary
+from BreastCADxLib.analysis.networks import baseline_unet
+from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
+from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, LesionSegmenter
 from BreastCADxLib.image import Image
-from BreastCADxLib.networks import baseline_unet
-from BreastCADxLib.preprocessing import expand_box, mask_bbox
-from BreastCADxLib.segmentation import DEFAULT_MODEL, LesionSegmenter
 from training.common import load_case, read_split
 
 RESULTS = Path("benchmarks/results")

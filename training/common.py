@@ -43,7 +43,7 @@ def export_fp16(run: Path, weights: Path) -> tuple[dict, dict, dict]:
 
     import torch
 
-    from BreastCADxLib.models import sha256_of
+    from BreastCADxLib.analysis.registry import sha256_of
 
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)

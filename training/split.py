@@ -5,7 +5,7 @@ grouped by union-find over three similarity tests, then whole groups are assigne
 test (~20 %) / validation (~10 %) / train, with 5 folds over train+validation.
 
 Near-duplicate tests (thresholds chosen by looking at the pair-score distribution,
-see training/splits/busi_duplicates.md):
+see training/splits/README.md):
   * identical grey pixels (manifest sha256);
   * whole-image normalised cross-correlation on 64x64 downscales >= NCC_WHOLE;
   * lesion-patch NCC >= NCC_LESION on the mask bounding box (+25 % context) resized

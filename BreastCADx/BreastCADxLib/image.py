@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MaskError
+from BreastCADxLib.errors import MaskError
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -46,10 +46,6 @@ class Image:
         """(columns, rows, frames), i.e. ITK order."""
         k, j, i = self.array.shape
         return (int(i), int(j), int(k))
-
-    @property
-    def is_2d(self) -> bool:
-        return self.frames == 1
 
     def plane(self, k: int = 0) -> np.ndarray:
         return self.array[k]

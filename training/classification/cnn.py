@@ -25,9 +25,9 @@ from monai.utils import set_determinism
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from BreastCADxLib.deep import roi_crop
+from BreastCADxLib.analysis.deep_features import roi_crop
+from BreastCADxLib.analysis.networks import LesionCNN
 from BreastCADxLib.image import Image
-from BreastCADxLib.networks import LesionCNN
 from training.common import load_case, read_split
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from BreastCADxLib.deep import CONTEXT_MARGIN, CROP_SIZE
-from BreastCADxLib.models import MODELS_DIR
+from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, CROP_SIZE
+from BreastCADxLib.analysis.registry import MODELS_DIR
 from training.common import export_fp16
 
 DESCRIPTIONS = {
@@ -40,7 +40,7 @@ def main() -> None:
         "id": model_id,
         "task": "benign vs malignant breast lesion from a mask-aware ROI crop (deep branch of the classifier)",
         **header,
-        "architecture": {"network": "BreastCADxLib.networks.LesionCNN", "arch": args.arch,
+        "architecture": {"network": "BreastCADxLib.analysis.networks.LesionCNN", "arch": args.arch,
                          "trunk": DESCRIPTIONS[args.arch], "head": "dropout 0.3 + linear -> 1 logit",
                          "parameters": int(sum(v.numel() for v in state.values() if v.is_floating_point()))},
         "input": {"size": CROP_SIZE, "crop": f"square lesion box + {CONTEXT_MARGIN:.0%} context each side",

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.deep import DeepFeatures
+from BreastCADxLib.analysis.deep_features import DeepFeatures
+from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
+from BreastCADxLib.analysis.radiomics_features import extract
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
-from BreastCADxLib.preprocessing import expand_box, mask_bbox
-from BreastCADxLib.radiomics_features import extract
 from training.common import load_case, read_split
 
 MASK_KINDS = ("reference", "auto", "eroded", "dilated", "roi", "expect")
@@ -61,7 +61,7 @@ def main() -> None:
     outs = {m: args.out / (m or "imagenet_frozen") if len(models) > 1 else args.out for m in models}
     segmenter = None
     if {"auto", "roi", "expect"} & set(args.kinds):
-        from BreastCADxLib.segmentation import get_segmenter
+        from BreastCADxLib.analysis.segmentation import get_segmenter
 
         segmenter = get_segmenter()
     for out in outs.values():

@@ -19,9 +19,9 @@ import numpy as np
 import sklearn
 from sklearn.linear_model import LogisticRegression
 
-from BreastCADxLib.calibration import apply_calibration, expected_calibration_error, fit_platt
-from BreastCADxLib.classifier import DEFAULT_CLASSIFIER, load_classifier
-from BreastCADxLib.models import MODELS_DIR, sha256_of
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
+from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
+from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
 from training.classification.cv import DevSet, fit_model
 from training.classification.fusion import classifiers
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from BreastCADxLib.deep import DeepFeatures
-from BreastCADxLib.descriptors import NAMES as DESCRIPTOR_NAMES
-from BreastCADxLib.descriptors import describe
+from BreastCADxLib.analysis.deep_features import DeepFeatures
+from BreastCADxLib.analysis.descriptors import NAMES as DESCRIPTOR_NAMES
+from BreastCADxLib.analysis.descriptors import describe
+from BreastCADxLib.analysis.radiomics_features import extract
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
-from BreastCADxLib.radiomics_features import extract
 from training.data import Case, add_data_args, cases
 from training.segmentation.site_pass import load_pass
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from BreastCADxLib.models import MODELS_DIR
-from BreastCADxLib.segmentation import LesionSegmenter, postprocess
+from BreastCADxLib.analysis.registry import MODELS_DIR
+from BreastCADxLib.analysis.segmentation import LesionSegmenter, postprocess
 from training.common import export_fp16, load_case, read_split, seg_score
 
 MODEL_ID = "lesion_seg_lite0"

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from BreastCADxLib.analysis.networks import lesion_unet
+from BreastCADxLib.analysis.segmentation import LesionSegmenter
 from BreastCADxLib.image import Image
-from BreastCADxLib.networks import lesion_unet
-from BreastCADxLib.segmentation import LesionSegmenter
 from training.common import load_case, read_split, seg_score
 
 

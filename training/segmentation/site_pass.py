@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from BreastCADxLib.analysis.networks import lesion_unet
+from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
+from BreastCADxLib.analysis.registry import load_card
+from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, LesionSegmenter
 from BreastCADxLib.image import Image
-from BreastCADxLib.models import load_card
-from BreastCADxLib.networks import lesion_unet
-from BreastCADxLib.preprocessing import expand_box, mask_bbox
-from BreastCADxLib.segmentation import DEFAULT_MODEL, LesionSegmenter
 from training.data import add_data_args, cases
 
 OUT = Path("runs/site_pass")

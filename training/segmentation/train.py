@@ -34,11 +34,11 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 
+from BreastCADxLib.analysis.networks import baseline_unet, lesion_unet
+from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane
+from BreastCADxLib.analysis.registry import load_card
+from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, LesionSegmenter
 from BreastCADxLib.image import Image
-from BreastCADxLib.models import load_card
-from BreastCADxLib.networks import baseline_unet, lesion_unet
-from BreastCADxLib.preprocessing import expand_box, mask_bbox, network_input, resize_plane
-from BreastCADxLib.segmentation import DEFAULT_MODEL, LesionSegmenter
 from training.augment import ScannerAugment, negative_crop
 from training.common import seg_summary
 from training.data import add_data_args, cases

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageReadError, UnsupportedImageError
-from ..image import Image, check_mask
-from .dicom import is_dicom_file, read_dicom_file, read_dicom_folder
-from .files import ITK_SUFFIXES, RASTER_SUFFIXES, read_itk, read_raster, suffix_of, write_image
+from BreastCADxLib.errors import ImageReadError, UnsupportedImageError
+from BreastCADxLib.image import Image, check_mask
+from BreastCADxLib.io.dicom import is_dicom_file, read_dicom_file, read_dicom_folder
+from BreastCADxLib.io.files import ITK_SUFFIXES, RASTER_SUFFIXES, read_itk, read_raster, suffix_of, write_image
 
 __all__ = ["load_image", "load_mask", "save_image", "save_mask", "SUPPORTED"]
 

@@ -17,9 +17,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
-from ..errors import ImageReadError, ImageTooLargeError, NoPixelDataError, UnsupportedImageError
-from ..image import IDENTITY, Image
-from .files import luminance
+from BreastCADxLib.errors import ImageReadError, ImageTooLargeError, NoPixelDataError, UnsupportedImageError
+from BreastCADxLib.image import IDENTITY, Image
+from BreastCADxLib.io.files import luminance
 
 MAX_VOXELS = int(os.environ.get("BREASTCADX_MAX_VOXELS", 400_000_000))
 US_UNITS_CM = 3  # PhysicalUnitsX/YDirection code for centimetres

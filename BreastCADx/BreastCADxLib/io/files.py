@@ -9,8 +9,8 @@ import SimpleITK as sitk
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from ..errors import ImageReadError, UnsupportedImageError
-from ..image import Image
+from BreastCADxLib.errors import ImageReadError, UnsupportedImageError
+from BreastCADxLib.image import Image
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")

@@ -17,7 +17,7 @@ DATA = MODULE_DIR / "Testing" / "Data" / "busi"
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=600, cwd=cwd)
 
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from BreastCADxLib.calibration import apply_calibration, birads_suggestion, expected_calibration_error
-from BreastCADxLib.classifier import SKOPS_ALLOWED_PREFIXES, get_classifier, load_classifier
+from BreastCADxLib.analysis.calibration import apply_calibration, birads_suggestion, expected_calibration_error
+from BreastCADxLib.analysis.classifier import SKOPS_ALLOWED_PREFIXES, get_classifier, load_classifier
+from BreastCADxLib.analysis.pipeline import analyze
+from BreastCADxLib.analysis.registry import MODELS_DIR
 from BreastCADxLib.errors import MaskError, ModelError
 from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.models import MODELS_DIR
-from BreastCADxLib.pipeline import analyze
 from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
@@ -127,7 +127,7 @@ def test_unusable_masks_give_clear_errors(sample_dicom):
 def test_shipped_lesion_cnns(model_id, dim):
     """Both offered CNNs load (SHA256-checked), give features of their bottleneck size and rank a malignant
     held-out lesion above two benign ones; Grad-CAM lands on the input grid."""
-    from BreastCADxLib.deep import DeepFeatures
+    from BreastCADxLib.analysis.deep_features import DeepFeatures
 
     deep = DeepFeatures("cpu", model_id)
     probs = {}
@@ -143,8 +143,8 @@ def test_shipped_lesion_cnns(model_id, dim):
 
 def test_committed_features_match_the_library(tmp_path):
     """The held-out feature file was made by the same code and deep model as `analyze` uses now."""
-    from BreastCADxLib.deep import get_deep_features
-    from BreastCADxLib.radiomics_features import extract
+    from BreastCADxLib.analysis.deep_features import get_deep_features
+    from BreastCADxLib.analysis.radiomics_features import extract
 
     z = np.load(DATA / "busi_test_features.npz", allow_pickle=False)
     clf = get_classifier()

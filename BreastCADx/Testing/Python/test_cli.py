@@ -10,7 +10,7 @@ import dicom_factory as f
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", *map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from BreastCADxLib.dicom_export import (
+from BreastCADxLib.analysis.pipeline import analyze
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.results.dicom_export import (
     DicomExportError,
     ModelInfo,
     build_seg,
@@ -15,8 +17,6 @@ from BreastCADxLib.dicom_export import (
     read_sr_summary,
     write_dicom_results,
 )
-from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.pipeline import analyze
 from conftest import dciodvfy
 from dicom_factory import mr_series, sample_pixels, us
 
@@ -147,7 +147,7 @@ def test_empty_mask_and_missing_result_are_refused_without_writing(sample_dicom,
 def test_cli_dicom_out_needs_a_dicom_input(tmp_path, capsys):
     from PIL import Image as PILImage
 
-    from BreastCADxLib.cli import main
+    from BreastCADxLib.cli.main import main
 
     png = tmp_path / "case.png"
     PILImage.fromarray(sample_pixels()).save(png)

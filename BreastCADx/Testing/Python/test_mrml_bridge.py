@@ -12,7 +12,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test i
 
 
 def test_volume_round_trip_keeps_geometry(scene):
-    from BreastCADxLib.mrml import image_to_volume_node, volume_node_to_image
+    from BreastCADxLib.scene.mrml import image_to_volume_node, volume_node_to_image
 
     c, s = np.cos(0.3), np.sin(0.3)
     img = Image(array=np.arange(4 * 6 * 8, dtype=np.int16).reshape(4, 6, 8), spacing=(0.5, 0.7, 2.0),
@@ -26,7 +26,7 @@ def test_volume_round_trip_keeps_geometry(scene):
 
 
 def test_2d_sample_mask_to_segment_and_back(scene, sample_dicom, sample_mask):
-    from BreastCADxLib.mrml import LESION_SEGMENT, add_mask_segment, image_to_volume_node, segment_to_mask
+    from BreastCADxLib.scene.mrml import LESION_SEGMENT, add_mask_segment, image_to_volume_node, segment_to_mask
 
     img = load_image(sample_dicom)
     mask = load_mask(sample_mask, img)
@@ -46,7 +46,7 @@ def test_2d_sample_mask_to_segment_and_back(scene, sample_dicom, sample_mask):
 
 
 def test_heatmap_and_table_nodes(scene, sample_dicom):
-    from BreastCADxLib.mrml import heatmap_to_volume_node, result_to_table_node, volume_node_to_image
+    from BreastCADxLib.scene.mrml import heatmap_to_volume_node, result_to_table_node, volume_node_to_image
 
     img = load_image(sample_dicom)
     heat = np.random.default_rng(0).random(img.array.shape).astype(np.float32)

@@ -16,10 +16,10 @@ import pydicom
 import pytest
 import requests
 
-from BreastCADxLib.cli import main
-from BreastCADxLib.dicom_export import read_seg_mask, read_sr_summary
+from BreastCADxLib.cli.main import main
 from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.pacs import PASSWORD_ENV, Pacs, PacsConfig, PacsError
+from BreastCADxLib.io.dicomweb import PASSWORD_ENV, Pacs, PacsConfig, PacsError
+from BreastCADxLib.results.dicom_export import read_seg_mask, read_sr_summary
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "radiologist", "s3cret-test-only"

@@ -12,11 +12,11 @@ import pytest
 from scipy import ndimage
 
 import dicom_factory as f
+from BreastCADxLib.analysis.registry import MODELS_DIR, choose_device
+from BreastCADxLib.analysis.segmentation import Cancelled, LesionSegmenter, RoiError, get_segmenter
 from BreastCADxLib.errors import ModelError, UnsupportedImageError
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
-from BreastCADxLib.models import MODELS_DIR, choose_device
-from BreastCADxLib.segmentation import Cancelled, LesionSegmenter, RoiError, get_segmenter
 from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
@@ -179,7 +179,7 @@ def test_device_choice(monkeypatch):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=300)
 
 

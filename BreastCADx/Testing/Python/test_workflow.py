@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from BreastCADxLib import state
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.scene import parameters as state
 from conftest import MODULE_DIR, dciodvfy
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
@@ -52,8 +52,8 @@ def _matrix(node) -> np.ndarray:
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory, sample_dicom, sample_mask):
     """The whole radiologist flow once (background runs are seconds each); tests check its stages."""
-    from BreastCADxLib.mrml import segment_to_mask
-    from BreastCADxLib.workflow import WorkflowLogic
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.scene.mrml import segment_to_mask
 
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene
@@ -88,7 +88,7 @@ def test_segment_runs_in_background_with_progress(flow):
     auto, ref = flow["auto"], flow["ref"]
     assert 2 * (auto & ref).sum() / (auto.sum() + ref.sum()) >= 0.85  # golden mask of the sample case
     segment = flow["seg"].segmentation_node.GetSegmentation().GetSegment(flow["seg"].segment_id)
-    from BreastCADxLib.workflow import segment_tag
+    from BreastCADxLib.scene.logic import segment_tag
 
     assert "SCT^4147007^Mass" in segment_tag(segment, segment.GetTerminologyEntryTagName())
 
@@ -142,7 +142,7 @@ def test_save_results_and_dicom_export(flow, tmp_path):
     np.testing.assert_array_equal(image.array > 0, flow["edited"])
     with pytest.raises(BreastCADxError, match="overwrite"):
         flow["logic"].save_results(tmp_path / "results")
-    from BreastCADxLib.dicom_export import read_seg_mask, read_sr_summary
+    from BreastCADxLib.results.dicom_export import read_seg_mask, read_sr_summary
 
     out = flow["logic"].export_dicom(tmp_path / "dicom")
     for p in out.values():
@@ -151,7 +151,7 @@ def test_save_results_and_dicom_export(flow, tmp_path):
 
     assert pydicom.dcmread(out["seg"]).SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
     source = flow["logic"].parameters.GetNodeReference("inputVolume")
-    from BreastCADxLib.mrml import volume_node_to_image
+    from BreastCADxLib.scene.mrml import volume_node_to_image
 
     np.testing.assert_array_equal(read_seg_mask(out["seg"], volume_node_to_image(source)), flow["edited"])
     assert read_sr_summary(out["sr"])["probability"] == pytest.approx(
@@ -187,7 +187,7 @@ def test_scene_saved_and_reloaded_keeps_parameters_and_results(flow, tmp_path):
         == table_text
     np.testing.assert_allclose(slicer.util.arrayFromVolume(after["heatmap"]),
                                slicer.util.arrayFromVolume(before["heatmap"]), atol=1e-6)
-    from BreastCADxLib.workflow import WorkflowLogic
+    from BreastCADxLib.scene.logic import WorkflowLogic
 
     reloaded = WorkflowLogic(other)
     np.testing.assert_array_equal(reloaded.current_mask(), flow["edited"])
@@ -197,7 +197,7 @@ def test_scene_saved_and_reloaded_keeps_parameters_and_results(flow, tmp_path):
 
 
 def test_cancel_mid_run_leaves_scene_unchanged(scene, sample_dicom):
-    from BreastCADxLib.workflow import JobFailed, WorkflowLogic
+    from BreastCADxLib.scene.logic import JobFailed, WorkflowLogic
 
     logic = WorkflowLogic(scene)
     volume = logic.load_image_file(sample_dicom)
@@ -217,8 +217,8 @@ def test_cancel_mid_run_leaves_scene_unchanged(scene, sample_dicom):
 
 
 def test_resegment_adds_a_new_segment_and_keeps_the_edited_one(scene, sample_dicom):
-    from BreastCADxLib.mrml import segment_to_mask
-    from BreastCADxLib.workflow import WorkflowLogic
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.scene.mrml import segment_to_mask
 
     logic = WorkflowLogic(scene)
     volume = logic.load_image_file(sample_dicom)
@@ -235,8 +235,8 @@ def test_resegment_adds_a_new_segment_and_keeps_the_edited_one(scene, sample_dic
 
 
 def test_expect_lesion_gives_a_flagged_candidate_where_the_default_finds_nothing(scene):
-    from BreastCADxLib.mrml import segment_to_mask
-    from BreastCADxLib.workflow import WorkflowLogic
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.scene.mrml import segment_to_mask
 
     case = MODULE_DIR / "Testing" / "Data" / "busi" / "benign_351"
     logic = WorkflowLogic(scene)
@@ -256,8 +256,8 @@ def volume_shape(volume) -> tuple[int, ...]:
 
 def test_worker_errors_reach_the_caller_and_scene_is_unchanged(scene):
     from BreastCADxLib.image import Image
-    from BreastCADxLib.mrml import image_to_volume_node
-    from BreastCADxLib.workflow import JobFailed, WorkflowLogic
+    from BreastCADxLib.scene.logic import JobFailed, WorkflowLogic
+    from BreastCADxLib.scene.mrml import image_to_volume_node
 
     logic = WorkflowLogic(scene)
     tiny = image_to_volume_node(Image(array=np.zeros((1, 8, 8), np.uint8)), scene, "tiny")
@@ -268,7 +268,7 @@ def test_worker_errors_reach_the_caller_and_scene_is_unchanged(scene):
 
 
 def test_empty_segment_is_refused_before_any_run(scene, sample_dicom):
-    from BreastCADxLib.workflow import WorkflowLogic
+    from BreastCADxLib.scene.logic import WorkflowLogic
 
     logic = WorkflowLogic(scene)
     volume = logic.load_image_file(sample_dicom)
@@ -279,7 +279,7 @@ def test_empty_segment_is_refused_before_any_run(scene, sample_dicom):
 
 
 def test_roi_node_to_box(scene, sample_dicom):
-    from BreastCADxLib.workflow import WorkflowLogic, roi_node_to_box
+    from BreastCADxLib.scene.logic import WorkflowLogic, roi_node_to_box
 
     volume = WorkflowLogic(scene).load_image_file(sample_dicom)
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
@@ -306,7 +306,7 @@ def test_missing_python_is_a_clear_error_and_leaves_nothing(scene, sample_dicom)
     import tempfile
     from pathlib import Path
 
-    from BreastCADxLib.workflow import WorkflowLogic
+    from BreastCADxLib.scene.logic import WorkflowLogic
 
     logic = WorkflowLogic(scene, python="/nonexistent/PythonSlicer")
     volume = logic.load_image_file(sample_dicom)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 import requests
 
-from .errors import BreastCADxError
+from BreastCADxLib.errors import BreastCADxError
 
 PASSWORD_ENV = "BREASTCADX_PACS_PASSWORD"
 TOKEN_ENV = "BREASTCADX_PACS_TOKEN"
@@ -140,11 +140,3 @@ class Pacs:
         failed = answer.get("FailedSOPSequence") if answer is not None else None
         if failed:
             raise PacsError(f"the PACS refused {len(failed)} of {len(datasets)} instances", self.config.url)
-
-
-def series_folder_image(folder: Path):
-    """Load a retrieved series: a single file directly, several as a series."""
-    from .io import load_image
-
-    files = sorted(folder.glob("*.dcm"))
-    return load_image(files[0] if len(files) == 1 else folder)

@@ -7,8 +7,8 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 from scipy import ndimage
 
-from .image import Image
-from .preprocessing import to_uint8_range
+from BreastCADxLib.analysis.preprocessing import to_uint8_range
+from BreastCADxLib.image import Image
 
 
 def _heat_colours(h: np.ndarray) -> np.ndarray:

@@ -32,13 +32,6 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> dict:
     return {"kind": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
 
 
-def fit_isotonic(p: np.ndarray, y: np.ndarray) -> dict:
-    from sklearn.isotonic import IsotonicRegression
-
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True).fit(p, y)
-    return {"kind": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
-
-
 def apply_calibration(cal: dict, p) -> np.ndarray:
     p = np.asarray(p, float)
     if cal["kind"] == "platt":

@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__
-from .classifier import Prediction, get_classifier
-from .deep import get_deep_features
-from .errors import MaskError
-from .image import Image
-from .radiomics_features import check_lesion_mask, extract
-from .segmentation import Box, get_segmenter
+from BreastCADxLib import __version__
+from BreastCADxLib.analysis.classifier import Prediction, get_classifier
+from BreastCADxLib.analysis.deep_features import get_deep_features
+from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
+from BreastCADxLib.analysis.segmentation import Box, get_segmenter
+from BreastCADxLib.errors import MaskError
+from BreastCADxLib.image import Image
 
 Progress = Callable[[float, str], None]
 

@@ -1,7 +1,7 @@
 """Background worker: the Slicer panel runs segment / classify here, in a separate process.
 
-    python -m BreastCADxLib.worker segment  --job DIR [--roi x0,y0,x1,y1] [--device auto] [--expect-lesion]
-    python -m BreastCADxLib.worker classify --job DIR [--device auto]
+    python -m BreastCADxLib.scene.worker segment  --job DIR [--roi x0,y0,x1,y1] [--device auto] [--expect-lesion]
+    python -m BreastCADxLib.scene.worker classify --job DIR [--device auto]
 
 DIR holds image.nrrd (+ image.json: spacing_known, modality) and, for classify, mask.nrrd. Results are written
 into DIR/out/ (segment: mask.nrrd; classify: result.json, heatmap.nrrd). Standard output carries one JSON
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import BreastCADxError
+from BreastCADxLib.errors import BreastCADxError
 
 EXIT_ERROR = 2
 
@@ -29,7 +29,7 @@ def _progress(fraction: float, message: str) -> None:
 
 
 def load_job_image(job: Path):
-    from .io import load_image
+    from BreastCADxLib.io import load_image
 
     image = load_image(job / "image.nrrd")
     meta_path = job / "image.json"
@@ -41,8 +41,8 @@ def load_job_image(job: Path):
 
 
 def run_segment(job: Path, roi: str | None, device: str, expect_lesion: bool = False) -> None:
-    from .io import save_mask
-    from .segmentation import get_segmenter, parse_roi
+    from BreastCADxLib.analysis.segmentation import get_segmenter, parse_roi
+    from BreastCADxLib.io import save_mask
 
     image = load_job_image(job)
     _progress(0.1, "loading the segmentation model")
@@ -59,8 +59,8 @@ def run_segment(job: Path, roi: str | None, device: str, expect_lesion: bool = F
 
 
 def run_classify(job: Path, device: str) -> None:
-    from .io import load_mask, save_image
-    from .pipeline import analyze
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.io import load_mask, save_image
 
     image = load_job_image(job)
     mask = load_mask(job / "mask.nrrd", image)
@@ -76,7 +76,7 @@ def run_classify(job: Path, device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m BreastCADxLib.worker")
+    ap = argparse.ArgumentParser(prog="python -m BreastCADxLib.scene.worker")
     ap.add_argument("task", choices=["segment", "classify"])
     ap.add_argument("--job", required=True, type=Path)
     ap.add_argument("--roi")

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import BreastCADxError
+from BreastCADxLib.errors import BreastCADxError
 
-LIB_PARENT = Path(__file__).resolve().parents[1]  # the folder holding BreastCADxLib/
+LIB_PARENT = Path(__file__).resolve().parents[2]  # the folder holding BreastCADxLib/
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 
 
@@ -51,7 +51,7 @@ class BackgroundTask:
         kwargs: dict = {"start_new_session": True} if os.name == "posix" else \
             {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
         try:
-            self._proc = subprocess.Popen([self.python, "-m", "BreastCADxLib.worker", *self.args], env=env,
+            self._proc = subprocess.Popen([self.python, "-m", "BreastCADxLib.scene.worker", *self.args], env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
         except OSError as e:
             raise BreastCADxError(f"cannot start the background process ({e.strerror})", self.python) from None

@@ -1,6 +1,6 @@
 """Scene-level workflow behind the Slicer panel: segment into a new segment, classify a (corrected) segment.
 
-Long work runs in a background process (runner.BackgroundTask -> worker.py); the scene is only touched in
+Long work runs in a background process (jobs.BackgroundTask -> worker.py); the scene is only touched in
 `finish_*`, after the process has succeeded, so a cancelled or failed run leaves it unchanged. No
 ScriptedLoadableModule/qt here: it runs in Slicer and headless on slicer-core; BreastCADx.py only wires it.
 """
@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import state
-from .errors import BreastCADxError
-from .image import Image
-from .io import load_image, load_mask, save_image, save_mask
-from .mrml import (
+from BreastCADxLib.analysis.segmentation import Box
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.image import Image
+from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
+from BreastCADxLib.scene import parameters as state
+from BreastCADxLib.scene.jobs import CANCELLED, DONE, BackgroundTask
+from BreastCADxLib.scene.mrml import (
     add_mask_segment,
     heatmap_to_volume_node,
     image_to_volume_node,
@@ -30,8 +32,6 @@ from .mrml import (
     segment_to_mask,
     volume_node_to_image,
 )
-from .runner import CANCELLED, DONE, BackgroundTask
-from .segmentation import Box
 
 BENIGN_COLOR = (0.2, 0.75, 0.35)
 MALIGNANT_COLOR = (0.9, 0.15, 0.15)
@@ -308,8 +308,8 @@ class WorkflowLogic:
 
     def export_dicom(self, folder: str | Path) -> dict[str, Path]:
         """DICOM SEG + SR + overlay Secondary Capture of the current segment and result; DICOM input only."""
-        from .dicom_export import write_dicom_results
-        from .report import overlay_rgb
+        from BreastCADxLib.results.dicom_export import write_dicom_results
+        from BreastCADxLib.results.overlay import overlay_rgb
 
         p = state.values(self.parameters)
         if p["resultTable"] is None:

@@ -8,7 +8,6 @@ str/float as text, bool as "True"/"False", nodes as node references. A test keep
 from __future__ import annotations
 
 MODULE_NAME = "BreastCADx"
-DEVICES = ("auto", "cpu", "cuda")
 
 NODE_PARAMETERS = {
     "inputVolume": "vtkMRMLScalarVolumeNode",

@@ -8,8 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .dicom_export import RESULT_FILES, RESULT_SERIES_PREFIX
-from .pacs import PASSWORD_ENV, Pacs, PacsConfig, PacsError
+from BreastCADxLib.io.dicomweb import PASSWORD_ENV, Pacs, PacsConfig, PacsError
+from BreastCADxLib.results.dicom_export import RESULT_FILES, RESULT_SERIES_PREFIX
 
 IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
 
@@ -53,7 +53,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from .io.dicom import read_datasets
+    from BreastCADxLib.io.dicom import read_datasets
 
     datasets = read_datasets(args.files)
     _pacs(args).store(datasets)

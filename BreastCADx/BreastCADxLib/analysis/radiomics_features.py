@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .errors import MaskError
-from .image import Image
-from .io.files import image_to_sitk
-from .preprocessing import to_uint8_range
+from BreastCADxLib.analysis.preprocessing import to_uint8_range
+from BreastCADxLib.errors import MaskError
+from BreastCADxLib.image import Image
+from BreastCADxLib.io.files import image_to_sitk
 
-PARAMS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Radiomics"
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Radiomics"
 PARAMS_2D = PARAMS_DIR / "ultrasound_2d.yaml"
 PARAMS_3D = PARAMS_DIR / "volume_3d.yaml"
 MIN_PIXELS = 20

@@ -9,15 +9,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import BreastCADxError
+from BreastCADxLib import __version__
+from BreastCADxLib.errors import BreastCADxError
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .io import load_image
+    from BreastCADxLib.io import load_image
 
     status = 0
     for path in args.files:
@@ -52,9 +52,9 @@ def _progress_printer(enabled: bool):
 def cmd_segment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .io import load_image, save_mask
-    from .io.files import write_image
-    from .segmentation import get_segmenter, parse_roi
+    from BreastCADxLib.analysis.segmentation import get_segmenter, parse_roi
+    from BreastCADxLib.io import load_image, save_mask
+    from BreastCADxLib.io.files import write_image
 
     image = load_image(args.image)
     roi = parse_roi(args.roi) if args.roi else None
@@ -79,10 +79,10 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
                 expect_lesion=False) -> int:
     from pathlib import Path
 
-    from .io import load_image, load_mask
-    from .outputs import case_overlay, summary_lines, write_case
-    from .pipeline import analyze
-    from .segmentation import parse_roi
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.analysis.segmentation import parse_roi
+    from BreastCADxLib.io import load_image, load_mask
+    from BreastCADxLib.results.case_files import case_overlay, summary_lines, write_case
 
     if mask_path and Path(mask_path).resolve() == (Path(out) / "mask.nrrd").resolve():
         raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
@@ -91,7 +91,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     if dicom_out and not image.source_files:
         raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
     if dicom_out:
-        from .dicom_export import check_writable
+        from BreastCADxLib.results.dicom_export import check_writable
 
         check_writable(Path(dicom_out))  # before anything is computed or written
     mask = load_mask(mask_path, image) if mask_path else None
@@ -101,7 +101,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     overlay = case_overlay(result, image) if export else None  # rendered once: PNG and DICOM SC
     paths = write_case(result, image, Path(out), overlay)
     if export:
-        from .dicom_export import write_dicom_results
+        from BreastCADxLib.results.dicom_export import write_dicom_results
 
         paths.update({f"dicom_{k}": v for k, v in write_dicom_results(
             image, result.mask, result.to_json(), Path(dicom_out), overlay_rgb=overlay).items()})
@@ -119,7 +119,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .batch import run_batch
+    from BreastCADxLib.cli.batch import run_batch
 
     table = run_batch(Path(args.manifest), Path(args.out), device=args.device, expect_lesion=args.expect_lesion)
     errors = sum(r["status"] == "error" for r in table)
@@ -130,7 +130,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    sample = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
+    sample = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
     status = _analyze_to(sample, args.out, device=args.device)
     print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
     return status
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
     de.add_argument("--device", default="auto", help="auto, cpu or cuda")
     de.set_defaults(func=cmd_demo)
-    from .pacs_cli import add_pacs_parser
+    from BreastCADxLib.cli.pacs import add_pacs_parser
 
     add_pacs_parser(sub, _analyze_to, EXPECT_HELP)
     return p

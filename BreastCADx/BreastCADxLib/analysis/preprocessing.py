@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .networks import LITE_MEAN, LITE_STD
+from BreastCADxLib.analysis.networks import LITE_MEAN, LITE_STD
 
 
 def to_uint8_range(plane: np.ndarray) -> np.ndarray:

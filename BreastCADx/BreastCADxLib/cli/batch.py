@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BreastCADxError
-from .io import load_image, load_mask
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io import load_image, load_mask
 
 COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability", "predicted_label",
            "birads_suggestion", "mask_path", "heatmap_path", "seconds"]
@@ -61,8 +61,8 @@ def _finished(done: Path, expect_lesion: bool) -> dict | None:
 def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
               expect_lesion: bool = False) -> list[dict]:
     """expect_lesion applies to cases without a mask; a finished case computed with the other setting is redone."""
-    from .outputs import write_case
-    from .pipeline import analyze
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.results.case_files import write_case
 
     rows = read_manifest(manifest)
     base = manifest.parent

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .errors import ModelError
+from BreastCADxLib.errors import ModelError
 
-MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR", Path(__file__).resolve().parents[1] / "Resources" / "Models"))
+MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR", Path(__file__).resolve().parents[2] / "Resources" / "Models"))
 
 
 def sha256_of(path: Path) -> str:
@@ -74,8 +73,3 @@ def choose_device(preference: str | None = None) -> torch.device:
         return torch.device(pref)
     except RuntimeError:
         raise ModelError(f"unknown device '{pref}' (use auto, cpu or cuda)") from None
-
-
-@lru_cache(maxsize=8)
-def cached_card(model_id: str) -> dict:
-    return load_card(model_id)

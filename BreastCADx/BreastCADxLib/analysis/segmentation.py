@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .errors import BreastCADxError, UnsupportedImageError
-from .image import Image
-from .models import choose_device, load_card, load_state_dict
-from .networks import lesion_unet
-from .preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.networks import lesion_unet
+from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.registry import choose_device, load_card, load_state_dict
+from BreastCADxLib.errors import BreastCADxError, UnsupportedImageError
+from BreastCADxLib.image import Image
 
 DEFAULT_MODEL = "lesion_seg_lite0"
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1, y1 exclusive

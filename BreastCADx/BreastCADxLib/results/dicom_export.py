@@ -14,9 +14,9 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from . import __version__
-from .errors import BreastCADxError
-from .image import Image
+from BreastCADxLib import __version__
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.image import Image
 
 MANUFACTURER = "BreastCADx project"
 MODEL_NAME = "BreastCADx"
@@ -64,7 +64,7 @@ def source_datasets(image: Image) -> list[pydicom.Dataset]:
     if not image.source_files:
         raise DicomExportError("DICOM SEG/SR need an image loaded from DICOM (this one has no DICOM source)",
                                image.source)
-    from .io.dicom import read_datasets
+    from BreastCADxLib.io.dicom import read_datasets
 
     return read_datasets(image.source_files, pixels=False)
 
@@ -296,8 +296,8 @@ def build_overlay_sc(rgb: np.ndarray, sources: list[pydicom.Dataset]) -> pydicom
 
 
 def shipped_segmenter() -> ModelInfo:
-    from .models import load_card
-    from .segmentation import DEFAULT_MODEL
+    from BreastCADxLib.analysis.registry import load_card
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 
     card = load_card(DEFAULT_MODEL)
     return ModelInfo(f"BreastCADx {card['id']}", __version__, card["sha256"])

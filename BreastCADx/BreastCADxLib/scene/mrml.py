@@ -10,8 +10,8 @@ import json
 
 import numpy as np
 
-from .errors import BreastCADxError
-from .image import Image
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.image import Image
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 LESION_SEGMENT = "Breast lesion"

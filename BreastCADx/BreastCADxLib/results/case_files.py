@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from .image import Image
-from .io import save_image, save_mask
-from .pipeline import AnalysisResult
-from .report import overlay_rgb
+from BreastCADxLib.analysis.pipeline import AnalysisResult
+from BreastCADxLib.image import Image
+from BreastCADxLib.io import save_image, save_mask
+from BreastCADxLib.results.overlay import overlay_rgb
 
 
 def summary_lines(result: AnalysisResult) -> list[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import SUGGESTION_NOTE, apply_calibration, birads_suggestion
-from .errors import ModelError
-from .models import MODELS_DIR, load_card, sha256_of
+from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE, apply_calibration, birads_suggestion
+from BreastCADxLib.analysis.registry import MODELS_DIR, load_card, sha256_of
+from BreastCADxLib.errors import ModelError
 
 DEFAULT_CLASSIFIER = "lesion_cls_fusion"
 SKOPS_ALLOWED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .image import Image
-from .models import choose_device, load_card, load_state_dict
-from .networks import ARCHS, LITE_MEAN, LITE_STD, LesionCNN, LinearScore, LiteTrunk
-from .preprocessing import mask_bbox, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.networks import ARCHS, LITE_MEAN, LITE_STD, LesionCNN, LinearScore, LiteTrunk
+from BreastCADxLib.analysis.preprocessing import mask_bbox, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.registry import choose_device, load_card, load_state_dict
+from BreastCADxLib.image import Image
 
 CROP_SIZE = 224
 CONTEXT_MARGIN = 0.25  # each side, relative to the lesion box: the margin and surroundings matter in US

@@ -1,0 +1,1 @@
+"""Front door: the `breastcadx` command (main, batch, pacs)."""
