@@ -18,85 +18,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-FEATURES = Path("runs/site_features")
-SITES = ("busi", "busbra_l5")
-# radiomics that are dimensionless: no lesion size in pixels, no absolute grey level (first order)
-RAD_INVARIANT = tuple(f"original_{n}" for n in (
-    "shape2D_Elongation", "shape2D_Sphericity", "firstorder_Skewness", "firstorder_Kurtosis", "glcm_Correlation",
-    "glcm_Imc1", "glcm_Imc2", "glcm_MCC", "glcm_Idmn", "glcm_Idn", "glrlm_GrayLevelNonUniformityNormalized",
-    "glrlm_RunLengthNonUniformityNormalized", "glrlm_RunPercentage", "glrlm_ShortRunEmphasis",
-    "glrlm_LongRunEmphasis", "glrlm_RunEntropy", "glszm_SizeZoneNonUniformityNormalized", "glszm_ZonePercentage",
-    "glszm_SmallAreaEmphasis", "glszm_ZoneEntropy", "gldm_DependenceNonUniformityNormalized",
-    "gldm_SmallDependenceEmphasis", "gldm_LargeDependenceEmphasis", "gldm_DependenceEntropy"))
-DESIGNS = {  # name -> feature blocks
-    "radiomics_all": ("rad_all",),
-    "radiomics_invariant": ("rad_inv",),
-    "descriptors": ("desc",),
-    "deep_box": ("deep_box",),
-    "deep_mask": ("deep_mask",),
-    "desc+deep_box": ("desc", "deep_box"),
-    "rad_inv+deep_box": ("rad_inv", "deep_box"),
-    "rad_inv+desc+deep_box": ("rad_inv", "desc", "deep_box"),
-    "rad_all+deep_mask": ("rad_all", "deep_mask"),
-}
-SCORED = ("expect", "roi", "perturbed", "reference")
-PCA_DIM = 32
-
-
-def load(site: str, kind: str, seg: str | None, root: Path = FEATURES) -> dict:
-    name = f"{site}__{kind}" + (f"__{seg}" if kind in ("expect", "roi") else "")
-    z = np.load(root / f"{name}.npz", allow_pickle=False)
-    return {k: z[k] for k in z.files}
-
-
-def block(d: dict, name: str) -> np.ndarray:
-    if name == "rad_all":
-        return d["radiomics"]
-    if name == "rad_inv":
-        idx = [list(d["radiomics_names"]).index(n) for n in RAD_INVARIANT]
-        return d["radiomics"][:, idx]
-    if name == "desc":
-        return d["descriptors"]
-    return d[name]
-
-
-class BlockModel:
-    """Per block: standardise (deep blocks: + PCA to 32); concatenated; L2 logistic regression."""
-
-    def __init__(self, blocks: tuple[str, ...], c: float = 0.1) -> None:
-        self.blocks, self.c = blocks, c
-
-    def _x(self, d: dict, fit: bool = False, y=None) -> np.ndarray:
-        parts = []
-        for b in self.blocks:
-            x = np.nan_to_num(block(d, b).astype(float), posinf=0, neginf=0)
-            if fit:
-                steps = [("scale", StandardScaler())]
-                if b.startswith("deep"):
-                    steps.append(("pca", PCA(PCA_DIM, random_state=0)))
-                self.pre_[b] = Pipeline(steps).fit(x)
-            parts.append(np.clip(self.pre_[b].transform(x), -8, 8))
-        return np.hstack(parts)
-
-    def fit(self, d: dict) -> BlockModel:
-        self.pre_: dict = {}
-        x = self._x(d, fit=True)
-        self.lr_ = LogisticRegression(C=self.c, max_iter=5000).fit(x, d["label"])
-        return self
-
-    def proba(self, d: dict) -> np.ndarray:
-        return self.lr_.predict_proba(self._x(d))[:, 1]
-
-
-def stack(ds: list[dict]) -> dict:
-    keys = ("label", "radiomics", "descriptors", "deep_box", "deep_mask", "group", "case")
-    return {**{k: np.concatenate([d[k] for d in ds]) for k in keys}, "radiomics_names": ds[0]["radiomics_names"]}
+from training.classification.designs import DESIGNS, SCORED, BlockModel, load, stack
 
 
 def auc(y, p) -> float:
