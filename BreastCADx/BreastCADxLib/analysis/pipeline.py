@@ -10,7 +10,8 @@ import numpy as np
 
 from BreastCADxLib import __version__
 from BreastCADxLib.analysis.classifier import Prediction, get_classifier
-from BreastCADxLib.analysis.deep_features import get_deep_features
+from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
+from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.segmentation import Box, get_segmenter
 from BreastCADxLib.errors import MaskError
@@ -62,6 +63,17 @@ def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float]) ->
     return out
 
 
+DESCRIPTOR_PREFIX = "descriptor_"
+
+
+def lesion_descriptors(image: Image, mask: np.ndarray) -> dict[str, float]:
+    """Lexicon-style descriptors of the lesion's largest frame, named for the classifier ("descriptor_...")."""
+    k = lesion_frame(mask)
+    row, col = (image.spacing[1], image.spacing[0]) if image.spacing_known else (1.0, 1.0)
+    values = describe(image.array[k], mask[k], spacing=(row, col))
+    return {f"{DESCRIPTOR_PREFIX}{n}": v for n, v in values.items()}
+
+
 LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmenter's presence threshold; "
                        "the most probable region was used because a lesion was expected - check the mask")
 
@@ -99,9 +111,11 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     rad = extract(image, mask)
     seconds["radiomics"] = time.perf_counter() - t
+    if any(n.startswith(DESCRIPTOR_PREFIX) for n in classifier.radiomics_names):
+        rad = {**rad, **lesion_descriptors(image, mask)}
     report(0.6, "deep features")
     t = time.perf_counter()
-    deep_model = get_deep_features(device, classifier.card.get("deep_model"))
+    deep_model = get_deep_features(device, classifier.card.get("deep_model"), classifier.card.get("deep_crop", "mask"))
     deep = deep_model.features(image, mask)
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
