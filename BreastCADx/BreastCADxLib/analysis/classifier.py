@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE, apply_calibration, birads_suggestion
-from BreastCADxLib.analysis.registry import MODELS_DIR, load_card, sha256_of
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
 from BreastCADxLib.errors import ModelError
 
 DEFAULT_CLASSIFIER = "lesion_cls_fusion"
@@ -199,9 +199,9 @@ def load_classifier(model_id: str = DEFAULT_CLASSIFIER, models_dir: Path | None 
     return FusionClassifier(card)
 
 
-@lru_cache(maxsize=2)
-def get_classifier(model_id: str = DEFAULT_CLASSIFIER) -> FusionClassifier:
-    return load_classifier(model_id, MODELS_DIR)
+@lru_cache(maxsize=4)
+def get_classifier(model_id: str = DEFAULT_CLASSIFIER, model_set: str = DEFAULT_MODEL_SET) -> FusionClassifier:
+    return load_classifier(model_id, model_set_dir(model_set))
 
 
 __all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier"]

@@ -13,6 +13,7 @@ from BreastCADxLib.analysis.classifier import Prediction, get_classifier
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.analysis.segmentation import Box, get_segmenter
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
@@ -80,19 +81,19 @@ LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmen
 
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
-            device: str = "auto", expect_lesion: bool = False) -> AnalysisResult:
+            device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET) -> AnalysisResult:
     """Classify the lesion in `mask` (user's), else in the auto-segmented mask. Never modifies `mask`.
     expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged)."""
     report = progress or (lambda f, m: None)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    classifier = get_classifier()
-    models = {"breastcadx": __version__, "classifier": classifier.card["id"],
+    classifier = get_classifier(model_set=model_set)
+    models = {"breastcadx": __version__, "model_set": model_set, "classifier": classifier.card["id"],
               "classifier_sha256": classifier.card["sha256"], "classifier_config":
               f"{classifier.card['mode']}/{classifier.card['classifier']}",
               "deep_model": classifier.card.get("deep_model") or "imagenet_lite0_frozen"}
     if mask is None:
-        segmenter = get_segmenter(device=device)
+        segmenter = get_segmenter(device=device, model_set=model_set)
         models.update(segmenter=segmenter.card["id"], segmenter_sha256=segmenter.card["sha256"])
         report(0.05, "segmenting")
         seg = segmenter.segment(image, roi=roi, should_cancel=should_cancel, expect_lesion=expect_lesion)

@@ -11,7 +11,18 @@ import torch
 
 from BreastCADxLib.errors import ModelError
 
-MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR", Path(__file__).resolve().parents[2] / "Resources" / "Models"))
+MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR",
+                                  Path(__file__).resolve().parents[2] / "Resources" / "Models"))
+# Model sets: the default is trained on both sites; "busi-only" is the same design trained on BUSI alone, so that
+# anyone can score the design at a hospital it has never seen. Each set is a folder of cards + weights.
+MODEL_SETS = ("two-site", "busi-only")
+DEFAULT_MODEL_SET = "two-site"
+
+
+def model_set_dir(name: str = DEFAULT_MODEL_SET) -> Path:
+    if name not in MODEL_SETS:
+        raise ModelError(f"unknown model set '{name}' (known: {', '.join(MODEL_SETS)})")
+    return MODELS_DIR if name == DEFAULT_MODEL_SET else MODELS_DIR / name
 
 
 def sha256_of(path: Path) -> str:

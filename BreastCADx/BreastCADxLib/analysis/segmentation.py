@@ -14,7 +14,13 @@ from scipy import ndimage
 
 from BreastCADxLib.analysis.networks import lesion_unet
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
-from BreastCADxLib.analysis.registry import choose_device, load_card, load_state_dict
+from BreastCADxLib.analysis.registry import (
+    DEFAULT_MODEL_SET,
+    choose_device,
+    load_card,
+    load_state_dict,
+    model_set_dir,
+)
 from BreastCADxLib.errors import BreastCADxError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
@@ -195,7 +201,8 @@ class LesionSegmenter:
         return refined if refined.any() else region
 
 
-@lru_cache(maxsize=2)
-def get_segmenter(model_id: str = DEFAULT_MODEL, device: str = "auto") -> LesionSegmenter:
-    """Process-wide cached segmenter (the model is loaded once)."""
-    return LesionSegmenter.from_registry(model_id, device)
+@lru_cache(maxsize=4)
+def get_segmenter(model_id: str = DEFAULT_MODEL, device: str = "auto", model_set: str = DEFAULT_MODEL_SET
+                  ) -> LesionSegmenter:
+    """Process-wide cached segmenter of a model set (the model is loaded once)."""
+    return LesionSegmenter.from_registry(model_id, device, model_set_dir(model_set))

@@ -45,7 +45,7 @@ def _row_from_result(case_id: str, result: dict, seconds: float, case_dir: str) 
             "seconds": f"{seconds:.3f}"}
 
 
-def _finished(done: Path, expect_lesion: bool) -> dict | None:
+def _finished(done: Path, expect_lesion: bool, model_set: str) -> dict | None:
     """A case's stored result when it was computed with the same settings, else None (compute it)."""
     if not done.exists():
         return None
@@ -55,11 +55,13 @@ def _finished(done: Path, expect_lesion: bool) -> dict | None:
         return None  # a half-written result is recomputed
     if res.get("mask_source") == "auto" and bool(res.get("batch_expect_lesion", False)) != expect_lesion:
         return None
+    if res.get("models", {}).get("model_set", "two-site") != model_set:
+        return None
     return res
 
 
 def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
-              expect_lesion: bool = False) -> list[dict]:
+              expect_lesion: bool = False, model_set: str = "two-site") -> list[dict]:
     """expect_lesion applies to cases without a mask; a finished case computed with the other setting is redone."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.results.case_files import write_case
@@ -73,7 +75,7 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
         case_id = row["case_id"]
         case_dir = out / case_id
         done = case_dir / "result.json"
-        res = _finished(done, expect_lesion)
+        res = _finished(done, expect_lesion, model_set)
         if res is not None:  # resumable: finished cases are kept as they are
             table.append(_row_from_result(case_id, res, res.get("batch_seconds", 0.0), case_id))
         else:
@@ -81,7 +83,7 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
             try:
                 image = load_image(base / row["image"])
                 mask = load_mask(base / row["mask"], image) if (row.get("mask") or "").strip() else None
-                result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion)
+                result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion, model_set=model_set)
                 write_case(result, image, case_dir)
                 seconds = time.perf_counter() - t0
                 res = json.loads(done.read_text())

@@ -62,7 +62,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for target in (out, Path(args.prob) if args.prob else None):
         if target is not None and target.exists() and not args.overwrite:
             raise BreastCADxError("output exists; pass --overwrite to replace it", target)
-    segmenter = get_segmenter(args.model, args.device)
+    segmenter = get_segmenter(args.model, args.device, args.model_set)
     result = segmenter.segment(image, roi=roi, progress=_progress_printer(sys.stderr.isatty() and image.frames > 1),
                                expect_lesion=args.expect_lesion)
     save_mask(result.mask, image, out)
@@ -76,7 +76,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_out=None,
-                expect_lesion=False) -> int:
+                expect_lesion=False, model_set="two-site") -> int:
     from pathlib import Path
 
     from BreastCADxLib.analysis.pipeline import analyze
@@ -96,7 +96,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
         check_writable(Path(dicom_out))  # before anything is computed or written
     mask = load_mask(mask_path, image) if mask_path else None
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
-                     expect_lesion=expect_lesion)
+                     expect_lesion=expect_lesion, model_set=model_set)
     export = bool(dicom_out and result.lesion_found)
     overlay = case_overlay(result, image) if export else None  # rendered once: PNG and DICOM SC
     paths = write_case(result, image, Path(out), overlay)
@@ -113,7 +113,8 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out, args.expect_lesion)
+    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out, args.expect_lesion,
+                       args.model_set)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -121,7 +122,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from BreastCADxLib.cli.batch import run_batch
 
-    table = run_batch(Path(args.manifest), Path(args.out), device=args.device, expect_lesion=args.expect_lesion)
+    table = run_batch(Path(args.manifest), Path(args.out), device=args.device, expect_lesion=args.expect_lesion,
+                      model_set=args.model_set)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
     return 0
@@ -134,6 +136,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     status = _analyze_to(sample, args.out, device=args.device)
     print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
     return status
+
+
+MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA L5) or busi-only (the same design "
+                  "trained on BUSI alone, to score the design at a hospital it has never seen)")
+
+
+def _add_model_set(p: argparse.ArgumentParser) -> None:
+    from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, MODEL_SETS
+
+    p.add_argument("--model-set", choices=MODEL_SETS, default=DEFAULT_MODEL_SET, help=MODEL_SET_HELP)
 
 
 EXPECT_HELP = ("the image shows a lesion: when no region passes the presence threshold, return the most "
@@ -158,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda; env BREASTCADX_DEVICE")
     seg.add_argument("--model", default="lesion_seg_lite0", help="model id in Resources/Models")
     seg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_model_set(seg)
     seg.set_defaults(func=cmd_segment)
     an = sub.add_parser("analyze", help="segment (unless --mask) and classify one case")
     an.add_argument("image", help="image file or DICOM series folder")
@@ -167,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--device", default="auto", help="auto, cpu or cuda")
     an.add_argument("--dicom-out", help="also write DICOM SEG + SR (TID 1500) here (DICOM input only)")
     an.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
+    _add_model_set(an)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
     ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV)")
@@ -174,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ba.add_argument("--expect-lesion", action="store_true",
                     help=EXPECT_HELP + "; for cases without a mask (finished cases run without it are redone)")
+    _add_model_set(ba)
     ba.set_defaults(func=cmd_batch)
     de = sub.add_parser("demo", help="analyse the bundled sample case into ./breastcadx-demo/")
     de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
