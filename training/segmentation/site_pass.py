@@ -26,11 +26,15 @@ from BreastCADxLib.image import Image
 from training.data import add_data_args, cases
 
 OUT = Path("runs/site_pass")
+# the post-processing tuned on BUSI val for the single-site model (session 3), the starting point for new runs;
+# the presence threshold is then re-chosen cross-site (training.segmentation.tune_presence)
+BASE_POSTPROCESSING = {"threshold": 0.35, "presence": 0.9, "min_area_fraction": 0.003, "keep_fraction": 0.1,
+                       "flip_tta": True, "refine_margin": 0.2, "candidate_relative": 0.3}
 
 
 def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None) -> LesionSegmenter:
     """'shipped' (the registry's model), or a training run folder (fp32 model.pt + best.json), whose card is
-    the shipped card with the run's input size and architecture (post-processing as given or as shipped)."""
+    the shipped card with the run's input size and architecture and BASE_POSTPROCESSING (updated by the given)."""
     if run == "shipped":
         return LesionSegmenter.from_registry(DEFAULT_MODEL, device)
     import json
@@ -39,7 +43,7 @@ def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = N
     arch, size = best["args"].get("arch", "lite0"), int(best["args"]["size"])
     card = load_card(DEFAULT_MODEL)
     card = {**card, "id": Path(run).name, "input": {**card["input"], "height": size, "width": size},
-            "postprocessing": {**card["postprocessing"], **(postprocessing or {})}}
+            "postprocessing": {**BASE_POSTPROCESSING, **(postprocessing or {})}}
     net = lesion_unet(pretrained=False, arch=arch)
     net.load_state_dict(torch.load(Path(run) / "model.pt", map_location="cpu", weights_only=True))
     return LesionSegmenter(card, net, device)

@@ -1,0 +1,174 @@
+"""Fit the chosen classifier design on one or both sites, calibrate it, and write the pickle-free bundle.
+
+    python -m training.classification.ship_sites --design rad_inv+desc+deep_box --c 0.1 --sites busi,busbra_l5
+    python -m training.classification.ship_sites --design rad_inv+desc+deep_box --c 0.1 --sites busi \\
+        --models BreastCADx/Resources/Models/busi-only
+
+The design and C come from training.classification.leave_site_out (runs/lso_cls/designs.md). Fitting rows: the
+train+val rows of each site with reference and perturbed outlines. Calibration (Platt): with two sites, on
+leave-site-out predictions (fit on one site, predict the other, pooled), so the probability keeps its meaning at
+a new hospital; with one site, on grouped 5-fold out-of-fold predictions of that site. Test rows are not read.
+The bundle is checked to reproduce the scikit-learn model's probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import sklearn
+from sklearn.linear_model import LogisticRegression
+
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
+from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
+from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
+from training.classification.designs import DESIGNS, BlockModel, load, named_columns, stack
+
+FIT_KINDS = ("reference", "perturbed")
+SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
+
+
+def rows_of(sites: list[str], kinds=FIT_KINDS) -> dict:
+    return stack([load(s, k, None) for s in sites for k in kinds])
+
+
+def subset(d: dict, keep: np.ndarray) -> dict:
+    return {k: (v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == keep.shape else v) for k, v in d.items()}
+
+
+def calibration_rows(blocks, c, sites: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    if len(sites) > 1:
+        p, y = [], []
+        for s in sites:
+            model = BlockModel(blocks, c).fit(rows_of([t for t in sites if t != s]))
+            d = rows_of([s])
+            p.append(model.proba(d))
+            y.append(d["label"])
+        return np.concatenate(p), np.concatenate(y), "leave-site-out predictions (fit on one site, predict the other)"
+    d = rows_of(sites)
+    folds = np.concatenate([load(sites[0], k, None)["fold"] for k in FIT_KINDS])
+    p = np.zeros(len(d["label"]))
+    for f in sorted(set(folds.tolist())):
+        model = BlockModel(blocks, c).fit(subset(d, folds != f))
+        p[folds == f] = model.proba(subset(d, folds == f))
+    return p, d["label"], "grouped 5-fold out-of-fold predictions of the site (its committed folds)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--design", required=True, choices=list(DESIGNS))
+    ap.add_argument("--c", type=float, default=0.1)
+    ap.add_argument("--sites", default="busi,busbra_l5")
+    ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    ap.add_argument("--selection", type=Path, default=Path("runs/lso_cls/designs.json"),
+                    help="the leave-site-out comparison that chose the design (quoted in the card)")
+    args = ap.parse_args()
+    blocks, sites = DESIGNS[args.design], args.sites.split(",")
+    deep = [b for b in blocks if b.startswith("deep")]
+    if len(deep) != 1 or not set(blocks) - set(deep) <= {"rad_inv", "desc"}:
+        raise SystemExit("the bundle ships designs of named blocks (rad_inv, desc) plus one deep block")
+    d = rows_of(sites)
+    model = BlockModel(blocks, args.c).fit(d)
+    names = named_columns(blocks)
+    named = [b for b in blocks if b in ("rad_inv", "desc")]
+    mean = np.concatenate([model.pre_[b].named_steps["scale"].mean_ for b in named])
+    scale = np.concatenate([model.pre_[b].named_steps["scale"].scale_ for b in named])
+    dp = model.pre_[deep[0]]
+    arrays = {"m_rad_mean": mean, "m_rad_scale": scale, "m_deep_mean": dp.named_steps["scale"].mean_,
+              "m_deep_scale": dp.named_steps["scale"].scale_, "m_deep_pca_mean": dp.named_steps["pca"].mean_,
+              "m_deep_pca_components": dp.named_steps["pca"].components_}
+    # the bundle's member input is [named z-scores, deep PCA]: reorder the LR coefficients to that order
+    widths = {b: (len(model.pre_[b].named_steps["scale"].mean_) if b in named else 32) for b in blocks}
+    starts = dict(zip(blocks, np.cumsum([0] + [widths[b] for b in blocks])[:-1]))
+    coef = model.lr_.coef_[0]
+    ordered = np.concatenate([coef[starts[b]:starts[b] + widths[b]] for b in named + deep])
+    member = {"name": "fusion", "estimator": {"kind": "logistic", "coef": ordered.tolist(),
+                                               "intercept": float(model.lr_.intercept_[0])},
+              "branches": [{"kind": "radiomics", "selected": names, "mean": "m_rad_mean", "scale": "m_rad_scale"},
+                           {"kind": "deep", **{k: f"m_deep_{k}" for k in ("mean", "scale", "pca_mean",
+                                                                            "pca_components")}}]}
+    p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites)
+    calibration = fit_platt(p_cal, y_cal)
+
+    folder = args.models
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{DEFAULT_CLASSIFIER}*"):
+        old.unlink()
+    rad = np.hstack([d["radiomics"][:, [list(d["radiomics_names"]).index(n) for n in names if not
+                                        n.startswith("descriptor_")]]] + ([d["descriptors"]] if "desc" in blocks
+                                                                           else []))
+    deepx = d[deep[0]].astype(float)
+    arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
+    card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "",
+            "arrays": f"{DEFAULT_CLASSIFIER}.npz", "mode": "early", "classifier": "LR", "design": args.design,
+            "radiomics_names": names, "members": [member], "combine": {"kind": "single"},
+            "calibration": calibration, "deep_model": None, "deep_crop": deep[0].split("_")[1],
+            "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}, "files": {}}
+    np.savez(folder / card["arrays"], **arrays)
+    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
+    clf = load_classifier(DEFAULT_CLASSIFIER, folder)
+    F = clf.fused_features(rad, deepx)
+    cov = np.cov(F, rowvar=False) + 1e-3 * np.eye(F.shape[1])
+    arrays["ood_mean"], arrays["ood_precision"] = F.mean(axis=0), np.linalg.inv(cov)
+    dist = np.sqrt(np.einsum("ij,jk,ik->i", F - F.mean(0), arrays["ood_precision"], F - F.mean(0)))
+    card["ood"] = {"threshold": float(np.percentile(dist, 99)), "space": "named z-scores + deep PCA",
+                   "rule": "Mahalanobis distance above the 99th percentile of the fitting rows"}
+    db = clf.members[0]["branches"][1]
+    q = clf._branch(db, rad, deepx)
+    lr = LogisticRegression(C=0.5, max_iter=5000).fit(q, d["label"])
+    _, _, dmean, dscale, pca_mean, comps = db
+    v = comps.T @ lr.coef_[0]
+    arrays["explain_deep_weight"] = v / dscale
+    card["explain"] = {"deep_bias": float(lr.intercept_[0] - pca_mean @ v - (dmean / dscale) @ v),
+                       "method": "Grad-CAM (monai.visualize.GradCAM, layer trunk.head) of a logistic score on the "
+                                 "deep branch, refitted on the fitting rows"}
+    np.savez(folder / card["arrays"], **arrays)
+    card["files"] = {f.name: sha256_of(f) for f in sorted(folder.glob(f"{DEFAULT_CLASSIFIER}*"))
+                     if f.suffix != ".json"}
+    card["sha256"] = card["files"][card["arrays"]]
+    selection = json.loads(args.selection.read_text()) if args.selection.exists() else None
+    chosen = next((r for r in selection["results"] if r["design"] == args.design and r["C"] == args.c), None) \
+        if selection else None
+    card.update({
+        "task": "benign vs malignant breast lesion (ultrasound B-mode), from a lesion mask",
+        "model_set": "two-site" if len(sites) > 1 else "busi-only",
+        "features": {
+            "named": "dimensionless pyradiomics features (Resources/Radiomics/ultrasound_2d.yaml; no size in "
+                     "pixels, no absolute grey level) and lexicon descriptors (analysis/descriptors.py)"
+                     if "rad_inv" in blocks else "lexicon descriptors (analysis/descriptors.py)",
+            "deep": "frozen ImageNet EfficientNet-Lite0 trunk on the lesion's " +
+                    ("box crop (grey in all channels, no mask channel)" if deep[0] == "deep_box" else
+                     "mask-aware crop") + ", pooled -> standardised -> PCA 32",
+            "classifier": f"L2 logistic regression, C={args.c:g}"},
+        "training": {
+            "sites": [SITE_NAMES[s] for s in sites],
+            "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion twice: reference outline "
+                    "and a perturbed redraw (training.classification.site_features)",
+            "n_rows": int(len(d["label"])), "malignant_rows": int(d["label"].sum()),
+            "protocol": "design, C and calibration chosen by leave-site-out scores (fit on one site, score on the "
+                        "other with automatic, ROI-box, perturbed and reference masks); test splits unread",
+            "leave_site_out_scores": chosen,
+            "calibration": f"Platt scaling on {cal_how}",
+            "calibration_ece_before": expected_calibration_error(p_cal, y_cal),
+            "calibration_ece_after": expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
+            "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
+                       f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")},
+        "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
+                     "sklearn": sklearn.__version__},
+        "metrics": "benchmarks/results/leave_site_out.md",
+        "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",
+    })
+    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card, indent=1) + "\n")
+    bundle = load_classifier(DEFAULT_CLASSIFIER, folder)
+    diff = np.abs(bundle.raw_proba(rad, deepx)[0] - model.proba(d)).max()
+    print(f"shipped {args.design} C={args.c:g} on {sites} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
+    if diff > 1e-6:
+        raise SystemExit("bundle does not reproduce the fitted model")
+
+
+if __name__ == "__main__":
+    main()

