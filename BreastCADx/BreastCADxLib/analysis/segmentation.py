@@ -112,7 +112,7 @@ class LesionSegmenter:
                       models_dir: Path | None = None) -> LesionSegmenter:
         """The shipped model: card + SHA256-verified weights from Resources/Models (or models_dir)."""
         card = load_card(model_id, models_dir)
-        net = lesion_unet(pretrained=False)
+        net = lesion_unet(pretrained=False, arch=card.get("architecture", {}).get("arch", "lite0"))
         net.load_state_dict(load_state_dict(card))
         return cls(card, net, device)
 
