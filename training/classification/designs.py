@@ -43,8 +43,8 @@ SCORED = ("expect", "roi", "perturbed", "reference")
 PCA_DIM = 32
 
 
-def load(site: str, kind: str, seg: str | None, root: Path = FEATURES) -> dict:
-    name = f"{site}__{kind}" + (f"__{seg}" if kind in ("expect", "roi") else "")
+def load(site: str, kind: str, seg: str | None, root: Path = FEATURES, test: bool = False) -> dict:
+    name = f"{site}__{kind}" + (f"__{seg}" if kind in ("expect", "roi") else "") + ("__test" if test else "")
     z = np.load(root / f"{name}.npz", allow_pickle=False)
     return {k: z[k] for k in z.files}
 

@@ -92,6 +92,7 @@ def main() -> None:
             dice.append(d)
         names = list(rows[0]["radiomics"])
         suffix = f"__{args.pass_file.stem.split('__')[0]}" if kind in ("roi", "expect") else ""
+        suffix += "__test" if args.roles == "test" else ""
         path = args.out / f"{args.site}__{kind}{suffix}.npz"
         np.savez_compressed(
             path, case=np.array([c.case for c in ok]), label=np.array([int(c.malignant) for c in ok]),

@@ -33,10 +33,15 @@ BASE_POSTPROCESSING = {"threshold": 0.35, "presence": 0.9, "min_area_fraction": 
 
 
 def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None) -> LesionSegmenter:
-    """'shipped' (the registry's model), or a training run folder (fp32 model.pt + best.json), whose card is
-    the shipped card with the run's input size and architecture and BASE_POSTPROCESSING (updated by the given)."""
+    """'shipped' (the registry's default set), 'set:NAME' (a shipped model set), or a training run folder
+    (fp32 model.pt + best.json) whose card is the shipped card with the run's input size and architecture and
+    BASE_POSTPROCESSING (updated by `postprocessing`)."""
     if run == "shipped":
         return LesionSegmenter.from_registry(DEFAULT_MODEL, device)
+    if run.startswith("set:"):
+        from BreastCADxLib.analysis.registry import model_set_dir
+
+        return LesionSegmenter.from_registry(DEFAULT_MODEL, device, model_set_dir(run[4:]))
     import json
 
     best = json.loads((Path(run) / "best.json").read_text())
@@ -52,7 +57,7 @@ def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
-    ap.add_argument("--run", required=True, help="'shipped' or a runs/ folder")
+    ap.add_argument("--run", required=True, help="'shipped', 'set:two-site', 'set:busi-only' or a runs/ folder")
     ap.add_argument("--site", required=True)
     ap.add_argument("--roles", default="train,val")
     ap.add_argument("--threads", type=int, default=0)
@@ -83,13 +88,17 @@ def main() -> None:
         if (i + 1) % 50 == 0:
             print(f"{i + 1}/{len(todo)} {time.time() - t0:.0f}s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "shipped" if args.run == "shipped" else Path(args.run).name
+    name = pass_name(args.run)
     path = args.out / f"{name}__{args.site}__{args.roles.replace(',', '+')}.npz"
     arrays = {k: np.array(v) for k, v in keep.items() if k in ("case", "low_confidence", "seconds")}
     for k in ("prob", "default", "expect", "roi"):  # ragged: one entry per image
         arrays.update({f"{k}_{i}": a for i, a in enumerate(keep[k])})
     np.savez_compressed(path, **arrays)
     print(f"wrote {path} ({len(todo)} images, {time.time() - t0:.0f}s)")
+
+
+def pass_name(run: str) -> str:
+    return run[4:] if run.startswith("set:") else run if run == "shipped" else Path(run).name
 
 
 def load_pass(path: Path) -> dict[str, dict[str, np.ndarray]]:
