@@ -1,0 +1,213 @@
+"""Leave-site-out benchmark and the reader comparison, on the held-out test patients of both sites.
+
+    python -m benchmarks.leave_site_out
+
+Reads (made beforehand, see README "Models and how they were made"):
+- runs/site_pass/<set>__<site>__test.npz: segmenter passes of the shipped model sets over each site's test split;
+- runs/site_pass/seg_B__busi__{train+val,test}.npz: the BUS-BRA-only run over all BUSI images (B -> A, and the
+  out-of-fold false-lesion rate over every BUSI normal image);
+- runs/site_features/<site>__<kind>[__<set>]__test.npz: features of the test lesions under each mask kind.
+Cross-site = the busi-only set (never trained on BUS-BRA) on BUS-BRA L5, and the BUS-BRA-only run on BUSI.
+CIs: 95 % percentile bootstrap over patients (BUS-BRA) or duplicate groups (BUSI), 2000 resamples.
+Writes benchmarks/results/leave_site_out.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from benchmarks.segmentation import machine
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
+from BreastCADxLib.analysis.classifier import load_classifier
+from BreastCADxLib.analysis.registry import model_set_dir
+from BreastCADxLib.analysis.segmentation import postprocess
+from training.classification.designs import load
+from training.data import DEFAULT_DATA, site_cases
+from training.segmentation.site_pass import BASE_POSTPROCESSING, load_pass
+
+RESULTS = Path("benchmarks/results")
+PASSES = Path("runs/site_pass")
+SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)"}
+SETS = ("busi-only", "two-site")
+KINDS = {"expect": "automatic", "roi": "ROI box", "perturbed": "corrected (perturbed)", "reference": "reference"}
+N_BOOT = 2000
+
+
+def group_boot(groups: np.ndarray, stat, n: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """95 % CI of stat(index array) resampling whole groups (patients / duplicate groups)."""
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in uniq}
+    vals = []
+    for _ in range(n):
+        idx = np.concatenate([members[g] for g in rng.choice(uniq, len(uniq))])
+        v = stat(idx)
+        if np.isfinite(v):
+            vals.append(v)
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict:
+    def stat(idx):
+        return roc_auc_score(y[idx], p[idx]) if len(set(y[idx].tolist())) == 2 else np.nan
+
+    return {"auc": float(roc_auc_score(y, p)), "ci95": group_boot(groups, stat), "n": int(len(y)),
+            "malignant": int(y.sum())}
+
+
+def mean_ci(v: np.ndarray, groups: np.ndarray) -> dict:
+    return {"mean": float(np.mean(v)), "ci95": group_boot(groups, lambda i: float(np.mean(v[i]))), "n": int(len(v))}
+
+
+def seg_rows(site: str, name: str, path: Path, presence: float | None = None) -> dict:
+    refs = {c.case: c for c in site_cases(site, DEFAULT_DATA[site])}
+    dice: dict[str, list] = {"default": [], "expect": [], "roi": []}
+    groups, missed, false = [], [], []
+    for case, r in load_pass(path).items():
+        ref = refs[case].load()[1]
+        default = r["default"] if presence is None else postprocess(
+            r["prob"], BASE_POSTPROCESSING["threshold"], presence, BASE_POSTPROCESSING["min_area_fraction"],
+            BASE_POSTPROCESSING["keep_fraction"])
+        if not ref.any():
+            false.append(bool(default.any()))
+            continue
+        groups.append(refs[case].group)
+        missed.append(not default.any())
+        for k, m in (("default", default), ("expect", r["expect"]), ("roi", r["roi"])):
+            dice[k].append(2 * (m & ref).sum() / max(1, m.sum() + ref.sum()))
+    g = np.array(groups)
+    out = {"model": name, "site": site, "lesions": len(groups), "missed": int(sum(missed)),
+           "missed_rate": float(np.mean(missed))}
+    out.update({f"dice_{k}": mean_ci(np.array(v), g) for k, v in dice.items()})
+    if false:
+        out["false_lesion_rate"] = float(np.mean(false))
+        out["lesion_free_images"] = len(false)
+    return out
+
+
+def classify(model_set: str, d: dict) -> np.ndarray:
+    clf = load_classifier(models_dir=model_set_dir(model_set))
+    names = list(d["radiomics_names"])
+    desc = {f"descriptor_{n}": j for j, n in enumerate(d["descriptor_names"])}
+    cols = [d["descriptors"][:, desc[n]] if n in desc else d["radiomics"][:, names.index(n)]
+            for n in clf.radiomics_names]
+    deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
+    raw, _ = clf.raw_proba(np.column_stack(cols), deep.astype(float))
+    return apply_calibration(clf.calibration, raw)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                 "segmentation": [], "classification": [], "reader": None}
+    presence = json.loads((model_set_dir("two-site") / "lesion_seg_lite0.json").read_text())["postprocessing"][
+        "presence"]
+    for site in SITES:
+        for s in SETS:
+            path = PASSES / f"{s}__{site}__test.npz"
+            if path.exists():
+                res["segmentation"].append(seg_rows(site, s, path))
+        path = PASSES / f"seg_B__{site}__test.npz"
+        if path.exists():
+            res["segmentation"].append(seg_rows(site, "busbra-only run (seg_B)", path, presence))
+    oof = [PASSES / f"seg_B__busi__{r}.npz" for r in ("train+val", "test")]
+    if all(p.exists() for p in oof):
+        false = []
+        for p in oof:
+            refs = {c.case: c for c in site_cases("busi", DEFAULT_DATA["busi"])}
+            for case, r in load_pass(p).items():
+                if refs[case].label == "normal":
+                    false.append(bool(postprocess(r["prob"], BASE_POSTPROCESSING["threshold"], presence,
+                                                  BASE_POSTPROCESSING["min_area_fraction"],
+                                                  BASE_POSTPROCESSING["keep_fraction"]).any()))
+        res["oof_normal_false_lesion"] = {"images": len(false), "rate": float(np.mean(false)),
+                                          "model": "BUS-BRA-only run (never saw BUSI) at the shipped presence"}
+    for site in SITES:
+        for s in SETS:
+            for kind in KINDS:
+                try:
+                    d = load(site, kind, s, test=True)
+                except FileNotFoundError:
+                    continue
+                p = classify(s, d)
+                y = d["label"]
+                row = {"model_set": s, "site": site, "masks": kind, **auc_ci(y, p, d["group"]),
+                       "ece": expected_calibration_error(p, y),
+                       "sensitivity_at_0.5": float((p[y == 1] >= 0.5).mean()),
+                       "specificity_at_0.5": float((p[y == 0] < 0.5).mean())}
+                if kind in ("expect", "roi"):
+                    row["mask_dice_to_reference"] = float(np.mean(d["dice"]))
+                res["classification"].append(row)
+    try:
+        d = load("busbra_l5", "reference", None, test=True)
+        y, b = d["label"], d["birads"].astype(float)
+        res["reader"] = {**auc_ci(y, b, d["group"]), "sensitivity_at_4": float((b[y == 1] >= 4).mean()),
+                         "specificity_at_4": float((b[y == 0] < 4).mean())}
+    except FileNotFoundError:
+        pass
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "leave_site_out.json").write_text(json.dumps(res, indent=1) + "\n")
+    (args.out / "leave_site_out.md").write_text(markdown(res))
+    print(markdown(res))
+
+
+def _ci(x: dict, key: str = "mean") -> str:
+    return f"{x[key]:.3f} [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}]"
+
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    out = [f"# Leave-site-out benchmark and reader comparison\n\nDate: {res['date']}  \nMachine: {m['cpu']}, "
+           f"{m['cores']} cores, torch {m['torch']} (CPU)\n",
+           "Test splits only (BUSI: duplicate-grouped; BUS-BRA L5: patient-grouped), read once for this report. "
+           "Cross-site rows are marked: the model never saw that hospital. 95 % CIs bootstrap whole patients "
+           "(L5) or duplicate groups (BUSI).\n", "## Segmentation\n",
+           "| model | test site | cross-site | lesions | Dice, no prompt (miss = 0) | missed | Dice, lesion expected "
+           "| Dice, ROI box | normal images given a lesion |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["segmentation"]:
+        cross = (r["model"] == "busi-only" and r["site"] == "busbra_l5") or \
+            (r["model"].startswith("busbra") and r["site"] == "busi")
+        fl = f"{r['false_lesion_rate']:.1%} of {r['lesion_free_images']}" if "false_lesion_rate" in r else "n/a"
+        out.append(f"| {r['model']} | {SITES[r['site']]} | {'**yes**' if cross else 'no'} | {r['lesions']} | "
+                   f"{_ci(r['dice_default'])} | {r['missed']} ({r['missed_rate']:.1%}) | {_ci(r['dice_expect'])} | "
+                   f"{_ci(r['dice_roi'])} | {fl} |")
+    if "oof_normal_false_lesion" in res:
+        o = res["oof_normal_false_lesion"]
+        out.append(f"\nNormal images given a false lesion over out-of-fold predictions of all {o['images']} BUSI "
+                   f"normal images ({o['model']}): **{o['rate']:.1%}**.\n")
+    out += ["\n## Classification\n", "| model set | test site | cross-site | masks | AUC [95 % CI] | ECE | "
+            "sens / spec at p 0.5 | mask Dice to reference |", "|---|---|---|---|---|---|---|---|"]
+    for r in res["classification"]:
+        cross = r["model_set"] == "busi-only" and r["site"] == "busbra_l5"
+        dc = f"{r['mask_dice_to_reference']:.3f}" if "mask_dice_to_reference" in r else ""
+        out.append(f"| {r['model_set']} | {SITES[r['site']]} | {'**yes**' if cross else 'no'} | {KINDS[r['masks']]} "
+                   f"| {_ci(r, 'auc')} | {r['ece']:.3f} | {r['sensitivity_at_0.5']:.2f} / "
+                   f"{r['specificity_at_0.5']:.2f} | {dc} |")
+    if res["reader"]:
+        rd = res["reader"]
+        out += ["\n## Against the reader (BUS-BRA L5 test patients, the same images)\n",
+                "| | automatic masks | ROI-box masks | reference masks |", "|---|---|---|---|",
+                f"| the ultrasonographer's BI-RADS (2-5 as the score; sens {rd['sensitivity_at_4']:.2f} / spec "
+                f"{rd['specificity_at_4']:.2f} at >= 4) | {_ci(rd, 'auc')} | {_ci(rd, 'auc')} | {_ci(rd, 'auc')} |"]
+        for s in SETS:
+            cells = []
+            for kind in ("expect", "roi", "reference"):
+                r = next((r for r in res["classification"] if r["model_set"] == s and r["site"] == "busbra_l5"
+                          and r["masks"] == kind), None)
+                cells.append(_ci(r, "auc") if r else "")
+            label = "BreastCADx trained on BUSI only (**cross-site**)" if s == "busi-only" else \
+                "BreastCADx two-site (L5's own held-out patients)"
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
