@@ -1,8 +1,9 @@
-"""Run the worker in a background process: progress events, cancel (kills the whole process tree).
+"""Background jobs: one job folder, a TaskRunner that runs the worker on it, and the tasks it returns.
 
-Qt-free: the Slicer panel calls `poll()` from a QTimer so the UI stays responsive; tests and scripts call
-`wait()`. Cancelling kills the process group; the caller then discards the job folder, so nothing half-made
-reaches the scene.
+`ProcessRunner` runs the worker in a background process (progress events, cancel kills the whole process tree);
+`InProcessRunner` runs the same worker code in this process (tests, scripts). Qt-free: the Slicer panel calls
+`poll()` from a QTimer so the UI stays responsive; tests and scripts call `wait()`. After a cancel the caller
+discards the job folder, so nothing half-made reaches the scene.
 """
 
 from __future__ import annotations
@@ -14,15 +15,61 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from BreastCADxLib.errors import BreastCADxError
 
 LIB_PARENT = Path(__file__).resolve().parents[2]  # the folder holding BreastCADxLib/
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+Progress = Callable[[float, str], None]
+
+
+class JobFolder:
+    """Inputs and outputs of one background job; every file name of the job is defined here only.
+    Inputs: image.nrrd (its header carries spacing-known and modality), mask.nrrd (classify).
+    Outputs in out/: mask.nrrd + segment.json (segment), result.json + heatmap.nrrd (classify)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.image, self.mask, self.out = self.root / "image.nrrd", self.root / "mask.nrrd", self.root / "out"
+        self.out_mask, self.segment_info = self.out / "mask.nrrd", self.out / "segment.json"
+        self.result, self.heatmap = self.out / "result.json", self.out / "heatmap.nrrd"
+
+    @classmethod
+    def create(cls, kind: str) -> JobFolder:
+        return cls(Path(tempfile.mkdtemp(prefix=f"breastcadx-{kind}-")))
+
+    def write_inputs(self, image, mask=None) -> None:
+        from BreastCADxLib.io import save_image, save_mask
+
+        save_image(image, self.image)
+        if mask is not None:
+            save_mask(mask, image, self.mask)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Task(Protocol):
+    status: str
+    error: str
+    messages: list[tuple[float, str]]
+
+    def poll(self) -> str: ...
+    def cancel(self) -> None: ...
+    def wait(self, timeout: float | None = None, interval: float = 0.1,
+             should_cancel: Callable[[], bool] | None = None) -> str: ...
+
+
+class TaskRunner(Protocol):
+    def start(self, task: str, job: JobFolder, args: list[str], on_progress: Progress | None = None) -> Task:
+        """Start worker task `task` ("segment" / "classify") on `job` with worker arguments `args`."""
+        ...
 
 
 def python_executable() -> str:
@@ -123,3 +170,52 @@ class BackgroundTask:
                 break
             time.sleep(interval)
         return self.status
+
+
+class ProcessRunner:
+    """The worker in a background process (PythonSlicer inside Slicer)."""
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python
+
+    def start(self, task: str, job: JobFolder, args: list[str], on_progress: Progress | None = None) -> Task:
+        return BackgroundTask([task, "--job", str(job.root), *args], on_progress, self.python).start()
+
+
+class InProcessTask:
+    """A worker run already finished in this process; the same statuses, messages and errors as a process."""
+
+    def __init__(self, argv: list[str], on_progress: Progress | None) -> None:
+        from BreastCADxLib.scene import worker
+
+        self.messages: list[tuple[float, str]] = []
+        self.error = ""
+
+        def emit(**event) -> None:
+            if "progress" in event:
+                self.messages.append((event["progress"], event.get("message", "")))
+                if on_progress is not None:
+                    on_progress(float(event["progress"]), str(event.get("message", "")))
+            elif "error" in event:
+                self.error = str(event["error"])
+
+        self.status = DONE if worker.execute(argv, emit) == 0 else FAILED
+
+    def poll(self) -> str:
+        return self.status
+
+    def cancel(self) -> None:
+        self.status = CANCELLED
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1,
+             should_cancel: Callable[[], bool] | None = None) -> str:
+        if should_cancel is not None and should_cancel():
+            self.cancel()
+        return self.status
+
+
+class InProcessRunner:
+    """The worker's code in this process, synchronously: for tests and scripts (no process start-up)."""
+
+    def start(self, task: str, job: JobFolder, args: list[str], on_progress: Progress | None = None) -> Task:
+        return InProcessTask([task, "--job", str(job.root), *args], on_progress)

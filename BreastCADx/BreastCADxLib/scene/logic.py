@@ -1,7 +1,8 @@
 """Scene-level workflow behind the Slicer panel: segment into a new segment, classify a (corrected) segment.
 
-Long work runs in a background process (jobs.BackgroundTask -> worker.py); the scene is only touched in
-`finish_*`, after the process has succeeded, so a cancelled or failed run leaves it unchanged. No
+Long work runs through a jobs.TaskRunner (by default a background process running worker.py; in tests the same
+worker code in-process); the scene is only touched in `finish_*`, after the run has succeeded, so a cancelled or
+failed run leaves it unchanged. No
 ScriptedLoadableModule/qt here: it runs in Slicer and headless on slicer-core; BreastCADx.py only wires it.
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
 from BreastCADxLib.scene import parameters as state
-from BreastCADxLib.scene.jobs import CANCELLED, DONE, BackgroundTask
+from BreastCADxLib.scene.jobs import CANCELLED, DONE, JobFolder, ProcessRunner, Task, TaskRunner
 from BreastCADxLib.scene.mrml import (
     add_mask_segment,
     heatmap_to_volume_node,
@@ -52,8 +51,8 @@ def mask_digest(mask: np.ndarray) -> str:
 @dataclass
 class Job:
     kind: str  # "segment" or "classify"
-    folder: Path
-    task: BackgroundTask
+    folder: JobFolder
+    task: Task
     volume_node: object
     image: Image  # the volume as sent to the worker (its grid is where results come back)
     segmentation_node: object | None = None
@@ -65,7 +64,7 @@ class Job:
 
     def cancel(self) -> None:
         self.task.cancel()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.discard()
 
 
 @dataclass
@@ -105,9 +104,10 @@ def roi_node_to_box(roi_node, volume_node) -> Box:
 
 
 class WorkflowLogic:
-    def __init__(self, scene, python: str | None = None) -> None:
+    def __init__(self, scene, runner: TaskRunner | None = None, python: str | None = None) -> None:
+        """`runner`: how worker tasks run (default: a background process with `python`, else PythonSlicer)."""
         self.scene = scene
-        self.python = python
+        self.runner = runner or ProcessRunner(python)
 
     @property
     def parameters(self):
@@ -126,17 +126,12 @@ class WorkflowLogic:
     def _new_job(self, kind: str, volume_node, mask: np.ndarray | None, args: list[str],
                  progress: Progress | None) -> Job:
         image = volume_node_to_image(volume_node)
-        folder = Path(tempfile.mkdtemp(prefix=f"breastcadx-{kind}-"))
-        save_image(image, folder / "image.nrrd")
-        (folder / "image.json").write_text(json.dumps({"spacing_known": image.spacing_known,
-                                                       "modality": image.modality}))
-        if mask is not None:
-            save_mask(mask, image, folder / "mask.nrrd")
-        task = BackgroundTask([kind, "--job", str(folder), *args], on_progress=progress, python=self.python)
+        folder = JobFolder.create(kind)
         try:
-            task.start()
+            folder.write_inputs(image, mask)
+            task = self.runner.start(kind, folder, args, progress)
         except BreastCADxError:
-            shutil.rmtree(folder, ignore_errors=True)
+            folder.discard()
             raise
         return Job(kind, folder, task, volume_node, image)
 
@@ -161,22 +156,22 @@ class WorkflowLogic:
     def wait(job: Job, should_cancel: Callable[[], bool] | None = None, timeout: float | None = None) -> str:
         return job.task.wait(timeout=timeout, should_cancel=should_cancel)
 
-    def _check_done(self, job: Job) -> Path:
+    def _check_done(self, job: Job) -> JobFolder:
         status = job.poll()
         if status != DONE:
-            shutil.rmtree(job.folder, ignore_errors=True)
+            job.folder.discard()
             reason = "cancelled" if status == CANCELLED else (job.task.error or status)
             raise JobFailed(f"{job.kind} did not complete: {reason}")
-        return job.folder / "out"
+        return job.folder
 
     def finish_segment(self, job: Job, segmentation_node=None) -> SegmentOutcome:
         """Add the result as a NEW segment (never replaces one); only now is the scene changed."""
-        out = self._check_done(job)
+        folder = self._check_done(job)
         try:
-            mask = load_mask(out / "mask.nrrd", job.image)
-            low_confidence = bool(json.loads((out / "segment.json").read_text())["low_confidence"])
+            mask = load_mask(folder.out_mask, job.image)
+            low_confidence = bool(json.loads(folder.segment_info.read_text())["low_confidence"])
         finally:
-            shutil.rmtree(job.folder, ignore_errors=True)
+            folder.discard()
         if segmentation_node is None:
             segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "BreastCADx segmentation")
             segmentation_node.CreateDefaultDisplayNodes()
@@ -188,13 +183,12 @@ class WorkflowLogic:
 
     def finish_classify(self, job: Job) -> ClassifyOutcome:
         """Results into new table / heatmap nodes; segment colour and name follow the result."""
-        out = self._check_done(job)
+        folder = self._check_done(job)
         try:
-            result = json.loads((out / "result.json").read_text())
-            heat_path = out / "heatmap.nrrd"
-            heat = load_image(heat_path).array if heat_path.exists() else None
+            result = json.loads(folder.result.read_text())
+            heat = load_image(folder.heatmap).array if folder.heatmap.exists() else None
         finally:
-            shutil.rmtree(job.folder, ignore_errors=True)
+            folder.discard()
         result["source"] = job.volume_node.GetName()
         table = result_to_table_node(result, self.scene)
         heat_node = heatmap_to_volume_node(heat, job.image, self.scene) if heat is not None else None

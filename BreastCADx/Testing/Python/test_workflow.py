@@ -1,7 +1,9 @@
-"""The panel's workflow on a real vtkMRMLScene (slicer-core), with the real background process.
+"""The panel's workflow on a real vtkMRMLScene (slicer-core).
 
-Load -> segment (background worker, progress) -> edit the segment -> re-classify -> overlay -> save / reload
-the scene (.mrb) -> export; cancel and failures leave the scene unchanged.
+Load -> segment (worker, progress) -> edit the segment -> re-classify -> overlay -> save / reload the scene
+(.mrb) -> export; cancel and failures leave the scene unchanged. The worker runs in-process (jobs.InProcessRunner,
+the same code as the background process) except where the real process is the point: cancel mid-run, a worker
+error crossing the process boundary, a missing interpreter.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.scene import parameters as state
+from BreastCADxLib.scene.jobs import InProcessRunner
 from conftest import MODULE_DIR, dciodvfy
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
@@ -55,9 +58,10 @@ def flow(tmp_path_factory, sample_dicom, sample_mask):
     from BreastCADxLib.scene.logic import WorkflowLogic
     from BreastCADxLib.scene.mrml import segment_to_mask
 
+
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene
-    logic = WorkflowLogic(scene)
+    logic = WorkflowLogic(scene, runner=InProcessRunner())
     volume = logic.load_image_file(sample_dicom, "sample")
     ref = load_mask(sample_mask, load_image(sample_dicom))
     seen: list[tuple[float, str]] = []
@@ -210,7 +214,7 @@ def test_cancel_mid_run_leaves_scene_unchanged(scene, sample_dicom):
     assert job.task.messages, "worker never reported progress"
     job.cancel()
     assert job.task._proc.poll() is not None  # the process is gone
-    assert not job.folder.exists()
+    assert not job.folder.root.exists()
     with pytest.raises(JobFailed, match="cancelled"):
         logic.finish_segment(job)
     assert _node_ids(scene) == before
@@ -220,7 +224,7 @@ def test_resegment_adds_a_new_segment_and_keeps_the_edited_one(scene, sample_dic
     from BreastCADxLib.scene.logic import WorkflowLogic
     from BreastCADxLib.scene.mrml import segment_to_mask
 
-    logic = WorkflowLogic(scene)
+    logic = WorkflowLogic(scene, runner=InProcessRunner())
     volume = logic.load_image_file(sample_dicom)
     out = logic.segment(volume, device="cpu")
     drawn = np.zeros(volume_shape(volume), bool)
@@ -239,7 +243,7 @@ def test_expect_lesion_gives_a_flagged_candidate_where_the_default_finds_nothing
     from BreastCADxLib.scene.mrml import segment_to_mask
 
     case = MODULE_DIR / "Testing" / "Data" / "busi" / "benign_351"
-    logic = WorkflowLogic(scene)
+    logic = WorkflowLogic(scene, runner=InProcessRunner())
     volume = logic.load_image_file(f"{case}.png")
     plain = logic.segment(volume, device="cpu")
     assert not plain.lesion_found and not plain.low_confidence
@@ -270,7 +274,7 @@ def test_worker_errors_reach_the_caller_and_scene_is_unchanged(scene):
 def test_empty_segment_is_refused_before_any_run(scene, sample_dicom):
     from BreastCADxLib.scene.logic import WorkflowLogic
 
-    logic = WorkflowLogic(scene)
+    logic = WorkflowLogic(scene, runner=InProcessRunner())
     volume = logic.load_image_file(sample_dicom)
     seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     sid = seg.GetSegmentation().AddEmptySegment("", "Breast lesion")
@@ -281,7 +285,7 @@ def test_empty_segment_is_refused_before_any_run(scene, sample_dicom):
 def test_roi_node_to_box(scene, sample_dicom):
     from BreastCADxLib.scene.logic import WorkflowLogic, roi_node_to_box
 
-    volume = WorkflowLogic(scene).load_image_file(sample_dicom)
+    volume = WorkflowLogic(scene, runner=InProcessRunner()).load_image_file(sample_dicom)
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     ijk_to_ras = _matrix(volume)
     lo, hi = ijk_to_ras @ [100, 50, 0, 1], ijk_to_ras @ [300, 250, 0, 1]
