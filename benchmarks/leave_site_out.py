@@ -27,7 +27,7 @@ from BreastCADxLib.analysis.calibration import apply_calibration, expected_calib
 from BreastCADxLib.analysis.classifier import load_classifier
 from BreastCADxLib.analysis.registry import model_set_dir
 from BreastCADxLib.analysis.segmentation import postprocess
-from training.classification.designs import load
+from training.classification.designs import load, named_matrix
 from training.data import DEFAULT_DATA, site_cases
 from training.segmentation.site_pass import BASE_POSTPROCESSING, load_pass
 
@@ -93,12 +93,8 @@ def seg_rows(site: str, name: str, path: Path, presence: float | None = None) ->
 
 def classify(model_set: str, d: dict) -> np.ndarray:
     clf = load_classifier(models_dir=model_set_dir(model_set))
-    names = list(d["radiomics_names"])
-    desc = {f"descriptor_{n}": j for j, n in enumerate(d["descriptor_names"])}
-    cols = [d["descriptors"][:, desc[n]] if n in desc else d["radiomics"][:, names.index(n)]
-            for n in clf.radiomics_names]
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
-    raw, _ = clf.raw_proba(np.column_stack(cols), deep.astype(float))
+    raw, _ = clf.raw_proba(named_matrix(d, clf.radiomics_names), deep.astype(float))
     return apply_calibration(clf.calibration, raw)
 
 

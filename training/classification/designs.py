@@ -38,6 +38,9 @@ DESIGNS = {  # name -> feature blocks
     "rad_inv+deep_box": ("rad_inv", "deep_box"),
     "rad_inv+desc+deep_box": ("rad_inv", "desc", "deep_box"),
     "rad_all+deep_mask": ("rad_all", "deep_mask"),
+    "desc+deep_mask": ("desc", "deep_mask"),
+    "rad_inv+desc+deep_mask": ("rad_inv", "desc", "deep_mask"),
+    "rad_all+desc+deep_mask": ("rad_all", "desc", "deep_mask"),
 }
 SCORED = ("expect", "roi", "perturbed", "reference")
 PCA_DIM = 32
@@ -93,12 +96,22 @@ def stack(ds: list[dict]) -> dict:
     return {**{k: np.concatenate([d[k] for d in ds]) for k in keys}, "radiomics_names": ds[0]["radiomics_names"]}
 
 
-def named_columns(blocks: tuple[str, ...]) -> list[str]:
+def named_columns(blocks: tuple[str, ...], radiomics_names: list[str] | None = None) -> list[str]:
     """The named (non-deep) inputs of a design in model order, as the bundle and the pipeline name them."""
     out: list[str] = []
     for b in blocks:
-        if b == "rad_inv":
+        if b == "rad_all":
+            out += list(radiomics_names or [])
+        elif b == "rad_inv":
             out += list(RAD_INVARIANT)
         elif b == "desc":
             out += [f"descriptor_{n}" for n in DESCRIPTOR_NAMES]
     return out
+
+
+def named_matrix(d: dict, names: list[str]) -> np.ndarray:
+    """Columns of a feature file by name: radiomics by their pyradiomics name, descriptors as descriptor_<name>."""
+    rad = list(d["radiomics_names"])
+    desc = {f"descriptor_{n}": j for j, n in enumerate(d["descriptor_names"])}
+    return np.column_stack([d["descriptors"][:, desc[n]] if n in desc else d["radiomics"][:, rad.index(n)]
+                            for n in names])

@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
-from training.classification.designs import DESIGNS, BlockModel, load, named_columns, stack
+from training.classification.designs import DESIGNS, BlockModel, load, named_columns, named_matrix, stack
 
 FIT_KINDS = ("reference", "perturbed")
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
@@ -69,12 +69,12 @@ def main() -> None:
     args = ap.parse_args()
     blocks, sites = DESIGNS[args.design], args.sites.split(",")
     deep = [b for b in blocks if b.startswith("deep")]
-    if len(deep) != 1 or not set(blocks) - set(deep) <= {"rad_inv", "desc"}:
-        raise SystemExit("the bundle ships designs of named blocks (rad_inv, desc) plus one deep block")
+    if len(deep) != 1 or not set(blocks) - set(deep) <= {"rad_all", "rad_inv", "desc"}:
+        raise SystemExit("the bundle ships designs of named blocks (rad_all, rad_inv, desc) plus one deep block")
     d = rows_of(sites)
     model = BlockModel(blocks, args.c).fit(d)
-    names = named_columns(blocks)
-    named = [b for b in blocks if b in ("rad_inv", "desc")]
+    names = named_columns(blocks, [str(n) for n in d["radiomics_names"]])
+    named = [b for b in blocks if b in ("rad_all", "rad_inv", "desc")]
     mean = np.concatenate([model.pre_[b].named_steps["scale"].mean_ for b in named])
     scale = np.concatenate([model.pre_[b].named_steps["scale"].scale_ for b in named])
     dp = model.pre_[deep[0]]
@@ -98,9 +98,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{DEFAULT_CLASSIFIER}*"):
         old.unlink()
-    rad = np.hstack([d["radiomics"][:, [list(d["radiomics_names"]).index(n) for n in names if not
-                                        n.startswith("descriptor_")]]] + ([d["descriptors"]] if "desc" in blocks
-                                                                           else []))
+    rad = named_matrix(d, names)
     deepx = d[deep[0]].astype(float)
     arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
     card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "",
