@@ -93,7 +93,8 @@ class BlockModel:
 
 def stack(ds: list[dict]) -> dict:
     keys = ("label", "radiomics", "descriptors", "deep_box", "deep_mask", "group", "case")
-    return {**{k: np.concatenate([d[k] for d in ds]) for k in keys}, "radiomics_names": ds[0]["radiomics_names"]}
+    return {**{k: np.concatenate([d[k] for d in ds]) for k in keys}, "radiomics_names": ds[0]["radiomics_names"],
+            "descriptor_names": ds[0]["descriptor_names"]}
 
 
 def named_columns(blocks: tuple[str, ...], radiomics_names: list[str] | None = None) -> list[str]:
