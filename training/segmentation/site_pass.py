@@ -81,7 +81,9 @@ def main() -> None:
             e = seg.segment(Image(array=img), expect_lesion=True)
             expect, low = e.mask[0], e.low_confidence
         box = mask_bbox(ref)
-        roi = seg.segment(Image(array=img), roi=expand_box(box, 0.10, ref.shape)).mask[0] if box else default
+        # a drawn box says a lesion is there: the prompted path keeps its best candidate (as the panel does)
+        roi = seg.segment(Image(array=img), roi=expand_box(box, 0.10, ref.shape), expect_lesion=True).mask[0] \
+            if box else default
         for k, v in (("case", c.case), ("prob", np.round(prob * 255).astype(np.uint8)), ("default", default),
                      ("expect", expect), ("roi", roi), ("low_confidence", low)):
             keep[k].append(v)
