@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,21 +16,33 @@ COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability
            "birads_suggestion", "mask_path", "heatmap_path", "seconds"]
 
 
+CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+RESERVED = {"results.csv"}
+
+
 def read_manifest(path: Path) -> list[dict]:
+    """Rows of case_id,image[,mask]; a UTF-8 BOM is accepted; every problem names the row."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise BreastCADxError(f"manifest cannot be read ({e})", path) from None
     if not rows or "case_id" not in rows[0] or "image" not in rows[0]:
         raise BreastCADxError("manifest needs the columns case_id,image (and optionally mask)", path)
+    for n, r in enumerate(rows, start=2):  # line 1 is the header
+        if None in r or any(v is None for v in r.values()):
+            raise BreastCADxError(f"line {n}: the row has {'more' if None in r else 'fewer'} cells than the "
+                                  "header", path)
+        r["case_id"] = r["case_id"].strip()
+        if not CASE_ID.match(r["case_id"]) or r["case_id"].lower() in RESERVED:
+            raise BreastCADxError(f"line {n}: case_id {r['case_id'][:40]!r} must be 1-100 letters, digits, '.', '_' "
+                                  "or '-' (a plain folder name; not results.csv)", path)
+        if not r["image"].strip():
+            raise BreastCADxError(f"line {n}: the image cell is empty", path)
     ids = [r["case_id"] for r in rows]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise BreastCADxError(f"case_id values must be unique; repeated: {dupes[:5]}", path)
-    bad = [i for i in ids if not i or "/" in i or "\\" in i or i in (".", "..")]
-    if bad:
-        raise BreastCADxError(f"case_id must be a plain folder name; bad: {bad[:5]}", path)
     return rows
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from BreastCADxLib import __version__
 from BreastCADxLib.errors import BreastCADxError
 
+EXIT_CASES_FAILED = 1  # batch: finished, but some cases failed (see results.csv)
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
@@ -126,7 +127,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                       model_set=args.model_set)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
-    return 0
+    return EXIT_CASES_FAILED if errors else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

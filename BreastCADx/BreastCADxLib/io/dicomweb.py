@@ -7,6 +7,7 @@ environment variables. TLS certificates are verified unless the caller turns tha
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,16 @@ SERIES_FIELDS = {
     "SeriesInstanceUID": "0020000E", "Modality": "00080060", "SeriesNumber": "00200011",
     "SeriesDescription": "0008103E", "NumberOfSeriesRelatedInstances": "00201209",
 }
+
+
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def instance_file_name(ds: pydicom.Dataset, index: int) -> str:
+    """A file name from the server's SOPInstanceUID only when it is a valid DICOM UID (digits and dots, at most
+    64 characters); anything else (e.g. '../../x') becomes instance_<index>: the name never leaves the folder."""
+    uid = str(getattr(ds, "SOPInstanceUID", ""))
+    return f"{uid}.dcm" if UID_PATTERN.match(uid) and len(uid) <= 64 else f"instance_{index:05d}.dcm"
 
 
 class PacsError(BreastCADxError):
@@ -127,8 +138,8 @@ class Pacs:
             instances = self._call("series retrieve (WADO-RS)", self.client.retrieve_series, study_uid, series_uid)
             if not instances:
                 raise PacsError(f"series {series_uid} holds no instances", self.config.url)
-            for ds in instances:
-                ds.save_as(tmp / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+            for k, ds in enumerate(instances):
+                ds.save_as(tmp / instance_file_name(ds, k), enforce_file_format=True)
             tmp.rename(dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
 
+import pytest
 import SimpleITK as sitk
 
 from batch_columns import EXPECTED_COLUMNS
@@ -34,7 +36,7 @@ def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
                         "broken,broken.dcm,\n")
     out = tmp_path / "out"
     r = _cli("batch", manifest, "--out", out)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and "4 cases, 1 errors" in r.stdout, r.stderr  # finished, one case failed
     with open(out / "results.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == EXPECTED_COLUMNS
@@ -57,7 +59,7 @@ def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
 
     stamp = (out / "sample" / "result.json").stat().st_mtime_ns
     r = _cli("batch", manifest, "--out", out)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr
     assert (out / "sample" / "result.json").stat().st_mtime_ns == stamp  # resumed, not recomputed
     with open(out / "results.csv", newline="") as f:
         again = {row["case_id"]: row for row in csv.DictReader(f)}
@@ -118,3 +120,30 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
         row = next(csv.DictReader(f))
     assert row["lesion_found"] == "false" and row["heatmap_path"] == ""
     assert not (out / "b351" / "heatmap.nrrd").exists()  # no stale heatmap from the first run
+
+
+@pytest.mark.parametrize("text,cause", [
+    ("case_id,image\nresults.csv,x.png\n", "line 2: case_id 'results.csv'"),
+    ("case_id,image\n" + "a" * 300 + ",x.png\n", "line 2: case_id"),
+    ("case_id,image\n../up,x.png\n", "line 2: case_id '../up'"),
+    ("case_id,image,mask\nc1,x.png\n", "line 2: the row has fewer cells"),
+    ("case_id,image\nc1,x.png,extra\n", "line 2: the row has more cells"),
+    ("case_id,image\nc1,\n", "line 2: the image cell is empty"),
+])
+def test_bad_manifest_rows_are_named(tmp_path, text, cause):
+    from BreastCADxLib.cli.batch import read_manifest
+    from BreastCADxLib.errors import BreastCADxError
+
+    m = tmp_path / "m.csv"
+    m.write_text(text)
+    with pytest.raises(BreastCADxError, match=re.escape(cause)) as e:
+        read_manifest(m)
+    assert str(m) in str(e.value)
+
+
+def test_manifest_with_utf8_bom_is_read(tmp_path):
+    from BreastCADxLib.cli.batch import read_manifest
+
+    m = tmp_path / "m.csv"
+    m.write_bytes("\ufeffcase_id,image\nc1,x.png\n".encode())
+    assert read_manifest(m)[0]["case_id"] == "c1"

@@ -166,3 +166,18 @@ def test_password_comes_from_the_environment_only(monkeypatch):
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     with pytest.raises(PacsError, match=PASSWORD_ENV):
         Pacs(PacsConfig("http://127.0.0.1:1/dicom-web", username=USER))
+
+
+@pytest.mark.parametrize("uid", ["../../PWNED", "/etc/passwd", "1.2.3/../../x", "a" * 10, "1." * 40 + "1", ""])
+def test_hostile_instance_uids_never_name_a_file_outside_the_folder(uid, tmp_path):
+    import pydicom
+
+    from BreastCADxLib.io.dicomweb import instance_file_name
+
+    ds = pydicom.Dataset()
+    ds.SOPInstanceUID = uid
+    name = instance_file_name(ds, 3)
+    assert name == "instance_00003.dcm"
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+    ds.SOPInstanceUID = "1.2.840.10008.1.2.3"
+    assert instance_file_name(ds, 0) == "1.2.840.10008.1.2.3.dcm"
