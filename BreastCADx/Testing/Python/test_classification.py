@@ -20,7 +20,7 @@ from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
 # floors = leave_site_out benchmark AUC with reference masks (benchmarks/results/leave_site_out.md) minus a margin
-FLOORS = {("two-site", "busi"): 0.93, ("two-site", "busbra_l5"): 0.90, ("busi-only", "busbra_l5"): 0.88}
+FLOORS = {("two-site", "busi"): 0.97, ("two-site", "busbra_l5"): 0.95, ("busi-only", "busbra_l5"): 0.95}
 
 
 @pytest.mark.parametrize("model_set,site", list(FLOORS))
@@ -35,7 +35,7 @@ def test_heldout_test_patients_auc_floor(model_set, site):
     p = apply_calibration(clf.calibration, raw)
     assert rows.sum() >= 120 and 0 < z["label"][rows].sum() < rows.sum()
     assert roc_auc_score(z["label"][rows], p) >= FLOORS[model_set, site]
-    assert expected_calibration_error(p, z["label"][rows]) <= 0.15
+    assert expected_calibration_error(p, z["label"][rows]) <= 0.2  # benchmark: 0.03-0.15 with reference outlines
 
 
 @pytest.mark.parametrize("case,label", [("benign_004", "benign"), ("benign_031", "benign"),
