@@ -12,6 +12,8 @@ import numpy as np
 from BreastCADxLib import __version__
 from BreastCADxLib.errors import BreastCADxError
 
+# packages of the optional extras, and the extra that brings each
+OPTIONAL_MODULES = {"highdicom": "dicom", "dicomweb_client": "dicom", "requests": "dicom", "slicer": "slicer"}
 EXIT_CASES_FAILED = 1  # batch: finished, but some cases failed (see results.csv)
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
@@ -213,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # last resort: one line, not a traceback
+        extra = OPTIONAL_MODULES.get((getattr(e, "name", None) or "").split(".")[0])
+        if isinstance(e, ModuleNotFoundError) and extra:
+            print(f"error: '{args.command}' needs the Python package '{e.name}': pip install 'breastcadx[{extra}]'",
+                  file=sys.stderr)
+            return EXIT_INPUT_ERROR
         if args.debug:
             raise
         print(f"internal error: {e.__class__.__name__}: {e} (run with --debug for details)", file=sys.stderr)

@@ -7,14 +7,19 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from BreastCADxLib.io.dicomweb import PASSWORD_ENV, Pacs, PacsConfig, PacsError
-from BreastCADxLib.results.dicom_export import RESULT_FILES, RESULT_SERIES_PREFIX
+if TYPE_CHECKING:  # the [dicom] extra is imported only when a pacs command runs
+    from BreastCADxLib.io.dicomweb import Pacs
+
+PASSWORD_ENV = "BREASTCADX_PACS_PASSWORD"
 
 IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
 
 
 def _pacs(args: argparse.Namespace) -> Pacs:
+    from BreastCADxLib.io.dicomweb import Pacs, PacsConfig
+
     verify: bool | str = args.ca_bundle or not args.insecure
     return Pacs(PacsConfig(args.url, username=args.user, token_env=args.token_env, verify=verify,
                            timeout=args.timeout))
@@ -34,6 +39,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _pick_series(pacs: Pacs, study: str, series: str | None) -> str:
+    from BreastCADxLib.io.dicomweb import PacsError
+    from BreastCADxLib.results.dicom_export import RESULT_SERIES_PREFIX
+
     if series:
         return series
     found = [s for s in pacs.query_series(study) if s["Modality"] in IMAGE_MODALITIES
@@ -76,6 +84,8 @@ def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Names
             status = analyze_to(source, out, device=args.device, dicom_out=dicom_out,
                                 expect_lesion=args.expect_lesion)
         if args.store:
+            from BreastCADxLib.results.dicom_export import RESULT_FILES
+
             objects = [dicom_out / name for name in RESULT_FILES.values()]
             if not all(p.exists() for p in objects):
                 print("no lesion found: nothing to store")

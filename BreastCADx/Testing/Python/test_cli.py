@@ -38,3 +38,26 @@ def test_info_bad_input_exit_2_one_line(tmp_path, sample_dicom):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:")
     assert "modality:    US" in r.stdout  # good files are still reported
+
+
+def test_base_install_runs_info_and_names_the_extra_for_pacs(tmp_path, sample_dicom):
+    """Without the [dicom] extra (highdicom, dicomweb-client, requests) `info` works and `pacs` says what to
+    install, instead of failing on import while the parser is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules.update(highdicom=None, dicomweb_client=None, requests=None); "
+            "from BreastCADxLib.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    info = subprocess.run([sys.executable, "-c", code, "info", str(sample_dicom)], capture_output=True, text=True)
+    assert info.returncode == 0 and "US" in info.stdout, info.stderr
+    pacs = subprocess.run([sys.executable, "-c", code, "pacs", "query", "--url", "http://127.0.0.1:9"],
+                          capture_output=True, text=True)
+    assert pacs.returncode == 2 and "pip install 'breastcadx[dicom]'" in pacs.stderr, pacs.stderr
+    assert "Traceback" not in pacs.stderr
+
+
+def test_pacs_password_variable_is_the_same_in_cli_and_client():
+    from BreastCADxLib.cli import pacs
+    from BreastCADxLib.io import dicomweb
+
+    assert pacs.PASSWORD_ENV == dicomweb.PASSWORD_ENV
