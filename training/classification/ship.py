@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
+from training.classification.bundle import ood_and_explainer
 from training.classification.cv import DevSet, fit_model
 from training.classification.fusion import classifiers
 
@@ -113,23 +114,7 @@ def main() -> None:
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
     clf = load_classifier(DEFAULT_CLASSIFIER, folder)
     rad, deep = X[:, :n_rad], X[:, n_rad:]
-    F = clf.fused_features(rad, deep)
-    cov = np.cov(F, rowvar=False) + 1e-3 * np.eye(F.shape[1])
-    arrays["ood_mean"], arrays["ood_precision"] = F.mean(axis=0), np.linalg.inv(cov)
-    dist = np.sqrt(np.einsum("ij,jk,ik->i", F - F.mean(0), arrays["ood_precision"], F - F.mean(0)))
-    card["ood"] = {"threshold": float(np.percentile(dist, 99)), "space": "selected radiomics z + deep PCA",
-                   "rule": "Mahalanobis distance above the 99th percentile of train+val"}
-    # deep explainer: logistic score on the deep branch, folded back to the 1280 trunk features
-    deep_member = next(m for m in clf.members if any(b[0] == "deep" for b in m["branches"]))
-    db = next(b for b in deep_member["branches"] if b[0] == "deep")
-    q = clf._branch(db, rad, deep)
-    lr = LogisticRegression(C=0.5, max_iter=5000).fit(q, y)
-    _, _, mean, scale, pca_mean, comps = db
-    v = comps.T @ lr.coef_[0]
-    arrays["explain_deep_weight"] = v / scale
-    card["explain"] = {"deep_bias": float(lr.intercept_[0] - pca_mean @ v - (mean / scale) @ v),
-                       "method": "Grad-CAM (monai.visualize.GradCAM, layer trunk.head) of a logistic score on the "
-                                 "deep branch, refitted on train+val"}
+    card["ood"], card["explain"] = ood_and_explainer(clf, rad, deep, y, arrays, "train+val")
     np.savez(folder / card["arrays"], **arrays)
     files = sorted(p.name for p in folder.glob(f"{DEFAULT_CLASSIFIER}*") if p.suffix != ".json")
     card["files"] = {f: sha256_of(folder / f) for f in files}

@@ -21,14 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import sklearn
-from sklearn.linear_model import LogisticRegression
 
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
+from training.classification.bundle import ood_and_explainer
 from training.classification.designs import DESIGNS, BlockModel, load, named_columns, named_matrix, stack
 
 FIT_KINDS = ("reference", "perturbed")
+NAMED_BLOCKS = {"rad_all": "all pyradiomics features of Resources/Radiomics/ultrasound_2d.yaml (102)",
+                "rad_inv": "the dimensionless pyradiomics features (no size in pixels, no absolute grey level)",
+                "desc": "lexicon descriptors (analysis/descriptors.py)"}
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
 
 
@@ -109,21 +112,7 @@ def main() -> None:
     np.savez(folder / card["arrays"], **arrays)
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
     clf = load_classifier(DEFAULT_CLASSIFIER, folder)
-    F = clf.fused_features(rad, deepx)
-    cov = np.cov(F, rowvar=False) + 1e-3 * np.eye(F.shape[1])
-    arrays["ood_mean"], arrays["ood_precision"] = F.mean(axis=0), np.linalg.inv(cov)
-    dist = np.sqrt(np.einsum("ij,jk,ik->i", F - F.mean(0), arrays["ood_precision"], F - F.mean(0)))
-    card["ood"] = {"threshold": float(np.percentile(dist, 99)), "space": "named z-scores + deep PCA",
-                   "rule": "Mahalanobis distance above the 99th percentile of the fitting rows"}
-    db = clf.members[0]["branches"][1]
-    q = clf._branch(db, rad, deepx)
-    lr = LogisticRegression(C=0.5, max_iter=5000).fit(q, d["label"])
-    _, _, dmean, dscale, pca_mean, comps = db
-    v = comps.T @ lr.coef_[0]
-    arrays["explain_deep_weight"] = v / dscale
-    card["explain"] = {"deep_bias": float(lr.intercept_[0] - pca_mean @ v - (dmean / dscale) @ v),
-                       "method": "Grad-CAM (monai.visualize.GradCAM, layer trunk.head) of a logistic score on the "
-                                 "deep branch, refitted on the fitting rows"}
+    card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
     np.savez(folder / card["arrays"], **arrays)
     card["files"] = {f.name: sha256_of(f) for f in sorted(folder.glob(f"{DEFAULT_CLASSIFIER}*"))
                      if f.suffix != ".json"}
@@ -135,9 +124,7 @@ def main() -> None:
         "task": "benign vs malignant breast lesion (ultrasound B-mode), from a lesion mask",
         "model_set": "two-site" if len(sites) > 1 else "busi-only",
         "features": {
-            "named": "dimensionless pyradiomics features (Resources/Radiomics/ultrasound_2d.yaml; no size in "
-                     "pixels, no absolute grey level) and lexicon descriptors (analysis/descriptors.py)"
-                     if "rad_inv" in blocks else "lexicon descriptors (analysis/descriptors.py)",
+            "named": " + ".join(NAMED_BLOCKS[b] for b in named),
             "deep": "frozen ImageNet EfficientNet-Lite0 trunk on the lesion's " +
                     ("box crop (grey in all channels, no mask channel)" if deep[0] == "deep_box" else
                      "mask-aware crop") + ", pooled -> standardised -> PCA 32",
