@@ -27,21 +27,26 @@ GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 MAX_FALSE_LESION = 0.08
 
 
-def score(passes: list[Path], presence: float) -> dict:
-    post = BASE_POSTPROCESSING
-    dice, missed, false = [], [], []
+def load_cases(passes: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(probability map, reference mask) of every image of the passes, read once."""
+    out = []
     for path in passes:
         site = path.name.split("__")[1]
         refs = {c.case: c for c in site_cases(site, DEFAULT_DATA[site])}
-        for case, r in load_pass(path).items():
-            ref = refs[case].load()[1]
-            mask = postprocess(r["prob"], post["threshold"], presence, post["min_area_fraction"], post["keep_fraction"])
-            if ref.any():
-                d = 2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum())
-                dice.append(float(d))
-                missed.append(not mask.any())
-            else:
-                false.append(bool(mask.any()))
+        out += [(r["prob"], refs[case].load()[1]) for case, r in load_pass(path).items()]
+    return out
+
+
+def score(cases: list[tuple[np.ndarray, np.ndarray]], presence: float) -> dict:
+    post = BASE_POSTPROCESSING
+    dice, missed, false = [], [], []
+    for prob, ref in cases:
+        mask = postprocess(prob, post["threshold"], presence, post["min_area_fraction"], post["keep_fraction"])
+        if ref.any():
+            dice.append(float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum())))
+            missed.append(not mask.any())
+        else:
+            false.append(bool(mask.any()))
     return {"presence": presence, "lesion_dice": float(np.mean(dice)), "lesions": len(dice),
             "missed_rate": float(np.mean(missed)), "lesion_free_images": len(false),
             "false_lesion_rate": float(np.mean(false)) if false else float("nan")}
@@ -52,7 +57,8 @@ def main() -> None:
     ap.add_argument("passes", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/presence.json"))
     args = ap.parse_args()
-    rows = [score(args.passes, p) for p in GRID]
+    cases = load_cases(args.passes)
+    rows = [score(cases, p) for p in GRID]
     for r in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
     ok = [r for r in rows if not r["false_lesion_rate"] > MAX_FALSE_LESION]
