@@ -7,7 +7,8 @@ Each pass is a segmenter run over a site it was not trained on (training.segment
 lesion-free image (all BUSI normal images) and every lesion is scored out of fold. For each presence threshold:
 mean lesion Dice (a miss counts 0), the share of lesions missed, and the share of lesion-free images given a
 lesion. Rule, fixed before looking: the threshold with the best mean lesion Dice among those that give a false
-lesion on at most 8 % of lesion-free images (the project's target). Regions refined by the cascade during the pass
+lesion on at most 8 % of lesion-free images (the project's target); when none does, the one with the fewest false
+lesions. Regions refined by the cascade during the pass
 were picked at the card's presence; re-thresholding the refined map is the approximation used here.
 """
 
@@ -62,9 +63,13 @@ def main() -> None:
     for r in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))
     ok = [r for r in rows if not r["false_lesion_rate"] > MAX_FALSE_LESION]
-    best = max(ok or rows, key=lambda r: r["lesion_dice"])
-    args.out.write_text(json.dumps({"chosen": best, "rule": f"best mean lesion Dice with false lesions on at most "
-                                    f"{MAX_FALSE_LESION:.0%} of lesion-free images", "grid": rows,
+    # none meets the target: fewest false lesions (the panel's lesion-expected path recovers a missed lesion as a
+    # flagged candidate; nothing recovers a lesion invented on a normal image), then the best Dice
+    best = max(ok, key=lambda r: r["lesion_dice"]) if ok else \
+        min(rows, key=lambda r: (r["false_lesion_rate"], -r["lesion_dice"]))
+    rule = (f"best mean lesion Dice with false lesions on at most {MAX_FALSE_LESION:.0%} of lesion-free images"
+            + ("" if ok else "; no threshold met that, so the one with the fewest false lesions"))
+    args.out.write_text(json.dumps({"chosen": best, "rule": rule, "grid": rows,
                                     "passes": [p.name for p in args.passes]}, indent=2) + "\n")
     print("chosen", best)
 
