@@ -130,3 +130,10 @@ def test_terminology_file_has_the_codes_segments_carry():
     kind = category["Type"][0]
     assert LESION_TERMINOLOGY.startswith(f"{TERMINOLOGY_CONTEXT}~SCT^{category['CodeValue']}^")
     assert f"~SCT^{kind['CodeValue']}^{kind['CodeMeaning']}~" in LESION_TERMINOLOGY
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
+    command = [line for line in readme.splitlines() if line and not line.startswith("#")][1]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == command == "bash scripts/run_tests.sh"
