@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
 import numpy as np
+import sklearn
 from sklearn.linear_model import LogisticRegression
 
 
@@ -27,3 +33,19 @@ def ood_and_explainer(clf, rad: np.ndarray, deep: np.ndarray, y: np.ndarray, arr
                "method": "Grad-CAM (monai.visualize.GradCAM, layer trunk.head) of a logistic score on the deep "
                          f"branch, refitted on {rows}"}
     return ood, explain
+
+
+def exported() -> dict:
+    return {"date": date.today().isoformat(), "machine": platform.platform(), "sklearn": sklearn.__version__}
+
+
+def write_and_verify(card: dict, folder: Path, rad: np.ndarray, deep: np.ndarray, expected: np.ndarray,
+                     tolerance: float, what: str) -> None:
+    """Write the final card, reload the bundle as `analyze` will, and stop unless it reproduces `expected`."""
+    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
+
+    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card, indent=1) + "\n")
+    diff = np.abs(load_classifier(DEFAULT_CLASSIFIER, folder).raw_proba(rad, deep)[0] - expected).max()
+    print(f"shipped {what} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
+    if diff > tolerance:
+        raise SystemExit("bundle does not reproduce the fitted model")

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import warnings
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-import sklearn
 from sklearn.linear_model import LogisticRegression
 
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
-from training.classification.bundle import ood_and_explainer
+from training.classification.bundle import exported, ood_and_explainer, write_and_verify
 from training.classification.cv import DevSet, fit_model
 from training.classification.fusion import classifiers
 
@@ -146,17 +143,11 @@ def main() -> None:
                                 + " && python -m training.classification.ship"
                                 + f" --features {args.features} --cv {args.cv}"
                                 + (f" --config {args.config}" if args.config else "")},
-        "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
-                     "sklearn": sklearn.__version__},
+        "exported": exported(),
         "metrics": "see benchmarks/results/classification.md (test split)",
         "intended_use": "Research only; not for diagnosis.",
     })
-    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card, indent=1) + "\n")
-    bundle = load_classifier(DEFAULT_CLASSIFIER, folder)
-    diff = np.abs(bundle.raw_proba(rad, deep)[0] - raw).max()
-    print(f"shipped {mode}/{cname}; bundle vs scikit-learn max |dp| = {diff:.2e}")
-    if diff > 1e-5:
-        raise SystemExit("bundle does not reproduce the fitted model")
+    write_and_verify(card, folder, rad, deep, raw, 1e-5, f"{mode}/{cname}")
 
 
 if __name__ == "__main__":

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-import sklearn
 
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
-from training.classification.bundle import ood_and_explainer
+from training.classification.bundle import exported, ood_and_explainer, write_and_verify
 from training.classification.designs import DESIGNS, BlockModel, load, named_columns, named_matrix, stack
 
 FIT_KINDS = ("reference", "perturbed")
@@ -142,17 +139,11 @@ def main() -> None:
             "calibration_ece_after": expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
             "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
                        f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")},
-        "exported": {"date": date.today().isoformat(), "machine": platform.platform(),
-                     "sklearn": sklearn.__version__},
+        "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",
     })
-    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card, indent=1) + "\n")
-    bundle = load_classifier(DEFAULT_CLASSIFIER, folder)
-    diff = np.abs(bundle.raw_proba(rad, deepx)[0] - model.proba(d)).max()
-    print(f"shipped {args.design} C={args.c:g} on {sites} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
-    if diff > 1e-6:
-        raise SystemExit("bundle does not reproduce the fitted model")
+    write_and_verify(card, folder, rad, deepx, model.proba(d), 1e-6, f"{args.design} C={args.c:g} on {sites}")
 
 
 if __name__ == "__main__":
