@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,12 @@ def _pacs(args: argparse.Namespace) -> Pacs:
     from BreastCADxLib.io.dicomweb import Pacs, PacsConfig
 
     verify: bool | str = args.ca_bundle or not args.insecure
+    if args.insecure and not args.ca_bundle:
+        print(f"warning: --insecure: the TLS certificate of {args.url} is not verified", file=sys.stderr)
+    if args.allow_http_auth and args.user:
+        print("warning: --allow-http-auth: the password may travel in clear", file=sys.stderr)
     return Pacs(PacsConfig(args.url, username=args.user, token_env=args.token_env, verify=verify,
+                           allow_http_auth=args.allow_http_auth,
                            timeout=args.timeout))
 
 
@@ -106,6 +112,8 @@ def add_pacs_parser(sub, analyze_to: Callable[..., int], expect_help: str) -> No
     common.add_argument("--token-env", help="name of an environment variable holding a bearer token")
     common.add_argument("--ca-bundle", help="CA certificates to verify the PACS's TLS certificate")
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (avoid)")
+    common.add_argument("--allow-http-auth", action="store_true",
+                        help="allow basic auth over plain http to a non-loopback host (the password travels in clear)")
     common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
     q = psub.add_parser("query", parents=[common], help="list studies (or the series of --study)")
     q.add_argument("--patient-id")

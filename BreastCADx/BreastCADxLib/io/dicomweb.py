@@ -52,6 +52,30 @@ class PacsConfig:
     verify: bool | str = True  # False, or a CA bundle path
     timeout: float = 30.0
     attempts: int = 2  # dicomweb-client retries failed requests (429/503/504, network errors) with back-off
+    allow_http_auth: bool = False  # basic auth over plain http to a host other than loopback (password in clear)
+
+
+class _ExplicitVerifySession(requests.Session):
+    """A session whose own `verify` (a CA bundle given on the command line, or False) is not replaced by
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, as requests does for plain sessions."""
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
+        return settings
+
+
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _value(item: dict, tag: str) -> str:
@@ -69,8 +93,12 @@ class Pacs:
         from dicomweb_client.api import DICOMwebClient
 
         self.config = config
-        session = requests.Session()
+        session = requests.Session() if config.verify is True else _ExplicitVerifySession()
         session.verify = config.verify
+        if config.username and config.url.lower().startswith("http://") and not _is_loopback(config.url) \
+                and not config.allow_http_auth:
+            raise PacsError("basic auth over plain http would send the password in clear: use https, or pass "
+                            "--allow-http-auth on a trusted network", config.url)
         if config.username:
             password = os.environ.get(PASSWORD_ENV)
             if password is None:
@@ -82,6 +110,7 @@ class Pacs:
             if not token:
                 raise PacsError(f"bearer token variable ${config.token_env} is not set", config.url)
             session.headers["Authorization"] = f"Bearer {token}"
+        self.session = session
         self.client = DICOMwebClient(config.url.rstrip("/"), session=session, timeout=config.timeout)
         self.client.set_http_retry_params(retry=config.attempts > 1, max_attempts=max(1, config.attempts),
                                           wait_exponential_multiplier=500)

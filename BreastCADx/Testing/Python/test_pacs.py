@@ -181,3 +181,22 @@ def test_hostile_instance_uids_never_name_a_file_outside_the_folder(uid, tmp_pat
     assert (tmp_path / name).resolve().parent == tmp_path.resolve()
     ds.SOPInstanceUID = "1.2.840.10008.1.2.3"
     assert instance_file_name(ds, 0) == "1.2.840.10008.1.2.3.dcm"
+
+
+def test_explicit_tls_options_win_over_environment_bundles(monkeypatch, tmp_path):
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(var, str(tmp_path / "env-bundle.pem"))
+    for verify in (False, str(tmp_path / "mine.pem")):
+        session = Pacs(PacsConfig("https://pacs.example.org/dicom-web", verify=verify)).session
+        assert session.merge_environment_settings("https://pacs.example.org/x", {}, None, None, None)["verify"] \
+            == verify
+    plain = Pacs(PacsConfig("https://pacs.example.org/dicom-web")).session  # no option: env applies
+    assert plain.merge_environment_settings("https://pacs.example.org/x", {}, None, None, None)["verify"] \
+        == str(tmp_path / "env-bundle.pem")
+
+
+def test_basic_auth_over_http_is_refused_off_loopback(password):
+    with pytest.raises(PacsError, match="in clear"):
+        Pacs(PacsConfig("http://pacs.example.org/dicom-web", username=USER))
+    Pacs(PacsConfig("http://pacs.example.org/dicom-web", username=USER, allow_http_auth=True))
+    Pacs(PacsConfig("http://127.0.0.1:8042/dicom-web", username=USER))  # loopback: nothing leaves the machine
