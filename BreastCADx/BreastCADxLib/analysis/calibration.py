@@ -20,6 +20,15 @@ def birads_suggestion(p: float) -> str:
     return "4C"
 
 
+# the wording of the ACR BI-RADS assessment categories: the label never contradicts the suggested category
+ASSESSMENT_LABELS = {"2": "benign", "3": "benign", "4A": "suspicious", "4B": "suspicious", "4C": "suspicious",
+                     "5": "highly suggestive of malignancy"}
+
+
+def assessment_label(category: str) -> str:
+    return ASSESSMENT_LABELS[category]
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))

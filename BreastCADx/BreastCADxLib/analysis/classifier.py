@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE, apply_calibration, birads_suggestion
+from BreastCADxLib.analysis.calibration import (
+    SUGGESTION_NOTE,
+    apply_calibration,
+    assessment_label,
+    birads_suggestion,
+)
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
 from BreastCADxLib.errors import ModelError
 
@@ -40,7 +45,9 @@ class Prediction:
 
     @property
     def label(self) -> str:
-        return "malignant" if self.probability >= 0.5 else "benign"
+        """Follows the suggested category (benign for 2-3, suspicious for 4A-4C, highly suggestive of malignancy
+        for 5), so a label never reads benign beside a category whose standard action is biopsy."""
+        return assessment_label(self.birads)
 
 
 class _Estimator:

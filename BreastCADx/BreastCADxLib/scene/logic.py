@@ -195,7 +195,7 @@ class WorkflowLogic:
         segment = job.segmentation_node.GetSegmentation().GetSegment(job.segment_id)
         if segment is not None and result.get("malignancy_probability") is not None:
             p, label = result["malignancy_probability"], result["predicted_label"]
-            segment.SetColor(*(MALIGNANT_COLOR if label == "malignant" else BENIGN_COLOR))
+            segment.SetColor(*(BENIGN_COLOR if label == "benign" else MALIGNANT_COLOR))
             segment.SetTag(RESULT_TAG, f"{p:.4f};{result['birads_suggestion']}")
             base = segment.GetName().split(" [")[0]
             segment.SetName(f"{base} [{label} {100 * p:.0f} %, BI-RADS {result['birads_suggestion']} suggested]")

@@ -44,7 +44,7 @@ def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
     assert rows["broken"]["status"] == "error" and "broken.dcm" in rows["broken"]["error"]
     assert rows["broken"]["malignancy_probability"] == ""
     s = rows["sample"]
-    assert s["status"] == "ok" and s["lesion_found"] == "true" and s["predicted_label"] == "malignant"
+    assert s["status"] == "ok" and s["lesion_found"] == "true" and s["predicted_label"] != "benign"
     assert 0.5 <= float(s["malignancy_probability"]) <= 1.0 and s["birads_suggestion"] in ("4C", "5")
     for row, size in ((rows["sample"], (557, 457)), (rows["benign"], (555, 465))):
         if row["lesion_found"] == "true":  # the mask used, on the input grid, readable by SimpleITK
@@ -110,7 +110,8 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     assert r.returncode == 0, r.stderr
     with open(out / "results.csv", newline="") as f:
         row = next(csv.DictReader(f))
-    assert row["status"] == "ok" and row["lesion_found"] == "true" and row["predicted_label"] == "benign"
+    assert row["status"] == "ok" and row["lesion_found"] == "true" and float(row["malignancy_probability"]) < 0.5
+    assert row["predicted_label"] == {"3": "benign"}.get(row["birads_suggestion"], "suspicious")
     result = json.loads((out / "b351" / "result.json").read_text())
     assert result["flags"][0].startswith("low-confidence segmentation") and result["batch_expect_lesion"]
     assert (out / "b351" / "heatmap.nrrd").exists()

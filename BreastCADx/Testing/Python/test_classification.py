@@ -10,7 +10,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from BreastCADxLib.analysis.calibration import apply_calibration, birads_suggestion, expected_calibration_error
+from BreastCADxLib.analysis.calibration import (
+    apply_calibration,
+    assessment_label,
+    birads_suggestion,
+    expected_calibration_error,
+)
 from BreastCADxLib.analysis.classifier import SKOPS_ALLOWED_PREFIXES, get_classifier, load_classifier
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.registry import MODELS_DIR
@@ -38,18 +43,21 @@ def test_heldout_test_patients_auc_floor(model_set, site):
     assert expected_calibration_error(p, z["label"][rows]) <= 0.2  # benchmark: 0.03-0.15 with reference outlines
 
 
-@pytest.mark.parametrize("case,label", [("benign_004", "benign"), ("benign_031", "benign"),
-                                        ("malignant_001", "malignant")])
-def test_end_to_end_with_reference_masks(case, label):
-    img = load_image(DATA / "busi" / f"{case}.png")
-    res = analyze(img, mask=load_mask(DATA / "busi" / f"{case}_mask.png", img), heatmap=False)
-    assert res.predicted_label == label and res.mask_source == "user"
+def test_end_to_end_with_reference_masks():
+    """Two held-out benign lesions score below a held-out malignant one; each label follows its category."""
+    probs = {}
+    for case in ("benign_004", "benign_031", "malignant_001"):
+        img = load_image(DATA / "busi" / f"{case}.png")
+        res = analyze(img, mask=load_mask(DATA / "busi" / f"{case}_mask.png", img), heatmap=False)
+        assert res.mask_source == "user" and res.predicted_label == assessment_label(res.birads_suggestion)
+        probs[case] = res.probability
+    assert probs["malignant_001"] > 0.5 > max(probs["benign_004"], probs["benign_031"])
 
 
 def test_sample_dicom_with_reference_mask(sample_dicom, sample_mask):
     img = load_image(sample_dicom)
     res = analyze(img, mask=load_mask(sample_mask, img))
-    assert res.predicted_label == "malignant" and res.birads_suggestion in ("4C", "5")
+    assert res.birads_suggestion in ("4C", "5") and res.predicted_label == assessment_label(res.birads_suggestion)
     assert res.heatmap.shape == img.array.shape and res.heatmap.max() == pytest.approx(1.0, abs=1e-3)
     assert res.heatmap.min() >= 0.0
     assert res.measurements["unit"] == "px" and res.measurements["lesion_pixels"] == 54718
@@ -82,6 +90,17 @@ def test_calibration_is_monotonic():
                                    (0.50, "4B"), (0.51, "4C"), (0.949, "4C"), (0.95, "5"), (1.0, "5")])
 def test_birads_ranges(p, cat):
     assert birads_suggestion(p) == cat
+
+
+@pytest.mark.parametrize("p", np.linspace(0, 1, 101))
+def test_label_never_contradicts_the_category(p):
+    """'benign' only for categories 2-3; 4A-4C suspicious; 5 highly suggestive (the ACR wording)."""
+    from BreastCADxLib.analysis.classifier import Prediction
+
+    pred = Prediction(probability=float(p), raw_probability=float(p), birads=birads_suggestion(float(p)),
+                      member_probabilities={}, flags=[], top_features=[], ood_distance=0.0)
+    assert (pred.label == "benign") == (pred.birads in ("2", "3"))
+    assert pred.label == {"3": "benign", "5": "highly suggestive of malignancy"}.get(pred.birads, "suspicious")
 
 
 def test_bundle_has_no_pickle():
