@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -78,8 +79,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_case_folder(out: Path, overwrite: bool) -> None:
+    """--out must be a folder, and one without an earlier result unless --overwrite."""
+    from BreastCADxLib.results.case_files import CASE_FILES
+
+    if out.exists() and not out.is_dir():
+        raise BreastCADxError("--out must be a folder, but a file of that name exists", out)
+    earlier = [name for name in CASE_FILES if (out / name).exists()]
+    if earlier and not overwrite:
+        raise BreastCADxError(f"the folder holds an earlier result ({', '.join(earlier)}); pass --overwrite to "
+                              "replace it or choose another folder", out)
+
+
 def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_out=None,
-                expect_lesion=False, model_set="two-site") -> int:
+                expect_lesion=False, model_set="two-site", overwrite=False) -> int:
     from pathlib import Path
 
     from BreastCADxLib.analysis.pipeline import analyze
@@ -87,6 +100,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
     from BreastCADxLib.io import load_image, load_mask
     from BreastCADxLib.results.case_files import case_overlay, summary_lines, write_case
 
+    check_case_folder(Path(out), overwrite)  # before anything is loaded or computed
     if mask_path and Path(mask_path).resolve() == (Path(out) / "mask.nrrd").resolve():
         raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
                               mask_path)
@@ -117,7 +131,7 @@ def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out, args.expect_lesion,
-                       args.model_set)
+                       args.model_set, args.overwrite)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -136,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     sample = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
-    status = _analyze_to(sample, args.out, device=args.device)
+    status = _analyze_to(sample, args.out, device=args.device, overwrite=True)  # the demo's own folder
     print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
     return status
 
@@ -183,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--device", default="auto", help="auto, cpu or cuda")
     an.add_argument("--dicom-out", help="also write DICOM SEG + SR (TID 1500) here (DICOM input only)")
     an.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
+    an.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
     _add_model_set(an)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")

@@ -13,6 +13,8 @@ from BreastCADxLib.image import Image
 from BreastCADxLib.io import save_image, save_mask
 from BreastCADxLib.results.overlay import overlay_rgb
 
+CASE_FILES = ("mask.nrrd", "heatmap.nrrd", "overlay.png", "result.json")  # what write_case writes
+
 
 def summary_lines(result: AnalysisResult) -> list[str]:
     if not result.lesion_found:

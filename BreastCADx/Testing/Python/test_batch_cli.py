@@ -148,3 +148,17 @@ def test_manifest_with_utf8_bom_is_read(tmp_path):
     m = tmp_path / "m.csv"
     m.write_bytes("\ufeffcase_id,image\nc1,x.png\n".encode())
     assert read_manifest(m)[0]["case_id"] == "c1"
+
+
+def test_analyze_never_overwrites_an_earlier_result_silently(tmp_path, sample_dicom, sample_mask):
+    out = tmp_path / "case"
+    assert _cli("analyze", sample_dicom, "--mask", sample_mask, "--out", out).returncode == 0
+    first = (out / "result.json").read_bytes()
+    r = _cli("analyze", sample_dicom, "--out", out)
+    assert r.returncode == 2 and "earlier result" in r.stderr and str(out) in r.stderr and "--overwrite" in r.stderr
+    assert (out / "result.json").read_bytes() == first
+    assert _cli("analyze", sample_dicom, "--mask", sample_mask, "--out", out, "--overwrite").returncode == 0
+    afile = tmp_path / "a-file"
+    afile.write_text("mine")
+    r = _cli("analyze", sample_dicom, "--out", afile)
+    assert r.returncode == 2 and "must be a folder" in r.stderr and afile.read_text() == "mine"

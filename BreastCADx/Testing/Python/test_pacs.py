@@ -103,7 +103,7 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
     assert again["malignancy_probability"] == result["malignancy_probability"]  # confident: the flag changes nothing
     assert not any(f.startswith("low-confidence") for f in again["flags"])
     assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(out)]) == 2
-    assert "will not overwrite" in capsys.readouterr().err
+    assert "earlier result" in capsys.readouterr().err
     assert json.loads((out / "result.json").read_text()) == result  # the first run's outputs are untouched
     # the CLI query lists the study's series
     assert main(["pacs", "query", *common, "--study", src.StudyInstanceUID, "--json"]) == 0
