@@ -26,10 +26,10 @@ from benchmarks.segmentation import machine
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
 from BreastCADxLib.analysis.classifier import load_classifier
 from BreastCADxLib.analysis.registry import model_set_dir
-from BreastCADxLib.analysis.segmentation import postprocess
 from training.classification.designs import load, named_matrix
 from training.data import DEFAULT_DATA, site_cases
-from training.segmentation.site_pass import BASE_POSTPROCESSING, load_pass
+from training.segmentation.site_pass import load_pass, rethreshold
+from training.segmentation.tune_presence import load_cases, score
 
 RESULTS = Path("benchmarks/results")
 PASSES = Path("runs/site_pass")
@@ -71,9 +71,7 @@ def seg_rows(site: str, name: str, path: Path, presence: float | None = None) ->
     groups, missed, false = [], [], []
     for case, r in load_pass(path).items():
         ref = refs[case].load()[1]
-        default = r["default"] if presence is None else postprocess(
-            r["prob"], BASE_POSTPROCESSING["threshold"], presence, BASE_POSTPROCESSING["min_area_fraction"],
-            BASE_POSTPROCESSING["keep_fraction"])
+        default = r["default"] if presence is None else rethreshold(r["prob"], presence)
         if not ref.any():
             false.append(bool(default.any()))
             continue
@@ -116,15 +114,8 @@ def main() -> None:
             res["segmentation"].append(seg_rows(site, "busbra-only run (seg_B)", path, presence))
     oof = [PASSES / f"seg_B__busi__{r}.npz" for r in ("train+val", "test")]
     if all(p.exists() for p in oof):
-        false = []
-        for p in oof:
-            refs = {c.case: c for c in site_cases("busi", DEFAULT_DATA["busi"])}
-            for case, r in load_pass(p).items():
-                if refs[case].label == "normal":
-                    false.append(bool(postprocess(r["prob"], BASE_POSTPROCESSING["threshold"], presence,
-                                                  BASE_POSTPROCESSING["min_area_fraction"],
-                                                  BASE_POSTPROCESSING["keep_fraction"]).any()))
-        res["oof_normal_false_lesion"] = {"images": len(false), "rate": float(np.mean(false)),
+        o = score(load_cases(oof), presence)
+        res["oof_normal_false_lesion"] = {"images": o["lesion_free_images"], "rate": o["false_lesion_rate"],
                                           "model": "BUS-BRA-only run (never saw BUSI) at the shipped presence"}
     for site in SITES:
         for s in SETS:

@@ -99,6 +99,14 @@ def main() -> None:
     print(f"wrote {path} ({len(todo)} images, {time.time() - t0:.0f}s)")
 
 
+def rethreshold(prob: np.ndarray, presence: float) -> np.ndarray:
+    """The default mask of a pass's probability map at another presence threshold (BASE_POSTPROCESSING otherwise)."""
+    from BreastCADxLib.analysis.segmentation import postprocess
+
+    post = BASE_POSTPROCESSING
+    return postprocess(prob, post["threshold"], presence, post["min_area_fraction"], post["keep_fraction"])
+
+
 def pass_name(run: str) -> str:
     return run[4:] if run.startswith("set:") else run if run == "shipped" else Path(run).name
 

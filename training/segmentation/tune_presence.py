@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from BreastCADxLib.analysis.segmentation import postprocess
 from training.data import DEFAULT_DATA, site_cases
-from training.segmentation.site_pass import BASE_POSTPROCESSING, load_pass
+from training.segmentation.site_pass import load_pass, rethreshold
 
 GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 MAX_FALSE_LESION = 0.08
@@ -39,10 +38,9 @@ def load_cases(passes: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def score(cases: list[tuple[np.ndarray, np.ndarray]], presence: float) -> dict:
-    post = BASE_POSTPROCESSING
     dice, missed, false = [], [], []
     for prob, ref in cases:
-        mask = postprocess(prob, post["threshold"], presence, post["min_area_fraction"], post["keep_fraction"])
+        mask = rethreshold(prob, presence)
         if ref.any():
             dice.append(float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum())))
             missed.append(not mask.any())
