@@ -13,7 +13,8 @@ from BreastCADxLib.image import Image
 from BreastCADxLib.io import save_image, save_mask
 from BreastCADxLib.results.overlay import overlay_rgb
 
-CASE_FILES = ("mask.nrrd", "heatmap.nrrd", "overlay.png", "result.json")  # what write_case writes
+NAMES = {"mask": "mask.nrrd", "heatmap": "heatmap.nrrd", "overlay": "overlay.png", "result": "result.json"}
+CASE_FILES = tuple(NAMES.values())  # what write_case writes
 
 
 def summary_lines(result: AnalysisResult) -> list[str]:
@@ -44,15 +45,15 @@ def write_case(result: AnalysisResult, image: Image, out: Path, overlay: np.ndar
     """mask.nrrd (the mask used), heatmap.nrrd, overlay.png, result.json; returns the paths written.
     `overlay`: the case_overlay when the caller has rendered it already."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"mask": save_mask(result.mask, image, out / "mask.nrrd")}
+    paths = {"mask": save_mask(result.mask, image, out / NAMES["mask"])}
     if result.heatmap is not None:
-        paths["heatmap"] = save_image(image.with_array(result.heatmap.astype(np.float32)), out / "heatmap.nrrd")
+        paths["heatmap"] = save_image(image.with_array(result.heatmap.astype(np.float32)), out / NAMES["heatmap"])
     else:
-        (out / "heatmap.nrrd").unlink(missing_ok=True)  # a previous run's heatmap would no longer match
-    paths["overlay"] = out / "overlay.png"
+        (out / NAMES["heatmap"]).unlink(missing_ok=True)  # a previous run's heatmap would no longer match
+    paths["overlay"] = out / NAMES["overlay"]
     PILImage.fromarray(case_overlay(result, image) if overlay is None else overlay).save(paths["overlay"])
     payload = result.to_json()
     payload["files"] = {k: v.name for k, v in paths.items()}
-    paths["result"] = out / "result.json"
+    paths["result"] = out / NAMES["result"]
     paths["result"].write_text(json.dumps(payload, indent=1) + "\n")
     return paths
