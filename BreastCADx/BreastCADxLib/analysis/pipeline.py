@@ -4,53 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from BreastCADxLib import __version__
-from BreastCADxLib.analysis.classifier import Prediction, get_classifier
+from BreastCADxLib.analysis.classifier import get_classifier
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
-from BreastCADxLib.analysis.segmentation import Box, get_segmenter
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
+from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
+from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, get_segmenter
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass
-class AnalysisResult:
-    source: str
-    lesion_found: bool
-    mask_source: str  # "user" or "auto"
-    mask: np.ndarray  # bool, on the input grid
-    probability: float | None = None
-    predicted_label: str = "normal"  # benign | malignant | normal (no lesion)
-    birads_suggestion: str | None = None
-    prediction: Prediction | None = None
-    heatmap: np.ndarray | None = None  # float32 0..1 on the input grid
-    radiomics: dict[str, float] = field(default_factory=dict)
-    measurements: dict = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    models: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        pred = asdict(self.prediction) if self.prediction else None
-        return {
-            "source": self.source, "lesion_found": self.lesion_found, "mask_source": self.mask_source,
-            "malignancy_probability": self.probability, "predicted_label": self.predicted_label,
-            "birads_suggestion": self.birads_suggestion,
-            "birads_note": pred["suggestion_note"] if pred else None,
-            "flags": pred["flags"] if pred else [], "top_features": pred["top_features"] if pred else [],
-            "member_probabilities": pred["member_probabilities"] if pred else {},
-            "ood_distance": pred["ood_distance"] if pred else None,
-            "raw_probability": pred["raw_probability"] if pred else None,
-            "measurements": self.measurements, "radiomics": self.radiomics, "seconds": self.seconds,
-            "models": self.models, "research_use_only": True,
-        }
 
 
 def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float]) -> dict:
@@ -79,34 +47,46 @@ LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmen
                        "the most probable region was used because a lesion was expected - check the mask")
 
 
+def shipped_segmenter_ref(model_set: str) -> ModelRef:
+    """The segmenter of a model set, named from its card (for a mask it made in an earlier step)."""
+    card = load_card(DEFAULT_MODEL, model_set_dir(model_set))
+    return ModelRef(card["id"], card["sha256"])
+
+
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
-            device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET) -> AnalysisResult:
-    """Classify the lesion in `mask` (user's), else in the auto-segmented mask. Never modifies `mask`.
+            device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
+            mask_origin: str = "user") -> AnalysisResult:
+    """Classify the lesion in `mask` (given), else in the auto-segmented mask. Never modifies `mask`.
+    mask_origin: how a given mask was made (user, or auto / edited when the model set's segmenter made it).
     expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged)."""
     report = progress or (lambda f, m: None)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     classifier = get_classifier(model_set=model_set)
-    models = {"breastcadx": __version__, "model_set": model_set, "classifier": classifier.card["id"],
-              "classifier_sha256": classifier.card["sha256"], "classifier_config":
-              f"{classifier.card['mode']}/{classifier.card['classifier']}",
-              "deep_model": classifier.card.get("deep_model") or "imagenet_lite0_frozen"}
+    if mask is not None and mask_origin not in MASK_ORIGINS:
+        raise ValueError(f"mask_origin must be one of {MASK_ORIGINS}")
+    origin = "auto" if mask is None else mask_origin
+    provenance = Provenance(
+        breastcadx=__version__, model_set=model_set,
+        classifier=ModelRef(classifier.card["id"], classifier.card["sha256"]),
+        classifier_config=f"{classifier.card['mode']}/{classifier.card['classifier']}",
+        deep_model=classifier.card.get("deep_model") or "imagenet_lite0_frozen", mask_origin=origin,
+        segmenter=None if origin == "user" else shipped_segmenter_ref(model_set))
     if mask is None:
         segmenter = get_segmenter(device=device, model_set=model_set)
-        models.update(segmenter=segmenter.card["id"], segmenter_sha256=segmenter.card["sha256"])
         report(0.05, "segmenting")
         seg = segmenter.segment(image, roi=roi, should_cancel=should_cancel, expect_lesion=expect_lesion)
-        mask, source, low_confidence = seg.mask, "auto", seg.low_confidence
+        mask, low_confidence = seg.mask, seg.low_confidence
         seconds["segment"] = time.perf_counter() - t
         if not mask.any():
             report(1.0, "no lesion found")
-            return AnalysisResult(source=image.source, lesion_found=False, mask_source=source, mask=mask,
-                                  seconds=seconds, models=models)
+            return AnalysisResult(source=image.source, lesion_found=False, provenance=provenance, mask=mask,
+                                  seconds=seconds)
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
-        mask, source, low_confidence = mask.astype(bool).copy(), "user", False
+        mask, low_confidence = mask.astype(bool).copy(), False
         check_lesion_mask(mask, image.source or None)
     report(0.4, "radiomics")
     t = time.perf_counter()
@@ -131,7 +111,6 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         heat = deep_model.gradcam(image, mask, classifier.explain_weight, classifier.explain_bias)
         seconds["gradcam"] = time.perf_counter() - t
     report(1.0, "done")
-    return AnalysisResult(source=image.source, lesion_found=True, mask_source=source, mask=mask,
-                          probability=pred.probability, predicted_label=pred.label,
-                          birads_suggestion=pred.birads, prediction=pred, heatmap=heat, radiomics=rad,
-                          measurements=measurements(image, mask, rad), seconds=seconds, models=models)
+    return AnalysisResult(source=image.source, lesion_found=True, provenance=provenance, mask=mask,
+                          prediction=pred, heatmap=heat, radiomics=rad,
+                          measurements=measurements(image, mask, rad), seconds=seconds)

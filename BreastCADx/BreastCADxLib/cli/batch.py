@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import sys
 import time
 from pathlib import Path
 
+from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
 
 COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability", "predicted_label",
-           "birads_suggestion", "mask_path", "heatmap_path", "seconds"]
+           "birads_suggestion", "flags", "mask_path", "heatmap_path", "seconds"]
 
 
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -46,76 +48,92 @@ def read_manifest(path: Path) -> list[dict]:
     return rows
 
 
-def _row_from_result(case_id: str, result: dict, seconds: float, case_dir: str) -> dict:
-    p = result["malignancy_probability"]
-    files = result.get("files", {})
+def _row(case_id: str, result: AnalysisResult) -> dict:
+    files = result.extra.get("files", {})
+    p = result.probability
     return {"case_id": case_id, "status": "ok", "error": "",
-            "lesion_found": "true" if result["lesion_found"] else "false",
+            "lesion_found": "true" if result.lesion_found else "false",
             "malignancy_probability": "" if p is None else f"{p:.6f}",
-            "predicted_label": result["predicted_label"], "birads_suggestion": result["birads_suggestion"] or "",
-            "mask_path": f"{case_dir}/{files['mask']}" if "mask" in files else "",
-            "heatmap_path": f"{case_dir}/{files['heatmap']}" if "heatmap" in files else "",
-            "seconds": f"{seconds:.3f}"}
+            "predicted_label": result.predicted_label, "birads_suggestion": result.birads_suggestion or "",
+            "flags": "; ".join(result.prediction.flags) if result.prediction else "",
+            "mask_path": f"{case_id}/{files['mask']}" if "mask" in files else "",
+            "heatmap_path": f"{case_id}/{files['heatmap']}" if "heatmap" in files else "",
+            "seconds": f"{result.extra.get('batch', {}).get('seconds', 0.0):.3f}"}
 
 
-def _finished(done: Path, expect_lesion: bool, model_set: str) -> dict | None:
-    """A case's stored result when it was computed with the same settings, else None (compute it)."""
+def fingerprint(*paths: Path) -> str:
+    """SHA256 over the input files' bytes (a folder: every file in it, by relative name), so a rerun after the
+    manifest or a file changed recomputes the case instead of reusing a result made from other inputs."""
+    h = hashlib.sha256()
+    for path in paths:
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def _finished(done: Path, settings: dict) -> AnalysisResult | None:
+    """A case's stored result when it was computed from the same inputs with the same settings, else None."""
     if not done.exists():
         return None
     try:
-        res = json.loads(done.read_text())
-    except (OSError, ValueError):
-        return None  # a half-written result is recomputed
-    if res.get("mask_source") == "auto" and bool(res.get("batch_expect_lesion", False)) != expect_lesion:
-        return None
-    if res.get("models", {}).get("model_set", "two-site") != model_set:
-        return None
-    return res
+        res = AnalysisResult.from_json(json.loads(done.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, BreastCADxError):
+        return None  # half-written, older format or foreign: recomputed
+    stored = res.extra.get("batch", {})
+    return res if all(stored.get(k) == v for k, v in settings.items()) else None
 
 
 def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
               expect_lesion: bool = False, model_set: str = "two-site") -> list[dict]:
-    """expect_lesion applies to cases without a mask; a finished case computed with the other setting is redone."""
+    """Each case into out/<case_id>/ (the one case writer); results.csv grows one flushed row per case, so a
+    killed batch leaves the rows done so far and a rerun redoes only what is missing or changed."""
     from BreastCADxLib.analysis.pipeline import analyze
-    from BreastCADxLib.results.case_files import write_case
+    from BreastCADxLib.results.case_files import NAMES, write_case
 
     rows = read_manifest(manifest)
     base = manifest.parent
     out.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if show_progress is None else show_progress
     table = []
-    for i, row in enumerate(rows):
-        case_id = row["case_id"]
-        case_dir = out / case_id
-        done = case_dir / "result.json"
-        res = _finished(done, expect_lesion, model_set)
-        if res is not None:  # resumable: finished cases are kept as they are
-            table.append(_row_from_result(case_id, res, res.get("batch_seconds", 0.0), case_id))
-        else:
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        f.flush()
+        for i, row in enumerate(rows):
+            case_id = row["case_id"]
             t0 = time.perf_counter()
             try:
-                image = load_image(base / row["image"])
-                mask = load_mask(base / row["mask"], image) if (row.get("mask") or "").strip() else None
-                result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion, model_set=model_set)
-                write_case(result, image, case_dir)
-                seconds = time.perf_counter() - t0
-                res = json.loads(done.read_text())
-                res["batch_seconds"] = seconds
-                res["batch_expect_lesion"] = expect_lesion
-                done.write_text(json.dumps(res, indent=1) + "\n")
-                table.append(_row_from_result(case_id, res, seconds, case_id))
+                inputs = [base / row["image"]] + ([base / row["mask"]] if (row.get("mask") or "").strip() else [])
+                missing = [p for p in inputs if not p.exists()]
+                if missing:
+                    raise BreastCADxError("file or folder not found", missing[0])
+                settings = {"inputs_sha256": fingerprint(*inputs), "model_set": model_set,
+                            "expect_lesion": expect_lesion and len(inputs) == 1}
+                result = _finished(out / case_id / NAMES["result"], settings)
+                if result is None:
+                    image = load_image(inputs[0])
+                    mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
+                    result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion,
+                                     model_set=model_set)
+                    result.extra["batch"] = {**settings, "seconds": round(time.perf_counter() - t0, 3)}
+                    result.extra["files"] = {k: p.name for k, p in write_case(result, image, out / case_id)
+                                             .paths.items()}
+                record = _row(case_id, result)
             except Exception as e:  # one bad case is recorded and the batch goes on
                 msg = str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
-                table.append({**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error",
-                              "error": msg, "seconds": f"{time.perf_counter() - t0:.3f}"})
-        if show:
-            frac = (i + 1) / len(rows)
-            print(f"\r[{'#' * int(frac * 30):<30}] {i + 1}/{len(rows)} {case_id[:30]:<30}", end="",
-                  file=sys.stderr, flush=True)
+                record = {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error", "error": msg,
+                          "seconds": f"{time.perf_counter() - t0:.3f}"}
+            writer.writerow(record)
+            f.flush()
+            table.append(record)
+            if show:
+                frac = (i + 1) / len(rows)
+                print(f"\r[{'#' * int(frac * 30):<30}] {i + 1}/{len(rows)} {case_id[:30]:<30}", end="",
+                      file=sys.stderr, flush=True)
     if show:
         print(file=sys.stderr)
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(table)
     return table

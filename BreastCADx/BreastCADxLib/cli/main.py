@@ -79,59 +79,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_case_folder(out: Path, overwrite: bool) -> None:
-    """--out must be a folder, and one without an earlier result unless --overwrite."""
-    from BreastCADxLib.results.case_files import CASE_FILES
-
-    if out.exists() and not out.is_dir():
-        raise BreastCADxError("--out must be a folder, but a file of that name exists", out)
-    earlier = [name for name in CASE_FILES if (out / name).exists()]
-    if earlier and not overwrite:
-        raise BreastCADxError(f"the folder holds an earlier result ({', '.join(earlier)}); pass --overwrite to "
-                              "replace it or choose another folder", out)
-
-
-def _analyze_to(image_path, out, mask_path=None, roi=None, device="auto", dicom_out=None,
-                expect_lesion=False, model_set="two-site", overwrite=False) -> int:
-    from pathlib import Path
-
-    from BreastCADxLib.analysis.pipeline import analyze
-    from BreastCADxLib.analysis.segmentation import parse_roi
-    from BreastCADxLib.io import load_image, load_mask
-    from BreastCADxLib.results.case_files import case_overlay, summary_lines, write_case
-
-    check_case_folder(Path(out), overwrite)  # before anything is loaded or computed
-    if mask_path and Path(mask_path).resolve() == (Path(out) / "mask.nrrd").resolve():
-        raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
-                              mask_path)
-    image = load_image(image_path)
-    if dicom_out and not image.source_files:
-        raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
-    if dicom_out:
-        from BreastCADxLib.results.dicom_export import check_writable
-
-        check_writable(Path(dicom_out))  # before anything is computed or written
-    mask = load_mask(mask_path, image) if mask_path else None
-    result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
-                     expect_lesion=expect_lesion, model_set=model_set)
-    export = bool(dicom_out and result.lesion_found)
-    overlay = case_overlay(result, image) if export else None  # rendered once: PNG and DICOM SC
-    paths = write_case(result, image, Path(out), overlay)
-    if export:
-        from BreastCADxLib.results.dicom_export import write_dicom_results
-
-        paths.update({f"dicom_{k}": v for k, v in write_dicom_results(
-            image, result.mask, result.to_json(), Path(dicom_out), overlay_rgb=overlay).items()})
-    print(f"{image_path}")
-    for line in summary_lines(result):
-        print(f"  {line}")
-    print(f"  outputs: {', '.join(str(p) for p in paths.values())}")
-    return 0
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
-    return _analyze_to(args.image, args.out, args.mask, args.roi, args.device, args.dicom_out, args.expect_lesion,
-                       args.model_set, args.overwrite)
+    from BreastCADxLib.cli.case import analyze_case
+
+    analyze_case(args.image, Path(args.out), args.mask, args.roi, args.device,
+                 Path(args.dicom_out) if args.dicom_out else None, args.expect_lesion, args.model_set, args.overwrite)
+    return 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -150,9 +103,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     sample = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
-    status = _analyze_to(sample, args.out, device=args.device, overwrite=True)  # the demo's own folder
+    from BreastCADxLib.cli.case import analyze_case
+
+    analyze_case(sample, Path(args.out), device=args.device, overwrite=True)  # the demo's own folder
     print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
-    return status
+    return 0
 
 
 MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA L5) or busi-only (the same design "
@@ -214,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=cmd_demo)
     from BreastCADxLib.cli.pacs import add_pacs_parser
 
-    add_pacs_parser(sub, _analyze_to, EXPECT_HELP)
+    add_pacs_parser(sub, EXPECT_HELP)
     return p
 
 

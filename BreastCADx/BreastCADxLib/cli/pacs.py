@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,35 +74,31 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_cmd_analyze(analyze_to: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
-    def cmd_analyze(args: argparse.Namespace) -> int:
-        import pydicom
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from BreastCADxLib.cli.case import analyze_case, check_case_folder, check_dicom_folder
 
-        pacs = _pacs(args)
-        out = Path(args.out)
-        series = _pick_series(pacs, args.study, args.series)
-        with tempfile.TemporaryDirectory(prefix="breastcadx-pacs-") as tmp:
-            folder = pacs.retrieve_series(args.study, series, Path(tmp) / "series")
-            files = sorted(folder.glob("*.dcm"))
-            source = files[0] if len(files) == 1 else folder
-            dicom_out = out / "dicom"
-            status = analyze_to(source, out, device=args.device, dicom_out=dicom_out,
-                                expect_lesion=args.expect_lesion)
-        if args.store:
-            from BreastCADxLib.results.dicom_export import RESULT_FILES
-
-            objects = [dicom_out / name for name in RESULT_FILES.values()]
-            if not all(p.exists() for p in objects):
-                print("no lesion found: nothing to store")
-                return status
-            pacs.store([pydicom.dcmread(p) for p in objects])
-            print(f"stored SEG + SR + overlay in study {args.study} at {args.url}")
-        return status
-
-    return cmd_analyze
+    out = Path(args.out)
+    dicom_out = out / "dicom"
+    check_case_folder(out, args.overwrite)  # before anything is retrieved
+    check_dicom_folder(dicom_out)
+    pacs = _pacs(args)
+    series = _pick_series(pacs, args.study, args.series)
+    with tempfile.TemporaryDirectory(prefix="breastcadx-pacs-") as tmp:
+        folder = pacs.retrieve_series(args.study, series, Path(tmp) / "series")
+        files = sorted(folder.glob("*.dcm"))
+        source = files[0] if len(files) == 1 else folder
+        outputs = analyze_case(source, out, device=args.device, dicom_out=dicom_out,
+                               expect_lesion=args.expect_lesion, overwrite=args.overwrite)
+    if args.store:
+        if not outputs.datasets:
+            print("no lesion found: nothing to store")
+            return 0
+        pacs.store(list(outputs.datasets.values()))  # the objects just written, not read back
+        print(f"stored SEG + SR + overlay in study {args.study} at {args.url}")
+    return 0
 
 
-def add_pacs_parser(sub, analyze_to: Callable[..., int], expect_help: str) -> None:
+def add_pacs_parser(sub, expect_help: str) -> None:
     pacs = sub.add_parser("pacs", help="query / retrieve / analyze / store over DICOMweb")
     psub = pacs.add_subparsers(dest="pacs_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -133,7 +128,9 @@ def add_pacs_parser(sub, analyze_to: Callable[..., int], expect_help: str) -> No
     a.add_argument("--store", action="store_true", help="send SEG + SR back to the PACS (STOW-RS)")
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
     a.add_argument("--expect-lesion", action="store_true", help=expect_help)
-    a.set_defaults(func=make_cmd_analyze(analyze_to))
+    a.add_argument("--overwrite", action="store_true",
+                   help="replace earlier case files in --out (an earlier dicom/ result is never replaced)")
+    a.set_defaults(func=cmd_analyze)
     s = psub.add_parser("store", parents=[common], help="send DICOM files to the PACS (STOW-RS)")
     s.add_argument("files", nargs="+")
     s.set_defaults(func=cmd_store)

@@ -15,6 +15,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from BreastCADxLib import __version__
+from BreastCADxLib.analysis.result import AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
 
@@ -78,7 +79,7 @@ def _frames_layout(image: Image, sources: list[pydicom.Dataset]) -> str:
                            image.source)
 
 
-MASK_ORIGINS = {  # how the mask was made -> SEG algorithm type
+SEG_ALGORITHM_TYPES = {  # result.MASK_ORIGINS -> SEG algorithm type
     "auto": hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
     "edited": hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,  # automatic, then corrected by the user
     "user": hd.seg.SegmentAlgorithmTypeValues.MANUAL,  # drawn or supplied by the user
@@ -88,8 +89,10 @@ MASK_ORIGINS = {  # how the mask was made -> SEG algorithm type
 def build_seg(image: Image, mask: np.ndarray, model: ModelInfo | None, origin: str = "auto",
               sources: list[pydicom.Dataset] | None = None) -> hd.seg.Segmentation:
     """Binary DICOM SEG of the lesion mask on the source grid; `origin` is auto, edited or user."""
-    if origin not in MASK_ORIGINS:
-        raise ValueError(f"origin must be one of {sorted(MASK_ORIGINS)}")
+    if origin not in SEG_ALGORITHM_TYPES:
+        raise ValueError(f"origin must be one of {sorted(SEG_ALGORITHM_TYPES)}")
+    if model is None and origin != "user":
+        raise ValueError("an automatic or edited mask needs the segmenter that made it")
     sources = sources or source_datasets(image)
     layout = _frames_layout(image, sources)
     src = sources[0]
@@ -110,7 +113,7 @@ def build_seg(image: Image, mask: np.ndarray, model: ModelInfo | None, origin: s
         segmented_property_category=LESION_CATEGORY,
         segmented_property_type=LESION_TYPE,
         anatomic_regions=[BREAST],
-        algorithm_type=MASK_ORIGINS[origin],
+        algorithm_type=SEG_ALGORITHM_TYPES[origin],
         algorithm_identification=model.algorithm() if origin != "user" and model is not None else None,
         tracking_uid=hd.UID(),
         tracking_id="Lesion 1",
@@ -159,25 +162,25 @@ def _length_unit(image: Image) -> tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]:
     return pixels, pixels
 
 
-def build_sr(image: Image, seg: hd.seg.Segmentation, result: dict, classifier: ModelInfo,
+def build_sr(image: Image, seg: hd.seg.Segmentation, result: AnalysisResult, classifier: ModelInfo,
              sources: list[pydicom.Dataset] | None = None, top_k: int = 8) -> hd.sr.Comprehensive3DSR:
     """TID 1500 Measurement Report: lesion size, probability, BI-RADS-style suggestion, selected features."""
     sources = sources or source_datasets(image)
-    if result.get("malignancy_probability") is None:
+    if result.prediction is None:
         raise DicomExportError("no lesion was classified: there is no result to report", image.source)
     algorithm = classifier.sr_algorithm()
     length, area = _length_unit(image)
-    meas = result.get("measurements", {})
+    meas = result.measurements
     items = [_num(codes.SCT.Area, meas.get("area", 0.0), area)]
     if meas.get("longest_diameter") is not None:
         items.append(_num(codes.SCT.LongAxis, meas["longest_diameter"], length))
-    items.append(_num(codes.DCM.ProbabilityOfCancer, result["malignancy_probability"], _UNITLESS, algorithm))
-    for f in result.get("top_features", [])[:top_k]:
+    items.append(_num(codes.DCM.ProbabilityOfCancer, result.prediction.probability, _UNITLESS, algorithm))
+    for f in result.prediction.top_features[:top_k]:
         name, value = f["feature"], f.get("value")
         if value is None or not np.isfinite(value):
             continue
         items.append(_num(hd.sr.CodedConcept(name, RADIOMICS_SCHEME, name[:64]), value, _UNITLESS, algorithm))
-    birads = result.get("birads_suggestion") or "unknown"
+    birads = result.prediction.birads or "unknown"
     evaluation = hd.sr.QualitativeEvaluation(
         name=codes.DCM.AssessmentCategory,
         value=hd.sr.CodedConcept(f"BIRADS-{birads}", PRIVATE_SCHEME,
@@ -251,16 +254,12 @@ def _code(item: pydicom.Dataset) -> str:
     return str(item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue") or "")
 
 
-def models_of(result: dict) -> tuple[ModelInfo | None, ModelInfo]:
-    """Segmenter (None when the mask was the user's) and classifier identification from a result's JSON."""
-    m = result.get("models", {})
-    segmenter = None
-    if m.get("segmenter"):
-        segmenter = ModelInfo(f"BreastCADx {m['segmenter']}", f"{m.get('breastcadx', __version__)}",
-                              m.get("segmenter_sha256", ""))
-    classifier = ModelInfo(f"BreastCADx {m.get('classifier', 'classifier')}", f"{m.get('breastcadx', __version__)}",
-                           m.get("classifier_sha256", ""))
-    return segmenter, classifier
+def model_infos(provenance: Provenance) -> tuple[ModelInfo | None, ModelInfo]:
+    """Segmenter (None when the user drew the mask) and classifier as the DICOM objects name them."""
+    def info(ref: ModelRef) -> ModelInfo:
+        return ModelInfo(f"BreastCADx {ref.id}", provenance.breastcadx, ref.sha256)
+
+    return (info(provenance.segmenter) if provenance.segmenter else None), info(provenance.classifier)
 
 
 SC_SERIES_NUMBER = 9103
@@ -295,33 +294,23 @@ def build_overlay_sc(rgb: np.ndarray, sources: list[pydicom.Dataset]) -> pydicom
     return sc
 
 
-def shipped_segmenter() -> ModelInfo:
-    from BreastCADxLib.analysis.registry import load_card
-    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
-
-    card = load_card(DEFAULT_MODEL)
-    return ModelInfo(f"BreastCADx {card['id']}", __version__, card["sha256"])
-
-
-def write_dicom_results(image: Image, mask: np.ndarray, result: dict, out_dir: Path,
-                        segmenter: ModelInfo | None = None, classifier: ModelInfo | None = None,
-                        origin: str | None = None, overlay_rgb: np.ndarray | None = None) -> dict[str, Path]:
-    """Write seg.dcm and sr.dcm (and overlay.dcm, a Secondary Capture, when an overlay is given) into out_dir;
-    everything is built before anything is written.
-
-    Models default to those named in result["models"]; origin defaults to the result's mask_source.
-    """
-    seg_model, cls_model = models_of(result)
-    segmenter, classifier = segmenter or seg_model, classifier or cls_model
-    origin = origin or ("auto" if result.get("mask_source") == "auto" else "user")
-    if segmenter is None and origin != "user":  # segmented in an earlier step by the shipped model
-        segmenter = shipped_segmenter()
+def build_dicom_results(result: AnalysisResult, image: Image, overlay_rgb: np.ndarray | None = None
+                        ) -> dict[str, pydicom.Dataset]:
+    """SEG and SR of the result's mask and numbers (and the overlay as a Secondary Capture when given); the
+    algorithm identification and the SEG algorithm type come from the result's provenance."""
+    if result.mask is None:
+        raise DicomExportError("the result carries no mask to export", image.source)
+    segmenter, classifier = model_infos(result.provenance)
     sources = source_datasets(image)
-    seg = build_seg(image, mask, segmenter, origin=origin, sources=sources)
-    sr = build_sr(image, seg, result, classifier, sources=sources)
-    objects = {"seg": seg, "sr": sr}
+    seg = build_seg(image, result.mask, segmenter, origin=result.mask_origin, sources=sources)
+    objects = {"seg": seg, "sr": build_sr(image, seg, result, classifier, sources=sources)}
     if overlay_rgb is not None:
         objects["overlay"] = build_overlay_sc(overlay_rgb, sources)
+    return objects
+
+
+def save_dicom_results(objects: dict[str, pydicom.Dataset], out_dir: Path) -> dict[str, Path]:
+    """seg.dcm, sr.dcm, overlay.dcm into out_dir; refuses before writing anything when one exists."""
     paths = check_writable(out_dir, tuple(objects))
     out_dir.mkdir(parents=True, exist_ok=True)
     for k, ds in objects.items():

@@ -32,13 +32,14 @@ Progress = Callable[[float, str], None]
 class JobFolder:
     """Inputs and outputs of one background job; every file name of the job is defined here only.
     Inputs: image.nrrd (its header carries spacing-known and modality), mask.nrrd (classify).
-    Outputs in out/: mask.nrrd + segment.json (segment), result.json + heatmap.nrrd (classify)."""
+    Outputs in out/: mask.nrrd + segment.json (segment); a case folder of the one case writer (classify)."""
 
     def __init__(self, root: Path) -> None:
+        from BreastCADxLib.results.case_files import NAMES
+
         self.root = Path(root)
         self.image, self.mask, self.out = self.root / "image.nrrd", self.root / "mask.nrrd", self.root / "out"
-        self.out_mask, self.segment_info = self.out / "mask.nrrd", self.out / "segment.json"
-        self.result, self.heatmap = self.out / "result.json", self.out / "heatmap.nrrd"
+        self.out_mask, self.segment_info = self.out / NAMES["mask"], self.out / "segment.json"
 
     @classmethod
     def create(cls, kind: str) -> JobFolder:

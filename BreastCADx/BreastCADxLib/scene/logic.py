@@ -8,7 +8,6 @@ ScriptedLoadableModule/qt here: it runs in Slicer and headless on slicer-core; B
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections.abc import Callable
@@ -17,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.analysis.segmentation import Box
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
-from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.results.case_files import read_case
 from BreastCADxLib.scene import parameters as state
 from BreastCADxLib.scene.jobs import CANCELLED, DONE, JobFolder, ProcessRunner, Task, TaskRunner
 from BreastCADxLib.scene.mrml import (
@@ -77,7 +78,7 @@ class SegmentOutcome:
 
 @dataclass
 class ClassifyOutcome:
-    result: dict  # result.json of the analysis
+    result: AnalysisResult
     table_node: object
     heatmap_node: object | None
 
@@ -87,6 +88,14 @@ def segment_tag(segment, key: str) -> str:
 
     value = vtk.mutable("")
     return str(value) if segment.GetTag(key, value) else ""
+
+
+def origin_of(segment, mask: np.ndarray) -> str:
+    """'auto' (as the segmenter made it), 'edited' (then corrected) or 'user' (drawn by the user)."""
+    auto = segment_tag(segment, AUTO_DIGEST_TAG)
+    if not auto:
+        return "user"
+    return "auto" if mask_digest(mask) == auto else "edited"
 
 
 def roi_node_to_box(roi_node, volume_node) -> Box:
@@ -143,12 +152,14 @@ class WorkflowLogic:
 
     def start_classify(self, volume_node, segmentation_node, segment_id: str, device: str = "auto",
                        progress: Progress | None = None) -> Job:
-        if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+        if segment is None:
             raise BreastCADxError(f"segment '{segment_id}' no longer exists")
         mask = segment_to_mask(segmentation_node, segment_id, volume_node)
         if not mask.any():
             raise BreastCADxError("the lesion segment is empty: draw or correct it before classifying")
-        job = self._new_job("classify", volume_node, mask, ["--device", device], progress)
+        args = ["--device", device, "--mask-origin", origin_of(segment, mask)]
+        job = self._new_job("classify", volume_node, mask, args, progress)
         job.segmentation_node, job.segment_id, job.mask_digest = segmentation_node, segment_id, mask_digest(mask)
         return job
 
@@ -185,25 +196,26 @@ class WorkflowLogic:
         """Results into new table / heatmap nodes; segment colour and name follow the result."""
         folder = self._check_done(job)
         try:
-            result = json.loads(folder.result.read_text())
-            heat = load_image(folder.heatmap).array if folder.heatmap.exists() else None
+            result = read_case(folder.out, job.image)
         finally:
             folder.discard()
-        result["source"] = job.volume_node.GetName()
+        result.source = job.volume_node.GetName()
         table = result_to_table_node(result, self.scene)
+        heat = result.heatmap
         heat_node = heatmap_to_volume_node(heat, job.image, self.scene) if heat is not None else None
         segment = job.segmentation_node.GetSegmentation().GetSegment(job.segment_id)
-        if segment is not None and result.get("malignancy_probability") is not None:
-            p, label = result["malignancy_probability"], result["predicted_label"]
+        p = result.probability
+        if segment is not None and p is not None:
+            label, birads = result.predicted_label, result.birads_suggestion
             segment.SetColor(*(BENIGN_COLOR if label == "benign" else MALIGNANT_COLOR))
-            segment.SetTag(RESULT_TAG, f"{p:.4f};{result['birads_suggestion']}")
+            segment.SetTag(RESULT_TAG, f"{p:.4f};{birads}")
             base = segment.GetName().split(" [")[0]
-            segment.SetName(f"{base} [{label} {100 * p:.0f} %, BI-RADS {result['birads_suggestion']} suggested]")
+            segment.SetName(f"{base} [{label} {100 * p:.0f} %, BI-RADS {birads} suggested]")
         state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=job.segmentation_node,
                          segmentID=job.segment_id, resultTable=table, heatmap=heat_node,
-                         probability=float(result.get("malignancy_probability") or -1.0),
-                         biradsSuggestion=result.get("birads_suggestion") or "",
-                         resultMaskDigest=job.mask_digest, resultJSON=json.dumps(result))
+                         probability=float(p if p is not None else -1.0),
+                         biradsSuggestion=result.birads_suggestion or "",
+                         resultMaskDigest=job.mask_digest, resultJSON=json.dumps(result.to_json()))
         return ClassifyOutcome(result, table, heat_node)
 
     # ---- blocking conveniences (scripts, tests, in-Slicer self-test) ---------------------------------
@@ -243,11 +255,9 @@ class WorkflowLogic:
         """'auto' (as segmented), 'edited' (segmented, then corrected) or 'user' (drawn by the user)."""
         p = state.values(self.parameters)
         segment = p["segmentation"].GetSegmentation().GetSegment(p["segmentID"])
-        auto = segment_tag(segment, AUTO_DIGEST_TAG) if segment is not None else ""
-        if not auto:
+        if segment is None:
             return "user"
-        mask = self.current_mask() if mask is None else mask
-        return "auto" if mask_digest(mask) == auto else "edited"
+        return origin_of(segment, self.current_mask() if mask is None else mask)
 
     # ---- display and export --------------------------------------------------------------------------
     def show_heatmap(self, opacity: float | None = None) -> int:
@@ -276,44 +286,34 @@ class WorkflowLogic:
         return (f"Malignancy probability {100 * p['probability']:.1f} %; BI-RADS {p['biradsSuggestion']} "
                 f"(algorithm suggestion){stale}. Research use only.")
 
-    def save_results(self, folder: str | Path) -> dict[str, Path]:
-        """Table as CSV, heatmap and lesion segment as NRRD; refuses to overwrite existing files."""
+    def current_result(self) -> tuple[AnalysisResult, Image]:
+        """The classified result with the current mask and heatmap, and the input image; refuses when there is
+        none or the mask was edited since (the outputs would not match it)."""
         p = state.values(self.parameters)
-        if p["resultTable"] is None:
-            raise BreastCADxError("there is no result to save yet: classify first")
-        folder = Path(folder)
-        paths = {"table": folder / "breastcadx_results.csv", "segmentation": folder / "breastcadx_lesion.nrrd"}
-        if p["heatmap"] is not None:
-            paths["heatmap"] = folder / "breastcadx_gradcam.nrrd"
-        for path in paths.values():
-            if path.exists():
-                raise BreastCADxError("will not overwrite an existing file", path)
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = [(p["resultTable"].GetCellText(r, 0), p["resultTable"].GetCellText(r, 1))
-                for r in range(p["resultTable"].GetNumberOfRows())]
-        with open(paths["table"], "w", newline="") as f:
-            csv.writer(f).writerows([("item", "value"), *rows])
-        image = volume_node_to_image(p["inputVolume"])
-        save_mask(self.current_mask(), image, paths["segmentation"])
-        if "heatmap" in paths:
-            save_image(image.with_array(volume_node_to_image(p["heatmap"]).array.astype(np.float32)),
-                       paths["heatmap"])
-        return paths
-
-    def export_dicom(self, folder: str | Path) -> dict[str, Path]:
-        """DICOM SEG + SR + overlay Secondary Capture of the current segment and result; DICOM input only."""
-        from BreastCADxLib.results.dicom_export import write_dicom_results
-        from BreastCADxLib.results.overlay import overlay_rgb
-
-        p = state.values(self.parameters)
-        if p["resultTable"] is None:
-            raise BreastCADxError("there is no result to export yet: classify first")
-        mask = self.current_mask()  # exported once, used for every check and object below
+        if p["resultTable"] is None or not p["resultJSON"]:
+            raise BreastCADxError("there is no result yet: classify first")
+        mask = self.current_mask()  # exported once, used for every check and output
         if self.results_out_of_date(mask):
             raise BreastCADxError("the mask was edited after the last classification: classify again first")
         image = volume_node_to_image(p["inputVolume"])
         heat = volume_node_to_image(p["heatmap"]).array if p["heatmap"] is not None else None
-        overlay = overlay_rgb(image, mask, heat, [self.summary_text(out_of_date=False)])
-        return write_dicom_results(image, mask, json.loads(p["resultJSON"]), Path(folder),
-                                   origin=self.mask_origin(mask), overlay_rgb=overlay)
+        return AnalysisResult.from_json(json.loads(p["resultJSON"]), mask=mask, heatmap=heat), image
 
+    def save_results(self, folder: str | Path) -> dict[str, Path]:
+        """The case files (mask.nrrd, heatmap.nrrd, overlay.png, result.json) as every front door writes them;
+        refuses to overwrite an earlier result."""
+        from BreastCADxLib.results.case_files import CASE_FILES, write_case
+
+        folder = Path(folder)
+        for name in CASE_FILES:
+            if (folder / name).exists():
+                raise BreastCADxError("will not overwrite an existing file", folder / name)
+        result, image = self.current_result()
+        return write_case(result, image, folder).paths
+
+    def export_dicom(self, folder: str | Path) -> dict[str, Path]:
+        """DICOM SEG + SR + overlay Secondary Capture of the current segment and result; DICOM input only."""
+        from BreastCADxLib.results.case_files import write_case
+
+        result, image = self.current_result()
+        return {k.removeprefix("dicom_"): v for k, v in write_case(result, image, None, Path(folder)).paths.items()}

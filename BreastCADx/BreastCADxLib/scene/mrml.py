@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 
+from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
 
@@ -180,21 +181,22 @@ def heatmap_to_volume_node(heatmap: np.ndarray, image: Image, scene, name: str =
     return node
 
 
-def result_to_table_node(result_json: dict, scene, name: str = "BreastCADx results"):
+def result_to_table_node(result: AnalysisResult, scene, name: str = "BreastCADx results"):
     """Two-column (item, value) table: probability, suggestion, flags, measurements, top and all radiomics."""
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table.AddColumn().SetName("Item")
     table.AddColumn().SetName("Value")
-    rows = [("Malignancy probability", result_json.get("malignancy_probability")),
-            ("Predicted label", result_json.get("predicted_label")),
-            ("BI-RADS-style suggestion", result_json.get("birads_suggestion")),
-            ("Suggestion note", result_json.get("birads_note")),
-            ("Mask source", result_json.get("mask_source")),
-            ("Flags", "; ".join(result_json.get("flags", [])) or "none")]
-    rows += [(f"Measurement: {k}", v) for k, v in result_json.get("measurements", {}).items()]
+    pred = result.prediction
+    rows = [("Malignancy probability", result.probability),
+            ("Predicted label", result.predicted_label),
+            ("BI-RADS-style suggestion", result.birads_suggestion),
+            ("Suggestion note", pred.suggestion_note if pred else None),
+            ("Mask origin", result.mask_origin),
+            ("Flags", "; ".join(pred.flags if pred else []) or "none")]
+    rows += [(f"Measurement: {k}", v) for k, v in result.measurements.items()]
     rows += [(f"Top feature: {f['feature']}", f"{f['value']:.4g} (contribution {f['contribution']:+.3f})")
-             for f in result_json.get("top_features", [])]
-    rows += [(f"Radiomics: {k}", f"{v:.6g}") for k, v in result_json.get("radiomics", {}).items()]
+             for f in (pred.top_features if pred else [])]
+    rows += [(f"Radiomics: {k}", f"{v:.6g}") for k, v in result.radiomics.items()]
     for item, value in rows:
         r = table.AddEmptyRow()
         table.SetCellText(r, 0, str(item))

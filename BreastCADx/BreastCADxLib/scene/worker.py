@@ -1,7 +1,7 @@
 """Background worker: the Slicer panel runs segment / classify here, in a separate process.
 
     python -m BreastCADxLib.scene.worker segment  --job DIR [--roi x0,y0,x1,y1] [--device auto] [--expect-lesion]
-    python -m BreastCADxLib.scene.worker classify --job DIR [--device auto]
+    python -m BreastCADxLib.scene.worker classify --job DIR [--device auto] [--mask-origin user|auto|edited]
 
 DIR is a jobs.JobFolder (its inputs and out/ files are named there). Standard output carries one JSON object per
 line: {"progress": f, "message": m}, then {"done": true} or {"error": "..."} (exit 2). `execute` is the same run
@@ -44,19 +44,17 @@ def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: boo
              "low-confidence candidate" if result.low_confidence else "lesion found")
 
 
-def run_classify(job: JobFolder, device: str, progress, model_set: str) -> None:
+def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_origin: str) -> None:
     from BreastCADxLib.analysis.pipeline import analyze
-    from BreastCADxLib.io import load_image, load_mask, save_image
+    from BreastCADxLib.io import load_image, load_mask
+    from BreastCADxLib.results.case_files import write_case
 
     image = load_image(job.image)
     mask = load_mask(job.mask, image)
     progress(0.1, "loading the models")
     result = analyze(image, mask=mask, device=device, progress=lambda f, m: progress(0.1 + 0.85 * f, m),
-                     model_set=model_set)
-    job.out.mkdir(exist_ok=True)
-    if result.heatmap is not None:
-        save_image(image.with_array(result.heatmap.astype("float32")), job.heatmap)
-    job.result.write_text(json.dumps(result.to_json()))
+                     model_set=model_set, mask_origin=mask_origin)
+    write_case(result, image, job.out)
     progress(1.0, f"malignancy probability {result.probability:.3f}" if result.probability is not None
              else "no lesion in the mask")
 
@@ -70,6 +68,7 @@ def execute(argv: list[str], emit: Emit) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model-set", default="two-site")
     ap.add_argument("--expect-lesion", action="store_true")
+    ap.add_argument("--mask-origin", choices=["user", "auto", "edited"], default="user")
     args = ap.parse_args(argv)
 
     def progress(fraction: float, message: str) -> None:
@@ -81,7 +80,7 @@ def execute(argv: list[str], emit: Emit) -> int:
         if args.task == "segment":
             run_segment(job, args.roi, args.device, args.expect_lesion, progress, args.model_set)
         else:
-            run_classify(job, args.device, progress, args.model_set)
+            run_classify(job, args.device, progress, args.model_set, args.mask_origin)
     except BreastCADxError as e:
         emit(error=str(e))
         return EXIT_ERROR

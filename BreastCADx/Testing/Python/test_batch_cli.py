@@ -55,7 +55,8 @@ def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
     if n["lesion_found"] == "false":
         assert n["predicted_label"] == "normal" and n["malignancy_probability"] == ""
     detail = json.loads((out / "sample" / "result.json").read_text())
-    assert detail["models"]["classifier_sha256"] and detail["radiomics"] and "flags" in detail
+    assert detail["provenance"]["classifier"]["sha256"] and detail["radiomics"] and "flags" in detail
+    assert detail["provenance"]["mask_origin"] == "user" and detail["provenance"]["segmenter"] is None
 
     stamp = (out / "sample" / "result.json").stat().st_mtime_ns
     r = _cli("batch", manifest, "--out", out)
@@ -93,7 +94,7 @@ def test_analyze_expect_lesion_classifies_a_flagged_candidate(tmp_path):
     r = _cli("analyze", image, "--out", tmp_path / "expect", "--expect-lesion")
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "expect" / "result.json").read_text())
-    assert result["lesion_found"] and result["mask_source"] == "auto"
+    assert result["lesion_found"] and result["provenance"]["mask_origin"] == "auto"
     assert result["flags"][0].startswith("low-confidence segmentation")
     assert "FLAG low-confidence segmentation" in r.stdout
     assert result["malignancy_probability"] < 0.5  # a benign lesion
@@ -113,7 +114,7 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     assert row["status"] == "ok" and row["lesion_found"] == "true" and float(row["malignancy_probability"]) < 0.5
     assert row["predicted_label"] == {"3": "benign"}.get(row["birads_suggestion"], "suspicious")
     result = json.loads((out / "b351" / "result.json").read_text())
-    assert result["flags"][0].startswith("low-confidence segmentation") and result["batch_expect_lesion"]
+    assert result["flags"][0].startswith("low-confidence segmentation") and result["batch"]["expect_lesion"]
     assert (out / "b351" / "heatmap.nrrd").exists()
     r = _cli("batch", manifest, "--out", out)  # other setting: recomputed, not resumed
     assert r.returncode == 0, r.stderr

@@ -49,7 +49,7 @@ def test_end_to_end_with_reference_masks():
     for case in ("benign_004", "benign_031", "malignant_001"):
         img = load_image(DATA / "busi" / f"{case}.png")
         res = analyze(img, mask=load_mask(DATA / "busi" / f"{case}_mask.png", img), heatmap=False)
-        assert res.mask_source == "user" and res.predicted_label == assessment_label(res.birads_suggestion)
+        assert res.mask_origin == "user" and res.predicted_label == assessment_label(res.birads_suggestion)
         probs[case] = res.probability
     assert probs["malignant_001"] > 0.5 > max(probs["benign_004"], probs["benign_031"])
 

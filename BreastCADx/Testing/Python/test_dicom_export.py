@@ -11,35 +11,34 @@ from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.results.dicom_export import (
     DicomExportError,
     ModelInfo,
+    build_dicom_results,
     build_seg,
     build_sr,
     read_seg_mask,
     read_sr_summary,
-    write_dicom_results,
+    save_dicom_results,
 )
 from conftest import dciodvfy
 from dicom_factory import mr_series, sample_pixels, us
+from result_factory import fake_result
 
 SEG_MODEL = ModelInfo("BreastCADx lesion segmenter", "0.1.0/lesion_seg_lite0", "a" * 64)
 CLS_MODEL = ModelInfo("BreastCADx fusion classifier", "0.1.0/lesion_cls_fusion", "b" * 64)
 
 
-def fake_result(probability: float = 0.42) -> dict:
-    return {"malignancy_probability": probability, "birads_suggestion": "4B",
-            "measurements": {"area": 123.0, "longest_diameter": 17.5},
-            "top_features": [{"feature": "original_shape2D_Elongation", "value": 0.61}]}
+def write_dicom_results(result, image, out, overlay=None):
+    return save_dicom_results(build_dicom_results(result, image, overlay), out)
 
 
 @pytest.fixture(scope="module")
 def sample_export(sample_dicom, sample_mask, tmp_path_factory):
     image = load_image(sample_dicom)
     mask = load_mask(sample_mask, image)
-    result = analyze(image, mask, heatmap=False).to_json()
+    result = analyze(image, mask, heatmap=False, mask_origin="auto")  # as if the segmenter had drawn it
     out = tmp_path_factory.mktemp("dicom_out")
     overlay = np.zeros((*image.array.shape[1:], 3), np.uint8)
     overlay[..., 1] = image.array[0]
-    return image, mask, result, write_dicom_results(image, mask, result, out, SEG_MODEL, CLS_MODEL, origin="auto",
-                                                    overlay_rgb=overlay)
+    return image, mask, result, write_dicom_results(result, image, out, overlay)
 
 
 @pytest.mark.parametrize("kind, iod", [("seg", "Segmentation"), ("sr", "Comprehensive3DSR"),
@@ -63,7 +62,8 @@ def test_seg_round_trips_the_mask_and_copies_patient_study(sample_export, sample
     assert desc.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
     assert desc.SegmentedPropertyTypeCodeSequence[0].CodeValue == "4147007"
     assert desc.SegmentAlgorithmType == "AUTOMATIC"
-    assert desc.SegmentAlgorithmName == SEG_MODEL.name
+    assert desc.SegmentAlgorithmName == f"BreastCADx {sample_export[2].provenance.segmenter.id}"
+    assert desc.SegmentAlgorithmName == "BreastCADx lesion_seg_lite0"
 
 
 def test_overlay_secondary_capture_copies_patient_and_declares_burned_in_text(sample_export, sample_dicom):
@@ -76,11 +76,11 @@ def test_overlay_secondary_capture_copies_patient_and_declares_burned_in_text(sa
 def test_sr_round_trips_probability_suggestion_and_references(sample_export, sample_dicom):
     _, _, result, paths = sample_export
     summary = read_sr_summary(paths["sr"])
-    assert summary["probability"] == pytest.approx(result["malignancy_probability"], abs=1e-12)
-    assert summary["birads_suggestion"] == result["birads_suggestion"]
+    assert summary["probability"] == pytest.approx(result.probability, abs=1e-12)
+    assert summary["birads_suggestion"] == result.birads_suggestion
     assert any("not a radiologist" in t for t in summary["text"])
     # BUSI has no calibration: sizes are labelled as pixels, never passed off as mm
-    assert summary["measurements"]["Area"] == (pytest.approx(result["measurements"]["area"]), "{pixels}")
+    assert summary["measurements"]["Area"] == (pytest.approx(result.measurements["area"]), "{pixels}")
     sr, seg = pydicom.dcmread(paths["sr"]), pydicom.dcmread(paths["seg"])
     assert sr.PatientID == pydicom.dcmread(sample_dicom).PatientID
     assert sr.StudyInstanceUID == seg.StudyInstanceUID
@@ -113,7 +113,7 @@ def test_series_round_trip_with_mm_units(tmp_path):
     assert image.spacing_known
     mask = np.zeros(image.array.shape, bool)
     mask[2:5, 5:15, 8:20] = True
-    paths = write_dicom_results(image, mask, fake_result(0.07), tmp_path / "out", SEG_MODEL, CLS_MODEL)
+    paths = write_dicom_results(fake_result(0.07, mask=mask), image, tmp_path / "out")
     assert np.array_equal(read_seg_mask(paths["seg"], image), mask)
     summary = read_sr_summary(paths["sr"])
     assert summary["measurements"]["Long axis"][1] == "mm"
@@ -135,12 +135,11 @@ def test_png_source_is_refused_naming_the_file(tmp_path):
 def test_empty_mask_and_missing_result_are_refused_without_writing(sample_dicom, tmp_path):
     image = load_image(sample_dicom)
     with pytest.raises(DicomExportError, match="empty"):
-        write_dicom_results(image, np.zeros(image.array.shape, bool), fake_result(), tmp_path / "a",
-                            SEG_MODEL, CLS_MODEL)
+        write_dicom_results(fake_result(mask=np.zeros(image.array.shape, bool)), image, tmp_path / "a")
     seg = build_seg(image, np.pad(np.ones((1, 20, 20), bool), ((0, 0), (10, image.array.shape[1] - 30),
                                                                   (10, image.array.shape[2] - 30))), SEG_MODEL)
     with pytest.raises(DicomExportError, match="no lesion"):
-        build_sr(image, seg, {"malignancy_probability": None}, CLS_MODEL)
+        build_sr(image, seg, fake_result(None), CLS_MODEL)
     assert not (tmp_path / "a").exists()
 
 

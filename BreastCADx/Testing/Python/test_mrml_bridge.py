@@ -7,6 +7,7 @@ import pytest
 
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask
+from result_factory import fake_result
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
 
@@ -52,7 +53,9 @@ def test_heatmap_and_table_nodes(scene, sample_dicom):
     heat = np.random.default_rng(0).random(img.array.shape).astype(np.float32)
     node = heatmap_to_volume_node(heat, img, scene)
     assert volume_node_to_image(node).same_grid(img)
-    table = result_to_table_node({"malignancy_probability": 0.87, "predicted_label": "malignant",
-                                  "birads_suggestion": "4C", "flags": [], "radiomics": {"a": 1.0, "b": 2.5}}, scene)
-    assert table.GetNumberOfRows() == 8
-    assert table.GetCellText(0, 1) == "0.87" and table.GetCellText(7, 0) == "Radiomics: b"
+    result = fake_result(0.87, "4C")
+    result.radiomics = {"a": 1.0, "b": 2.5}
+    table = result_to_table_node(result, scene)
+    assert table.GetNumberOfRows() == 11  # 6 result rows, 2 measurements, 1 top feature, 2 radiomics
+    assert table.GetCellText(0, 1) == "0.87" and table.GetCellText(2, 1) == "4C"
+    assert table.GetCellText(table.GetNumberOfRows() - 1, 0) == "Radiomics: b"

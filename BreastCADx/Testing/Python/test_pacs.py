@@ -110,6 +110,72 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
     assert {s["Modality"] for s in json.loads(capsys.readouterr().out)} == {"US", "SEG", "SR", "OT"}
 
 
+def _case(folder: Path, dicom: Path, image) -> dict:
+    """What a door wrote, minus what names the door (source, timings, batch bookkeeping)."""
+    from PIL import Image as PILImage
+
+    result = json.loads((folder / "result.json").read_text())
+    for key in ("source", "seconds", "files", "batch"):
+        result.pop(key, None)
+    sr = read_sr_summary(dicom / "sr.dcm")
+    sr.pop("text")
+    return {"result": result, "mask": load_mask(folder / "mask.nrrd", image),
+            "heatmap": load_image(folder / "heatmap.nrrd").array,
+            "overlay": np.asarray(PILImage.open(folder / "overlay.png")),
+            "seg": read_seg_mask(dicom / "seg.dcm", image), "sr": sr,
+            "sc": pydicom.dcmread(dicom / "overlay.dcm").pixel_array}
+
+
+def test_the_same_case_gives_the_same_files_from_every_door(orthanc, password, sample_dicom, tmp_path, capsys):
+    """analyze, batch, pacs analyze and the Slicer logic all go through the one case writer."""
+    slicer = pytest.importorskip("slicer")
+    from BreastCADxLib.cli.batch import run_batch
+    from BreastCADxLib.scene.jobs import InProcessRunner
+    from BreastCADxLib.scene.logic import WorkflowLogic
+
+    image = load_image(sample_dicom)
+    assert main(["analyze", str(sample_dicom), "--out", str(tmp_path / "cli"), "--dicom-out",
+                 str(tmp_path / "cli" / "dicom")]) == 0
+    doors = {"cli": _case(tmp_path / "cli", tmp_path / "cli" / "dicom", image)}
+
+    Pacs(PacsConfig(orthanc, username=USER)).store([pydicom.dcmread(sample_dicom)])
+    study = pydicom.dcmread(sample_dicom).StudyInstanceUID
+    assert main(["pacs", "analyze", "--url", orthanc, "--user", USER, "--study", study, "--out",
+                 str(tmp_path / "pacs")]) == 0
+    doors["pacs"] = _case(tmp_path / "pacs", tmp_path / "pacs" / "dicom", image)
+
+    shutil.copy(sample_dicom, tmp_path / "s.dcm")
+    (tmp_path / "manifest.csv").write_text("case_id,image\ns,s.dcm\n")
+    assert run_batch(tmp_path / "manifest.csv", tmp_path / "batch")[0]["status"] == "ok"
+    scene = slicer.vtkMRMLScene()
+    logic = WorkflowLogic(scene, runner=InProcessRunner())
+    volume = logic.load_image_file(sample_dicom, "sample")
+    seg = logic.segment(volume, device="cpu")
+    logic.classify(volume, seg.segmentation_node, seg.segment_id, device="cpu")
+    logic.save_results(tmp_path / "slicer")
+    logic.export_dicom(tmp_path / "slicer" / "dicom")
+    doors["slicer"] = _case(tmp_path / "slicer", tmp_path / "slicer" / "dicom", image)
+    scene.Clear(1)
+
+    ref = doors["cli"]
+    assert ref["result"]["provenance"]["mask_origin"] == "auto" and ref["mask"].any()
+    for door, case in doors.items():
+        assert case["result"] == ref["result"], door
+        for key in ("mask", "overlay", "seg", "sc"):
+            np.testing.assert_array_equal(case[key], ref[key], err_msg=f"{door} {key}")
+        np.testing.assert_allclose(case["heatmap"], ref["heatmap"], atol=1e-6, err_msg=door)
+        assert case["sr"] == ref["sr"], door
+    batch = tmp_path / "batch" / "s"
+    batch_result = json.loads((batch / "result.json").read_text())
+    for key in ("source", "seconds", "files", "batch"):
+        batch_result.pop(key, None)
+    assert batch_result == ref["result"]
+    np.testing.assert_array_equal(load_mask(batch / "mask.nrrd", image), ref["mask"])
+    from PIL import Image as PILImage
+
+    np.testing.assert_array_equal(np.asarray(PILImage.open(batch / "overlay.png")), ref["overlay"])
+
+
 def test_wrong_password_is_a_clear_401(orthanc, monkeypatch, capsys):
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
     assert main(["pacs", "query", "--url", orthanc, "--user", USER]) == 2

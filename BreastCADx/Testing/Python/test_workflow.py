@@ -99,7 +99,7 @@ def test_segment_runs_in_background_with_progress(flow):
 
 def test_classify_writes_table_heatmap_and_segment_colour(flow):
     first = flow["first"]
-    p = first.result["malignancy_probability"]
+    p = first.result.probability
     assert first.table_node.GetCellText(0, 0) == "Malignancy probability"
     assert first.table_node.GetCellText(0, 1) == str(p)
     heat, volume = first.heatmap_node, flow["volume"]
@@ -112,18 +112,19 @@ def test_classify_writes_table_heatmap_and_segment_colour(flow):
 def test_edits_mark_results_stale_and_reclassify_follows_them(flow):
     assert flow["stale_after_edit"] and flow["origin_edited"] == "edited"
     first, second, third = (flow[k].result for k in ("first", "second", "third"))
-    assert second["predicted_label"] != "benign"  # the sample is a malignant BUSI case
-    assert second["measurements"]["lesion_pixels"] == int(flow["ref"].sum())
-    assert third["measurements"]["lesion_pixels"] == int(flow["edited"].sum())
-    assert len({first["malignancy_probability"], second["malignancy_probability"],
-                third["malignancy_probability"]}) == 3
+    assert second.predicted_label != "benign"  # the sample is a malignant BUSI case
+    assert second.measurements["lesion_pixels"] == int(flow["ref"].sum())
+    assert third.measurements["lesion_pixels"] == int(flow["edited"].sum())
+    assert len({first.probability, second.probability, third.probability}) == 3
+    assert (first.mask_origin, second.mask_origin, third.mask_origin) == ("auto", "edited", "edited")
+    assert first.provenance.segmenter is not None
     table = flow["third"].table_node
-    assert table.GetCellText(0, 1) == str(third["malignancy_probability"])
+    assert table.GetCellText(0, 1) == str(third.probability)
     params = state.values(flow["logic"].parameters)
-    assert params["resultTable"] is table and params["probability"] == pytest.approx(third["malignancy_probability"])
+    assert params["resultTable"] is table and params["probability"] == pytest.approx(third.probability)
     assert not flow["logic"].results_out_of_date()
     name = flow["seg"].segmentation_node.GetSegmentation().GetSegment(flow["seg"].segment_id).GetName()
-    assert name.startswith("Breast lesion [") and third["birads_suggestion"] in name
+    assert name.startswith("Breast lesion [") and third.birads_suggestion in name
 
 
 def test_heatmap_overlay_in_slice_views(flow):
@@ -140,10 +141,12 @@ def test_heatmap_overlay_in_slice_views(flow):
 
 def test_save_results_and_dicom_export(flow, tmp_path):
     paths = flow["logic"].save_results(tmp_path / "results")
-    assert {p.name for p in paths.values()} == {"breastcadx_results.csv", "breastcadx_lesion.nrrd",
-                                                "breastcadx_gradcam.nrrd"}
-    image = load_image(paths["segmentation"])
+    assert {p.name for p in paths.values()} == {"mask.nrrd", "heatmap.nrrd", "overlay.png", "result.json"}
+    image = load_image(paths["mask"])
     np.testing.assert_array_equal(image.array > 0, flow["edited"])
+    saved = json.loads(paths["result"].read_text())
+    assert saved["malignancy_probability"] == flow["third"].result.probability
+    assert saved["provenance"]["mask_origin"] == "edited"
     with pytest.raises(BreastCADxError, match="overwrite"):
         flow["logic"].save_results(tmp_path / "results")
     from BreastCADxLib.results.dicom_export import read_seg_mask, read_sr_summary
@@ -159,7 +162,7 @@ def test_save_results_and_dicom_export(flow, tmp_path):
 
     np.testing.assert_array_equal(read_seg_mask(out["seg"], volume_node_to_image(source)), flow["edited"])
     assert read_sr_summary(out["sr"])["probability"] == pytest.approx(
-        flow["third"].result["malignancy_probability"])
+        flow["third"].result.probability)
 
 
 def test_scene_saved_and_reloaded_keeps_parameters_and_results(flow, tmp_path):

@@ -1,0 +1,124 @@
+"""The result contract: what one analysed case is, for every consumer (case files, DICOM, Slicer, batch).
+
+`AnalysisResult.to_json()` is result.json (schema: Resources/Schemas/result.schema.json, checked in a test; a
+feature value that is not finite is written as null, so the file is strict JSON);
+`AnalysisResult.from_json()` reads it back. Provenance carries the models actually used and how the mask was made,
+in one vocabulary: auto (segmenter output), edited (segmenter output corrected by the user), user (drawn or given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE
+from BreastCADxLib.analysis.classifier import Prediction
+from BreastCADxLib.errors import BreastCADxError
+
+SCHEMA = "breastcadx-result/2"
+MASK_ORIGINS = ("auto", "edited", "user")
+
+
+class ResultFormatError(BreastCADxError):
+    """A stored result is not a result.json of this version."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    id: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    breastcadx: str
+    model_set: str
+    classifier: ModelRef
+    classifier_config: str
+    deep_model: str
+    mask_origin: str  # one of MASK_ORIGINS
+    segmenter: ModelRef | None = None  # None when the user drew the mask
+
+    def __post_init__(self) -> None:
+        if self.mask_origin not in MASK_ORIGINS:
+            raise ValueError(f"mask_origin must be one of {MASK_ORIGINS}, not {self.mask_origin!r}")
+
+    def with_mask_origin(self, origin: str) -> Provenance:
+        return replace(self, mask_origin=origin, segmenter=None if origin == "user" else self.segmenter)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Provenance:
+        seg = d.get("segmenter")
+        return cls(breastcadx=d["breastcadx"], model_set=d["model_set"], classifier=ModelRef(**d["classifier"]),
+                   classifier_config=d["classifier_config"], deep_model=d["deep_model"],
+                   mask_origin=d["mask_origin"], segmenter=ModelRef(**seg) if seg else None)
+
+
+@dataclass
+class AnalysisResult:
+    source: str
+    lesion_found: bool
+    provenance: Provenance
+    mask: np.ndarray | None = None  # bool, on the input grid (None when read back from JSON alone)
+    prediction: Prediction | None = None  # None when no lesion was found
+    heatmap: np.ndarray | None = None  # float32 0..1 on the input grid
+    radiomics: dict[str, float] = field(default_factory=dict)
+    measurements: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # front-door fields kept in result.json (e.g. "batch")
+
+    @property
+    def probability(self) -> float | None:
+        return self.prediction.probability if self.prediction else None
+
+    @property
+    def birads_suggestion(self) -> str | None:
+        return self.prediction.birads if self.prediction else None
+
+    @property
+    def predicted_label(self) -> str:
+        return self.prediction.label if self.prediction else "normal"
+
+    @property
+    def mask_origin(self) -> str:
+        return self.provenance.mask_origin
+
+    def to_json(self) -> dict:
+        p = self.prediction
+        return {
+            "schema": SCHEMA, "source": self.source, "lesion_found": self.lesion_found,
+            "malignancy_probability": self.probability, "predicted_label": self.predicted_label,
+            "birads_suggestion": self.birads_suggestion, "birads_note": p.suggestion_note if p else None,
+            "flags": list(p.flags) if p else [], "top_features": list(p.top_features) if p else [],
+            "member_probabilities": dict(p.member_probabilities) if p else {},
+            "ood_distance": p.ood_distance if p else None, "raw_probability": p.raw_probability if p else None,
+            "measurements": self.measurements, "seconds": self.seconds,
+            "radiomics": {k: (float(v) if np.isfinite(v) else None) for k, v in self.radiomics.items()},
+            "provenance": self.provenance.to_json(), "research_use_only": True, **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, mask: np.ndarray | None = None, heatmap: np.ndarray | None = None
+                  ) -> AnalysisResult:
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            found = d.get("schema") if isinstance(d, dict) else type(d).__name__
+            raise ResultFormatError(f"not a {SCHEMA} result (found: {found})")
+        pred = None
+        if d["malignancy_probability"] is not None:
+            pred = Prediction(probability=d["malignancy_probability"], raw_probability=d["raw_probability"],
+                              birads=d["birads_suggestion"], member_probabilities=d["member_probabilities"],
+                              flags=list(d["flags"]), top_features=list(d["top_features"]),
+                              ood_distance=d["ood_distance"], suggestion_note=d["birads_note"] or SUGGESTION_NOTE)
+        known = set(cls(source="", lesion_found=False, provenance=_PLACEHOLDER).to_json())
+        return cls(source=d["source"], lesion_found=d["lesion_found"],
+                   provenance=Provenance.from_json(d["provenance"]), mask=mask, prediction=pred, heatmap=heatmap,
+                   radiomics={k: (np.nan if v is None else v) for k, v in d["radiomics"].items()},
+                   measurements=d["measurements"], seconds=d["seconds"],
+                   extra={k: v for k, v in d.items() if k not in known})
+
+
+_PLACEHOLDER = Provenance("", "", ModelRef("", ""), "", "", "user")

@@ -1,0 +1,53 @@
+"""One case from the command line (`analyze`, `demo`, `pacs analyze`): checks first, then the one case writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.results.case_files import CASE_FILES, CaseOutputs, summary_lines
+
+
+def check_case_folder(out: Path, overwrite: bool) -> None:
+    """--out must be a folder, and one without an earlier result unless --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise BreastCADxError("--out must be a folder, but a file of that name exists", out)
+    earlier = [name for name in CASE_FILES if (out / name).exists()]
+    if earlier and not overwrite:
+        raise BreastCADxError(f"the folder holds an earlier result ({', '.join(earlier)}); pass --overwrite to "
+                              "replace it or choose another folder", out)
+
+
+def check_dicom_folder(dicom_out: Path) -> None:
+    from BreastCADxLib.results.dicom_export import check_writable
+
+    check_writable(dicom_out)
+
+
+def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None = None, roi: str | None = None,
+                 device: str = "auto", dicom_out: Path | None = None, expect_lesion: bool = False,
+                 model_set: str = "two-site", overwrite: bool = False) -> CaseOutputs:
+    """Analyse one image into `out` (and DICOM into `dicom_out`); prints the summary; returns what was written."""
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.analysis.segmentation import parse_roi
+    from BreastCADxLib.io import load_image, load_mask
+    from BreastCADxLib.results.case_files import write_case
+
+    check_case_folder(out, overwrite)  # before anything is loaded or computed
+    if mask_path and Path(mask_path).resolve() == (out / "mask.nrrd").resolve():
+        raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
+                              mask_path)
+    if dicom_out:
+        check_dicom_folder(dicom_out)
+    image = load_image(image_path)
+    if dicom_out and not image.source_files:
+        raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
+    mask = load_mask(mask_path, image) if mask_path else None
+    result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
+                     expect_lesion=expect_lesion, model_set=model_set)
+    outputs = write_case(result, image, out, dicom_out)
+    print(f"{image_path}")
+    for line in summary_lines(result):
+        print(f"  {line}")
+    print(f"  outputs: {', '.join(str(p) for p in outputs.paths.values())}")
+    return outputs

@@ -1,0 +1,77 @@
+"""The result contract: result.json validates against the committed schema and reads back as the same result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from BreastCADxLib.analysis.pipeline import analyze
+from BreastCADxLib.analysis.result import AnalysisResult, ResultFormatError
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.results.case_files import read_case, write_case
+from conftest import MODULE_DIR
+
+SCHEMA = json.loads((MODULE_DIR / "Resources" / "Schemas" / "result.schema.json").read_text())
+DATA = Path(__file__).resolve().parents[1] / "Data" / "busi"
+
+
+@pytest.fixture(scope="module")
+def written(sample_dicom, sample_mask, tmp_path_factory):
+    image = load_image(sample_dicom)
+    result = analyze(image, load_mask(sample_mask, image), mask_origin="edited")
+    out = tmp_path_factory.mktemp("case")
+    write_case(result, image, out)
+    return image, result, out
+
+
+def test_result_json_is_strict_json_and_matches_the_schema(written):
+    payload = json.loads((written[2] / "result.json").read_text())
+    json.dumps(payload, allow_nan=False)
+    jsonschema.validate(payload, SCHEMA)
+    assert payload["provenance"]["mask_origin"] == "edited" and payload["provenance"]["segmenter"]["sha256"]
+    assert payload["files"] == {"mask": "mask.nrrd", "heatmap": "heatmap.nrrd", "overlay": "overlay.png",
+                                "result": "result.json"}
+
+
+def test_no_lesion_result_matches_the_schema(tmp_path):
+    image = load_image(DATA / "benign_351.png")  # nothing passes the presence threshold here
+    result = analyze(image)
+    assert not result.lesion_found
+    write_case(result, image, tmp_path)
+    payload = json.loads((tmp_path / "result.json").read_text())
+    jsonschema.validate(payload, SCHEMA)
+    assert payload["predicted_label"] == "normal" and payload["provenance"]["mask_origin"] == "auto"
+
+
+def test_read_back_is_the_same_result(written):
+    image, result, out = written
+    back = read_case(out, image)
+    assert back.probability == result.probability and back.birads_suggestion == result.birads_suggestion
+    assert back.prediction.flags == result.prediction.flags
+    assert back.prediction.top_features == result.prediction.top_features
+    assert back.provenance == result.provenance and back.measurements == result.measurements
+    np.testing.assert_array_equal(back.mask, result.mask)
+    np.testing.assert_allclose(back.heatmap, result.heatmap, atol=1e-6)
+    assert back.to_json() == {k: v for k, v in json.loads((out / "result.json").read_text()).items()}
+
+
+@pytest.mark.parametrize("change, where", [
+    (lambda d: d["provenance"].update(mask_origin="user"), "segmenter"),  # a user's mask names no segmenter
+    (lambda d: d.update(malignancy_probability=None), "lesion_found"),  # a found lesion has a probability
+    (lambda d: d.update(birads_suggestion="6"), "birads"),
+    (lambda d: d["provenance"].update(mask_origin="manual"), "mask_origin"),
+])
+def test_the_schema_rejects_inconsistent_results(written, change, where):
+    payload = json.loads((written[2] / "result.json").read_text())
+    change(payload)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, SCHEMA)
+
+
+def test_an_older_result_is_refused_by_name():
+    with pytest.raises(ResultFormatError, match="breastcadx-result/2"):
+        AnalysisResult.from_json({"malignancy_probability": 0.3, "models": {}})
