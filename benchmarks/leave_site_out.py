@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.segmentation import machine
+from benchmarks.machine import machine
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
 from BreastCADxLib.analysis.classifier import load_classifier
 from BreastCADxLib.analysis.registry import model_set_dir

