@@ -87,12 +87,23 @@ class DeepFeatures:
             heat = cam(x, class_idx=0)[0, 0].detach().float().cpu()  # (CROP_SIZE, CROP_SIZE), 0..1
         x0, y0, x1, y1 = crop.box
         side = x1 - x0
-        heat = resize_plane(heat, (side, side)).numpy()
+        heat = resize_plane(heat, (side, side)).numpy() * edge_window(side)  # no hard crop edge in the image
+        heat = heat / max(float(heat.max()), 1e-8)  # 0..1 again
         out = np.zeros(image.array.shape, np.float32)
         frames, rows, cols = image.array.shape
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(cols, x1), min(rows, y1)
         out[crop.frame, sy0:sy1, sx0:sx1] = heat[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
         return out
+
+
+def edge_window(side: int, taper: float = 0.2) -> np.ndarray:
+    """(side, side) weights: 1 in the middle, falling to 0 at the crop border along a cosine over `taper` of the
+    side, so the pasted map fades out instead of ending in a rectangle."""
+    n = max(1, int(taper * side))
+    ramp = np.ones(side, np.float32)
+    edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+    ramp[:n], ramp[side - n:] = edge, edge[::-1]
+    return np.outer(ramp, ramp)
 
 
 @lru_cache(maxsize=4)

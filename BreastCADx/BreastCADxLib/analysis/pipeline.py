@@ -11,6 +11,8 @@ from BreastCADxLib import __version__
 from BreastCADxLib.analysis.classifier import get_classifier
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
+from BreastCADxLib.analysis.guard import check_input
+from BreastCADxLib.analysis.lexicon import categories
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
@@ -56,12 +58,17 @@ def shipped_segmenter_ref(model_set: str) -> ModelRef:
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
             device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
-            mask_origin: str = "user") -> AnalysisResult:
+            mask_origin: str = "user", allow_unvalidated: bool = False) -> AnalysisResult:
     """Classify the lesion in `mask` (given), else in the auto-segmented mask. Never modifies `mask`.
     mask_origin: how a given mask was made (user, or auto / edited when the model set's segmenter made it).
-    expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged)."""
+    expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged).
+    The input guard runs first: an image outside what the models were validated on raises InputRefused unless
+    allow_unvalidated (then the result is flagged)."""
     report = progress or (lambda f, m: None)
     seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    checked = check_input(image, model_set, allow_unvalidated, device)
+    seconds["input_check"] = time.perf_counter() - t
     t = time.perf_counter()
     classifier = get_classifier(model_set=model_set)
     if mask is not None and mask_origin not in MASK_ORIGINS:
@@ -82,7 +89,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         if not mask.any():
             report(1.0, "no lesion found")
             return AnalysisResult(source=image.source, lesion_found=False, provenance=provenance, mask=mask,
-                                  seconds=seconds)
+                                  seconds=seconds, input_check=checked)
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
@@ -92,8 +99,10 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     rad = extract(image, mask)
     seconds["radiomics"] = time.perf_counter() - t
-    if any(n.startswith(DESCRIPTOR_PREFIX) for n in classifier.radiomics_names):
-        rad = {**rad, **lesion_descriptors(image, mask)}
+    desc = lesion_descriptors(image, mask)
+    rad = {**rad, **desc}  # the classifier reads what its card names
+    meas = measurements(image, mask, rad)
+    lexicon = categories({k.removeprefix(DESCRIPTOR_PREFIX): v for k, v in desc.items()}, meas)
     report(0.6, "deep features")
     t = time.perf_counter()
     deep_model = get_deep_features(device, classifier.card.get("deep_crop", "mask"))
@@ -113,4 +122,4 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     report(1.0, "done")
     return AnalysisResult(source=image.source, lesion_found=True, provenance=provenance, mask=mask,
                           prediction=pred, heatmap=heat, radiomics=rad,
-                          measurements=measurements(image, mask, rad), seconds=seconds)
+                          measurements=meas, lexicon=lexicon, seconds=seconds, input_check=checked)

@@ -14,6 +14,8 @@ import numpy as np
 
 from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE
 from BreastCADxLib.analysis.classifier import Prediction
+from BreastCADxLib.analysis.guard import InputCheck
+from BreastCADxLib.analysis.lexicon import LexiconItem
 from BreastCADxLib.errors import BreastCADxError
 
 SCHEMA = "breastcadx-result/2"
@@ -68,8 +70,16 @@ class AnalysisResult:
     heatmap: np.ndarray | None = None  # float32 0..1 on the input grid
     radiomics: dict[str, float] = field(default_factory=dict)
     measurements: dict = field(default_factory=dict)
+    lexicon: list[LexiconItem] = field(default_factory=list)  # BI-RADS lexicon categories with their evidence
     seconds: dict[str, float] = field(default_factory=dict)
+    input_check: InputCheck = field(default_factory=InputCheck)
     extra: dict = field(default_factory=dict)  # front-door fields kept in result.json (e.g. "batch")
+
+    @property
+    def flags(self) -> list[str]:
+        """Everything the reader must see beside the numbers: an overridden input guard first."""
+        first = [self.input_check.flag] if self.input_check.flag else []
+        return first + (list(self.prediction.flags) if self.prediction else [])
 
     @property
     def probability(self) -> float | None:
@@ -93,12 +103,14 @@ class AnalysisResult:
             "schema": SCHEMA, "source": self.source, "lesion_found": self.lesion_found,
             "malignancy_probability": self.probability, "predicted_label": self.predicted_label,
             "birads_suggestion": self.birads_suggestion, "birads_note": p.suggestion_note if p else None,
-            "flags": list(p.flags) if p else [], "top_features": list(p.top_features) if p else [],
+            "flags": self.flags, "top_features": list(p.top_features) if p else [],
             "member_probabilities": dict(p.member_probabilities) if p else {},
             "ood_distance": p.ood_distance if p else None, "raw_probability": p.raw_probability if p else None,
-            "measurements": self.measurements, "seconds": self.seconds,
+            "measurements": self.measurements, "lexicon": [i.to_json() for i in self.lexicon],
+            "seconds": self.seconds,
             "radiomics": {k: (float(v) if np.isfinite(v) else None) for k, v in self.radiomics.items()},
-            "provenance": self.provenance.to_json(), "research_use_only": True, **self.extra,
+            "input_check": self.input_check.to_json(), "provenance": self.provenance.to_json(),
+            "research_use_only": True, **self.extra,
         }
 
     @classmethod
@@ -111,13 +123,16 @@ class AnalysisResult:
         if d["malignancy_probability"] is not None:
             pred = Prediction(probability=d["malignancy_probability"], raw_probability=d["raw_probability"],
                               birads=d["birads_suggestion"], member_probabilities=d["member_probabilities"],
-                              flags=list(d["flags"]), top_features=list(d["top_features"]),
+                              flags=[f for f in d["flags"] if f != InputCheck.from_json(d["input_check"]).flag],
+                              top_features=list(d["top_features"]),
                               ood_distance=d["ood_distance"], suggestion_note=d["birads_note"] or SUGGESTION_NOTE)
         known = set(cls(source="", lesion_found=False, provenance=_PLACEHOLDER).to_json())
         return cls(source=d["source"], lesion_found=d["lesion_found"],
                    provenance=Provenance.from_json(d["provenance"]), mask=mask, prediction=pred, heatmap=heatmap,
                    radiomics={k: (np.nan if v is None else v) for k, v in d["radiomics"].items()},
-                   measurements=d["measurements"], seconds=d["seconds"],
+                   measurements=d["measurements"], lexicon=[LexiconItem(**i) for i in d["lexicon"]],
+                   seconds=d["seconds"],
+                   input_check=InputCheck.from_json(d["input_check"]),
                    extra={k: v for k, v in d.items() if k not in known})
 
 

@@ -55,7 +55,7 @@ def _row(case_id: str, result: AnalysisResult) -> dict:
             "lesion_found": "true" if result.lesion_found else "false",
             "malignancy_probability": "" if p is None else f"{p:.6f}",
             "predicted_label": result.predicted_label, "birads_suggestion": result.birads_suggestion or "",
-            "flags": "; ".join(result.prediction.flags) if result.prediction else "",
+            "flags": "; ".join(result.flags),
             "mask_path": f"{case_id}/{files['mask']}" if "mask" in files else "",
             "heatmap_path": f"{case_id}/{files['heatmap']}" if "heatmap" in files else "",
             "seconds": f"{result.extra.get('batch', {}).get('seconds', 0.0):.3f}"}
@@ -88,7 +88,8 @@ def _finished(done: Path, settings: dict) -> AnalysisResult | None:
 
 
 def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
-              expect_lesion: bool = False, model_set: str = "two-site") -> list[dict]:
+              expect_lesion: bool = False, model_set: str = "two-site", allow_unvalidated: bool = False
+              ) -> list[dict]:
     """Each case into out/<case_id>/ (the one case writer); results.csv grows one flushed row per case, so a
     killed batch leaves the rows done so far and a rerun redoes only what is missing or changed."""
     from BreastCADxLib.analysis.pipeline import analyze
@@ -112,13 +113,14 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
                 if missing:
                     raise BreastCADxError("file or folder not found", missing[0])
                 settings = {"inputs_sha256": fingerprint(*inputs), "model_set": model_set,
-                            "expect_lesion": expect_lesion and len(inputs) == 1}
+                            "expect_lesion": expect_lesion and len(inputs) == 1,
+                            "allow_unvalidated": allow_unvalidated}
                 result = _finished(out / case_id / NAMES["result"], settings)
                 if result is None:
                     image = load_image(inputs[0])
                     mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
                     result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion,
-                                     model_set=model_set)
+                                     model_set=model_set, allow_unvalidated=allow_unvalidated)
                     result.extra["batch"] = {**settings, "seconds": round(time.perf_counter() - t0, 3)}
                     result.extra["files"] = {k: p.name for k, p in write_case(result, image, out / case_id)
                                              .paths.items()}

@@ -66,6 +66,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for target in (out, Path(args.prob) if args.prob else None):
         if target is not None and target.exists() and not args.overwrite:
             raise BreastCADxError("output exists; pass --overwrite to replace it", target)
+    from BreastCADxLib.analysis.guard import check_input
+
+    checked = check_input(image, args.model_set, args.allow_unvalidated_input, args.device)
+    if checked.flag:
+        print(f"warning: {checked.flag}", file=sys.stderr)
     segmenter = get_segmenter(args.model, args.device, args.model_set)
     result = segmenter.segment(image, roi=roi, progress=_progress_printer(sys.stderr.isatty() and image.frames > 1),
                                expect_lesion=args.expect_lesion)
@@ -83,7 +88,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from BreastCADxLib.cli.case import analyze_case
 
     analyze_case(args.image, Path(args.out), args.mask, args.roi, args.device,
-                 Path(args.dicom_out) if args.dicom_out else None, args.expect_lesion, args.model_set, args.overwrite)
+                 Path(args.dicom_out) if args.dicom_out else None, args.expect_lesion, args.model_set, args.overwrite,
+                 args.allow_unvalidated_input)
     return 0
 
 
@@ -93,7 +99,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from BreastCADxLib.cli.batch import run_batch
 
     table = run_batch(Path(args.manifest), Path(args.out), device=args.device, expect_lesion=args.expect_lesion,
-                      model_set=args.model_set)
+                      model_set=args.model_set, allow_unvalidated=args.allow_unvalidated_input)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
     return EXIT_CASES_FAILED if errors else 0
@@ -114,10 +120,15 @@ MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA
                   "trained on BUSI alone, to score the design at a hospital it has never seen)")
 
 
+ALLOW_HELP = ("analyse an image the input guard refuses (another modality, an implausible size, an image unlike "
+              "the breast ultrasound the models were trained on); the result is flagged")
+
+
 def _add_model_set(p: argparse.ArgumentParser) -> None:
     from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, MODEL_SETS
 
     p.add_argument("--model-set", choices=MODEL_SETS, default=DEFAULT_MODEL_SET, help=MODEL_SET_HELP)
+    p.add_argument("--allow-unvalidated-input", action="store_true", help=ALLOW_HELP)
 
 
 EXPECT_HELP = ("the image shows a lesion: when no region passes the presence threshold, return the most "
@@ -128,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="breastcadx", description="Breast-lesion CADx: load, segment, classify.")
     p.add_argument("--version", action="version", version=f"breastcadx {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    p.add_argument("--max-voxels", type=int, metavar="N",
+                   help="refuse images larger than N voxels, read from the file header before decoding "
+                        "(default 100,000,000; env BREASTCADX_MAX_VOXELS)")
     sub = p.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="show what the loader sees in image files (DICOM, PNG, NRRD, NIfTI, ...)")
     info.add_argument("files", nargs="+", help="image files or DICOM series folders")
@@ -176,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if args.max_voxels:
+        import os
+
+        from BreastCADxLib.io.limits import ENV
+
+        os.environ[ENV] = str(args.max_voxels)
     try:
         return func(args)
     except BreastCADxError as e:

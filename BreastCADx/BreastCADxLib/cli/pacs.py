@@ -88,7 +88,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         files = sorted(folder.glob("*.dcm"))
         source = files[0] if len(files) == 1 else folder
         outputs = analyze_case(source, out, device=args.device, dicom_out=dicom_out,
-                               expect_lesion=args.expect_lesion, overwrite=args.overwrite)
+                               expect_lesion=args.expect_lesion, overwrite=args.overwrite,
+                               allow_unvalidated=args.allow_unvalidated_input)
     if args.store:
         if not outputs.datasets:
             print("no lesion found: nothing to store")
@@ -128,6 +129,8 @@ def add_pacs_parser(sub, expect_help: str) -> None:
     a.add_argument("--store", action="store_true", help="send SEG + SR back to the PACS (STOW-RS)")
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
     a.add_argument("--expect-lesion", action="store_true", help=expect_help)
+    a.add_argument("--allow-unvalidated-input", action="store_true",
+                   help="analyse a series the input guard refuses; the result is flagged")
     a.add_argument("--overwrite", action="store_true",
                    help="replace earlier case files in --out (an earlier dicom/ result is never replaced)")
     a.set_defaults(func=cmd_analyze)

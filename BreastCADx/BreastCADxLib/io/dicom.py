@@ -6,7 +6,6 @@ pydicom decodes (with the pylibjpeg/pillow plugins for compressed syntaxes); Sim
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -17,11 +16,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
-from BreastCADxLib.errors import ImageReadError, ImageTooLargeError, NoPixelDataError, UnsupportedImageError
+from BreastCADxLib.errors import ImageReadError, NoPixelDataError, UnsupportedImageError
 from BreastCADxLib.image import IDENTITY, Image
 from BreastCADxLib.io.files import luminance
+from BreastCADxLib.io.limits import check_size
 
-MAX_VOXELS = int(os.environ.get("BREASTCADX_MAX_VOXELS", 400_000_000))
 US_UNITS_CM = 3  # PhysicalUnitsX/YDirection code for centimetres
 METADATA_KEYS = (
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
@@ -152,9 +151,7 @@ def read_dicom_file(path: Path) -> Image:
         raise NoPixelDataError(f"DICOM object has no pixel data ({kind}); not an image", path)
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if rows * cols * frames > MAX_VOXELS:
-        raise ImageTooLargeError(
-            f"{cols}x{rows}x{frames} pixels exceeds the limit of {MAX_VOXELS} (set BREASTCADX_MAX_VOXELS)", path)
+    check_size(cols, rows, frames, path)
     raw = _decode(ds, path)
     expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1))
     if raw.size != expected:
@@ -215,8 +212,7 @@ def read_dicom_folder(folder: Path) -> Image:
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise UnsupportedImageError("colour slice series are not supported", folder)
     arr = sitk.GetArrayFromImage(img)
-    if arr.shape[0] * arr.shape[1] * arr.shape[2] > MAX_VOXELS:
-        raise ImageTooLargeError(f"{arr.size} voxels exceeds the limit of {MAX_VOXELS}", folder)
+    check_size(arr.shape[2], arr.shape[1], arr.shape[0], folder)
     meta = dict(first.metadata)
     meta["NumberOfSlices"] = str(len(files))
     return Image(

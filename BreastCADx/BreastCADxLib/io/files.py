@@ -9,8 +9,9 @@ import SimpleITK as sitk
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from BreastCADxLib.errors import ImageReadError, UnsupportedImageError
+from BreastCADxLib.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 from BreastCADxLib.image import Image
+from BreastCADxLib.io.limits import check_size
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -36,6 +37,7 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
 def read_raster(path: Path) -> Image:
     try:
         with PILImage.open(path) as im:
+            check_size(im.width, im.height, 1, path)  # header only: nothing decoded yet
             im.load()
             mode = im.mode
             if mode == "P":
@@ -45,6 +47,8 @@ def read_raster(path: Path) -> Image:
             elif mode == "CMYK":
                 im = im.convert("RGB")
             arr = np.asarray(im)
+    except PILImage.DecompressionBombError as e:
+        raise ImageTooLargeError(f"too large to decode safely ({e})", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"not a readable image ({e.__class__.__name__}: {e})", path) from None
     photometric = "MONOCHROME2"
@@ -108,7 +112,12 @@ def image_to_sitk(image: Image, array: np.ndarray | None = None) -> sitk.Image:
 
 def read_itk(path: Path) -> Image:
     try:
-        img = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = list(reader.GetSize()) + [1]
+        check_size(size[0], size[1], int(np.prod(size[2:])) * max(1, reader.GetNumberOfComponents()), path)
+        img = reader.Execute()
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown error"
         raise ImageReadError(f"not a readable {suffix_of(path)} image ({first})", path) from None

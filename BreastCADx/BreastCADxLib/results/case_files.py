@@ -25,27 +25,36 @@ class CaseOutputs:
     datasets: dict = field(default_factory=dict)  # the DICOM objects written (seg, sr, overlay), to send as they are
 
 
+RESEARCH_ONLY = "Research use only - not for diagnosis."
+
+
 def summary_lines(result: AnalysisResult) -> list[str]:
     if not result.lesion_found:
         return ["No lesion found by automatic segmentation (predicted: normal).",
-                "Draw or load a mask to classify a lesion the segmenter missed."]
+                "Draw or load a mask to classify a lesion the segmenter missed.",
+                *[f"FLAG {f}" for f in result.flags], RESEARCH_ONLY]
     p = result.prediction
     m = result.measurements
     lines = [f"Malignancy probability: {result.probability * 100:.1f} %  ->  {result.predicted_label}",
              f"BI-RADS-style suggestion: {result.birads_suggestion} ({p.suggestion_note})",
              f"Lesion ({result.mask_origin} mask): area {m['area']:.0f} {m['area_unit']}"
              + (f", longest diameter {m['longest_diameter']:.1f} {m['unit']}" if "longest_diameter" in m else "")]
-    if p.top_features:
-        top = ", ".join(f"{f['feature'].replace('original_', '')} {f['contribution']:+.3f}" for f in p.top_features[:3])
-        lines.append(f"Top radiomics evidence: {top}")
-    lines += [f"FLAG {f}" for f in p.flags]
-    lines.append("Research use only - not for diagnosis.")
+    lex = [i for i in result.lexicon if i.feature not in ("size", "depth")]
+    if lex:
+        lines.append("Lexicon: " + "; ".join(f"{i.feature} {i.category}" + ("" if i.confidence == "high" else
+                                                                           f" ({i.confidence} confidence)")
+                                            for i in lex))
+    lines += [f"FLAG {f}" for f in result.flags]
+    lines.append(RESEARCH_ONLY)
     return lines
 
 
 def case_overlay(result: AnalysisResult, image: Image) -> np.ndarray:
-    """The result overlay (image, lesion contour, Grad-CAM, the first summary lines) as RGB uint8."""
-    return overlay_rgb(image, result.mask, result.heatmap, summary_lines(result)[:4])
+    """The result overlay (image, lesion contour, Grad-CAM; the result, every flag, research use only) as RGB."""
+    lines = summary_lines(result)
+    head = [line for line in lines if not line.startswith("FLAG") and line != RESEARCH_ONLY][:4]
+    return overlay_rgb(image, result.mask, result.heatmap, head + [f for f in lines if f.startswith("FLAG")]
+                       + [RESEARCH_ONLY])
 
 
 def write_case(result: AnalysisResult, image: Image, out: Path | None, dicom_out: Path | None = None

@@ -150,6 +150,47 @@ def _segmentation(sources: list[pydicom.Dataset], mask: np.ndarray, description:
     )
 
 
+def _dcm(value: str, meaning: str) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value, "DCM", meaning)
+
+
+# lexicon feature -> concept name; category -> standard code where DICOM / SNOMED CT has one (CID 6152-6155),
+# else our own code (99BCADX) with the lexicon's words
+LEXICON_CONCEPTS = {
+    "shape": hd.sr.CodedConcept("300842002", "SCT", "Shape"),
+    "orientation": _dcm("111354", "Orientation"),
+    "margin": _dcm("111037", "Margins"),
+    "echo pattern": _dcm("111360", "Echo pattern"),
+    "posterior features": _dcm("111366", "Posterior acoustic features"),
+}
+LEXICON_VALUES = {
+    "irregular": hd.sr.CodedConcept("49608001", "SCT", "Irregular"),
+    "round": hd.sr.CodedConcept("42700002", "SCT", "Round"),
+    "parallel": _dcm("111355", "Parallel"),
+    "not parallel": _dcm("111356", "Not parallel"),
+    "circumscribed": hd.sr.CodedConcept("263706005", "SCT", "Circumscribed"),
+    "anechoic": _dcm("111361", "Anechoic"),
+    "hyperechoic": _dcm("111362", "Hyperechoic"),
+    "hypoechoic": _dcm("111364", "Hypoechoic"),
+    "isoechoic": _dcm("111365", "Isoechoic"),
+    "no posterior features": _dcm("111367", "No posterior acoustic features"),
+    "enhancement": _dcm("111368", "Posterior enhancement"),
+    "shadowing": _dcm("111369", "Posterior shadowing"),
+}
+
+
+def _lexicon_evaluations(result: AnalysisResult) -> list[hd.sr.QualitativeEvaluation]:
+    out = []
+    for item in result.lexicon:
+        if item.feature not in LEXICON_CONCEPTS:
+            continue
+        base = item.category.split(":")[0]
+        value = LEXICON_VALUES.get(base) or hd.sr.CodedConcept(
+            base.upper().replace(" ", "-")[:16], PRIVATE_SCHEME, item.category[:64])
+        out.append(hd.sr.QualitativeEvaluation(name=LEXICON_CONCEPTS[item.feature], value=value))
+    return out
+
+
 def _num(name: hd.sr.CodedConcept, value: float, unit: hd.sr.CodedConcept,
          algorithm: hd.sr.AlgorithmIdentification | None = None) -> hd.sr.Measurement:
     return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algorithm)
@@ -195,7 +236,8 @@ def build_sr(image: Image, seg: hd.seg.Segmentation, result: AnalysisResult, cla
                 segment_number=1, source_image=hd.sr.SourceImageForSegmentation(
                     sources[0].SOPClassUID, sources[0].SOPInstanceUID)),
             finding_type=LESION_TYPE, finding_category=LESION_CATEGORY, finding_sites=[hd.sr.FindingSite(BREAST)],
-            measurements=items, qualitative_evaluations=[evaluation], algorithm_id=algorithm)
+            measurements=items, qualitative_evaluations=[evaluation, *_lexicon_evaluations(result)],
+            algorithm_id=algorithm)
     else:
         group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Lesion 1"),
@@ -203,10 +245,20 @@ def build_sr(image: Image, seg: hd.seg.Segmentation, result: AnalysisResult, cla
                 sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
                 source_series=hd.sr.SourceSeriesForSegmentation(sources[0].SeriesInstanceUID)),
             finding_type=LESION_TYPE, finding_category=LESION_CATEGORY, finding_sites=[hd.sr.FindingSite(BREAST)],
-            measurements=items, qualitative_evaluations=[evaluation], algorithm_id=algorithm)
+            measurements=items, qualitative_evaluations=[evaluation, *_lexicon_evaluations(result)],
+            algorithm_id=algorithm)
     _drop_frame_number_beside_segment(group[0])
     group[0].ContentSequence.append(hd.sr.TextContentItem(
         name=codes.DCM.Comment, value=SUGGESTION_TEXT, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    for item in result.lexicon:  # the measured quantity and confidence behind each category
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=codes.DCM.Comment, value=f"Lexicon {item.feature}: {item.category} ({item.evidence}; confidence "
+                                         f"{item.confidence})"[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    for flag in result.flags:  # every caution the reader must see, as the result carries it
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=codes.DCM.Comment, value=f"Flag: {flag}"[:1024],
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     observer = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

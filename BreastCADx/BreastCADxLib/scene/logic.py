@@ -172,6 +172,7 @@ class WorkflowLogic:
         if status != DONE:
             job.folder.discard()
             reason = "cancelled" if status == CANCELLED else (job.task.error or status)
+            reason = reason.replace(str(job.folder.image), f"volume '{job.volume_node.GetName()}'")  # the user's name
             raise JobFailed(f"{job.kind} did not complete: {reason}")
         return job.folder
 

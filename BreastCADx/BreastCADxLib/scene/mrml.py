@@ -192,7 +192,9 @@ def result_to_table_node(result: AnalysisResult, scene, name: str = "BreastCADx 
             ("BI-RADS-style suggestion", result.birads_suggestion),
             ("Suggestion note", pred.suggestion_note if pred else None),
             ("Mask origin", result.mask_origin),
-            ("Flags", "; ".join(pred.flags if pred else []) or "none")]
+            ("Flags", "; ".join(result.flags) or "none")]
+    rows += [(f"Lexicon: {i.feature}", f"{i.category} ({i.evidence}; confidence {i.confidence})")
+             for i in result.lexicon]
     rows += [(f"Measurement: {k}", v) for k, v in result.measurements.items()]
     rows += [(f"Top feature: {f['feature']}", f"{f['value']:.4g} (contribution {f['contribution']:+.3f})")
              for f in (pred.top_features if pred else [])]

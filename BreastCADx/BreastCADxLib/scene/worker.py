@@ -28,10 +28,12 @@ def print_event(**event) -> None:
 
 
 def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: bool, progress, model_set: str) -> None:
+    from BreastCADxLib.analysis.guard import check_input
     from BreastCADxLib.analysis.segmentation import get_segmenter, parse_roi
     from BreastCADxLib.io import load_image, save_mask
 
     image = load_image(job.image)
+    check_input(image, model_set, device=device)  # the panel offers no override: refused images stay refused
     progress(0.1, "loading the segmentation model")
     segmenter = get_segmenter(device=device, model_set=model_set)
     progress(0.3, f"segmenting on {segmenter.device}")

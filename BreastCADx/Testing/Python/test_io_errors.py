@@ -16,7 +16,6 @@ from BreastCADxLib.errors import (
     NoPixelDataError,
     UnsupportedImageError,
 )
-from BreastCADxLib.io import dicom as dicom_io
 from BreastCADxLib.io import load_image, load_mask
 
 
@@ -95,9 +94,20 @@ def test_folder_with_two_series(tmp_path, sample_dicom):
     _raises(UnsupportedImageError, tmp_path, "2 dicom series")
 
 
-def test_too_large(tmp_path, sample_dicom, monkeypatch):
-    monkeypatch.setattr(dicom_io, "MAX_VOXELS", 1000)
-    _raises(ImageTooLargeError, sample_dicom, "exceeds the limit")
+@pytest.mark.parametrize("kind", ["dicom", "png", "jpg", "tif", "nrrd", "nii.gz"])
+def test_too_large_is_refused_from_the_header(tmp_path, sample_dicom, monkeypatch, kind):
+    import SimpleITK as sitk
+
+    if kind == "dicom":
+        path = sample_dicom
+    elif kind in ("nrrd", "nii.gz"):
+        path = tmp_path / f"big.{kind}"
+        sitk.WriteImage(sitk.Image(60, 50, sitk.sitkUInt8), str(path))
+    else:
+        path = tmp_path / f"big.{kind}"
+        PILImage.fromarray(np.zeros((50, 60), np.uint8)).save(path)
+    monkeypatch.setenv("BREASTCADX_MAX_VOXELS", "1000")
+    _raises(ImageTooLargeError, path, "exceeds the limit of 1,000 voxels")
 
 
 def test_mask_size_mismatch(tmp_path, sample_dicom):

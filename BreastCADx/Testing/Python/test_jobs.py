@@ -32,4 +32,4 @@ def test_in_process_runner_reports_progress_results_and_errors(tmp_path):
     bad.root.mkdir()
     bad.write_inputs(Image(array=np.zeros((1, 8, 8), np.uint8)))
     task = InProcessRunner().start("segment", bad, ["--device", "cpu"])
-    assert task.poll() == FAILED and "cannot segment an image of shape" in task.error
+    assert task.poll() == FAILED and "the image is blank" in task.error  # the input guard, before any model

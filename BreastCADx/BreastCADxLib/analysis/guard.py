@@ -1,0 +1,167 @@
+"""The input guard: before any model runs, is this an image the models were made for?
+
+Two layers, both declared in the model set's `image_guard` card (what the models were validated on):
+1. rules: modality (ultrasound, or an undeclared raster), frames, plausible size; blank, constant or non-finite
+   images are refused always (there is nothing to analyse);
+2. an image-level score: a logistic model on the frozen ImageNet Lite0 embedding of the whole image, fitted on the
+   model set's ultrasound images against varied non-ultrasound images (mammograms, MR, photographs, synthetic
+   patterns); its threshold is chosen leave-site-out, so that ultrasound from a hospital the fit has never seen
+   still passes (training/fit_guard.py; a one-class distance was tried first and could not tell a new hospital's
+   ultrasound from a mammogram: benchmarks/results/input_guard.md).
+An image outside either is refused naming the file and why; `allow_unvalidated=True` analyses it anyway and the
+result carries the reasons as a flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from BreastCADxLib.analysis.preprocessing import network_input, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
+from BreastCADxLib.errors import BreastCADxError, ModelError
+from BreastCADxLib.image import Image
+
+GUARD_ID = "image_guard"
+EMBED_SIZE = 224
+MODALITY_NAMES = {"MG": "mammography", "MR": "MRI", "CT": "CT", "DX": "radiography", "CR": "radiography",
+                  "PT": "PET", "NM": "nuclear medicine", "XA": "angiography", "RF": "fluoroscopy",
+                  "OP": "ophthalmic photography", "SM": "slide microscopy"}
+OVERRIDE_HINT = "not analysed; to analyse it anyway: --allow-unvalidated-input"
+
+
+class InputRefused(BreastCADxError):
+    """An image outside what the models were validated on (or with nothing to analyse)."""
+
+
+@dataclass
+class InputCheck:
+    """What the guard found; travels with the result."""
+
+    ultrasound_score: float | None = None  # P(breast ultrasound) from the image-level model
+    threshold: float | None = None  # refused below it
+    reasons: list[str] = field(default_factory=list)  # empty: inside the validated range
+    overridden: bool = False  # analysed although outside, on the user's request
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> InputCheck:
+        return cls(**d)
+
+    @property
+    def flag(self) -> str | None:
+        if not self.overridden:
+            return None
+        return ("input outside what the models were validated on (" + "; ".join(self.reasons)
+                + "): analysed on the user's request, do not rely on this result")
+
+
+def _plane(image: Image) -> np.ndarray:
+    return image.array[image.frames // 2]
+
+
+def hard_reasons(image: Image) -> list[str]:
+    """Problems no override can lift: nothing to analyse."""
+    a = image.array
+    if a.size == 0:
+        return ["the image is empty"]
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        return ["the image holds NaN or infinite values"]
+    plane = _plane(image)
+    if float(plane.max()) == float(plane.min()):
+        return [f"the image is blank (every pixel is {plane.flat[0]:g})"]
+    grey = to_uint8_range(plane)
+    if float(np.percentile(grey, 99)) - float(np.percentile(grey, 1)) < 4.0:
+        return ["the image is nearly constant (98 % of pixels within 4 grey levels): nothing to analyse"]
+    return []
+
+
+def rule_reasons(image: Image, spec: dict) -> list[str]:
+    """Where the image is outside the declared validated range (modality, frames, size)."""
+    out = []
+    if image.modality not in spec["modalities"]:
+        name = MODALITY_NAMES.get(image.modality, "this modality")
+        out.append(f"{name} ({image.modality}): no model for this modality is installed (validated on "
+                   f"{', '.join(spec['modalities'])})")
+    if image.frames > spec["max_frames"] and image.modality != "US":
+        out.append(f"{image.frames} frames: the models were validated on single 2D ultrasound frames")
+    rows, cols = image.array.shape[1:]
+    lo, hi = spec["min_side"], spec["max_side"]
+    if min(rows, cols) < lo or max(rows, cols) > hi:
+        out.append(f"{cols}x{rows} pixels: outside the {lo}-{hi} pixel sides of the validated images")
+    return out
+
+
+class ImageGuard:
+    """The image-level model: P(breast ultrasound) from the whole image's embedding."""
+
+    def __init__(self, card: dict, device: str = "cpu") -> None:
+        path = Path(card["_dir"]) / card["weights"]
+        if sha256_of(path) != card["sha256"]:
+            raise ModelError("image guard file does not match its SHA256 (altered or corrupt)", path)
+        with np.load(path, allow_pickle=False) as z:
+            self.params = {k: z[k] for k in ("mean", "scale", "coef", "intercept")}
+        self.card = card
+        self.threshold = float(card["threshold"])
+        self.spec = card["validated_on"]
+        self.trunk, self.device = embedder(device)
+
+    def embed(self, planes: list[np.ndarray]) -> np.ndarray:
+        return embed(self.trunk, self.device, planes)
+
+    def score(self, image: Image) -> float:
+        return float(ultrasound_probability(self.embed([_plane(image)]), self.params)[0])
+
+
+def embedder(device: str = "cpu"):
+    from BreastCADxLib.analysis.deep_features import get_deep_features
+
+    trunk = get_deep_features(device).trunk
+    return trunk, next(trunk.parameters()).device
+
+
+@torch.inference_mode()
+def embed(trunk, device, planes: list[np.ndarray]) -> np.ndarray:
+    """L2-normalised pooled Lite0 features of whole grey planes, (n, 1280)."""
+    x = torch.stack([network_input(resize_plane(torch.from_numpy(to_uint8_range(p)), (EMBED_SIZE, EMBED_SIZE)))
+                     for p in planes]).to(device)
+    f = trunk(x).float().cpu().numpy()
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
+
+
+def ultrasound_probability(z: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    logit = ((z - params["mean"]) / params["scale"]) @ params["coef"] + params["intercept"]
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+@lru_cache(maxsize=2)
+def get_guard(model_set: str = DEFAULT_MODEL_SET, device: str = "cpu") -> ImageGuard:
+    return ImageGuard(load_card(GUARD_ID, model_set_dir(model_set)), device)
+
+
+def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalidated: bool = False,
+                device: str = "auto") -> InputCheck:
+    """Refuse (InputRefused naming the file and why) or return what was found; see the module docstring."""
+    hard = hard_reasons(image)
+    if hard:
+        raise InputRefused("; ".join(hard) + " - not analysed", image.source or None)
+    from BreastCADxLib.analysis.registry import choose_device
+
+    guard = get_guard(model_set, str(choose_device(device)))
+    reasons = rule_reasons(image, guard.spec)
+    check = InputCheck(threshold=guard.threshold, reasons=reasons)
+    if image.modality in guard.spec["modalities"]:  # a foreign modality is refused by its name alone
+        check.ultrasound_score = guard.score(image)
+        if check.ultrasound_score < guard.threshold:
+            reasons.append(f"it does not look like the breast ultrasound the models were trained on (ultrasound "
+                           f"score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
+    if reasons and not allow_unvalidated:
+        raise InputRefused("; ".join(reasons) + f" - {OVERRIDE_HINT}", image.source or None)
+    check.overridden = bool(reasons)
+    return check

@@ -1,0 +1,73 @@
+"""Lexicon categories: the strong signs go the lexicon's way on both hospitals' held-out lesions; the result picture
+shows the evidence without a crop rectangle, with text that scales with the image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from BreastCADxLib.analysis.deep_features import edge_window
+from BreastCADxLib.analysis.lexicon import categories, thresholds
+from BreastCADxLib.image import Image
+from BreastCADxLib.results.overlay import overlay_rgb
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+
+
+def _rows(site: str) -> tuple[list[dict[str, str]], np.ndarray]:
+    z = np.load(DATA / "test_rows.npz", allow_pickle=False)
+    names = [str(n) for n in z["named_names"]]
+    keep = z["site"] == site
+    cols = {n.removeprefix("descriptor_"): names.index(n) for n in names if n.startswith("descriptor_")}
+    cats = [{i.feature: i.category for i in categories({k: float(r[c]) for k, c in cols.items()})}
+            for r in z["named"][keep]]
+    return cats, z["label"][keep].astype(bool)
+
+
+def _odds(sign: np.ndarray, malignant: np.ndarray) -> float:
+    a, b = (sign & malignant).sum() + 0.5, (sign & ~malignant).sum() + 0.5
+    c, d = (~sign & malignant).sum() + 0.5, (~sign & ~malignant).sum() + 0.5
+    return float(a * d / (b * c))
+
+
+@pytest.mark.parametrize("site", ["busi", "busbra_l5"])
+def test_strong_signs_go_the_lexicons_way_on_held_out_lesions(site):
+    cats, malignant = _rows(site)
+    irregular = np.array([c["shape"] == "irregular" for c in cats])
+    not_circ = np.array([c["margin"].startswith("not circumscribed") for c in cats])
+    circumscribed = ~not_circ
+    assert _odds(irregular, malignant) > 3 and _odds(not_circ, malignant) > 2
+    assert (~malignant[circumscribed]).mean() >= 0.75  # NPV of a circumscribed margin (published: 90 %)
+
+
+def test_every_category_has_evidence_and_a_confidence():
+    d = {"orientation": 1.3, "solidity": 0.80, "compactness": 0.5, "margin_roughness": 0.2, "margin_sharpness": 0.2,
+         "echo_contrast": -1.0, "echo_heterogeneity": 0.5, "posterior_ratio": 0.6, "depth_fraction": 0.4}
+    items = {i.feature: i for i in categories(d, {"longest_diameter": 14.2, "unit": "mm"})}
+    assert items["orientation"].category == "not parallel" and items["shape"].category == "irregular"
+    assert items["margin"].category.startswith("not circumscribed: indistinct; angular")
+    assert items["echo pattern"].category == "hypoechoic" and items["posterior features"].category == "shadowing"
+    assert items["size"].category == "14.2 mm" and items["depth"].category == "40 % of the image depth"
+    assert all(i.evidence and i.confidence in ("low", "moderate", "high") for i in items.values())
+    assert thresholds()["fit"]["split"] == "train"
+
+
+def test_gradcam_fades_to_zero_at_the_crop_border():
+    w = edge_window(200)
+    assert w[100, 100] == 1.0 and w[0].max() < 0.01 and w[:, -1].max() < 0.01
+
+
+def test_overlay_text_scales_with_the_image_and_flags_stand_out():
+    lines = ["Malignancy probability: 40.0 %", "FLAG input outside what the models were validated on",
+             "Research use only - not for diagnosis."]
+    panels = []
+    for side in (300, 2400):
+        img = Image(array=np.random.default_rng(0).integers(0, 255, (1, side, side)).astype(np.uint8))
+        mask = np.zeros(img.array.shape, bool)
+        mask[0, side // 3: side // 2, side // 3: side // 2] = True
+        rgb = overlay_rgb(img, mask, None, lines)
+        panels.append(rgb.shape[0] - rgb.shape[1])  # square image: the rest is the text panel
+        assert (rgb[..., 0] > 240).any() and ((rgb[..., 0] > 240) & (rgb[..., 2] < 80)).any()  # amber flag text
+    assert panels[1] > 3 * panels[0]  # the text panel grows with the image (font size follows the width)
