@@ -28,6 +28,9 @@ def _extractor(params: str):
     return featureextractor.RadiomicsFeatureExtractor(params)
 
 
+MAX_COVER = 0.8  # a lesion leaves tissue around it (the descriptors compare the two)
+
+
 def check_lesion_mask(mask: np.ndarray, where: str | None = None) -> None:
     """Reject masks radiomics cannot describe: empty, tiny, or one pixel thick everywhere."""
     n = int(mask.sum())
@@ -38,6 +41,9 @@ def check_lesion_mask(mask: np.ndarray, where: str | None = None) -> None:
     planes = mask if mask.ndim == 3 else mask[None]
     if not any(ndimage.binary_erosion(p).any() for p in planes):
         raise MaskError("lesion mask is one pixel thick (a line or outline, not a filled region)", where)
+    if mask.mean() > MAX_COVER:
+        raise MaskError(f"lesion mask covers {100 * mask.mean():.0f} % of the image: a lesion outline is expected, "
+                        "with tissue around it to compare", where)
 
 
 def extract(image: Image, mask: np.ndarray, params: Path | None = None) -> dict[str, float]:

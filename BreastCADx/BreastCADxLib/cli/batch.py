@@ -93,6 +93,7 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
     """Each case into out/<case_id>/ (the one case writer); results.csv grows one flushed row per case, so a
     killed batch leaves the rows done so far and a rerun redoes only what is missing or changed."""
     from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
     from BreastCADxLib.results.case_files import NAMES, write_case
 
     rows = read_manifest(manifest)
@@ -119,6 +120,8 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
                 if result is None:
                     image = load_image(inputs[0])
                     mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
+                    if mask is not None:
+                        check_lesion_mask(mask, inputs[1])
                     result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion,
                                      model_set=model_set, allow_unvalidated=allow_unvalidated)
                     result.extra["batch"] = {**settings, "seconds": round(time.perf_counter() - t0, 3)}

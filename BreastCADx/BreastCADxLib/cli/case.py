@@ -30,6 +30,7 @@ def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None
                  ) -> CaseOutputs:
     """Analyse one image into `out` (and DICOM into `dicom_out`); prints the summary; returns what was written."""
     from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
     from BreastCADxLib.analysis.segmentation import parse_roi
     from BreastCADxLib.io import load_image, load_mask
     from BreastCADxLib.results.case_files import write_case
@@ -44,6 +45,8 @@ def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None
     if dicom_out and not image.source_files:
         raise BreastCADxError("--dicom-out needs a DICOM input (SEG and SR reference the source images)", image_path)
     mask = load_mask(mask_path, image) if mask_path else None
+    if mask is not None:
+        check_lesion_mask(mask, mask_path)  # named after the mask file, before any model runs
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
                      expect_lesion=expect_lesion, model_set=model_set, allow_unvalidated=allow_unvalidated)
     outputs = write_case(result, image, out, dicom_out)

@@ -58,20 +58,31 @@ def _pixel_measures(ds: pydicom.Dataset) -> pydicom.Dataset | None:
     return None
 
 
-def pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
-    """(x, y) spacing in mm, or None when the object does not tell it."""
+def _checked(values, attribute: str, path) -> tuple[float, float]:
+    """(col, row) spacing from a (row, col) attribute value; refuses anything but two positive finite numbers."""
+    try:
+        row, col = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UnsupportedImageError(f"{attribute} {list(values)!r} is not two numbers", path) from None
+    if not (np.isfinite(row) and np.isfinite(col) and row > 0 and col > 0):
+        raise UnsupportedImageError(f"pixel spacing {attribute} = {row:g}\\{col:g} mm is not positive: the file's "
+                                    "calibration is broken (sizes cannot be measured)", path)
+    return col, row
+
+
+def pixel_spacing(ds: pydicom.Dataset, path=None) -> tuple[float, float] | None:
+    """(x, y) spacing in mm, or None when the object does not tell it; a broken value is refused."""
     for source in (ds, _pixel_measures(ds)):
         if source is not None and source.get("PixelSpacing"):
-            row, col = (float(v) for v in source.PixelSpacing)
-            return col, row
+            return _checked(source.PixelSpacing, "PixelSpacing", path)
     if ds.get("ImagerPixelSpacing"):
-        row, col = (float(v) for v in ds.ImagerPixelSpacing)
-        return col, row
+        return _checked(ds.ImagerPixelSpacing, "ImagerPixelSpacing", path)
     for region in ds.get("SequenceOfUltrasoundRegions", []):
         ux, uy = region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection")
         dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
         if ux == US_UNITS_CM and uy == US_UNITS_CM and dx and dy:
-            return abs(float(dx)) * 10.0, abs(float(dy)) * 10.0
+            col, row = _checked((abs(float(dy)), abs(float(dx))), "PhysicalDeltaX/Y (cm)", path)
+            return col * 10.0, row * 10.0
     return None
 
 
@@ -99,6 +110,8 @@ def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
             return ds.pixel_array
         except Exception as e:  # corrupt/truncated data surfaces as many exception types
             msg = str(e).splitlines()[0] if str(e) else ""
+            if "is invalid" in msg:  # pydicom's check of the image pixel module (Rows, Bits Allocated, ...)
+                raise UnsupportedImageError(f"invalid image header: {msg}", path) from None
             raise ImageReadError(f"pixel data is corrupt or truncated ({e.__class__.__name__}: {msg})", path) from None
     try:  # GDCM knows transfer syntaxes the installed pydicom plugins may not
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
@@ -157,7 +170,7 @@ def read_dicom_file(path: Path) -> Image:
     if raw.size != expected:
         raise ImageReadError(f"pixel data holds {raw.size} values, header says {expected}: truncated?", path)
     arr, photometric = _to_grey(raw, ds, frames)
-    spacing = pixel_spacing(ds)
+    spacing = pixel_spacing(ds, path)
     origin, direction = _orientation(ds)
     sz = 1.0
     pm = _pixel_measures(ds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import UnidentifiedImageError
 
 from BreastCADxLib.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 from BreastCADxLib.image import Image
-from BreastCADxLib.io.limits import check_size
+from BreastCADxLib.io.limits import check_size, max_voxels
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -47,8 +48,10 @@ def read_raster(path: Path) -> Image:
             elif mode == "CMYK":
                 im = im.convert("RGB")
             arr = np.asarray(im)
-    except PILImage.DecompressionBombError as e:
-        raise ImageTooLargeError(f"too large to decode safely ({e})", path) from None
+    except PILImage.DecompressionBombError as e:  # Pillow's own header check, above ours: same message
+        pixels = int((re.findall(r"\((\d+) pixels\)", str(e)) or ["0"])[0])
+        raise ImageTooLargeError(f"{pixels:,} pixels exceeds the limit of {max_voxels():,} voxels (read from the "
+                                 "header; raise it with --max-voxels)", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"not a readable image ({e.__class__.__name__}: {e})", path) from None
     photometric = "MONOCHROME2"

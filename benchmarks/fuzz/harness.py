@@ -1,0 +1,57 @@
+"""Fuzzing the loaders with atheris (coverage-guided): any exception other than our typed BreastCADxError is a
+crash (a traceback a user would see). Run one harness, time- or count-boxed:
+
+    python -m benchmarks.fuzz.harness dicom  -atheris_runs=1000000 -max_len=4096
+    python -m benchmarks.fuzz.harness raster|itk|manifest ...
+
+Seeds: the hostile corpus and the committed test data (a copy in runs/fuzz/<harness>/seeds). Crashing inputs are
+written by libFuzzer as crash-<sha1> in the working folder; each one found becomes a kind of the hostile corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports():
+    from BreastCADxLib.cli.batch import read_manifest
+    from BreastCADxLib.errors import BreastCADxError
+    from BreastCADxLib.io import load_image
+
+warnings.simplefilter("ignore")
+os.environ.setdefault("BREASTCADX_MAX_VOXELS", "4000000")  # keep every decode small
+SUFFIX = {"dicom": ".dcm", "raster": ".png", "itk": ".nrrd", "manifest": ".csv"}
+TMP = Path(tempfile.mkdtemp(prefix="breastcadx-fuzz-"))
+
+
+def target(kind: str):
+    path = TMP / f"input{SUFFIX[kind]}"
+
+    def one(data: bytes) -> None:
+        path.write_bytes(data)
+        try:
+            if kind == "manifest":
+                read_manifest(path)
+            else:
+                load_image(path)
+        except BreastCADxError:
+            pass  # a clear, typed refusal: the expected outcome for most inputs
+
+    return one
+
+
+def main() -> None:
+    kind = sys.argv.pop(1)
+    if kind not in SUFFIX:
+        raise SystemExit(f"harness must be one of {sorted(SUFFIX)}")
+    atheris.Setup(sys.argv, target(kind))
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
