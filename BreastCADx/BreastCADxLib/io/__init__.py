@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from BreastCADxLib.errors import ImageReadError, UnsupportedImageError
+from BreastCADxLib.errors import BreastCADxError, ImageReadError, UnsupportedImageError
 from BreastCADxLib.image import Image, check_mask
 from BreastCADxLib.io.dicom import is_dicom_file, read_dicom_file, read_dicom_folder
 from BreastCADxLib.io.files import ITK_SUFFIXES, RASTER_SUFFIXES, read_itk, read_raster, suffix_of, write_image
@@ -17,8 +17,18 @@ SUPPORTED = "DICOM (file or series folder), " + ", ".join(s.lstrip(".").upper() 
 
 
 def load_image(path: str | Path) -> Image:
-    """Read any supported image; raise a BreastCADxError naming the file and the cause."""
-    p = Path(path)
+    """Read any supported image; raise a BreastCADxError naming the file and the cause (never anything else:
+    a reader failure no check foresaw is reported as unreadable, not as a traceback)."""
+    try:
+        return _load_image(Path(path))
+    except BreastCADxError:
+        raise
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ImageReadError(f"could not be read ({e.__class__.__name__}: {first})", path) from None
+
+
+def _load_image(p: Path) -> Image:
     if not p.exists():
         raise ImageReadError("no such file or folder", p)
     if p.is_dir():

@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import UID
 
-from BreastCADxLib.errors import ImageReadError, NoPixelDataError, UnsupportedImageError
+from BreastCADxLib.errors import BreastCADxError, ImageReadError, NoPixelDataError, UnsupportedImageError
 from BreastCADxLib.image import IDENTITY, Image
 from BreastCADxLib.io.files import luminance
 from BreastCADxLib.io.limits import check_size
@@ -143,6 +143,20 @@ def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int) -> tuple[np.ndar
 
 
 def read_dicom_file(path: Path) -> Image:
+    """One DICOM file as an Image. pydicom converts element values when they are read, so a corrupt value can
+    surface as any exception at any attribute access: every one becomes a clear ImageReadError naming the file."""
+    try:
+        return _read_dicom_file(path)
+    except BreastCADxError:
+        raise
+    except MemoryError:
+        raise ImageReadError("corrupt DICOM: decoding it needs more memory than the header suggests", path) from None
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ImageReadError(f"corrupt DICOM ({e.__class__.__name__}: {first})", path) from None
+
+
+def _read_dicom_file(path: Path) -> Image:
     try:
         try:
             with warnings.catch_warnings(record=True) as caught:
