@@ -63,7 +63,7 @@ def save(ds: pydicom.Dataset, path: Path) -> None:
 
 def main() -> None:
     for p in HERE.iterdir():
-        if p.name not in ("make_corpus.py", "README.md"):
+        if p.name not in ("make_corpus.py", "README.md") and not p.name.startswith("fuzz_"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     px = sample_pixels((160, 128))  # small real ultrasound pixels
     rng = np.random.default_rng(0)
@@ -212,6 +212,10 @@ def main() -> None:
         "case_id,image\nghost,does_not_exist.png\n")
     kind("manifest_bom.csv", [], "batch", exit=0).write_bytes(
         b"\xef\xbb\xbf" + f"case_id,image,mask\nbom,{US_IMAGE},../busi/benign_004_mask.png\n".encode())
+
+    # --- regressions found by fuzzing (benchmarks/fuzz/): committed as found, never regenerated ------------------
+    for p in sorted(HERE.glob("fuzz_*")):
+        kind(p.name, ["corrupt"] if p.suffix == ".dcm" else ["not a readable"])
 
     (HERE / "kinds.json").write_text(json.dumps(KINDS, indent=1) + "\n")
     print(f"{len(KINDS)} kinds -> {HERE}")
