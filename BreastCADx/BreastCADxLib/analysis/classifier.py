@@ -24,7 +24,17 @@ from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_
 from BreastCADxLib.errors import ModelError
 
 DEFAULT_CLASSIFIER = "lesion_cls_fusion"
-SKOPS_ALLOWED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+# the exact types skops does not trust by default that our estimators hold (tree ensembles, k-NN, MLP); nothing
+# else loads, e.g. a FunctionTransformer carrying builtins.eval (a whole "builtins." prefix would have let it in)
+SKOPS_TRUSTED_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+})
 
 
 def _sigmoid(x):
@@ -71,7 +81,7 @@ class _Estimator:
 
             path = folder / spec["file"]
             untrusted = sio.get_untrusted_types(file=path)
-            bad = [t for t in untrusted if not t.startswith(SKOPS_ALLOWED_PREFIXES)]
+            bad = [t for t in untrusted if t not in SKOPS_TRUSTED_TYPES]
             if bad:
                 raise ModelError(f"skops file holds types outside the allow-list: {bad}", path)
             self.model = sio.load(path, trusted=untrusted)

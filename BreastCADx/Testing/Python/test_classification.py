@@ -16,7 +16,7 @@ from BreastCADxLib.analysis.calibration import (
     birads_suggestion,
     expected_calibration_error,
 )
-from BreastCADxLib.analysis.classifier import SKOPS_ALLOWED_PREFIXES, get_classifier, load_classifier
+from BreastCADxLib.analysis.classifier import SKOPS_TRUSTED_TYPES, get_classifier, load_classifier
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.registry import MODELS_DIR
 from BreastCADxLib.errors import MaskError, ModelError
@@ -103,6 +103,19 @@ def test_label_never_contradicts_the_category(p):
     assert pred.label == {"3": "benign", "5": "highly suggestive of malignancy"}.get(pred.birads, "suspicious")
 
 
+def test_skops_member_with_an_untrusted_type_is_refused(tmp_path):
+    """A member file carrying builtins.eval (which the old prefix allow-list admitted) never loads."""
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    from BreastCADxLib.analysis.classifier import _Estimator
+    from BreastCADxLib.errors import ModelError
+
+    sio.dump(FunctionTransformer(func=eval), tmp_path / "evil.skops")
+    with pytest.raises(ModelError, match="builtins.eval"):
+        _Estimator({"kind": "skops", "file": "evil.skops"}, tmp_path)
+
+
 def test_bundle_has_no_pickle():
     card = json.loads((MODELS_DIR / "lesion_cls_fusion.json").read_text())
     for name in card["files"]:
@@ -112,7 +125,7 @@ def test_bundle_has_no_pickle():
         if name.endswith(".skops"):
             import skops.io as sio
 
-            assert all(t.startswith(SKOPS_ALLOWED_PREFIXES) for t in sio.get_untrusted_types(file=MODELS_DIR / name))
+            assert set(sio.get_untrusted_types(file=MODELS_DIR / name)) <= SKOPS_TRUSTED_TYPES
     for pt in MODELS_DIR.glob("*.pt"):
         torch.load(pt, map_location="cpu", weights_only=True)
     assert not list(MODELS_DIR.glob("*.pkl")) and not list(MODELS_DIR.glob("*.joblib"))
