@@ -17,22 +17,20 @@ def main() -> None:
              f"Machine: {m['cpu']}, {m['cores']} cores. Command: `bash benchmarks/fuzz/run.sh` (atheris, "
              "coverage-guided; any exception other than a BreastCADxError is a crash). Seeds: the hostile corpus "
              "(`BreastCADx/Testing/Data/bad`) and the sample case.", "",
-             "| harness | executions | seconds | exec/s | crashes | coverage (edges) |", "|---|---|---|---|---|---|"]
+             "| harness | executions | seconds | exec/s | findings (crash / oom / timeout files) | coverage |",
+             "|---|---|---|---|---|---|"]
     for h in HARNESSES:
         log = Path("runs/fuzz") / f"{h}.log"
         if not log.exists():
             lines.append(f"| {h} | not run | | | | |")
             continue
         text = log.read_text(errors="replace")
-        runs = re.findall(r"Done (\d+) runs in (\d+) second", text)
-        execs, secs = (int(runs[-1][0]), int(runs[-1][1])) if runs else (None, None)
-        if execs is None:
-            last = re.findall(r"#(\d+)\s", text)
-            execs = int(last[-1]) if last else 0
+        chunks = re.findall(r"chunk: (\d+) execs, (\d+) s, exit (\d+)", text)
+        execs, secs = sum(int(c[0]) for c in chunks), sum(int(c[1]) for c in chunks)
         cov = re.findall(r"cov: (\d+)", text)
-        crashes = len(list((Path("runs/fuzz") / h).glob("crash-*"))) + text.count("Uncaught Python exception")
-        rate = f"{execs / secs:.0f}" if secs else ""
-        lines.append(f"| {h} | {execs:,} | {secs or ''} | {rate} | {crashes} | {cov[-1] if cov else ''} |")
+        found = sorted(p.name.split("-")[0] for p in (Path("runs/fuzz") / h).glob("*-*") if p.is_file())
+        kinds = ", ".join(f"{found.count(k)} {k}" for k in sorted(set(found))) or "0"
+        lines.append(f"| {h} | {execs:,} | {secs} | {execs / max(secs, 1):.0f} | {kinds} | {cov[-1] if cov else ''} |")
     Path("benchmarks/results/fuzz.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
