@@ -50,6 +50,17 @@ def _highest(levels: list[str]) -> str:
     return max(levels, key=LEVELS.index)
 
 
+def _banded(value: float, cuts: tuple[float, float], spread: float, names: tuple[str, str, str]
+            ) -> tuple[str, str]:
+    """Below cuts[0], between, above cuts[1] -> one of names, with the confidence of the nearest cut."""
+    lo, hi = cuts
+    if value < lo:
+        return names[0], _confidence(value, lo, spread)
+    if value > hi:
+        return names[2], _confidence(value, hi, spread)
+    return names[1], _lowest([_confidence(value, lo, spread), _confidence(value, hi, spread)])
+
+
 def categories(d: dict[str, float], measurements: dict | None = None, t: dict | None = None) -> list[LexiconItem]:
     """Lexicon categories of one lesion from its descriptors (names as in descriptors.NAMES)."""
     t = t or thresholds()
@@ -87,25 +98,14 @@ def categories(d: dict[str, float], measurements: dict | None = None, t: dict | 
         conf = _confidence(het, cut["echo_heterogeneity"], spread["echo_heterogeneity"])
     elif con < cut["anechoic"]:
         echo, conf = "anechoic", _confidence(con, cut["anechoic"], spread["echo_contrast"])
-    elif con < cut["hypoechoic"]:
-        echo, conf = "hypoechoic", _confidence(con, cut["hypoechoic"], spread["echo_contrast"])
-    elif con > cut["hyperechoic"]:
-        echo, conf = "hyperechoic", _confidence(con, cut["hyperechoic"], spread["echo_contrast"])
     else:
-        echo = "isoechoic"
-        conf = _lowest([_confidence(con, cut["hypoechoic"], spread["echo_contrast"]),
-                        _confidence(con, cut["hyperechoic"], spread["echo_contrast"])])
+        echo, conf = _banded(con, (cut["hypoechoic"], cut["hyperechoic"]), spread["echo_contrast"],
+                             ("hypoechoic", "isoechoic", "hyperechoic"))
     out.append(LexiconItem(
         "echo pattern", echo, f"lesion vs surrounding tissue {con:+.2f} tissue spreads, heterogeneity {het:.2f}", conf))
     post = d["posterior_ratio"]
-    if post < cut["shadowing"]:
-        p, conf = "shadowing", _confidence(post, cut["shadowing"], spread["posterior_ratio"])
-    elif post > cut["enhancement"]:
-        p, conf = "enhancement", _confidence(post, cut["enhancement"], spread["posterior_ratio"])
-    else:
-        p = "no posterior features"
-        conf = _lowest([_confidence(post, cut["shadowing"], spread["posterior_ratio"]),
-                        _confidence(post, cut["enhancement"], spread["posterior_ratio"])])
+    p, conf = _banded(post, (cut["shadowing"], cut["enhancement"]), spread["posterior_ratio"],
+                      ("shadowing", "no posterior features", "enhancement"))
     out.append(LexiconItem("posterior features", p, f"below the lesion / beside it {post:.2f}", conf))
     m = measurements or {}
     if "longest_diameter" in m:
