@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -87,11 +88,33 @@ def _finished(done: Path, settings: dict) -> AnalysisResult | None:
     return res if all(stored.get(k) == v for k, v in settings.items()) else None
 
 
+def models_fingerprint(model_set: str) -> str:
+    """The SHA256 of the weights a case would be computed with: a finished case made with other models is redone."""
+    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
+    from BreastCADxLib.analysis.registry import load_card, model_set_dir
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+
+    folder = model_set_dir(model_set)
+    return "/".join(load_card(m, folder)["sha256"][:16] for m in (DEFAULT_CLASSIFIER, DEFAULT_MODEL))
+
+
+def write_table(out: Path, table: list[dict]) -> None:
+    """results.csv replaced atomically (written beside, then renamed): a killed batch leaves a whole file with
+    every case finished so far, never a torn one."""
+    tmp = out / "results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(table)
+    os.replace(tmp, out / "results.csv")
+
+
 def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
               expect_lesion: bool = False, model_set: str = "two-site", allow_unvalidated: bool = False
               ) -> list[dict]:
-    """Each case into out/<case_id>/ (the one case writer); results.csv grows one flushed row per case, so a
-    killed batch leaves the rows done so far and a rerun redoes only what is missing or changed."""
+    """Each case into out/<case_id>/ (the one case writer); results.csv is rewritten atomically after every case,
+    so a killed batch leaves the rows done so far, and a rerun redoes only what is missing or changed (inputs,
+    settings or model weights)."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
     from BreastCADxLib.results.case_files import NAMES, write_case
@@ -100,45 +123,40 @@ def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bo
     base = manifest.parent
     out.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if show_progress is None else show_progress
-    table = []
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        f.flush()
-        for i, row in enumerate(rows):
-            case_id = row["case_id"]
-            t0 = time.perf_counter()
-            try:
-                inputs = [base / row["image"]] + ([base / row["mask"]] if (row.get("mask") or "").strip() else [])
-                missing = [p for p in inputs if not p.exists()]
-                if missing:
-                    raise BreastCADxError("file or folder not found", missing[0])
-                settings = {"inputs_sha256": fingerprint(*inputs), "model_set": model_set,
-                            "expect_lesion": expect_lesion and len(inputs) == 1,
-                            "allow_unvalidated": allow_unvalidated}
-                result = _finished(out / case_id / NAMES["result"], settings)
-                if result is None:
-                    image = load_image(inputs[0])
-                    mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
-                    if mask is not None:
-                        check_lesion_mask(mask, inputs[1])
-                    result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion,
-                                     model_set=model_set, allow_unvalidated=allow_unvalidated)
-                    result.extra["batch"] = {**settings, "seconds": round(time.perf_counter() - t0, 3)}
-                    result.extra["files"] = {k: p.name for k, p in write_case(result, image, out / case_id)
-                                             .paths.items()}
-                record = _row(case_id, result)
-            except Exception as e:  # one bad case is recorded and the batch goes on
-                msg = str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
-                record = {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error", "error": msg,
-                          "seconds": f"{time.perf_counter() - t0:.3f}"}
-            writer.writerow(record)
-            f.flush()
-            table.append(record)
-            if show:
-                frac = (i + 1) / len(rows)
-                print(f"\r[{'#' * int(frac * 30):<30}] {i + 1}/{len(rows)} {case_id[:30]:<30}", end="",
-                      file=sys.stderr, flush=True)
+    models = models_fingerprint(model_set)
+    table: list[dict] = []
+    write_table(out, table)
+    for i, row in enumerate(rows):
+        case_id = row["case_id"]
+        t0 = time.perf_counter()
+        try:
+            inputs = [base / row["image"]] + ([base / row["mask"]] if (row.get("mask") or "").strip() else [])
+            missing = [p for p in inputs if not p.exists()]
+            if missing:
+                raise BreastCADxError("file or folder not found", missing[0])
+            settings = {"inputs_sha256": fingerprint(*inputs), "model_set": model_set, "models_sha256": models,
+                        "expect_lesion": expect_lesion and len(inputs) == 1, "allow_unvalidated": allow_unvalidated}
+            result = _finished(out / case_id / NAMES["result"], settings)
+            if result is None:
+                image = load_image(inputs[0])
+                mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
+                if mask is not None:
+                    check_lesion_mask(mask, inputs[1])
+                result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion,
+                                 model_set=model_set, allow_unvalidated=allow_unvalidated)
+                result.extra["batch"] = {**settings, "seconds": round(time.perf_counter() - t0, 3)}
+                result.extra["files"] = {k: p.name for k, p in write_case(result, image, out / case_id).paths.items()}
+            record = _row(case_id, result)
+        except Exception as e:  # one bad case is recorded and the batch goes on
+            msg = str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
+            record = {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error", "error": msg,
+                      "seconds": f"{time.perf_counter() - t0:.3f}"}
+        table.append(record)
+        write_table(out, table)
+        if show:
+            frac = (i + 1) / len(rows)
+            print(f"\r[{'#' * int(frac * 30):<30}] {i + 1}/{len(rows)} {case_id[:30]:<30}", end="",
+                  file=sys.stderr, flush=True)
     if show:
         print(file=sys.stderr)
     return table

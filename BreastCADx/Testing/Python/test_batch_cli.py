@@ -163,3 +163,60 @@ def test_analyze_never_overwrites_an_earlier_result_silently(tmp_path, sample_di
     afile.write_text("mine")
     r = _cli("analyze", sample_dicom, "--out", afile)
     assert r.returncode == 2 and "must be a folder" in r.stderr and afile.read_text() == "mine"
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_batch_keeps_whole_rows_and_resumes_without_loss_or_duplicates(tmp_path):
+    """SIGKILL midway: results.csv holds whole rows of the cases done; the rerun finishes the rest and redoes none."""
+    import signal
+    import time
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    names = ("benign_004", "benign_031", "malignant_001")
+    for n in names:
+        shutil.copy(DATA / f"{n}.png", cases / f"{n}.png")
+        shutil.copy(DATA / f"{n}_mask.png", cases / f"{n}_mask.png")
+    ids = [f"c{i:02d}" for i in range(8)]
+    (cases / "m.csv").write_text("case_id,image,mask\n" + "".join(
+        f"{c},{names[i % 3]}.png,{names[i % 3]}_mask.png\n" for i, c in enumerate(ids)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "BreastCADxLib.cli.main", "batch", str(cases / "m.csv"),
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not (out / "results.csv").exists() or len(_rows(out / "results.csv")) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _rows(out / "results.csv")
+    assert 3 <= len(partial) < len(ids) and all(r["status"] == "ok" for r in partial)  # whole rows only
+    done = {r["case_id"]: (out / r["case_id"] / "result.json").stat().st_mtime_ns for r in partial}
+    r = _cli("batch", cases / "m.csv", "--out", out)
+    assert r.returncode == 0, r.stderr
+    final = _rows(out / "results.csv")
+    assert [x["case_id"] for x in final] == ids and all(x["status"] == "ok" for x in final)  # none lost, none twice
+    assert {c: (out / c / "result.json").stat().st_mtime_ns for c in done} == done  # finished cases not redone
+    for a in partial:
+        assert next(x for x in final if x["case_id"] == a["case_id"])["malignancy_probability"] \
+            == a["malignancy_probability"]
+
+
+def test_changed_input_is_recomputed_not_reused(tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(DATA / "malignant_001.png", cases / "img.png")
+    shutil.copy(DATA / "malignant_001_mask.png", cases / "mask.png")
+    (cases / "m.csv").write_text("case_id,image,mask\nx,img.png,mask.png\n")
+    assert _cli("batch", cases / "m.csv", "--out", tmp_path / "o").returncode == 0
+    first = _rows(tmp_path / "o" / "results.csv")[0]
+    shutil.copy(DATA / "benign_004.png", cases / "img.png")  # same path, other image and mask
+    shutil.copy(DATA / "benign_004_mask.png", cases / "mask.png")
+    assert _cli("batch", cases / "m.csv", "--out", tmp_path / "o").returncode == 0
+    second = _rows(tmp_path / "o" / "results.csv")[0]
+    assert second["malignancy_probability"] != first["malignancy_probability"]
+    result = json.loads((tmp_path / "o" / "x" / "result.json").read_text())
+    assert result["source"].endswith("img.png") and result["measurements"]["lesion_pixels"] > 0
