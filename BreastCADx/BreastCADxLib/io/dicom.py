@@ -103,6 +103,14 @@ def _decoder_available(ts: str) -> bool:
         return False
 
 
+# still-image compressions GDCM decodes (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE)
+GDCM_IMAGE_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+})
+
+
 def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     if not ts or _decoder_available(ts):
@@ -113,10 +121,13 @@ def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
             if "is invalid" in msg:  # pydicom's check of the image pixel module (Rows, Bits Allocated, ...)
                 raise UnsupportedImageError(f"invalid image header: {msg}", path) from None
             raise ImageReadError(f"pixel data is corrupt or truncated ({e.__class__.__name__}: {msg})", path) from None
-    try:  # GDCM knows transfer syntaxes the installed pydicom plugins may not
+    name = UID(ts).name
+    if ts not in GDCM_IMAGE_SYNTAXES:  # video (MPEG, HEVC) or unknown: GDCM would not decode it either, and on a
+        # corrupt header it may allocate gigabytes first (found by fuzzing: 4.3 GB for a 1.2 kB file)
+        raise UnsupportedImageError(f"transfer syntax '{name}' ({ts}) is not supported: no decoder installed", path)
+    try:  # GDCM knows image transfer syntaxes the installed pydicom plugins may not
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError:
-        name = UID(ts).name
         raise UnsupportedImageError(f"transfer syntax '{name}' ({ts}) is not supported: no decoder installed",
                                     path) from None
 
