@@ -99,7 +99,7 @@ def reader_agreement() -> dict:
     for kind, name in (("reference outline", "busbra_l5__reference__test"),
                        ("automatic, lesion expected", "busbra_l5__expect__two-site__test")):
         z = np.load(FEATURES / f"{name}.npz", allow_pickle=False)
-        ours, theirs = [], []
+        ours, theirs, malignant = [], [], []
         for i in range(len(z["case"])):
             rad = dict(zip(z["radiomics_names"], map(float, z["radiomics"][i])))
             rad.update({f"descriptor_{n}": float(v) for n, v in zip(z["descriptor_names"], z["descriptors"][i])})
@@ -107,10 +107,17 @@ def reader_agreement() -> dict:
                 continue  # no mask in this pass
             ours.append(clf.predict(rad, z["deep_mask"][i]).birads)
             theirs.append(str(int(z["birads"][i])))
+            malignant.append(bool(z["label"][i]))
         pooled = [b[0] if b.startswith("4") else b for b in ours]
         cats = ["2", "3", "4", "5"]
+        m = np.array(malignant)
+        ours_biopsy, reader_biopsy = np.isin(pooled, ["4", "5"]), np.isin(theirs, ["4", "5"])
         out[kind] = {
-            "n": len(ours),
+            "n": len(ours), "malignant": int(m.sum()),
+            "ours_4a_or_above": {"sensitivity": float(ours_biopsy[m].mean()),
+                                 "specificity": float((~ours_biopsy[~m]).mean())},
+            "reader_4_or_above": {"sensitivity": float(reader_biopsy[m].mean()),
+                                  "specificity": float((~reader_biopsy[~m]).mean())},
             "kappa_linear": float(cohen_kappa_score(pooled, theirs, labels=cats, weights="linear")),
             "kappa_biopsy": float(cohen_kappa_score([b in ("4", "5") for b in pooled],
                                                     [b in ("4", "5") for b in theirs])),
@@ -155,9 +162,18 @@ def main() -> int:
                              f"{r['or_ci'][1]:.2f}){flag} | {pv} | {PUBLISHED.get(name, '')} |")
             lines.append("")
     lines += ["## Our BI-RADS-style suggestion vs the ultrasonographer (BUS-BRA L5 test split)", "",
-              "| masks | lesions | weighted kappa (2/3/4/5) | kappa, biopsy (4-5) or not |", "|---|---|---|---|"]
+              "| masks | lesions | weighted kappa (2/3/4/5) | kappa, biopsy (4-5) or not | ours >= 4A: sens / spec "
+              "| reader >= 4: sens / spec |", "|---|---|---|---|---|---|"]
     for kind, r in res["reader_agreement_l5_test"].items():
-        lines.append(f"| {kind} | {r['n']} | {r['kappa_linear']:.2f} | {r['kappa_biopsy']:.2f} |")
+        o, rd = r["ours_4a_or_above"], r["reader_4_or_above"]
+        lines.append(f"| {kind} | {r['n']} ({r['malignant']} malignant) | {r['kappa_linear']:.2f} | "
+                     f"{r['kappa_biopsy']:.2f} | {o['sensitivity']:.2f} / {o['specificity']:.2f} | "
+                     f"{rd['sensitivity']:.2f} / {rd['specificity']:.2f} |")
+    for kind, r in res["reader_agreement_l5_test"].items():
+        lines += ["", f"Confusion, {kind} (rows: our suggestion, 4A-4C pooled; columns: the reader):", "",
+                  "| ours \\ reader | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|"]
+        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |"
+                  for c, row in zip(["2", "3", "4", "5"], r["confusion_ours_rows_reader_cols"])]
     lines += ["", "Share of training lesions in each category (shipped cut-points): "
               + ", ".join(f"{k} {100 * v:.0f} %" for k, v in res["category_share_train"].items()) + ".", "",
               "Why the suggestion and the reader disagree: calibrated for a hospital the model has not seen "

@@ -19,6 +19,7 @@ from BreastCADxLib.analysis.lexicon import LexiconItem
 from BreastCADxLib.errors import BreastCADxError
 
 SCHEMA = "breastcadx-result/2"
+EDITED_FLAG = "edited mask: the automatic outline was corrected by the user before classification"
 MASK_ORIGINS = ("auto", "edited", "user")
 
 
@@ -77,9 +78,10 @@ class AnalysisResult:
 
     @property
     def flags(self) -> list[str]:
-        """Everything the reader must see beside the numbers: an overridden input guard first."""
+        """Everything the reader must see beside the numbers: an overridden input guard first, an edited mask last."""
         first = [self.input_check.flag] if self.input_check.flag else []
-        return first + (list(self.prediction.flags) if self.prediction else [])
+        last = [EDITED_FLAG] if self.mask_origin == "edited" and self.lesion_found else []
+        return first + (list(self.prediction.flags) if self.prediction else []) + last
 
     @property
     def probability(self) -> float | None:
@@ -123,7 +125,8 @@ class AnalysisResult:
         if d["malignancy_probability"] is not None:
             pred = Prediction(probability=d["malignancy_probability"], raw_probability=d["raw_probability"],
                               birads=d["birads_suggestion"], member_probabilities=d["member_probabilities"],
-                              flags=[f for f in d["flags"] if f != InputCheck.from_json(d["input_check"]).flag],
+                              flags=[f for f in d["flags"] if f not in (InputCheck.from_json(d["input_check"]).flag,
+                                                                        EDITED_FLAG)],
                               top_features=list(d["top_features"]),
                               ood_distance=d["ood_distance"], suggestion_note=d["birads_note"] or SUGGESTION_NOTE)
         known = set(cls(source="", lesion_found=False, provenance=_PLACEHOLDER).to_json())

@@ -16,7 +16,7 @@ from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
 
 COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability", "predicted_label",
-           "birads_suggestion", "flags", "mask_path", "heatmap_path", "seconds"]
+           "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags"]
 
 
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

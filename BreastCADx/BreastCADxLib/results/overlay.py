@@ -29,21 +29,15 @@ def heat_colours(h: np.ndarray) -> np.ndarray:
 
 
 def heat_alpha(h: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Opacity of the heatmap: only its hottest part around the lesion (above the 60th percentile there: CAMs are
-    read for where evidence concentrates), fading to 0 with the distance from the lesion, so the image around it
-    stays visible and no crop edge shows."""
-    near = h > 0
+    """Opacity of the heatmap: its square (where evidence concentrates stands out), fading to 0 with the distance
+    from the lesion, so the image around it stays visible. The map and the fade are smooth, so no edge shows."""
+    strength = np.clip(h, 0, 1) ** 2
     if mask.any():
         ys, xs = np.nonzero(mask)
         size = max(np.ptp(ys), np.ptp(xs)) + 1
         dist = ndimage.distance_transform_edt(~mask)
-        fade = np.exp(-((dist / (0.15 * size)) ** 2))
-        near = fade > 0.1
-    else:
-        fade = np.ones_like(h)
-    floor = float(np.percentile(h[near], 60)) if near.any() else 0.5
-    strength = np.clip((h - floor) / max(1.0 - floor, 1e-6), 0, 1) * fade
-    return 0.5 * ndimage.gaussian_filter(strength, 1.5)
+        strength = strength * np.exp(-((dist / (0.2 * size)) ** 2))
+    return 0.5 * strength
 
 
 def _font(size: int) -> ImageFont.ImageFont:
