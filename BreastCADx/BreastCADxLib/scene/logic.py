@@ -284,8 +284,11 @@ class WorkflowLogic:
             return ""
         stale = self.results_out_of_date() if out_of_date is None else out_of_date
         stale = "  (OUT OF DATE: mask edited)" if stale else ""
+        flags = json.loads(p["resultJSON"]).get("flags", []) if p["resultJSON"] else []
+        flagged = f" FLAG: {flags[0].split(':')[0]}" + (f" (+{len(flags) - 1} more)" if len(flags) > 1 else "") + \
+            "." if flags else ""
         return (f"Malignancy probability {100 * p['probability']:.1f} %; BI-RADS {p['biradsSuggestion']} "
-                f"(algorithm suggestion){stale}. Research use only.")
+                f"(algorithm suggestion){stale}.{flagged} Research use only.")
 
     def current_result(self) -> tuple[AnalysisResult, Image]:
         """The classified result with the current mask and heatmap, and the input image; refuses when there is

@@ -135,6 +135,7 @@ def test_heatmap_overlay_in_slice_views(flow):
         assert comp.GetBackgroundVolumeID() == flow["volume"].GetID()
         assert comp.GetForegroundOpacity() == pytest.approx(0.35)
         assert "BI-RADS" in flow["logic"].summary_text()
+        assert "FLAG: " in flow["logic"].summary_text()  # the third result is on a corrected outline (and more)
     finally:
         flow["scene"].RemoveNode(comp)
 
