@@ -6,10 +6,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from BreastCADxLib.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, so `breastcadx --help` and `info` start fast
+    import torch
 
 MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR",
                                   Path(__file__).resolve().parents[2] / "Resources" / "Models"))
@@ -63,6 +65,8 @@ def verified_weights_path(card: dict) -> Path:
 
 def load_state_dict(card: dict) -> dict[str, torch.Tensor]:
     """Verified, pickle-free load of a torch state dict (weights_only=True), cast to float32."""
+    import torch
+
     path = verified_weights_path(card)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -73,6 +77,8 @@ def load_state_dict(card: dict) -> dict[str, torch.Tensor]:
 
 def choose_device(preference: str | None = None) -> torch.device:
     """'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'; BREASTCADX_DEVICE overrides 'auto'."""
+    import torch
+
     pref = (preference or "auto").lower()
     if pref == "auto":
         pref = os.environ.get("BREASTCADX_DEVICE", "auto").lower()
