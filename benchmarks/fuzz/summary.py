@@ -31,7 +31,8 @@ def main() -> None:
         found = sorted(p.name.split("-")[0] for p in (Path("runs/fuzz") / h).glob("*-*") if p.is_file())
         kinds = ", ".join(f"{found.count(k)} {k}" for k in sorted(set(found))) or "0"
         lines.append(f"| {h} | {execs:,} | {secs} | {execs / max(secs, 1):.0f} | {kinds} | {cov[-1] if cov else ''} |")
-    lines += ["", "Findings, each fixed and kept as a kind of the hostile corpus (`fuzz_*`): a DICOM whose group length has "
+    lines += ["", "Findings, each fixed and kept as a kind of the hostile corpus (`fuzz_*`): a DICOM whose group "
+              "length has "
               "the wrong size (pydicom's BytesLengthException escaped on attribute access; found by a first probe "
               "run before this table); a 1.2 kB file labelled MPEG2 that made the GDCM fallback allocate 4.3 GB "
               "(the `oom` above, found in the first minutes of this run; the fix reached the later chunks, each a "
