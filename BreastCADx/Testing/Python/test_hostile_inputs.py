@@ -29,6 +29,8 @@ def test_the_corpus_has_at_least_sixty_kinds():
 def test_hostile_input(name, tmp_path, capsys):
     spec = KINDS[name]
     path = BAD / name
+    if spec.get("empty_dir"):
+        path.mkdir(exist_ok=True)
     out = tmp_path / "out"
     args = {"analyze": ["analyze", str(path), "--out", str(out)],
             "analyze-mask": ["analyze", str(US_IMAGE), "--mask", str(path), "--out", str(out)],
