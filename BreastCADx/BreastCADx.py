@@ -73,6 +73,8 @@ class BreastCADxParameterNode:
 
 
 class BreastCADxWidget(ScriptedLoadableModuleWidget):
+    panel = None  # set in setup(); Slicer may call cleanup() on a widget whose setup failed
+
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         from BreastCADxLib.scene.widget import BreastCADxPanel
@@ -81,13 +83,16 @@ class BreastCADxWidget(ScriptedLoadableModuleWidget):
         self.panel.setup()
 
     def cleanup(self):
-        self.panel.cleanup()
+        if self.panel:
+            self.panel.cleanup()
 
     def enter(self):
-        self.panel.enter()
+        if self.panel:
+            self.panel.enter()
 
     def exit(self):
-        self.panel.exit()
+        if self.panel:
+            self.panel.exit()
 
 
 class BreastCADxLogic(ScriptedLoadableModuleLogic):
