@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,6 +50,7 @@ LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmen
                        "the most probable region was used because a lesion was expected - check the mask")
 
 
+@lru_cache(maxsize=4)
 def shipped_segmenter_ref(model_set: str) -> ModelRef:
     """The segmenter of a model set, named from its card (for a mask it made in an earlier step)."""
     card = load_card(DEFAULT_MODEL, model_set_dir(model_set))
