@@ -39,7 +39,7 @@ CACHE = Path("runs/guard")
 C = 0.1
 
 
-def site_embeddings(trunk, device, args, site: str) -> dict[str, np.ndarray]:
+def site_embeddings(engine, args, site: str) -> dict[str, np.ndarray]:
     """train/val embeddings of a site (cached in runs/guard/) and the image sizes."""
     path = CACHE / f"{site}.npz"
     if path.exists():
@@ -53,10 +53,10 @@ def site_embeddings(trunk, device, args, site: str) -> dict[str, np.ndarray]:
             batch.append(img)
             out["sides"].append(img.shape)
             if len(batch) == 32:
-                out[role].append(embed(trunk, device, batch))
+                out[role].append(embed(engine, batch))
                 batch = []
         if batch:
-            out[role].append(embed(trunk, device, batch))
+            out[role].append(embed(engine, batch))
     res = {"train": np.concatenate(out["train"]), "val": np.concatenate(out["val"]), "sides": np.array(out["sides"])}
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **res)
@@ -167,9 +167,9 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     fit_sites = args.sites.split(",")
-    trunk, device = embedder("cpu")
-    emb = {s: site_embeddings(trunk, device, args, s) for s in SITES}
-    negs = {k: embed(trunk, device, v) for k, v in negative_families().items()}
+    engine = embedder("cpu")
+    emb = {s: site_embeddings(engine, args, s) for s in SITES}
+    negs = {k: embed(engine, v) for k, v in negative_families().items()}
     all_neg = np.concatenate(list(negs.values()))
 
     # leave-site-out: each site unseen by a model fitted without it

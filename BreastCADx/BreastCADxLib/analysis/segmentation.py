@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from BreastCADxLib.analysis.inference import Engine, TorchEngine, engine_for
 from BreastCADxLib.analysis.networks import lesion_unet
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import (
@@ -72,8 +73,12 @@ def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fr
     if n == 0:
         return mask
     index = np.arange(1, n + 1)
-    areas = ndimage.sum_labels(mask, labels, index)
-    peaks = ndimage.maximum(prob, labels, index)
+    fg = labels > 0
+    lab = labels[fg]
+    areas = np.bincount(lab, minlength=n + 1)[1:].astype(float)
+    peaks = np.zeros(n + 1, np.float32)
+    np.maximum.at(peaks, lab, prob[fg])  # per-island peak, over the islands' pixels only
+    peaks = peaks[1:]
     min_area = max(16.0, min_area_fraction * prob.size)
     keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
     mask = np.isin(labels, index[keep])
@@ -92,7 +97,8 @@ def best_candidate(prob: np.ndarray, relative: float) -> np.ndarray:
 class LesionSegmenter:
     """Loads the model once; `segment` may be called many times (thread-compatible, not thread-safe)."""
 
-    def __init__(self, card: dict, net: torch.nn.Module, device: str | None = "auto") -> None:
+    def __init__(self, card: dict, net: torch.nn.Module, device: str | None = "auto",
+                 engine: Engine | None = None) -> None:
         self.card = card
         self.device = choose_device(device)
         spec = card["input"]
@@ -106,6 +112,7 @@ class LesionSegmenter:
         self.refine_margin = post.get("refine_margin")  # None: single pass
         self.candidate_relative = float(post.get("candidate_relative", 0.5))
         self.net = net.to(self.device).eval()
+        self.engine = engine or TorchEngine(self.net, self.device)
 
     @classmethod
     def from_registry(cls, model_id: str = DEFAULT_MODEL, device: str | None = "auto",
@@ -114,15 +121,16 @@ class LesionSegmenter:
         card = load_card(model_id, models_dir)
         net = lesion_unet(pretrained=False, arch=card.get("architecture", {}).get("arch", "lite0"))
         net.load_state_dict(load_state_dict(card))
-        return cls(card, net, device)
+        size = (1, 3, int(card["input"]["height"]), int(card["input"]["width"]))
+        engine = engine_for(net, torch.zeros(size), f"{card['id']}-{card['sha256'][:16]}", choose_device(device))
+        return cls(card, net, device, engine)
 
-    @torch.inference_mode()
     def probability(self, plane: np.ndarray) -> np.ndarray:
         """(rows, cols) any dtype -> lesion probability (rows, cols) float32."""
         x = network_input(resize_plane(torch.from_numpy(to_uint8_range(plane)), self.size))[None]
         if self.flip_tta:
             x = torch.cat([x, x.flip(-1)])
-        logits = self.net(x.to(self.device)).float().cpu()
+        logits = self.engine(x)
         prob = torch.sigmoid(logits[:, 0])
         if self.flip_tta:
             prob = 0.5 * (prob[0] + prob[1].flip(-1))

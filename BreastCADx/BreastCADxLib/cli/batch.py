@@ -1,4 +1,5 @@
-"""`breastcadx batch`: many cases from a manifest, resumable, one bad case never stops the rest."""
+"""`breastcadx batch`: many cases from a manifest, resumable, one bad case never stops the rest; in this process,
+or on a Dask cluster (`cli/cluster.py`) with the same tasks and the same results contract."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from BreastCADxLib.analysis.result import AnalysisResult
@@ -98,65 +100,197 @@ def models_fingerprint(model_set: str) -> str:
     return "/".join(load_card(m, folder)["sha256"][:16] for m in (DEFAULT_CLASSIFIER, DEFAULT_MODEL))
 
 
-def write_table(out: Path, table: list[dict]) -> None:
-    """results.csv replaced atomically (written beside, then renamed): a killed batch leaves a whole file with
-    every case finished so far, never a torn one."""
-    tmp = out / "results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(table)
-    os.replace(tmp, out / "results.csv")
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every case of a batch is computed with (also what a finished case must match to be reused)."""
+
+    device: str = "auto"
+    expect_lesion: bool = False
+    model_set: str = "two-site"
+    allow_unvalidated: bool = False
+    heatmap: bool = False
 
 
-def run_batch(manifest: Path, out: Path, device: str = "auto", show_progress: bool | None = None,
-              expect_lesion: bool = False, model_set: str = "two-site", allow_unvalidated: bool = False
-              ) -> list[dict]:
-    """Each case into out/<case_id>/ (the one case writer); results.csv is rewritten atomically after every case,
-    so a killed batch leaves the rows done so far, and a rerun redoes only what is missing or changed (inputs,
-    settings or model weights)."""
-    from BreastCADxLib.analysis.pipeline import analyze
-    from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
-    from BreastCADxLib.results.case_files import NAMES, write_case
+class ResultsTable:
+    """results.csv in manifest order, replaced atomically (written beside, then renamed): a killed batch leaves a
+    whole file with the cases finished by the last write, never a torn one. Rewritten at most while the time
+    since the last write is ten times what that write took (so 10,000 rows cost no more than 10 % extra), and
+    always by `write(final=True)`. Cases finished but not yet in the file are found again on resume (their
+    result.json), so nothing is recomputed."""
 
-    rows = read_manifest(manifest)
-    base = manifest.parent
-    out.mkdir(parents=True, exist_ok=True)
-    show = sys.stderr.isatty() if show_progress is None else show_progress
-    models = models_fingerprint(model_set)
-    table: list[dict] = []
-    write_table(out, table)
-    for i, row in enumerate(rows):
-        case_id = row["case_id"]
-        t0 = time.perf_counter()
+    def __init__(self, out: Path, order: list[str]) -> None:
+        self.out, self.order = out, {c: i for i, c in enumerate(order)}
+        self.records: dict[str, dict] = {}
+        self._next, self.writes = 0.0, 0
+        self.write(final=True)
+
+    def add(self, record: dict) -> None:
+        self.records[record["case_id"]] = record
+        self.write()
+
+    def rows(self) -> list[dict]:
+        return sorted(self.records.values(), key=lambda r: self.order[r["case_id"]])
+
+    def write(self, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now < self._next:
+            return
+        tmp = self.out / "results.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(self.rows())
+        os.replace(tmp, self.out / "results.csv")
+        self.writes += 1
+        self._next = time.perf_counter() + 10 * (time.perf_counter() - now)
+
+
+def error_record(case_id: str, message: str, seconds: float) -> dict:
+    return {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error", "error": message,
+            "seconds": f"{seconds:.3f}"}
+
+
+def _message(e: Exception) -> str:
+    return str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
+
+
+@dataclass
+class Pending:
+    """A manifest row that needs computing, with the settings its result will be stamped with."""
+
+    case_id: str
+    inputs: list[str]
+    settings: dict
+
+
+def plan(rows: list[dict], base: Path, out: Path, options: BatchOptions, models: str
+         ) -> tuple[list[dict], list[Pending]]:
+    """Split the manifest into records already final (a reusable finished case, or a missing input) and the
+    cases to compute. Runs where the manifest is (the client), so finished cases never travel to a worker."""
+    from BreastCADxLib.results.case_files import NAMES
+
+    final, todo = [], []
+    for row in rows:
+        case_id, t0 = row["case_id"], time.perf_counter()
         try:
             inputs = [base / row["image"]] + ([base / row["mask"]] if (row.get("mask") or "").strip() else [])
             missing = [p for p in inputs if not p.exists()]
             if missing:
                 raise BreastCADxError("file or folder not found", missing[0])
-            settings = {"inputs_sha256": fingerprint(*inputs), "model_set": model_set, "models_sha256": models,
-                        "expect_lesion": expect_lesion and len(inputs) == 1, "allow_unvalidated": allow_unvalidated}
-            result = _finished(out / case_id / NAMES["result"], settings)
-            if result is None:
-                image = load_image(inputs[0])
-                mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
-                if mask is not None:
-                    check_lesion_mask(mask, inputs[1])
-                result = analyze(image, mask=mask, device=device, expect_lesion=expect_lesion,
-                                 model_set=model_set, allow_unvalidated=allow_unvalidated)
-                result.extra["batch"] = {**settings, "seconds": round(time.perf_counter() - t0, 3)}
-                result.extra["files"] = {k: p.name for k, p in write_case(result, image, out / case_id).paths.items()}
-            record = _row(case_id, result)
-        except Exception as e:  # one bad case is recorded and the batch goes on
-            msg = str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
-            record = {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error", "error": msg,
-                      "seconds": f"{time.perf_counter() - t0:.3f}"}
-        table.append(record)
-        write_table(out, table)
-        if show:
-            frac = (i + 1) / len(rows)
-            print(f"\r[{'#' * int(frac * 30):<30}] {i + 1}/{len(rows)} {case_id[:30]:<30}", end="",
-                  file=sys.stderr, flush=True)
-    if show:
-        print(file=sys.stderr)
-    return table
+            settings = {"inputs_sha256": fingerprint(*inputs), "model_set": options.model_set,
+                        "models_sha256": models, "expect_lesion": options.expect_lesion and len(inputs) == 1,
+                        "allow_unvalidated": options.allow_unvalidated, "heatmap": options.heatmap}
+            done = _finished(out / case_id / NAMES["result"], settings)
+        except Exception as e:
+            final.append(error_record(case_id, _message(e), time.perf_counter() - t0))
+            continue
+        if done is not None:
+            final.append(_row(case_id, done))
+        else:
+            todo.append(Pending(case_id, [str(p) for p in inputs], settings))
+    return final, todo
+
+
+ATTEMPTS = "batch_attempts.log"
+
+
+def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
+    """One case into out/<case_id>/ (the one case writer) -> its results.csv record. Never raises: an error is a
+    record. Each start is appended to the case's batch_attempts.log, so a case retried after a lost worker says
+    so in its result.json (`batch.attempts`)."""
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
+    from BreastCADxLib.results.case_files import write_case
+
+    t0 = time.perf_counter()
+    folder = out / case.case_id
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ATTEMPTS, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} host {os.uname().nodename}\n")
+        attempts = len((folder / ATTEMPTS).read_text().splitlines())
+        inputs = [Path(p) for p in case.inputs]
+        image = load_image(inputs[0])
+        mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
+        if mask is not None:
+            check_lesion_mask(mask, inputs[1])
+        result = analyze(image, mask=mask, device=options.device, expect_lesion=options.expect_lesion,
+                         model_set=options.model_set, allow_unvalidated=options.allow_unvalidated,
+                         heatmap=options.heatmap)
+        result.extra["batch"] = {**case.settings, "seconds": round(time.perf_counter() - t0, 3),
+                                 "attempts": attempts}
+        result.extra["files"] = {k: p.name for k, p in write_case(result, image, folder).paths.items()}
+        (folder / ATTEMPTS).unlink(missing_ok=True)  # the case is whole; a later rerun starts counting again
+        return _row(case.case_id, result)
+    except Exception as e:  # one bad case is recorded and the batch goes on
+        return error_record(case.case_id, _message(e), time.perf_counter() - t0)
+
+
+class Progress:
+    """A bar on a terminal; otherwise a log line every `every` seconds (and at the end)."""
+
+    def __init__(self, total: int, show_bar: bool, every: float = 30.0) -> None:
+        self.total, self.done, self.errors, self.every = total, 0, 0, every
+        self.t0 = self._last = time.perf_counter()
+        self.bar = None
+        if show_bar:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="case", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def update(self, record: dict) -> None:
+        self.done += 1
+        self.errors += record["status"] == "error"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(errors=self.errors, refresh=False)
+        elif time.perf_counter() - self._last >= self.every:
+            self.log()
+
+    def log(self) -> None:
+        self._last = time.perf_counter()
+        rate = self.done / max(self._last - self.t0, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        print(f"batch: {self.done}/{self.total} computed, {self.errors} errors, {rate:.2f} cases/s, "
+              f"about {eta / 60:.0f} min left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.total:
+            self.log()
+
+
+def run_batch(manifest: Path, out: Path, options: BatchOptions | None = None, show_progress: bool | None = None,
+              workers: int = 0, scheduler: str | None = None) -> list[dict]:
+    """Each case into out/<case_id>/; results.csv in manifest order. A rerun redoes only what is missing or
+    changed (inputs, settings or model weights). workers > 0: a Dask LocalCluster of that many processes;
+    scheduler: the address of a running Dask scheduler (tcp://host:8786). Returns the rows."""
+    options = options or BatchOptions()
+    rows = read_manifest(manifest)
+    manifest, out = manifest.resolve(), out.resolve()  # workers elsewhere see the same absolute paths
+    out.mkdir(parents=True, exist_ok=True)
+    table = ResultsTable(out, [r["case_id"] for r in rows])
+    final, todo = plan(rows, manifest.parent, out, options, models_fingerprint(options.model_set))
+    for record in final:
+        table.records[record["case_id"]] = record
+    table.write(final=True)
+    progress = Progress(len(todo), sys.stderr.isatty() if show_progress is None else show_progress)
+
+    def finished(record: dict) -> None:
+        table.add(record)
+        progress.update(record)
+
+    if todo and (workers or scheduler):
+        from BreastCADxLib.cli.cluster import run_on_dask
+
+        run_on_dask(todo, out, options, finished, workers=workers, scheduler=scheduler)
+    else:
+        for case in todo:
+            finished(compute(case, out, options))
+    progress.close()
+    table.write(final=True)
+    return table.rows()

@@ -26,8 +26,8 @@ def check_dicom_folder(dicom_out: Path) -> None:
 
 def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None = None, roi: str | None = None,
                  device: str = "auto", dicom_out: Path | None = None, expect_lesion: bool = False,
-                 model_set: str = "two-site", overwrite: bool = False, allow_unvalidated: bool = False
-                 ) -> CaseOutputs:
+                 model_set: str = "two-site", overwrite: bool = False, allow_unvalidated: bool = False,
+                 heatmap: bool = False) -> CaseOutputs:
     """Analyse one image into `out` (and DICOM into `dicom_out`); prints the summary; returns what was written."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
@@ -48,7 +48,8 @@ def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None
     if mask is not None:
         check_lesion_mask(mask, mask_path)  # named after the mask file, before any model runs
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
-                     expect_lesion=expect_lesion, model_set=model_set, allow_unvalidated=allow_unvalidated)
+                     expect_lesion=expect_lesion, model_set=model_set, allow_unvalidated=allow_unvalidated,
+                     heatmap=heatmap)
     outputs = write_case(result, image, out, dicom_out)
     print(f"{image_path}")
     for line in summary_lines(result):

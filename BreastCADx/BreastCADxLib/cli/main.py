@@ -89,17 +89,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     analyze_case(args.image, Path(args.out), args.mask, args.roi, args.device,
                  Path(args.dicom_out) if args.dicom_out else None, args.expect_lesion, args.model_set, args.overwrite,
-                 args.allow_unvalidated_input)
+                 args.allow_unvalidated_input, heatmap=args.heatmap)
     return 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from BreastCADxLib.cli.batch import run_batch
+    from BreastCADxLib.cli.batch import BatchOptions, run_batch
 
-    table = run_batch(Path(args.manifest), Path(args.out), device=args.device, expect_lesion=args.expect_lesion,
-                      model_set=args.model_set, allow_unvalidated=args.allow_unvalidated_input)
+    if args.workers < 0:
+        raise BreastCADxError(f"--workers must be 0 (this process) or more, got {args.workers}")
+    options = BatchOptions(device=args.device, expect_lesion=args.expect_lesion, model_set=args.model_set,
+                           allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap)
+    table = run_batch(Path(args.manifest), Path(args.out), options, workers=args.workers, scheduler=args.scheduler)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
     return EXIT_CASES_FAILED if errors else 0
@@ -111,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sample = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
     from BreastCADxLib.cli.case import analyze_case
 
-    analyze_case(sample, Path(args.out), device=args.device, overwrite=True)  # the demo's own folder
+    analyze_case(sample, Path(args.out), device=args.device, overwrite=True, heatmap=True)  # the demo's own folder
     print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
     return 0
 
@@ -131,6 +134,7 @@ def _add_model_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-unvalidated-input", action="store_true", help=ALLOW_HELP)
 
 
+HEATMAP_HELP = "also compute the Grad-CAM heatmap (heatmap.nrrd, shown on the overlay); slower"
 EXPECT_HELP = ("the image shows a lesion: when no region passes the presence threshold, return the most "
                "probable one (flagged low-confidence) instead of an empty mask")
 
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--dicom-out", help="also write DICOM SEG + SR (TID 1500) here (DICOM input only)")
     an.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
     an.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
+    an.add_argument("--heatmap", action="store_true", help=HEATMAP_HELP)
     _add_model_set(an)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
@@ -175,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ba.add_argument("--expect-lesion", action="store_true",
                     help=EXPECT_HELP + "; for cases without a mask (finished cases run without it are redone)")
+    ba.add_argument("--heatmap", action="store_true", help=HEATMAP_HELP)
+    ba.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="run on a local Dask cluster of N worker processes (0: in this process)")
+    ba.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="run on an existing Dask cluster (paths must be the same on every worker)")
     _add_model_set(ba)
     ba.set_defaults(func=cmd_batch)
     de = sub.add_parser("demo", help="analyse the bundled sample case into ./breastcadx-demo/")

@@ -89,7 +89,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         source = files[0] if len(files) == 1 else folder
         outputs = analyze_case(source, out, device=args.device, dicom_out=dicom_out,
                                expect_lesion=args.expect_lesion, overwrite=args.overwrite,
-                               allow_unvalidated=args.allow_unvalidated_input)
+                               allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap)
     if args.store:
         if not outputs.datasets:
             print("no lesion found: nothing to store")
@@ -133,6 +133,7 @@ def add_pacs_parser(sub, expect_help: str) -> None:
                    help="analyse a series the input guard refuses; the result is flagged")
     a.add_argument("--overwrite", action="store_true",
                    help="replace earlier case files in --out (an earlier dicom/ result is never replaced)")
+    a.add_argument("--heatmap", action="store_true", help="also compute the Grad-CAM heatmap (on the overlay)")
     a.set_defaults(func=cmd_analyze)
     s = psub.add_parser("store", parents=[common], help="send DICOM files to the PACS (STOW-RS)")
     s.add_argument("files", nargs="+")

@@ -4,6 +4,7 @@ and the one-screen summary. Same result, same files, whichever door."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +85,9 @@ def write_case(result: AnalysisResult, image: Image, out: Path | None, dicom_out
         paths["result"] = out / NAMES["result"]
         payload = result.to_json()
         payload["files"] = {k: v.name for k, v in paths.items()}
-        paths["result"].write_text(json.dumps(payload, indent=1) + "\n")
+        tmp = out / f".{NAMES['result']}.tmp"
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+        os.replace(tmp, paths["result"])  # last and whole: a case folder without result.json is unfinished
     if outputs.datasets:
         from BreastCADxLib.results.dicom_export import save_dicom_results
 

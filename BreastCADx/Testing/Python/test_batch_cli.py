@@ -35,7 +35,7 @@ def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
     manifest.write_text("case_id,image,mask\nsample,s.dcm,s_mask.nrrd\nbenign,b.png,\nnormal,n.png,\n"
                         "broken,broken.dcm,\n")
     out = tmp_path / "out"
-    r = _cli("batch", manifest, "--out", out)
+    r = _cli("batch", manifest, "--out", out, "--heatmap")
     assert r.returncode == 1 and "4 cases, 1 errors" in r.stdout, r.stderr  # finished, one case failed
     with open(out / "results.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -59,7 +59,7 @@ def test_batch_contract_errors_and_resume(tmp_path, sample_dicom, sample_mask):
     assert detail["provenance"]["mask_origin"] == "user" and detail["provenance"]["segmenter"] is None
 
     stamp = (out / "sample" / "result.json").stat().st_mtime_ns
-    r = _cli("batch", manifest, "--out", out)
+    r = _cli("batch", manifest, "--out", out, "--heatmap")
     assert r.returncode == 1, r.stderr
     assert (out / "sample" / "result.json").stat().st_mtime_ns == stamp  # resumed, not recomputed
     with open(out / "results.csv", newline="") as f:
@@ -107,7 +107,7 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     manifest = cases / "manifest.csv"
     manifest.write_text("case_id,image\nb351,b.png\n")
     out = tmp_path / "out"
-    r = _cli("batch", manifest, "--out", out, "--expect-lesion")
+    r = _cli("batch", manifest, "--out", out, "--expect-lesion", "--heatmap")
     assert r.returncode == 0, r.stderr
     with open(out / "results.csv", newline="") as f:
         row = next(csv.DictReader(f))
@@ -116,7 +116,7 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     result = json.loads((out / "b351" / "result.json").read_text())
     assert result["flags"][0].startswith("low-confidence segmentation") and result["batch"]["expect_lesion"]
     assert (out / "b351" / "heatmap.nrrd").exists()
-    r = _cli("batch", manifest, "--out", out)  # other setting: recomputed, not resumed
+    r = _cli("batch", manifest, "--out", out)  # other settings: recomputed, not resumed
     assert r.returncode == 0, r.stderr
     with open(out / "results.csv", newline="") as f:
         row = next(csv.DictReader(f))
