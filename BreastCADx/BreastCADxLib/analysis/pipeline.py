@@ -14,6 +14,7 @@ from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
 from BreastCADxLib.analysis.lexicon import categories
+from BreastCADxLib.analysis.preprocessing import WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
@@ -24,14 +25,16 @@ from BreastCADxLib.image import Image
 Progress = Callable[[float, str], None]
 
 
-def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float]) -> dict:
+def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float], px_scale: float = 1.0) -> dict:
+    """Area from the mask on the input grid; longest diameter from radiomics (in input pixels x px_scale when
+    the spacing is unknown and radiomics ran on a working grid)."""
     unit = "mm" if image.spacing_known else "px"
     pixel_area = image.spacing[0] * image.spacing[1] if image.spacing_known else 1.0
     out = {"unit": unit, "lesion_pixels": int(mask.sum()), "area": float(mask.sum() * pixel_area),
            "area_unit": f"{unit}^2"}
     for key in ("original_shape2D_MaximumDiameter", "original_shape_Maximum3DDiameter"):
         if key in radiomics:
-            out["longest_diameter"] = radiomics[key]
+            out["longest_diameter"] = radiomics[key] * (1.0 if image.spacing_known else px_scale)
     return out
 
 
@@ -57,6 +60,27 @@ def shipped_segmenter_ref(model_set: str) -> ModelRef:
     return ModelRef(card["id"], card["sha256"])
 
 
+def working_image(image: Image, grid: WorkingGrid) -> Image:
+    """The image on its working grid (itself when small enough): analysed as if handed over at that size. A known
+    spacing is scaled (millimetres stay millimetres); unknown, sizes are in working pixels, as in training."""
+    if not grid.resized:
+        return image
+    arr = grid.down(image.array)
+    if not image.spacing_known:
+        return image.with_array(arr)
+    fx, fy = image.array.shape[2] / arr.shape[2], image.array.shape[1] / arr.shape[1]
+    sx, sy, sz = image.spacing
+    return image.with_array(arr, spacing=(sx * fx, sy * fy, sz))
+
+
+def _scaled_box(roi: Box | None, image: Image, work: Image) -> Box | None:
+    if roi is None or work is image:
+        return roi
+    fx, fy = work.array.shape[2] / image.array.shape[2], work.array.shape[1] / image.array.shape[1]
+    x0, y0, x1, y1 = roi
+    return (int(np.floor(x0 * fx)), int(np.floor(y0 * fy)), int(np.ceil(x1 * fx)), int(np.ceil(y1 * fy)))
+
+
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
             device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
@@ -65,7 +89,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     mask_origin: how a given mask was made (user, or auto / edited when the model set's segmenter made it).
     expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged).
     The input guard runs first: an image outside what the models were validated on raises InputRefused unless
-    allow_unvalidated (then the result is flagged)."""
+    allow_unvalidated (then the result is flagged). An image larger than the training images (WORK_SIDE) is
+    analysed on a downsampled copy; the mask and heatmap come back on the input grid (a given mask unchanged)."""
     report = progress or (lambda f, m: None)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -82,11 +107,15 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         classifier_config=f"{classifier.card['mode']}/{classifier.card['classifier']}",
         deep_model="imagenet_lite0_frozen", mask_origin=origin,
         segmenter=None if origin == "user" else shipped_segmenter_ref(model_set))
+    grid = working_grid(image.array.shape)
+    work = working_image(image, grid)
     if mask is None:
         segmenter = get_segmenter(device=device, model_set=model_set)
         report(0.05, "segmenting")
-        seg = segmenter.segment(image, roi=roi, should_cancel=should_cancel, expect_lesion=expect_lesion)
-        mask, low_confidence = seg.mask, seg.low_confidence
+        seg = segmenter.segment(work, roi=_scaled_box(roi, image, work), should_cancel=should_cancel,
+                                expect_lesion=expect_lesion)
+        work_mask, low_confidence = seg.mask, seg.low_confidence
+        mask = grid.up(work_mask, is_mask=True)
         seconds["segment"] = time.perf_counter() - t
         if not mask.any():
             report(1.0, "no lesion found")
@@ -97,18 +126,21 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
         mask, low_confidence = mask.astype(bool).copy(), False
         check_lesion_mask(mask, image.source or None)
+        work_mask = grid.down(mask, is_mask=True)
     report(0.4, "radiomics")
     t = time.perf_counter()
-    rad = extract(image, mask)
+    rad = extract(work, work_mask)
     seconds["radiomics"] = time.perf_counter() - t
-    desc = lesion_descriptors(image, mask)
+    t = time.perf_counter()
+    desc = lesion_descriptors(work, work_mask)
     rad = {**rad, **desc}  # the classifier reads what its card names
-    meas = measurements(image, mask, rad)
+    meas = measurements(image, mask, rad, px_scale=image.array.shape[2] / work.array.shape[2])
     lexicon = categories({k.removeprefix(DESCRIPTOR_PREFIX): v for k, v in desc.items()}, meas)
+    seconds["descriptors"] = time.perf_counter() - t
     report(0.6, "deep features")
     t = time.perf_counter()
     deep_model = get_deep_features(device, classifier.card.get("deep_crop", "mask"))
-    deep = deep_model.features(image, mask)
+    deep = deep_model.features(work, work_mask)
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
     pred = classifier.predict(rad, deep)
@@ -119,9 +151,10 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     if heatmap:
         report(0.8, "Grad-CAM")
         t = time.perf_counter()
-        heat = deep_model.gradcam(image, mask, classifier.explain_weight, classifier.explain_bias)
+        heat = grid.up(deep_model.gradcam(work, work_mask, classifier.explain_weight, classifier.explain_bias))
         seconds["gradcam"] = time.perf_counter() - t
     report(1.0, "done")
     return AnalysisResult(source=image.source, lesion_found=True, provenance=provenance, mask=mask,
                           prediction=pred, heatmap=heat, radiomics=rad,
-                          measurements=meas, lexicon=lexicon, seconds=seconds, input_check=checked)
+                          measurements=meas, lexicon=lexicon, seconds=seconds, input_check=checked,
+                          extra={"working_size": list(grid.work_shape())} if grid.resized else {})

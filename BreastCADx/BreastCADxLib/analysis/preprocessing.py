@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,3 +51,48 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     if len(ys) == 0:
         return None
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+WORK_SIDE = 1048  # the largest image side of both training sites: larger images are analysed at this size
+
+
+@dataclass(frozen=True)
+class WorkingGrid:
+    """A large image analysed on a smaller copy (every side / factor), the way the models saw images in
+    training; results go back to the input grid. factor 1: the input itself."""
+
+    factor: float
+    shape: tuple[int, int, int]  # the input's (frames, rows, cols)
+
+    @property
+    def resized(self) -> bool:
+        return self.factor > 1
+
+    def work_shape(self) -> tuple[int, int]:
+        _, rows, cols = self.shape
+        return max(1, round(rows / self.factor)), max(1, round(cols / self.factor))
+
+    def down(self, array: np.ndarray, is_mask: bool = False) -> np.ndarray:
+        """(frames, rows, cols) on the input grid -> the working grid (area average; masks: > half covered)."""
+        if not self.resized:
+            return array
+        x = torch.from_numpy(np.array(array, copy=True)).float()
+        y = F.interpolate(x[None], size=self.work_shape(), mode="area")[0].numpy()
+        if is_mask:
+            return y > 0.5
+        if np.issubdtype(array.dtype, np.integer):
+            info = np.iinfo(array.dtype)
+            return np.clip(np.rint(y), info.min, info.max).astype(array.dtype)
+        return y.astype(array.dtype)
+
+    def up(self, array: np.ndarray, is_mask: bool = False) -> np.ndarray:
+        """The working grid -> the input grid (bilinear; masks: > 0.5)."""
+        if not self.resized:
+            return array
+        y = F.interpolate(torch.from_numpy(np.ascontiguousarray(array)).float()[None], size=self.shape[1:],
+                          mode="bilinear", align_corners=False)[0].numpy()
+        return y > 0.5 if is_mask else y.astype(np.float32)
+
+
+def working_grid(shape: tuple[int, int, int], side: int = WORK_SIDE) -> WorkingGrid:
+    return WorkingGrid(max(1.0, max(shape[1:]) / side), tuple(shape))

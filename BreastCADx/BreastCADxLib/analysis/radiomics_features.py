@@ -25,7 +25,21 @@ def _extractor(params: str):
     from radiomics import featureextractor
 
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    return featureextractor.RadiomicsFeatureExtractor(params)
+    extractor = featureextractor.RadiomicsFeatureExtractor(params)
+    extractor.settings["additionalInfo"] = False  # the diagnostics_* entries (image hashes): not used, not computed
+    return extractor
+
+
+CROP_PAD = 8  # pixels kept around the lesion's box (pyradiomics itself crops to the box + 5)
+
+
+def lesion_box(mask: np.ndarray, pad: int = CROP_PAD) -> tuple[slice, ...]:
+    """Index of the mask's bounding box + `pad` pixels in-plane (all frames of a volume are kept)."""
+    ys, xs = np.nonzero(mask.reshape(-1, *mask.shape[-2:]).any(axis=0))
+    rows, cols = mask.shape[-2:]
+    box = (slice(max(0, ys.min() - pad), min(rows, ys.max() + 1 + pad)),
+           slice(max(0, xs.min() - pad), min(cols, xs.max() + 1 + pad)))
+    return (slice(None),) * (mask.ndim - 2) + box
 
 
 MAX_COVER = 0.8  # a lesion leaves tissue around it (the descriptors compare the two)
@@ -55,7 +69,12 @@ def extract(image: Image, mask: np.ndarray, params: Path | None = None) -> dict[
         params = PARAMS_2D if image.frames == 1 else PARAMS_3D
     # 8-bit data as is; wider data (MR, CT, 16-bit MG) to 0..255 by percentiles, so the bin width means the same
     pixels = image.array.astype(np.float32) if image.array.dtype == np.uint8 else to_uint8_range(image.array)
-    result = _extractor(str(params)).execute(image_to_sitk(image, pixels), image_to_sitk(image, mask.astype(np.uint8)))
+    # only the lesion's box goes to pyradiomics: the same features (the original image, no normalisation or
+    # filters), without copying and binning a large frame
+    box = lesion_box(mask)
+    crop = image.with_array(pixels[box])
+    result = _extractor(str(params)).execute(image_to_sitk(crop, pixels[box]),
+                                             image_to_sitk(crop, mask[box].astype(np.uint8)))
     feats = {k: float(v) for k, v in result.items() if not k.startswith("diagnostics")}
     bad = [k for k, v in feats.items() if not np.isfinite(v)]
     if bad:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.analysis.inference import Engine, TorchEngine, engine_for
+from BreastCADxLib.analysis.inference import Engine, TorchEngine, cached_engine, engine_for
 from BreastCADxLib.analysis.networks import lesion_unet
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import (
@@ -21,6 +21,7 @@ from BreastCADxLib.analysis.registry import (
     load_card,
     load_state_dict,
     model_set_dir,
+    verified_weights_path,
 )
 from BreastCADxLib.errors import BreastCADxError, UnsupportedImageError
 from BreastCADxLib.image import Image
@@ -97,8 +98,9 @@ def best_candidate(prob: np.ndarray, relative: float) -> np.ndarray:
 class LesionSegmenter:
     """Loads the model once; `segment` may be called many times (thread-compatible, not thread-safe)."""
 
-    def __init__(self, card: dict, net: torch.nn.Module, device: str | None = "auto",
+    def __init__(self, card: dict, net: torch.nn.Module | None, device: str | None = "auto",
                  engine: Engine | None = None) -> None:
+        """`net` may be None when `engine` runs a graph of it (the PyTorch network is then never built)."""
         self.card = card
         self.device = choose_device(device)
         spec = card["input"]
@@ -111,7 +113,9 @@ class LesionSegmenter:
         self.flip_tta = bool(post.get("flip_tta", True))
         self.refine_margin = post.get("refine_margin")  # None: single pass
         self.candidate_relative = float(post.get("candidate_relative", 0.5))
-        self.net = net.to(self.device).eval()
+        self.net = net.to(self.device).eval() if net is not None else None
+        if engine is None and self.net is None:
+            raise ValueError("LesionSegmenter needs a network or an engine")
         self.engine = engine or TorchEngine(self.net, self.device)
 
     @classmethod
@@ -119,10 +123,15 @@ class LesionSegmenter:
                       models_dir: Path | None = None) -> LesionSegmenter:
         """The shipped model: card + SHA256-verified weights from Resources/Models (or models_dir)."""
         card = load_card(model_id, models_dir)
-        net = lesion_unet(pretrained=False, arch=card.get("architecture", {}).get("arch", "lite0"))
-        net.load_state_dict(load_state_dict(card))
-        size = (1, 3, int(card["input"]["height"]), int(card["input"]["width"]))
-        engine = engine_for(net, torch.zeros(size), f"{card['id']}-{card['sha256'][:16]}", choose_device(device))
+        verified_weights_path(card)  # SHA256 checked even when a cached graph of these weights is used
+        shape, key, dev = (3, int(card["input"]["height"]), int(card["input"]["width"])), \
+            f"{card['id']}-{card['sha256'][:16]}", choose_device(device)
+        engine = cached_engine(key, shape, dev)
+        net = None
+        if engine is None:  # first use on this machine, or PyTorch asked for: build the network
+            net = lesion_unet(pretrained=False, arch=card.get("architecture", {}).get("arch", "lite0"))
+            net.load_state_dict(load_state_dict(card))
+            engine = engine_for(net, torch.zeros((1, *shape)), key, dev)
         return cls(card, net, device, engine)
 
     def probability(self, plane: np.ndarray) -> np.ndarray:

@@ -81,7 +81,7 @@ def write_case(result: AnalysisResult, image: Image, out: Path | None, dicom_out
         else:
             (out / NAMES["heatmap"]).unlink(missing_ok=True)  # a previous run's heatmap would no longer match
         paths["overlay"] = out / NAMES["overlay"]
-        PILImage.fromarray(overlay).save(paths["overlay"])
+        PILImage.fromarray(overlay).save(paths["overlay"], compress_level=1)  # fast; the size barely matters
         paths["result"] = out / NAMES["result"]
         payload = result.to_json()
         payload["files"] = {k: v.name for k, v in paths.items()}

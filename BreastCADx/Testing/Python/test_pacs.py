@@ -129,24 +129,24 @@ def _case(folder: Path, dicom: Path, image) -> dict:
 def test_the_same_case_gives_the_same_files_from_every_door(orthanc, password, sample_dicom, tmp_path, capsys):
     """analyze, batch, pacs analyze and the Slicer logic all go through the one case writer."""
     slicer = pytest.importorskip("slicer")
-    from BreastCADxLib.cli.batch import run_batch
+    from BreastCADxLib.cli.batch import BatchOptions, run_batch
     from BreastCADxLib.scene.jobs import InProcessRunner
     from BreastCADxLib.scene.logic import WorkflowLogic
 
     image = load_image(sample_dicom)
     assert main(["analyze", str(sample_dicom), "--out", str(tmp_path / "cli"), "--dicom-out",
-                 str(tmp_path / "cli" / "dicom")]) == 0
+                 str(tmp_path / "cli" / "dicom"), "--heatmap"]) == 0  # the panel computes the heatmap too
     doors = {"cli": _case(tmp_path / "cli", tmp_path / "cli" / "dicom", image)}
 
     Pacs(PacsConfig(orthanc, username=USER)).store([pydicom.dcmread(sample_dicom)])
     study = pydicom.dcmread(sample_dicom).StudyInstanceUID
     assert main(["pacs", "analyze", "--url", orthanc, "--user", USER, "--study", study, "--out",
-                 str(tmp_path / "pacs")]) == 0
+                 str(tmp_path / "pacs"), "--heatmap"]) == 0
     doors["pacs"] = _case(tmp_path / "pacs", tmp_path / "pacs" / "dicom", image)
 
     shutil.copy(sample_dicom, tmp_path / "s.dcm")
     (tmp_path / "manifest.csv").write_text("case_id,image\ns,s.dcm\n")
-    assert run_batch(tmp_path / "manifest.csv", tmp_path / "batch")[0]["status"] == "ok"
+    assert run_batch(tmp_path / "manifest.csv", tmp_path / "batch", BatchOptions(heatmap=True))[0]["status"] == "ok"
     scene = slicer.vtkMRMLScene()
     logic = WorkflowLogic(scene, runner=InProcessRunner())
     volume = logic.load_image_file(sample_dicom, "sample")
