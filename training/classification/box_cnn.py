@@ -29,23 +29,12 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from BreastCADxLib.analysis.deep_features import roi_crop
-from BreastCADxLib.analysis.networks import ARCHS, LiteTrunk
+from BreastCADxLib.analysis.networks import ARCHS, BoxNet
 from BreastCADxLib.analysis.preprocessing import mask_bbox
 from BreastCADxLib.image import Image
 from training.augment import ScannerAugment
 from training.data import Case, add_data_args, cases
 from training.segmentation.site_pass import load_pass
-
-
-class BoxClassifier(nn.Module):
-    def __init__(self, arch: str = "lite0", pretrained: bool = True) -> None:
-        super().__init__()
-        self.trunk = LiteTrunk(pretrained=pretrained, name=ARCHS[arch])
-        self.drop = nn.Dropout(0.3)
-        self.score = nn.Linear(1280, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.score(self.drop(self.trunk(x)))[:, 0]
 
 
 def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
@@ -109,7 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
     ap.add_argument("--train", default="busi", help="comma-separated train sites")
-    ap.add_argument("--score", default="busbra_l5", help="the site scored (train+val rows, never test)")
+    ap.add_argument("--train-roles", default="train,val", help="split roles of the train sites used for training")
+    ap.add_argument("--score", default="busbra_l5", help="the site scored ('none': no scoring; never test rows)")
+    ap.add_argument("--score-roles", default="train,val")
     ap.add_argument("--pass", dest="pass_file", type=Path, help="segmenter pass NPZ of the scored site")
     ap.add_argument("--arch", default="lite0", choices=sorted(ARCHS))
     ap.add_argument("--epochs", type=int, default=14)
@@ -134,9 +125,11 @@ def main() -> None:
         with open(log, "a") as f:
             f.write(line + "\n")
 
-    train = cases(args, args.train.split(","), ("train", "val"), lesions_only=True)
+    train = cases(args, args.train.split(","), tuple(args.train_roles.split(",")), lesions_only=True)
+    if "test" in args.train_roles or "test" in args.score_roles:
+        raise SystemExit("test rows are for the final report only")
     data = [(c.load(), float(c.malignant)) for c in train]
-    model = BoxClassifier(args.arch)
+    model = BoxNet(args.arch)
     if args.bf16:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([{"params": model.trunk.parameters(), "lr": args.lr},
@@ -161,7 +154,8 @@ def main() -> None:
         f"({int(pos)} malignant) from {args.train}; {args.epochs} epochs; budget {budget}; {spent / 60:.1f} min "
         f"spent before; bf16 {args.bf16}; args {run_args}")
     passed = load_pass(args.pass_file) if args.pass_file else {}
-    scored = score_sets(cases(args, [args.score], ("train", "val"), lesions_only=True), passed)
+    scored = {} if args.score == "none" else \
+        score_sets(cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=True), passed)
     rng = np.random.default_rng(first)
     aug = ScannerAugment(args.scanner_aug, seed=first)
     t0 = time.time()
@@ -185,7 +179,7 @@ def main() -> None:
             losses.append(float(loss))
         spent += time.time() - te
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "minutes": round((time.time() - te) / 60, 2)}
-        if epoch % args.score_every == 0 or epoch == args.epochs:
+        if scored and (epoch % args.score_every == 0 or epoch == args.epochs):
             probs = {}
             for kind, (ids, labels, crops) in scored.items():
                 probs[kind] = predict(model, crops, args.bf16)

@@ -87,6 +87,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    # every scored row, for the calibration of a shipped fusion (training.classification.box_member)
+    np.savez(args.out / "rows.npz", **{f"{n}:{k}:{f}": v[f] for n, d in dirs.items() for k, v in d.items()
+                                       for f in ("case", "label", "design", "box")})
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
     (args.out / "box_fusion.json").write_text(json.dumps({"rows": rows, "counts": counts, "design": DESIGN,

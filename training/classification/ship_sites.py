@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
+from training.classification.box_member import export_box_model, lso_calibration, val_calibration
 from training.classification.bundle import exported, ood_and_explainer, write_and_verify
 from training.classification.designs import DESIGNS, BlockModel, load, named_columns, named_matrix, stack
 
@@ -66,6 +68,12 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
     ap.add_argument("--selection", type=Path, default=Path("runs/lso_cls/designs.json"),
                     help="the leave-site-out comparison that chose the design (quoted in the card)")
+    ap.add_argument("--box-run", type=Path, help="box_cnn run of the image-level member (trained on --sites)")
+    ap.add_argument("--box-weight", type=float, default=0.5, help="its weight in the fused logit")
+    ap.add_argument("--box-fusion", type=Path, default=Path("runs/box_fusion"),
+                    help="box_fusion output: leave-site-out rows (two sites) and the cross-site figures")
+    ap.add_argument("--box-val-run", type=Path, help="one site: box_cnn run trained on the train rows, scored on val")
+    ap.add_argument("--box-pass", default="seg_B", help="one site: segmenter pass of its automatic val masks")
     args = ap.parse_args()
     blocks, sites = DESIGNS[args.design], args.sites.split(",")
     deep = [b for b in blocks if b.startswith("deep")]
@@ -91,13 +99,26 @@ def main() -> None:
               "branches": [{"kind": "radiomics", "selected": names, "mean": "m_rad_mean", "scale": "m_rad_scale"},
                            {"kind": "deep", **{k: f"m_deep_{k}" for k in ("mean", "scale", "pca_mean",
                                                                             "pca_components")}}]}
-    p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites)
-    calibration = fit_platt(p_cal, y_cal)
+    if args.box_run:
+        if len(sites) > 1:
+            calibration, cal_how, p_cal, y_cal = lso_calibration(args.box_fusion / "rows.npz", args.box_weight)
+        else:
+            calibration, cal_how, p_cal, y_cal = val_calibration(sites[0], blocks, args.c, args.box_val_run,
+                                                                 args.box_pass, args.box_weight)
+    else:
+        p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites)
+        calibration = fit_platt(p_cal, y_cal)
 
     folder = args.models
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(f"{DEFAULT_CLASSIFIER}*"):
+    for old in [*folder.glob(f"{DEFAULT_CLASSIFIER}*"), *folder.glob(f"{BOX_MODEL}*")]:
         old.unlink()
+    box_member = None
+    if args.box_run:
+        fusion = json.loads((args.box_fusion / "box_fusion.json").read_text())
+        chosen_row = next(r for r in fusion["rows"] if abs(r["w_box"] - args.box_weight) < 1e-9)
+        export_box_model(args.box_run, folder, sites, {"leave_site_out": chosen_row, "counts": fusion["counts"]})
+        box_member = {"model": BOX_MODEL, "weight": args.box_weight}
     rad = named_matrix(d, names)
     deepx = d[deep[0]].astype(float)
     arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
@@ -106,6 +127,8 @@ def main() -> None:
             "radiomics_names": names, "members": [member], "combine": {"kind": "single"},
             "calibration": calibration, "deep_model": None, "deep_crop": deep[0].split("_")[1],
             "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}, "files": {}}
+    if box_member:
+        card["box_member"] = box_member
     np.savez(folder / card["arrays"], **arrays)
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
     clf = load_classifier(DEFAULT_CLASSIFIER, folder)
@@ -125,7 +148,10 @@ def main() -> None:
             "deep": "frozen ImageNet EfficientNet-Lite0 trunk on the lesion's " +
                     ("box crop (grey in all channels, no mask channel)" if deep[0] == "deep_box" else
                      "mask-aware crop") + ", pooled -> standardised -> PCA 32",
-            "classifier": f"L2 logistic regression, C={args.c:g}"},
+            "classifier": f"L2 logistic regression, C={args.c:g}",
+            "image_member": (f"{BOX_MODEL}: EfficientNet-Lite0 fine-tuned on the lesion's box crop; raw = "
+                             f"sigmoid({args.box_weight:g} logit(box) + {1 - args.box_weight:g} logit(features)), "
+                             "then the Platt calibration") if args.box_run else None},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
             "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion twice: reference outline "
@@ -138,7 +164,9 @@ def main() -> None:
             "calibration_ece_before": expected_calibration_error(p_cal, y_cal),
             "calibration_ece_after": expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
             "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
-                       f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")},
+                       f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")
+                       + (f" --box-run {args.box_run} --box-weight {args.box_weight:g}" if args.box_run else "")
+                       + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")},
         "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",

@@ -41,6 +41,11 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _logit(p):
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 @dataclass
 class Prediction:
     probability: float  # calibrated malignancy probability
@@ -128,6 +133,8 @@ class FusionClassifier:
         self.ood_threshold = float(card["ood"]["threshold"])
         self.explain_weight = arrays["explain_deep_weight"]
         self.explain_bias = float(card["explain"]["deep_bias"])
+        # optional image-level member: {"model": id, "weight": w}; raw = sigmoid(w logit(box) + (1-w) logit(features))
+        self.box_member: dict | None = card.get("box_member")
 
     # -- features -> member inputs -------------------------------------------------------------
     @staticmethod
@@ -172,13 +179,27 @@ class FusionClassifier:
         return np.sqrt(np.einsum("ij,jk,ik->i", d, self.ood_precision, d))
 
     # -- one case -------------------------------------------------------------------------------------
-    def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5) -> Prediction:
+    def with_box(self, raw_features: np.ndarray, box_probability: float | None) -> np.ndarray:
+        """The fused raw probability when the card names an image-level member, else the features' own."""
+        if self.box_member is None:
+            return raw_features
+        if box_probability is None:
+            raise ModelError(f"this classifier fuses the image-level model '{self.box_member['model']}': "
+                             "its probability is needed")
+        w = float(self.box_member["weight"])
+        return _sigmoid(w * _logit(np.asarray(box_probability, float)) + (1 - w) * _logit(raw_features))
+
+    def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5,
+                box_probability: float | None = None) -> Prediction:
         missing = [n for n in self.radiomics_names if n not in radiomics]
         if missing:
             raise ModelError(f"radiomics features missing for this model: {missing[:3]}... (parameter file changed?)")
         rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
         deep = np.asarray(deep, float).reshape(1, -1)
         raw, members = self.raw_proba(rad, deep)
+        raw = self.with_box(raw, box_probability)
+        if self.box_member is not None:
+            members["box_cnn"] = np.array([box_probability], float)
         p = float(apply_calibration(self.calibration, raw)[0])
         flags = []
         dist = float(self.ood_distance(rad, deep)[0])
@@ -187,7 +208,9 @@ class FusionClassifier:
         if len(members) == 2:
             a, b = (float(v[0]) for v in members.values())
             if abs(a - b) > 0.5:
-                flags.append("members_disagree: radiomics and deep models disagree strongly")
+                flags.append("members_disagree: the outline's features and the image model of the lesion's box "
+                             "disagree strongly" if self.box_member else
+                             "members_disagree: radiomics and deep models disagree strongly")
         return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),
                           member_probabilities={k: float(v[0]) for k, v in members.items()}, flags=flags,
                           top_features=self.top_features(rad, deep, float(raw[0]), top_k), ood_distance=dist)

@@ -163,3 +163,17 @@ class LinearScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(self.trunk(x))
+
+
+class BoxNet(nn.Module):
+    """Image-level malignancy logit of the lesion's box crop: EfficientNet-Lite trunk -> dropout -> linear,
+    fine-tuned end to end (training/classification/box_cnn.py). (B, 3, 224, 224) -> (B,)."""
+
+    def __init__(self, arch: str = "lite0", pretrained: bool = True) -> None:
+        super().__init__()
+        self.trunk = LiteTrunk(pretrained=pretrained, name=ARCHS[arch])
+        self.drop = nn.Dropout(0.3)
+        self.score = nn.Linear(1280, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self.drop(self.trunk(x)))[:, 0]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 
 from BreastCADxLib import __version__
+from BreastCADxLib.analysis.box_classifier import get_box_scorer
 from BreastCADxLib.analysis.classifier import get_classifier
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
@@ -141,9 +143,14 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     deep_model = get_deep_features(device, classifier.card.get("deep_crop", "mask"))
     deep = deep_model.features(work, work_mask)
+    box_p = None
+    if classifier.box_member is not None:
+        scorer = get_box_scorer(classifier.box_member["model"], device, model_set)
+        box_p = scorer.probability(work, work_mask)
+        provenance = replace(provenance, image_model=ModelRef(scorer.card["id"], scorer.card["sha256"]))
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
-    pred = classifier.predict(rad, deep)
+    pred = classifier.predict(rad, deep, box_probability=box_p)
     if low_confidence:
         pred.flags.insert(0, LOW_CONFIDENCE_FLAG)
     seconds["classify"] = time.perf_counter() - t

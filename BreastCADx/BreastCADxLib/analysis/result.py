@@ -42,6 +42,7 @@ class Provenance:
     deep_model: str
     mask_origin: str  # one of MASK_ORIGINS
     segmenter: ModelRef | None = None  # None when the user drew the mask
+    image_model: ModelRef | None = None  # the fusion's image-level member (box-crop CNN), when the classifier has one
 
     def __post_init__(self) -> None:
         if self.mask_origin not in MASK_ORIGINS:
@@ -55,10 +56,11 @@ class Provenance:
 
     @classmethod
     def from_json(cls, d: dict) -> Provenance:
-        seg = d.get("segmenter")
+        seg, img = d.get("segmenter"), d.get("image_model")
         return cls(breastcadx=d["breastcadx"], model_set=d["model_set"], classifier=ModelRef(**d["classifier"]),
                    classifier_config=d["classifier_config"], deep_model=d["deep_model"],
-                   mask_origin=d["mask_origin"], segmenter=ModelRef(**seg) if seg else None)
+                   mask_origin=d["mask_origin"], segmenter=ModelRef(**seg) if seg else None,
+                   image_model=ModelRef(**img) if img else None)
 
 
 @dataclass

@@ -1,0 +1,61 @@
+"""The image-level member of the fusion: P(malignant) from the pixels of the lesion's box crop (grey in all three
+channels, no mask channel: the outline only places the box), by an EfficientNet-Lite0 fine-tuned end to end.
+
+Chosen leave-site-out because it leans on the image rather than on how the outline was drawn: trained on one
+hospital it ranks the other hospital's lesions about as well with automatic masks as with the reference
+outlines (`benchmarks/results/leave_site_out_design.md`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from BreastCADxLib.analysis.deep_features import CROP_SIZE, roi_crop
+from BreastCADxLib.analysis.inference import Engine, cached_engine, engine_for
+from BreastCADxLib.analysis.registry import (
+    DEFAULT_MODEL_SET,
+    choose_device,
+    load_card,
+    load_state_dict,
+    model_set_dir,
+    verified_weights_path,
+)
+from BreastCADxLib.image import Image
+
+BOX_MODEL = "lesion_box_cnn"
+
+
+class BoxScorer:
+    def __init__(self, card: dict, engine: Engine) -> None:
+        self.card, self.engine = card, engine
+
+    @classmethod
+    def from_registry(cls, model_id: str = BOX_MODEL, device: str | None = "auto",
+                      models_dir: Path | None = None) -> BoxScorer:
+        card = load_card(model_id, models_dir)
+        verified_weights_path(card)
+        shape, key, dev = (3, CROP_SIZE, CROP_SIZE), f"{card['id']}-{card['sha256'][:16]}", choose_device(device)
+        engine = cached_engine(key, shape, dev)
+        if engine is None:
+            from BreastCADxLib.analysis.networks import BoxNet
+
+            net = BoxNet(card.get("architecture", {}).get("arch", "lite0"), pretrained=False)
+            net.load_state_dict(load_state_dict(card))
+            engine = engine_for(net.eval(), torch.zeros((1, *shape)), key, dev)
+        return cls(card, engine)
+
+    def probability(self, image: Image, mask: np.ndarray) -> float:
+        """Mean of the crop and its left-right mirror (as in training's scoring), as a probability."""
+        x = roi_crop(image, mask, kind="box").tensor
+        logits = self.engine(torch.stack([x, x.flip(-1)]))
+        return float(torch.sigmoid(logits.float().mean()))
+
+
+@lru_cache(maxsize=4)
+def get_box_scorer(model_id: str = BOX_MODEL, device: str = "auto", model_set: str = DEFAULT_MODEL_SET
+                   ) -> BoxScorer:
+    return BoxScorer.from_registry(model_id, device, model_set_dir(model_set))

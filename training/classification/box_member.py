@@ -1,0 +1,88 @@
+"""Ship the image-level member (a box_cnn run) beside the classifier: fp16 weights + card, and the Platt
+calibration of the fused score.
+
+Calibration rows, never test rows:
+- two sites: the leave-site-out rows of `training.classification.box_fusion` (each site scored by the feature model
+  and the box CNN trained on the other site; automatic, ROI-box and reference masks), pooled;
+- one site: its val lesions scored by the feature model fitted on its train rows and the box CNN trained on its
+  train rows (`box_cnn --train-roles train --score <site> --score-roles val`), reference and automatic masks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL
+from BreastCADxLib.analysis.calibration import fit_platt
+from BreastCADxLib.analysis.registry import sha256_of
+from training.classification.designs import BlockModel, load, stack
+
+SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None) -> dict:
+    """runs/<box run>/model.pt -> folder/lesion_box_cnn.pt (float16, weights_only) + its card."""
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    weights = folder / f"{BOX_MODEL}.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    args = next(line for line in (run / "run.log").read_text().splitlines() if "args {" in line)
+    card = {"id": BOX_MODEL, "weights": weights.name, "sha256": sha256_of(weights),
+            "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True",
+            "task": "P(malignant) of a breast ultrasound lesion from its box crop (image-level fusion member)",
+            "architecture": {"arch": "lite0", "net": "analysis/networks.py BoxNet: EfficientNet-Lite0 (ImageNet "
+                             "init) -> dropout 0.3 -> linear, fine-tuned end to end"},
+            "input": "the lesion's bounding box + 25 % context each side, square, grey in all three channels, "
+                     "224 x 224, (x - 127) / 128; scored as the mean logit of the crop and its mirror",
+            "training": {"sites": [SITE_NAMES[s] for s in sites], "rows": "benign and malignant images of the "
+                         "train+val splits (reference box with jittered edges and margin, scanner-imitating "
+                         "augmentation p 0.5, mirror)", "schedule": "fixed before any scoring: AdamW lr 3e-4 "
+                         "(head 9e-4), cosine, 14 epochs, batch 16, bf16 autocast + channels_last on 2 CPU cores",
+                         "epochs": len(log), "minutes": round(sum(r["minutes"] for r in log), 1),
+                         "final_loss": log[-1]["loss"], "run": args.split(" args ", 1)[-1]},
+            "cross_site": cross_site,
+            "command": f"python -m training.classification.box_cnn --train {','.join(sites)} --score none --bf16 "
+                       f"--epochs 14 --out {run}",
+            "intended_use": "Research only; not for diagnosis."}
+    (folder / f"{BOX_MODEL}.json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def lso_calibration(rows: Path, weight: float) -> tuple[dict, str, np.ndarray, np.ndarray]:
+    z = np.load(rows, allow_pickle=False)
+    keys = sorted({k.rsplit(":", 1)[0] for k in z.files})
+    fused = np.concatenate([weight * z[f"{k}:box"] + (1 - weight) * z[f"{k}:design"] for k in keys])
+    y = np.concatenate([z[f"{k}:label"] for k in keys])
+    p = 1 / (1 + np.exp(-fused))
+    return fit_platt(p, y), f"leave-site-out rows of {rows} ({', '.join(keys)}), pooled", p, y
+
+
+def val_calibration(site: str, blocks: tuple[str, ...], c: float, box_run: Path, seg_pass: str, weight: float
+                    ) -> tuple[dict, str, np.ndarray, np.ndarray]:
+    parts = [load(site, k, None) for k in ("reference", "perturbed")]
+    fit = stack(parts)
+    keep = np.concatenate([d["split"] for d in parts]) == "train"
+    model = BlockModel(blocks, c).fit({k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v)
+                                       for k, v in fit.items()})
+    scores = np.load(box_run / "scores.npz", allow_pickle=False)
+    p_all, y_all = [], []
+    for kind in ("reference", "expect"):
+        d = load(site, kind, seg_pass if kind == "expect" else None)
+        box = dict(zip(scores[f"{kind}_case"].tolist(), scores[f"{kind}_prob"].tolist()))
+        rows = np.array([c in box and s == "val" for c, s in zip(d["case"].tolist(), d["split"].tolist())])
+        design = logit(model.proba(d)[rows])
+        b = logit([box[c] for c in d["case"][rows].tolist()])
+        p_all.append(1 / (1 + np.exp(-(weight * b + (1 - weight) * design))))
+        y_all.append(d["label"][rows])
+    p, y = np.concatenate(p_all), np.concatenate(y_all)
+    return fit_platt(p, y), (f"{site} val lesions (reference and automatic masks) scored by members fitted on its "
+                             "train rows"), p, y

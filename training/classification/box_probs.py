@@ -1,0 +1,55 @@
+"""Add the shipped image-level member's probability to feature files: `box_<model set>` per row, computed on the
+same mask as the row's features (reference, perturbed, or the segmenter pass's automatic / ROI-box mask).
+
+    python -m training.classification.box_probs --sets two-site,busi-only \
+        runs/site_features/*__test.npz
+
+Used for the final report (benchmarks/leave_site_out.py) and the committed test rows; the files are rewritten
+in place with the new columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from BreastCADxLib.analysis.box_classifier import get_box_scorer
+from BreastCADxLib.image import Image
+from training.classification.site_features import perturbed
+from training.data import add_data_args, cases
+from training.segmentation.site_pass import load_pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(ap)
+    ap.add_argument("--sets", default="two-site,busi-only")
+    ap.add_argument("files", nargs="+", type=Path)
+    args = ap.parse_args()
+    scorers = {s: get_box_scorer("lesion_box_cnn", "cpu", s) for s in args.sets.split(",")}
+    for path in args.files:
+        site, kind, *rest = path.stem.split("__")
+        roles = ("test",) if path.stem.endswith("__test") else ("train", "val")
+        z = dict(np.load(path, allow_pickle=False))
+        by_case = {c.case: c for c in cases(args, [site], roles, lesions_only=True)}
+        passed = {}
+        if kind in ("expect", "roi"):
+            seg = rest[0]
+            passed = load_pass(Path("runs/site_pass") / f"{seg}__{site}__{'+'.join(roles)}.npz")
+        probs = {s: [] for s in scorers}
+        for case in z["case"].tolist():
+            img, ref = by_case[case].load()
+            mask = ref if kind == "reference" else perturbed(ref, case) if kind == "perturbed" else \
+                passed[case][kind].astype(bool)
+            for s, scorer in scorers.items():
+                probs[s].append(scorer.probability(Image(array=img[None]), mask[None]))
+        for s, v in probs.items():
+            z[f"box_{s}"] = np.array(v, np.float32)
+        np.savez_compressed(path, **z)
+        print(f"{path}: {len(z['case'])} rows, box probabilities of {', '.join(scorers)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
