@@ -20,3 +20,13 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def header(title: str, report: dict, made_by: str) -> list[str]:
+    """The first lines of a result file: title, date, machine (with the load around the run), how it was made."""
+    m = report["machine"]
+    load = (f"; 1-min load average {report['loadavg_1min']:.2f} at the start, {report['loadavg_1min_end']:.2f} at the "
+            "end" if "loadavg_1min_end" in report else "")
+    device = f"CUDA {m['cuda']}" if m.get("cuda") else "CPU only"
+    return [f"# {title}", "", f"Date: {report['date']}  ",
+            f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({device}){load}  ", made_by]

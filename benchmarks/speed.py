@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from benchmarks.machine import machine
+from benchmarks.machine import header, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "BreastCADx"
@@ -172,15 +172,11 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    m = r["machine"]
     ort, pt = r["engines"]["onnxruntime"], r["engines"]["torch"]
     cases = list(ort)
-    lines = ["# Speed of one case, stage by stage", "",
-             f"Date: {r['date']}  ", f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
-             f"({'CUDA ' + m['cuda'] if m['cuda'] else 'CPU only'}); 1-min load average {r['loadavg_1min']:.2f} at "
-             f"the start, {r['loadavg_1min_end']:.2f} at the end  ", "Made by `python -m benchmarks.speed`. Seconds, "
-             "median of warm runs with the models loaded; onnxruntime is the default CPU engine, torch the "
-             "baseline measured in the same run (`BREASTCADX_BACKEND=torch`).", "",
+    lines = [*header("Speed of one case, stage by stage", r, "Made by `python -m benchmarks.speed`. Seconds, median of "
+                     "warm runs with the models loaded; onnxruntime is the default CPU engine, torch the baseline "
+                     "measured in the same run (`BREASTCADX_BACKEND=torch`)."), "",
              "| stage | " + " | ".join(f"{c}: onnxruntime | torch | speed-up" for c in cases) + " |",
              "|---|" + "---|---|---|" * len(cases)]
     for stage in ort[cases[0]]:

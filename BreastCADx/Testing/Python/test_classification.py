@@ -37,6 +37,8 @@ def test_heldout_test_patients_auc_floor(model_set, site):
     assert list(z["named_names"]) == clf.radiomics_names
     rows = z["site"] == site
     raw, _ = clf.raw_proba(z["named"][rows], z["deep"][rows].astype(float))
+    if clf.box_member is not None:  # the image-level member, computed on the same outlines
+        raw = clf.with_box(raw, z[f"box_{model_set}"][rows].astype(float))
     p = apply_calibration(clf.calibration, raw)
     assert rows.sum() >= 120 and 0 < z["label"][rows].sum() < rows.sum()
     assert roc_auc_score(z["label"][rows], p) >= FLOORS[model_set, site]
@@ -173,3 +175,8 @@ def test_committed_features_match_the_library(tmp_path):
     named = {**extract(img, mask), **lesion_descriptors(img, mask)}
     np.testing.assert_allclose([named[n] for n in z["named_names"]], z["named"][row], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(deep.features(img, mask), z["deep"][row], rtol=1e-3, atol=1e-3)
+    if clf.box_member is not None:
+        from BreastCADxLib.analysis.box_classifier import get_box_scorer
+
+        box = get_box_scorer(clf.box_member["model"], "cpu", "two-site").probability(img, mask)
+        assert box == pytest.approx(float(z["box_two-site"][row]), abs=1e-3)

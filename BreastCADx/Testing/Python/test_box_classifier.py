@@ -1,0 +1,65 @@
+"""The image-level fusion member: the fine-tuned box-crop CNN behind its registry card."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL, BoxScorer
+from BreastCADxLib.analysis.classifier import get_classifier
+from BreastCADxLib.analysis.registry import MODELS_DIR, model_set_dir
+from BreastCADxLib.errors import ModelError
+from BreastCADxLib.io import load_image, load_mask
+from conftest import MODULE_DIR
+
+DATA = MODULE_DIR / "Testing" / "Data" / "busi"
+pytestmark = pytest.mark.skipif(not (MODELS_DIR / f"{BOX_MODEL}.json").exists(), reason="no image member shipped")
+
+
+def _case(name):
+    img = load_image(DATA / f"{name}.png")
+    return img, load_mask(DATA / f"{name}_mask.png", img)
+
+
+@pytest.mark.parametrize("model_set", ["two-site", "busi-only"])
+def test_held_out_malignant_lesion_scores_above_the_benign_ones(model_set):
+    scorer = BoxScorer.from_registry(models_dir=model_set_dir(model_set))
+    p = {n: scorer.probability(*_case(n)) for n in ("benign_004", "benign_031", "malignant_001")}
+    assert all(0.0 < v < 1.0 for v in p.values())
+    assert p["malignant_001"] > max(p["benign_004"], p["benign_031"])
+
+
+def test_mirror_invariant_and_blind_to_how_the_outline_is_drawn():
+    """Scored as the mean of the crop and its mirror; the outline only places the box, so a filled box of the
+    same extent gives the same answer."""
+    scorer = BoxScorer.from_registry()
+    img, mask = _case("malignant_001")
+    p = scorer.probability(img, mask)
+    mirrored = scorer.probability(img.with_array(img.array[:, :, ::-1].copy()), mask[:, :, ::-1].copy())
+    assert mirrored == pytest.approx(p, abs=1e-4)
+    ys, xs = np.nonzero(mask[0])
+    box = np.zeros_like(mask)
+    box[0, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    assert scorer.probability(img, box) == pytest.approx(p, abs=1e-6)
+
+
+def test_altered_weights_are_refused(tmp_path):
+    for f in MODELS_DIR.glob(f"{BOX_MODEL}*"):
+        shutil.copy(f, tmp_path / f.name)
+    weights = tmp_path / f"{BOX_MODEL}.pt"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="SHA256"):
+        BoxScorer.from_registry(models_dir=tmp_path)
+
+
+def test_the_classifier_needs_the_member_it_names():
+    clf = get_classifier()
+    assert clf.box_member is not None and clf.box_member["model"] == BOX_MODEL
+    rad = {n: 0.0 for n in clf.radiomics_names}
+    with pytest.raises(ModelError, match="image-level model"):
+        clf.predict(rad, np.zeros(1280))
+    a = clf.predict(rad, np.zeros(1280), box_probability=0.05).probability
+    b = clf.predict(rad, np.zeros(1280), box_probability=0.95).probability
+    assert a < b  # the member moves the answer the way it should
