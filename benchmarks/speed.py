@@ -73,6 +73,13 @@ def stages(image, repeats: int) -> dict[str, float]:
     out["descriptors"] = median_time(lambda: lesion_descriptors(image, mask), repeats)
     deep = get_deep_features("auto", "mask")
     out["deep features"] = median_time(lambda: deep.features(image, mask), repeats)
+    from BreastCADxLib.analysis.box_classifier import get_box_scorer
+    from BreastCADxLib.analysis.classifier import get_classifier
+
+    member = get_classifier().box_member
+    if member is not None:
+        box = get_box_scorer(member["model"])
+        out["image member (box CNN)"] = median_time(lambda: box.probability(image, mask), repeats)
     res = analyze(image, heatmap=True, expect_lesion=True)
     out["Grad-CAM"] = median_time(
         lambda: deep.gradcam(image, mask, *_explain()), repeats)
