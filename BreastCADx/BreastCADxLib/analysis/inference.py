@@ -50,6 +50,8 @@ class OnnxEngine:
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no busy-waiting threads between runs: they would steal the cores from radiomics and the rest
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
