@@ -5,7 +5,7 @@
 The BUSI test images (156) under new case ids (automatic segmentation, no heatmaps) make the manifest. The batch
 runs as `breastcadx batch --workers N` in its own session; when about half the rows are written the whole
 session (client and workers) is killed with SIGKILL, then the same command resumes it. The reference is one
-uninterrupted one-process run over the 156 distinct images: every soak row must equal the row of its image
+uninterrupted run over the 156 distinct images with the same workers: every soak row must equal the row of its image
 (all columns but case_id, seconds and the case-id prefix of the paths). Reports lost, duplicated and differing
 rows and the wall times; writes benchmarks/results/soak.{md,json}. Not a unit test (about an hour on 2 cores);
 `test_batch_dask.py` runs the same check on 30 cases.
@@ -67,7 +67,8 @@ def main() -> None:
                     "distinct_images": len(images), "workers": args.workers}
 
     t = time.perf_counter()
-    r = subprocess.run(batch(work / "distinct.csv", work / "reference", 0), capture_output=True, text=True)
+    # the same configuration (worker count = threads per process: the last digit of a probability may depend on it)
+    r = subprocess.run(batch(work / "distinct.csv", work / "reference", args.workers), capture_output=True, text=True)
     report["reference_seconds"] = time.perf_counter() - t
     if r.returncode not in (0, 1):
         raise SystemExit(r.stderr[-800:])
@@ -115,7 +116,8 @@ def main() -> None:
           f"Date: {report['date']}  ", f"Machine: {m['cpu']}, {m['cores']} cores, no GPU  ",
           f"Made by `python -m benchmarks.soak --cases {args.cases} --workers {args.workers}`: the {len(images)} "
           "BUSI test images under new case ids, automatic segmentation, no heatmaps. Reference: one uninterrupted "
-          "one-process run over the distinct images; every row is compared with its image's reference row.", "",
+          "run over the distinct images with the same workers; every row is compared with its image's reference "
+          "row.", "",
           "| | |", "|---|---|",
           f"| first run, killed (SIGKILL to client and workers) after | {killed_after / 60:.1f} min, "
           f"{rows_at_kill:,} rows in results.csv, {finished_folders:,} case folders finished |",
