@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 
 def machine() -> dict:
@@ -30,3 +32,11 @@ def header(title: str, report: dict, made_by: str) -> list[str]:
     device = f"CUDA {m['cuda']}" if m.get("cuda") else "CPU only"
     return [f"# {title}", "", f"Date: {report['date']}  ",
             f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({device}){load}  ", made_by]
+
+
+def write_results(out: Path, name: str, report: dict, markdown: str) -> None:
+    """results/<name>.json and .md, stamped with the load at the end of the run; the markdown is printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)

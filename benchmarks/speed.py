@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from benchmarks.machine import header, machine
+from benchmarks.machine import header, machine, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "BreastCADx"
@@ -172,10 +172,7 @@ def main() -> None:
             print(engine, "done", flush=True)
         report["cli"] = cli_rows(big, max(3, args.repeats // 2))
     report["loadavg_1min_end"] = os.getloadavg()[0]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "speed.md").write_text(markdown(report))
-    print((args.out / "speed.md").read_text())
+    write_results(args.out, "speed", report, markdown(report))
 
 
 def markdown(r: dict) -> str:

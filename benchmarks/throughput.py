@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.machine import header, machine
+from benchmarks.machine import header, machine, write_results
 from training.data import site_cases
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -105,10 +105,7 @@ def main() -> None:
         r["ratio_vs_one_process"] = r["cases_per_s"] / base["cases_per_s"]
         r["steady_ratio_vs_one_process"] = r["cases_per_s_steady"] / base["cases_per_s_steady"]
     report["loadavg_1min_end"] = os.getloadavg()[0]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "throughput.md").write_text(markdown(report))
-    print((args.out / "throughput.md").read_text())
+    write_results(args.out, "throughput", report, markdown(report))
 
 
 def markdown(r: dict) -> str:
