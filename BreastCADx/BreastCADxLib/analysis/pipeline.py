@@ -70,17 +70,8 @@ def working_image(image: Image, grid: WorkingGrid) -> Image:
     arr = grid.down(image.array)
     if not image.spacing_known:
         return image.with_array(arr)
-    fx, fy = image.array.shape[2] / arr.shape[2], image.array.shape[1] / arr.shape[1]
-    sx, sy, sz = image.spacing
+    (fx, fy), (sx, sy, sz) = grid.scale(), image.spacing
     return image.with_array(arr, spacing=(sx * fx, sy * fy, sz))
-
-
-def _scaled_box(roi: Box | None, image: Image, work: Image) -> Box | None:
-    if roi is None or work is image:
-        return roi
-    fx, fy = work.array.shape[2] / image.array.shape[2], work.array.shape[1] / image.array.shape[1]
-    x0, y0, x1, y1 = roi
-    return (int(np.floor(x0 * fx)), int(np.floor(y0 * fy)), int(np.ceil(x1 * fx)), int(np.ceil(y1 * fy)))
 
 
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
@@ -114,8 +105,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     if mask is None:
         segmenter = get_segmenter(device=device, model_set=model_set)
         report(0.05, "segmenting")
-        seg = segmenter.segment(work, roi=_scaled_box(roi, image, work), should_cancel=should_cancel,
-                                expect_lesion=expect_lesion)
+        seg = segmenter.segment(work, roi=grid.down_box(roi) if roi is not None else None,
+                                should_cancel=should_cancel, expect_lesion=expect_lesion)
         work_mask, low_confidence = seg.mask, seg.low_confidence
         mask = grid.up(work_mask, is_mask=True)
         seconds["segment"] = time.perf_counter() - t
@@ -136,7 +127,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     desc = lesion_descriptors(work, work_mask)
     rad = {**rad, **desc}  # the classifier reads what its card names
-    meas = measurements(image, mask, rad, px_scale=image.array.shape[2] / work.array.shape[2])
+    meas = measurements(image, mask, rad, px_scale=grid.scale()[0])
     lexicon = categories({k.removeprefix(DESCRIPTOR_PREFIX): v for k, v in desc.items()}, meas)
     seconds["descriptors"] = time.perf_counter() - t
     report(0.6, "deep features")

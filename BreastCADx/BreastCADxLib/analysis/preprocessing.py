@@ -72,6 +72,17 @@ class WorkingGrid:
         _, rows, cols = self.shape
         return max(1, round(rows / self.factor)), max(1, round(cols / self.factor))
 
+    def scale(self) -> tuple[float, float]:
+        """(x, y): input pixels per working pixel along columns and rows."""
+        rows, cols = self.work_shape()
+        return self.shape[2] / cols, self.shape[1] / rows
+
+    def down_box(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """An (x0, y0, x1, y1) box on the input grid -> the working grid, grown to whole pixels."""
+        fx, fy = self.scale()
+        x0, y0, x1, y1 = box
+        return (int(np.floor(x0 / fx)), int(np.floor(y0 / fy)), int(np.ceil(x1 / fx)), int(np.ceil(y1 / fy)))
+
     def down(self, array: np.ndarray, is_mask: bool = False) -> np.ndarray:
         """(frames, rows, cols) on the input grid -> the working grid (area average; masks: > half covered)."""
         if not self.resized:

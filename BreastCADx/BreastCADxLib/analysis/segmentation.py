@@ -12,16 +12,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.analysis.inference import Engine, TorchEngine, cached_engine, engine_for
+from BreastCADxLib.analysis.inference import Engine, TorchEngine, card_engine
 from BreastCADxLib.analysis.networks import lesion_unet
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
 from BreastCADxLib.analysis.registry import (
     DEFAULT_MODEL_SET,
     choose_device,
     load_card,
-    load_state_dict,
     model_set_dir,
-    verified_weights_path,
 )
 from BreastCADxLib.errors import BreastCADxError, UnsupportedImageError
 from BreastCADxLib.image import Image
@@ -123,15 +121,9 @@ class LesionSegmenter:
                       models_dir: Path | None = None) -> LesionSegmenter:
         """The shipped model: card + SHA256-verified weights from Resources/Models (or models_dir)."""
         card = load_card(model_id, models_dir)
-        verified_weights_path(card)  # SHA256 checked even when a cached graph of these weights is used
-        shape, key, dev = (3, int(card["input"]["height"]), int(card["input"]["width"])), \
-            f"{card['id']}-{card['sha256'][:16]}", choose_device(device)
-        engine = cached_engine(key, shape, dev)
-        net = None
-        if engine is None:  # first use on this machine, or PyTorch asked for: build the network
-            net = lesion_unet(pretrained=False, arch=card.get("architecture", {}).get("arch", "lite0"))
-            net.load_state_dict(load_state_dict(card))
-            engine = engine_for(net, torch.zeros((1, *shape)), key, dev)
+        arch = card.get("architecture", {}).get("arch", "lite0")
+        shape = (3, int(card["input"]["height"]), int(card["input"]["width"]))
+        engine, net = card_engine(card, shape, choose_device(device), lambda: lesion_unet(pretrained=False, arch=arch))
         return cls(card, net, device, engine)
 
     def probability(self, plane: np.ndarray) -> np.ndarray:

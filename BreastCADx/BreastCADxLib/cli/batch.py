@@ -97,7 +97,11 @@ def models_fingerprint(model_set: str) -> str:
     from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 
     folder = model_set_dir(model_set)
-    return "/".join(load_card(m, folder)["sha256"][:16] for m in (DEFAULT_CLASSIFIER, DEFAULT_MODEL))
+    models = [DEFAULT_CLASSIFIER, DEFAULT_MODEL]
+    member = load_card(DEFAULT_CLASSIFIER, folder).get("box_member")
+    if member:  # the image-level member the classifier fuses
+        models.append(member["model"])
+    return "/".join(load_card(m, folder)["sha256"][:16] for m in models)
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,10 @@ class ResultsTable:
     always by `write(final=True)`. Cases finished but not yet in the file are found again on resume (their
     result.json), so nothing is recomputed."""
 
-    def __init__(self, out: Path, order: list[str]) -> None:
+    def __init__(self, out: Path, order: list[str], records: list[dict]) -> None:
         self.out, self.order = out, {c: i for i, c in enumerate(order)}
-        self.records: dict[str, dict] = {}
-        self._next, self.writes = 0.0, 0
+        self.records = {r["case_id"]: r for r in records}
+        self._next = 0.0
         self.write(final=True)
 
     def add(self, record: dict) -> None:
@@ -141,7 +145,6 @@ class ResultsTable:
             w.writeheader()
             w.writerows(self.rows())
         os.replace(tmp, self.out / "results.csv")
-        self.writes += 1
         self._next = time.perf_counter() + 10 * (time.perf_counter() - now)
 
 
@@ -273,11 +276,8 @@ def run_batch(manifest: Path, out: Path, options: BatchOptions | None = None, sh
     rows = read_manifest(manifest)
     manifest, out = manifest.resolve(), out.resolve()  # workers elsewhere see the same absolute paths
     out.mkdir(parents=True, exist_ok=True)
-    table = ResultsTable(out, [r["case_id"] for r in rows])
     final, todo = plan(rows, manifest.parent, out, options, models_fingerprint(options.model_set))
-    for record in final:
-        table.records[record["case_id"]] = record
-    table.write(final=True)
+    table = ResultsTable(out, [r["case_id"] for r in rows], final)
     progress = Progress(len(todo), sys.stderr.isatty() if show_progress is None else show_progress)
 
     def finished(record: dict) -> None:
