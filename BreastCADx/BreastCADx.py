@@ -1,7 +1,6 @@
 """BreastCADx 3D Slicer module: only what Slicer needs at this path. The panel is BreastCADxLib.scene.widget, the
 work is in BreastCADxLib (Slicer-free) and its scene logic; segment/classify run in a background process."""
 
-import os
 from typing import Annotated
 
 import slicer
@@ -18,9 +17,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-
-SAMPLE_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "SampleData",
-                            "BreastCADx_US_sample.dcm")
 
 
 class BreastCADx(ScriptedLoadableModule):
@@ -107,7 +103,7 @@ class BreastCADxLogic(ScriptedLoadableModuleLogic):
 
     def loadSampleCase(self):
         """The bundled US sample as a volume node that remembers its DICOM source (for SEG/SR export)."""
-        return self.workflow.load_image_file(SAMPLE_IMAGE, "BreastCADx US sample")
+        return self.workflow.load_sample()
 
 
 class BreastCADxTest(ScriptedLoadableModuleTest):

@@ -111,10 +111,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    sample = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "BreastCADx_US_sample.dcm"
+    from BreastCADxLib import SAMPLE_IMAGE
     from BreastCADxLib.cli.case import analyze_case
 
-    analyze_case(sample, Path(args.out), device=args.device, overwrite=True, heatmap=True)  # the demo's own folder
+    # the demo's own folder: overwritten each time
+    analyze_case(SAMPLE_IMAGE, Path(args.out), device=args.device, overwrite=True, heatmap=True)
     print(f"Open {Path(args.out) / 'overlay.png'} to see the result.")
     return 0
 
@@ -192,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--device", default="auto", help="auto, cpu or cuda")
     de.set_defaults(func=cmd_demo)
     from BreastCADxLib.cli.pacs import add_pacs_parser
+    from BreastCADxLib.cli.serve import add_serve_parser
 
     add_pacs_parser(sub, EXPECT_HELP)
+    add_serve_parser(sub)
     return p
 
 

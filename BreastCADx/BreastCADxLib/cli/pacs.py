@@ -14,10 +14,8 @@ if TYPE_CHECKING:  # the [dicom] extra is imported only when a pacs command runs
 
 PASSWORD_ENV = "BREASTCADX_PACS_PASSWORD"
 
-IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
 
-
-def _pacs(args: argparse.Namespace) -> Pacs:
+def pacs_from_args(args: argparse.Namespace) -> Pacs:
     from BreastCADxLib.io.dicomweb import Pacs, PacsConfig
 
     verify: bool | str = args.ca_bundle or not args.insecure
@@ -31,7 +29,7 @@ def _pacs(args: argparse.Namespace) -> Pacs:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    pacs = _pacs(args)
+    pacs = pacs_from_args(args)
     rows = pacs.query_series(args.study) if args.study else pacs.query_studies(args.patient_id, None, args.modality)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -43,24 +41,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pick_series(pacs: Pacs, study: str, series: str | None) -> str:
-    from BreastCADxLib.io.dicomweb import PacsError
-    from BreastCADxLib.results.dicom_export import RESULT_SERIES_PREFIX
-
-    if series:
-        return series
-    found = [s for s in pacs.query_series(study) if s["Modality"] in IMAGE_MODALITIES
-             and not s["SeriesDescription"].startswith(RESULT_SERIES_PREFIX)]  # not our own results
-    if len(found) != 1:
-        listing = ", ".join(f"{s['SeriesInstanceUID']} ({s['Modality']})" for s in found) or "none"
-        raise PacsError(f"study {study} has {len(found)} image series ({listing}); choose one with --series",
-                        pacs.config.url)
-    return found[0]["SeriesInstanceUID"]
-
-
 def cmd_retrieve(args: argparse.Namespace) -> int:
-    pacs = _pacs(args)
-    folder = pacs.retrieve_series(args.study, _pick_series(pacs, args.study, args.series), Path(args.out))
+    pacs = pacs_from_args(args)
+    folder = pacs.retrieve_series(args.study, pacs.image_series(args.study, args.series), Path(args.out))
     print(f"{len(list(folder.glob('*.dcm')))} instances -> {folder}")
     return 0
 
@@ -69,7 +52,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     from BreastCADxLib.io.dicom import read_datasets
 
     datasets = read_datasets(args.files)
-    _pacs(args).store(datasets)
+    pacs_from_args(args).store(datasets)
     print(f"stored {len(datasets)} instances at {args.url}")
     return 0
 
@@ -81,8 +64,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     dicom_out = out / "dicom"
     check_case_folder(out, args.overwrite)  # before anything is retrieved
     check_dicom_folder(dicom_out)
-    pacs = _pacs(args)
-    series = _pick_series(pacs, args.study, args.series)
+    pacs = pacs_from_args(args)
+    series = pacs.image_series(args.study, args.series)
     with tempfile.TemporaryDirectory(prefix="breastcadx-pacs-") as tmp:
         folder = pacs.retrieve_series(args.study, series, Path(tmp) / "series")
         files = sorted(folder.glob("*.dcm"))

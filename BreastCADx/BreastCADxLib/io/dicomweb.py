@@ -30,6 +30,7 @@ SERIES_FIELDS = {
 }
 
 
+IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -156,6 +157,20 @@ class Pacs:
         found = self._call("series query (QIDO-RS)", self.client.search_for_series,
                            study_instance_uid=study_uid, search_filters=filters, fields=list(SERIES_FIELDS))
         return [{k: _value(item, tag) for k, tag in SERIES_FIELDS.items()} for item in found]
+
+    def image_series(self, study_uid: str, series_uid: str | None = None) -> str:
+        """The series to analyse: `series_uid` if given, else the study's only image series (not our results)."""
+        from BreastCADxLib.results.dicom_export import RESULT_SERIES_PREFIX
+
+        if series_uid:
+            return series_uid
+        found = [s for s in self.query_series(study_uid) if s["Modality"] in IMAGE_MODALITIES
+                 and not s["SeriesDescription"].startswith(RESULT_SERIES_PREFIX)]
+        if len(found) != 1:
+            listing = ", ".join(f"{s['SeriesInstanceUID']} ({s['Modality']})" for s in found) or "none"
+            raise PacsError(f"study {study_uid} has {len(found)} image series ({listing}); choose one",
+                            self.config.url)
+        return found[0]["SeriesInstanceUID"]
 
     def retrieve_series(self, study_uid: str, series_uid: str, dest: Path) -> Path:
         """All instances of a series into dest/ (one .dcm each); dest appears only once complete."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib import SAMPLE_IMAGE
 from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.analysis.segmentation import Box
 from BreastCADxLib.errors import BreastCADxError
@@ -76,6 +77,30 @@ class SegmentOutcome:
     low_confidence: bool = False  # the best candidate, kept because a lesion was expected
 
 
+    @property
+    def message(self) -> str:
+        """What the user is told (panel status line, page message)."""
+        if not self.lesion_found:
+            return "No lesion found: an empty segment was added to draw into."
+        if self.low_confidence:
+            return "Low-confidence candidate (nothing certain was found): check it carefully, correct or redraw."
+        return "Lesion segmented: check and correct it."
+
+
+@dataclass
+class ResultView:
+    """The current result as every front door shows it (panel table, web page, corner text)."""
+
+    probability: float
+    label: str
+    birads: str
+    note: str
+    reasons: list[str]  # lexicon descriptors with their evidence: why this suggestion
+    flags: list[str]
+    rows: list[tuple[str, str]]  # the results table (item, value)
+    out_of_date: bool  # the mask was edited after this result
+
+
 @dataclass
 class ClassifyOutcome:
     result: AnalysisResult
@@ -130,6 +155,58 @@ class WorkflowLogic:
         node.SetAttribute("BreastCADx.sourceFiles", json.dumps(list(image.source_files)))
         state.set_values(self.parameters, inputVolume=node)
         return node
+
+    def load_sample(self):
+        """The bundled US sample (DICOM, so SEG/SR/SC export works on it)."""
+        return self.load_image_file(SAMPLE_IMAGE, "BreastCADx US sample")
+
+    def load_pacs_series(self, pacs, study_uid: str, dest: str | Path, series_uid: str | None = None):
+        """Retrieve a study's image series over DICOMweb into `dest` (kept: export references its files), load it."""
+        series = pacs.image_series(study_uid, series_uid)
+        folder = pacs.retrieve_series(study_uid, series, Path(dest))
+        files = sorted(folder.glob("*.dcm"))
+        return self.load_image_file(files[0] if len(files) == 1 else folder, f"PACS {study_uid[-12:]}")
+
+    # ---- ROI ------------------------------------------------------------------------------------------
+    def set_roi_box(self, volume_node, box: Box):
+        """The module's ROI markup (created once, then moved) covering pixel box (x0, y0, x1, y1)."""
+        import vtk
+
+        x0, y0, x1, y1 = (int(v) for v in box)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise BreastCADxError(f"the ROI box {box} is too small: draw it around the lesion")
+        ijk_to_ras = vtk.vtkMatrix4x4()
+        volume_node.GetIJKToRASMatrix(ijk_to_ras)
+        corners = np.array([ijk_to_ras.MultiplyPoint([x - 0.5, y - 0.5, 0.0, 1.0])[:3]
+                            for x in (x0, x1) for y in (y0, y1)])
+        roi = state.get_value(self.parameters, "roi")
+        if roi is None:
+            roi = self.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "BreastCADx ROI")
+            roi.CreateDefaultDisplayNodes()
+        lo, hi = corners.min(0), corners.max(0)
+        roi.SetXYZ(*((lo + hi) / 2))
+        roi.SetRadiusXYZ(*np.maximum((hi - lo) / 2, 0.5))
+        state.set_values(self.parameters, roi=roi)
+        return roi
+
+    def roi_box(self, volume_node=None) -> Box | None:
+        """The ROI markup as a pixel box on the volume (clipped to it), or None without one."""
+        p = state.values(self.parameters)
+        volume_node = volume_node or p["inputVolume"]
+        if p["roi"] is None or volume_node is None:
+            return None
+        x0, y0, x1, y1 = roi_node_to_box(p["roi"], volume_node)
+        w, h = volume_node.GetImageData().GetDimensions()[:2]
+        box = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            raise BreastCADxError("the ROI box lies outside the image: move it onto the lesion")
+        return box
+
+    def clear_roi(self) -> None:
+        roi = state.get_value(self.parameters, "roi")
+        if roi is not None:
+            self.scene.RemoveNode(roi)
+        state.set_values(self.parameters, roi=None)
 
     # ---- background jobs -----------------------------------------------------------------------------
     def _new_job(self, kind: str, volume_node, mask: np.ndarray | None, args: list[str],
@@ -290,6 +367,21 @@ class WorkflowLogic:
         return (f"Malignancy probability {100 * p['probability']:.1f} %; BI-RADS {p['biradsSuggestion']} "
                 f"(algorithm suggestion){stale}.{flagged} Research use only.")
 
+    def result_view(self) -> ResultView | None:
+        """The current result for display, or None before the first classification."""
+        p = state.values(self.parameters)
+        if p["probability"] < 0 or not p["resultJSON"]:
+            return None
+        d = json.loads(p["resultJSON"])
+        table = p["resultTable"]
+        rows = [(table.GetCellText(r, 0), table.GetCellText(r, 1)) for r in range(table.GetNumberOfRows())] \
+            if table is not None else []
+        reasons = [f"{i['feature']}: {i['category']} ({i['evidence']}; {i['confidence']} confidence)"
+                   for i in d.get("lexicon", [])]
+        return ResultView(float(p["probability"]), str(d.get("predicted_label", "")), p["biradsSuggestion"],
+                          str(d.get("birads_note", "")), reasons, list(d.get("flags", [])), rows,
+                          self.results_out_of_date())
+
     def current_result(self) -> tuple[AnalysisResult, Image]:
         """The classified result with the current mask and heatmap, and the input image; refuses when there is
         none or the mask was edited since (the outputs would not match it)."""
@@ -321,3 +413,11 @@ class WorkflowLogic:
 
         result, image = self.current_result()
         return {k.removeprefix("dicom_"): v for k, v in write_case(result, image, None, Path(folder)).paths.items()}
+
+    def send_to_pacs(self, pacs, folder: str | Path) -> dict[str, Path]:
+        """Export SEG + SR + SC into `folder`, then STOW them into the source study on the PACS."""
+        from BreastCADxLib.io.dicom import read_datasets
+
+        paths = self.export_dicom(folder)
+        pacs.store(read_datasets(list(paths.values())))
+        return paths

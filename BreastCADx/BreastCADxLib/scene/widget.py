@@ -183,13 +183,8 @@ class BreastCADxPanel(VTKObservationMixin):
 
     def onSegment(self):
         p = self._parameterNode
-        box = None
-        if p.roi is not None:
-            from BreastCADxLib.scene.logic import roi_node_to_box
-
-            box = roi_node_to_box(p.roi, p.inputVolume)
-        self._start(lambda: self.logic.workflow.start_segment(p.inputVolume, box, p.device, self.onProgress,
-                                                              p.expectLesion))
+        self._start(lambda: self.logic.workflow.start_segment(p.inputVolume, self.logic.workflow.roi_box(),
+                                                              p.device, self.onProgress, p.expectLesion))
 
     def onClassify(self):
         p = self._parameterNode
@@ -208,10 +203,7 @@ class BreastCADxPanel(VTKObservationMixin):
             if job.kind == "segment":
                 out = self.logic.workflow.finish_segment(job, self._parameterNode.segmentation)
                 self.ui.segmentEditorWidget.setCurrentSegmentID(out.segment_id)
-                self.ui.statusLabel.text = (
-                    "No lesion found: an empty segment was added to draw into." if not out.lesion_found else
-                    "Low-confidence candidate (nothing certain was found): check it carefully, correct or redraw."
-                    if out.low_confidence else "Lesion segmented: check and correct it below.")
+                self.ui.statusLabel.text = out.message
             else:
                 self.logic.workflow.finish_classify(job)
                 self.ui.statusLabel.text = "Classified."

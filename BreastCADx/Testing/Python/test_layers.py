@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 LIB = Path(__file__).resolve().parents[2] / "BreastCADxLib"
-LAYERS = ("io", "analysis", "results", "cli", "scene")  # low to high; core types (errors, image) below all
-GUI = ("slicer", "qt", "ctk", "vtk", "mrml")  # only scene/ may import these
+LAYERS = ("io", "analysis", "results", "scene", "web", "cli")  # low to high; core types (errors, image) below all
+GUI = ("slicer", "qt", "ctk", "vtk", "mrml", "trame", "trame_slicer")  # only scene/ and web/ may import these
+GUI_LAYERS = ("scene", "web")
 FILES = sorted(LIB.rglob("*.py"))
 
 
@@ -31,8 +32,8 @@ def violations(layer: str, source: str) -> list[str]:
             if parts[0] == "BreastCADxLib" and len(parts) > 1 and parts[1] in LAYERS \
                     and LAYERS.index(parts[1]) > rank:
                 out.append(f"{name} is above {layer}")
-            if parts[0] in GUI and layer != "scene":
-                out.append(f"{name} outside scene/")
+            if parts[0] in GUI and layer not in GUI_LAYERS:
+                out.append(f"{name} outside scene/ and web/")
     return out
 
 
@@ -50,3 +51,5 @@ def test_the_check_finds_each_kind_of_violation():
            "def f():\n    from BreastCADxLib.results.overlay import overlay_rgb\n")
     assert len(violations("analysis", src)) == 4
     assert violations("scene", "import slicer\nfrom BreastCADxLib.analysis.pipeline import analyze\n") == []
+    assert violations("web", "import trame\nfrom BreastCADxLib.scene.logic import WorkflowLogic\n") == []
+    assert len(violations("scene", "from BreastCADxLib.web.page import serve\n")) == 1

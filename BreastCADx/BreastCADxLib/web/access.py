@@ -1,0 +1,123 @@
+"""Safe defaults of the web server: served folders, output folder, bind address and access token."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io.files import ITK_SUFFIXES, RASTER_SUFFIXES, suffix_of
+
+TOKEN_ENV = "BREASTCADX_SERVE_TOKEN"
+IMAGE_SUFFIXES = (".dcm", ".dicom", *RASTER_SUFFIXES, *ITK_SUFFIXES)
+MAX_LISTED = 5000
+
+
+class AccessError(BreastCADxError):
+    """A request outside what the server was allowed to read or write, or an unsafe bind."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def access_token(host: str, environ: dict[str, str] | None = None) -> str | None:
+    """The token a browser must present (`?secret=...` in the address); None on loopback without one set.
+    Beyond loopback a token is required: refuse to start without it."""
+    env = os.environ if environ is None else environ
+    token = env.get(TOKEN_ENV, "").strip() or None
+    if token is None and not is_loopback(host):
+        raise AccessError(f"--host {host} makes the server reachable from other machines: set {TOKEN_ENV} to a "
+                          f"secret (e.g. {TOKEN_ENV}={secrets.token_urlsafe(18)}) and open the page with "
+                          "?secret=<that value>")
+    if token is not None and len(token) < 12:
+        raise AccessError(f"{TOKEN_ENV} is too short: use at least 12 characters")
+    return token
+
+
+@dataclass(frozen=True)
+class Entry:
+    ref: str  # what the page sends back: "<root index>/<relative path>"
+    label: str  # what the page shows
+
+
+class DataRoots:
+    """The folders given with --data: the only places the server reads cases from. The page names a case by
+    a reference into this listing; anything that resolves outside the folders is refused."""
+
+    def __init__(self, folders: list[str | Path]) -> None:
+        self.roots: list[Path] = []
+        for f in folders:
+            p = Path(f).expanduser()
+            if not p.is_dir():
+                raise AccessError("--data must be an existing folder", p)
+            self.roots.append(p.resolve())
+
+    def listing(self) -> list[Entry]:
+        """Image files and DICOM series folders (folders holding .dcm files), sorted, at most MAX_LISTED."""
+        out: list[Entry] = []
+        for i, root in enumerate(self.roots):
+            for path in sorted(root.rglob("*")):
+                if len(out) >= MAX_LISTED:
+                    return out
+                rel = path.relative_to(root).as_posix()
+                if path.is_file() and suffix_of(path) in IMAGE_SUFFIXES and "_mask" not in path.stem:
+                    out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}"))
+                elif path.is_dir() and len(list(path.glob("*.dcm"))) > 1:
+                    out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}/ (DICOM series)"))
+        return out
+
+    def resolve(self, ref: str) -> Path:
+        index, _, rel = str(ref).partition("/")
+        if not index.isdigit() or int(index) >= len(self.roots) or not rel:
+            raise AccessError(f"'{ref}' is not a case in the served folders")
+        root = self.roots[int(index)]
+        path = (root / rel).resolve()  # follows '..' and symbolic links before the check
+        if not path.is_relative_to(root):
+            raise AccessError(f"'{rel}' is outside the served folders")
+        if not path.exists():
+            raise AccessError(f"'{rel}' does not exist in the served folders")
+        return path
+
+    def label(self, path: Path) -> str:
+        """A path as the page may show it (relative to its served folder, never the server's layout)."""
+        for root in self.roots:
+            if Path(path).resolve().is_relative_to(root):
+                return f"{root.name}/{Path(path).resolve().relative_to(root).as_posix()}"
+        return Path(path).name
+
+
+class OutputFolder:
+    """Where the server writes: a new sub-folder per save or export, never an existing file, nothing elsewhere."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def new_folder(self, case: str, kind: str) -> Path:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", case)[:60].strip("._") or "case"
+        base = f"{stem}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1000):
+            path = self.root / (base if n == 0 else f"{base}-{n}")
+            try:
+                path.mkdir(parents=True)
+            except FileExistsError:
+                continue
+            return path
+        raise AccessError("could not make a new folder", self.root)
+
+    def inside(self, path: str | Path) -> Path:
+        p = Path(path).resolve()
+        if not p.is_relative_to(self.root):
+            raise AccessError(f"will not write outside the output folder {self.root}", p)
+        return p

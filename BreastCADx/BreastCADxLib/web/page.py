@@ -1,0 +1,334 @@
+"""The trame page: one real Slicer slice view (trame-slicer, rendered off-screen through EGL) and the workflow panel.
+
+Thin by design: every button calls a ReviewSession action (session.py) through `act`, which turns failures into a
+message on the page; the page state is `status` (session.Status as a dict) plus a few widget values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.web.access import DataRoots, OutputFolder, access_token
+from BreastCADxLib.web.session import ReviewSession, guard
+
+log = logging.getLogger("breastcadx.serve")
+POLL_S = 0.25
+EDIT_SETTLE_S = 0.3  # after a paint stroke: recompute the mask once the stroke has landed
+IDLE_TIMEOUT_S = 0  # wslink stops an idle server after --timeout seconds; a reading-room server stays up
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: list[Path] = field(default_factory=list)
+    out: Path = Path("breastcadx-serve")
+    device: str = "auto"
+    pacs: object | None = None  # io.dicomweb.Pacs
+    open_browser: bool = False
+
+
+class SlicerViewer:
+    """session.Viewer on a trame-slicer SlicerApp: the axial slice view and its segment editor."""
+
+    def __init__(self, app) -> None:
+        from undo_stack import UndoStack
+
+        self.app = app
+        self.undo_stack = UndoStack(undo_limit=20)
+        app.segmentation_editor.set_undo_stack(self.undo_stack)
+
+    def show(self, volume_node) -> None:
+        dm = self.app.display_manager
+        dm.show_volume_in_slice_background(volume_node)
+        dm.show_volume_in_slice_foreground(None)
+        dm.reset_views()
+        self.render()
+
+    def edit(self, segmentation_node, volume_node, segment_id: str) -> None:
+        editor = self.app.segmentation_editor
+        editor.set_active_segmentation(segmentation_node, volume_node)
+        editor.set_surface_representation_enabled(False)
+        editor.set_active_segment_id(segment_id)
+        self.render()
+
+    def set_tool(self, tool: str, brush_mm: float) -> None:
+        from trame_slicer.segmentation import BrushDiameterMode, SegmentationEffectErase, SegmentationEffectPaint
+
+        editor = self.app.segmentation_editor
+        if tool == "none" or editor.active_segmentation is None:
+            editor.deactivate_effect()
+            return
+        effect = editor.set_active_effect_type(SegmentationEffectPaint if tool == "paint" else SegmentationEffectErase)
+        effect.set_brush_diameter(brush_mm, BrushDiameterMode.Absolute)
+
+    def undo(self) -> bool:
+        if not self.undo_stack.can_undo():
+            return False
+        self.undo_stack.undo()
+        self.render()
+        return True
+
+    def redo(self) -> bool:
+        if not self.undo_stack.can_redo():
+            return False
+        self.undo_stack.redo()
+        self.render()
+        return True
+
+    def render(self) -> None:
+        for view in self.app.view_manager.get_slice_views():
+            view.schedule_render()
+
+
+class BreastCADxPage:
+    def __init__(self, server, options: ServeOptions) -> None:
+        from trame_slicer.core import LayoutManager, SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+        from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+
+        from BreastCADxLib.scene.logic import WorkflowLogic
+
+        self.server, self.options = server, options
+        self.state, self.ctrl = server.state, server.controller
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, server)
+        self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, server)
+        self.layout_manager.register_layout("Axial", Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.axial_view()]))
+        self.layout_manager.set_layout("Axial")
+        self.viewer = SlicerViewer(self.slicer_app)
+        self.roots = DataRoots(options.data)
+        self.session = ReviewSession(WorkflowLogic(self.slicer_app.scene), self.viewer, self.roots,
+                                     OutputFolder(options.out), pacs=options.pacs, device=options.device)
+        self._watch_task: asyncio.Task | None = None
+        self._edit_task: asyncio.Task | None = None
+        self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
+        self.state.update({
+            "status": self.session.status.to_state(), "cases": [{"title": e.label, "value": e.ref}
+                                                                 for e in self.roots.listing()],
+            "case_ref": None, "study_uid": "", "roi_text": "", "tool": "none", "brush_mm": 5.0,
+            "heat_opacity": 0.5, "pacs_enabled": options.pacs is not None, "trame__title": "BreastCADx",
+        })
+        self._build_ui()
+
+    # ---- actions -------------------------------------------------------------------------------------
+    def push(self) -> None:
+        with self.state:
+            self.state.status = self.session.status.to_state()
+            self.state.tool = self.session.tool
+
+    def act(self, what: str, action, *args) -> None:
+        guard(lambda: action(*args), self.session.status, what)
+        self.push()
+
+    def open_sample(self) -> None:
+        self.act("Open sample", self.session.open_sample)
+
+    def open_case(self) -> None:
+        if not self.state.case_ref:
+            self.session.status.error = "Open case: choose a case from the list first"
+            return self.push()
+        self.act("Open case", self.session.open_file, self.state.case_ref)
+
+    def open_pacs(self) -> None:
+        self.act("Open from PACS", self.session.open_pacs, self.state.study_uid or "")
+
+    def set_roi(self) -> None:
+        def parse() -> None:
+            try:
+                box = [int(float(v)) for v in str(self.state.roi_text).replace(",", " ").split()]
+            except ValueError:
+                box = []
+            if len(box) != 4:
+                raise BreastCADxError("type the ROI box as four pixel numbers: x0 y0 x1 y1")
+            self.session.set_roi(box)
+
+        self.act("ROI box", parse)
+
+    def clear_roi(self) -> None:
+        self.act("ROI box", self.session.clear_roi)
+
+    def segment(self) -> None:
+        self.act("Segment", self.session.start_segment)
+        self._watch()
+
+    def classify(self) -> None:
+        self.act("Classify", self.session.start_classify)
+        self._watch()
+
+    def cancel(self) -> None:
+        self.act("Cancel", self.session.cancel)
+
+    def set_tool(self, tool: str) -> None:
+        self.act("Edit", self.session.set_tool, tool, float(self.state.brush_mm))
+
+    def undo(self) -> None:
+        self.act("Undo", self.session.undo)
+
+    def redo(self) -> None:
+        self.act("Redo", self.session.redo)
+
+    def save(self) -> None:
+        self.act("Save", self.session.save)
+
+    def export(self) -> None:
+        self.act("Export DICOM", self.session.export)
+
+    def send(self) -> None:
+        self.act("Send to PACS", self.session.send)
+
+    def on_opacity(self, heat_opacity, **_) -> None:
+        if self.session.status.result is not None:
+            self.act("Heatmap", self.session.heatmap_opacity, heat_opacity)
+
+    def on_brush(self, brush_mm, **_) -> None:
+        if self.session.tool != "none":
+            self.act("Edit", self.session.set_tool, self.session.tool, float(brush_mm))
+
+    def _watch(self) -> None:
+        if self.session.job is None or (self._watch_task and not self._watch_task.done()):
+            return
+
+        async def run() -> None:
+            while guard(self.session.poll, self.session.status, self.session.status.busy.capitalize() or "Job"):
+                self.push()
+                await asyncio.sleep(POLL_S)
+            self.push()
+
+        self._watch_task = asyncio.get_event_loop().create_task(run())
+
+    def _on_edit(self, *_) -> None:
+        """A stroke, undo or redo changed the segment: recompute pixels and the out-of-date flag, once."""
+        if self._edit_task is not None and not self._edit_task.done():
+            return
+
+        async def settle() -> None:
+            await asyncio.sleep(EDIT_SETTLE_S)
+            self.act("Edit", self.session.refresh)
+
+        try:
+            self._edit_task = asyncio.get_event_loop().create_task(settle())
+        except RuntimeError:  # no running loop (headless use): refresh at once
+            guard(self.session.refresh, self.session.status, "Edit")
+
+    # ---- UI ------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        from trame.widgets import html
+        from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
+        from trame_vuetify.widgets import vuetify3 as v
+
+        self.state.change("heat_opacity")(self.on_opacity)
+        self.state.change("brush_mm")(self.on_brush)
+        with SinglePageWithDrawerLayout(self.server, full_height=True) as ui:
+            self.ui = ui
+            ui.title.set_text("BreastCADx")
+            with ui.toolbar:
+                v.VSpacer()
+                html.Span("Research use only: not for diagnosis", classes="text-caption mr-4", id="ruo")
+            with ui.drawer as drawer:
+                drawer.width = 420
+                with html.Div(classes="pa-3 d-flex flex-column ga-2", style="font-size: 0.9rem"):
+                    self._panel(v, html)
+            with ui.content:
+                with html.Div(style="position: relative; width: 100%; height: calc(100vh - 64px);", id="view"):
+                    self.layout_manager.initialize_layout_grid(ui)
+
+    def _panel(self, v, html) -> None:
+        v.VAlert(v_if="status.error", type="error", density="compact", text=("status.error",), id="error")
+        html.Div("{{ status.message }}", v_if="status.message", id="message", classes="text-body-2")
+        v.VProgressLinear(v_if="status.busy", model_value=("status.progress * 100",), height=8, color="primary",
+                          id="progress")
+        html.Div("1. Case {{ status.case ? ': ' + status.case : '' }}", classes="text-subtitle-2", id="case")
+        with html.Div(classes="d-flex ga-2"):
+            v.VBtn("Sample", click=self.open_sample, size="small", id="open-sample", disabled=("!!status.busy",))
+            v.VSelect(v_model=("case_ref",), items=("cases",), label="case from the served folders",
+                      density="compact", hide_details=True, id="case-select")
+            v.VBtn("Open", click=self.open_case, size="small", id="open-case", disabled=("!!status.busy",))
+        with html.Div(classes="d-flex ga-2", v_if="pacs_enabled"):
+            v.VTextField(v_model=("study_uid",), label="PACS study UID", density="compact", hide_details=True,
+                         id="study-uid")
+            v.VBtn("Retrieve", click=self.open_pacs, size="small", id="open-pacs", disabled=("!!status.busy",))
+        html.Div("2. ROI box (optional), pixels x0 y0 x1 y1", classes="text-subtitle-2")
+        with html.Div(classes="d-flex ga-2"):
+            v.VTextField(v_model=("roi_text",), density="compact", hide_details=True, id="roi-text",
+                         placeholder=("status.roi.length ? status.roi.join(' ') : 'whole image'",))
+            v.VBtn("Set", click=self.set_roi, size="small", id="roi-set")
+            v.VBtn("Clear", click=self.clear_roi, size="small", id="roi-clear")
+        html.Div("3. Segment", classes="text-subtitle-2")
+        with html.Div(classes="d-flex ga-2"):
+            v.VBtn("Segment", click=self.segment, color="primary", size="small", id="segment",
+                   disabled=("!status.case || !!status.busy",))
+            v.VBtn("Cancel", click=self.cancel, size="small", id="cancel", disabled=("!status.busy",))
+        html.Div("4. Correct: {{ status.lesion_pixels }} px ({{ status.mask_origin || 'none' }})",
+                 classes="text-subtitle-2", id="lesion")
+        with html.Div(classes="d-flex ga-2 align-center"):
+            with v.VBtnToggle(v_model=("tool",), density="compact", mandatory=True):
+                v.VBtn("View", value="none", click=(self.set_tool, "['none']"), size="small", id="tool-none")
+                v.VBtn("Paint", value="paint", click=(self.set_tool, "['paint']"), size="small", id="tool-paint")
+                v.VBtn("Erase", value="erase", click=(self.set_tool, "['erase']"), size="small", id="tool-erase")
+            v.VBtn("Undo", click=self.undo, size="small", id="undo")
+            v.VBtn("Redo", click=self.redo, size="small", id="redo")
+        v.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="brush (pixels)", density="compact",
+                  hide_details=True, thumb_label=True)
+        html.Div("5. Classify", classes="text-subtitle-2")
+        v.VBtn("Classify", click=self.classify, color="primary", size="small", id="classify",
+               disabled=("!status.segment || !!status.busy",))
+        with html.Div(v_if="status.result", id="result"):
+            v.VAlert("Out of date: the mask was edited after this result. Classify again.", v_if="status.out_of_date",
+                     type="warning", density="compact", id="out-of-date")
+            html.Div("Malignancy probability <b id='probability'>{{ status.result.percent }}</b>; "
+                     "BI-RADS <b id='birads'>{{ status.result.birads }}</b> suggested "
+                     "({{ status.result.label }})", classes="text-body-1 my-1")
+            html.Div("{{ status.result.note }}", classes="text-caption")
+            html.Div("Reasons", classes="text-subtitle-2 mt-1")
+            with html.Ul(classes="text-caption ml-4", id="reasons"):
+                html.Li("{{ r }}", v_for="r in status.result.reasons")
+            with html.Div(v_if="status.result.flags.length", id="flags"):
+                v.VChip("{{ f }}", v_for="f in status.result.flags", color="warning", size="small",
+                        classes="ma-1")
+            v.VSlider(v_model=("heat_opacity",), min=0, max=1, step=0.05, label="heatmap", density="compact",
+                      hide_details=True, id="heat-opacity")
+            v.VDataTable(items=("status.result.rows",), headers=("[{title: 'Item', key: 'item'}, "
+                                                                 "{title: 'Value', key: 'value'}]",),
+                         density="compact", items_per_page=8, id="results-table")
+        html.Div("6. Save and export (output folder {})".format(self.session.output.root.name),
+                 classes="text-subtitle-2")
+        with html.Div(classes="d-flex ga-2"):
+            v.VBtn("Save", click=self.save, size="small", id="save", disabled=("!status.result",))
+            v.VBtn("Export SEG/SR/SC", click=self.export, size="small", id="export",
+                   disabled=("!status.result || !status.dicom",))
+            v.VBtn("Send to PACS", click=self.send, size="small", id="send", v_if="pacs_enabled",
+                   disabled=("!status.result || !status.dicom",))
+        with html.Ul(classes="text-caption ml-4", id="outputs"):
+            html.Li("{{ o }}", v_for="o in status.outputs")
+
+
+def serve(options: ServeOptions) -> int:
+    """Start the server and block; prints the address to open."""
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # off-screen, no X, no GPU
+    token = access_token(options.host)
+    from trame.app import get_server
+    from trame_slicer import module as trame_slicer_module
+
+    server = get_server("breastcadx", client_type="vue3")
+    server.enable_module(trame_slicer_module)
+    page = BreastCADxPage(server, options)
+    address = f"http://{'localhost' if options.host in ('127.0.0.1', '::1') else options.host}:{options.port}/"
+    address += f"?secret={token}" if token else ""
+    print(f"BreastCADx is serving {len(page.roots.roots)} folder(s); writing to {page.session.output.root}",
+          flush=True)
+    print(f"Open {address}", flush=True)
+    argv = sys.argv
+    sys.argv = [argv[0], *(["--authKey", token] if token else [])]  # trame parses sys.argv for its own options
+    try:
+        server.start(host=options.host, port=options.port, open_browser=options.open_browser,
+                     timeout=IDLE_TIMEOUT_S, show_connection_info=False, disable_logging=True)
+    finally:
+        sys.argv = argv
+    return 0

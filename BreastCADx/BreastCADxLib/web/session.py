@@ -1,0 +1,265 @@
+"""What the page can do, on the shared scene logic (scene.logic.WorkflowLogic, as the desktop panel) and a viewer.
+
+No trame here: every action returns plain data or raises a BreastCADxError with a message for the page; `guard`
+turns anything else into a short message (the traceback goes to the server log, never to the page). Tested
+headless on slicer-core with a fake viewer; page.py binds it to the trame page and the real slice view.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io.dicom import is_dicom_file
+from BreastCADxLib.scene import parameters as params
+from BreastCADxLib.scene.logic import Job, JobFailed, WorkflowLogic
+from BreastCADxLib.web.access import DataRoots, OutputFolder
+
+log = logging.getLogger("breastcadx.serve")
+TOOLS = ("none", "paint", "erase")
+
+
+class Viewer(Protocol):
+    """The slice view and its segment editor (trame-slicer in page.py)."""
+
+    def show(self, volume_node) -> None: ...
+    def edit(self, segmentation_node, volume_node, segment_id: str) -> None: ...
+    def set_tool(self, tool: str, brush_mm: float) -> None: ...
+    def undo(self) -> bool: ...
+    def redo(self) -> bool: ...
+    def render(self) -> None: ...
+
+
+@dataclass
+class Status:
+    """Everything the page shows, as plain data."""
+
+    case: str = ""
+    dicom: bool = False  # DICOM source: SEG/SR/SC export possible
+    busy: str = ""  # "segment" / "classify" while a job runs
+    progress: float = 0.0
+    message: str = ""
+    error: str = ""
+    roi: list[int] = field(default_factory=list)
+    segment: str = ""
+    lesion_pixels: int = 0
+    mask_origin: str = ""  # auto / edited / user
+    out_of_date: bool = False
+    result: dict | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    def to_state(self) -> dict:
+        return asdict(self)
+
+
+def guard(action: Callable[[], object], status: Status, what: str) -> object | None:
+    """Run a page action; a failure becomes `status.error` (a sentence, never a stack trace)."""
+    status.error = ""
+    try:
+        return action()
+    except BreastCADxError as e:
+        status.error = f"{what}: {e}"
+    except Exception as e:  # noqa: BLE001 - the page must get a message, the log gets the traceback
+        log.exception("%s failed", what)
+        status.error = f"{what}: unexpected {e.__class__.__name__}; details are in the server log"
+    return None
+
+
+class ReviewSession:
+    """One reading session: one case at a time in the scene, one background job at a time."""
+
+    def __init__(self, logic: WorkflowLogic, viewer: Viewer, roots: DataRoots, output: OutputFolder,
+                 pacs=None, device: str = "auto") -> None:
+        self.logic, self.viewer, self.roots, self.output = logic, viewer, roots, output
+        self.pacs, self.device = pacs, device
+        self.job: Job | None = None
+        self.status = Status()
+        self.tool = "none"
+
+    @property
+    def p(self) -> dict:
+        return params.values(self.logic.parameters)
+
+    # ---- open ----------------------------------------------------------------------------------------
+    def _clear_case(self) -> None:
+        if self.job is not None:
+            self.cancel()
+        self.viewer.set_tool("none", 0)
+        p = self.p
+        for name in ("roi", "heatmap", "resultTable", "segmentation", "inputVolume"):
+            if p[name] is not None:
+                self.logic.scene.RemoveNode(p[name])
+        params.set_values(self.logic.parameters, roi=None, heatmap=None, resultTable=None, segmentation=None,
+                          inputVolume=None, segmentID="", probability=-1.0, biradsSuggestion="",
+                          resultMaskDigest="", resultJSON="")
+        self.status = Status()
+
+    def _opened(self, node, label: str) -> None:
+        node.SetName(label)
+        self.viewer.show(node)
+        self.status.case = label
+        sources = json.loads(node.GetAttribute("BreastCADx.sourceFiles") or "[]")
+        self.status.dicom = bool(sources) and all(is_dicom_file(Path(f)) for f in sources)
+        self.status.message = "Opened. Draw an ROI box around the lesion (optional), then Segment."
+
+    def open_sample(self) -> None:
+        self._clear_case()
+        self._opened(self.logic.load_sample(), "BreastCADx US sample")
+
+    def open_file(self, ref: str) -> None:
+        path = self.roots.resolve(ref)
+        self._clear_case()
+        try:
+            node = self.logic.load_image_file(path)
+        except BreastCADxError as e:  # name the case as the page knows it, not the server's folder layout
+            raise BreastCADxError(e.cause, self.roots.label(path)) from None
+        self._opened(node, self.roots.label(path))
+
+    def open_pacs(self, study_uid: str) -> None:
+        if self.pacs is None:
+            raise BreastCADxError("no PACS configured: start the server with --pacs-url")
+        study_uid = study_uid.strip()
+        self._clear_case()
+        dest = self.output.new_folder(study_uid[-16:], "retrieved") / "series"
+        dest.parent.rmdir()  # retrieve_series makes it complete or not at all
+        self._opened(self.logic.load_pacs_series(self.pacs, study_uid, dest), f"PACS study {study_uid}")
+
+    # ---- ROI -----------------------------------------------------------------------------------------
+    def _volume(self):
+        node = self.p["inputVolume"]
+        if node is None:
+            raise BreastCADxError("open a case first")
+        return node
+
+    def set_roi(self, box: list[int] | tuple[int, int, int, int]) -> None:
+        self.logic.set_roi_box(self._volume(), tuple(int(v) for v in box))
+        self.status.roi = list(self.logic.roi_box())
+        self.viewer.render()
+
+    def clear_roi(self) -> None:
+        self.logic.clear_roi()
+        self.status.roi = []
+        self.viewer.render()
+
+    # ---- jobs ----------------------------------------------------------------------------------------
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.status.progress, self.status.message = float(fraction), message
+
+    def start_segment(self) -> None:
+        if self.job is not None:
+            raise BreastCADxError(f"{self.job.kind} is still running")
+        volume = self._volume()
+        self.viewer.set_tool("none", 0)
+        self.job = self.logic.start_segment(volume, self.logic.roi_box(volume), self.device, self._on_progress,
+                                            expect_lesion=True)
+        self.status.busy, self.status.progress, self.status.message = "segment", 0.0, "Segmenting..."
+
+    def start_classify(self) -> None:
+        if self.job is not None:
+            raise BreastCADxError(f"{self.job.kind} is still running")
+        p = self.p
+        if p["segmentation"] is None or not p["segmentID"]:
+            raise BreastCADxError("segment the lesion (or draw it) first")
+        self.viewer.set_tool("none", 0)
+        self.job = self.logic.start_classify(self._volume(), p["segmentation"], p["segmentID"], self.device,
+                                             self._on_progress)
+        self.status.busy, self.status.progress, self.status.message = "classify", 0.0, "Classifying..."
+
+    def poll(self) -> bool:
+        """Deliver progress; finish the job when it ended. True while a job is still running."""
+        job = self.job
+        if job is None:
+            return False
+        if job.poll() == "running":
+            return True
+        self.job, self.status.busy = None, ""
+        try:
+            if job.kind == "segment":
+                out = self.logic.finish_segment(job, self.p["segmentation"])
+                self.viewer.edit(out.segmentation_node, job.volume_node, out.segment_id)
+                self.status.message = out.message
+            else:
+                self.logic.finish_classify(job)
+                self.logic.show_heatmap()
+                self.status.message = "Classified. Research use only: not for diagnosis."
+        except JobFailed as e:
+            self.status.message = ""
+            raise BreastCADxError(str(e)) from None
+        finally:
+            self.refresh()
+        return False
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.job, self.status.busy, self.status.progress = None, "", 0.0
+            self.status.message = "Cancelled; nothing was changed."
+
+    # ---- correction ----------------------------------------------------------------------------------
+    def set_tool(self, tool: str, brush_mm: float = 5.0) -> None:
+        if tool not in TOOLS:
+            raise BreastCADxError(f"unknown tool '{tool}'")
+        if tool != "none" and self.p["segmentation"] is None:
+            raise BreastCADxError("segment first (an empty segment is added when nothing is found)")
+        self.viewer.set_tool(tool, float(brush_mm))
+        self.tool = tool
+
+    def undo(self) -> None:
+        if not self.viewer.undo():
+            raise BreastCADxError("nothing to undo")
+        self.refresh()
+
+    def redo(self) -> None:
+        if not self.viewer.redo():
+            raise BreastCADxError("nothing to redo")
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute what depends on the mask (after a stroke, undo or redo, or a job)."""
+        p = self.p
+        mask = self.logic.current_mask()
+        self.status.segment = p["segmentID"] if mask is not None else ""
+        self.status.lesion_pixels = int(mask.sum()) if mask is not None else 0
+        self.status.mask_origin = self.logic.mask_origin(mask) if mask is not None else ""
+        view = self.logic.result_view()
+        self.status.out_of_date = bool(view and view.out_of_date)
+        self.status.result = None if view is None else {
+            "probability": view.probability, "percent": f"{100 * view.probability:.1f} %", "label": view.label,
+            "birads": view.birads, "note": view.note, "reasons": view.reasons, "flags": view.flags,
+            "rows": [{"item": a, "value": b} for a, b in view.rows]}
+
+    def heatmap_opacity(self, opacity: float) -> None:
+        self.logic.show_heatmap(min(1.0, max(0.0, float(opacity))))
+        self.viewer.render()
+
+    # ---- outputs -------------------------------------------------------------------------------------
+    def save(self) -> list[str]:
+        folder = self.output.new_folder(self.status.case, "result")
+        return self._done(self.logic.save_results(folder), "Saved")
+
+    def export(self) -> list[str]:
+        self._needs_dicom()
+        folder = self.output.new_folder(self.status.case, "dicom")
+        return self._done(self.logic.export_dicom(folder), "Exported")
+
+    def send(self) -> list[str]:
+        self._needs_dicom()
+        if self.pacs is None:
+            raise BreastCADxError("no PACS configured: start the server with --pacs-url")
+        folder = self.output.new_folder(self.status.case, "sent")
+        return self._done(self.logic.send_to_pacs(self.pacs, folder), "Sent to the PACS (copies kept)")
+
+    def _needs_dicom(self) -> None:
+        if not self.status.dicom:
+            raise BreastCADxError("DICOM SEG/SR/SC need a DICOM image: this case is not DICOM (use Save)")
+
+    def _done(self, paths: dict, verb: str) -> list[str]:
+        names = [str(self.output.inside(p).relative_to(self.output.root)) for p in paths.values()]
+        self.status.outputs = names
+        self.status.message = f"{verb}: " + ", ".join(names)
+        return names
