@@ -36,6 +36,7 @@ from BreastCADxLib.scene.mrml import (
 
 BENIGN_COLOR = (0.2, 0.75, 0.35)
 MALIGNANT_COLOR = (0.9, 0.15, 0.15)
+FILL_OPACITY = 0.3
 RESULT_TAG = "BreastCADx.result"
 AUTO_DIGEST_TAG = "BreastCADx.autoMaskDigest"  # digest of the mask as the segmenter made it
 Progress = Callable[[float, str], None]
@@ -177,8 +178,8 @@ class WorkflowLogic:
             raise BreastCADxError(f"the ROI box {box} is too small: draw it around the lesion")
         ijk_to_ras = vtk.vtkMatrix4x4()
         volume_node.GetIJKToRASMatrix(ijk_to_ras)
-        corners = np.array([ijk_to_ras.MultiplyPoint([x - 0.5, y - 0.5, 0.0, 1.0])[:3]
-                            for x in (x0, x1) for y in (y0, y1)])
+        corners = np.array([ijk_to_ras.MultiplyPoint([x, y, 0.0, 1.0])[:3]  # centres of the corner pixels,
+                            for x in (x0, x1 - 1) for y in (y0, y1 - 1)])  # as roi_node_to_box reads them
         roi = state.get_value(self.parameters, "roi")
         if roi is None:
             roi = self.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "BreastCADx ROI")
@@ -264,6 +265,7 @@ class WorkflowLogic:
         if segmentation_node is None:
             segmentation_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "BreastCADx segmentation")
             segmentation_node.CreateDefaultDisplayNodes()
+            segmentation_node.GetDisplayNode().SetOpacity2DFill(FILL_OPACITY)  # the echo texture stays visible
         sid = add_mask_segment(mask, job.volume_node, segmentation_node)
         segmentation_node.GetSegmentation().GetSegment(sid).SetTag(AUTO_DIGEST_TAG, mask_digest(mask))
         state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=segmentation_node,

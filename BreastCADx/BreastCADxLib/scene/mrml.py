@@ -171,11 +171,16 @@ def segment_to_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarr
         scene.RemoveNode(labelmap)
 
 
+HEATMAP_COLORS = ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow")
+
+
 def heatmap_to_volume_node(heatmap: np.ndarray, image: Image, scene, name: str = "BreastCADx Grad-CAM"):
     node = image_to_volume_node(image, scene, name, array=heatmap.astype(np.float32))
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
-    display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+    # Slicer's file colour tables are absent from slicer-core (the web page): fall back to a built-in one
+    colors = [c for c in HEATMAP_COLORS if scene.GetNodeByID(c) is not None]
+    display.SetAndObserveColorNodeID(colors[0] if colors else HEATMAP_COLORS[-1])
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
     return node

@@ -117,7 +117,8 @@ class ReviewSession:
         try:
             node = self.logic.load_image_file(path)
         except BreastCADxError as e:  # name the case as the page knows it, not the server's folder layout
-            raise BreastCADxError(e.cause, self.roots.label(path)) from None
+            label = self.roots.label(path)
+            raise BreastCADxError(e.cause.replace(str(path), label), label) from None
         self._opened(node, self.roots.label(path))
 
     def open_pacs(self, study_uid: str) -> None:

@@ -1,0 +1,143 @@
+"""web.session: the page's actions on the shared scene logic, headless on a real vtkMRMLScene (slicer-core).
+
+The viewer is a recording fake (the real trame-slicer view is exercised by test_web_browser.py); the worker runs
+in-process (jobs.InProcessRunner, the same code as the background process).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.scene.jobs import InProcessRunner
+from BreastCADxLib.web.access import DataRoots, OutputFolder
+from BreastCADxLib.web.session import ReviewSession, Status, guard
+from conftest import MODULE_DIR
+from test_workflow import _replace_segment
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
+DATA = MODULE_DIR / "Testing" / "Data"
+
+
+class FakeViewer:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.stack: list[str] = []
+
+    def show(self, volume_node) -> None:
+        self.calls.append(("show", volume_node.GetName()))
+
+    def edit(self, segmentation_node, volume_node, segment_id: str) -> None:
+        self.calls.append(("edit", segment_id))
+
+    def set_tool(self, tool: str, brush_mm: float) -> None:
+        self.calls.append(("tool", tool))
+
+    def undo(self) -> bool:
+        return False
+
+    def redo(self) -> bool:
+        return False
+
+    def render(self) -> None:
+        pass
+
+
+@pytest.fixture()
+def session(scene, tmp_path):
+    from BreastCADxLib.scene.logic import WorkflowLogic
+
+    return ReviewSession(WorkflowLogic(scene, runner=InProcessRunner()), FakeViewer(), DataRoots([DATA]),
+                         OutputFolder(tmp_path / "out"), device="cpu")
+
+
+def run(session: ReviewSession) -> None:
+    while session.poll():
+        pass
+
+
+def test_sample_segment_edit_classify_save(session, sample_dicom, sample_mask, tmp_path):
+    session.open_sample()
+    assert session.status.case == "BreastCADx US sample" and session.status.dicom
+    assert session.viewer.calls[-1] == ("show", "BreastCADx US sample")
+    with pytest.raises(BreastCADxError, match="segment the lesion"):
+        session.start_classify()
+
+    session.set_roi([120, 80, 500, 400])
+    assert session.status.roi == [120, 80, 500, 400]  # the markup round-trips to the same pixel box
+    session.start_segment()
+    assert session.status.busy == "segment"
+    run(session)
+    assert session.status.busy == "" and session.status.mask_origin == "auto"
+    golden = load_mask(sample_mask, load_image(sample_dicom))[0].astype(bool)
+    auto = session.logic.current_mask()
+    dice = 2 * (auto & golden).sum() / (auto.sum() + golden.sum())
+    assert dice > 0.85 and session.status.lesion_pixels == int(auto.sum())
+
+    session.start_classify()
+    run(session)
+    r = session.status.result
+    assert r is not None and 0.0 <= r["probability"] <= 1.0 and r["birads"] in {"2", "3", "4A", "4B", "4C", "5"}
+    assert r["reasons"] and any(row["item"] == "Malignancy probability" for row in r["rows"])
+    assert not session.status.out_of_date
+
+    p = session.p
+    _replace_segment(session.logic.scene, p["segmentation"], p["segmentID"], golden, p["inputVolume"])
+    session.refresh()  # what the page does after a stroke
+    assert session.status.out_of_date and session.status.mask_origin == "edited"
+    assert session.status.lesion_pixels == int(golden.sum())
+    with pytest.raises(BreastCADxError, match="classify again"):
+        session.save()
+
+    session.start_classify()
+    run(session)
+    assert not session.status.out_of_date
+    names = session.save()
+    saved = session.output.root / names[0]
+    assert saved.parent.parent == session.output.root and {p.split("/")[-1] for p in names} >= {"mask.nrrd",
+                                                                                                "result.json"}
+    assert json.loads((saved.parent / "result.json").read_text())["provenance"]["mask_origin"] == "edited"
+    again = session.save()  # a second save never touches the first
+    assert again != names and (saved.parent / "result.json").exists()
+
+
+def test_cancel_leaves_the_scene_unchanged(session):
+    session.open_sample()
+    session.start_segment()
+    session.cancel()
+    assert session.job is None and session.status.busy == "" and session.p["segmentation"] is None
+    assert "Cancelled" in session.status.message
+
+
+def test_bad_and_forbidden_files_are_messages_naming_the_case(session):
+    status = Status()
+    guard(lambda: session.open_file("0/bad/corrupt.tif"), status, "Open case")
+    assert status.error.startswith("Open case: Data/bad/corrupt.tif:") and str(DATA) not in status.error
+    guard(lambda: session.open_file("0/../../../etc/passwd"), status, "Open case")
+    assert "outside the served folders" in status.error
+    guard(lambda: session.open_file("0/bad/empty.dcm"), status, "Open case")
+    assert status.error and "Traceback" not in status.error
+
+
+def test_a_png_case_cannot_be_exported_as_dicom_and_unexpected_errors_stay_short(session):
+    session.open_file("0/busi/benign_031.png")
+    assert session.status.case == "Data/busi/benign_031.png" and not session.status.dicom
+    with pytest.raises(BreastCADxError, match="not DICOM"):
+        session.export()
+    status = Status()
+    guard(lambda: 1 / 0, status, "Segment")
+    assert status.error == "Segment: unexpected ZeroDivisionError; details are in the server log"
+
+
+def test_opening_another_case_clears_the_previous_one(session):
+    session.open_sample()
+    session.set_roi([10, 10, 100, 100])
+    session.open_file("0/busi/benign_031.png")
+    scene = session.logic.scene
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode") == 0 and session.status.roi == []
+    assert np.asarray(session.logic.roi_box() is None)
