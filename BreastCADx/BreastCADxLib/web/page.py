@@ -100,7 +100,8 @@ class BreastCADxPage:
         self.slicer_app = SlicerApp()
         register_rca_factories(self.slicer_app.view_manager, server)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, server)
-        self.layout_manager.register_layout("Axial", Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.axial_view()]))
+        axial = Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.axial_view()])
+        self.layout_manager.register_layout("Axial", axial)
         self.layout_manager.set_layout("Axial")
         self.viewer = SlicerViewer(self.slicer_app)
         self.roots = DataRoots(options.data)
@@ -297,7 +298,7 @@ class BreastCADxPage:
             v.VDataTable(items=("status.result.rows",), headers=("[{title: 'Item', key: 'item'}, "
                                                                  "{title: 'Value', key: 'value'}]",),
                          density="compact", items_per_page=8, id="results-table")
-        html.Div("6. Save and export (output folder {})".format(self.session.output.root.name),
+        html.Div(f"6. Save and export (output folder {self.session.output.root.name})",
                  classes="text-subtitle-2")
         with html.Div(classes="d-flex ga-2"):
             v.VBtn("Save", click=self.save, size="small", id="save", disabled=("!status.result",))

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from test_workflow import _replace_segment
 
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
@@ -17,7 +18,6 @@ from BreastCADxLib.scene.jobs import InProcessRunner
 from BreastCADxLib.web.access import DataRoots, OutputFolder
 from BreastCADxLib.web.session import ReviewSession, Status, guard
 from conftest import MODULE_DIR
-from test_workflow import _replace_segment
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
 DATA = MODULE_DIR / "Testing" / "Data"
