@@ -113,7 +113,7 @@ class BreastCADxPage:
         self.state.update({
             "status": self.session.status.to_state(), "cases": [{"title": e.label, "value": e.ref}
                                                                  for e in self.roots.listing()],
-            "case_ref": None, "study_uid": "", "roi_text": "", "tool": "none", "brush_mm": 5.0,
+            "case_ref": None, "study_uid": "", "roi_text": "", "tool": "none", "brush_mm": 15.0,
             "heat_opacity": 0.5, "pacs_enabled": options.pacs is not None, "trame__title": "BreastCADx",
         })
         self._build_ui()
@@ -248,8 +248,8 @@ class BreastCADxPage:
         html.Div("1. Case {{ status.case ? ': ' + status.case : '' }}", classes="text-subtitle-2", id="case")
         with html.Div(classes="d-flex ga-2"):
             v.VBtn("Sample", click=self.open_sample, size="small", id="open-sample", disabled=("!!status.busy",))
-            v.VSelect(v_model=("case_ref",), items=("cases",), label="case from the served folders",
-                      density="compact", hide_details=True, id="case-select")
+            v.VAutocomplete(v_model=("case_ref",), items=("cases",), label="case from the served folders (type)",
+                            density="compact", hide_details=True, id="case-select")
             v.VBtn("Open", click=self.open_case, size="small", id="open-case", disabled=("!!status.busy",))
         with html.Div(classes="d-flex ga-2", v_if="pacs_enabled"):
             v.VTextField(v_model=("study_uid",), label="PACS study UID", density="compact", hide_details=True,
@@ -275,8 +275,8 @@ class BreastCADxPage:
                 v.VBtn("Erase", value="erase", click=(self.set_tool, "['erase']"), size="small", id="tool-erase")
             v.VBtn("Undo", click=self.undo, size="small", id="undo")
             v.VBtn("Redo", click=self.redo, size="small", id="redo")
-        v.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="brush (pixels)", density="compact",
-                  hide_details=True, thumb_label=True)
+        v.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="brush (mm; pixels if no spacing)",
+                  density="compact", hide_details=True, thumb_label=True)
         html.Div("5. Classify", classes="text-subtitle-2")
         v.VBtn("Classify", click=self.classify, color="primary", size="small", id="classify",
                disabled=("!status.segment || !!status.busy",))

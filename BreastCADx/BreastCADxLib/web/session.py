@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +56,10 @@ class Status:
     def to_state(self) -> dict:
         return asdict(self)
 
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(Status(), f.name))
+
 
 def guard(action: Callable[[], object], status: Status, what: str) -> object | None:
     """Run a page action; a failure becomes `status.error` (a sentence, never a stack trace)."""
@@ -97,7 +101,7 @@ class ReviewSession:
         params.set_values(self.logic.parameters, roi=None, heatmap=None, resultTable=None, segmentation=None,
                           inputVolume=None, segmentID="", probability=-1.0, biradsSuggestion="",
                           resultMaskDigest="", resultJSON="")
-        self.status = Status()
+        self.status.reset()  # the same object: page.act holds it while the action runs
 
     def _opened(self, node, label: str) -> None:
         node.SetName(label)

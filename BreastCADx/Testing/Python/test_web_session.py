@@ -114,7 +114,7 @@ def test_cancel_leaves_the_scene_unchanged(session):
 
 
 def test_bad_and_forbidden_files_are_messages_naming_the_case(session):
-    status = Status()
+    status = session.status  # as the page passes it: opening resets it in place
     guard(lambda: session.open_file("0/bad/corrupt.tif"), status, "Open case")
     assert status.error.startswith("Open case: Data/bad/corrupt.tif:") and str(DATA) not in status.error
     guard(lambda: session.open_file("0/../../../etc/passwd"), status, "Open case")
