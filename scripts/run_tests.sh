@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: the test suite, after making sure the Debian tools the tests use are there.
-# dciodvfy (dicom3tools) validates the DICOM we write; Orthanc + its DICOMweb plugin is the PACS on loopback.
+# dciodvfy (dicom3tools) validates the DICOM we write; Orthanc + its DICOMweb plugin is the PACS on loopback;
+# Chromium + its driver run the web page's end-to-end tests (headless, no GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -8,6 +9,8 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v dcmdump >/dev/null || need+=(dcmtk)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb* >/dev/null 2>&1 || need+=(orthanc-dicomweb)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian test tools: ${need[*]}"

@@ -19,3 +19,4 @@ from pathlib import Path
 __version__ = "0.1.0"
 RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
 SAMPLE_IMAGE = RESOURCES / "SampleData" / "BreastCADx_US_sample.dcm"
+RESULT_SERIES_PREFIX = "BreastCADx"  # series descriptions of the SEG / SR / SC we write (and skip when reading)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pydicom
 import requests
 
+from BreastCADxLib import RESULT_SERIES_PREFIX
 from BreastCADxLib.errors import BreastCADxError
 
 PASSWORD_ENV = "BREASTCADX_PACS_PASSWORD"
@@ -160,8 +161,6 @@ class Pacs:
 
     def image_series(self, study_uid: str, series_uid: str | None = None) -> str:
         """The series to analyse: `series_uid` if given, else the study's only image series (not our results)."""
-        from BreastCADxLib.results.dicom_export import RESULT_SERIES_PREFIX
-
         if series_uid:
             return series_uid
         found = [s for s in self.query_series(study_uid) if s["Modality"] in IMAGE_MODALITIES

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from BreastCADxLib import __version__
+from BreastCADxLib import RESULT_SERIES_PREFIX, __version__
 from BreastCADxLib.analysis.result import AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
@@ -316,7 +316,6 @@ def model_infos(provenance: Provenance) -> tuple[ModelInfo | None, ModelInfo]:
 
 SC_SERIES_NUMBER = 9103
 RESULT_FILES = {"seg": "seg.dcm", "sr": "sr.dcm", "overlay": "overlay.dcm"}
-RESULT_SERIES_PREFIX = "BreastCADx"  # series descriptions of everything we write
 
 
 def check_writable(out_dir: Path, kinds=tuple(RESULT_FILES)) -> dict[str, Path]:

@@ -34,8 +34,8 @@ from BreastCADxLib.scene.mrml import (
     volume_node_to_image,
 )
 
-BENIGN_COLOR = (0.2, 0.75, 0.35)
-MALIGNANT_COLOR = (0.9, 0.15, 0.15)
+# one colour per suggested category: the segment after classification, the panel's and the page's result line
+BIRADS_COLORS = {"2": "#2e7d32", "3": "#2e7d32", "4A": "#c6b700", "4B": "#ef6c00", "4C": "#d84315", "5": "#b71c1c"}
 FILL_OPACITY = 0.3
 RESULT_TAG = "BreastCADx.result"
 AUTO_DIGEST_TAG = "BreastCADx.autoMaskDigest"  # digest of the mask as the segmenter made it
@@ -44,6 +44,10 @@ Progress = Callable[[float, str], None]
 
 class JobFailed(BreastCADxError):
     """The background run failed or was cancelled; the scene was not changed."""
+
+
+def hex_rgb(color: str) -> tuple[float, float, float]:
+    return tuple(int(color[i:i + 2], 16) / 255 for i in (1, 3, 5))
 
 
 def mask_digest(mask: np.ndarray) -> str:
@@ -282,12 +286,14 @@ class WorkflowLogic:
         result.source = job.volume_node.GetName()
         table = result_to_table_node(result, self.scene)
         heat = result.heatmap
-        heat_node = heatmap_to_volume_node(heat, job.image, self.scene) if heat is not None else None
+        # an all-zero Grad-CAM (no evidence for malignancy) is not shown: it would tint the whole image
+        shown = heat is not None and float(np.max(heat)) > 0
+        heat_node = heatmap_to_volume_node(heat, job.image, self.scene) if shown else None
         segment = job.segmentation_node.GetSegmentation().GetSegment(job.segment_id)
         p = result.probability
         if segment is not None and p is not None:
             label, birads = result.predicted_label, result.birads_suggestion
-            segment.SetColor(*(BENIGN_COLOR if label == "benign" else MALIGNANT_COLOR))
+            segment.SetColor(*hex_rgb(BIRADS_COLORS.get(birads or "", "#b71c1c")))
             segment.SetTag(RESULT_TAG, f"{p:.4f};{birads}")
             base = segment.GetName().split(" [")[0]
             segment.SetName(f"{base} [{label} {100 * p:.0f} %, BI-RADS {birads} suggested]")

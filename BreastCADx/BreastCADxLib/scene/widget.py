@@ -12,12 +12,12 @@ import vtk
 from slicer.util import VTKObservationMixin
 
 from BreastCADxLib.scene.installer import ensure_dependencies
+from BreastCADxLib.scene.logic import BIRADS_COLORS
 
 MODULE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REQUIREMENTS = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
 TERMINOLOGY = os.path.join(MODULE_DIR, "Resources", "Terminology", "SegmentationCategoryType-BreastCADx.term.json")
 POLL_MS = 200
-BIRADS_COLORS = {"3": "#2e7d32", "4A": "#9e9d24", "4B": "#ef6c00", "4C": "#d84315", "5": "#b71c1c"}
 
 
 def load_terminology():

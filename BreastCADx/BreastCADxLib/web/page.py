@@ -285,7 +285,8 @@ class BreastCADxPage:
                      type="warning", density="compact", id="out-of-date")
             html.Div("Malignancy probability <b id='probability'>{{ status.result.percent }}</b>; "
                      "BI-RADS <b id='birads'>{{ status.result.birads }}</b> suggested "
-                     "({{ status.result.label }})", classes="text-body-1 my-1")
+                     "({{ status.result.label }})", classes="text-body-1 my-1",
+                     style=("{color: status.result.color}",))
             html.Div("{{ status.result.note }}", classes="text-caption")
             html.Div("Reasons", classes="text-subtitle-2 mt-1")
             with html.Ul(classes="text-caption ml-4", id="reasons"):
@@ -294,7 +295,9 @@ class BreastCADxPage:
                 v.VChip("{{ f }}", v_for="f in status.result.flags", color="warning", size="small",
                         classes="ma-1")
             v.VSlider(v_model=("heat_opacity",), min=0, max=1, step=0.05, label="heatmap", density="compact",
-                      hide_details=True, id="heat-opacity")
+                      hide_details=True, id="heat-opacity", v_if="status.heatmap")
+            html.Div("No heatmap: Grad-CAM found no image evidence for malignancy.", v_else=True,
+                     classes="text-caption", id="no-heatmap")
             v.VDataTable(items=("status.result.rows",), headers=("[{title: 'Item', key: 'item'}, "
                                                                  "{title: 'Value', key: 'value'}]",),
                          density="compact", items_per_page=8, id="results-table")

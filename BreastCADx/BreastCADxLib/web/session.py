@@ -17,7 +17,7 @@ from typing import Protocol
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io.dicom import is_dicom_file
 from BreastCADxLib.scene import parameters as params
-from BreastCADxLib.scene.logic import Job, JobFailed, WorkflowLogic
+from BreastCADxLib.scene.logic import BIRADS_COLORS, Job, JobFailed, WorkflowLogic
 from BreastCADxLib.web.access import DataRoots, OutputFolder
 
 log = logging.getLogger("breastcadx.serve")
@@ -50,6 +50,7 @@ class Status:
     lesion_pixels: int = 0
     mask_origin: str = ""  # auto / edited / user
     out_of_date: bool = False
+    heatmap: bool = False
     result: dict | None = None
     outputs: list[str] = field(default_factory=list)
 
@@ -233,9 +234,11 @@ class ReviewSession:
         self.status.mask_origin = self.logic.mask_origin(mask) if mask is not None else ""
         view = self.logic.result_view()
         self.status.out_of_date = bool(view and view.out_of_date)
+        self.status.heatmap = p["heatmap"] is not None
         self.status.result = None if view is None else {
             "probability": view.probability, "percent": f"{100 * view.probability:.1f} %", "label": view.label,
-            "birads": view.birads, "note": view.note, "reasons": view.reasons, "flags": view.flags,
+            "birads": view.birads, "color": BIRADS_COLORS.get(view.birads, "#444444"), "note": view.note,
+            "reasons": view.reasons, "flags": view.flags,
             "rows": [{"item": a, "value": b} for a, b in view.rows]}
 
     def heatmap_opacity(self, opacity: float) -> None:
