@@ -131,8 +131,7 @@ class ReviewSession:
             raise BreastCADxError("no PACS configured: start the server with --pacs-url")
         study_uid = study_uid.strip()
         self._clear_case()
-        dest = self.output.new_folder(study_uid[-16:], "retrieved") / "series"
-        dest.parent.rmdir()  # retrieve_series makes it complete or not at all
+        dest = self.output.new_folder(study_uid[-16:], "retrieved") / "series"  # kept: SEG/SR reference it
         self._opened(self.logic.load_pacs_series(self.pacs, study_uid, dest), f"PACS study {study_uid}")
 
     # ---- ROI -----------------------------------------------------------------------------------------

@@ -266,3 +266,33 @@ def test_basic_auth_over_http_is_refused_off_loopback(password):
         Pacs(PacsConfig("http://pacs.example.org/dicom-web", username=USER))
     Pacs(PacsConfig("http://pacs.example.org/dicom-web", username=USER, allow_http_auth=True))
     Pacs(PacsConfig("http://127.0.0.1:8042/dicom-web", username=USER))  # loopback: nothing leaves the machine
+
+
+def test_the_web_page_retrieves_a_study_and_sends_its_results_back(orthanc, password, sample_dicom, scene, tmp_path):
+    """The page's session (web.session) on the same Orthanc: Retrieve by study UID, Segment, Classify, Send."""
+    from test_web_session import FakeViewer, run
+
+    from BreastCADxLib.scene.jobs import InProcessRunner
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.web.access import DataRoots, OutputFolder
+    from BreastCADxLib.web.session import ReviewSession
+
+    pacs = Pacs(PacsConfig(orthanc, username=USER))
+    src = pydicom.dcmread(sample_dicom)
+    pacs.store([src])
+    study = src.StudyInstanceUID
+    before = {s["SeriesInstanceUID"] for s in pacs.query_series(study)}
+    session = ReviewSession(WorkflowLogic(scene, runner=InProcessRunner()), FakeViewer(), DataRoots([tmp_path]),
+                            OutputFolder(tmp_path / "out"), pacs=pacs, device="cpu")
+    session.open_pacs(study)
+    assert session.status.dicom and session.status.case == f"PACS study {study}"
+    retrieved = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(retrieved) == 1 and pydicom.dcmread(retrieved[0]).SOPInstanceUID == src.SOPInstanceUID
+    session.start_segment()
+    run(session)
+    session.start_classify()
+    run(session)
+    sent = session.send()
+    new = {s["Modality"] for s in pacs.query_series(study) if s["SeriesInstanceUID"] not in before}
+    assert new == {"SEG", "SR", "OT"} and len(sent) == 3
+    assert all((tmp_path / "out" / name).resolve().is_relative_to((tmp_path / "out").resolve()) for name in sent)
