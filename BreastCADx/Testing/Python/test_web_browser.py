@@ -172,6 +172,11 @@ def test_a_bad_file_is_a_message_on_the_page(server, driver):
     assert message.startswith("Open case: Data/bad/corrupt.tif:") and "not a readable image" in message
     assert "Traceback" not in message and str(DATA) not in message
     assert not page.enabled("segment")
+    # a client that forges the case reference (not offered by the list) is refused by the server
+    driver.execute_script("window.trame.state.set('case_ref', '0/../../../../../../etc/passwd')")
+    page.click("open-case")
+    page.wait(lambda: "outside the served folders" in page.text("error"), 30, "the traversal to be refused")
+    assert "root:" not in driver.page_source
 
 
 def test_beyond_loopback_needs_a_token(tmp_path, driver):
