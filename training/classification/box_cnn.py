@@ -111,11 +111,12 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-limit-min", type=float, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="another seed: another member of an ensemble")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "run.log"
 
@@ -139,7 +140,8 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     pos = sum(y for _, y in data)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(data) - pos) / max(pos, 1)))
-    run_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "time_limit_min", "threads")}
+    run_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "time_limit_min", "threads")
+                and not (k == "seed" and v == 0)}  # seed 0: the runs made before --seed existed
     ckpt_path, first, spent = args.out / "checkpoint.pt", 1, 0.0
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -156,8 +158,8 @@ def main() -> None:
     passed = load_pass(args.pass_file) if args.pass_file else {}
     scored = {} if args.score == "none" else \
         score_sets(cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=True), passed)
-    rng = np.random.default_rng(first)
-    aug = ScannerAugment(args.scanner_aug, seed=first)
+    rng = np.random.default_rng(first + 1000 * args.seed)
+    aug = ScannerAugment(args.scanner_aug, seed=first + 1000 * args.seed)
     t0 = time.time()
     for epoch in range(first, args.epochs + 1):
         model.train()

@@ -41,12 +41,17 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
                      for b in range(bins) if (idx == b).any()))
 
 
-def box_scores(run: Path, kind: str) -> dict[str, float]:
-    z = np.load(run / "scores.npz", allow_pickle=False)
-    return dict(zip(z[f"{kind}_case"].tolist(), z[f"{kind}_prob"].tolist()))
+def box_scores(runs: list[Path], kind: str) -> dict[str, float]:
+    """Per-case probability of one box CNN run, or of an ensemble of runs (mean logit, as the product scores)."""
+    per = []
+    for run in runs:
+        z = np.load(run / "scores.npz", allow_pickle=False)
+        per.append(dict(zip(z[f"{kind}_case"].tolist(), z[f"{kind}_prob"].tolist())))
+    common = set.intersection(*(set(p) for p in per))
+    return {c: float(1 / (1 + np.exp(-np.mean([logit(np.array(p[c])) for p in per])))) for c in common}
 
 
-def direction(src: str, dst: str, box_run: Path, seg_pass: str) -> dict[str, dict]:
+def direction(src: str, dst: str, box_run: list[Path], seg_pass: str) -> dict[str, dict]:
     """kind -> {case, label, design logit, box logit} on the scored site, rows where both exist."""
     model = BlockModel(DESIGN, 0.1).fit(stack([load(src, k, None) for k in ("reference", "perturbed")]))
     out = {}
@@ -63,8 +68,10 @@ def direction(src: str, dst: str, box_run: Path, seg_pass: str) -> dict[str, dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--box-a", type=Path, default=Path("runs/box_A"), help="box CNN trained on BUSI")
-    ap.add_argument("--box-b", type=Path, default=Path("runs/box_B"), help="box CNN trained on BUS-BRA L5")
+    ap.add_argument("--box-a", type=Path, nargs="+", default=[Path("runs/box_A")],
+                    help="box CNN run(s) trained on BUSI (several: their ensemble)")
+    ap.add_argument("--box-b", type=Path, nargs="+", default=[Path("runs/box_B")],
+                    help="box CNN run(s) trained on BUS-BRA L5 (several: their ensemble)")
     ap.add_argument("--pass-a", default="seg_B", help="segmenter pass over BUSI, trained without BUSI")
     ap.add_argument("--pass-b", default="seg_A", help="segmenter pass over BUS-BRA L5, trained without it")
     ap.add_argument("--out", type=Path, default=Path("runs/box_fusion"))
