@@ -36,6 +36,19 @@ def test_top_level_cmake_metadata():
         assert key in text
 
 
+def test_screenshot_urls_are_the_committed_pictures_of_the_page():
+    text = (REPO / "CMakeLists.txt").read_text()
+    urls = re.search(r'EXTENSION_SCREENSHOTURLS "([^"]*)"', text).group(1).split()
+    icon = re.search(r'EXTENSION_ICONURL "([^"]*)"', text).group(1)
+    raw = icon.removesuffix("BreastCADx.png")  # https://raw.githubusercontent.com/<owner>/<repo>/main/
+    assert len(urls) >= 2
+    for url in urls:
+        assert url.startswith(raw)
+        picture = PILImage.open(REPO / url.removeprefix(raw))
+        assert picture.size[0] >= 800 and picture.size[1] >= 600
+        assert url.removeprefix(raw) in (REPO / "README.md").read_text()  # shown in the README too
+
+
 def test_icon_is_128_square():
     for path in (REPO / "BreastCADx.png", MODULE_DIR / "Resources/Icons/BreastCADx.png"):
         assert PILImage.open(path).size == (128, 128)
