@@ -184,13 +184,21 @@ class WorkflowLogic:
         volume_node.GetIJKToRASMatrix(ijk_to_ras)
         corners = np.array([ijk_to_ras.MultiplyPoint([x, y, 0.0, 1.0])[:3]  # centres of the corner pixels,
                             for x in (x0, x1 - 1) for y in (y0, y1 - 1)])  # as roi_node_to_box reads them
-        roi = state.get_value(self.parameters, "roi")
-        if roi is None:
-            roi = self.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "BreastCADx ROI")
-            roi.CreateDefaultDisplayNodes()
+        roi = state.get_value(self.parameters, "roi") or self.new_roi()
         lo, hi = corners.min(0), corners.max(0)
         roi.SetXYZ(*((lo + hi) / 2))
         roi.SetRadiusXYZ(*np.maximum((hi - lo) / 2, 0.5))
+        state.set_values(self.parameters, roi=roi)
+        return roi
+
+    def new_roi(self):
+        """An empty ROI markup as the module's ROI (replacing any earlier one), to be placed in a view."""
+        self.clear_roi()
+        roi = self.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "BreastCADx ROI")
+        roi.CreateDefaultDisplayNodes()
+        display = roi.GetDisplayNode()
+        display.SetFillOpacity(0.08)  # the lesion stays visible inside the box
+        display.SetPropertiesLabelVisibility(False)
         state.set_values(self.parameters, roi=roi)
         return roi
 
@@ -198,8 +206,8 @@ class WorkflowLogic:
         """The ROI markup as a pixel box on the volume (clipped to it), or None without one."""
         p = state.values(self.parameters)
         volume_node = volume_node or p["inputVolume"]
-        if p["roi"] is None or volume_node is None:
-            return None
+        if p["roi"] is None or volume_node is None or p["roi"].GetNumberOfControlPoints() == 0:
+            return None  # none, or still being placed
         x0, y0, x1, y1 = roi_node_to_box(p["roi"], volume_node)
         w, h = volume_node.GetImageData().GetDimensions()[:2]
         box = max(0, x0), max(0, y0), min(w, x1), min(h, y1)

@@ -68,6 +68,10 @@ class SlicerViewer:
         effect = editor.set_active_effect_type(SegmentationEffectPaint if tool == "paint" else SegmentationEffectErase)
         effect.set_brush_diameter(brush_mm, BrushDiameterMode.Absolute)
 
+    def place(self, markup) -> None:
+        self.set_tool("none", 0)
+        self.app.markups_logic.place_node(markup)
+
     def undo(self) -> bool:
         if not self.undo_stack.can_undo():
             return False
@@ -108,8 +112,8 @@ class BreastCADxPage:
         self.session = ReviewSession(WorkflowLogic(self.slicer_app.scene), self.viewer, self.roots,
                                      OutputFolder(options.out), pacs=options.pacs, device=options.device)
         self._watch_task: asyncio.Task | None = None
-        self._edit_task: asyncio.Task | None = None
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
+        self.session.on_roi_changed = self._on_roi
         self.state.update({
             "status": self.session.status.to_state(), "cases": [{"title": e.label, "value": e.ref}
                                                                  for e in self.roots.listing()],
@@ -154,6 +158,9 @@ class BreastCADxPage:
 
     def clear_roi(self) -> None:
         self.act("ROI box", self.session.clear_roi)
+
+    def draw_roi(self) -> None:
+        self.act("ROI box", self.session.draw_roi)
 
     def segment(self) -> None:
         self.act("Segment", self.session.start_segment)
@@ -204,19 +211,32 @@ class BreastCADxPage:
 
         self._watch_task = asyncio.get_event_loop().create_task(run())
 
-    def _on_edit(self, *_) -> None:
-        """A stroke, undo or redo changed the segment: recompute pixels and the out-of-date flag, once."""
-        if self._edit_task is not None and not self._edit_task.done():
+    def _on_roi(self) -> None:
+        """The box was drawn or dragged in the view: show its pixels, once it settles."""
+        def show() -> None:
+            self.act("ROI box", self.session.read_roi)
+            with self.state:
+                self.state.roi_text = " ".join(map(str, self.session.status.roi))
+
+        self._settle("_roi_task", show)
+
+    def _settle(self, name: str, then) -> None:
+        task = getattr(self, name, None)
+        if task is not None and not task.done():
             return
 
-        async def settle() -> None:
+        async def later() -> None:
             await asyncio.sleep(EDIT_SETTLE_S)
-            self.act("Edit", self.session.refresh)
+            then()
 
         try:
-            self._edit_task = asyncio.get_event_loop().create_task(settle())
-        except RuntimeError:  # no running loop (headless use): refresh at once
-            guard(self.session.refresh, self.session.status, "Edit")
+            setattr(self, name, asyncio.get_event_loop().create_task(later()))
+        except RuntimeError:  # no running loop (headless use): at once
+            then()
+
+    def _on_edit(self, *_) -> None:
+        """A stroke, undo or redo changed the segment: recompute pixels and the out-of-date flag, once."""
+        self._settle("_edit_task", lambda: self.act("Edit", self.session.refresh))
 
     # ---- UI ------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -255,10 +275,12 @@ class BreastCADxPage:
             v.VTextField(v_model=("study_uid",), label="PACS study UID", density="compact", hide_details=True,
                          id="study-uid")
             v.VBtn("Retrieve", click=self.open_pacs, size="small", id="open-pacs", disabled=("!!status.busy",))
-        html.Div("2. ROI box (optional), pixels x0 y0 x1 y1", classes="text-subtitle-2")
+        html.Div("2. ROI box (optional): Draw it in the image (two corners) or type x0 y0 x1 y1",
+                 classes="text-subtitle-2")
         with html.Div(classes="d-flex ga-2"):
             v.VTextField(v_model=("roi_text",), density="compact", hide_details=True, id="roi-text",
                          placeholder=("status.roi.length ? status.roi.join(' ') : 'whole image'",))
+            v.VBtn("Draw", click=self.draw_roi, size="small", id="roi-draw", disabled=("!status.case",))
             v.VBtn("Set", click=self.set_roi, size="small", id="roi-set")
             v.VBtn("Clear", click=self.clear_roi, size="small", id="roi-clear")
         html.Div("3. Segment", classes="text-subtitle-2")

@@ -30,6 +30,7 @@ class Viewer(Protocol):
     def show(self, volume_node) -> None: ...
     def edit(self, segmentation_node, volume_node, segment_id: str) -> None: ...
     def set_tool(self, tool: str, brush_mm: float) -> None: ...
+    def place(self, markup) -> None: ...
     def undo(self) -> bool: ...
     def redo(self) -> bool: ...
     def render(self) -> None: ...
@@ -84,6 +85,7 @@ class ReviewSession:
         self.pacs, self.device = pacs, device
         self.job: Job | None = None
         self.status = Status()
+        self.on_roi_changed: Callable[[], None] | None = None  # the page: the box was drawn or dragged
         self.tool = "none"
 
     @property
@@ -142,14 +144,39 @@ class ReviewSession:
         return node
 
     def set_roi(self, box: list[int] | tuple[int, int, int, int]) -> None:
-        self.logic.set_roi_box(self._volume(), tuple(int(v) for v in box))
-        self.status.roi = list(self.logic.roi_box())
+        roi = self.logic.set_roi_box(self._volume(), tuple(int(v) for v in box))
+        self._watch(roi)
+        self.read_roi()
         self.viewer.render()
+
+    def draw_roi(self) -> None:
+        """A new ROI box drawn in the view: click a corner, then the opposite one."""
+        self._volume()
+        roi = self.logic.new_roi()
+        self._watch(roi)
+        self.viewer.place(roi)
+        self.status.roi = []
+        self.status.message = "Click one corner of the box in the image, then the opposite corner."
+
+    def read_roi(self) -> None:
+        """The ROI box as the page shows it, after it was set, drawn or dragged."""
+        try:
+            box = self.logic.roi_box()
+        except BreastCADxError as e:
+            self.status.roi, self.status.error = [], str(e)
+            return
+        self.status.roi = list(box) if box is not None else []
+        if box is not None:
+            self.status.message = "ROI box set: Segment looks for the lesion inside it."
 
     def clear_roi(self) -> None:
         self.logic.clear_roi()
         self.status.roi = []
         self.viewer.render()
+
+    def _watch(self, roi) -> None:
+        if self.on_roi_changed is not None:
+            roi.AddObserver("ModifiedEvent", lambda *_: self.on_roi_changed())
 
     # ---- jobs ----------------------------------------------------------------------------------------
     def _on_progress(self, fraction: float, message: str) -> None:

@@ -37,6 +37,9 @@ class FakeViewer:
     def set_tool(self, tool: str, brush_mm: float) -> None:
         self.calls.append(("tool", tool))
 
+    def place(self, markup) -> None:
+        self.calls.append(("place", markup.GetName()))
+
     def undo(self) -> bool:
         return False
 

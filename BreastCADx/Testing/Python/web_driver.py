@@ -151,17 +151,22 @@ class Page:
 
     def choose_case(self, label: str) -> None:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
 
-        box = self.el("case-select")
-        box.click()
-        box.send_keys(Keys.CONTROL, "a")
-        box.send_keys(Keys.BACKSPACE)
-        box.send_keys(label)  # the list filters as one types
+        self.type_into("case-select", label)  # the list filters as one types
         items = lambda: [i for i in self.d.find_elements(By.CSS_SELECTOR, ".v-overlay .v-list-item")  # noqa: E731
                          if i.text.strip() == label]
         self.wait(lambda: bool(items()), 10, f"'{label}' in the case list")
         items()[0].click()
+
+    def type_into(self, id_: str, text: str) -> None:
+        """Replace a text field's content as a user would (select all, type)."""
+        from selenium.webdriver.common.keys import Keys
+
+        box = self.el(id_)
+        box.click()
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.BACKSPACE)
+        box.send_keys(text)
 
     def lesion_pixels(self) -> int:
         return int(self.text("lesion").split(":")[1].split("px")[0])
@@ -175,6 +180,15 @@ class Page:
 
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int), self.el("view").rect
 
+    def click_at(self, x: float, y: float) -> None:
+        """A click at page coordinates inside the view."""
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        view = self.el("view")
+        r = view.rect
+        ActionChains(self.d).move_to_element_with_offset(view, int(x - r["x"] - r["width"] / 2),
+                                                         int(y - r["y"] - r["height"] / 2)).click().perform()
+
     def stroke(self, points: list[tuple[float, float]]) -> None:
         """A mouse drag through page coordinates (the view's top-left is its rect's x, y)."""
         from selenium.webdriver.common.action_chains import ActionChains
@@ -184,10 +198,11 @@ class Page:
         cx, cy = r["x"] + r["width"] / 2, r["y"] + r["height"] / 2
         chain = ActionChains(self.d, duration=50).move_to_element_with_offset(view, int(points[0][0] - cx),
                                                                                 int(points[0][1] - cy))
-        chain.click_and_hold()
+        chain.move_by_offset(1, 0).pause(0.3).move_by_offset(-1, 0).pause(0.3)  # hover: a handle lights up
+        chain.click_and_hold().pause(0.1)
         last = points[0]
         for p in points[1:]:
-            chain.move_by_offset(int(p[0] - last[0]), int(p[1] - last[1]))
+            chain.move_by_offset(int(p[0] - last[0]), int(p[1] - last[1])).pause(0.1)
             last = p
         chain.release().perform()
 
