@@ -22,7 +22,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                  token_env=args.pacs_token_env, ca_bundle=args.pacs_ca_bundle,
                                                  insecure=False, allow_http_auth=False, timeout=30.0))
     return serve(ServeOptions(host=args.host, port=args.port, data=[Path(d) for d in args.data], out=Path(args.out),
-                              device=args.device, pacs=pacs, open_browser=args.open_browser))
+                              device=args.device, pacs=pacs, open_browser=args.open_browser,
+                              model_set=args.model_set))
 
 
 def add_serve_parser(sub) -> None:
@@ -39,4 +40,8 @@ def add_serve_parser(sub) -> None:
     sv.add_argument("--pacs-token-env", help="name of an environment variable holding a bearer token")
     sv.add_argument("--pacs-ca-bundle", help="CA certificates to verify the PACS's TLS certificate")
     sv.add_argument("--open-browser", action="store_true", help="open the page in this machine's browser")
+    from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, MODEL_SETS
+
+    sv.add_argument("--model-set", choices=MODEL_SETS, default=DEFAULT_MODEL_SET,
+                    help="two-site (default) or busi-only (never saw BUS-BRA: for cross-site checks)")
     sv.set_defaults(func=cmd_serve)

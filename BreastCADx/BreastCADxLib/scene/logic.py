@@ -143,10 +143,13 @@ def roi_node_to_box(roi_node, volume_node) -> Box:
 
 
 class WorkflowLogic:
-    def __init__(self, scene, runner: TaskRunner | None = None, python: str | None = None) -> None:
-        """`runner`: how worker tasks run (default: a background process with `python`, else PythonSlicer)."""
+    def __init__(self, scene, runner: TaskRunner | None = None, python: str | None = None,
+                 model_set: str = "two-site") -> None:
+        """`runner`: how worker tasks run (default: a background process with `python`, else PythonSlicer);
+        `model_set`: the models the worker uses (analysis.registry.MODEL_SETS)."""
         self.scene = scene
         self.runner = runner or ProcessRunner(python)
+        self.model_set = model_set
 
     @property
     def parameters(self):
@@ -236,7 +239,8 @@ class WorkflowLogic:
 
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
                       progress: Progress | None = None, expect_lesion: bool = False) -> Job:
-        args = ["--device", device] + (["--roi", ",".join(map(str, roi))] if roi is not None else [])
+        args = ["--device", device, "--model-set", self.model_set]
+        args += ["--roi", ",".join(map(str, roi))] if roi is not None else []
         args += ["--expect-lesion"] if expect_lesion else []
         return self._new_job("segment", volume_node, None, args, progress)
 
@@ -248,7 +252,7 @@ class WorkflowLogic:
         mask = segment_to_mask(segmentation_node, segment_id, volume_node)
         if not mask.any():
             raise BreastCADxError("the lesion segment is empty: draw or correct it before classifying")
-        args = ["--device", device, "--mask-origin", origin_of(segment, mask)]
+        args = ["--device", device, "--model-set", self.model_set, "--mask-origin", origin_of(segment, mask)]
         job = self._new_job("classify", volume_node, mask, args, progress)
         job.segmentation_node, job.segment_id, job.mask_digest = segmentation_node, segment_id, mask_digest(mask)
         return job

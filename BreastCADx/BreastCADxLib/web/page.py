@@ -31,6 +31,7 @@ class ServeOptions:
     out: Path = Path("breastcadx-serve")
     device: str = "auto"
     pacs: object | None = None  # io.dicomweb.Pacs
+    model_set: str = "two-site"
     open_browser: bool = False
 
 
@@ -109,7 +110,8 @@ class BreastCADxPage:
         self.layout_manager.set_layout("Axial")
         self.viewer = SlicerViewer(self.slicer_app)
         self.roots = DataRoots(options.data)
-        self.session = ReviewSession(WorkflowLogic(self.slicer_app.scene), self.viewer, self.roots,
+        self.session = ReviewSession(WorkflowLogic(self.slicer_app.scene, model_set=options.model_set), self.viewer,
+                                     self.roots,
                                      OutputFolder(options.out), pacs=options.pacs, device=options.device)
         self._watch_task: asyncio.Task | None = None
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
@@ -251,6 +253,7 @@ class BreastCADxPage:
             ui.title.set_text("BreastCADx")
             with ui.toolbar:
                 v.VSpacer()
+                html.Span(f"models: {self.options.model_set}", classes="text-caption mr-4", id="model-set")
                 html.Span("Research use only: not for diagnosis", classes="text-caption mr-4", id="ruo")
             with ui.drawer as drawer:
                 drawer.width = 420

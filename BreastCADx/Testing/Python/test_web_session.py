@@ -144,3 +144,17 @@ def test_opening_another_case_clears_the_previous_one(session):
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1
     assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode") == 0 and session.status.roi == []
     assert np.asarray(session.logic.roi_box() is None)
+
+
+def test_the_chosen_model_set_does_the_work(scene, tmp_path):
+    from BreastCADxLib.scene.logic import WorkflowLogic
+
+    session = ReviewSession(WorkflowLogic(scene, runner=InProcessRunner(), model_set="busi-only"), FakeViewer(),
+                            DataRoots([DATA]), OutputFolder(tmp_path / "out"), device="cpu")
+    session.open_sample()
+    session.start_segment()
+    run(session)
+    session.start_classify()
+    run(session)
+    provenance = json.loads(session.p["resultJSON"])["provenance"]
+    assert provenance["model_set"] == "busi-only" and provenance["mask_origin"] == "auto"
