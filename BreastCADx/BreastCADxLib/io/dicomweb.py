@@ -67,17 +67,22 @@ class _ExplicitVerifySession(requests.Session):
         return settings
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """A host name or address of this machine only (localhost, 127.0.0.0/8, ::1)."""
     import ipaddress
-    from urllib.parse import urlparse
 
-    host = urlparse(url).hostname or ""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return is_loopback(urlparse(url).hostname or "")
 
 
 def _value(item: dict, tag: str) -> str:

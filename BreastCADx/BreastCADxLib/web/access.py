@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import secrets
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io.dicomweb import is_loopback
 from BreastCADxLib.io.files import ITK_SUFFIXES, RASTER_SUFFIXES, suffix_of
 
 TOKEN_ENV = "BREASTCADX_SERVE_TOKEN"
@@ -20,15 +20,6 @@ MAX_LISTED = 5000
 
 class AccessError(BreastCADxError):
     """A request outside what the server was allowed to read or write, or an unsafe bind."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def access_token(host: str, environ: dict[str, str] | None = None) -> str | None:

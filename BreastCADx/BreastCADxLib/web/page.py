@@ -74,16 +74,15 @@ class SlicerViewer:
         self.app.markups_logic.place_node(markup)
 
     def undo(self) -> bool:
-        if not self.undo_stack.can_undo():
-            return False
-        self.undo_stack.undo()
-        self.render()
-        return True
+        return self._step(self.undo_stack.can_undo, self.undo_stack.undo)
 
     def redo(self) -> bool:
-        if not self.undo_stack.can_redo():
+        return self._step(self.undo_stack.can_redo, self.undo_stack.redo)
+
+    def _step(self, can, do) -> bool:
+        if not can():
             return False
-        self.undo_stack.redo()
+        do()
         self.render()
         return True
 
@@ -134,9 +133,6 @@ class BreastCADxPage:
         guard(lambda: action(*args), self.session.status, what)
         self.push()
 
-    def open_sample(self) -> None:
-        self.act("Open sample", self.session.open_sample)
-
     def open_case(self) -> None:
         if not self.state.case_ref:
             self.session.status.error = "Open case: choose a case from the list first"
@@ -158,40 +154,16 @@ class BreastCADxPage:
 
         self.act("ROI box", parse)
 
-    def clear_roi(self) -> None:
-        self.act("ROI box", self.session.clear_roi)
-
-    def draw_roi(self) -> None:
-        self.act("ROI box", self.session.draw_roi)
-
-    def segment(self) -> None:
-        self.act("Segment", self.session.start_segment)
-        self._watch()
-
-    def classify(self) -> None:
-        self.act("Classify", self.session.start_classify)
-        self._watch()
-
-    def cancel(self) -> None:
-        self.act("Cancel", self.session.cancel)
+    def action(self, what: str, fn, *args, watch: bool = False):
+        """A button's handler: the session action through `act`; `watch`: it starts a background job."""
+        def handler(*_) -> None:
+            self.act(what, fn, *args)
+            if watch:
+                self._watch()
+        return handler
 
     def set_tool(self, tool: str) -> None:
         self.act("Edit", self.session.set_tool, tool, float(self.state.brush_mm))
-
-    def undo(self) -> None:
-        self.act("Undo", self.session.undo)
-
-    def redo(self) -> None:
-        self.act("Redo", self.session.redo)
-
-    def save(self) -> None:
-        self.act("Save", self.session.save)
-
-    def export(self) -> None:
-        self.act("Export DICOM", self.session.export)
-
-    def send(self) -> None:
-        self.act("Send to PACS", self.session.send)
 
     def on_opacity(self, heat_opacity, **_) -> None:
         if self.session.status.result is not None:
@@ -264,13 +236,15 @@ class BreastCADxPage:
                     self.layout_manager.initialize_layout_grid(ui)
 
     def _panel(self, v, html) -> None:
+        a, ses = self.action, self.session
         v.VAlert(v_if="status.error", type="error", density="compact", text=("status.error",), id="error")
         html.Div("{{ status.message }}", v_if="status.message", id="message", classes="text-body-2")
         v.VProgressLinear(v_if="status.busy", model_value=("status.progress * 100",), height=8, color="primary",
                           id="progress")
         html.Div("1. Case {{ status.case ? ': ' + status.case : '' }}", classes="text-subtitle-2", id="case")
         with html.Div(classes="d-flex ga-2"):
-            v.VBtn("Sample", click=self.open_sample, size="small", id="open-sample", disabled=("!!status.busy",))
+            v.VBtn("Sample", click=a("Open sample", ses.open_sample), size="small", id="open-sample",
+                   disabled=("!!status.busy",))
             v.VAutocomplete(v_model=("case_ref",), items=("cases",), label="case from the served folders (type)",
                             density="compact", hide_details=True, id="case-select")
             v.VBtn("Open", click=self.open_case, size="small", id="open-case", disabled=("!!status.busy",))
@@ -283,14 +257,15 @@ class BreastCADxPage:
         with html.Div(classes="d-flex ga-2"):
             v.VTextField(v_model=("roi_text",), density="compact", hide_details=True, id="roi-text",
                          placeholder=("status.roi.length ? status.roi.join(' ') : 'whole image'",))
-            v.VBtn("Draw", click=self.draw_roi, size="small", id="roi-draw", disabled=("!status.case",))
+            v.VBtn("Draw", click=a("ROI box", ses.draw_roi), size="small", id="roi-draw", disabled=("!status.case",))
             v.VBtn("Set", click=self.set_roi, size="small", id="roi-set")
-            v.VBtn("Clear", click=self.clear_roi, size="small", id="roi-clear")
+            v.VBtn("Clear", click=a("ROI box", ses.clear_roi), size="small", id="roi-clear")
         html.Div("3. Segment", classes="text-subtitle-2")
         with html.Div(classes="d-flex ga-2"):
-            v.VBtn("Segment", click=self.segment, color="primary", size="small", id="segment",
+            v.VBtn("Segment", click=a("Segment", ses.start_segment, watch=True), color="primary", size="small",
+                   id="segment",
                    disabled=("!status.case || !!status.busy",))
-            v.VBtn("Cancel", click=self.cancel, size="small", id="cancel", disabled=("!status.busy",))
+            v.VBtn("Cancel", click=a("Cancel", ses.cancel), size="small", id="cancel", disabled=("!status.busy",))
         html.Div("4. Correct: {{ status.lesion_pixels }} px ({{ status.mask_origin || 'none' }})",
                  classes="text-subtitle-2", id="lesion")
         with html.Div(classes="d-flex ga-2 align-center"):
@@ -298,12 +273,13 @@ class BreastCADxPage:
                 v.VBtn("View", value="none", click=(self.set_tool, "['none']"), size="small", id="tool-none")
                 v.VBtn("Paint", value="paint", click=(self.set_tool, "['paint']"), size="small", id="tool-paint")
                 v.VBtn("Erase", value="erase", click=(self.set_tool, "['erase']"), size="small", id="tool-erase")
-            v.VBtn("Undo", click=self.undo, size="small", id="undo")
-            v.VBtn("Redo", click=self.redo, size="small", id="redo")
+            v.VBtn("Undo", click=a("Undo", ses.undo), size="small", id="undo")
+            v.VBtn("Redo", click=a("Redo", ses.redo), size="small", id="redo")
         v.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="brush (mm; pixels if no spacing)",
                   density="compact", hide_details=True, thumb_label=True)
         html.Div("5. Classify", classes="text-subtitle-2")
-        v.VBtn("Classify", click=self.classify, color="primary", size="small", id="classify",
+        v.VBtn("Classify", click=a("Classify", ses.start_classify, watch=True), color="primary", size="small",
+               id="classify",
                disabled=("!status.segment || !!status.busy",))
         with html.Div(v_if="status.result", id="result"):
             v.VAlert("Out of date: the mask was edited after this result. Classify again.", v_if="status.out_of_date",
@@ -326,13 +302,13 @@ class BreastCADxPage:
             v.VDataTable(items=("status.result.rows",), headers=("[{title: 'Item', key: 'item'}, "
                                                                  "{title: 'Value', key: 'value'}]",),
                          density="compact", items_per_page=8, id="results-table")
-        html.Div(f"6. Save and export (output folder {self.session.output.root.name})",
+        html.Div(f"6. Save and export (output folder {ses.output.root.name})",
                  classes="text-subtitle-2")
         with html.Div(classes="d-flex ga-2"):
-            v.VBtn("Save", click=self.save, size="small", id="save", disabled=("!status.result",))
-            v.VBtn("Export SEG/SR/SC", click=self.export, size="small", id="export",
+            v.VBtn("Save", click=a("Save", ses.save), size="small", id="save", disabled=("!status.result",))
+            v.VBtn("Export SEG/SR/SC", click=a("Export DICOM", ses.export), size="small", id="export",
                    disabled=("!status.result || !status.dicom",))
-            v.VBtn("Send to PACS", click=self.send, size="small", id="send", v_if="pacs_enabled",
+            v.VBtn("Send to PACS", click=a("Send to PACS", ses.send), size="small", id="send", v_if="pacs_enabled",
                    disabled=("!status.result || !status.dicom",))
         with html.Ul(classes="text-caption ml-4", id="outputs"):
             html.Li("{{ o }}", v_for="o in status.outputs")
