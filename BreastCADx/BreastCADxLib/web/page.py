@@ -113,6 +113,7 @@ class BreastCADxPage:
                                      self.roots,
                                      OutputFolder(options.out), pacs=options.pacs, device=options.device)
         self._watch_task: asyncio.Task | None = None
+        self._roi_shown = ""
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self.session.on_roi_changed = self._on_roi
         self.state.update({
@@ -189,8 +190,11 @@ class BreastCADxPage:
         """The box was drawn or dragged in the view: show its pixels, once it settles."""
         def show() -> None:
             self.act("ROI box", self.session.read_roi)
-            with self.state:
-                self.state.roi_text = " ".join(map(str, self.session.status.roi))
+            box = " ".join(map(str, self.session.status.roi))
+            if box != self._roi_shown:  # only a new box replaces what the user may be typing
+                self._roi_shown = box
+                with self.state:
+                    self.state.roi_text = box
 
         self._settle("_roi_task", show)
 
