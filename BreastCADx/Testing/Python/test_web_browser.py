@@ -190,6 +190,17 @@ def test_benign_case_from_the_served_folder(server, driver, shots):
     assert page.enabled("save") and not page.enabled("export")  # a PNG has no DICOM for SEG/SR/SC to reference
 
 
+def test_cancel_stops_segment_and_changes_nothing(server, driver):
+    page = Page(driver, server.url)
+    page.click("open-sample")
+    page.wait(lambda: page.enabled("segment"), 30, "the sample to open")
+    page.click("segment")
+    page.wait(lambda: page.enabled("cancel"), 10, "Cancel to be offered while Segment runs")
+    page.click("cancel")
+    page.wait(lambda: "Cancelled" in page.text("message"), 10, "the cancellation")
+    assert "0 px (none)" in page.text("lesion") and page.enabled("segment") and not page.has("progress")
+
+
 def test_a_bad_file_is_a_message_on_the_page(server, driver):
     page = Page(driver, server.url)
     page.choose_case("Data/bad/corrupt.tif")
