@@ -5,7 +5,8 @@
     python -m training.classification.site_features --site busi --masks reference,perturbed
 
 Mask kinds: `reference` (the site's outline), `perturbed` (the reference redrawn by another hand: a smooth random
-boundary shift of about 5 % of the lesion size, imitating a user-corrected mask), and from a segmenter pass
+boundary shift of about 5 % of the lesion size, imitating a user-corrected mask), `smoothed` (the reference without
+the hand's boundary detail, size shifted: an automatic outline's style, for fitting only), and from a segmenter pass
 (training.segmentation.site_pass): `roi` (segmenter in the reference box + 10 %) and `expect` (no prompt, a lesion
 expected: the panel's default automatic mask). Feature families: pyradiomics (the shipped parameter file),
 lexicon descriptors, frozen ImageNet EfficientNet-Lite0 on the lesion's box crop (`deep_box`, no mask channel)
@@ -49,6 +50,20 @@ def perturbed(ref: np.ndarray, case: str) -> np.ndarray:
     return ndimage.binary_fill_holes(out)
 
 
+def smoothed(ref: np.ndarray, case: str) -> np.ndarray:
+    """The reference as a segmenter would draw it: the hand's boundary detail blurred away (the signed distance
+    smoothed over a fifth of the lesion size) and the size shifted by up to 8 % either way, largest island."""
+    rng = np.random.default_rng([SEED + 1, *case.encode()])
+    scale = float(np.sqrt(ref.sum()))
+    sdt = ndimage.distance_transform_edt(~ref) - ndimage.distance_transform_edt(ref)
+    out = ndimage.gaussian_filter(sdt, sigma=max(2.0, 0.2 * scale)) + rng.uniform(-0.08, 0.08) * scale < 0
+    labels, n = ndimage.label(out)
+    if n == 0:
+        return ref
+    out = labels == (1 + int(np.argmax(ndimage.sum_labels(out, labels, np.arange(1, n + 1)))))
+    return ndimage.binary_fill_holes(out)
+
+
 def family_rows(img: np.ndarray, mask: np.ndarray, deep_box: DeepFeatures, deep_mask: DeepFeatures) -> dict:
     image = Image(array=img)
     m = mask[None]
@@ -80,6 +95,8 @@ def main() -> None:
                 mask = ref
             elif kind == "perturbed":
                 mask = perturbed(ref, c.case)
+            elif kind == "smoothed":
+                mask = smoothed(ref, c.case)
             else:
                 mask = passed[c.case][kind]
             d = float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum()))

@@ -171,18 +171,41 @@ def segment_to_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarr
         scene.RemoveNode(labelmap)
 
 
-HEATMAP_COLORS = ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow")
+HEAT_COLOR_NODE = "BreastCADx heat"
+HEAT_SHOWN_FROM = 0.15  # Grad-CAM below this is transparent: the image stays visible away from the evidence
+
+
+def heat_color_node(scene):
+    """The overlay's blue-cyan-yellow-red ramp (results/overlay.heat_colours) as a colour table, made once per
+    scene: the panel, the page and overlay.png show the same colours (Slicer's Rainbow starts at red)."""
+    from slicer import vtkMRMLColorTableNode
+
+    from BreastCADxLib.results.overlay import heat_colours
+
+    nodes = scene.GetNodesByName(HEAT_COLOR_NODE)
+    if nodes.GetNumberOfItems():
+        return nodes.GetItemAsObject(0)
+    node = vtkMRMLColorTableNode()
+    node.SetName(HEAT_COLOR_NODE)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(256)
+    for i, (r, g, b) in enumerate(heat_colours(np.linspace(0.0, 1.0, 256)) / 255.0):
+        node.SetColor(i, f"heat {i}", float(r), float(g), float(b), 1.0)
+    node.SetHideFromEditors(True)
+    scene.AddNode(node)
+    return node
 
 
 def heatmap_to_volume_node(heatmap: np.ndarray, image: Image, scene, name: str = "BreastCADx Grad-CAM"):
     node = image_to_volume_node(image, scene, name, array=heatmap.astype(np.float32))
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
-    # Slicer's file colour tables are absent from slicer-core (the web page): fall back to a built-in one
-    colors = [c for c in HEATMAP_COLORS if scene.GetNodeByID(c) is not None]
-    display.SetAndObserveColorNodeID(colors[0] if colors else HEATMAP_COLORS[-1])
+    display.SetAndObserveColorNodeID(heat_color_node(scene).GetID())
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
+    display.AutoThresholdOff()
+    display.SetThreshold(HEAT_SHOWN_FROM, float(max(1.0, heatmap.max())))
+    display.ApplyThresholdOn()
     return node
 
 

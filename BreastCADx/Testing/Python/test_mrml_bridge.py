@@ -53,6 +53,15 @@ def test_heatmap_and_table_nodes(scene, sample_dicom):
     heat = np.random.default_rng(0).random(img.array.shape).astype(np.float32)
     node = heatmap_to_volume_node(heat, img, scene)
     assert volume_node_to_image(node).same_grid(img)
+    # low evidence is transparent, and the colours run blue (low) -> red (high), as in overlay.png
+    display = node.GetDisplayNode()
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() > 0
+    colours = display.GetColorNode()
+    low, high = [0.0] * 4, [0.0] * 4
+    colours.GetColor(0, low)
+    colours.GetColor(colours.GetNumberOfColors() - 1, high)
+    assert low[2] > 0.9 and low[0] < 0.1 and high[0] > 0.9 and high[2] < 0.1
+    assert heatmap_to_volume_node(heat, img, scene).GetDisplayNode().GetColorNodeID() == colours.GetID()
     result = fake_result(0.87, "4C")
     result.radiomics = {"a": 1.0, "b": 2.5}
     table = result_to_table_node(result, scene)
