@@ -28,13 +28,22 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from BreastCADxLib.analysis.deep_features import roi_crop
+from BreastCADxLib.analysis.box_classifier import box_views
+from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, roi_crop
 from BreastCADxLib.analysis.networks import ARCHS, BoxNet
 from BreastCADxLib.analysis.preprocessing import mask_bbox
 from BreastCADxLib.image import Image
 from training.augment import ScannerAugment
 from training.data import Case, add_data_args, cases
 from training.segmentation.site_pass import load_pass
+
+# options added after the first runs: at these values a run's arguments read as before (resume, cards)
+LATER_OPTIONS = {"seed": 0, "box_jitter": 0.12, "train_margin": "0.10,0.45",
+                 "eval_margins": str(CONTEXT_MARGIN)}
+
+
+def margins_of(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
 
 
 def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
@@ -44,40 +53,45 @@ def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarr
     return m
 
 
-def train_crop(img: np.ndarray, ref: np.ndarray, aug: ScannerAugment, rng: np.random.Generator) -> torch.Tensor:
+def train_crop(img: np.ndarray, ref: np.ndarray, aug: ScannerAugment, rng: np.random.Generator,
+               jitter: float = 0.12, margin: tuple[float, float] = (0.10, 0.45)) -> torch.Tensor:
+    """Reference box, each edge moved by up to `jitter` of the side (an automatic outline's box errs too)."""
     img, ref = aug(img, ref)
     x0, y0, x1, y1 = mask_bbox(ref)
     w, h = x1 - x0, y1 - y0
-    j = rng.uniform(-0.12, 0.12, size=4) * np.array([w, h, w, h])
+    j = rng.uniform(-jitter, jitter, size=4) * np.array([w, h, w, h])
     box = (int(x0 + j[0]), int(y0 + j[1]), int(x1 + j[2]), int(y1 + j[3]))
     if box[2] - box[0] < 4 or box[3] - box[1] < 4:
         box = (x0, y0, x1, y1)
-    t = roi_crop(Image(array=img[None]), box_mask(img.shape, box)[None], margin=rng.uniform(0.10, 0.45),
+    t = roi_crop(Image(array=img[None]), box_mask(img.shape, box)[None], margin=rng.uniform(*margin),
                  kind="box").tensor
     return t.flip(-1) if rng.random() < 0.5 else t
 
 
-def eval_crop(img: np.ndarray, mask: np.ndarray) -> torch.Tensor:
-    return roi_crop(Image(array=img[None]), mask[None], kind="box").tensor
+def eval_crop(img: np.ndarray, mask: np.ndarray, margins: tuple[float, ...] = (CONTEXT_MARGIN,)) -> torch.Tensor:
+    """The product's views of a lesion (analysis.box_classifier.box_views): margins x mirror."""
+    return box_views(Image(array=img[None]), mask[None], margins)
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, crops: list[torch.Tensor], bf16: bool) -> np.ndarray:
+    """P(malignant) per case: the mean logit over each case's views."""
     model.eval()
     out = []
-    for i in range(0, len(crops), 32):
-        x = torch.stack(crops[i:i + 32])
-        x = torch.cat([x, x.flip(-1)])  # left-right flip as test-time augmentation
+    per = max(1, 32 // len(crops[0])) if crops else 1
+    for i in range(0, len(crops), per):
+        views = crops[i:i + per]
+        x = torch.cat(views)
         if bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logit = model(x).float()
-        n = len(logit) // 2
-        out.append(torch.sigmoid((logit[:n] + logit[n:]) / 2).numpy())
+        out.append(torch.sigmoid(logit.view(len(views), -1).mean(1)).numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def score_sets(todo: list[Case], passed: dict) -> dict[str, tuple[list[str], np.ndarray, list[torch.Tensor]]]:
+def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CONTEXT_MARGIN,)
+               ) -> dict[str, tuple[list[str], np.ndarray, list[torch.Tensor]]]:
     """kind -> (cases, labels, crops) for the scored site; automatic kinds skip cases with an empty mask."""
     sets: dict[str, tuple[list[str], list[int], list[torch.Tensor]]] = {}
     for c in todo:
@@ -90,7 +104,7 @@ def score_sets(todo: list[Case], passed: dict) -> dict[str, tuple[list[str], np.
                 ids, labels, crops = sets.setdefault(kind, ([], [], []))
                 ids.append(c.case)
                 labels.append(int(c.malignant))
-                crops.append(eval_crop(img, m))
+                crops.append(eval_crop(img, m, margins))
     return {k: (ids, np.array(lab), crops) for k, (ids, lab, crops) in sets.items()}
 
 
@@ -112,6 +126,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-limit-min", type=float, default=0)
     ap.add_argument("--seed", type=int, default=0, help="another seed: another member of an ensemble")
+    ap.add_argument("--box-jitter", type=float, default=0.12, help="edge jitter of the training box (x side)")
+    ap.add_argument("--train-margin", default="0.10,0.45", help="context margin range of the training crops")
+    ap.add_argument("--eval-margins", default=str(CONTEXT_MARGIN), help="context margins of the scored views")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -141,7 +158,8 @@ def main() -> None:
     pos = sum(y for _, y in data)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(data) - pos) / max(pos, 1)))
     run_args = {k: str(v) for k, v in vars(args).items() if k not in ("resume", "time_limit_min", "threads")
-                and not (k == "seed" and v == 0)}  # seed 0: the runs made before --seed existed
+                and LATER_OPTIONS.get(k, object()) != v}
+    train_margin = margins_of(args.train_margin)
     ckpt_path, first, spent = args.out / "checkpoint.pt", 1, 0.0
     if args.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -157,7 +175,8 @@ def main() -> None:
         f"spent before; bf16 {args.bf16}; args {run_args}")
     passed = load_pass(args.pass_file) if args.pass_file else {}
     scored = {} if args.score == "none" else \
-        score_sets(cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=True), passed)
+        score_sets(cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=True), passed,
+                   margins_of(args.eval_margins))
     rng = np.random.default_rng(first + 1000 * args.seed)
     aug = ScannerAugment(args.scanner_aug, seed=first + 1000 * args.seed)
     t0 = time.time()
@@ -167,7 +186,7 @@ def main() -> None:
         order = rng.permutation(len(data))
         for i in range(0, len(order), args.batch):
             idx = order[i:i + args.batch]
-            x = torch.stack([train_crop(*data[j][0], aug, rng) for j in idx])
+            x = torch.stack([train_crop(*data[j][0], aug, rng, args.box_jitter, train_margin) for j in idx])
             y = torch.tensor([data[j][1] for j in idx])
             if args.bf16:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from training.classification.designs import BlockModel, load, stack
+from training.segmentation.site_pass import OUT as PASSES
 
 DESIGN = ("rad_all", "desc", "deep_mask")
 KINDS = ("expect", "roi", "reference")
@@ -51,17 +52,27 @@ def box_scores(runs: list[Path], kind: str) -> dict[str, float]:
     return {c: float(1 / (1 + np.exp(-np.mean([logit(np.array(p[c])) for p in per])))) for c in common}
 
 
-def direction(src: str, dst: str, box_run: list[Path], seg_pass: str) -> dict[str, dict]:
-    """kind -> {case, label, design logit, box logit} on the scored site, rows where both exist."""
-    model = BlockModel(DESIGN, 0.1).fit(stack([load(src, k, None) for k in ("reference", "perturbed")]))
+def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
+    """case -> the automatic mask is a kept candidate that did not pass presence (flagged low-confidence)."""
+    z = np.load(PASSES / f"{seg_pass}__{site}__train+val.npz", allow_pickle=False)
+    return dict(zip(z["case"].tolist(), z["low_confidence"].tolist()))
+
+
+def direction(src: str, dst: str, box_run: list[Path], seg_pass: str,
+              fit_masks: tuple[str, ...] = ("reference", "perturbed")) -> dict[str, dict]:
+    """kind -> {case, label, design logit, box logit, low} on the scored site, rows where both exist."""
+    model = BlockModel(DESIGN, 0.1).fit(stack([load(src, k, None) for k in fit_masks]))
+    low = low_confidence(seg_pass, dst)
     out = {}
     for kind in KINDS:
         d = load(dst, kind, seg_pass if kind != "reference" else None)
         box = box_scores(box_run, kind)
         keep = np.array([c in box for c in d["case"].tolist()])
         p_design = model.proba(d)[keep]
-        out[kind] = {"case": d["case"][keep], "label": d["label"][keep], "design": logit(p_design),
-                     "box": logit(np.array([box[c] for c in d["case"][keep].tolist()])),
+        cases = d["case"][keep]
+        out[kind] = {"case": cases, "label": d["label"][keep], "design": logit(p_design),
+                     "box": logit(np.array([box[c] for c in cases.tolist()])),
+                     "low": np.array([kind == "expect" and low[c] for c in cases.tolist()]),
                      "dropped": int((~keep).sum())}
     return out
 
@@ -74,14 +85,23 @@ def main() -> None:
                     help="box CNN run(s) trained on BUS-BRA L5 (several: their ensemble)")
     ap.add_argument("--pass-a", default="seg_B", help="segmenter pass over BUSI, trained without BUSI")
     ap.add_argument("--pass-b", default="seg_A", help="segmenter pass over BUS-BRA L5, trained without it")
+    ap.add_argument("--fit-masks", default="reference,perturbed", help="outlines the feature member is fitted on")
+    ap.add_argument("--w-low", type=float, nargs="*", default=[],
+                    help="also: the box weight for automatic masks flagged low-confidence (w elsewhere)")
     ap.add_argument("--out", type=Path, default=Path("runs/box_fusion"))
     args = ap.parse_args()
-    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b),
-            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a)}
+    fit = tuple(args.fit_masks.split(","))
+    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit),
+            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit)}
     rows = []
-    for w in WEIGHTS:
-        row: dict = {"w_box": w}
-        fused = {name: {k: w * v["box"] + (1 - w) * v["design"] for k, v in d.items()} for name, d in dirs.items()}
+    for w, w_low in [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]:
+        row: dict = {"w_box": w, "w_low": w if w_low is None else w_low}
+
+        def fuse(v: dict, w: float = w, w_low: float = row["w_low"]) -> np.ndarray:
+            wb = np.where(v["low"], w_low, w)
+            return wb * v["box"] + (1 - wb) * v["design"]
+
+        fused = {name: {k: fuse(v) for k, v in d.items()} for name, d in dirs.items()}
         for name, d in dirs.items():
             for kind, v in d.items():
                 row[f"{name}:{kind}"] = float(roc_auc_score(v["label"], fused[name][kind]))
@@ -99,12 +119,14 @@ def main() -> None:
                                        for f in ("case", "label", "design", "box")})
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
-    (args.out / "box_fusion.json").write_text(json.dumps({"rows": rows, "counts": counts, "design": DESIGN,
-                                                          "passes": [args.pass_a, args.pass_b]}, indent=1))
+    (args.out / "box_fusion.json").write_text(json.dumps({
+        "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "passes": [args.pass_a, args.pass_b],
+        "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b]}, indent=1))
     cols = [f"{n}:{k}" for n in dirs for k in KINDS] + [f"{n}:expect_ece" for n in dirs]
-    lines = ["| w (box CNN) | score | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    lines = ["| w (box CNN) | w low-confidence | score | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
     for r in rows:
-        lines.append(f"| {r['w_box']:g} | {r['score']:.3f} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+        lines.append(f"| {r['w_box']:g} | {r['w_low']:g} | {r['score']:.3f} | "
+                     + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
     (args.out / "box_fusion.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

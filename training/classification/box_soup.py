@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.networks import ARCHS, BoxNet
-from training.classification.box_cnn import predict, score_sets
+from training.classification.box_cnn import margins_of, predict, score_sets
 from training.data import add_data_args, cases
 from training.segmentation.site_pass import load_pass
 
@@ -40,17 +41,18 @@ def main() -> None:
     ap.add_argument("--arch", default="lite0", choices=sorted(ARCHS))
     ap.add_argument("--score", default="none", help="the site scored ('none': no scoring; never test rows)")
     ap.add_argument("--pass", dest="pass_file", type=Path, help="segmenter pass NPZ of the scored site")
+    ap.add_argument("--eval-margins", default=str(CONTEXT_MARGIN), help="context margins of the scored views")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     state = soup(args.runs)
     torch.save(state, args.out / "model.pt")
-    report = {"runs": [str(r) for r in args.runs]}
+    report = {"runs": [str(r) for r in args.runs], "eval_margins": args.eval_margins}
     if args.score != "none":
         model = BoxNet(args.arch, pretrained=False)
         model.load_state_dict(state)
         scored = score_sets(cases(args, [args.score], ("train", "val"), lesions_only=True),
-                            load_pass(args.pass_file) if args.pass_file else {})
+                            load_pass(args.pass_file) if args.pass_file else {}, margins_of(args.eval_margins))
         probs = {kind: predict(model, crops, bf16=True) for kind, (_, _, crops) in scored.items()}
         np.savez_compressed(args.out / "scores.npz", **{f"{k}_case": np.array(scored[k][0]) for k in probs},
                             **{f"{k}_prob": v for k, v in probs.items()}, **{f"{k}_label": scored[k][1] for k in probs})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from BreastCADxLib.analysis.deep_features import CROP_SIZE, roi_crop
+from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, CROP_SIZE, roi_crop
 from BreastCADxLib.analysis.inference import Engine, card_engine
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, choose_device, load_card, model_set_dir
 from BreastCADxLib.image import Image
@@ -22,9 +22,17 @@ from BreastCADxLib.image import Image
 BOX_MODEL = "lesion_box_cnn"
 
 
+def box_views(image: Image, mask: np.ndarray, margins: tuple[float, ...] = (CONTEXT_MARGIN,)) -> torch.Tensor:
+    """The crops the member scores, (2 x len(margins), 3, 224, 224): the lesion's box with each context margin
+    (x the box side, each side) and the mirror of each; the member's answer is their mean logit."""
+    x = torch.stack([roi_crop(image, mask, margin=m, kind="box").tensor for m in margins])
+    return torch.cat([x, x.flip(-1)])
+
+
 class BoxScorer:
     def __init__(self, card: dict, engine: Engine) -> None:
         self.card, self.engine = card, engine
+        self.margins = tuple(float(m) for m in card.get("crop_margins", [CONTEXT_MARGIN]))
 
     @classmethod
     def from_registry(cls, model_id: str = BOX_MODEL, device: str | None = "auto",
@@ -38,10 +46,8 @@ class BoxScorer:
         return cls(card, engine)
 
     def probability(self, image: Image, mask: np.ndarray) -> float:
-        """Mean of the crop and its left-right mirror (as in training's scoring), as a probability."""
-        x = roi_crop(image, mask, kind="box").tensor
-        logits = self.engine(torch.stack([x, x.flip(-1)]))
-        return float(torch.sigmoid(logits.float().mean()))
+        """Mean logit of the box views (as in training's scoring), as a probability."""
+        return float(torch.sigmoid(self.engine(box_views(image, mask, self.margins)).float().mean()))
 
 
 @lru_cache(maxsize=4)
