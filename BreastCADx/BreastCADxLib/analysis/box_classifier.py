@@ -14,9 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, CROP_SIZE, roi_crop
+from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, CROP_SIZE, gradcam_map, roi_crop
 from BreastCADxLib.analysis.inference import Engine, card_engine
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, choose_device, load_card, model_set_dir
+from BreastCADxLib.analysis.registry import (
+    DEFAULT_MODEL_SET,
+    choose_device,
+    load_card,
+    load_state_dict,
+    model_set_dir,
+)
 from BreastCADxLib.image import Image
 
 BOX_MODEL = "lesion_box_cnn"
@@ -30,8 +36,10 @@ def box_views(image: Image, mask: np.ndarray, margins: tuple[float, ...] = (CONT
 
 
 class BoxScorer:
-    def __init__(self, card: dict, engine: Engine) -> None:
+    def __init__(self, card: dict, engine: Engine, device: torch.device | None = None) -> None:
         self.card, self.engine = card, engine
+        self.device = device or torch.device("cpu")
+        self._net: torch.nn.Module | None = None
         self.margins = tuple(float(m) for m in card.get("crop_margins", [CONTEXT_MARGIN]))
 
     @classmethod
@@ -43,11 +51,22 @@ class BoxScorer:
         arch = card.get("architecture", {}).get("arch", "lite0")
         engine, _ = card_engine(card, (3, CROP_SIZE, CROP_SIZE), choose_device(device),
                                 lambda: BoxNet(arch, pretrained=False))
-        return cls(card, engine)
+        return cls(card, engine, choose_device(device))
 
     def probability(self, image: Image, mask: np.ndarray) -> float:
         """Mean logit of the box views (as in training's scoring), as a probability."""
         return float(torch.sigmoid(self.engine(box_views(image, mask, self.margins)).float().mean()))
+
+    def gradcam(self, image: Image, mask: np.ndarray) -> np.ndarray:
+        """Grad-CAM of the member's logit on its middle view (the network in PyTorch, built on first use)."""
+        from BreastCADxLib.analysis.networks import BoxNet, LinearScore
+
+        if self._net is None:
+            net = BoxNet(self.card.get("architecture", {}).get("arch", "lite0"), pretrained=False)
+            net.load_state_dict(load_state_dict(self.card))
+            self._net = LinearScore(net.trunk, net.score.weight.detach(), float(net.score.bias)).to(self.device)
+        margin = sorted(self.margins)[len(self.margins) // 2]
+        return gradcam_map(self._net.eval(), roi_crop(image, mask, margin=margin, kind="box"), image, self.device)
 
 
 @lru_cache(maxsize=4)

@@ -106,23 +106,28 @@ class DeepFeatures:
 
     def gradcam(self, image: Image, mask: np.ndarray, weight: np.ndarray, bias: float = 0.0) -> np.ndarray:
         """Grad-CAM of the linear deep score w . f + b, mapped back onto the input grid (0..1, float32)."""
-        from monai.visualize import GradCAM
+        model = LinearScore(self.trunk, torch.as_tensor(weight, dtype=torch.float32), bias)
+        return gradcam_map(model.to(self.device).eval(), roi_crop(image, mask, kind=self.crop), image, self.device)
 
-        crop = roi_crop(image, mask, kind=self.crop)
-        model = LinearScore(self.trunk, torch.as_tensor(weight, dtype=torch.float32), bias).to(self.device).eval()
-        cam = GradCAM(nn_module=model, target_layers="trunk.head")
-        x = crop.tensor[None].to(self.device).requires_grad_(True)
-        with torch.enable_grad():
-            heat = cam(x, class_idx=0)[0, 0].detach().float().cpu()  # (CROP_SIZE, CROP_SIZE), 0..1
-        x0, y0, x1, y1 = crop.box
-        side = x1 - x0
-        heat = resize_plane(heat, (side, side)).numpy() * edge_window(side)  # no hard crop edge in the image
-        heat = heat / max(float(heat.max()), 1e-8)  # 0..1 again
-        out = np.zeros(image.array.shape, np.float32)
-        frames, rows, cols = image.array.shape
-        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(cols, x1), min(rows, y1)
-        out[crop.frame, sy0:sy1, sx0:sx1] = heat[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
-        return out
+
+def gradcam_map(model: torch.nn.Module, crop: RoiCrop, image: Image, device: torch.device) -> np.ndarray:
+    """Grad-CAM of a one-logit network (a `trunk` then a score) on a crop, at the trunk's last layer, pasted back
+    onto the input grid with its edges faded out (0..1, float32; 0 outside the crop)."""
+    from monai.visualize import GradCAM
+
+    cam = GradCAM(nn_module=model, target_layers="trunk.head")
+    x = crop.tensor[None].to(device).requires_grad_(True)
+    with torch.enable_grad():
+        heat = cam(x, class_idx=0)[0, 0].detach().float().cpu()  # (CROP_SIZE, CROP_SIZE), 0..1
+    x0, y0, x1, y1 = crop.box
+    side = x1 - x0
+    heat = resize_plane(heat, (side, side)).numpy() * edge_window(side)  # no hard crop edge in the image
+    heat = heat / max(float(heat.max()), 1e-8)  # 0..1 again
+    out = np.zeros(image.array.shape, np.float32)
+    frames, rows, cols = image.array.shape
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(cols, x1), min(rows, y1)
+    out[crop.frame, sy0:sy1, sx0:sx1] = heat[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+    return out
 
 
 def edge_window(side: int, taper: float = 0.2) -> np.ndarray:

@@ -134,7 +134,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     deep_model = get_deep_features(device, classifier.card.get("deep_crop", "mask"))
     deep = deep_model.features(work, work_mask)
-    box_p = None
+    box_p, scorer = None, None
     if classifier.box_member is not None:
         scorer = get_box_scorer(classifier.box_member["model"], device, model_set)
         box_p = scorer.probability(work, work_mask)
@@ -149,7 +149,12 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     if heatmap:
         report(0.8, "Grad-CAM")
         t = time.perf_counter()
-        heat = grid.up(deep_model.gradcam(work, work_mask, classifier.explain_weight, classifier.explain_bias))
+        # the member that carries most of the fused logit is the one explained
+        if scorer is not None and float(classifier.box_member["weight"]) >= 0.5:
+            work_heat = scorer.gradcam(work, work_mask)
+        else:
+            work_heat = deep_model.gradcam(work, work_mask, classifier.explain_weight, classifier.explain_bias)
+        heat = grid.up(work_heat)
         seconds["gradcam"] = time.perf_counter() - t
     report(1.0, "done")
     return AnalysisResult(source=image.source, lesion_found=True, provenance=provenance, mask=mask,

@@ -63,3 +63,22 @@ def test_the_classifier_needs_the_member_it_names():
     a = clf.predict(rad, np.zeros(1280), box_probability=0.05).probability
     b = clf.predict(rad, np.zeros(1280), box_probability=0.95).probability
     assert a < b  # the member moves the answer the way it should
+
+
+def test_the_heatmap_explains_the_image_member_around_the_lesion():
+    """With the member carrying most of the fused logit, the heatmap is its Grad-CAM: evidence on and around the
+    lesion, nothing far from its box."""
+    from BreastCADxLib.analysis.pipeline import analyze
+
+    img, mask = _case("malignant_001")
+    res = analyze(img, mask=mask)
+    assert float(get_classifier().box_member["weight"]) >= 0.5
+    np.testing.assert_allclose(res.heatmap, BoxScorer.from_registry().gradcam(img, mask), atol=1e-5)
+    ys, xs = np.nonzero(mask[0])
+    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    near = res.heatmap[0, max(0, ys.min() - h // 4): ys.max() + h // 4, max(0, xs.min() - w // 4): xs.max() + w // 4]
+    assert near.max() == pytest.approx(1.0, abs=1e-3) and res.heatmap[0].max() == near.max()
+    cy, cx, r = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2, int(0.75 * max(h, w))
+    far = np.ones(mask[0].shape, bool)  # beyond the member's square crop (margin <= 0.25 each side)
+    far[max(0, cy - r): cy + r, max(0, cx - r): cx + r] = False
+    assert far.any() and res.heatmap[0][far].max() == 0.0
