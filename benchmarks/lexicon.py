@@ -25,7 +25,7 @@ from sklearn.metrics import cohen_kappa_score
 from benchmarks.machine import machine
 from BreastCADxLib.analysis.lexicon import categories, thresholds
 from training.data import SITES
-from training.lexicon_thresholds import FEATURES, choose, rows
+from training.lexicon_thresholds import choose, rows
 
 OUT = Path("benchmarks/results")
 # sign -> (feature, the categories that show it, True if the lexicon calls it a malignant sign); read from the
@@ -92,22 +92,15 @@ def table(d: dict[str, np.ndarray], malignant: np.ndarray, t: dict) -> dict:
 
 def reader_agreement() -> dict:
     """Our suggestion vs the ultrasonographer's category on the L5 test split, per mask kind."""
-    from BreastCADxLib.analysis.classifier import get_classifier
+    from benchmarks.operating_point import test_probabilities
+    from BreastCADxLib.analysis.calibration import birads_suggestion
 
-    clf = get_classifier(model_set="two-site")
     out = {}
     for kind, name in (("reference outline", "busbra_l5__reference__test"),
                        ("automatic, lesion expected", "busbra_l5__expect__two-site__test")):
-        z = np.load(FEATURES / f"{name}.npz", allow_pickle=False)
-        ours, theirs, malignant = [], [], []
-        for i in range(len(z["case"])):
-            rad = dict(zip(z["radiomics_names"], map(float, z["radiomics"][i])))
-            rad.update({f"descriptor_{n}": float(v) for n, v in zip(z["descriptor_names"], z["descriptors"][i])})
-            if not np.isfinite(z["descriptors"][i]).all() or not np.isfinite(z["deep_mask"][i]).all():
-                continue  # no mask in this pass
-            ours.append(clf.predict(rad, z["deep_mask"][i]).birads)
-            theirs.append(str(int(z["birads"][i])))
-            malignant.append(bool(z["label"][i]))
+        p, malignant, reader = test_probabilities(name)
+        ours = [birads_suggestion(float(v)) for v in p]
+        theirs = [str(int(b)) for b in reader]
         pooled = [b[0] if b.startswith("4") else b for b in ours]
         cats = ["2", "3", "4", "5"]
         m = np.array(malignant)

@@ -4,10 +4,10 @@
 
 The shipped suggestion maps the calibrated probability to BI-RADS-style categories by the ACR likelihood ranges;
 at "4A or above" (> 2 %) it sends almost every benign lesion to biopsy (benchmarks/results/lexicon.md). Here the
-threshold for "biopsy" is instead chosen on leave-site-out predictions of non-test rows (each site predicted by a
-model fitted on the other; reference and perturbed outlines), as the highest probability keeping sensitivity at
-least 0.98 (the senior ultrasonographer's on L5), then applied once to the held-out test rows of both sites with
-the shipped two-site classifier (reference and automatic outlines), beside the reader.
+threshold for "biopsy" is instead chosen on leave-site-out predictions of non-test rows (each site predicted by
+members fitted on the other; the fused score's automatic, ROI-box and reference rows), as the highest probability
+keeping sensitivity at least 0.98 (the senior ultrasonographer's on L5), then applied once to the held-out test
+rows of both sites with the shipped two-site classifier (reference and automatic outlines), beside the reader.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.leave_site_out import classify
 from benchmarks.machine import machine
 from BreastCADxLib.analysis.calibration import apply_calibration
 from BreastCADxLib.analysis.classifier import get_classifier
+from training.classification.box_member import lso_calibration
 from training.classification.designs import DESIGNS
 from training.classification.ship_sites import calibration_rows
 from training.lexicon_thresholds import FEATURES
 
 TARGET_SENSITIVITY = 0.98
+LSO_ROWS = Path("runs/box_fusion/rows.npz")  # training.classification.box_fusion
 SETS = {"L5 test, reference outlines": "busbra_l5__reference__test",
         "L5 test, automatic (lesion expected)": "busbra_l5__expect__two-site__test",
         "BUSI test, reference outlines": "busi__reference__test",
@@ -33,25 +36,22 @@ SETS = {"L5 test, reference outlines": "busbra_l5__reference__test",
 
 
 def test_probabilities(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    clf = get_classifier(model_set="two-site")
-    z = np.load(FEATURES / f"{name}.npz", allow_pickle=False)
-    ps, ys, rb = [], [], []
-    for i in range(len(z["case"])):
-        if not np.isfinite(z["descriptors"][i]).all() or not np.isfinite(z["deep_mask"][i]).all():
-            continue
-        rad = dict(zip(z["radiomics_names"], map(float, z["radiomics"][i])))
-        rad.update({f"descriptor_{n}": float(v) for n, v in zip(z["descriptor_names"], z["descriptors"][i])})
-        ps.append(clf.predict(rad, z["deep_mask"][i]).probability)
-        ys.append(bool(z["label"][i]))
-        rb.append(int(z["birads"][i]) if "birads" in z.files else -1)
-    return np.array(ps), np.array(ys), np.array(rb)
+    """The shipped two-site classifier (with its image member) on committed test feature rows."""
+    z = dict(np.load(FEATURES / f"{name}.npz", allow_pickle=False))
+    ok = np.isfinite(z["descriptors"]).all(1) & np.isfinite(z["deep_mask"]).all(1)
+    rows = {k: (v[ok] if isinstance(v, np.ndarray) and len(v) == len(ok) else v) for k, v in z.items()}
+    rb = rows["birads"].astype(int) if "birads" in rows else np.full(int(ok.sum()), -1)
+    return classify("two-site", rows), rows["label"].astype(bool), rb
 
 
 def main() -> int:
     clf = get_classifier(model_set="two-site")
     design = clf.card["design"]
     c = float(clf.card["training"]["leave_site_out_scores"]["C"])
-    raw, y, how = calibration_rows(DESIGNS[design], c, ["busi", "busbra_l5"])
+    if clf.box_member is not None:  # the fused score's leave-site-out rows (those its calibration was fitted on)
+        _, how, raw, y = lso_calibration(LSO_ROWS, float(clf.box_member["weight"]))
+    else:
+        raw, y, how = calibration_rows(DESIGNS[design], c, ["busi", "busbra_l5"])
     p = apply_calibration(clf.calibration, raw)
     y = y.astype(bool)
     candidates = np.sort(np.unique(p))[::-1]
