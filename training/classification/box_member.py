@@ -29,8 +29,10 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None) -> dict:
-    """runs/<box run>/model.pt -> folder/lesion_box_cnn.pt (float16, weights_only) + its card."""
+def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None,
+                     margins: tuple[float, ...] = (0.25,)) -> dict:
+    """runs/<box run>/model.pt -> folder/lesion_box_cnn.pt (float16, weights_only) + its card; `margins`: the
+    context margins of the views it is scored on (chosen leave-site-out)."""
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     weights = folder / f"{BOX_MODEL}.pt"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
@@ -41,8 +43,11 @@ def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict
             "task": "P(malignant) of a breast ultrasound lesion from its box crop (image-level fusion member)",
             "architecture": {"arch": "lite0", "net": "analysis/networks.py BoxNet: EfficientNet-Lite0 (ImageNet "
                              "init) -> dropout 0.3 -> linear, fine-tuned end to end"},
-            "input": "the lesion's bounding box + 25 % context each side, square, grey in all three channels, "
-                     "224 x 224, (x - 127) / 128; scored as the mean logit of the crop and its mirror",
+            "input": "the lesion's bounding box + a context margin each side (" +
+                     ", ".join(f"{m:.0%}" for m in margins) + " of the box side), square, grey in all three "
+                     "channels, 224 x 224, (x - 127) / 128; scored as the mean logit of these views and their "
+                     "mirrors",
+            "crop_margins": list(margins),
             "training": {"sites": [SITE_NAMES[s] for s in sites], "rows": "benign and malignant images of the "
                          "train+val splits (reference box with jittered edges and margin, scanner-imitating "
                          "augmentation p 0.5, mirror)", "schedule": "fixed before any scoring: AdamW lr 3e-4 "

@@ -23,6 +23,7 @@ from BreastCADxLib.analysis.box_classifier import BOX_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
+from training.classification.box_cnn import margins_of
 from training.classification.box_member import export_box_model, lso_calibration, val_calibration
 from training.classification.bundle import exported, ood_and_explainer, write_and_verify
 from training.classification.designs import DESIGNS, BlockModel, load, named_columns, named_matrix, stack
@@ -70,6 +71,7 @@ def main() -> None:
                     help="the leave-site-out comparison that chose the design (quoted in the card)")
     ap.add_argument("--box-run", type=Path, help="box_cnn run of the image-level member (trained on --sites)")
     ap.add_argument("--box-weight", type=float, default=0.5, help="its weight in the fused logit")
+    ap.add_argument("--box-margins", default="0.25", help="context margins of its views (box_cnn --eval-margins)")
     ap.add_argument("--box-fusion", type=Path, default=Path("runs/box_fusion"),
                     help="box_fusion output: leave-site-out rows (two sites) and the cross-site figures")
     ap.add_argument("--box-val-run", type=Path, help="one site: box_cnn run trained on the train rows, scored on val")
@@ -117,7 +119,9 @@ def main() -> None:
     if args.box_run:
         fusion = json.loads((args.box_fusion / "box_fusion.json").read_text())
         chosen_row = next(r for r in fusion["rows"] if abs(r["w_box"] - args.box_weight) < 1e-9)
-        export_box_model(args.box_run, folder, sites, {"leave_site_out": chosen_row, "counts": fusion["counts"]})
+        export_box_model(args.box_run, folder, sites, {"leave_site_out": chosen_row, "counts": fusion["counts"],
+                                                       "compared": str(args.box_fusion / "box_fusion.md")},
+                         margins_of(args.box_margins))
         box_member = {"model": BOX_MODEL, "weight": args.box_weight}
     rad = named_matrix(d, names)
     deepx = d[deep[0]].astype(float)
@@ -165,7 +169,8 @@ def main() -> None:
             "calibration_ece_after": expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
             "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
                        f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")
-                       + (f" --box-run {args.box_run} --box-weight {args.box_weight:g}" if args.box_run else "")
+                       + (f" --box-run {args.box_run} --box-weight {args.box_weight:g} --box-margins "
+                          f"{args.box_margins}" if args.box_run else "")
                        + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")},
         "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",
