@@ -111,6 +111,8 @@ class LesionSegmenter:
         self.flip_tta = bool(post.get("flip_tta", True))
         self.refine_margin = post.get("refine_margin")  # None: single pass
         self.candidate_relative = float(post.get("candidate_relative", 0.5))
+        # inside a drawn box: LiteMedSAM outlines (analysis.box_prompt) when the card names it, else this network
+        self.roi_outliner = post.get("roi_outliner")
         self.net = net.to(self.device).eval() if net is not None else None
         if engine is None and self.net is None:
             raise ValueError("LesionSegmenter needs a network or an engine")
@@ -176,7 +178,11 @@ class LesionSegmenter:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("segmentation cancelled")
             plane = image.array[k]
-            if box is not None:
+            if box is not None and self.roi_outliner == "litemedsam":
+                from BreastCADxLib.analysis.box_prompt import get_box_outliner
+
+                prob[k] = get_box_outliner(str(self.device)).probability(plane, box)
+            elif box is not None:
                 x0, y0, x1, y1 = box
                 prob[k, y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
             else:
