@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
+NO_DEPS_FILE = "requirements-nodeps.txt"  # beside requirements.txt: installed with pip --no-deps
+
 
 def read_requirements(path: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
@@ -48,6 +50,10 @@ def ensure_dependencies(requirements_path: str | Path) -> None:
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
                 raise RuntimeError("PyTorch is required; installation was declined or failed.")
     requirements = read_requirements(Path(requirements_path))
+    no_deps = Path(requirements_path).with_name(NO_DEPS_FILE)
+    missing_no_deps = missing_requirements(read_requirements(no_deps)) if no_deps.is_file() else []
+    if missing_no_deps:
+        slicer.util.pip_install(["--no-deps", *missing_no_deps])
     if not missing_requirements(requirements):
         return
     try:
