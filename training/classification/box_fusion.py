@@ -52,6 +52,12 @@ def box_scores(runs: list[Path], kind: str) -> dict[str, float]:
     return {c: float(1 / (1 + np.exp(-np.mean([logit(np.array(p[c])) for p in per])))) for c in common}
 
 
+def fuse(v: dict, w: float, w_low: float) -> np.ndarray:
+    """Fused logit of one direction's rows: box weight w, or w_low where the automatic mask is low-confidence."""
+    wb = np.where(v["low"], w_low, w)
+    return wb * v["box"] + (1 - wb) * v["design"]
+
+
 def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
     """case -> the automatic mask is a kept candidate that did not pass presence (flagged low-confidence)."""
     z = np.load(PASSES / f"{seg_pass}__{site}__train+val.npz", allow_pickle=False)
@@ -96,12 +102,7 @@ def main() -> None:
     rows = []
     for w, w_low in [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]:
         row: dict = {"w_box": w, "w_low": w if w_low is None else w_low}
-
-        def fuse(v: dict, w: float = w, w_low: float = row["w_low"]) -> np.ndarray:
-            wb = np.where(v["low"], w_low, w)
-            return wb * v["box"] + (1 - wb) * v["design"]
-
-        fused = {name: {k: fuse(v) for k, v in d.items()} for name, d in dirs.items()}
+        fused = {name: {k: fuse(v, w, row["w_low"]) for k, v in d.items()} for name, d in dirs.items()}
         for name, d in dirs.items():
             for kind, v in d.items():
                 row[f"{name}:{kind}"] = float(roc_auc_score(v["label"], fused[name][kind]))

@@ -18,6 +18,7 @@ import torch
 
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL
 from BreastCADxLib.analysis.calibration import fit_platt
+from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import sha256_of
 from training.classification.designs import BlockModel, load, stack
 
@@ -30,7 +31,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None,
-                     margins: tuple[float, ...] = (0.25,)) -> dict:
+                     margins: tuple[float, ...] = (CONTEXT_MARGIN,)) -> dict:
     """runs/<box run>/model.pt -> folder/lesion_box_cnn.pt (float16, weights_only) + its card; `margins`: the
     context margins of the views it is scored on (chosen leave-site-out)."""
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)

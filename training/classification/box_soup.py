@@ -1,12 +1,13 @@
 """A uniform "soup" of box-CNN runs: the mean of their weights (Wortsman et al., ICML 2022), scored like a run.
 
     python -m training.classification.box_soup --runs runs/box_A runs/box_A_s1 --score busbra_l5 \
-        --pass runs/site_pass/seg_A__busbra_l5__train+val.npz --out runs/box_A_soup
+        --pass runs/site_pass/busi-only__busbra_l5__train+val.npz --out runs/box_A_soup
 
 Runs fine-tuned from the same ImageNet weights with another seed land in one basin, so their mean is one network
 (the product's cost stays one model) that is often better than each at a site none of them saw. Writes
-OUT/model.pt (float32 state dict) and, with --score, OUT/scores.npz in box_cnn's layout (crop + mirror, the
-other site's non-test rows), for training.classification.box_fusion. Test splits are not read.
+OUT/model.pt (float32 state dict) and, with --score, OUT/scores.npz in box_cnn's layout (the views of
+--eval-margins, each mirrored; the other site's non-test rows), for training.classification.box_fusion. One run
+alone is that run, rescored on other views. Test splits are not read.
 """
 
 from __future__ import annotations

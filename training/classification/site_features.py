@@ -35,6 +35,15 @@ OUT = Path("runs/site_features")
 SEED = 11
 
 
+def largest_filled(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The largest island of a redrawn outline, holes filled (the reference when nothing is left)."""
+    labels, n = ndimage.label(out)
+    if n == 0:
+        return ref
+    out = labels == (1 + int(np.argmax(ndimage.sum_labels(out, labels, np.arange(1, n + 1)))))
+    return ndimage.binary_fill_holes(out)
+
+
 def perturbed(ref: np.ndarray, case: str) -> np.ndarray:
     """The reference outline redrawn: signed distance + smooth noise + a small global offset, largest island."""
     rng = np.random.default_rng([SEED, *case.encode()])
@@ -43,11 +52,7 @@ def perturbed(ref: np.ndarray, case: str) -> np.ndarray:
     noise = ndimage.gaussian_filter(rng.normal(size=ref.shape), sigma=max(2.0, 0.15 * scale))
     noise *= 0.05 * scale / max(noise.std(), 1e-9)
     out = sdt + noise + rng.uniform(-0.06, 0.06) * scale < 0
-    labels, n = ndimage.label(out)
-    if n == 0:
-        return ref
-    out = labels == (1 + int(np.argmax(ndimage.sum_labels(out, labels, np.arange(1, n + 1)))))
-    return ndimage.binary_fill_holes(out)
+    return largest_filled(out, ref)
 
 
 def smoothed(ref: np.ndarray, case: str) -> np.ndarray:
@@ -57,11 +62,7 @@ def smoothed(ref: np.ndarray, case: str) -> np.ndarray:
     scale = float(np.sqrt(ref.sum()))
     sdt = ndimage.distance_transform_edt(~ref) - ndimage.distance_transform_edt(ref)
     out = ndimage.gaussian_filter(sdt, sigma=max(2.0, 0.2 * scale)) + rng.uniform(-0.08, 0.08) * scale < 0
-    labels, n = ndimage.label(out)
-    if n == 0:
-        return ref
-    out = labels == (1 + int(np.argmax(ndimage.sum_labels(out, labels, np.arange(1, n + 1)))))
-    return ndimage.binary_fill_holes(out)
+    return largest_filled(out, ref)
 
 
 def family_rows(img: np.ndarray, mask: np.ndarray, deep_box: DeepFeatures, deep_mask: DeepFeatures) -> dict:
