@@ -204,16 +204,19 @@ class LesionSegmenter:
         return expand_box(mask_bbox(region), float(self.refine_margin), region.shape)
 
     def candidate(self, plane: np.ndarray, prob: np.ndarray, refine: bool) -> np.ndarray:
-        """Best candidate region of one plane; refined in its own box like a found lesion (prob updated)."""
+        """Best candidate region of one plane; refined in its own box like a found lesion (prob updated). The
+        refined region is the part of the box connected to the first-pass candidate (>= candidate_relative x the
+        refined peak over it): a sharper peak elsewhere in the box, e.g. a caliper mark, is not followed."""
         region = best_candidate(prob, self.candidate_relative)
-        if not refine or self.refine_margin is None:
+        if not refine or self.refine_margin is None or not region.any():
             return region
         prob[...] = self.refine(plane, prob, region)
         inside = np.zeros(prob.shape, bool)
         x0, y0, x1, y1 = self.refine_box(region)
         inside[y0:y1, x0:x1] = True
-        refined = best_candidate(np.where(inside, prob, 0), self.candidate_relative)
-        return refined if refined.any() else region
+        grown = region | (inside & (prob >= self.candidate_relative * float(prob[region].max())))
+        labels, _ = ndimage.label(grown)
+        return ndimage.binary_fill_holes(labels == labels[region].max())
 
 
 @lru_cache(maxsize=4)

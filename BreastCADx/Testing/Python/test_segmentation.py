@@ -72,6 +72,22 @@ def test_expect_lesion_recovers_a_lesion_the_presence_threshold_drops(segmenter)
     assert dice(result.mask, ref) >= 0.85
 
 
+def test_expect_lesion_candidate_keeps_to_the_lesion_not_a_caliper_mark():
+    # bus_0622-l (BUS-BRA L5, train split): the BUSI-only segmenter's whole-image peak (~0.9) sits on the lesion
+    # but below presence; re-segmented in its box, the sharpest response is a caliper mark at the lesion's edge.
+    # The candidate is what connects to the first-pass region (before: the mark alone, Dice 0.06)
+    from BreastCADxLib.analysis.registry import model_set_dir
+
+    seg = LesionSegmenter.from_registry(device="cpu", models_dir=model_set_dir("busi-only"))
+    img = load_image(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0622-l.png")
+    ref = load_mask(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0622-l_mask.png", img)
+    assert not seg.segment(img).lesion_found
+    result = seg.segment(img, expect_lesion=True)
+    assert result.low_confidence
+    assert ndimage.label(result.mask[0])[1] == 1
+    assert dice(result.mask, ref) >= 0.8
+
+
 def test_expect_lesion_keeps_confident_results_and_marks_candidates(segmenter):
     img, _ = _case("malignant_001")
     default, expected = segmenter.segment(img), segmenter.segment(img, expect_lesion=True)
