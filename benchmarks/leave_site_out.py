@@ -89,6 +89,17 @@ def seg_rows(site: str, name: str, path: Path, presence: float | None = None) ->
     return out
 
 
+def with_unclassified(site: str, d: dict, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Every test lesion of the site: those the product could not classify (an automatic mask too small for
+    radiomics: it reports an error and asks for a box) count as an uninformative 0.5, not as absent."""
+    done = set(d["case"].tolist())
+    rest = [c for c in site_cases(site, DEFAULT_DATA[site])
+            if c.split == "test" and c.label != "normal" and c.case not in done]
+    return (np.concatenate([p, np.full(len(rest), 0.5)]),
+            np.concatenate([d["label"], np.array([int(c.malignant) for c in rest], dtype=d["label"].dtype)]),
+            np.concatenate([d["group"].astype(str), np.array([c.group for c in rest], dtype=str)]), len(rest))
+
+
 def classify(model_set: str, d: dict) -> np.ndarray:
     clf = load_classifier(models_dir=model_set_dir(model_set))
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
@@ -126,9 +137,8 @@ def main() -> None:
                     d = load(site, kind, s, test=True)
                 except FileNotFoundError:
                     continue
-                p = classify(s, d)
-                y = d["label"]
-                row = {"model_set": s, "site": site, "masks": kind, **auc_ci(y, p, d["group"]),
+                p, y, g, unclassified = with_unclassified(site, d, classify(s, d))
+                row = {"model_set": s, "site": site, "masks": kind, **auc_ci(y, p, g), "unclassified": unclassified,
                        "ece": expected_calibration_error(p, y),
                        "sensitivity_at_0.5": float((p[y == 1] >= 0.5).mean()),
                        "specificity_at_0.5": float((p[y == 0] < 0.5).mean())}
@@ -158,7 +168,9 @@ def markdown(res: dict) -> str:
            f"{m['cores']} cores, torch {m['torch']} (CPU)\n",
            "Test splits only (BUSI: duplicate-grouped; BUS-BRA L5: patient-grouped), read once for this report. "
            "Cross-site rows are marked: the model never saw that hospital. 95 % CIs bootstrap whole patients "
-           "(L5) or duplicate groups (BUSI).\n", "## Segmentation\n",
+           "(L5) or duplicate groups (BUSI). Classification rows count every test lesion: one the product could not "
+           "classify (an automatic mask too small for radiomics; the product says so and asks for a box) is scored "
+           "0.5.\n", "## Segmentation\n",
            "| model | test site | cross-site | lesions | Dice, no prompt (miss = 0) | missed | Dice, lesion expected "
            "| Dice, ROI box | normal images given a lesion |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["segmentation"]:
@@ -173,13 +185,14 @@ def markdown(res: dict) -> str:
         out.append(f"\nNormal images given a false lesion over out-of-fold predictions of all {o['images']} BUSI "
                    f"normal images ({o['model']}): **{o['rate']:.1%}**.\n")
     out += ["\n## Classification\n", "| model set | test site | cross-site | masks | AUC [95 % CI] | ECE | "
-            "sens / spec at p 0.5 | mask Dice to reference |", "|---|---|---|---|---|---|---|---|"]
+            "sens / spec at p 0.5 | mask Dice to reference | not classified (scored 0.5) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in res["classification"]:
         cross = r["model_set"] == "busi-only" and r["site"] == "busbra_l5"
         dc = f"{r['mask_dice_to_reference']:.3f}" if "mask_dice_to_reference" in r else ""
         out.append(f"| {r['model_set']} | {SITES[r['site']]} | {'**yes**' if cross else 'no'} | {KINDS[r['masks']]} "
                    f"| {_ci(r, 'auc')} | {r['ece']:.3f} | {r['sensitivity_at_0.5']:.2f} / "
-                   f"{r['specificity_at_0.5']:.2f} | {dc} |")
+                   f"{r['specificity_at_0.5']:.2f} | {dc} | {r.get('unclassified', 0)} |")
     if res["reader"]:
         rd = res["reader"]
         out += ["\n## Against the reader (BUS-BRA L5 test patients, the same images)\n",
