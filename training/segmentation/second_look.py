@@ -40,7 +40,7 @@ def second_model(first: LesionSegmenter, weights: Path) -> LesionSegmenter:
 def look_again(look: LesionSegmenter, plane: np.ndarray) -> tuple[np.ndarray, float]:
     """The second model's refined best candidate on a plane and its mean probability."""
     prob = look.probability(plane)
-    region = look.candidate(plane, prob, refine=True)
+    region = look.candidate(plane, prob, in_box=False)
     return region, float(prob[region].mean()) if region.any() else 0.0
 
 

@@ -29,7 +29,8 @@ OUT = Path("runs/site_pass")
 # the post-processing tuned on BUSI val for the single-site model (session 3), the starting point for new runs;
 # the presence threshold is then re-chosen cross-site (training.segmentation.tune_presence)
 BASE_POSTPROCESSING = {"threshold": 0.35, "presence": 0.9, "min_area_fraction": 0.003, "keep_fraction": 0.1,
-                       "flip_tta": False, "refine_margin": 0.2, "candidate_relative": 0.3}
+                       "flip_tta": False, "refine_margin": 0.2, "candidate_relative": 0.3,
+                       "roi_candidate_relative": 0.1}
 
 
 def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None) -> LesionSegmenter:

@@ -111,6 +111,8 @@ class LesionSegmenter:
         self.flip_tta = bool(post.get("flip_tta", True))
         self.refine_margin = post.get("refine_margin")  # None: single pass
         self.candidate_relative = float(post.get("candidate_relative", 0.5))
+        # inside a drawn box the candidate reaches lower: there the lesion fills most of the box
+        self.roi_candidate_relative = float(post.get("roi_candidate_relative", self.candidate_relative))
         # inside a drawn box: LiteMedSAM outlines (analysis.box_prompt) when the card names it, else this network
         self.roi_outliner = post.get("roi_outliner")
         self.net = net.to(self.device).eval() if net is not None else None
@@ -195,7 +197,7 @@ class LesionSegmenter:
         low_confidence = bool(expect_lesion and not mask.any() and prob.max() > 0)
         if low_confidence:
             k = int(np.argmax(prob.reshape(frames, -1).max(axis=1)))
-            mask[k] = self.candidate(image.array[k], prob[k], refine=box is None)
+            mask[k] = self.candidate(image.array[k], prob[k], in_box=box is not None)
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
                             low_confidence=low_confidence)
 
@@ -203,12 +205,15 @@ class LesionSegmenter:
         """The box a found region is re-segmented in: its bounding box + the refinement margin."""
         return expand_box(mask_bbox(region), float(self.refine_margin), region.shape)
 
-    def candidate(self, plane: np.ndarray, prob: np.ndarray, refine: bool) -> np.ndarray:
-        """Best candidate region of one plane; refined in its own box like a found lesion (prob updated). The
-        refined region is the part of the box connected to the first-pass candidate (>= candidate_relative x the
-        refined peak over it): a sharper peak elsewhere in the box, e.g. a caliper mark, is not followed."""
+    def candidate(self, plane: np.ndarray, prob: np.ndarray, in_box: bool) -> np.ndarray:
+        """Best candidate region of one plane. In a drawn box: the region around the peak down to
+        roi_candidate_relative x the peak. Whole image: refined in its own box like a found lesion (prob updated);
+        the refined region is the part of that box connected to the first-pass candidate (>= candidate_relative x
+        the refined peak over it): a sharper peak elsewhere in the box, e.g. a caliper mark, is not followed."""
+        if in_box:
+            return best_candidate(prob, self.roi_candidate_relative)
         region = best_candidate(prob, self.candidate_relative)
-        if not refine or self.refine_margin is None or not region.any():
+        if self.refine_margin is None or not region.any():
             return region
         prob[...] = self.refine(plane, prob, region)
         inside = np.zeros(prob.shape, bool)
