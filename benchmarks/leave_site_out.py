@@ -139,7 +139,7 @@ def main() -> None:
                     continue
                 p, y, g, unclassified = with_unclassified(site, d, classify(s, d))
                 row = {"model_set": s, "site": site, "masks": kind, **auc_ci(y, p, g), "unclassified": unclassified,
-                       "ece": expected_calibration_error(p, y),
+                       "ece": expected_calibration_error(p[:len(d["label"])], d["label"]),  # classified
                        "sensitivity_at_0.5": float((p[y == 1] >= 0.5).mean()),
                        "specificity_at_0.5": float((p[y == 0] < 0.5).mean())}
                 if kind in ("expect", "roi"):
@@ -170,7 +170,8 @@ def markdown(res: dict) -> str:
            "Cross-site rows are marked: the model never saw that hospital. 95 % CIs bootstrap whole patients "
            "(L5) or duplicate groups (BUSI). Classification rows count every test lesion: one the product could not "
            "classify (an automatic mask too small for radiomics; the product says so and asks for a box) is scored "
-           "0.5.\n", "## Segmentation\n",
+           "0.5 for the AUC and sensitivity / specificity; ECE is over the lesions given a probability.\n",
+           "## Segmentation\n",
            "| model | test site | cross-site | lesions | Dice, no prompt (miss = 0) | missed | Dice, lesion expected "
            "| Dice, ROI box | normal images given a lesion |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["segmentation"]:
