@@ -167,13 +167,14 @@ def main() -> int:
                   "| ours \\ reader | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|"]
         lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |"
                   for c, row in zip(["2", "3", "4", "5"], r["confusion_ours_rows_reader_cols"])]
-    conf = np.array(next(iter(res["reader_agreement_l5_test"].values()))["confusion_ours_rows_reader_cols"])
+    first_kind, first = next(iter(res["reader_agreement_l5_test"].items()))
+    conf = np.array(first["confusion_ours_rows_reader_cols"])
     low = conf[:, :2].sum()  # the lesions the reader calls 2 or 3
     lines += ["", "Share of training lesions in each category (shipped cut-points): "
               + ", ".join(f"{k} {100 * v:.0f} %" for k, v in res["category_share_train"].items()) + ".", "",
               "Why the suggestion and the reader disagree: calibrated for a hospital the model has not seen "
               f"(Platt on leave-site-out predictions), the model puts {conf[2:, :2].sum()} of the {low} lesions "
-              f"the reader calls 2 or 3 at 4A or above ({next(iter(res['reader_agreement_l5_test']))}), while the "
+              f"the reader calls 2 or 3 at 4A or above ({first_kind}), while the "
               f"reader calls {100 * low / conf.sum():.0f} % of lesions 2 or 3. The ranking is good (AUC on these "
               "rows in `leave_site_out.md`); the fixed ACR ranges make the category a poor biopsy rule here.", "",
               "The descriptor-only classifier (these descriptors as continuous values, L2 logistic regression) "

@@ -29,6 +29,18 @@ SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9; benign, malignant, normal)",
               "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro; benign, malignant)"}
 
 
+# why the shipped post-processing is what it is (kept in every card this script writes)
+POSTPROCESSING_NOTES = {
+    "flip_tta_note": "off since 2026-11-25: on the val images of both sites it added 0.002 lesion Dice and missed 2 "
+                     "more lesions for 50 % more time (benchmarks/results/segmenter_passes.md); the refinement pass "
+                     "stays (+0.014)",
+    "candidate_note": "since 2026-12-03: a low-confidence candidate keeps to the region connected to the first-pass "
+                      "one (refined in its box it used to follow a caliper mark), and inside a drawn box reaches down "
+                      "to roi_candidate_relative x the peak; chosen on non-test rows of both sites "
+                      "(benchmarks/results/leave_site_out_fusion.md)",
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
@@ -60,6 +72,7 @@ def main() -> None:
         "postprocessing": {**BASE_POSTPROCESSING, "presence": tuned["chosen"]["presence"],
                            "tuned_on": f"presence: {tuned['rule']}, over out-of-fold cross-site passes "
                                        f"{', '.join(tuned['passes'])}: {tuned['chosen']}",
+                           **POSTPROCESSING_NOTES,
                            **({"roi_outliner": args.roi_outliner, "roi_outliner_note": ROI_NOTE}
                               if args.roi_outliner != "network" else {})},
         "training": {
