@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from BreastCADxLib.analysis.calibration import apply_calibration, fit_platt
 from training.classification.designs import BlockModel, load, stack
 from training.segmentation.site_pass import OUT as PASSES
 
@@ -57,6 +58,22 @@ def fuse(v: dict, w: float, w_low: float) -> np.ndarray:
     wb = np.where(v["low"], w_low, w)
     return wb * v["box"] + (1 - wb) * v["design"]
 
+
+def calibration_choice(dirs: dict, w: float) -> list[dict]:
+    """Cross-site ECE of the fused score (box weight w) per direction and mask kind: raw, with a Platt fitted on the
+    other direction's rows pooled over kinds (what the two-site set ships), and with one Platt per mask source
+    (automatic vs drawn: ROI box and reference)."""
+    fused = {n: {k: 1 / (1 + np.exp(-fuse(v, w, w))) for k, v in d.items()} for n, d in dirs.items()}
+    out = []
+    for name, other in (("busi->busbra_l5", "busbra_l5->busi"), ("busbra_l5->busi", "busi->busbra_l5")):
+        pooled, auto, drawn = (fit_platt(np.concatenate([fused[other][k] for k in kinds]),
+                                         np.concatenate([dirs[other][k]["label"] for k in kinds]))
+                               for kinds in (KINDS, ("expect",), ("roi", "reference")))
+        for kind in KINDS:
+            p, y = fused[name][kind], dirs[name][kind]["label"]
+            out.append({"rows": f"{name}:{kind}", "raw": ece(y, p), "pooled": ece(y, apply_calibration(pooled, p)),
+                        "per_source": ece(y, apply_calibration(auto if kind == "expect" else drawn, p))})
+    return out
 
 def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
     """case -> the automatic mask is a kept candidate that did not pass presence (flagged low-confidence)."""
@@ -94,6 +111,7 @@ def main() -> None:
     ap.add_argument("--fit-masks", default="reference,perturbed", help="outlines the feature member is fitted on")
     ap.add_argument("--w-low", type=float, nargs="*", default=[],
                     help="also: the box weight for automatic masks flagged low-confidence (w elsewhere)")
+    ap.add_argument("--calibration-w", type=float, default=0.75, help="box weight of the calibration comparison")
     ap.add_argument("--out", type=Path, default=Path("runs/box_fusion"))
     args = ap.parse_args()
     fit = tuple(args.fit_masks.split(","))
@@ -118,16 +136,23 @@ def main() -> None:
     # every scored row, for the calibration of a shipped fusion (training.classification.box_member)
     np.savez(args.out / "rows.npz", **{f"{n}:{k}:{f}": v[f] for n, d in dirs.items() for k, v in d.items()
                                        for f in ("case", "label", "design", "box")})
+    choice = calibration_choice(dirs, args.calibration_w)
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
     (args.out / "box_fusion.json").write_text(json.dumps({
         "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "passes": [args.pass_a, args.pass_b],
-        "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b]}, indent=1))
+        "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b],
+        "calibration_choice": {"w_box": args.calibration_w, "rows": choice}}, indent=1))
     cols = [f"{n}:{k}" for n in dirs for k in KINDS] + [f"{n}:expect_ece" for n in dirs]
     lines = ["| w (box CNN) | w low-confidence | score | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
     for r in rows:
         lines.append(f"| {r['w_box']:g} | {r['w_low']:g} | {r['score']:.3f} | "
                      + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    lines += ["", f"Cross-site ECE at w = {args.calibration_w:g}: raw, Platt from the other direction (pooled), "
+              "Platt per mask source", "", "| rows | raw | pooled | per source |", "|---|---|---|---|"]
+    lines += [f"| {c['rows']} | {c['raw']:.3f} | {c['pooled']:.3f} | {c['per_source']:.3f} |" for c in choice]
+    lines.append("| mean | " + " | ".join(f"{np.mean([c[k] for c in choice]):.3f}"
+                                            for k in ("raw", "pooled", "per_source")) + " |")
     (args.out / "box_fusion.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -76,6 +76,8 @@ def main() -> None:
                     help="box_fusion output: leave-site-out rows (two sites) and the cross-site figures")
     ap.add_argument("--box-val-run", type=Path, help="one site: box_cnn run trained on the train rows, scored on val")
     ap.add_argument("--box-pass", default="seg_B", help="one site: segmenter pass of its automatic val masks")
+    ap.add_argument("--calibration", choices=["platt", "identity"], default="platt",
+                    help="identity: ship the fused score as it is (box_fusion's cross-site ECE table decides)")
     args = ap.parse_args()
     blocks, sites = DESIGNS[args.design], args.sites.split(",")
     deep = [b for b in blocks if b.startswith("deep")]
@@ -110,6 +112,9 @@ def main() -> None:
     else:
         p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites)
         calibration = fit_platt(p_cal, y_cal)
+    cal_text = f"Platt scaling on {cal_how}"
+    if args.calibration == "identity":
+        calibration, cal_text = {"kind": "identity"}, f"none (identity); rows it was judged on: {cal_how}"
 
     folder = args.models
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,7 +160,7 @@ def main() -> None:
             "classifier": f"L2 logistic regression, C={args.c:g}",
             "image_member": (f"{BOX_MODEL}: EfficientNet-Lite0 fine-tuned on the lesion's box crop; raw = "
                              f"sigmoid({args.box_weight:g} logit(box) + {1 - args.box_weight:g} logit(features)), "
-                             "then the Platt calibration") if args.box_run else None},
+                             f"then the calibration ({args.calibration})") if args.box_run else None},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
             "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion twice: reference outline "
@@ -164,14 +169,15 @@ def main() -> None:
             "protocol": "design, C and calibration chosen by leave-site-out scores (fit on one site, score on the "
                         "other with automatic, ROI-box, perturbed and reference masks); test splits unread",
             "leave_site_out_scores": chosen,
-            "calibration": f"Platt scaling on {cal_how}",
+            "calibration": cal_text,
             "calibration_ece_before": expected_calibration_error(p_cal, y_cal),
             "calibration_ece_after": expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
             "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
                        f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")
                        + (f" --box-run {args.box_run} --box-weight {args.box_weight:g} --box-margins "
                           f"{args.box_margins}" if args.box_run else "")
-                       + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")},
+                       + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")
+                       + (f" --calibration {args.calibration}" if args.calibration != "platt" else "")},
         "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",

@@ -57,3 +57,27 @@ def test_second_look_cascade_keeps_candidates_at_the_threshold_and_counts_false_
     got = summarise(kept, lesion)
     assert (got["normal_with_lesion"], got["normals"]) == (1, 2)
     np.testing.assert_allclose([got["score"], got["lesion_dice"]], [0.675, 0.85])
+
+
+def test_calibration_choice_scores_raw_pooled_and_per_source_ece_across_directions():
+    # two directions whose fused scores are calibrated as they are; a Platt fitted on one shifted direction
+    # must move the other one away, and the table must say so (training.classification.box_fusion)
+    import numpy as np
+
+    from training.classification.box_fusion import KINDS, calibration_choice
+
+    rng = np.random.default_rng(0)
+
+    def rows(shift: float) -> dict:
+        out = {}
+        for kind in KINDS:
+            z = rng.normal(0, 2, 2000)
+            y = (rng.random(2000) < 1 / (1 + np.exp(-z))).astype(int)  # calibrated logit z
+            out[kind] = {"label": y, "box": z + shift, "design": z + shift, "low": np.zeros(2000, bool)}
+        return out
+
+    table = calibration_choice({"busi->busbra_l5": rows(0.0), "busbra_l5->busi": rows(1.5)}, 0.75)
+    first = [r for r in table if r["rows"].startswith("busi->")]
+    assert len(table) == 2 * len(KINDS)
+    assert all(r["raw"] < 0.05 for r in first)  # already calibrated
+    assert all(r["pooled"] > r["raw"] + 0.05 for r in first)  # the other site's Platt moves it away
