@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--roi-outliner", choices=["network", "litemedsam"],
                     help="what outlines inside a ROI box (default: as the card says)")
+    ap.add_argument("--flip-tta", action="store_true", help="average with the mirrored image (default: as the card)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     if args.threads:
@@ -71,6 +72,8 @@ def main() -> None:
     seg = run_segmenter(args.run)
     if args.roi_outliner:
         seg.roi_outliner = args.roi_outliner
+    if args.flip_tta:
+        seg.flip_tta = True
     todo = cases(args, [args.site], tuple(args.roles.split(",")))
     keep: dict[str, list] = {k: [] for k in ("case", "prob", "default", "expect", "roi", "low_confidence", "seconds")}
     t0 = time.time()
@@ -95,7 +98,8 @@ def main() -> None:
         if (i + 1) % 50 == 0:
             print(f"{i + 1}/{len(todo)} {time.time() - t0:.0f}s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = pass_name(args.run) + (f"+{args.roi_outliner}" if args.roi_outliner else "")
+    name = pass_name(args.run) + (f"+{args.roi_outliner}" if args.roi_outliner else "") + \
+        ("+tta" if args.flip_tta else "")
     path = args.out / f"{name}__{args.site}__{args.roles.replace(',', '+')}.npz"
     arrays = {k: np.array(v) for k, v in keep.items() if k in ("case", "low_confidence", "seconds")}
     for k in ("prob", "default", "expect", "roi"):  # ragged: one entry per image
