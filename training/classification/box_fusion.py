@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from BreastCADxLib.analysis.calibration import apply_calibration, fit_platt
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from training.classification.designs import BlockModel, load, stack
 from training.segmentation.site_pass import OUT as PASSES
 
@@ -36,11 +36,8 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
-    return float(sum(abs(y[idx == b].mean() - p[idx == b].mean()) * (idx == b).mean()
-                     for b in range(bins) if (idx == b).any()))
+def ece(y: np.ndarray, p: np.ndarray) -> float:
+    return expected_calibration_error(p, y)
 
 
 def box_scores(runs: list[Path], kind: str) -> dict[str, float]:
@@ -74,6 +71,7 @@ def calibration_choice(dirs: dict, w: float) -> list[dict]:
             out.append({"rows": f"{name}:{kind}", "raw": ece(y, p), "pooled": ece(y, apply_calibration(pooled, p)),
                         "per_source": ece(y, apply_calibration(auto if kind == "expect" else drawn, p))})
     return out
+
 
 def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
     """case -> the automatic mask is a kept candidate that did not pass presence (flagged low-confidence)."""
