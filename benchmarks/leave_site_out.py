@@ -89,12 +89,11 @@ def seg_rows(site: str, name: str, path: Path, presence: float | None = None) ->
     return out
 
 
-def with_unclassified(site: str, d: dict, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Every test lesion of the site: those the product could not classify (an automatic mask too small for
-    radiomics: it reports an error and asks for a box) count as an uninformative 0.5, not as absent."""
+def with_unclassified(lesions: list, d: dict, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Every test lesion of the site (`lesions`): those the product could not classify (an automatic mask too
+    small for radiomics: it reports an error and asks for a box) count as an uninformative 0.5, not as absent."""
     done = set(d["case"].tolist())
-    rest = [c for c in site_cases(site, DEFAULT_DATA[site])
-            if c.split == "test" and c.label != "normal" and c.case not in done]
+    rest = [c for c in lesions if c.case not in done]
     return (np.concatenate([p, np.full(len(rest), 0.5)]),
             np.concatenate([d["label"], np.array([int(c.malignant) for c in rest], dtype=d["label"].dtype)]),
             np.concatenate([d["group"].astype(str), np.array([c.group for c in rest], dtype=str)]), len(rest))
@@ -131,13 +130,14 @@ def main() -> None:
         res["oof_normal_false_lesion"] = {"images": o["lesion_free_images"], "rate": o["false_lesion_rate"],
                                           "model": "BUS-BRA-only run (never saw BUSI) at the shipped presence"}
     for site in SITES:
+        lesions = site_cases(site, DEFAULT_DATA[site], ("test",), lesions_only=True)
         for s in SETS:
             for kind in KINDS:
                 try:
                     d = load(site, kind, s, test=True)
                 except FileNotFoundError:
                     continue
-                p, y, g, unclassified = with_unclassified(site, d, classify(s, d))
+                p, y, g, unclassified = with_unclassified(lesions, d, classify(s, d))
                 row = {"model_set": s, "site": site, "masks": kind, **auc_ci(y, p, g), "unclassified": unclassified,
                        "ece": expected_calibration_error(p[:len(d["label"])], d["label"]),  # classified
                        "sensitivity_at_0.5": float((p[y == 1] >= 0.5).mean()),

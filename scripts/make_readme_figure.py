@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +46,8 @@ def main() -> None:
         tiles = []
         for i, (name, image, extra) in enumerate(cases):
             res = analyze(image, work / f"case{i}", *extra)
-            cls = res.get("classification", res)
-            print(f"{name}: {json.dumps({k: cls.get(k) for k in ('malignancy_probability', 'birads_suggestion')})}"
-                  f" flags {res.get('flags')}")
+            print(f"{name}: {res['malignancy_probability']:.1%}, suggestion {res['birads_suggestion']}, "
+                  f"flags {res['flags']}")
             im = Image.open(work / f"case{i}" / "overlay.png").convert("RGB")
             tiles.append(im.resize((round(im.width * HEIGHT / im.height), HEIGHT), Image.Resampling.LANCZOS))
         rows = [tiles[:2], tiles[2:]]
@@ -61,7 +59,7 @@ def main() -> None:
                 sheet.paste(t, (x, y * HEIGHT))
                 x += t.width
         sheet.save(OUT, optimize=True)
-        print(f"wrote {OUT} {sheet.size} ({np.round(OUT.stat().st_size / 1e6, 2)} MB)")
+        print(f"wrote {OUT} {sheet.size} ({OUT.stat().st_size / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":
