@@ -22,18 +22,13 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt, logit
 from training.classification.designs import BlockModel, load, stack
 from training.segmentation.site_pass import OUT as PASSES
 
 DESIGN = ("rad_all", "desc", "deep_mask")
 KINDS = ("expect", "roi", "reference")
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of the box CNN in the fused logit
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def ece(y: np.ndarray, p: np.ndarray) -> float:

@@ -17,17 +17,12 @@ import numpy as np
 import torch
 
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL
-from BreastCADxLib.analysis.calibration import fit_platt
+from BreastCADxLib.analysis.calibration import fit_platt, logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import sha256_of
 from training.classification.designs import BlockModel, load, stack
 
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None,

@@ -29,7 +29,8 @@ def assessment_label(category: str) -> str:
     return ASSESSMENT_LABELS[category]
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-6, 1 - 1e-6]."""
     p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
@@ -37,14 +38,14 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def fit_platt(p: np.ndarray, y: np.ndarray) -> dict:
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit(p)[:, None], y)
     return {"kind": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
 
 
 def apply_calibration(cal: dict, p) -> np.ndarray:
     p = np.asarray(p, float)
     if cal["kind"] == "platt":
-        return 1.0 / (1.0 + np.exp(-(cal["a"] * _logit(p) + cal["b"])))
+        return 1.0 / (1.0 + np.exp(-(cal["a"] * logit(p) + cal["b"])))
     if cal["kind"] == "isotonic":
         return np.interp(p, cal["x"], cal["y"])
     if cal["kind"] == "identity":

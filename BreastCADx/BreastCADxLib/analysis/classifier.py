@@ -19,6 +19,7 @@ from BreastCADxLib.analysis.calibration import (
     apply_calibration,
     assessment_label,
     birads_suggestion,
+    logit,
 )
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
 from BreastCADxLib.errors import ModelError
@@ -39,11 +40,6 @@ SKOPS_TRUSTED_TYPES = frozenset({
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _logit(p):
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 @dataclass
@@ -187,7 +183,7 @@ class FusionClassifier:
             raise ModelError(f"this classifier fuses the image-level model '{self.box_member['model']}': "
                              "its probability is needed")
         w = float(self.box_member["weight"])
-        return _sigmoid(w * _logit(np.asarray(box_probability, float)) + (1 - w) * _logit(raw_features))
+        return _sigmoid(w * logit(np.asarray(box_probability, float)) + (1 - w) * logit(raw_features))
 
     def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5,
                 box_probability: float | None = None) -> Prediction:
