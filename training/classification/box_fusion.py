@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt, logit
-from training.classification.designs import BlockModel, load, stack
+from training.classification.designs import BlockModel, fit_rows, load, parse_own_pass
 from training.segmentation.site_pass import OUT as PASSES
 
 DESIGN = ("rad_all", "desc", "deep_mask")
@@ -75,9 +75,10 @@ def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
 
 
 def direction(src: str, dst: str, box_run: list[Path], seg_pass: str,
-              fit_masks: tuple[str, ...] = ("reference", "perturbed")) -> dict[str, dict]:
+              fit_masks: tuple[str, ...] = ("reference", "perturbed"), own_pass: dict[str, str] | None = None
+              ) -> dict[str, dict]:
     """kind -> {case, label, design logit, box logit, low} on the scored site, rows where both exist."""
-    model = BlockModel(DESIGN, 0.1).fit(stack([load(src, k, None) for k in fit_masks]))
+    model = BlockModel(DESIGN, 0.1).fit(fit_rows([src], fit_masks, own_pass))
     low = low_confidence(seg_pass, dst)
     out = {}
     for kind in KINDS:
@@ -102,14 +103,18 @@ def main() -> None:
     ap.add_argument("--pass-a", default="seg_B", help="segmenter pass over BUSI, trained without BUSI")
     ap.add_argument("--pass-b", default="seg_A", help="segmenter pass over BUS-BRA L5, trained without it")
     ap.add_argument("--fit-masks", default="reference,perturbed", help="outlines the feature member is fitted on")
+    ap.add_argument("--fit-pass", default="",
+                    help="for fit masks expect/roi: the fitting site's own segmenter pass, "
+                         "e.g. busi=busi-only,busbra_l5=seg_B")
     ap.add_argument("--w-low", type=float, nargs="*", default=[],
                     help="also: the box weight for automatic masks flagged low-confidence (w elsewhere)")
     ap.add_argument("--calibration-w", type=float, default=0.75, help="box weight of the calibration comparison")
     ap.add_argument("--out", type=Path, default=Path("runs/box_fusion"))
     args = ap.parse_args()
     fit = tuple(args.fit_masks.split(","))
-    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit),
-            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit)}
+    own = parse_own_pass(args.fit_pass)
+    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own),
+            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own)}
     rows = []
     for w, w_low in [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]:
         row: dict = {"w_box": w, "w_low": w if w_low is None else w_low}
@@ -133,7 +138,8 @@ def main() -> None:
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
     (args.out / "box_fusion.json").write_text(json.dumps({
-        "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "passes": [args.pass_a, args.pass_b],
+        "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "fit_pass": own,
+        "passes": [args.pass_a, args.pass_b],
         "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b],
         "calibration_choice": {"w_box": args.calibration_w, "rows": choice}}, indent=1))
     cols = [f"{n}:{k}" for n in dirs for k in KINDS] + [f"{n}:expect_ece" for n in dirs]

@@ -20,7 +20,7 @@ from BreastCADxLib.analysis.box_classifier import BOX_MODEL
 from BreastCADxLib.analysis.calibration import fit_platt, logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import sha256_of
-from training.classification.designs import BlockModel, load, stack
+from training.classification.designs import BlockModel, fit_rows, load
 
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
 
@@ -67,11 +67,11 @@ def lso_calibration(rows: Path, weight: float) -> tuple[dict, str, np.ndarray, n
     return fit_platt(p, y), f"leave-site-out rows of {rows} ({', '.join(keys)}), pooled", p, y
 
 
-def val_calibration(site: str, blocks: tuple[str, ...], c: float, box_run: Path, seg_pass: str, weight: float
+def val_calibration(site: str, blocks: tuple[str, ...], c: float, box_run: Path, seg_pass: str, weight: float,
+                    kinds: tuple[str, ...] = ("reference", "perturbed"), own: dict[str, str] | None = None
                     ) -> tuple[dict, str, np.ndarray, np.ndarray]:
-    parts = [load(site, k, None) for k in ("reference", "perturbed")]
-    fit = stack(parts)
-    keep = np.concatenate([d["split"] for d in parts]) == "train"
+    fit = fit_rows([site], kinds, own)
+    keep = fit["split"] == "train"
     model = BlockModel(blocks, c).fit({k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v)
                                        for k, v in fit.items()})
     scores = np.load(box_run / "scores.npz", allow_pickle=False)

@@ -91,8 +91,26 @@ class BlockModel:
         return self.lr_.predict_proba(self._x(d))[:, 1]
 
 
+def fit_rows(sites: list[str], kinds: tuple[str, ...], own_pass: dict[str, str] | None = None,
+             root: Path = FEATURES) -> dict:
+    """Fitting rows of the feature member: per site each lesion once per kind. `reference` and `perturbed` are the
+    reference outline and its redraw; `expect` / `roi` are the masks of the set's own segmenter run over its own
+    training images (own_pass: site -> site_pass name), so the member also learns that segmenter's outline style."""
+    own = own_pass or {}
+    missing = [s for s in sites if s not in own and any(k in ("expect", "roi") for k in kinds)]
+    if missing:
+        raise ValueError(f"fitting on segmenter masks needs the segmenter pass of {', '.join(missing)}")
+    return stack([load(s, k, own.get(s) if k in ("expect", "roi") else None, root) for s in sites for k in kinds])
+
+
+def parse_own_pass(text: str) -> dict[str, str]:
+    """'busi=busi-only,busbra_l5=seg_B' -> {site: site_pass name}."""
+    return dict(part.split("=", 1) for part in text.split(",") if part)
+
+
 def stack(ds: list[dict]) -> dict:
     keys = ("label", "radiomics", "descriptors", "deep_box", "deep_mask", "group", "case")
+    keys += tuple(k for k in ("split", "fold") if all(k in d for d in ds))
     return {**{k: np.concatenate([d[k] for d in ds]) for k in keys}, "radiomics_names": ds[0]["radiomics_names"],
             "descriptor_names": ds[0]["descriptor_names"]}
 

@@ -26,34 +26,34 @@ from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
 from training.classification.box_cnn import margins_of
 from training.classification.box_member import export_box_model, lso_calibration, val_calibration
 from training.classification.bundle import exported, ood_and_explainer, write_and_verify
-from training.classification.designs import DESIGNS, BlockModel, load, named_columns, named_matrix, stack
+from training.classification.designs import DESIGNS, BlockModel, fit_rows, named_columns, named_matrix, parse_own_pass
 
-FIT_KINDS = ("reference", "perturbed")
 NAMED_BLOCKS = {"rad_all": "all pyradiomics features of Resources/Radiomics/ultrasound_2d.yaml (102)",
                 "rad_inv": "the dimensionless pyradiomics features (no size in pixels, no absolute grey level)",
                 "desc": "lexicon descriptors (analysis/descriptors.py)"}
+FIT_TEXT = {"reference": "the reference outline", "perturbed": "a perturbed redraw of it",
+            "smoothed": "a smoothed redraw of it",
+            "expect": "the set's own segmenter's automatic mask (lesion expected) on its training images",
+            "roi": "that segmenter's mask in the reference box + 10 %"}
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
-
-
-def rows_of(sites: list[str], kinds=FIT_KINDS) -> dict:
-    return stack([load(s, k, None) for s in sites for k in kinds])
 
 
 def subset(d: dict, keep: np.ndarray) -> dict:
     return {k: (v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == keep.shape else v) for k, v in d.items()}
 
 
-def calibration_rows(blocks, c, sites: list[str]) -> tuple[np.ndarray, np.ndarray, str]:
+def calibration_rows(blocks, c, sites: list[str], kinds: tuple[str, ...], own: dict[str, str]
+                     ) -> tuple[np.ndarray, np.ndarray, str]:
     if len(sites) > 1:
         p, y = [], []
         for s in sites:
-            model = BlockModel(blocks, c).fit(rows_of([t for t in sites if t != s]))
-            d = rows_of([s])
+            model = BlockModel(blocks, c).fit(fit_rows([t for t in sites if t != s], kinds, own))
+            d = fit_rows([s], kinds, own)
             p.append(model.proba(d))
             y.append(d["label"])
         return np.concatenate(p), np.concatenate(y), "leave-site-out predictions (fit on one site, predict the other)"
-    d = rows_of(sites)
-    folds = np.concatenate([load(sites[0], k, None)["fold"] for k in FIT_KINDS])
+    d = fit_rows(sites, kinds, own)
+    folds = d["fold"]
     p = np.zeros(len(d["label"]))
     for f in sorted(set(folds.tolist())):
         model = BlockModel(blocks, c).fit(subset(d, folds != f))
@@ -76,6 +76,11 @@ def main() -> None:
                     help="box_fusion output: leave-site-out rows (two sites) and the cross-site figures")
     ap.add_argument("--box-val-run", type=Path, help="one site: box_cnn run trained on the train rows, scored on val")
     ap.add_argument("--box-pass", default="seg_B", help="one site: segmenter pass of its automatic val masks")
+    ap.add_argument("--fit-masks", default="reference,perturbed",
+                    help="fitting rows of the feature member (training.classification.designs.fit_rows)")
+    ap.add_argument("--fit-pass", default="",
+                    help="for fit masks expect/roi: the set's own segmenter pass per site, "
+                         "e.g. busi=two-site,busbra_l5=two-site")
     ap.add_argument("--calibration", choices=["platt", "identity"], default="platt",
                     help="identity: ship the fused score as it is (box_fusion's cross-site ECE table decides)")
     args = ap.parse_args()
@@ -83,7 +88,8 @@ def main() -> None:
     deep = [b for b in blocks if b.startswith("deep")]
     if len(deep) != 1 or not set(blocks) - set(deep) <= {"rad_all", "rad_inv", "desc"}:
         raise SystemExit("the bundle ships designs of named blocks (rad_all, rad_inv, desc) plus one deep block")
-    d = rows_of(sites)
+    kinds, own = tuple(args.fit_masks.split(",")), parse_own_pass(args.fit_pass)
+    d = fit_rows(sites, kinds, own)
     model = BlockModel(blocks, args.c).fit(d)
     names = named_columns(blocks, [str(n) for n in d["radiomics_names"]])
     named = [b for b in blocks if b in ("rad_all", "rad_inv", "desc")]
@@ -108,9 +114,9 @@ def main() -> None:
             calibration, cal_how, p_cal, y_cal = lso_calibration(args.box_fusion / "rows.npz", args.box_weight)
         else:
             calibration, cal_how, p_cal, y_cal = val_calibration(sites[0], blocks, args.c, args.box_val_run,
-                                                                 args.box_pass, args.box_weight)
+                                                                 args.box_pass, args.box_weight, kinds, own)
     else:
-        p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites)
+        p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites, kinds, own)
         calibration = fit_platt(p_cal, y_cal)
     cal_text = f"Platt scaling on {cal_how}"
     if args.calibration == "identity":
@@ -163,8 +169,10 @@ def main() -> None:
                              f"then the calibration ({args.calibration})") if args.box_run else None},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
-            "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion twice: reference outline "
-                    "and a perturbed redraw (training.classification.site_features)",
+            "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion once per fitting mask: "
+                    + ", ".join(FIT_TEXT[k] for k in kinds)
+                    + (f" (segmenter passes {', '.join(f'{s}: {p}' for s, p in own.items())})" if own else "")
+                    + " (training.classification.site_features)",
             "n_rows": int(len(d["label"])), "malignant_rows": int(d["label"].sum()),
             "protocol": "design, C and calibration chosen by leave-site-out scores (fit on one site, score on the "
                         "other with automatic, ROI-box, perturbed and reference masks); test splits unread",
@@ -177,6 +185,8 @@ def main() -> None:
                        + (f" --box-run {args.box_run} --box-weight {args.box_weight:g} --box-margins "
                           f"{args.box_margins}" if args.box_run else "")
                        + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")
+                       + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
+                       + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
                        + (f" --calibration {args.calibration}" if args.calibration != "platt" else "")},
         "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",

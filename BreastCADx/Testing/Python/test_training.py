@@ -81,3 +81,25 @@ def test_calibration_choice_scores_raw_pooled_and_per_source_ece_across_directio
     assert len(table) == 2 * len(KINDS)
     assert all(r["raw"] < 0.05 for r in first)  # already calibrated
     assert all(r["pooled"] > r["raw"] + 0.05 for r in first)  # the other site's Platt moves it away
+
+
+def test_fit_rows_add_the_segmenters_own_masks_and_refuse_them_without_a_pass(tmp_path):
+    # the feature member may be fitted on the set's own automatic masks (training.classification.designs.fit_rows):
+    # those rows come from <site>__expect__<pass>.npz, the reference rows from <site>__reference.npz
+    import pytest
+
+    from training.classification.designs import fit_rows, parse_own_pass
+
+    def write(name: str, n: int, value: float) -> None:
+        np.savez(tmp_path / f"{name}.npz", label=np.arange(n) % 2, radiomics=np.full((n, 3), value),
+                 descriptors=np.zeros((n, 2)), deep_box=np.zeros((n, 4)), deep_mask=np.zeros((n, 4)),
+                 group=np.arange(n), case=np.array([f"c{i}" for i in range(n)]), split=np.array(["train"] * n),
+                 radiomics_names=np.array(["a", "b", "c"]), descriptor_names=np.array(["d", "e"]))
+
+    write("busi__reference", 4, 1.0)
+    write("busi__expect__busi-only", 3, 2.0)
+    rows = fit_rows(["busi"], ("reference", "expect"), parse_own_pass("busi=busi-only"), root=tmp_path)
+    assert rows["radiomics"][:, 0].tolist() == [1.0] * 4 + [2.0] * 3
+    assert rows["split"].tolist() == ["train"] * 7
+    with pytest.raises(ValueError, match="segmenter pass of busi"):
+        fit_rows(["busi"], ("reference", "expect"), {}, root=tmp_path)
