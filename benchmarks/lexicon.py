@@ -90,6 +90,17 @@ def table(d: dict[str, np.ndarray], malignant: np.ndarray, t: dict) -> dict:
     return {name: association(shows(cats, name), malignant, mal) for name, (_, _, mal) in SIGNS.items()}
 
 
+def calibration_text() -> str:
+    """How the shipped two-site probability is calibrated, in words (the card says)."""
+    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
+    from BreastCADxLib.analysis.registry import load_card
+
+    if load_card(DEFAULT_CLASSIFIER)["calibration"].get("kind") == "identity":
+        return ("with the fused score as it is (no calibration: one fitted at one hospital moved the other's "
+                "probabilities the wrong way, `leave_site_out_fusion.md`)")
+    return "calibrated for a hospital the model has not seen (Platt on leave-site-out predictions)"
+
+
 def reader_agreement() -> dict:
     """Our suggestion vs the ultrasonographer's category on the L5 test split, per mask kind."""
     from benchmarks.operating_point import test_probabilities
@@ -172,8 +183,8 @@ def main() -> int:
     low = conf[:, :2].sum()  # the lesions the reader calls 2 or 3
     lines += ["", "Share of training lesions in each category (shipped cut-points): "
               + ", ".join(f"{k} {100 * v:.0f} %" for k, v in res["category_share_train"].items()) + ".", "",
-              "Why the suggestion and the reader disagree: calibrated for a hospital the model has not seen "
-              f"(Platt on leave-site-out predictions), the model puts {conf[2:, :2].sum()} of the {low} lesions "
+              f"Why the suggestion and the reader disagree: {calibration_text()}, the model puts "
+              f"{conf[2:, :2].sum()} of the {low} lesions "
               f"the reader calls 2 or 3 at 4A or above ({first_kind}), while the "
               f"reader calls {100 * low / conf.sum():.0f} % of lesions 2 or 3. The ranking is good (AUC on these "
               "rows in `leave_site_out.md`); the fixed ACR ranges make the category a poor biopsy rule here.", "",
