@@ -39,7 +39,7 @@ from training.segmentation.site_pass import load_pass
 
 # options added after the first runs: at these values a run's arguments read as before (resume, cards)
 LATER_OPTIONS = {"seed": 0, "box_jitter": 0.12, "train_margin": "0.10,0.45",
-                 "eval_margins": str(CONTEXT_MARGIN)}
+                 "eval_margins": str(CONTEXT_MARGIN), "view": "box"}
 
 
 def margins_of(text: str) -> tuple[float, ...]:
@@ -53,10 +53,25 @@ def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarr
     return m
 
 
+def whole_box(shape: tuple[int, int], rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
+    """The whole image (view "whole"); in training a window of 80-100 % of each side (field-of-view changes)."""
+    h, w = shape
+    if rng is None:
+        return 0, 0, w, h
+    fw, fh = rng.uniform(0.8, 1.0, size=2)
+    x0, y0 = int(rng.uniform(0, 1 - fw) * w), int(rng.uniform(0, 1 - fh) * h)
+    return x0, y0, x0 + int(fw * w), y0 + int(fh * h)
+
+
 def train_crop(img: np.ndarray, ref: np.ndarray, aug: ScannerAugment, rng: np.random.Generator,
-               jitter: float = 0.12, margin: tuple[float, float] = (0.10, 0.45)) -> torch.Tensor:
-    """Reference box, each edge moved by up to `jitter` of the side (an automatic outline's box errs too)."""
+               jitter: float = 0.12, margin: tuple[float, float] = (0.10, 0.45), view: str = "box") -> torch.Tensor:
+    """Reference box, each edge moved by up to `jitter` of the side (an automatic outline's box errs too); view
+    "whole": the whole image, no lesion box at all."""
     img, ref = aug(img, ref)
+    if view == "whole":
+        t = roi_crop(Image(array=img[None]), box_mask(img.shape, whole_box(img.shape, rng))[None], margin=0.0,
+                     kind="box").tensor
+        return t.flip(-1) if rng.random() < 0.5 else t
     x0, y0, x1, y1 = mask_bbox(ref)
     w, h = x1 - x0, y1 - y0
     j = rng.uniform(-jitter, jitter, size=4) * np.array([w, h, w, h])
@@ -90,12 +105,19 @@ def predict(model: nn.Module, crops: list[torch.Tensor], bf16: bool) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CONTEXT_MARGIN,)
+def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CONTEXT_MARGIN,), view: str = "box"
                ) -> dict[str, tuple[list[str], np.ndarray, list[torch.Tensor]]]:
-    """kind -> (cases, labels, crops) for the scored site; automatic kinds skip cases with an empty mask."""
+    """kind -> (cases, labels, crops) for the scored site; automatic kinds skip cases with an empty mask; view
+    "whole": one kind, `whole` (the whole image)."""
     sets: dict[str, tuple[list[str], list[int], list[torch.Tensor]]] = {}
     for c in todo:
         img, ref = c.load()
+        if view == "whole":
+            ids, labels, crops = sets.setdefault("whole", ([], [], []))
+            ids.append(c.case)
+            labels.append(int(c.malignant))
+            crops.append(eval_crop(img, box_mask(img.shape, whole_box(img.shape)), (0.0,)))
+            continue
         masks = {"reference": ref}
         if c.case in passed:
             masks |= {k: passed[c.case][k].astype(bool) for k in ("expect", "roi")}
@@ -129,6 +151,8 @@ def main() -> None:
     ap.add_argument("--box-jitter", type=float, default=0.12, help="edge jitter of the training box (x side)")
     ap.add_argument("--train-margin", default="0.10,0.45", help="context margin range of the training crops")
     ap.add_argument("--eval-margins", default=str(CONTEXT_MARGIN), help="context margins of the scored views")
+    ap.add_argument("--view", choices=["box", "whole"], default="box",
+                    help="what the network sees: the lesion's box crop, or the whole image (an image-level member)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -176,7 +200,7 @@ def main() -> None:
     passed = load_pass(args.pass_file) if args.pass_file else {}
     scored = {} if args.score == "none" else \
         score_sets(cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=True), passed,
-                   margins_of(args.eval_margins))
+                   margins_of(args.eval_margins), args.view)
     rng = np.random.default_rng(first + 1000 * args.seed)
     aug = ScannerAugment(args.scanner_aug, seed=first + 1000 * args.seed)
     t0 = time.time()
@@ -186,7 +210,8 @@ def main() -> None:
         order = rng.permutation(len(data))
         for i in range(0, len(order), args.batch):
             idx = order[i:i + args.batch]
-            x = torch.stack([train_crop(*data[j][0], aug, rng, args.box_jitter, train_margin) for j in idx])
+            x = torch.stack([train_crop(*data[j][0], aug, rng, args.box_jitter, train_margin, args.view)
+                             for j in idx])
             y = torch.tensor([data[j][1] for j in idx])
             if args.bf16:
                 x = x.contiguous(memory_format=torch.channels_last)
