@@ -29,7 +29,7 @@ class BreastCADx(ScriptedLoadableModule):
         self.parent.helpText = (
             "Breast-lesion CADx: segment the lesion (MONAI FlexibleUNet with an ImageNet EfficientNet-Lite encoder), "
             "correct it in the embedded Segment Editor, then classify it by fusing pyradiomics features, lexicon-"
-            "style descriptors and CNN features: calibrated malignancy probability, BI-RADS-style suggestion with "
+            "style descriptors and CNN features: malignancy probability, BI-RADS-style suggestion with "
             "its reasons, Grad-CAM heatmap, DICOM SEG + SR + overlay export. Models trained on two hospitals' "
             "ultrasound. <b>Research use only; not for diagnosis.</b> "
             'See <a href="https://github.com/breastcadx/BreastCADx">the documentation</a>.'

@@ -2,7 +2,7 @@
 
     python -m benchmarks.operating_point      # -> benchmarks/results/operating_point.{md,json}
 
-The shipped suggestion maps the calibrated probability to BI-RADS-style categories by the ACR likelihood ranges;
+The shipped suggestion maps the malignancy probability to BI-RADS-style categories by the ACR likelihood ranges;
 at "4A or above" (> 2 %) it sends almost every benign lesion to biopsy (benchmarks/results/lexicon.md). Here the
 threshold for "biopsy" is instead chosen on leave-site-out predictions of non-test rows (each site predicted by
 members fitted on the other; the fused score's automatic, ROI-box and reference rows), as the highest probability
@@ -74,7 +74,7 @@ def main() -> int:
     lines = [f"# A biopsy operating point chosen leave-site-out ({res['date']})", "",
              f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores. Command: "
              "`python -m benchmarks.operating_point`. " + __doc__.split("\n\n")[2].replace("\n", " "), "",
-             f"Threshold: calibrated probability >= {t:.3f} (leave-site-out rows: sensitivity "
+             f"Threshold: probability >= {t:.3f} (leave-site-out rows: sensitivity "
              f"{res['lso_sensitivity']:.3f}, specificity {res['lso_specificity']:.3f}).", "",
              "| test rows | lesions (malignant) | at the threshold: sens / spec | ACR >= 4A (> 2 %): sens / spec "
              "| reader >= 4: sens / spec |", "|---|---|---|---|---|"]

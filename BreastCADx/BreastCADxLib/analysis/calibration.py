@@ -6,7 +6,7 @@ import numpy as np
 
 # ACR BI-RADS likelihood-of-malignancy ranges: 3 <= 2 %, 4A > 2-10 %, 4B > 10-50 %, 4C > 50-< 95 %, 5 >= 95 %
 BIRADS_RANGES = (("3", 0.02), ("4A", 0.10), ("4B", 0.50), ("4C", 0.95))
-SUGGESTION_NOTE = "algorithm suggestion from the calibrated probability, not a radiologist's assessment"
+SUGGESTION_NOTE = "algorithm suggestion from the malignancy probability, not a radiologist's assessment"
 
 
 def birads_suggestion(p: float) -> str:
