@@ -45,17 +45,19 @@ def box_scores(runs: list[Path], kind: str) -> dict[str, float]:
     return {c: float(1 / (1 + np.exp(-np.mean([logit(np.array(p[c])) for p in per])))) for c in common}
 
 
-def fuse(v: dict, w: float, w_low: float) -> np.ndarray:
-    """Fused logit of one direction's rows: box weight w, or w_low where the automatic mask is low-confidence."""
+def fuse(v: dict, w: float, w_low: float, w_whole: float = 0.0) -> np.ndarray:
+    """Fused logit of one direction's rows: box weight w, or w_low where the automatic mask is low-confidence; then,
+    with a whole-image member, (1 - w_whole) x that + w_whole x its logit."""
     wb = np.where(v["low"], w_low, w)
-    return wb * v["box"] + (1 - wb) * v["design"]
+    z = wb * v["box"] + (1 - wb) * v["design"]
+    return (1 - w_whole) * z + w_whole * v["whole"] if w_whole else z
 
 
-def calibration_choice(dirs: dict, w: float) -> list[dict]:
+def calibration_choice(dirs: dict, w: float, w_whole: float = 0.0) -> list[dict]:
     """Cross-site ECE of the fused score (box weight w) per direction and mask kind: raw, with a Platt fitted on the
     other direction's rows pooled over kinds (what the two-site set ships), and with one Platt per mask source
     (automatic vs drawn: ROI box and reference)."""
-    fused = {n: {k: 1 / (1 + np.exp(-fuse(v, w, w))) for k, v in d.items()} for n, d in dirs.items()}
+    fused = {n: {k: 1 / (1 + np.exp(-fuse(v, w, w, w_whole))) for k, v in d.items()} for n, d in dirs.items()}
     out = []
     for name, other in (("busi->busbra_l5", "busbra_l5->busi"), ("busbra_l5->busi", "busi->busbra_l5")):
         pooled, auto, drawn = (fit_platt(np.concatenate([fused[other][k] for k in kinds]),
@@ -75,22 +77,26 @@ def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
 
 
 def direction(src: str, dst: str, box_run: list[Path], seg_pass: str,
-              fit_masks: tuple[str, ...] = ("reference", "perturbed"), own_pass: dict[str, str] | None = None
-              ) -> dict[str, dict]:
-    """kind -> {case, label, design logit, box logit, low} on the scored site, rows where both exist."""
+              fit_masks: tuple[str, ...] = ("reference", "perturbed"), own_pass: dict[str, str] | None = None,
+              whole_run: list[Path] | None = None) -> dict[str, dict]:
+    """kind -> {case, label, design logit, box logit, [whole-image logit,] low} on the scored site, rows where
+    all exist."""
     model = BlockModel(DESIGN, 0.1).fit(fit_rows([src], fit_masks, own_pass))
     low = low_confidence(seg_pass, dst)
+    whole = box_scores(whole_run, "whole") if whole_run else None
     out = {}
     for kind in KINDS:
         d = load(dst, kind, seg_pass if kind != "reference" else None)
         box = box_scores(box_run, kind)
-        keep = np.array([c in box for c in d["case"].tolist()])
+        keep = np.array([c in box and (whole is None or c in whole) for c in d["case"].tolist()])
         p_design = model.proba(d)[keep]
         cases = d["case"][keep]
         out[kind] = {"case": cases, "label": d["label"][keep], "design": logit(p_design),
                      "box": logit(np.array([box[c] for c in cases.tolist()])),
                      "low": np.array([kind == "expect" and low[c] for c in cases.tolist()]),
                      "dropped": int((~keep).sum())}
+        if whole is not None:
+            out[kind]["whole"] = logit(np.array([whole[c] for c in cases.tolist()]))
     return out
 
 
@@ -108,17 +114,27 @@ def main() -> None:
                          "e.g. busi=busi-only,busbra_l5=seg_B")
     ap.add_argument("--w-low", type=float, nargs="*", default=[],
                     help="also: the box weight for automatic masks flagged low-confidence (w elsewhere)")
+    ap.add_argument("--whole-a", type=Path, nargs="*", default=[],
+                    help="whole-image member run(s) trained on BUSI (box_cnn --view whole)")
+    ap.add_argument("--whole-b", type=Path, nargs="*", default=[], help="the same, trained on BUS-BRA L5")
+    ap.add_argument("--w-whole", type=float, nargs="*", default=[0.0],
+                    help="weights of the whole-image member tried (with --whole-a/--whole-b)")
     ap.add_argument("--calibration-w", type=float, default=0.75, help="box weight of the calibration comparison")
+    ap.add_argument("--calibration-w-whole", type=float, default=0.0, help="its whole-image weight")
     ap.add_argument("--out", type=Path, default=Path("runs/box_fusion"))
     args = ap.parse_args()
     fit = tuple(args.fit_masks.split(","))
     own = parse_own_pass(args.fit_pass)
-    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own),
-            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own)}
+    if bool(args.whole_a) != bool(args.whole_b):
+        raise SystemExit("--whole-a and --whole-b go together (both directions)")
+    w_wholes = args.w_whole if args.whole_a else [0.0]
+    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own, args.whole_a),
+            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own, args.whole_b)}
     rows = []
-    for w, w_low in [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]:
-        row: dict = {"w_box": w, "w_low": w if w_low is None else w_low}
-        fused = {name: {k: fuse(v, w, row["w_low"]) for k, v in d.items()} for name, d in dirs.items()}
+    grid = [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]
+    for ww, (w, w_low) in [(ww, g) for ww in w_wholes for g in grid]:
+        row: dict = {"w_box": w, "w_low": w if w_low is None else w_low, "w_whole": ww}
+        fused = {name: {k: fuse(v, w, row["w_low"], ww) for k, v in d.items()} for name, d in dirs.items()}
         for name, d in dirs.items():
             for kind, v in d.items():
                 row[f"{name}:{kind}"] = float(roc_auc_score(v["label"], fused[name][kind]))
@@ -128,26 +144,31 @@ def main() -> None:
             p = cal.predict_proba(fused[name]["expect"][:, None])[:, 1]
             row[f"{name}:expect_ece"] = ece(dirs[name]["expect"]["label"], p)
         row["score"] = float(np.mean([row[f"{n}:{k}"] for n in dirs for k in ("expect", "roi")]))
+        row["score_with_drawn"] = float(np.mean([row[f"{n}:{k}"] for n in dirs for k in KINDS]))
         rows.append(row)
         print(json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     # every scored row, for the calibration of a shipped fusion (training.classification.box_member)
     np.savez(args.out / "rows.npz", **{f"{n}:{k}:{f}": v[f] for n, d in dirs.items() for k, v in d.items()
-                                       for f in ("case", "label", "design", "box")})
-    choice = calibration_choice(dirs, args.calibration_w)
+                                       for f in ("case", "label", "design", "box", "whole") if f in v})
+    choice = calibration_choice(dirs, args.calibration_w, args.calibration_w_whole)
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
     (args.out / "box_fusion.json").write_text(json.dumps({
         "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "fit_pass": own,
         "passes": [args.pass_a, args.pass_b],
         "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b],
-        "calibration_choice": {"w_box": args.calibration_w, "rows": choice}}, indent=1))
+        "whole_a": [str(r) for r in args.whole_a], "whole_b": [str(r) for r in args.whole_b],
+        "calibration_choice": {"w_box": args.calibration_w, "w_whole": args.calibration_w_whole, "rows": choice}},
+        indent=1))
     cols = [f"{n}:{k}" for n in dirs for k in KINDS] + [f"{n}:expect_ece" for n in dirs]
-    lines = ["| w (box CNN) | w low-confidence | score | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    lines = ["| w whole image | w (box CNN) | w low-confidence | auto + ROI score | auto + ROI + reference score | "
+             + " | ".join(cols) + " |", "|---" * (len(cols) + 5) + "|"]
     for r in rows:
-        lines.append(f"| {r['w_box']:g} | {r['w_low']:g} | {r['score']:.3f} | "
-                     + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
-    lines += ["", f"Cross-site ECE at w = {args.calibration_w:g}: raw, Platt from the other direction (pooled), "
+        lines.append(f"| {r['w_whole']:g} | {r['w_box']:g} | {r['w_low']:g} | {r['score']:.3f} | "
+                     f"{r['score_with_drawn']:.3f} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    lines += ["", f"Cross-site ECE at w = {args.calibration_w:g}, w whole image = {args.calibration_w_whole:g}: raw, "
+              "Platt from the other direction (pooled), "
               "Platt per mask source", "", "| rows | raw | pooled | per source |", "|---|---|---|---|"]
     lines += [f"| {c['rows']} | {c['raw']:.3f} | {c['pooled']:.3f} | {c['per_source']:.3f} |" for c in choice]
     lines.append("| mean | " + " | ".join(f"{np.mean([c[k] for c in choice]):.3f}"
