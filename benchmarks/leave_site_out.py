@@ -103,8 +103,8 @@ def classify(model_set: str, d: dict) -> np.ndarray:
     clf = load_classifier(models_dir=model_set_dir(model_set))
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
     raw, _ = clf.raw_proba(named_matrix(d, clf.radiomics_names), deep.astype(float))
-    if clf.box_member is not None:  # the image-level member's probabilities (training.classification.box_probs)
-        raw = clf.with_box(raw, d[f"box_{model_set}"])
+    if clf.box_member is not None:  # the image-level members' probabilities (training.classification.box_probs)
+        raw = clf.with_box(raw, d[f"box_{model_set}"], d.get(f"whole_{model_set}"))
     return apply_calibration(clf.calibration, raw)
 
 

@@ -116,7 +116,7 @@ def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CON
             ids, labels, crops = sets.setdefault("whole", ([], [], []))
             ids.append(c.case)
             labels.append(int(c.malignant))
-            crops.append(eval_crop(img, box_mask(img.shape, whole_box(img.shape)), (0.0,)))
+            crops.append(box_views(Image(array=img[None]), ref[None], view="whole"))  # the product's view
             continue
         masks = {"reference": ref}
         if c.case in passed:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from BreastCADxLib.analysis.box_classifier import BOX_MODEL
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import fit_platt, logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import sha256_of
@@ -26,63 +26,84 @@ SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logi
 
 
 def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None,
-                     margins: tuple[float, ...] = (CONTEXT_MARGIN,)) -> dict:
+                     margins: tuple[float, ...] = (CONTEXT_MARGIN,), view: str = "box") -> dict:
     """runs/<box run>/model.pt -> folder/lesion_box_cnn.pt (float16, weights_only) + its card; `margins`: the
-    context margins of the views it is scored on (chosen leave-site-out)."""
+    context margins of the views it is scored on (chosen leave-site-out). View "whole": the whole-image member,
+    folder/lesion_whole_cnn.*."""
+    model_id = WHOLE_MODEL if view == "whole" else BOX_MODEL
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
-    weights = folder / f"{BOX_MODEL}.pt"
+    weights = folder / f"{model_id}.pt"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, weights)
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     args = next(line for line in (run / "run.log").read_text().splitlines() if "args {" in line)
-    card = {"id": BOX_MODEL, "weights": weights.name, "sha256": sha256_of(weights),
+    whole = view == "whole"
+    card = {"id": model_id, "weights": weights.name, "sha256": sha256_of(weights),
             "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True",
-            "task": "P(malignant) of a breast ultrasound lesion from its box crop (image-level fusion member)",
+            "task": "P(malignant) of a breast ultrasound lesion from " + ("the whole image (whole-image fusion "
+                    "member: needs no outline)" if whole else "its box crop (image-level fusion member)"),
+            "view": view,
             "architecture": {"arch": "lite0", "net": "analysis/networks.py BoxNet: EfficientNet-Lite0 (ImageNet "
                              "init) -> dropout 0.3 -> linear, fine-tuned end to end"},
-            "input": "the lesion's bounding box + a context margin each side (" +
-                     ", ".join(f"{m:.0%}" for m in margins) + " of the box side), square, grey in all three "
-                     "channels, 224 x 224, (x - 127) / 128; scored as the mean logit of these views and their "
-                     "mirrors",
-            "crop_margins": list(margins),
+            "input": ("the whole image of the lesion's frame, letterboxed to a square" if whole else
+                      "the lesion's bounding box + a context margin each side (" +
+                      ", ".join(f"{m:.0%}" for m in margins) + " of the box side), square") +
+                     ", grey in all three channels, 224 x 224, (x - 127) / 128; scored as the mean logit of " +
+                     ("it and its mirror" if whole else "these views and their mirrors"),
+            "crop_margins": [0.0] if whole else list(margins),
             "training": {"sites": [SITE_NAMES[s] for s in sites], "rows": "benign and malignant images of the "
-                         "train+val splits (reference box with jittered edges and margin, scanner-imitating "
-                         "augmentation p 0.5, mirror)", "schedule": "fixed before any scoring: AdamW lr 3e-4 "
+                         "train+val splits (" + ("a window of 80-100 % of each side" if whole else
+                                                 "reference box with jittered edges and margin") +
+                         ", scanner-imitating augmentation p 0.5, mirror)",
+                         "schedule": "fixed before any scoring: AdamW lr 3e-4 "
                          "(head 9e-4), cosine, 14 epochs, batch 16, bf16 autocast + channels_last on 2 CPU cores",
                          "epochs": len(log), "minutes": round(sum(r["minutes"] for r in log), 1),
                          "final_loss": log[-1]["loss"], "run": args.split(" args ", 1)[-1]},
             "cross_site": cross_site,
             "command": f"python -m training.classification.box_cnn --train {','.join(sites)} --score none --bf16 "
-                       f"--epochs 14 --out {run}",
+                       f"--epochs 14 {'--view whole ' if whole else ''}--out {run}",
             "intended_use": "Research only; not for diagnosis."}
-    (folder / f"{BOX_MODEL}.json").write_text(json.dumps(card, indent=1) + "\n")
+    (folder / f"{model_id}.json").write_text(json.dumps(card, indent=1) + "\n")
     return card
 
 
-def lso_calibration(rows: Path, weight: float) -> tuple[dict, str, np.ndarray, np.ndarray]:
+def lso_calibration(rows: Path, weight: float, whole_weight: float = 0.0) -> tuple[dict, str, np.ndarray, np.ndarray]:
     z = np.load(rows, allow_pickle=False)
     keys = sorted({k.rsplit(":", 1)[0] for k in z.files})
-    fused = np.concatenate([weight * z[f"{k}:box"] + (1 - weight) * z[f"{k}:design"] for k in keys])
+    if whole_weight and not all(f"{k}:whole" in z.files for k in keys):
+        raise SystemExit(f"{rows} has no whole-image member scores (box_fusion --whole-a/--whole-b)")
+    fused = np.concatenate([(1 - whole_weight) * (weight * z[f"{k}:box"] + (1 - weight) * z[f"{k}:design"])
+                            + (whole_weight * z[f"{k}:whole"] if whole_weight else 0.0) for k in keys])
     y = np.concatenate([z[f"{k}:label"] for k in keys])
     p = 1 / (1 + np.exp(-fused))
     return fit_platt(p, y), f"leave-site-out rows of {rows} ({', '.join(keys)}), pooled", p, y
 
 
 def val_calibration(site: str, blocks: tuple[str, ...], c: float, box_run: Path, seg_pass: str, weight: float,
-                    kinds: tuple[str, ...] = ("reference", "perturbed"), own: dict[str, str] | None = None
+                    kinds: tuple[str, ...] = ("reference", "perturbed"), own: dict[str, str] | None = None,
+                    whole_run: Path | None = None, whole_weight: float = 0.0
                     ) -> tuple[dict, str, np.ndarray, np.ndarray]:
     fit = fit_rows([site], kinds, own)
     keep = fit["split"] == "train"
     model = BlockModel(blocks, c).fit({k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v)
                                        for k, v in fit.items()})
     scores = np.load(box_run / "scores.npz", allow_pickle=False)
+    whole: dict | None = None
+    if whole_weight:
+        if whole_run is None:
+            raise SystemExit("a whole-image member needs its run trained on the train rows (--whole-val-run)")
+        w = np.load(whole_run / "scores.npz", allow_pickle=False)
+        whole = dict(zip(w["whole_case"].tolist(), w["whole_prob"].tolist()))
     p_all, y_all = [], []
     for kind in ("reference", "expect"):
         d = load(site, kind, seg_pass if kind == "expect" else None)
         box = dict(zip(scores[f"{kind}_case"].tolist(), scores[f"{kind}_prob"].tolist()))
-        rows = np.array([c in box and s == "val" for c, s in zip(d["case"].tolist(), d["split"].tolist())])
+        rows = np.array([c in box and (whole is None or c in whole) and s == "val"
+                         for c, s in zip(d["case"].tolist(), d["split"].tolist())])
         design = logit(model.proba(d)[rows])
-        b = logit([box[c] for c in d["case"][rows].tolist()])
-        p_all.append(1 / (1 + np.exp(-(weight * b + (1 - weight) * design))))
+        z = weight * logit([box[c] for c in d["case"][rows].tolist()]) + (1 - weight) * design
+        if whole is not None:
+            z = (1 - whole_weight) * z + whole_weight * logit([whole[c] for c in d["case"][rows].tolist()])
+        p_all.append(1 / (1 + np.exp(-z)))
         y_all.append(d["label"][rows])
     p, y = np.concatenate(p_all), np.concatenate(y_all)
     return fit_platt(p, y), (f"{site} val lesions (reference and automatic masks) scored by members fitted on its "

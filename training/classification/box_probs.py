@@ -1,5 +1,6 @@
-"""Add the shipped image-level member's probability to feature files: `box_<model set>` per row, computed on the
-same mask as the row's features (reference, perturbed, or the segmenter pass's automatic / ROI-box mask).
+"""Add the shipped image-level members' probabilities to feature files: `box_<model set>` per row, computed on
+the same mask as the row's features (reference, perturbed, or the segmenter pass's automatic / ROI-box mask), and
+`whole_<model set>` where the set's classifier also fuses a whole-image member (the mask only picks the frame).
 
     python -m training.classification.box_probs --sets two-site,busi-only \
         runs/site_features/*__test.npz
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.box_classifier import get_box_scorer
+from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
+from BreastCADxLib.analysis.registry import load_card, model_set_dir
 from BreastCADxLib.image import Image
 from training.classification.site_features import perturbed
 from training.data import add_data_args, cases
@@ -28,7 +31,12 @@ def main() -> None:
     ap.add_argument("--sets", default="two-site,busi-only")
     ap.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args()
-    scorers = {s: get_box_scorer("lesion_box_cnn", "cpu", s) for s in args.sets.split(",")}
+    scorers = {}  # column -> scorer
+    for s in args.sets.split(","):
+        card = load_card(DEFAULT_CLASSIFIER, model_set_dir(s))
+        for column, key in (("box", "box_member"), ("whole", "image_member")):
+            if card.get(key):
+                scorers[f"{column}_{s}"] = get_box_scorer(card[key]["model"], "cpu", s)
     for path in args.files:
         site, kind, *rest = path.stem.split("__")
         roles = ("test",) if path.stem.endswith("__test") else ("train", "val")
@@ -45,10 +53,10 @@ def main() -> None:
                 passed[case][kind].astype(bool)
             for s, scorer in scorers.items():
                 probs[s].append(scorer.probability(Image(array=img[None]), mask[None]))
-        for s, v in probs.items():
-            z[f"box_{s}"] = np.array(v, np.float32)
+        for column, v in probs.items():
+            z[column] = np.array(v, np.float32)
         np.savez_compressed(path, **z)
-        print(f"{path}: {len(z['case'])} rows, box probabilities of {', '.join(scorers)}", flush=True)
+        print(f"{path}: {len(z['case'])} rows, columns {', '.join(scorers)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def main() -> None:
         birads=np.concatenate([d["birads"] for d in rows]), named_names=np.array(clf.radiomics_names),
         named=np.vstack([named_matrix(d, clf.radiomics_names) for d in rows]),
         deep=np.vstack([d[deep] for d in rows]).astype(np.float32),
-        **{k: np.concatenate([d[k] for d in rows]).astype(np.float32)  # image member per set (box_probs)
-           for k in rows[0] if k.startswith("box_")})
+        **{k: np.concatenate([d[k] for d in rows]).astype(np.float32)  # image members per set (box_probs)
+           for k in rows[0] if k.startswith(("box_", "whole_"))})
     print(f"{sum(len(d['case']) for d in rows)} test lesions -> {OUT} ({OUT.stat().st_size / 1e3:.0f} kB)")
 
 

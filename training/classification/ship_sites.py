@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from BreastCADxLib.analysis.box_classifier import BOX_MODEL
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
@@ -81,9 +81,15 @@ def main() -> None:
     ap.add_argument("--fit-pass", default="",
                     help="for fit masks expect/roi: the set's own segmenter pass per site, "
                          "e.g. busi=two-site,busbra_l5=two-site")
+    ap.add_argument("--whole-run", type=Path, help="box_cnn --view whole run: the whole-image member (with --box-run)")
+    ap.add_argument("--whole-weight", type=float, default=0.2, help="its weight in the fused logit")
+    ap.add_argument("--whole-val-run", type=Path, help="one site: the whole-image run trained on the train rows")
     ap.add_argument("--calibration", choices=["platt", "identity"], default="platt",
                     help="identity: ship the fused score as it is (box_fusion's cross-site ECE table decides)")
     args = ap.parse_args()
+    if args.whole_run and not args.box_run:
+        raise SystemExit("--whole-run joins the fusion of --box-run")
+    whole_weight = args.whole_weight if args.whole_run else 0.0
     blocks, sites = DESIGNS[args.design], args.sites.split(",")
     deep = [b for b in blocks if b.startswith("deep")]
     if len(deep) != 1 or not set(blocks) - set(deep) <= {"rad_all", "rad_inv", "desc"}:
@@ -111,10 +117,12 @@ def main() -> None:
                                                                             "pca_components")}}]}
     if args.box_run:
         if len(sites) > 1:
-            calibration, cal_how, p_cal, y_cal = lso_calibration(args.box_fusion / "rows.npz", args.box_weight)
+            calibration, cal_how, p_cal, y_cal = lso_calibration(args.box_fusion / "rows.npz", args.box_weight,
+                                                                 whole_weight)
         else:
             calibration, cal_how, p_cal, y_cal = val_calibration(sites[0], blocks, args.c, args.box_val_run,
-                                                                 args.box_pass, args.box_weight, kinds, own)
+                                                                 args.box_pass, args.box_weight, kinds, own,
+                                                                 args.whole_val_run, whole_weight)
     else:
         p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites, kinds, own)
         calibration = fit_platt(p_cal, y_cal)
@@ -124,16 +132,20 @@ def main() -> None:
 
     folder = args.models
     folder.mkdir(parents=True, exist_ok=True)
-    for old in [*folder.glob(f"{DEFAULT_CLASSIFIER}*"), *folder.glob(f"{BOX_MODEL}*")]:
+    for old in [*folder.glob(f"{DEFAULT_CLASSIFIER}*"), *folder.glob(f"{BOX_MODEL}*"),
+                *folder.glob(f"{WHOLE_MODEL}*")]:
         old.unlink()
     box_member = None
     if args.box_run:
         fusion = json.loads((args.box_fusion / "box_fusion.json").read_text())
-        chosen_row = next(r for r in fusion["rows"] if abs(r["w_box"] - args.box_weight) < 1e-9)
-        export_box_model(args.box_run, folder, sites, {"leave_site_out": chosen_row, "counts": fusion["counts"],
-                                                       "compared": str(args.box_fusion / "box_fusion.md")},
-                         margins_of(args.box_margins))
+        chosen_row = next(r for r in fusion["rows"] if abs(r["w_box"] - args.box_weight) < 1e-9
+                          and abs(r.get("w_whole", 0.0) - whole_weight) < 1e-9)
+        cross_site = {"leave_site_out": chosen_row, "counts": fusion["counts"],
+                      "compared": str(args.box_fusion / "box_fusion.md")}
+        export_box_model(args.box_run, folder, sites, cross_site, margins_of(args.box_margins))
         box_member = {"model": BOX_MODEL, "weight": args.box_weight}
+        if args.whole_run:
+            export_box_model(args.whole_run, folder, sites, cross_site, view="whole")
     rad = named_matrix(d, names)
     deepx = d[deep[0]].astype(float)
     arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
@@ -144,6 +156,8 @@ def main() -> None:
             "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}, "files": {}}
     if box_member:
         card["box_member"] = box_member
+    if args.whole_run:
+        card["image_member"] = {"model": WHOLE_MODEL, "weight": whole_weight}
     np.savez(folder / card["arrays"], **arrays)
     (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
     clf = load_classifier(DEFAULT_CLASSIFIER, folder)
@@ -166,7 +180,10 @@ def main() -> None:
             "classifier": f"L2 logistic regression, C={args.c:g}",
             "image_member": (f"{BOX_MODEL}: EfficientNet-Lite0 fine-tuned on the lesion's box crop; raw = "
                              f"sigmoid({args.box_weight:g} logit(box) + {1 - args.box_weight:g} logit(features)), "
-                             f"then the calibration ({args.calibration})") if args.box_run else None},
+                             f"then the calibration ({args.calibration})") if args.box_run else None,
+            "whole_image_member": (f"{WHOLE_MODEL}: the same network fine-tuned on the whole image (no outline); raw = "
+                                   f"sigmoid({1 - whole_weight:g} z + {whole_weight:g} logit(whole)), z the fused "
+                                   "logit above") if args.whole_run else None},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
             "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion once per fitting mask: "
@@ -185,6 +202,8 @@ def main() -> None:
                        + (f" --box-run {args.box_run} --box-weight {args.box_weight:g} --box-margins "
                           f"{args.box_margins}" if args.box_run else "")
                        + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")
+                       + (f" --whole-run {args.whole_run} --whole-weight {whole_weight:g}" if args.whole_run else "")
+                       + (f" --whole-val-run {args.whole_val_run}" if args.whole_val_run else "")
                        + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
                        + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
                        + (f" --calibration {args.calibration}" if args.calibration != "platt" else "")},

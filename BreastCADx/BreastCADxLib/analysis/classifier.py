@@ -131,6 +131,8 @@ class FusionClassifier:
         self.explain_bias = float(card["explain"]["deep_bias"])
         # optional image-level member: {"model": id, "weight": w}; raw = sigmoid(w logit(box) + (1-w) logit(features))
         self.box_member: dict | None = card.get("box_member")
+        # optional whole-image member {"model": id, "weight": v}: raw = sigmoid((1-v) z + v logit(whole)), z as above
+        self.image_member: dict | None = card.get("image_member")
 
     # -- features -> member inputs -------------------------------------------------------------
     @staticmethod
@@ -175,25 +177,30 @@ class FusionClassifier:
         return np.sqrt(np.einsum("ij,jk,ik->i", d, self.ood_precision, d))
 
     # -- one case -------------------------------------------------------------------------------------
-    def with_box(self, raw_features: np.ndarray, box_probability: float | None) -> np.ndarray:
-        """The fused raw probability when the card names an image-level member, else the features' own."""
-        if self.box_member is None:
+    def with_box(self, raw_features: np.ndarray, box_probability, whole_probability=None) -> np.ndarray:
+        """The fused raw probability when the card names image-level members, else the features' own."""
+        if self.box_member is None and self.image_member is None:
             return raw_features
-        if box_probability is None:
-            raise ModelError(f"this classifier fuses the image-level model '{self.box_member['model']}': "
-                             "its probability is needed")
-        w = float(self.box_member["weight"])
-        return _sigmoid(w * logit(np.asarray(box_probability, float)) + (1 - w) * logit(raw_features))
+        z = logit(raw_features)
+        for member, p in ((self.box_member, box_probability), (self.image_member, whole_probability)):
+            if member is None:
+                continue
+            if p is None:
+                raise ModelError(f"this classifier fuses the image-level model '{member['model']}': "
+                                 "its probability is needed")
+            w = float(member["weight"])
+            z = w * logit(np.asarray(p, float)) + (1 - w) * z
+        return _sigmoid(z)
 
     def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5,
-                box_probability: float | None = None) -> Prediction:
+                box_probability: float | None = None, whole_probability: float | None = None) -> Prediction:
         missing = [n for n in self.radiomics_names if n not in radiomics]
         if missing:
             raise ModelError(f"radiomics features missing for this model: {missing[:3]}... (parameter file changed?)")
         rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
         deep = np.asarray(deep, float).reshape(1, -1)
         raw, members = self.raw_proba(rad, deep)
-        raw = self.with_box(raw, box_probability)
+        raw = self.with_box(raw, box_probability, whole_probability)
         if self.box_member is not None:
             members["box_cnn"] = np.array([box_probability], float)
         p = float(apply_calibration(self.calibration, raw)[0])
@@ -201,8 +208,10 @@ class FusionClassifier:
         dist = float(self.ood_distance(rad, deep)[0])
         if dist > self.ood_threshold:
             flags.append("out_of_distribution: features far from the training data; treat the probability with care")
-        if len(members) == 2:
-            a, b = (float(v[0]) for v in members.values())
+        if self.image_member is not None:
+            members["whole_image_cnn"] = np.array([whole_probability], float)
+        if len(members) - (self.image_member is not None) == 2:
+            a, b = (float(v[0]) for v in list(members.values())[:2])
             if abs(a - b) > 0.5:
                 flags.append("members_disagree: the outline's features and the image model of the lesion's box "
                              "disagree strongly" if self.box_member else

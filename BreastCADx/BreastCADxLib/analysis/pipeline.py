@@ -134,14 +134,18 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     deep_model = get_deep_features(device, classifier.card.get("deep_crop", "mask"))
     deep = deep_model.features(work, work_mask)
-    box_p, scorer = None, None
+    box_p, scorer, whole_p = None, None, None
     if classifier.box_member is not None:
         scorer = get_box_scorer(classifier.box_member["model"], device, model_set)
         box_p = scorer.probability(work, work_mask)
         provenance = replace(provenance, image_model=ModelRef(scorer.card["id"], scorer.card["sha256"]))
+    if classifier.image_member is not None:
+        whole = get_box_scorer(classifier.image_member["model"], device, model_set)
+        whole_p = whole.probability(work, work_mask)
+        provenance = replace(provenance, whole_image_model=ModelRef(whole.card["id"], whole.card["sha256"]))
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
-    pred = classifier.predict(rad, deep, box_probability=box_p)
+    pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)
     if low_confidence:
         pred.flags.insert(0, LOW_CONFIDENCE_FLAG)
     seconds["classify"] = time.perf_counter() - t

@@ -43,6 +43,7 @@ class Provenance:
     mask_origin: str  # one of MASK_ORIGINS
     segmenter: ModelRef | None = None  # None when the user drew the mask
     image_model: ModelRef | None = None  # the fusion's image-level member (box-crop CNN), when the classifier has one
+    whole_image_model: ModelRef | None = None  # its whole-image member, when the classifier has one
 
     def __post_init__(self) -> None:
         if self.mask_origin not in MASK_ORIGINS:
@@ -56,11 +57,12 @@ class Provenance:
 
     @classmethod
     def from_json(cls, d: dict) -> Provenance:
-        seg, img = d.get("segmenter"), d.get("image_model")
+        seg, img, whole = d.get("segmenter"), d.get("image_model"), d.get("whole_image_model")
         return cls(breastcadx=d["breastcadx"], model_set=d["model_set"], classifier=ModelRef(**d["classifier"]),
                    classifier_config=d["classifier_config"], deep_model=d["deep_model"],
                    mask_origin=d["mask_origin"], segmenter=ModelRef(**seg) if seg else None,
-                   image_model=ModelRef(**img) if img else None)
+                   image_model=ModelRef(**img) if img else None,
+                   whole_image_model=ModelRef(**whole) if whole else None)
 
 
 @dataclass

@@ -98,9 +98,8 @@ def models_fingerprint(model_set: str) -> str:
 
     folder = model_set_dir(model_set)
     models = [DEFAULT_CLASSIFIER, DEFAULT_MODEL]
-    member = load_card(DEFAULT_CLASSIFIER, folder).get("box_member")
-    if member:  # the image-level member the classifier fuses
-        models.append(member["model"])
+    card = load_card(DEFAULT_CLASSIFIER, folder)
+    models += [card[k]["model"] for k in ("box_member", "image_member") if card.get(k)]  # image-level members
     return "/".join(load_card(m, folder)["sha256"][:16] for m in models)
 
 

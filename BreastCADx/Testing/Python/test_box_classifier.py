@@ -83,3 +83,53 @@ def test_the_heatmap_explains_the_image_member_around_the_lesion():
     far = np.ones(mask[0].shape, bool)  # beyond the member's square crop (margin <= 0.25 each side)
     far[max(0, cy - r): cy + r, max(0, cx - r): cx + r] = False
     assert far.any() and res.heatmap[0][far].max() == 0.0
+
+
+@pytest.fixture
+def whole_member_set(tmp_path, monkeypatch):
+    """The shipped two-site set plus a whole-image member (card `view: whole`; the shipped box CNN's weights stand
+    in for its own) fused at weight 0.2, wired into the pipeline."""
+    import json
+
+    from BreastCADxLib.analysis import pipeline
+    from BreastCADxLib.analysis.box_classifier import WHOLE_MODEL
+    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
+
+    for f in MODELS_DIR.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    card = json.loads((MODELS_DIR / f"{BOX_MODEL}.json").read_text())
+    (tmp_path / f"{WHOLE_MODEL}.json").write_text(json.dumps({**card, "id": WHOLE_MODEL, "view": "whole"}))
+    cls_card = json.loads((MODELS_DIR / f"{DEFAULT_CLASSIFIER}.json").read_text())
+    cls_card["image_member"] = {"model": WHOLE_MODEL, "weight": 0.2}
+    (tmp_path / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(cls_card))
+    clf = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
+    monkeypatch.setattr(pipeline, "get_classifier", lambda model_set: clf)
+    monkeypatch.setattr(pipeline, "get_box_scorer",
+                        lambda model_id, device, model_set: BoxScorer.from_registry(model_id, device, tmp_path))
+    return clf, BoxScorer.from_registry(BOX_MODEL, "cpu", tmp_path), BoxScorer.from_registry(WHOLE_MODEL, "cpu",
+                                                                                              tmp_path)
+
+
+def test_a_whole_image_member_ignores_the_outline_and_joins_the_fused_logit(whole_member_set):
+    from BreastCADxLib.analysis.calibration import logit
+    from BreastCADxLib.analysis.pipeline import analyze
+
+    clf, box, whole = whole_member_set
+    img, mask = _case("malignant_001")
+    elsewhere = np.zeros_like(mask)
+    elsewhere[0, :12, :12] = True  # a tiny "outline" in a corner of the same frame
+    p_whole = whole.probability(img, mask)
+    assert whole.probability(img, elsewhere) == pytest.approx(p_whole, abs=1e-6)
+    assert abs(box.probability(img, elsewhere) - box.probability(img, mask)) > 1e-3  # the box member does care
+
+    rad = {n: 0.0 for n in clf.radiomics_names}
+    with pytest.raises(ModelError, match="lesion_whole_cnn"):
+        clf.predict(rad, np.zeros(1280), box_probability=0.5)
+
+    res = analyze(img, mask=mask, heatmap=False, device="cpu")
+    members = res.prediction.member_probabilities
+    assert members["whole_image_cnn"] == pytest.approx(p_whole, abs=1e-6)
+    assert res.provenance.whole_image_model is not None and res.provenance.whole_image_model.id == "lesion_whole_cnn"
+    z = 0.8 * (0.75 * logit(members["box_cnn"]) + 0.25 * logit(members["fusion"])) + 0.2 * logit(p_whole)
+    assert res.prediction.raw_probability == pytest.approx(float(1 / (1 + np.exp(-z))), abs=1e-9)
