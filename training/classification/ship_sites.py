@@ -203,6 +203,7 @@ def main() -> None:
                           f"{args.box_margins}" if args.box_run else "")
                        + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")
                        + (f" --whole-run {args.whole_run} --whole-weight {whole_weight:g}" if args.whole_run else "")
+                       + (f" --box-fusion {args.box_fusion}" if args.box_fusion != Path("runs/box_fusion") else "")
                        + (f" --whole-val-run {args.whole_val_run}" if args.whole_val_run else "")
                        + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
                        + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
