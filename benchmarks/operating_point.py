@@ -41,7 +41,7 @@ def test_probabilities(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ok = np.isfinite(z["descriptors"]).all(1) & np.isfinite(z["deep_mask"]).all(1)
     rows = {k: (v[ok] if isinstance(v, np.ndarray) and len(v) == len(ok) else v) for k, v in z.items()}
     rb = rows["birads"].astype(int) if "birads" in rows else np.full(int(ok.sum()), -1)
-    return classify("two-site", rows), rows["label"].astype(bool), rb
+    return classify("two-site", rows, name.split("__")[1]), rows["label"].astype(bool), rb
 
 
 def main() -> int:

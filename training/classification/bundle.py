@@ -42,10 +42,10 @@ def exported() -> dict:
 def write_and_verify(card: dict, folder: Path, rad: np.ndarray, deep: np.ndarray, expected: np.ndarray,
                      tolerance: float, what: str) -> None:
     """Write the final card, reload the bundle as `analyze` will, and stop unless it reproduces `expected`."""
-    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
+    from BreastCADxLib.analysis.classifier import load_classifier
 
-    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card, indent=1) + "\n")
-    diff = np.abs(load_classifier(DEFAULT_CLASSIFIER, folder).raw_proba(rad, deep)[0] - expected).max()
+    (folder / f"{card['id']}.json").write_text(json.dumps(card, indent=1) + "\n")
+    diff = np.abs(load_classifier(card["id"], folder).raw_proba(rad, deep)[0] - expected).max()
     print(f"shipped {what} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
     if diff > tolerance:
         raise SystemExit("bundle does not reproduce the fitted model")

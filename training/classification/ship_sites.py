@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--whole-run", type=Path, help="box_cnn --view whole run: the whole-image member (with --box-run)")
     ap.add_argument("--whole-weight", type=float, default=0.2, help="its weight in the fused logit")
     ap.add_argument("--whole-val-run", type=Path, help="one site: the whole-image run trained on the train rows")
+    ap.add_argument("--id", default=DEFAULT_CLASSIFIER, help="the bundle's id (its file names)")
+    ap.add_argument("--automatic-masks", metavar="ID",
+                    help="the bundle for the segmenter's own masks (shipped with --id ID), named in this card")
     ap.add_argument("--calibration", choices=["platt", "identity"], default="platt",
                     help="identity: ship the fused score as it is (box_fusion's cross-site ECE table decides)")
     args = ap.parse_args()
@@ -132,9 +135,9 @@ def main() -> None:
 
     folder = args.models
     folder.mkdir(parents=True, exist_ok=True)
-    for old in [*folder.glob(f"{DEFAULT_CLASSIFIER}*"), *folder.glob(f"{BOX_MODEL}*"),
-                *folder.glob(f"{WHOLE_MODEL}*")]:
-        old.unlink()
+    for old in [folder / f"{args.id}.json", folder / f"{args.id}.npz", *folder.glob(f"{BOX_MODEL}.*"),
+                *folder.glob(f"{WHOLE_MODEL}.*")]:
+        old.unlink(missing_ok=True)
     box_member = None
     if args.box_run:
         fusion = json.loads((args.box_fusion / "box_fusion.json").read_text())
@@ -149,8 +152,8 @@ def main() -> None:
     rad = named_matrix(d, names)
     deepx = d[deep[0]].astype(float)
     arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
-    card = {"id": DEFAULT_CLASSIFIER, "weights": f"{DEFAULT_CLASSIFIER}.npz", "sha256": "",
-            "arrays": f"{DEFAULT_CLASSIFIER}.npz", "mode": "early", "classifier": "LR", "design": args.design,
+    card = {"id": args.id, "weights": f"{args.id}.npz", "sha256": "", "arrays": f"{args.id}.npz",
+            "mode": "early", "classifier": "LR", "design": args.design,
             "radiomics_names": names, "members": [member], "combine": {"kind": "single"},
             "calibration": calibration, "deep_model": None, "deep_crop": deep[0].split("_")[1],
             "ood": {"threshold": 0.0}, "explain": {"deep_bias": 0.0}, "files": {}}
@@ -159,12 +162,13 @@ def main() -> None:
     if args.whole_run:
         card["image_member"] = {"model": WHOLE_MODEL, "weight": whole_weight}
     np.savez(folder / card["arrays"], **arrays)
-    (folder / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(card))
-    clf = load_classifier(DEFAULT_CLASSIFIER, folder)
+    if args.automatic_masks:
+        card["automatic_masks"] = args.automatic_masks
+    (folder / f"{args.id}.json").write_text(json.dumps(card))
+    clf = load_classifier(args.id, folder)
     card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
     np.savez(folder / card["arrays"], **arrays)
-    card["files"] = {f.name: sha256_of(f) for f in sorted(folder.glob(f"{DEFAULT_CLASSIFIER}*"))
-                     if f.suffix != ".json"}
+    card["files"] = {f.name: sha256_of(f) for f in (folder / card["arrays"],)}
     card["sha256"] = card["files"][card["arrays"]]
     selection = json.loads(args.selection.read_text()) if args.selection.exists() else None
     chosen = next((r for r in selection["results"] if r["design"] == args.design and r["C"] == args.c), None) \
@@ -207,7 +211,9 @@ def main() -> None:
                        + (f" --whole-val-run {args.whole_val_run}" if args.whole_val_run else "")
                        + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
                        + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
-                       + (f" --calibration {args.calibration}" if args.calibration != "platt" else "")},
+                       + (f" --calibration {args.calibration}" if args.calibration != "platt" else "")
+                       + (f" --id {args.id}" if args.id != DEFAULT_CLASSIFIER else "")
+                       + (f" --automatic-masks {args.automatic_masks}" if args.automatic_masks else "")},
         "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",

@@ -252,4 +252,17 @@ def get_classifier(model_id: str = DEFAULT_CLASSIFIER, model_set: str = DEFAULT_
     return load_classifier(model_id, model_set_dir(model_set))
 
 
-__all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier"]
+def bundle_for(card: dict, mask_origin: str) -> str:
+    """The classifier id a mask of this origin is classified with: a card may name another bundle for the
+    segmenter's own masks (`automatic_masks`: its id; fitted on that segmenter's outlines too); drawn and corrected
+    outlines stay with the card's own bundle."""
+    other = card.get("automatic_masks")
+    return other if other and mask_origin == "auto" else card["id"]
+
+
+def classifier_for(model_set: str, mask_origin: str) -> FusionClassifier:
+    main = get_classifier(model_set=model_set)
+    return get_classifier(bundle_for(main.card, mask_origin), model_set)
+
+
+__all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier", "classifier_for", "bundle_for"]

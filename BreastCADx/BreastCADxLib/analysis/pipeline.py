@@ -11,7 +11,7 @@ import numpy as np
 
 from BreastCADxLib import __version__
 from BreastCADxLib.analysis.box_classifier import get_box_scorer
-from BreastCADxLib.analysis.classifier import get_classifier
+from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
@@ -90,10 +90,10 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     checked = check_input(image, model_set, allow_unvalidated, device)
     seconds["input_check"] = time.perf_counter() - t
     t = time.perf_counter()
-    classifier = get_classifier(model_set=model_set)
     if mask is not None and mask_origin not in MASK_ORIGINS:
         raise ValueError(f"mask_origin must be one of {MASK_ORIGINS}")
     origin = "auto" if mask is None else mask_origin
+    classifier = classifier_for(model_set, origin)
     provenance = Provenance(
         breastcadx=__version__, model_set=model_set,
         classifier=ModelRef(classifier.card["id"], classifier.card["sha256"]),

@@ -100,6 +100,8 @@ def models_fingerprint(model_set: str) -> str:
     models = [DEFAULT_CLASSIFIER, DEFAULT_MODEL]
     card = load_card(DEFAULT_CLASSIFIER, folder)
     models += [card[k]["model"] for k in ("box_member", "image_member") if card.get(k)]  # image-level members
+    if card.get("automatic_masks"):  # the bundle for the segmenter's own masks
+        models.append(card["automatic_masks"])
     return "/".join(load_card(m, folder)["sha256"][:16] for m in models)
 
 

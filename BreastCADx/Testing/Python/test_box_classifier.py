@@ -104,7 +104,7 @@ def whole_member_set(tmp_path, monkeypatch):
     cls_card["image_member"] = {"model": WHOLE_MODEL, "weight": 0.2}
     (tmp_path / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(cls_card))
     clf = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
-    monkeypatch.setattr(pipeline, "get_classifier", lambda model_set: clf)
+    monkeypatch.setattr(pipeline, "classifier_for", lambda model_set, origin: clf)
     monkeypatch.setattr(pipeline, "get_box_scorer",
                         lambda model_id, device, model_set: BoxScorer.from_registry(model_id, device, tmp_path))
     return clf, BoxScorer.from_registry(BOX_MODEL, "cpu", tmp_path), BoxScorer.from_registry(WHOLE_MODEL, "cpu",

@@ -181,3 +181,37 @@ def test_committed_features_match_the_library(tmp_path):
 
         box = get_box_scorer(clf.box_member["model"], "cpu", "two-site").probability(img, mask)
         assert box == pytest.approx(float(z["box_two-site"][row]), abs=1e-3)
+
+
+def test_the_segmenters_own_masks_go_to_the_bundle_the_card_names_for_them(tmp_path, monkeypatch):
+    """A card may name a second bundle for automatic masks (`automatic_masks`); the pipeline classifies the
+    segmenter's mask with it, a drawn or corrected outline with the card's own. The second bundle here is the
+    shipped one with another intercept, so the answers must differ exactly as the bundles do."""
+    from BreastCADxLib.analysis import pipeline
+    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, bundle_for
+
+    for f in MODELS_DIR.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    auto = "lesion_cls_fusion_auto"
+    card = json.loads((MODELS_DIR / f"{DEFAULT_CLASSIFIER}.json").read_text())
+    shutil.copy(MODELS_DIR / card["arrays"], tmp_path / f"{auto}.npz")
+    other = {**card, "id": auto, "weights": f"{auto}.npz", "arrays": f"{auto}.npz",
+             "files": {f"{auto}.npz": card["files"][card["arrays"]]}}
+    other["members"] = [{**m, "estimator": {**m["estimator"], "intercept": m["estimator"]["intercept"] + 2.0}}
+                        for m in card["members"]]
+    (tmp_path / f"{auto}.json").write_text(json.dumps(other))
+    (tmp_path / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps({**card, "automatic_masks": auto}))
+    main = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
+    assert [bundle_for(main.card, o) for o in ("auto", "edited", "user")] == [auto, DEFAULT_CLASSIFIER,
+                                                                              DEFAULT_CLASSIFIER]
+    monkeypatch.setattr(pipeline, "classifier_for",
+                        lambda model_set, origin: load_classifier(bundle_for(main.card, origin), tmp_path))
+
+    img = load_image(DATA / "busi" / "malignant_001.png")
+    automatic = analyze(img, heatmap=False, device="cpu")
+    assert automatic.lesion_found and automatic.provenance.classifier.id == auto
+    for origin in ("edited", "user"):
+        drawn = analyze(img, mask=automatic.mask, mask_origin=origin, heatmap=False, device="cpu")
+        assert drawn.provenance.classifier.id == DEFAULT_CLASSIFIER
+        assert drawn.prediction.member_probabilities["fusion"] < automatic.prediction.member_probabilities["fusion"]
