@@ -78,10 +78,13 @@ def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
 
 def direction(src: str, dst: str, box_run: list[Path], seg_pass: str,
               fit_masks: tuple[str, ...] = ("reference", "perturbed"), own_pass: dict[str, str] | None = None,
-              whole_run: list[Path] | None = None) -> dict[str, dict]:
+              whole_run: list[Path] | None = None, drawn_fit_masks: tuple[str, ...] | None = None
+              ) -> dict[str, dict]:
     """kind -> {case, label, design logit, box logit, [whole-image logit,] low} on the scored site, rows where
-    all exist."""
+    all exist. drawn_fit_masks: the reference rows are scored by a feature member fitted on these instead (a
+    bundle per mask provenance, as a card's `automatic_masks` ships it)."""
     model = BlockModel(DESIGN, 0.1).fit(fit_rows([src], fit_masks, own_pass))
+    drawn = BlockModel(DESIGN, 0.1).fit(fit_rows([src], drawn_fit_masks, own_pass)) if drawn_fit_masks else model
     low = low_confidence(seg_pass, dst)
     whole = box_scores(whole_run, "whole") if whole_run else None
     out = {}
@@ -89,7 +92,7 @@ def direction(src: str, dst: str, box_run: list[Path], seg_pass: str,
         d = load(dst, kind, seg_pass if kind != "reference" else None)
         box = box_scores(box_run, kind)
         keep = np.array([c in box and (whole is None or c in whole) for c in d["case"].tolist()])
-        p_design = model.proba(d)[keep]
+        p_design = (drawn if kind == "reference" else model).proba(d)[keep]
         cases = d["case"][keep]
         out[kind] = {"case": cases, "label": d["label"][keep], "design": logit(p_design),
                      "box": logit(np.array([box[c] for c in cases.tolist()])),
@@ -112,6 +115,7 @@ def main() -> None:
     ap.add_argument("--fit-pass", default="",
                     help="for fit masks expect/roi: the fitting site's own segmenter pass, "
                          "e.g. busi=busi-only,busbra_l5=seg_B")
+    ap.add_argument("--drawn-fit-masks", help="a feature member per provenance: drawn outlines' fitting masks")
     ap.add_argument("--w-low", type=float, nargs="*", default=[],
                     help="also: the box weight for automatic masks flagged low-confidence (w elsewhere)")
     ap.add_argument("--whole-a", type=Path, nargs="*", default=[],
@@ -128,8 +132,9 @@ def main() -> None:
     if bool(args.whole_a) != bool(args.whole_b):
         raise SystemExit("--whole-a and --whole-b go together (both directions)")
     w_wholes = args.w_whole if args.whole_a else [0.0]
-    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own, args.whole_a),
-            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own, args.whole_b)}
+    drawn = tuple(args.drawn_fit_masks.split(",")) if args.drawn_fit_masks else None
+    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own, args.whole_a, drawn),
+            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own, args.whole_b, drawn)}
     rows = []
     grid = [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]
     for ww, (w, w_low) in [(ww, g) for ww in w_wholes for g in grid]:
@@ -155,7 +160,7 @@ def main() -> None:
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
     (args.out / "box_fusion.json").write_text(json.dumps({
-        "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "fit_pass": own,
+        "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "fit_pass": own, "drawn_fit_masks": drawn,
         "passes": [args.pass_a, args.pass_b],
         "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b],
         "whole_a": [str(r) for r in args.whole_a], "whole_b": [str(r) for r in args.whole_b],
