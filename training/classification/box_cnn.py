@@ -39,7 +39,12 @@ from training.segmentation.site_pass import load_pass
 
 # options added after the first runs: at these values a run's arguments read as before (resume, cards)
 LATER_OPTIONS = {"seed": 0, "box_jitter": 0.12, "train_margin": "0.10,0.45",
-                 "eval_margins": str(CONTEXT_MARGIN), "view": "box"}
+                 "eval_margins": str(CONTEXT_MARGIN), "view": "box", "target": "malignancy", "fold": -1}
+
+
+def target_of(c: Case, target: str) -> int:
+    """malignancy: malignant (1) vs benign; presence: a lesion (1) vs a normal image."""
+    return int(c.malignant) if target == "malignancy" else int(c.label != "normal")
 
 
 def margins_of(text: str) -> tuple[float, ...]:
@@ -105,8 +110,8 @@ def predict(model: nn.Module, crops: list[torch.Tensor], bf16: bool) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CONTEXT_MARGIN,), view: str = "box"
-               ) -> dict[str, tuple[list[str], np.ndarray, list[torch.Tensor]]]:
+def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CONTEXT_MARGIN,), view: str = "box",
+               target: str = "malignancy") -> dict[str, tuple[list[str], np.ndarray, list[torch.Tensor]]]:
     """kind -> (cases, labels, crops) for the scored site; automatic kinds skip cases with an empty mask; view
     "whole": one kind, `whole` (the whole image)."""
     sets: dict[str, tuple[list[str], list[int], list[torch.Tensor]]] = {}
@@ -115,7 +120,7 @@ def score_sets(todo: list[Case], passed: dict, margins: tuple[float, ...] = (CON
         if view == "whole":
             ids, labels, crops = sets.setdefault("whole", ([], [], []))
             ids.append(c.case)
-            labels.append(int(c.malignant))
+            labels.append(target_of(c, target))
             crops.append(box_views(Image(array=img[None]), ref[None], view="whole"))  # the product's view
             continue
         masks = {"reference": ref}
@@ -151,6 +156,10 @@ def main() -> None:
     ap.add_argument("--box-jitter", type=float, default=0.12, help="edge jitter of the training box (x side)")
     ap.add_argument("--train-margin", default="0.10,0.45", help="context margin range of the training crops")
     ap.add_argument("--eval-margins", default=str(CONTEXT_MARGIN), help="context margins of the scored views")
+    ap.add_argument("--target", choices=["malignancy", "presence"], default="malignancy",
+                    help="presence: lesion vs normal image, normal images included (with --view whole)")
+    ap.add_argument("--fold", type=int, default=-1,
+                    help="out-of-fold: train on the train sites' other folds, score this fold (its normals too)")
     ap.add_argument("--view", choices=["box", "whole"], default="box",
                     help="what the network sees: the lesion's box crop, or the whole image (an image-level member)")
     ap.add_argument("--resume", action="store_true")
@@ -167,10 +176,17 @@ def main() -> None:
         with open(log, "a") as f:
             f.write(line + "\n")
 
-    train = cases(args, args.train.split(","), tuple(args.train_roles.split(",")), lesions_only=True)
+    presence = args.target == "presence"
+    if presence and args.view != "whole":
+        raise SystemExit("--target presence needs --view whole (a normal image has no lesion box)")
+    train = cases(args, args.train.split(","), tuple(args.train_roles.split(",")), lesions_only=not presence)
     if "test" in args.train_roles or "test" in args.score_roles:
         raise SystemExit("test rows are for the final report only")
-    data = [(c.load(), float(c.malignant)) for c in train]
+    held_out: list[Case] = []
+    if args.fold >= 0:  # out-of-fold: train on the other folds of the train sites, score this one
+        held_out = [c for c in train if c.fold == args.fold]
+        train = [c for c in train if c.fold != args.fold]
+    data = [(c.load(), float(target_of(c, args.target))) for c in train]
     model = BoxNet(args.arch)
     if args.bf16:
         model = model.to(memory_format=torch.channels_last)
@@ -194,13 +210,14 @@ def main() -> None:
         sched.load_state_dict(ck["sched"])
         first, spent = int(ck["epoch"]) + 1, float(ck["spent"])
     budget = f"{args.time_limit_min:g} min this session" if args.time_limit_min else "no time limit"
-    say(f"{'resume at epoch ' + str(first) if first > 1 else 'start'}: {len(data)} training lesions "
-        f"({int(pos)} malignant) from {args.train}; {args.epochs} epochs; budget {budget}; {spent / 60:.1f} min "
+    say(f"{'resume at epoch ' + str(first) if first > 1 else 'start'}: {len(data)} training images "
+        f"({int(pos)} {'with a lesion' if presence else 'malignant'}) from {args.train}; {args.epochs} epochs; "
+        f"budget {budget}; {spent / 60:.1f} min "
         f"spent before; bf16 {args.bf16}; args {run_args}")
     passed = load_pass(args.pass_file) if args.pass_file else {}
-    scored = {} if args.score == "none" else \
-        score_sets(cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=True), passed,
-                   margins_of(args.eval_margins), args.view)
+    to_score = held_out if args.fold >= 0 else [] if args.score == "none" else \
+        cases(args, [args.score], tuple(args.score_roles.split(",")), lesions_only=not presence)
+    scored = score_sets(to_score, passed, margins_of(args.eval_margins), args.view, args.target) if to_score else {}
     rng = np.random.default_rng(first + 1000 * args.seed)
     aug = ScannerAugment(args.scanner_aug, seed=first + 1000 * args.seed)
     t0 = time.time()
