@@ -208,14 +208,14 @@ class FusionClassifier:
         dist = float(self.ood_distance(rad, deep)[0])
         if dist > self.ood_threshold:
             flags.append("out_of_distribution: features far from the training data; treat the probability with care")
-        if self.image_member is not None:
-            members["whole_image_cnn"] = np.array([whole_probability], float)
-        if len(members) - (self.image_member is not None) == 2:
-            a, b = (float(v[0]) for v in list(members.values())[:2])
+        if len(members) == 2:
+            a, b = (float(v[0]) for v in members.values())
             if abs(a - b) > 0.5:
                 flags.append("members_disagree: the outline's features and the image model of the lesion's box "
                              "disagree strongly" if self.box_member else
                              "members_disagree: radiomics and deep models disagree strongly")
+        if self.image_member is not None:
+            members["whole_image_cnn"] = np.array([whole_probability], float)
         return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),
                           member_probabilities={k: float(v[0]) for k, v in members.items()}, flags=flags,
                           top_features=self.top_features(rad, deep, float(raw[0]), top_k), ood_distance=dist)
