@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.machine import machine
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
-from BreastCADxLib.analysis.classifier import bundle_for, load_classifier
+from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
 from training.classification.designs import load, named_matrix
 from training.data import DEFAULT_DATA, site_cases
@@ -102,9 +102,7 @@ def with_unclassified(lesions: list, d: dict, p: np.ndarray) -> tuple[np.ndarray
 def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
     """The set's classifier on feature rows of one mask kind: automatic and ROI-box masks (the segmenter's own) go
     to the bundle the card names for them, if any (as the pipeline does)."""
-    clf = load_classifier(models_dir=model_set_dir(model_set))
-    clf = load_classifier(bundle_for(clf.card, "auto" if kind in ("expect", "roi") else "user"),
-                          model_set_dir(model_set))
+    clf = classifier_for(model_set, "auto" if kind in ("expect", "roi") else "user")
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
     raw, _ = clf.raw_proba(named_matrix(d, clf.radiomics_names), deep.astype(float))
     if clf.box_member is not None:  # the image-level members' probabilities (training.classification.box_probs)

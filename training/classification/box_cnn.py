@@ -58,11 +58,10 @@ def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarr
     return m
 
 
-def whole_box(shape: tuple[int, int], rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
-    """The whole image (view "whole"); in training a window of 80-100 % of each side (field-of-view changes)."""
+def whole_box(shape: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """View "whole" in training: a window of 80-100 % of each side (field-of-view changes); scored on the whole
+    image (analysis.box_classifier.box_views)."""
     h, w = shape
-    if rng is None:
-        return 0, 0, w, h
     fw, fh = rng.uniform(0.8, 1.0, size=2)
     x0, y0 = int(rng.uniform(0, 1 - fw) * w), int(rng.uniform(0, 1 - fh) * h)
     return x0, y0, x0 + int(fw * w), y0 + int(fh * h)

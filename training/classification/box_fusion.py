@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt, logit
+from BreastCADxLib.analysis.classifier import fused_logit
 from training.classification.designs import BlockModel, fit_rows, load, parse_own_pass
 from training.segmentation.site_pass import OUT as PASSES
 
@@ -48,9 +49,7 @@ def box_scores(runs: list[Path], kind: str) -> dict[str, float]:
 def fuse(v: dict, w: float, w_low: float, w_whole: float = 0.0) -> np.ndarray:
     """Fused logit of one direction's rows: box weight w, or w_low where the automatic mask is low-confidence; then,
     with a whole-image member, (1 - w_whole) x that + w_whole x its logit."""
-    wb = np.where(v["low"], w_low, w)
-    z = wb * v["box"] + (1 - wb) * v["design"]
-    return (1 - w_whole) * z + w_whole * v["whole"] if w_whole else z
+    return fused_logit(v["design"], v["box"], np.where(v["low"], w_low, w), v["whole"] if w_whole else None, w_whole)
 
 
 def calibration_choice(dirs: dict, w: float, w_whole: float = 0.0) -> list[dict]:

@@ -18,6 +18,7 @@ import torch
 
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import fit_platt, logit
+from BreastCADxLib.analysis.classifier import fused_logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import sha256_of
 from training.classification.designs import BlockModel, fit_rows, load
@@ -71,8 +72,8 @@ def lso_calibration(rows: Path, weight: float, whole_weight: float = 0.0) -> tup
     keys = sorted({k.rsplit(":", 1)[0] for k in z.files})
     if whole_weight and not all(f"{k}:whole" in z.files for k in keys):
         raise SystemExit(f"{rows} has no whole-image member scores (box_fusion --whole-a/--whole-b)")
-    fused = np.concatenate([(1 - whole_weight) * (weight * z[f"{k}:box"] + (1 - weight) * z[f"{k}:design"])
-                            + (whole_weight * z[f"{k}:whole"] if whole_weight else 0.0) for k in keys])
+    fused = np.concatenate([fused_logit(z[f"{k}:design"], z[f"{k}:box"], weight,
+                                        z[f"{k}:whole"] if whole_weight else None, whole_weight) for k in keys])
     y = np.concatenate([z[f"{k}:label"] for k in keys])
     p = 1 / (1 + np.exp(-fused))
     return fit_platt(p, y), f"leave-site-out rows of {rows} ({', '.join(keys)}), pooled", p, y
@@ -99,10 +100,9 @@ def val_calibration(site: str, blocks: tuple[str, ...], c: float, box_run: Path,
         box = dict(zip(scores[f"{kind}_case"].tolist(), scores[f"{kind}_prob"].tolist()))
         rows = np.array([c in box and (whole is None or c in whole) and s == "val"
                          for c, s in zip(d["case"].tolist(), d["split"].tolist())])
-        design = logit(model.proba(d)[rows])
-        z = weight * logit([box[c] for c in d["case"][rows].tolist()]) + (1 - weight) * design
-        if whole is not None:
-            z = (1 - whole_weight) * z + whole_weight * logit([whole[c] for c in d["case"][rows].tolist()])
+        ids = d["case"][rows].tolist()
+        z = fused_logit(logit(model.proba(d)[rows]), logit([box[c] for c in ids]), weight,
+                        logit([whole[c] for c in ids]) if whole is not None else None, whole_weight)
         p_all.append(1 / (1 + np.exp(-z)))
         y_all.append(d["label"][rows])
     p, y = np.concatenate(p_all), np.concatenate(y_all)

@@ -37,6 +37,7 @@ def main() -> None:
         for column, key in (("box", "box_member"), ("whole", "image_member")):
             if card.get(key):
                 scorers[f"{column}_{s}"] = get_box_scorer(card[key]["model"], "cpu", s)
+    whole_done: dict[tuple[str, str, str], float] = {}
     for path in args.files:
         site, kind, *rest = path.stem.split("__")
         roles = ("test",) if path.stem.endswith("__test") else ("train", "val")
@@ -46,13 +47,19 @@ def main() -> None:
         if kind in ("expect", "roi"):
             seg = rest[0]
             passed = load_pass(Path("runs/site_pass") / f"{seg}__{site}__{'+'.join(roles)}.npz")
-        probs = {s: [] for s in scorers}
+        probs: dict[str, list[float]] = {s: [] for s in scorers}
         for case in z["case"].tolist():
             img, ref = by_case[case].load()
             mask = ref if kind == "reference" else perturbed(ref, case) if kind == "perturbed" else \
                 passed[case][kind].astype(bool)
             for s, scorer in scorers.items():
-                probs[s].append(scorer.probability(Image(array=img[None]), mask[None]))
+                if s.startswith("whole_"):  # the same for every mask of the case: once per case, not per file
+                    key = (s, site, case)
+                    if key not in whole_done:
+                        whole_done[key] = scorer.probability(Image(array=img[None]), mask[None])
+                    probs[s].append(whole_done[key])
+                else:
+                    probs[s].append(scorer.probability(Image(array=img[None]), mask[None]))
         for column, v in probs.items():
             z[column] = np.array(v, np.float32)
         np.savez_compressed(path, **z)

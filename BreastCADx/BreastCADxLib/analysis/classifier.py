@@ -181,16 +181,16 @@ class FusionClassifier:
         """The fused raw probability when the card names image-level members, else the features' own."""
         if self.box_member is None and self.image_member is None:
             return raw_features
-        z = logit(raw_features)
-        for member, p in ((self.box_member, box_probability), (self.image_member, whole_probability)):
+        logits = {}
+        for name, member, p in (("box", self.box_member, box_probability),
+                                ("whole", self.image_member, whole_probability)):
             if member is None:
                 continue
             if p is None:
                 raise ModelError(f"this classifier fuses the image-level model '{member['model']}': "
                                  "its probability is needed")
-            w = float(member["weight"])
-            z = w * logit(np.asarray(p, float)) + (1 - w) * z
-        return _sigmoid(z)
+            logits[name], logits[f"{name}_weight"] = logit(np.asarray(p, float)), float(member["weight"])
+        return _sigmoid(fused_logit(logit(raw_features), **logits))
 
     def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5,
                 box_probability: float | None = None, whole_probability: float | None = None) -> Prediction:
@@ -252,6 +252,13 @@ def get_classifier(model_id: str = DEFAULT_CLASSIFIER, model_set: str = DEFAULT_
     return load_classifier(model_id, model_set_dir(model_set))
 
 
+def fused_logit(features, box=None, box_weight=0.0, whole=None, whole_weight=0.0):
+    """The fusion's logit from its members' logits: box_weight x box + (1 - box_weight) x features, then
+    (1 - whole_weight) x that + whole_weight x whole; an absent member is left out. Weights may be arrays."""
+    z = features if box is None else box_weight * box + (1 - box_weight) * features
+    return z if whole is None else (1 - whole_weight) * z + whole_weight * whole
+
+
 def bundle_for(card: dict, mask_origin: str) -> str:
     """The classifier id a mask of this origin is classified with: a card may name another bundle for the
     segmenter's own masks (`automatic_masks`: its id; fitted on that segmenter's outlines too); drawn and corrected
@@ -265,4 +272,5 @@ def classifier_for(model_set: str, mask_origin: str) -> FusionClassifier:
     return get_classifier(bundle_for(main.card, mask_origin), model_set)
 
 
-__all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier", "classifier_for", "bundle_for"]
+__all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier", "classifier_for", "bundle_for",
+           "fused_logit"]
