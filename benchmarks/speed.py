@@ -76,10 +76,11 @@ def stages(image, repeats: int) -> dict[str, float]:
     from BreastCADxLib.analysis.box_classifier import get_box_scorer
     from BreastCADxLib.analysis.classifier import get_classifier
 
-    member = get_classifier().box_member
-    if member is not None:
-        box = get_box_scorer(member["model"])
-        out["image member (box CNN)"] = median_time(lambda: box.probability(image, mask), repeats)
+    for row, member in (("image member (box CNN)", get_classifier().box_member),
+                        ("whole-image member (CNN)", get_classifier().image_member)):
+        if member is not None:
+            scorer = get_box_scorer(member["model"])
+            out[row] = median_time(lambda s=scorer: s.probability(image, mask), repeats)
     res = analyze(image, heatmap=True, expect_lesion=True)
     out["Grad-CAM"] = median_time(
         lambda: deep.gradcam(image, mask, *_explain()), repeats)

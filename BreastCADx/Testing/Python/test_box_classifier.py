@@ -59,11 +59,15 @@ def test_the_classifier_needs_the_member_it_names():
     clf = get_classifier()
     assert clf.box_member is not None and clf.box_member["model"] == BOX_MODEL
     rad = {n: 0.0 for n in clf.radiomics_names}
-    with pytest.raises(ModelError, match="image-level model"):
-        clf.predict(rad, np.zeros(1280))
-    a = clf.predict(rad, np.zeros(1280), box_probability=0.05).probability
-    b = clf.predict(rad, np.zeros(1280), box_probability=0.95).probability
-    assert a < b  # the member moves the answer the way it should
+    assert clf.image_member is not None  # the shipped set also fuses the whole-image member
+    with pytest.raises(ModelError, match="image-level model 'lesion_box_cnn'"):
+        clf.predict(rad, np.zeros(1280), whole_probability=0.5)
+    with pytest.raises(ModelError, match="image-level model 'lesion_whole_cnn'"):
+        clf.predict(rad, np.zeros(1280), box_probability=0.5)
+    a = clf.predict(rad, np.zeros(1280), box_probability=0.05, whole_probability=0.5).probability
+    b = clf.predict(rad, np.zeros(1280), box_probability=0.95, whole_probability=0.5).probability
+    c = clf.predict(rad, np.zeros(1280), box_probability=0.95, whole_probability=0.95).probability
+    assert a < b < c  # each member moves the answer the way it should
 
 
 def test_the_heatmap_explains_the_image_member_around_the_lesion():
