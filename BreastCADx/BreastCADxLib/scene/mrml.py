@@ -209,8 +209,12 @@ def heatmap_to_volume_node(heatmap: np.ndarray, image: Image, scene, name: str =
     return node
 
 
+MEMBER_LABELS = {"fusion": "outline features", "box_cnn": "box-crop CNN", "whole_image_cnn": "whole-image CNN"}
+
+
 def result_to_table_node(result: AnalysisResult, scene, name: str = "BreastCADx results"):
-    """Two-column (item, value) table: probability, suggestion, flags, measurements, top and all radiomics."""
+    """Two-column (item, value) table: probability, suggestion, flags, each member's own probability, lexicon,
+    measurements, top and all radiomics."""
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table.AddColumn().SetName("Item")
     table.AddColumn().SetName("Value")
@@ -221,6 +225,8 @@ def result_to_table_node(result: AnalysisResult, scene, name: str = "BreastCADx 
             ("Suggestion note", pred.suggestion_note if pred else None),
             ("Mask origin", result.mask_origin),
             ("Flags", "; ".join(result.flags) or "none")]
+    rows += [(f"Member: {MEMBER_LABELS.get(k, k)}", f"{v:.3f}")
+             for k, v in (pred.member_probabilities.items() if pred else ())]
     rows += [(f"Lexicon: {i.feature}", f"{i.category} ({i.evidence}; confidence {i.confidence})")
              for i in result.lexicon]
     rows += [(f"Measurement: {k}", v) for k, v in result.measurements.items()]

@@ -64,7 +64,11 @@ def test_heatmap_and_table_nodes(scene, sample_dicom):
     assert heatmap_to_volume_node(heat, img, scene).GetDisplayNode().GetColorNodeID() == colours.GetID()
     result = fake_result(0.87, "4C")
     result.radiomics = {"a": 1.0, "b": 2.5}
+    result.prediction.member_probabilities = {"fusion": 0.62, "box_cnn": 0.91, "whole_image_cnn": 0.75}
     table = result_to_table_node(result, scene)
-    assert table.GetNumberOfRows() == 11  # 6 result rows, 2 measurements, 1 top feature, 2 radiomics
+    assert table.GetNumberOfRows() == 14  # 6 result rows, 3 members, 2 measurements, 1 top feature, 2 radiomics
     assert table.GetCellText(0, 1) == "0.87" and table.GetCellText(2, 1) == "4C"
+    members = {table.GetCellText(r, 0): table.GetCellText(r, 1) for r in range(6, 9)}
+    assert members == {"Member: outline features": "0.620", "Member: box-crop CNN": "0.910",
+                       "Member: whole-image CNN": "0.750"}
     assert table.GetCellText(table.GetNumberOfRows() - 1, 0) == "Radiomics: b"
