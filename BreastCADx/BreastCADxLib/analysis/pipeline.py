@@ -114,6 +114,11 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
             report(1.0, "no lesion found")
             return AnalysisResult(source=image.source, lesion_found=False, provenance=provenance, mask=mask,
                                   seconds=seconds, input_check=checked)
+        try:
+            check_lesion_mask(work_mask)
+        except MaskError as err:  # said of the segmenter's outline, with what the user can do about it
+            raise MaskError(f"the automatic outline cannot be classified ({err.cause}); draw a box around the "
+                            "lesion or outline it", image.source or None) from None
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)

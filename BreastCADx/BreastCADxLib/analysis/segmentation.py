@@ -84,13 +84,25 @@ def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fr
     return ndimage.binary_fill_holes(mask)
 
 
-def best_candidate(prob: np.ndarray, relative: float) -> np.ndarray:
-    """The region around the most probable pixel: connected pixels >= relative x peak, holes filled."""
-    peak = float(prob.max())
-    if peak <= 0:
-        return np.zeros(prob.shape, bool)
-    labels, _ = ndimage.label(prob >= relative * peak)
-    return ndimage.binary_fill_holes(labels == labels[np.unravel_index(np.argmax(prob), prob.shape)])
+CANDIDATE_MIN_PIXELS = 20  # as radiomics_features.MIN_PIXELS: a smaller region cannot be described, never a lesion
+
+
+def best_candidate(prob: np.ndarray, relative: float, min_area: float = 0.0, tries: int = 8) -> np.ndarray:
+    """The region around the most probable pixel: connected pixels >= relative x peak, holes filled. With
+    min_area, a region smaller than that or one pixel thick (a response in an image corner, along an image edge or
+    on a speckle: never a lesion, and radiomics refuses it) is passed over for the next peak; empty when `tries`
+    peaks gave none."""
+    work = prob
+    for _ in range(tries):
+        peak = float(work.max())
+        if peak <= 0:
+            break
+        labels, _ = ndimage.label(work >= relative * peak)
+        region = ndimage.binary_fill_holes(labels == labels[np.unravel_index(np.argmax(work), work.shape)])
+        if not min_area or (region.sum() >= min_area and ndimage.binary_erosion(region).any()):
+            return region
+        work = np.where(region, 0.0, work)
+    return np.zeros(prob.shape, bool)
 
 
 class LesionSegmenter:
@@ -211,8 +223,9 @@ class LesionSegmenter:
         the refined region is the part of that box connected to the first-pass candidate (>= candidate_relative x
         the refined peak over it): a sharper peak elsewhere in the box, e.g. a caliper mark, is not followed."""
         if in_box:
-            return best_candidate(prob, self.roi_candidate_relative)
-        region = best_candidate(prob, self.candidate_relative)
+            return best_candidate(prob, self.roi_candidate_relative, CANDIDATE_MIN_PIXELS)
+        min_area = max(CANDIDATE_MIN_PIXELS, self.min_area_fraction * prob.size)  # as the post-processing's islands
+        region = best_candidate(prob, self.candidate_relative, min_area)
         if self.refine_margin is None or not region.any():
             return region
         prob[...] = self.refine(plane, prob, region)

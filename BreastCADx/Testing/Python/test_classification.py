@@ -160,6 +160,27 @@ def test_unusable_masks_give_clear_errors(sample_dicom):
         analyze(img, mask=np.ones((1, 10, 10), bool))
 
 
+def test_an_unusable_automatic_outline_says_so_and_what_to_do(sample_dicom, monkeypatch):
+    """Should the segmenter ever return an outline radiomics cannot describe, the error names the file, says the
+    outline was automatic and asks for a box or an outline (not "lesion mask", which reads as the user's)."""
+    from BreastCADxLib.analysis import pipeline
+    from BreastCADxLib.analysis.segmentation import Segmentation
+
+    img = load_image(sample_dicom)
+    line = np.zeros(img.array.shape, bool)
+    line[0, 200, 50:400] = True
+
+    class LineSegmenter:
+        def segment(self, image, **kwargs):
+            return Segmentation(mask=line.copy(), probability=line.astype(np.float32), seconds=0.0)
+
+    monkeypatch.setattr(pipeline, "get_segmenter", lambda **kwargs: LineSegmenter())
+    with pytest.raises(MaskError, match=r"automatic outline cannot be classified \(lesion mask is one pixel thick"
+                                        r".*draw a box around the lesion") as err:
+        analyze(img, heatmap=False)
+    assert str(sample_dicom) in str(err.value)
+
+
 def test_committed_features_match_the_library(tmp_path):
     """The held-out rows were made by the same code and deep crop as `analyze` uses now."""
     from BreastCADxLib.analysis.deep_features import get_deep_features
