@@ -106,7 +106,7 @@ def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
     raw, _ = clf.raw_proba(named_matrix(d, clf.radiomics_names), deep.astype(float))
     if clf.box_member is not None:  # the image-level members' probabilities (training.classification.box_probs)
-        raw = clf.with_box(raw, d[f"box_{model_set}"], d.get(f"whole_{model_set}"))
+        raw = clf.with_image_members(raw, d[f"box_{model_set}"], d.get(f"whole_{model_set}"))
     return apply_calibration(clf.calibration, raw)
 
 

@@ -66,7 +66,7 @@ def compare_rows(rows_npz: Path, key: str, model_set: str, cases: list[str], y: 
     def prob(name: str):
         return 1 / (1 + np.exp(-z[f"{key}:{name}"]))
 
-    fused = logit(clf.with_box(prob("design"), prob("box"), prob("whole") if clf.image_member else None))
+    fused = logit(clf.with_image_members(prob("design"), prob("box"), prob("whole") if clf.image_member else None))
     bench = dict(zip(z[f"{key}:case"].tolist(), fused.tolist()))
     both = [i for i, c in enumerate(cases) if c in bench]
     a, b = logits[both], np.array([bench[cases[i]] for i in both])

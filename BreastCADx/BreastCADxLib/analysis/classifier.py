@@ -177,7 +177,7 @@ class FusionClassifier:
         return np.sqrt(np.einsum("ij,jk,ik->i", d, self.ood_precision, d))
 
     # -- one case -------------------------------------------------------------------------------------
-    def with_box(self, raw_features: np.ndarray, box_probability, whole_probability=None) -> np.ndarray:
+    def with_image_members(self, raw_features: np.ndarray, box_probability, whole_probability=None) -> np.ndarray:
         """The fused raw probability when the card names image-level members, else the features' own."""
         if self.box_member is None and self.image_member is None:
             return raw_features
@@ -200,7 +200,7 @@ class FusionClassifier:
         rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
         deep = np.asarray(deep, float).reshape(1, -1)
         raw, members = self.raw_proba(rad, deep)
-        raw = self.with_box(raw, box_probability, whole_probability)
+        raw = self.with_image_members(raw, box_probability, whole_probability)
         if self.box_member is not None:
             members["box_cnn"] = np.array([box_probability], float)
         p = float(apply_calibration(self.calibration, raw)[0])

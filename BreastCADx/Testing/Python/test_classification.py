@@ -39,7 +39,7 @@ def test_heldout_test_patients_auc_floor(model_set, site):
     raw, _ = clf.raw_proba(z["named"][rows], z["deep"][rows].astype(float))
     if clf.box_member is not None:  # the image-level member, computed on the same outlines
         whole = z[f"whole_{model_set}"][rows].astype(float) if f"whole_{model_set}" in z.files else None
-        raw = clf.with_box(raw, z[f"box_{model_set}"][rows].astype(float), whole)
+        raw = clf.with_image_members(raw, z[f"box_{model_set}"][rows].astype(float), whole)
     p = apply_calibration(clf.calibration, raw)
     assert rows.sum() >= 120 and 0 < z["label"][rows].sum() < rows.sum()
     assert roc_auc_score(z["label"][rows], p) >= FLOORS[model_set, site]
