@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from benchmarks.machine import machine
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
+from BreastCADxLib.results.evaluation import auc_ci
+from BreastCADxLib.results.evaluation import group_bootstrap as group_boot
 from training.classification.designs import load, named_matrix
 from training.data import DEFAULT_DATA, site_cases
 from training.segmentation.site_pass import load_pass, rethreshold
@@ -36,29 +37,6 @@ PASSES = Path("runs/site_pass")
 SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)"}
 SETS = ("busi-only", "two-site")
 KINDS = {"expect": "automatic", "roi": "ROI box", "perturbed": "corrected (perturbed)", "reference": "reference"}
-N_BOOT = 2000
-
-
-def group_boot(groups: np.ndarray, stat, n: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
-    """95 % CI of stat(index array) resampling whole groups (patients / duplicate groups)."""
-    rng = np.random.default_rng(seed)
-    uniq = np.unique(groups)
-    members = {g: np.flatnonzero(groups == g) for g in uniq}
-    vals = []
-    for _ in range(n):
-        idx = np.concatenate([members[g] for g in rng.choice(uniq, len(uniq))])
-        v = stat(idx)
-        if np.isfinite(v):
-            vals.append(v)
-    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
-
-
-def auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict:
-    def stat(idx):
-        return roc_auc_score(y[idx], p[idx]) if len(set(y[idx].tolist())) == 2 else np.nan
-
-    return {"auc": float(roc_auc_score(y, p)), "ci95": group_boot(groups, stat), "n": int(len(y)),
-            "malignant": int(y.sum())}
 
 
 def mean_ci(v: np.ndarray, groups: np.ndarray) -> dict:

@@ -18,15 +18,14 @@ import csv
 import os
 import subprocess
 import sys
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.leave_site_out import auc_ci
 from benchmarks.machine import header, machine, write_results
+from BreastCADxLib.results.evaluation import evaluate, to_markdown
 from training.data import add_data_args, cases
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -46,12 +45,6 @@ def run_batch(todo: list, model_set: str, out: Path) -> list[dict]:
         raise SystemExit(f"breastcadx batch failed ({done.returncode}): {done.stderr[-2000:]}")
     with (out / "batch" / "results.csv").open() as f:
         return list(csv.DictReader(f))
-
-
-def cause(error: str) -> str:
-    """The error's cause without the file name (the product names the file first)."""
-    text = error.split(": ", 1)[-1]
-    return text.split(" (")[0].split(" - ")[0].split("; ")[0][:90]
 
 
 def compare_rows(rows_npz: Path, key: str, model_set: str, cases: list[str], y: np.ndarray,
@@ -95,38 +88,23 @@ def main() -> None:
     work = args.work / f"{args.model_set}__{args.site}__{args.roles.replace(',', '+')}"
     work.mkdir(parents=True, exist_ok=True)
     rows = run_batch(todo, args.model_set, work)  # batch resumes: finished cases of an earlier run are kept
-    by_case = {r["case_id"]: r for r in rows}
-    y = np.array([int(c.label == "malignant") for c in todo])
-    groups = np.array([c.group for c in todo])
-    done = np.array([by_case[c.case]["status"] == "ok" and by_case[c.case]["malignancy_probability"] != ""
-                     for c in todo])
-    p = np.array([float(by_case[c.case]["malignancy_probability"]) if d else 0.5 for c, d in zip(todo, done)])
-    report["auc_all"] = auc_ci(y, p, groups)
-    report["auc_classified"] = auc_ci(y[done], p[done], groups[done])
-    report["not_classified"] = dict(Counter(cause(by_case[c.case]["error"] or "no lesion found")
-                                            for c, d in zip(todo, done) if not d))
-    report["flags"] = dict(Counter(f.split(":")[0] for r in rows for f in r["flags"].split("; ")
-                                   if f and ":" in f))
+    labels = work / "labels.csv"  # what a hospital would hand to `breastcadx evaluate`
+    with labels.open("w", newline="") as f:
+        csv.writer(f).writerows([("case_id", "label", "group")] + [(c.case, c.label, c.group) for c in todo])
+    report.update(evaluate(work / "batch" / "results.csv", labels))
     rows_arg = f" --rows {args.rows} --rows-key '{args.rows_key}'" if args.rows else ""
     lines = header(f"The product's path across hospitals: `breastcadx batch`, {args.model_set} set on {args.site}",
                    {**report, "loadavg_1min_end": os.getloadavg()[0]},
                    f"Made by `python -m benchmarks.product_path --site {args.site} --model-set {args.model_set} "
                    f"--roles {args.roles}{rows_arg}`; `--expect-lesion`, automatic masks, one new `breastcadx batch` "
-                   "process.")
-    a, c = report["auc_all"], report["auc_classified"]
-    lines += ["", "| lesions | classified | AUC, every case (not classified = 0.5) [95 % CI by patient] | "
-                  "AUC, classified only |", "|---|---|---|---|",
-              f"| {len(todo)} ({int(y.sum())} malignant) | {int(done.sum())} | {a['auc']:.3f} "
-              f"[{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {c['auc']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] |",
-              "", "Not classified, by cause: " + ("; ".join(f"{v} x {k}" for k, v in
-                                                          sorted(report["not_classified"].items(), key=lambda t: -t[1]))
-                                                 or "none") + ".",
-              "", "Flags on the results: " + ("; ".join(f"{k} {v}" for k, v in sorted(report["flags"].items()))
-                                             or "none") + "."]
+                   "process, scored by `breastcadx evaluate` (CIs by patient).")
+    lines += ["", to_markdown(report).rstrip("\n")]
     if args.rows:
-        pd = np.clip(p[done], 1e-12, 1 - 1e-12)
-        cmp = compare_rows(args.rows, args.rows_key, args.model_set, [cc.case for cc, d in zip(todo, done) if d],
-                           y[done], np.log(pd / (1 - pd)))
+        by_case = {r["case_id"]: r for r in rows}
+        done = [c for c in todo if by_case[c.case]["status"] == "ok" and by_case[c.case]["malignancy_probability"]]
+        pd = np.clip([float(by_case[c.case]["malignancy_probability"]) for c in done], 1e-12, 1 - 1e-12)
+        cmp = compare_rows(args.rows, args.rows_key, args.model_set, [c.case for c in done],
+                           np.array([int(c.label == "malignant") for c in done]), np.log(pd / (1 - pd)))
         report["rows_comparison"] = cmp
         lines += ["", f"Against the leave-site-out rows `{args.rows_key}` ({cmp['n_common']} cases in both): logit "
                       f"correlation {cmp['logit_correlation']:.4f}, median |difference| "

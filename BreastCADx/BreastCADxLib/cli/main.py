@@ -120,6 +120,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from BreastCADxLib.results.evaluation import evaluate, to_markdown
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        for target in (out, out.with_suffix(".json")):
+            if target.exists():
+                raise BreastCADxError("output exists; choose another name (nothing was replaced)", target)
+    report = evaluate(Path(args.results), Path(args.labels))
+    text = to_markdown(report)
+    print(text, end="")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(f"# BreastCADx at this site: {args.results} against {args.labels}\n\n{text}")
+        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA L5) or busi-only (the same design "
                   "trained on BUSI alone, to score the design at a hospital it has never seen)")
 
@@ -192,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
     de.add_argument("--device", default="auto", help="auto, cpu or cuda")
     de.set_defaults(func=cmd_demo)
+    ev = sub.add_parser("evaluate", help="score a finished batch against biopsy results (AUC with a 95 %% CI, "
+                                         "calibration, sensitivity / specificity): check the models at your site")
+    ev.add_argument("results", help="results.csv of a finished `breastcadx batch`")
+    ev.add_argument("--labels", required=True,
+                    help="CSV with case_id,label (benign / malignant, or 0 / 1) and optionally group (e.g. the "
+                         "patient: the CIs then resample whole patients)")
+    ev.add_argument("--out", help="also write the report here (.md, and .json beside it); never replaces a file")
+    ev.set_defaults(func=cmd_evaluate)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser
 
