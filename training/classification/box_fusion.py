@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt, logit
 from BreastCADxLib.analysis.classifier import fused_logit
-from training.classification.designs import BlockModel, fit_rows, load, parse_own_pass
+from training.classification.designs import DESIGNS, BlockModel, fit_rows, load, parse_own_pass
 from training.segmentation.site_pass import OUT as PASSES
 
 DESIGN = ("rad_all", "desc", "deep_mask")
@@ -77,12 +77,12 @@ def low_confidence(seg_pass: str, site: str) -> dict[str, bool]:
 
 def direction(src: str, dst: str, box_run: list[Path], seg_pass: str,
               fit_masks: tuple[str, ...] = ("reference", "perturbed"), own_pass: dict[str, str] | None = None,
-              whole_run: list[Path] | None = None, drawn_fit_masks: tuple[str, ...] | None = None
-              ) -> dict[str, dict]:
+              whole_run: list[Path] | None = None, drawn_fit_masks: tuple[str, ...] | None = None,
+              design: tuple[str, ...] = DESIGN) -> dict[str, dict]:
     """kind -> {case, label, design logit, box logit, [whole-image logit,] low} on the scored site, rows where
     all exist. drawn_fit_masks: the reference rows are scored by a feature member fitted on these instead (a
     bundle per mask provenance, as a card's `automatic_masks` ships it)."""
-    model = BlockModel(DESIGN, 0.1).fit(fit_rows([src], fit_masks, own_pass))
+    model = BlockModel(design, 0.1).fit(fit_rows([src], fit_masks, own_pass))
     drawn = BlockModel(DESIGN, 0.1).fit(fit_rows([src], drawn_fit_masks, own_pass)) if drawn_fit_masks else model
     low = low_confidence(seg_pass, dst)
     whole = box_scores(whole_run, "whole") if whole_run else None
@@ -124,6 +124,9 @@ def main() -> None:
                     help="weights of the whole-image member tried (with --whole-a/--whole-b)")
     ap.add_argument("--calibration-w", type=float, default=0.75, help="box weight of the calibration comparison")
     ap.add_argument("--calibration-w-whole", type=float, default=0.0, help="its whole-image weight")
+    ap.add_argument("--design", default="rad_all+desc+deep_mask", choices=sorted(DESIGNS),
+                    help="feature design of the member for automatic / ROI masks (with --drawn-fit-masks, the "
+                         "drawn-outline member keeps the shipped one)")
     ap.add_argument("--out", type=Path, default=Path("runs/box_fusion"))
     args = ap.parse_args()
     fit = tuple(args.fit_masks.split(","))
@@ -132,8 +135,11 @@ def main() -> None:
         raise SystemExit("--whole-a and --whole-b go together (both directions)")
     w_wholes = args.w_whole if args.whole_a else [0.0]
     drawn = tuple(args.drawn_fit_masks.split(",")) if args.drawn_fit_masks else None
-    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own, args.whole_a, drawn),
-            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own, args.whole_b, drawn)}
+    design = DESIGNS[args.design]
+    dirs = {"busi->busbra_l5": direction("busi", "busbra_l5", args.box_a, args.pass_b, fit, own, args.whole_a, drawn,
+                                         design),
+            "busbra_l5->busi": direction("busbra_l5", "busi", args.box_b, args.pass_a, fit, own, args.whole_b, drawn,
+                                         design)}
     rows = []
     grid = [(w, None) for w in WEIGHTS] + [(w, wl) for w in WEIGHTS[1:-1] for wl in args.w_low]
     for ww, (w, w_low) in [(ww, g) for ww in w_wholes for g in grid]:
@@ -159,7 +165,7 @@ def main() -> None:
     counts = {f"{n}:{k}": {"n": len(v["label"]), "malignant": int(v["label"].sum()), "dropped": v["dropped"]}
               for n, d in dirs.items() for k, v in d.items()}
     (args.out / "box_fusion.json").write_text(json.dumps({
-        "rows": rows, "counts": counts, "design": DESIGN, "fit_masks": fit, "fit_pass": own, "drawn_fit_masks": drawn,
+        "rows": rows, "counts": counts, "design": design, "fit_masks": fit, "fit_pass": own, "drawn_fit_masks": drawn,
         "passes": [args.pass_a, args.pass_b],
         "box_a": [str(r) for r in args.box_a], "box_b": [str(r) for r in args.box_b],
         "whole_a": [str(r) for r in args.whole_a], "whole_b": [str(r) for r in args.whole_b],
