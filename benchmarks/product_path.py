@@ -50,16 +50,13 @@ def run_batch(todo: list, model_set: str, out: Path) -> list[dict]:
 def compare_rows(rows_npz: Path, key: str, model_set: str, cases: list[str], y: np.ndarray,
                  logits: np.ndarray) -> dict:
     """The product's fused logits against the leave-site-out rows of the same cases, fused by the shipped card."""
-    from BreastCADxLib.analysis.calibration import logit
-    from BreastCADxLib.analysis.classifier import classifier_for
+    from BreastCADxLib.analysis.classifier import classifier_for, fused_logit
 
-    z = np.load(rows_npz, allow_pickle=False)
+    z = np.load(rows_npz, allow_pickle=False)  # the members' logits
     clf = classifier_for(model_set, "auto")
-
-    def prob(name: str):
-        return 1 / (1 + np.exp(-z[f"{key}:{name}"]))
-
-    fused = logit(clf.with_image_members(prob("design"), prob("box"), prob("whole") if clf.image_member else None))
+    whole = clf.image_member
+    fused = fused_logit(z[f"{key}:design"], z[f"{key}:box"], float(clf.box_member["weight"]),
+                        z[f"{key}:whole"] if whole else None, float(whole["weight"]) if whole else 0.0)
     bench = dict(zip(z[f"{key}:case"].tolist(), fused.tolist()))
     both = [i for i, c in enumerate(cases) if c in bench]
     a, b = logits[both], np.array([bench[cases[i]] for i in both])

@@ -114,11 +114,6 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
             report(1.0, "no lesion found")
             return AnalysisResult(source=image.source, lesion_found=False, provenance=provenance, mask=mask,
                                   seconds=seconds, input_check=checked)
-        try:
-            check_lesion_mask(work_mask)
-        except MaskError as err:  # said of the segmenter's outline, with what the user can do about it
-            raise MaskError(f"the automatic outline cannot be classified ({err.cause}); draw a box around the "
-                            "lesion or outline it", image.source or None) from None
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
@@ -127,7 +122,14 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         work_mask = grid.down(mask, is_mask=True)
     report(0.4, "radiomics")
     t = time.perf_counter()
-    rad = extract(work, work_mask)
+    try:
+        rad = extract(work, work_mask)
+    except MaskError as err:
+        if origin != "auto":
+            raise
+        # said of the segmenter's outline, with what the user can do about it
+        raise MaskError(f"the automatic outline cannot be classified ({err.cause}); draw a box around the "
+                        "lesion or outline it", image.source or None) from None
     seconds["radiomics"] = time.perf_counter() - t
     t = time.perf_counter()
     desc = lesion_descriptors(work, work_mask)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from BreastCADxLib.analysis.networks import LITE_MEAN, LITE_STD
 
+MIN_LESION_PIXELS = 20  # a smaller region cannot be described by radiomics, and is never a lesion
+
 
 def to_uint8_range(plane: np.ndarray) -> np.ndarray:
     """Map a 2D plane to float32 0..255: 8-bit data as is, wider data by 0.5-99.5 percentiles."""

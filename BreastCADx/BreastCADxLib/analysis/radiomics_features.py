@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from BreastCADxLib.analysis.preprocessing import to_uint8_range
+from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, to_uint8_range
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
 from BreastCADxLib.io.files import image_to_sitk
@@ -17,7 +17,6 @@ from BreastCADxLib.io.files import image_to_sitk
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Radiomics"
 PARAMS_2D = PARAMS_DIR / "ultrasound_2d.yaml"
 PARAMS_3D = PARAMS_DIR / "volume_3d.yaml"
-MIN_PIXELS = 20
 
 
 @lru_cache(maxsize=4)
@@ -50,8 +49,8 @@ def check_lesion_mask(mask: np.ndarray, where: str | None = None) -> None:
     n = int(mask.sum())
     if n == 0:
         raise MaskError("lesion mask is empty: nothing to classify", where)
-    if n < MIN_PIXELS:
-        raise MaskError(f"lesion mask has {n} pixels; at least {MIN_PIXELS} are needed for radiomics", where)
+    if n < MIN_LESION_PIXELS:
+        raise MaskError(f"lesion mask has {n} pixels; at least {MIN_LESION_PIXELS} are needed for radiomics", where)
     planes = mask if mask.ndim == 3 else mask[None]
     if not any(ndimage.binary_erosion(p).any() for p in planes):
         raise MaskError("lesion mask is one pixel thick (a line or outline, not a filled region)", where)

@@ -14,7 +14,14 @@ from scipy import ndimage
 
 from BreastCADxLib.analysis.inference import Engine, TorchEngine, card_engine
 from BreastCADxLib.analysis.networks import lesion_unet
-from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.preprocessing import (
+    MIN_LESION_PIXELS,
+    expand_box,
+    mask_bbox,
+    network_input,
+    resize_plane,
+    to_uint8_range,
+)
 from BreastCADxLib.analysis.registry import (
     DEFAULT_MODEL_SET,
     choose_device,
@@ -82,9 +89,6 @@ def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fr
     keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
     mask = np.isin(labels, index[keep])
     return ndimage.binary_fill_holes(mask)
-
-
-CANDIDATE_MIN_PIXELS = 20  # as radiomics_features.MIN_PIXELS: a smaller region cannot be described, never a lesion
 
 
 def best_candidate(prob: np.ndarray, relative: float, min_area: float = 0.0, tries: int = 8) -> np.ndarray:
@@ -223,8 +227,8 @@ class LesionSegmenter:
         the refined region is the part of that box connected to the first-pass candidate (>= candidate_relative x
         the refined peak over it): a sharper peak elsewhere in the box, e.g. a caliper mark, is not followed."""
         if in_box:
-            return best_candidate(prob, self.roi_candidate_relative, CANDIDATE_MIN_PIXELS)
-        min_area = max(CANDIDATE_MIN_PIXELS, self.min_area_fraction * prob.size)  # as the post-processing's islands
+            return best_candidate(prob, self.roi_candidate_relative, MIN_LESION_PIXELS)
+        min_area = max(MIN_LESION_PIXELS, self.min_area_fraction * prob.size)  # as the post-processing's islands
         region = best_candidate(prob, self.candidate_relative, min_area)
         if self.refine_margin is None or not region.any():
             return region
