@@ -3,6 +3,8 @@
 Site A, ``busi``: BUSI (Cairo, GE LOGIQ E9), duplicate-aware split ``training/splits/busi.csv``.
 Site B, ``busbra_l5``: BUS-BRA's GE Logiq 5 part (Rio de Janeiro), patient-grouped split
 ``training/splits/busbra_l5.csv`` (made by ``training/split_busbra.py``).
+Site C, ``busuclm``: BUS-UCLM (Ciudad Real, Siemens ACUSON S2000; 410 lesion-free views), patient-grouped split
+``training/splits/busuclm.csv`` (made by ``training/split_busuclm.py``; data laid out by its ``prepare.py``).
 
 Every split file has the columns ``case, label, group, split, fold``; ``group`` never crosses ``split``.
 """
@@ -17,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SITES = ("busi", "busbra_l5")
+SITES = ("busi", "busbra_l5", "busuclm")
 SPLITS = Path(__file__).resolve().parent / "splits"
-DEFAULT_DATA = {"busi": Path("../shared/data/busi"), "busbra_l5": Path("../shared/data/busbra_l5")}
+DEFAULT_DATA = {"busi": Path("../shared/data/busi"), "busbra_l5": Path("../shared/data/busbra_l5"),
+                "busuclm": Path("../data/busuclm")}
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ def site_cases(site: str, data: Path, roles: tuple[str, ...] | None = None, lesi
             m = manifest[r["case"]]
             out.append(Case(site, r["case"], r["label"], r["group"], r["split"], int(r["fold"]),
                             data / m["image"], data / m["mask"], int(m["birads"])))
+    elif site == "busuclm":
+        manifest = {m["case_id"]: m for m in _read(data / "manifest.csv")}
+        for r in rows:
+            m = manifest[r["case"]]
+            out.append(Case(site, r["case"], r["label"], r["group"], r["split"], int(r["fold"]),
+                            data / m["image"], data / m["mask"]))
     else:
         raise ValueError(f"unknown site '{site}' (known: {', '.join(SITES)})")
     return [c for c in out if (roles is None or c.split in roles) and not (lesions_only and c.label == "normal")]
@@ -77,10 +86,12 @@ def site_cases(site: str, data: Path, roles: tuple[str, ...] | None = None, lesi
 def add_data_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--busi", type=Path, default=DEFAULT_DATA["busi"], help="BUSI data folder")
     ap.add_argument("--busbra", type=Path, default=DEFAULT_DATA["busbra_l5"], help="BUS-BRA L5 data folder")
+    ap.add_argument("--busuclm", type=Path, default=DEFAULT_DATA["busuclm"],
+                    help="BUS-UCLM data folder (written by ../shared/data/busuclm/prepare.py)")
 
 
 def data_dir(args: argparse.Namespace, site: str) -> Path:
-    return args.busi if site == "busi" else args.busbra
+    return {"busi": args.busi, "busbra_l5": args.busbra, "busuclm": args.busuclm}[site]
 
 
 def cases(args: argparse.Namespace, sites: list[str] | tuple[str, ...], roles: tuple[str, ...] | None = None,
