@@ -8,20 +8,18 @@ members are combined as single / weighted soft vote (late) / logistic stacking.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from BreastCADxLib.analysis.calibration import (
-    SUGGESTION_NOTE,
     apply_calibration,
-    assessment_label,
     birads_suggestion,
     logit,
 )
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
+from BreastCADxLib.analysis.values import Prediction
 from BreastCADxLib.errors import ModelError
 
 DEFAULT_CLASSIFIER = "lesion_cls_fusion"
@@ -40,25 +38,6 @@ SKOPS_TRUSTED_TYPES = frozenset({
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-@dataclass
-class Prediction:
-    probability: float  # calibrated malignancy probability
-    raw_probability: float
-    birads: str
-    member_probabilities: dict[str, float]
-    flags: list[str]
-    top_features: list[dict]  # radiomics features that moved the probability most (signed)
-    ood_distance: float
-    suggestion_note: str = SUGGESTION_NOTE
-    details: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """Follows the suggested category (benign for 2-3, suspicious for 4A-4C, highly suggestive of malignancy
-        for 5), so a label never reads benign beside a category whose standard action is biopsy."""
-        return assessment_label(self.birads)
 
 
 class _Estimator:

@@ -14,7 +14,6 @@ result carries the reasons as a flag.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,8 +21,9 @@ import numpy as np
 import torch
 
 from BreastCADxLib.analysis.inference import Engine
-from BreastCADxLib.analysis.preprocessing import network_input, resize_plane, to_uint8_range
+from BreastCADxLib.analysis.preprocessing import network_input, resize_plane
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
+from BreastCADxLib.analysis.values import InputCheck, to_uint8_range
 from BreastCADxLib.errors import BreastCADxError, ModelError
 from BreastCADxLib.image import Image
 
@@ -37,30 +37,6 @@ OVERRIDE_HINT = "not analysed; to analyse it anyway: --allow-unvalidated-input"
 
 class InputRefused(BreastCADxError):
     """An image outside what the models were validated on (or with nothing to analyse)."""
-
-
-@dataclass
-class InputCheck:
-    """What the guard found; travels with the result."""
-
-    ultrasound_score: float | None = None  # P(breast ultrasound) from the image-level model
-    threshold: float | None = None  # refused below it
-    reasons: list[str] = field(default_factory=list)  # empty: inside the validated range
-    overridden: bool = False  # analysed although outside, on the user's request
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict) -> InputCheck:
-        return cls(**d)
-
-    @property
-    def flag(self) -> str | None:
-        if not self.overridden:
-            return None
-        return ("input outside what the models were validated on (" + "; ".join(self.reasons)
-                + "): analysed on the user's request, do not rely on this result")
 
 
 def _plane(image: Image) -> np.ndarray:

@@ -9,19 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from BreastCADxLib.analysis.networks import LITE_MEAN, LITE_STD
+from BreastCADxLib.analysis.values import to_uint8_range  # noqa: F401 (re-exported)
 
 MIN_LESION_PIXELS = 20  # a smaller region cannot be described by radiomics, and is never a lesion
-
-
-def to_uint8_range(plane: np.ndarray) -> np.ndarray:
-    """Map a 2D plane to float32 0..255: 8-bit data as is, wider data by 0.5-99.5 percentiles."""
-    a = np.asarray(plane, dtype=np.float32)
-    if plane.dtype == np.uint8:
-        return a
-    lo, hi = np.percentile(a, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros_like(a)
-    return np.clip((a - lo) / (hi - lo) * 255.0, 0.0, 255.0)
 
 
 def resize_plane(plane: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE
-from BreastCADxLib.analysis.classifier import Prediction
-from BreastCADxLib.analysis.guard import InputCheck
 from BreastCADxLib.analysis.lexicon import LexiconItem
+from BreastCADxLib.analysis.values import InputCheck, Prediction
 from BreastCADxLib.errors import BreastCADxError
 
 SCHEMA = "breastcadx-result/2"

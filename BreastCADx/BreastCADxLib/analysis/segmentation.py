@@ -28,11 +28,11 @@ from BreastCADxLib.analysis.registry import (
     load_card,
     model_set_dir,
 )
+from BreastCADxLib.analysis.values import Box
 from BreastCADxLib.errors import BreastCADxError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
 DEFAULT_MODEL = "lesion_seg_lite0"
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1, y1 exclusive
 
 
 class Cancelled(Exception):

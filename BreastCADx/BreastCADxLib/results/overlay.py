@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 from scipy import ndimage
 
-from BreastCADxLib.analysis.preprocessing import to_uint8_range
+from BreastCADxLib.analysis.values import to_uint8_range
 from BreastCADxLib.image import Image
 
 MIN_WIDTH = 640  # small frames are enlarged so the text panel stays legible

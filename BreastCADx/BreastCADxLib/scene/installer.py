@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
+from BreastCADxLib.errors import BreastCADxError
+
 NO_DEPS_FILE = "requirements-nodeps.txt"  # beside requirements.txt: installed with pip --no-deps
 
 
@@ -30,38 +32,66 @@ def missing_requirements(requirements: list[str]) -> list[str]:
     return missing
 
 
-def ensure_dependencies(requirements_path: str | Path) -> None:
-    """In Slicer, first use: install what the requirements file lists (asking first); torch through PyTorchUtils
-    (the PyTorch extension picks the CPU or CUDA build), else the CPU wheel."""
+class InstallDeclined(BreastCADxError):
+    """The user declined to install what BreastCADx needs; nothing was installed and nothing ran."""
+
+
+class InstallFailed(BreastCADxError):
+    """Installing what BreastCADx needs failed (no network, no permission, a package index refused)."""
+
+
+def _confirm(text: str) -> None:
     import slicer
 
+    if not slicer.util.confirmOkCancelDisplay(text):
+        raise InstallDeclined("BreastCADx needs Python packages that are not installed yet, and installing them "
+                              "was declined. Nothing was changed; press the button again to install them.")
+
+
+def _pip(args: list[str]) -> None:
+    import slicer
+
+    try:
+        slicer.util.pip_install(args)
+    except Exception as e:  # pip's own message says why (network, permissions, index)
+        raise InstallFailed(f"installing {' '.join(args)} failed ({e.__class__.__name__}: {e}); check the "
+                            "network connection and see the Python console for pip's output") from None
+
+
+def ensure_dependencies(requirements_path: str | Path) -> None:
+    """In Slicer, first use: install what the requirements file lists (asking first); torch through PyTorchUtils
+    (the PyTorch extension picks the CPU or CUDA build), else the CPU wheel. Raises InstallDeclined or InstallFailed
+    (clear messages for the panel); called before any job, never at start-up."""
+    import slicer
+
+    path = Path(requirements_path)
     try:
         import torch  # noqa: F401
     except ImportError:
         try:
             import PyTorchUtils
         except ImportError:
-            if not slicer.util.confirmOkCancelDisplay(
-                    "BreastCADx needs PyTorch. Install the CPU build now (several minutes)? For a GPU build, "
-                    "install the PyTorch extension from the Extension Manager first."):
-                raise RuntimeError("PyTorch is required; installation was declined.") from None
-            slicer.util.pip_install(["torch", "--index-url", "https://download.pytorch.org/whl/cpu"])
+            _confirm("BreastCADx needs PyTorch. Install the CPU build now (several minutes)? For a GPU build, "
+                     "install the PyTorch extension from the Extension Manager first.")
+            _pip(["torch", "--index-url", "https://download.pytorch.org/whl/cpu"])
         else:
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
-                raise RuntimeError("PyTorch is required; installation was declined or failed.")
-    requirements = read_requirements(Path(requirements_path))
-    no_deps = Path(requirements_path).with_name(NO_DEPS_FILE)
+                raise InstallDeclined("PyTorch is required and was not installed (declined or failed in the "
+                                      "PyTorch extension); press the button again to retry.")
+    no_deps = path.with_name(NO_DEPS_FILE)
     missing_no_deps = missing_requirements(read_requirements(no_deps)) if no_deps.is_file() else []
-    if missing_no_deps:
-        slicer.util.pip_install(["--no-deps", *missing_no_deps])
-    if not missing_requirements(requirements):
+    missing = missing_requirements(read_requirements(path))
+    if not missing and not missing_no_deps:
         return
-    try:
-        from slicer import packaging
-
-        packaging.pip_ensure(packaging.load_requirements(str(requirements_path)), requester="BreastCADx")
-    except (ImportError, AttributeError):  # Slicer before pip_ensure
-        missing = missing_requirements(requirements)
-        if not slicer.util.confirmOkCancelDisplay("BreastCADx will install: " + ", ".join(missing) + ". Continue?"):
-            raise RuntimeError("Required Python packages were not installed.") from None
-        slicer.util.pip_install(missing)
+    pydeps = getattr(slicer, "pydeps", None)  # Slicer >= 5.11: one dialog, constraints shared with other extensions
+    if pydeps is not None and missing:
+        try:
+            pydeps.pip_ensure(pydeps.load_requirements(str(path)), requester="BreastCADx")
+        except Exception as e:
+            raise InstallFailed(f"installing the packages of {path.name} failed ({e.__class__.__name__}: {e})"
+                                ) from None
+    elif missing:
+        _confirm("BreastCADx will install: " + ", ".join(missing) + ". Continue?")
+        _pip(["-r", str(path)])
+    if missing_no_deps:
+        _pip(["--no-deps", *missing_no_deps])

@@ -18,7 +18,7 @@ import numpy as np
 
 from BreastCADxLib import SAMPLE_IMAGE
 from BreastCADxLib.analysis.result import AnalysisResult
-from BreastCADxLib.analysis.segmentation import Box
+from BreastCADxLib.analysis.values import Box
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask

@@ -5,13 +5,15 @@ real MRML scene; the widget names used here are checked against Resources/UI/Bre
 """
 
 import os
+import traceback
 
 import qt
 import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from BreastCADxLib.scene.installer import ensure_dependencies
+from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.scene.installer import InstallDeclined, ensure_dependencies
 from BreastCADxLib.scene.logic import BIRADS_COLORS
 
 MODULE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -164,18 +166,42 @@ class BreastCADxPanel(VTKObservationMixin):
             view.forceRender()
 
     def onLoadSample(self):
-        with slicer.util.tryWithErrorDisplay("Failed to load the sample case.", waitCursor=True):
+        def load():
             self._parameterNode.inputVolume = self.logic.loadSampleCase()
 
+        self._guarded("Failed to load the sample case.", load)
+
     def _start(self, starter):
-        with slicer.util.tryWithErrorDisplay("Could not start.", waitCursor=True):
+        try:
             ensure_dependencies(REQUIREMENTS)
-            self._job = starter()
-            self.ui.progressBar.value = 0
-            self.ui.progressBar.visible = True
-            self.ui.statusLabel.text = "Starting..."
-            self._timer.start()
+        except InstallDeclined as e:  # the user's choice: said in the panel, no error box
+            self.ui.statusLabel.text = str(e)
+            return
+        if not self._guarded("Could not start.", lambda: setattr(self, "_job", starter())):
+            return
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.visible = True
+        self.ui.statusLabel.text = "Starting..."
+        self._timer.start()
         self.updateGui()
+
+    def _guarded(self, message: str, action) -> bool:
+        """Run a panel action: a failure is shown (ours: its message; anything else: with details) and said in the
+        status line, never raised into Qt's event loop."""
+        try:
+            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+            try:
+                action()
+            finally:
+                slicer.app.restoreOverrideCursor()
+            return True
+        except BreastCADxError as e:
+            self.ui.statusLabel.text = f"{message} {e}"
+            slicer.util.errorDisplay(f"{message}\n\n{e}")
+        except Exception as e:
+            self.ui.statusLabel.text = f"{message} {e}"
+            slicer.util.errorDisplay(f"{message}\n\n{e}", detailedText=traceback.format_exc())
+        return False
 
     def onProgress(self, fraction, message):
         self.ui.progressBar.value = int(100 * fraction)
@@ -199,7 +225,7 @@ class BreastCADxPanel(VTKObservationMixin):
         self._timer.stop()
         self._job = None
         self.ui.progressBar.visible = False
-        with slicer.util.tryWithErrorDisplay(f"{job.kind.capitalize()} failed.", waitCursor=True):
+        def finish():
             if job.kind == "segment":
                 out = self.logic.workflow.finish_segment(job, self._parameterNode.segmentation)
                 self.ui.segmentEditorWidget.setCurrentSegmentID(out.segment_id)
@@ -207,6 +233,8 @@ class BreastCADxPanel(VTKObservationMixin):
             else:
                 self.logic.workflow.finish_classify(job)
                 self.ui.statusLabel.text = "Classified."
+
+        self._guarded(f"{job.kind.capitalize()} failed.", finish)
         self.updateGui()
 
     def onCancel(self):
@@ -219,13 +247,17 @@ class BreastCADxPanel(VTKObservationMixin):
             self.updateGui()
 
     def onSaveResults(self):
-        with slicer.util.tryWithErrorDisplay("Failed to save results.", waitCursor=True):
+        def save():
             paths = self.logic.workflow.save_results(self.ui.outputDirectoryButton.directory)
             self.ui.statusLabel.text = "Saved: " + ", ".join(str(p) for p in paths.values())
 
+        self._guarded("Failed to save results.", save)
+
     def onExportDicom(self):
-        with slicer.util.tryWithErrorDisplay("DICOM export failed.", waitCursor=True):
+        def export():
             folder = os.path.join(self.ui.outputDirectoryButton.directory, "BreastCADx-DICOM")
             paths = self.logic.workflow.export_dicom(folder)
             self.ui.statusLabel.text = ("Wrote " + ", ".join(str(p) for p in paths.values()) +
                                         ". Import them in the DICOM module to send them to a PACS.")
+
+        self._guarded("DICOM export failed.", export)
