@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import machine
-from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
+from BreastCADxLib.analysis.calibration import expected_calibration_error
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
 from BreastCADxLib.results.evaluation import auc_ci
@@ -82,10 +82,9 @@ def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
     to the bundle the card names for them, if any (as the pipeline does)."""
     clf = classifier_for(model_set, "auto" if kind in ("expect", "roi") else "user")
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
-    raw, _ = clf.raw_proba(named_matrix(d, clf.radiomics_names), deep.astype(float))
-    if clf.box_member is not None:  # the image-level members' probabilities (training.classification.box_probs)
-        raw = clf.with_image_members(raw, d[f"box_{model_set}"], d.get(f"whole_{model_set}"))
-    return apply_calibration(clf.calibration, raw)
+    box = d[f"box_{model_set}"] if clf.box_member is not None else None  # training.classification.box_probs
+    whole = d.get(f"whole_{model_set}") if clf.image_member is not None else None
+    return clf.fused(named_matrix(d, clf.radiomics_names), deep.astype(float), box, whole)[0]
 
 
 def main() -> None:

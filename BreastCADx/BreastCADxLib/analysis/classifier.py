@@ -171,6 +171,15 @@ class FusionClassifier:
             logits[name], logits[f"{name}_weight"] = logit(np.asarray(p, float)), float(member["weight"])
         return _sigmoid(fused_logit(logit(raw_features), **logits))
 
+    def fused(self, rad: np.ndarray, deep: np.ndarray, box_probability=None, whole_probability=None
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The one scoring function: (calibrated probability, raw fused probability, each member's probability)
+        from the feature members, the image-level members and the calibration, in that order. The prediction and
+        its attributions both come from here."""
+        raw, members = self.raw_proba(rad, deep)
+        raw = self.with_image_members(raw, box_probability, whole_probability)
+        return apply_calibration(self.calibration, raw), raw, members
+
     def predict(self, radiomics: dict[str, float], deep: np.ndarray, top_k: int = 5,
                 box_probability: float | None = None, whole_probability: float | None = None) -> Prediction:
         missing = [n for n in self.radiomics_names if n not in radiomics]
@@ -178,11 +187,10 @@ class FusionClassifier:
             raise ModelError(f"radiomics features missing for this model: {missing[:3]}... (parameter file changed?)")
         rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
         deep = np.asarray(deep, float).reshape(1, -1)
-        raw, members = self.raw_proba(rad, deep)
-        raw = self.with_image_members(raw, box_probability, whole_probability)
+        prob, raw, members = self.fused(rad, deep, box_probability, whole_probability)
         if self.box_member is not None:
             members["box_cnn"] = np.array([box_probability], float)
-        p = float(apply_calibration(self.calibration, raw)[0])
+        p = float(prob[0])
         flags = []
         dist = float(self.ood_distance(rad, deep)[0])
         if dist > self.ood_threshold:
@@ -197,21 +205,28 @@ class FusionClassifier:
             members["whole_image_cnn"] = np.array([whole_probability], float)
         return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),
                           member_probabilities={k: float(v[0]) for k, v in members.items()}, flags=flags,
-                          top_features=self.top_features(rad, deep, float(raw[0]), top_k), ood_distance=dist)
+                          top_features=self.top_features(rad, deep, top_k, box_probability, whole_probability),
+                          ood_distance=dist)
 
-    def top_features(self, rad, deep, raw: float, k: int) -> list[dict]:
-        """Occlusion attribution: change in raw probability when a selected feature is set to its training mean."""
-        out = []
+    def top_features(self, rad, deep, k: int, box_probability=None, whole_probability=None) -> list[dict]:
+        """Occlusion attribution: the change in the fused malignancy probability (image members held at their
+        values) when one selected radiomics feature is set to its training mean; all probes scored at once."""
+        cols = []
         for m in self.members:
             for b in m["branches"]:
-                if b[0] != "radiomics":
-                    continue
-                for j, col in enumerate(b[1]):
-                    probe = rad.copy()
-                    probe[0, col] = b[2][j]
-                    delta = raw - float(self.raw_proba(probe, deep)[0][0])
-                    out.append({"feature": self.radiomics_names[col], "value": float(rad[0, col]),
-                                "contribution": delta})
+                if b[0] == "radiomics":
+                    cols += [(int(col), float(b[2][j])) for j, col in enumerate(b[1])]
+        if not cols:
+            return []
+        probes = np.repeat(rad, len(cols) + 1, axis=0)  # row 0: the case as it is
+        for i, (col, mean) in enumerate(cols, start=1):
+            probes[i, col] = mean
+        n = len(probes)
+        box = None if box_probability is None else np.full(n, box_probability, float)
+        whole = None if whole_probability is None else np.full(n, whole_probability, float)
+        prob = self.fused(probes, np.repeat(deep, n, axis=0), box, whole)[0]
+        out = [{"feature": self.radiomics_names[col], "value": float(rad[0, col]),
+                "contribution": float(prob[0] - prob[i])} for i, (col, _) in enumerate(cols, start=1)]
         out.sort(key=lambda f: -abs(f["contribution"]))
         return out[:k]
 
