@@ -53,6 +53,8 @@ def lesion_descriptors(image: Image, mask: np.ndarray) -> dict[str, float]:
 
 LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmenter's presence threshold; "
                        "the most probable region was used because a lesion was expected - check the mask")
+BOX_FALLBACK_FLAG = ("box outline: the segmenter found no distinct region inside the drawn box; the ellipse "
+                     "inscribed in the box is the outline - correct it in the editor before relying on the result")
 
 
 @lru_cache(maxsize=4)
@@ -107,7 +109,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         report(0.05, "segmenting")
         seg = segmenter.segment(work, roi=grid.down_box(roi) if roi is not None else None,
                                 should_cancel=should_cancel, expect_lesion=expect_lesion)
-        work_mask, low_confidence = seg.mask, seg.low_confidence
+        work_mask, low_confidence, box_fallback = seg.mask, seg.low_confidence, seg.box_fallback
         mask = grid.up(work_mask, is_mask=True)
         seconds["segment"] = time.perf_counter() - t
         if not mask.any():
@@ -117,7 +119,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
-        mask, low_confidence = mask.astype(bool).copy(), False
+        mask, low_confidence, box_fallback = mask.astype(bool).copy(), False, False
         check_lesion_mask(mask, image.source or None)
         work_mask = grid.down(mask, is_mask=True)
     report(0.4, "radiomics")
@@ -154,7 +156,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)
     if low_confidence:
-        pred.flags.insert(0, LOW_CONFIDENCE_FLAG)
+        pred.flags.insert(0, BOX_FALLBACK_FLAG if box_fallback else LOW_CONFIDENCE_FLAG)
     seconds["classify"] = time.perf_counter() - t
     heat = None
     if heatmap:

@@ -49,10 +49,20 @@ class Segmentation:
     probability: np.ndarray  # float32 0..1, same shape
     seconds: float
     low_confidence: bool = False  # nothing passed the presence threshold; the best candidate was kept (expect_lesion)
+    box_fallback: bool = False  # inside a drawn box no usable region at all: the ellipse inscribed in the box
 
     @property
     def lesion_found(self) -> bool:
         return bool(self.mask.any())
+
+    @property
+    def outcome(self) -> str:
+        """One line for the user: what the mask is."""
+        if not self.lesion_found:
+            return "no lesion found"
+        if self.box_fallback:
+            return "no distinct region in the box: its inscribed ellipse (correct it)"
+        return "low-confidence candidate" if self.low_confidence else "lesion found"
 
 
 def parse_roi(text: str) -> Box:
@@ -89,6 +99,14 @@ def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fr
     keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
     mask = np.isin(labels, index[keep])
     return ndimage.binary_fill_holes(mask)
+
+
+def box_ellipse(shape: tuple[int, int], box: Box) -> np.ndarray:
+    """The ellipse inscribed in a box: the outline of last resort inside a drawn box."""
+    x0, y0, x1, y1 = box
+    yy, xx = np.ogrid[:shape[0], :shape[1]]
+    cy, cx, ry, rx = (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2, max(1.0, (y1 - y0) / 2), max(1.0, (x1 - x0) / 2)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
 def best_candidate(prob: np.ndarray, relative: float, min_area: float = 0.0, tries: int = 8) -> np.ndarray:
@@ -184,7 +202,9 @@ class LesionSegmenter:
     ) -> Segmentation:
         """Segment every frame; with a ROI box, only inside the box (the box is the user's prompt).
         expect_lesion: the user says there is a lesion; when nothing passes the presence threshold, the most
-        probable region (of the most probable frame) is returned, flagged low_confidence."""
+        probable region (of the most probable frame) is returned, flagged low_confidence. A drawn box says so too:
+        inside a box there is always an outline (the best candidate, flagged when weak; when the network gives no
+        usable region at all, the ellipse inscribed in the box, flagged box_fallback)."""
         t0 = time.perf_counter()
         if image.array.ndim != 3 or min(image.array.shape[1:]) < 16:
             raise UnsupportedImageError(f"cannot segment an image of shape {image.array.shape}", image.source)
@@ -210,12 +230,16 @@ class LesionSegmenter:
             mask[k] = self.mask_from(prob[k])
             if progress is not None:
                 progress((k + 1) / frames, f"segmented frame {k + 1}/{frames}")
-        low_confidence = bool(expect_lesion and not mask.any() and prob.max() > 0)
+        expected = expect_lesion or box is not None
+        low_confidence = bool(expected and not mask.any() and (prob.max() > 0 or box is not None))
+        fallback = False
         if low_confidence:
             k = int(np.argmax(prob.reshape(frames, -1).max(axis=1)))
             mask[k] = self.candidate(image.array[k], prob[k], in_box=box is not None)
+            if box is not None and mask[k].sum() < MIN_LESION_PIXELS:
+                mask[k], fallback = box_ellipse((rows, cols), box), True
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
-                            low_confidence=low_confidence)
+                            low_confidence=low_confidence, box_fallback=fallback)
 
     def refine_box(self, region: np.ndarray) -> Box:
         """The box a found region is re-segmented in: its bounding box + the refinement margin."""

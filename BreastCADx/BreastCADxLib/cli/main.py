@@ -78,8 +78,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.prob:
         write_image(image, Path(args.prob), result.probability.astype(np.float32))
     area = int(result.mask.sum())
-    found = "low-confidence candidate" if result.low_confidence else "lesion found"
-    print(f"{found if result.lesion_found else 'no lesion found'}: {area} pixels"
+    print(f"{result.outcome}: {area} pixels"
           f" -> {out} ({result.seconds:.2f} s on {segmenter.device})")
     return 0
 

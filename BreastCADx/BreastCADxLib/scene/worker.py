@@ -42,8 +42,7 @@ def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: boo
     job.out.mkdir(exist_ok=True)
     save_mask(result.mask, image, job.out_mask)
     job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence}))
-    progress(1.0, "no lesion found" if not result.lesion_found else
-             "low-confidence candidate" if result.low_confidence else "lesion found")
+    progress(1.0, result.outcome)
 
 
 def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_origin: str) -> None:

@@ -272,3 +272,38 @@ def test_cli_segment_never_overwrites_and_reports_bad_input(tmp_path, sample_dic
     assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
     r = _cli("segment", sample_dicom, "--out", tmp_path / "y.nrrd", "--roi", "1,2,3")
     assert r.returncode == 2 and "x0,y0,x1,y1" in r.stderr
+
+
+def test_a_drawn_box_always_yields_an_outline_without_expect_lesion(segmenter):
+    """Inside a box the user drew there is a lesion by definition: a box on lesion-free tissue of a held-out BUSI
+    normal image (nothing passes presence there) still gives the best candidate, inside the box, flagged."""
+    img, _ = _case("normal_003")
+    rows, cols = img.array.shape[1:]
+    box = (cols // 4, rows // 3, cols // 4 + 120, rows // 3 + 90)
+    plain = segmenter.segment(img)
+    result = segmenter.segment(img, roi=box)
+    assert not plain.lesion_found  # the default path finds nothing on this image
+    assert result.lesion_found and result.low_confidence and not result.box_fallback
+    x0, y0, x1, y1 = box
+    assert result.mask[0, y0:y1, x0:x1].sum() == result.mask.sum() >= 20
+    assert result.outcome == "low-confidence candidate"
+
+
+def test_a_box_where_the_network_sees_nothing_gets_its_inscribed_ellipse_flagged():
+    """A network answering 0 everywhere (no usable region at all) still gives an outline inside a drawn box: the
+    ellipse inscribed in the box, flagged box_fallback; without a box, nothing."""
+    card = json.loads((MODELS_DIR / "lesion_seg_lite0.json").read_text())
+    blind = LesionSegmenter(card, None, "cpu", engine=lambda x: torch_full(x, -1e4))
+    img = Image(array=np.random.default_rng(0).integers(0, 255, (1, 200, 300)).astype(np.uint8))
+    assert not blind.segment(img).lesion_found
+    result = blind.segment(img, roi=(40, 30, 140, 90))
+    assert result.box_fallback and result.low_confidence and "ellipse" in result.outcome
+    ys, xs = np.nonzero(result.mask[0])
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (40, 30, 140, 90)
+    assert 0.7 < result.mask.sum() / (100 * 60) < 0.85  # pi/4 of the box
+
+
+def torch_full(x, value):
+    import torch
+
+    return torch.full((x.shape[0], 1, *x.shape[2:]), value)
