@@ -22,7 +22,57 @@ COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability
 
 
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# every name the batch itself writes in --out: its temporary files start with "." (io.atomic), which no case id can
 RESERVED = {"results.csv"}
+MARKER = ".breastcadx-batch"  # written in --out by the first run: the folder is a batch's, and resumable
+
+
+class OutputFolderError(BreastCADxError):
+    """--out holds files this batch did not make."""
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """What in `out` a batch did not make: anything but results.csv with the batch's header and case folders
+    holding only case files (a folder of an earlier version's batch, before the marker, is recognised)."""
+    from BreastCADxLib.results.case_files import CASE_FILES
+
+    own_files = {*CASE_FILES, ATTEMPTS}
+    header = ",".join(COLUMNS)
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.name == MARKER:
+            continue
+        if entry.is_symlink():
+            foreign.append(entry.name)
+        elif entry.name == "results.csv" and entry.is_file():
+            with open(entry, encoding="utf-8", errors="replace") as f:
+                if f.readline().strip() != header:
+                    foreign.append(entry.name)
+        elif entry.is_dir() and CASE_ID.match(entry.name):
+            if any(f.is_symlink() or (f.name not in own_files and not f.name.startswith("."))
+                   for f in entry.iterdir()):
+                foreign.append(entry.name)
+        else:
+            foreign.append(entry.name)
+    return foreign
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """--out is new, empty, a batch's own (marker) or made of batch files only; else refused unless --overwrite.
+    Checked writable before any case runs."""
+    from BreastCADxLib.io.atomic import check_writable_folder, write_atomic
+
+    if out.is_dir() and not (out / MARKER).is_file() and not overwrite:
+        foreign = foreign_entries(out)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputFolderError(f"--out holds files this batch did not make ({shown}); choose a new or empty "
+                                    "folder, or pass --overwrite to write there anyway (results.csv and the case "
+                                    "folders named in the manifest are then replaced)", out)
+    check_writable_folder(out)
+    if not (out / MARKER).is_file():
+        write_atomic(out / MARKER, lambda tmp: tmp.write_text(json.dumps(
+            {"made_by": "breastcadx batch", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n"))
 
 
 def read_manifest(path: Path) -> list[dict]:
@@ -137,15 +187,19 @@ class ResultsTable:
         return sorted(self.records.values(), key=lambda r: self.order[r["case_id"]])
 
     def write(self, final: bool = False) -> None:
+        from BreastCADxLib.io.atomic import write_atomic
+
         now = time.perf_counter()
         if not final and now < self._next:
             return
-        tmp = self.out / "results.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows(self.rows())
-        os.replace(tmp, self.out / "results.csv")
+
+        def table(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=COLUMNS)
+                w.writeheader()
+                w.writerows(self.rows())
+
+        write_atomic(self.out / "results.csv", table)
         self._next = time.perf_counter() + 10 * (time.perf_counter() - now)
 
 
@@ -204,14 +258,18 @@ def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
     so in its result.json (`batch.attempts`)."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
+    from BreastCADxLib.io.atomic import append_line
     from BreastCADxLib.results.case_files import write_case
 
     t0 = time.perf_counter()
     folder = out / case.case_id
     try:
+        if folder.is_symlink():
+            raise BreastCADxError("the case folder is a symbolic link; BreastCADx does not write through links it "
+                                  "did not make (remove it)", folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ATTEMPTS, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} host {os.uname().nodename}\n")
+        append_line(folder / ATTEMPTS,
+                    f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} host {os.uname().nodename}\n")
         attempts = len((folder / ATTEMPTS).read_text().splitlines())
         inputs = [Path(p) for p in case.inputs]
         image = load_image(inputs[0])
@@ -269,14 +327,15 @@ class Progress:
 
 
 def run_batch(manifest: Path, out: Path, options: BatchOptions | None = None, show_progress: bool | None = None,
-              workers: int = 0, scheduler: str | None = None) -> list[dict]:
+              workers: int = 0, scheduler: str | None = None, overwrite: bool = False) -> list[dict]:
     """Each case into out/<case_id>/; results.csv in manifest order. A rerun redoes only what is missing or
     changed (inputs, settings or model weights). workers > 0: a Dask LocalCluster of that many processes;
-    scheduler: the address of a running Dask scheduler (tcp://host:8786). Returns the rows."""
+    scheduler: the address of a running Dask scheduler (tcp://host:8786). An --out holding files a batch did not
+    make is refused unless overwrite. Returns the rows."""
     options = options or BatchOptions()
     rows = read_manifest(manifest)
     manifest, out = manifest.resolve(), out.resolve()  # workers elsewhere see the same absolute paths
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out, overwrite)
     final, todo = plan(rows, manifest.parent, out, options, models_fingerprint(options.model_set))
     table = ResultsTable(out, [r["case_id"] for r in rows], final)
     progress = Progress(len(todo), sys.stderr.isatty() if show_progress is None else show_progress)

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io.atomic import check_writable_folder
 from BreastCADxLib.results.case_files import CASE_FILES, CaseOutputs, summary_lines
 
 
 def check_case_folder(out: Path, overwrite: bool) -> None:
-    """--out must be a folder, and one without an earlier result unless --overwrite."""
+    """--out must be a writable folder, and one without an earlier result unless --overwrite (a link in the
+    place of a result file counts as one: it is replaced, never followed)."""
     if out.exists() and not out.is_dir():
         raise BreastCADxError("--out must be a folder, but a file of that name exists", out)
-    earlier = [name for name in CASE_FILES if (out / name).exists()]
+    earlier = [name for name in CASE_FILES if os.path.lexists(out / name)]
     if earlier and not overwrite:
         raise BreastCADxError(f"the folder holds an earlier result ({', '.join(earlier)}); pass --overwrite to "
                               "replace it or choose another folder", out)
+    check_writable_folder(out)
 
 
 def check_dicom_folder(dicom_out: Path) -> None:
     from BreastCADxLib.results.dicom_export import check_writable
 
     check_writable(dicom_out)
+    check_writable_folder(dicom_out)
 
 
 def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None = None, roi: str | None = None,

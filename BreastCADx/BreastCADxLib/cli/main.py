@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,9 +64,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     roi = parse_roi(args.roi) if args.roi else None
     out = Path(args.out)
+    from BreastCADxLib.io.atomic import check_writable_folder
+
     for target in (out, Path(args.prob) if args.prob else None):
-        if target is not None and target.exists() and not args.overwrite:
+        if target is not None and os.path.lexists(target) and not args.overwrite:
             raise BreastCADxError("output exists; pass --overwrite to replace it", target)
+        if target is not None:
+            check_writable_folder(target.parent)  # before the models run
     from BreastCADxLib.analysis.guard import check_input
 
     checked = check_input(image, args.model_set, args.allow_unvalidated_input, args.device)
@@ -101,7 +106,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise BreastCADxError(f"--workers must be 0 (this process) or more, got {args.workers}")
     options = BatchOptions(device=args.device, expect_lesion=args.expect_lesion, model_set=args.model_set,
                            allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap)
-    table = run_batch(Path(args.manifest), Path(args.out), options, workers=args.workers, scheduler=args.scheduler)
+    table = run_batch(Path(args.manifest), Path(args.out), options, workers=args.workers, scheduler=args.scheduler,
+                      overwrite=args.overwrite)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
     return EXIT_CASES_FAILED if errors else 0
@@ -203,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run on a local Dask cluster of N worker processes (0: in this process)")
     ba.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                     help="run on an existing Dask cluster (paths must be the same on every worker)")
+    ba.add_argument("--overwrite", action="store_true",
+                    help="write into an --out that holds files a batch did not make (its results.csv and the "
+                         "manifest's case folders are replaced)")
     _add_model_set(ba)
     ba.set_defaults(func=cmd_batch)
     de = sub.add_parser("demo", help="analyse the bundled sample case into ./breastcadx-demo/")

@@ -16,6 +16,7 @@ from BreastCADxLib.io.limits import check_size, max_voxels
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 SPACING_KNOWN_KEY = "breastcadx_spacing_known"
 MODALITY_KEY = "breastcadx_modality"
 
@@ -128,10 +129,12 @@ def read_itk(path: Path) -> Image:
 
 
 def write_image(image: Image, path: Path, array: np.ndarray | None = None) -> Path:
-    """Write pixels on the image grid: NRRD/NIfTI/MHA keep geometry; PNG for 2D 8-bit data."""
+    """Write pixels on the image grid: NRRD/NIfTI/MHA keep geometry; PNG for 2D 8-bit data. Through a temporary
+    file renamed into place (io.atomic): a link at `path` is replaced, never followed."""
+    from BreastCADxLib.io.atomic import write_atomic
+
     arr = image.array if array is None else array
     suffix = suffix_of(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in RASTER_SUFFIXES:
         if arr.ndim == 3 and arr.shape[0] != 1:
             raise UnsupportedImageError(f"cannot write a {arr.shape[0]}-frame image as {suffix}", path)
@@ -140,9 +143,19 @@ def write_image(image: Image, path: Path, array: np.ndarray | None = None) -> Pa
             plane = plane.astype(np.uint8) * 255
         elif plane.dtype != np.uint8:
             plane = np.clip(plane, 0, 255).astype(np.uint8)
-        PILImage.fromarray(plane).save(path)
-    elif suffix in ITK_SUFFIXES:
-        sitk.WriteImage(image_to_sitk(image, arr), str(path), useCompression=True)
-    else:
-        raise UnsupportedImageError(f"unsupported output format '{suffix}' (use .nrrd, .nii.gz, .mha or .png)", path)
-    return path
+        return write_atomic(path, lambda tmp: PILImage.fromarray(plane).save(tmp, format=_PIL_FORMATS[suffix]))
+    if suffix in ITK_SUFFIXES:
+        def write_itk(tmp: Path) -> None:
+            try:
+                sitk.WriteImage(image_to_sitk(image, arr), str(tmp), useCompression=True)
+            except RuntimeError as e:  # ITK's multi-line exception text: its last line says why
+                raise OSError(str(e).strip().splitlines()[-1][:200]) from None
+
+        if suffix in (".nhdr", ".mhd"):  # a header and a data file: written in place (links refused)
+            if path.is_symlink():
+                raise UnsupportedImageError("is a symbolic link; BreastCADx does not write through it", path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_itk(path)
+            return path
+        return write_atomic(path, write_itk)
+    raise UnsupportedImageError(f"unsupported output format '{suffix}' (use .nrrd, .nii.gz, .mha or .png)", path)

@@ -4,7 +4,6 @@ and the one-screen summary. Same result, same files, whichever door."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from PIL import Image as PILImage
 from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import save_image, save_mask
+from BreastCADxLib.io.atomic import write_atomic
 from BreastCADxLib.results.overlay import overlay_rgb
 
 NAMES = {"mask": "mask.nrrd", "heatmap": "heatmap.nrrd", "overlay": "overlay.png", "result": "result.json"}
@@ -80,14 +80,13 @@ def write_case(result: AnalysisResult, image: Image, out: Path | None, dicom_out
             paths["heatmap"] = save_image(image.with_array(result.heatmap.astype(np.float32)), out / NAMES["heatmap"])
         else:
             (out / NAMES["heatmap"]).unlink(missing_ok=True)  # a previous run's heatmap would no longer match
-        paths["overlay"] = out / NAMES["overlay"]
-        PILImage.fromarray(overlay).save(paths["overlay"], compress_level=1)  # fast; the size barely matters
+        paths["overlay"] = write_atomic(out / NAMES["overlay"], lambda tmp: PILImage.fromarray(overlay).save(
+            tmp, format="PNG", compress_level=1))  # fast; the size barely matters
         paths["result"] = out / NAMES["result"]
         payload = result.to_json()
         payload["files"] = {k: v.name for k, v in paths.items()}
-        tmp = out / f".{NAMES['result']}.tmp"
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        os.replace(tmp, paths["result"])  # last and whole: a case folder without result.json is unfinished
+        # last and whole: a case folder without result.json is unfinished
+        write_atomic(paths["result"], lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
     if outputs.datasets:
         from BreastCADxLib.results.dicom_export import save_dicom_results
 

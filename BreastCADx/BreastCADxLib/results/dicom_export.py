@@ -6,6 +6,7 @@ references every source instance it covers; the SR references the SEG segment an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from BreastCADxLib import RESULT_SERIES_PREFIX, __version__
 from BreastCADxLib.analysis.result import AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
+from BreastCADxLib.io.atomic import write_atomic
 
 MANUFACTURER = "BreastCADx project"
 MODEL_NAME = "BreastCADx"
@@ -322,7 +324,7 @@ def check_writable(out_dir: Path, kinds=tuple(RESULT_FILES)) -> dict[str, Path]:
     """Target paths of the results; refuses when one exists (checked before anything is computed or written)."""
     paths = {k: Path(out_dir) / RESULT_FILES[k] for k in kinds}
     for p in paths.values():
-        if p.exists():
+        if os.path.lexists(p):
             raise DicomExportError("will not overwrite an existing DICOM result", p)
     return paths
 
@@ -363,9 +365,8 @@ def build_dicom_results(result: AnalysisResult, image: Image, overlay_rgb: np.nd
 def save_dicom_results(objects: dict[str, pydicom.Dataset], out_dir: Path) -> dict[str, Path]:
     """seg.dcm, sr.dcm, overlay.dcm into out_dir; refuses before writing anything when one exists."""
     paths = check_writable(out_dir, tuple(objects))
-    out_dir.mkdir(parents=True, exist_ok=True)
     for k, ds in objects.items():
-        ds.save_as(paths[k], enforce_file_format=True)
+        write_atomic(paths[k], lambda tmp, ds=ds: ds.save_as(tmp, enforce_file_format=True))
     return paths
 
 
