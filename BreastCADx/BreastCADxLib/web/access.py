@@ -22,9 +22,10 @@ class AccessError(BreastCADxError):
     """A request outside what the server was allowed to read or write, or an unsafe bind."""
 
 
-def access_token(host: str, environ: dict[str, str] | None = None) -> str | None:
-    """The token a browser must present (`?secret=...` in the address); None on loopback without one set.
-    Beyond loopback a token is required: refuse to start without it."""
+def access_token(host: str, environ: dict[str, str] | None = None) -> str:
+    """The token a browser must present (`?secret=...` in the printed address), always: on loopback a new random
+    one per start when none is set (as Jupyter does: any page the user visits could otherwise drive the server);
+    beyond loopback it must be set, so that it can be handed to the readers: refuse to start without it."""
     env = os.environ if environ is None else environ
     token = env.get(TOKEN_ENV, "").strip() or None
     if token is None and not is_loopback(host):
@@ -33,7 +34,34 @@ def access_token(host: str, environ: dict[str, str] | None = None) -> str | None
                           "?secret=<that value>")
     if token is not None and len(token) < 12:
         raise AccessError(f"{TOKEN_ENV} is too short: use at least 12 characters")
-    return token
+    return token or secrets.token_urlsafe(24)
+
+
+def served_address(host: str, port: int) -> str:
+    """The address the server is bound to, as a browser writes it (IPv6 in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def allowed_hosts(host: str, port: int) -> set[str] | None:
+    """Host headers a request may carry: the bound address (and its loopback names on loopback), so a page served
+    from another name that resolves here (DNS rebinding) is refused; None (any) when bound beyond loopback, where
+    the token is what protects the server."""
+    if not is_loopback(host):
+        return None
+    return {f"{name}:{port}".lower() for name in ("127.0.0.1", "localhost", "[::1]")} | {
+        served_address(host, port).lower()}
+
+
+def refusal(host: str, port: int, host_header: str | None, origin: str | None) -> str | None:
+    """Why a request must be refused (403), or None: a foreign Host on loopback, or an Origin other than the page's
+    own (a WebSocket from another website: cross-site WebSocket hijacking)."""
+    allowed = allowed_hosts(host, port)
+    got = (host_header or "").strip().lower()
+    if allowed is not None and got not in allowed:
+        return f"Host {got or '(none)'} is not this server's address"
+    if origin is not None and origin.strip().lower() not in (f"http://{got}", f"https://{got}"):
+        return f"Origin {origin[:100]} is not this page's"
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,7 +98,7 @@ class DataRoots:
 
     def resolve(self, ref: str) -> Path:
         index, _, rel = str(ref).partition("/")
-        if not index.isdigit() or int(index) >= len(self.roots) or not rel:
+        if not (index.isascii() and index.isdigit()) or int(index) >= len(self.roots) or not rel:
             raise AccessError(f"'{ref}' is not a case in the served folders")
         root = self.roots[int(index)]
         path = (root / rel).resolve()  # follows '..' and symbolic links before the check

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from BreastCADxLib.errors import BreastCADxError
-from BreastCADxLib.web.access import DataRoots, OutputFolder, access_token
+from BreastCADxLib.web.access import DataRoots, OutputFolder, access_token, refusal, served_address
 from BreastCADxLib.web.session import ReviewSession, guard
 
 log = logging.getLogger("breastcadx.serve")
@@ -318,6 +318,38 @@ class BreastCADxPage:
             html.Li("{{ o }}", v_for="o in status.outputs")
 
 
+def protect(web_server, host: str, port: int) -> None:
+    """Every HTTP request and WebSocket upgrade checks Host and Origin against the served address (403 else)."""
+    from aiohttp import web
+
+    @web.middleware
+    async def same_origin(request, handler):
+        reason = refusal(host, port, request.headers.get("Host"), request.headers.get("Origin"))
+        if reason:
+            return web.Response(status=403, text=f"refused: {reason}\n")
+        return await handler(request)
+
+    web_server.app.middlewares.append(same_origin)
+
+
+class _OneLine(logging.Filter):
+    """aiohttp logs a malformed or oversized request (a 70 kB URL) with a full traceback; one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        e = record.exc_info[1] if record.exc_info else None
+        if isinstance(e, HttpProcessingError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                f"bad request refused ({e.__class__.__name__}: {str(e).splitlines()[0][:120]})", None, None, None)
+        return True
+
+
+def quiet_bad_requests() -> None:
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access"):
+        logging.getLogger(name).addFilter(_OneLine())
+
+
 def serve(options: ServeOptions) -> int:
     """Start the server and block; prints the address to open."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # off-screen, no X, no GPU
@@ -328,13 +360,14 @@ def serve(options: ServeOptions) -> int:
     server = get_server("breastcadx", client_type="vue3")
     server.enable_module(trame_slicer_module)
     page = BreastCADxPage(server, options)
-    address = f"http://{'localhost' if options.host in ('127.0.0.1', '::1') else options.host}:{options.port}/"
-    address += f"?secret={token}" if token else ""
+    server.controller.on_server_bind.add(lambda web_server: protect(web_server, options.host, options.port))
+    quiet_bad_requests()
+    address = f"http://{served_address(options.host, options.port)}/?secret={token}"
     print(f"BreastCADx is serving {len(page.roots.roots)} folder(s); writing to {page.session.output.root}",
           flush=True)
     print(f"Open {address}", flush=True)
     argv = sys.argv
-    sys.argv = [argv[0], *(["--authKey", token] if token else [])]  # trame parses sys.argv for its own options
+    sys.argv = [argv[0], "--authKey", token]  # trame parses sys.argv for its own options
     try:
         server.start(host=options.host, port=options.port, open_browser=options.open_browser,
                      timeout=IDLE_TIMEOUT_S, show_connection_info=False, disable_logging=True)

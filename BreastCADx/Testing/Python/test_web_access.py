@@ -4,10 +4,20 @@ a token beyond loopback."""
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 import pytest
 
-from BreastCADxLib.web.access import TOKEN_ENV, AccessError, DataRoots, OutputFolder, access_token, is_loopback
+from BreastCADxLib.web.access import (
+    TOKEN_ENV,
+    AccessError,
+    DataRoots,
+    OutputFolder,
+    access_token,
+    is_loopback,
+    refusal,
+)
 from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
@@ -63,13 +73,69 @@ def test_output_folders_are_new_and_never_reused(tmp_path):
         out.inside(tmp_path / "elsewhere.txt")
 
 
-def test_loopback_needs_no_token_anything_else_does():
+def test_a_token_always_a_new_one_per_start_on_loopback_a_given_one_beyond():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
-    assert access_token("127.0.0.1", {}) is None
+    a, b = access_token("127.0.0.1", {}), access_token("127.0.0.1", {})
+    assert a != b and len(a) >= 24
     with pytest.raises(AccessError, match=TOKEN_ENV):
         access_token("0.0.0.0", {})
     with pytest.raises(AccessError, match="too short"):
         access_token("0.0.0.0", {TOKEN_ENV: "short"})
     assert access_token("0.0.0.0", {TOKEN_ENV: "a-long-enough-secret"}) == "a-long-enough-secret"
     assert access_token("127.0.0.1", {TOKEN_ENV: "a-long-enough-secret"}) == "a-long-enough-secret"
+
+
+@pytest.mark.parametrize("host_header,origin,refused", [
+    ("127.0.0.1:8080", None, False), ("localhost:8080", "http://localhost:8080", False),
+    ("127.0.0.1:8080", "http://127.0.0.1:8080", False),
+    ("127.0.0.1:8080", "http://evil.example.com", True),  # another website's page opening our WebSocket
+    ("evil.example.com:8080", "http://evil.example.com:8080", True),  # DNS rebinding: same origin, foreign Host
+    ("127.0.0.1:9999", None, True), (None, None, True)])
+def test_host_and_origin_must_be_the_served_address_on_loopback(host_header, origin, refused):
+    assert (refusal("127.0.0.1", 8080, host_header, origin) is not None) == refused
+
+
+def test_beyond_loopback_the_origin_is_still_checked_the_token_guards_the_rest():
+    assert refusal("0.0.0.0", 8080, "ward-pc.hospital:8080", "http://ward-pc.hospital:8080") is None
+    assert refusal("0.0.0.0", 8080, "ward-pc.hospital:8080", "http://evil.example.com") is not None
+
+
+def test_a_non_ascii_digit_is_not_a_folder_index(served):
+    roots, _ = served
+    with pytest.raises(AccessError, match="not a case"):
+        roots.resolve("\u00b2/b2.png")  # '\u00b2'.isdigit() is True, int() of it fails
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(request)
+        return s.recv(4096)
+
+
+def test_a_running_server_refuses_foreign_origins_and_long_requests_in_one_line(tmp_path):
+    """`breastcadx serve` on loopback: a WebSocket upgrade from another website's page, or under another Host
+    name, is 403; the page's own is upgraded; a 70 kB URL is a 4xx with one log line, no traceback; the printed
+    address is the bound one and carries a token."""
+    from web_driver import start_server
+
+    srv = start_server(DATA, tmp_path / "out")
+    port = int(srv.url.split(":")[2].split("/")[0])
+    try:
+        assert srv.url.startswith(f"http://127.0.0.1:{port}/?secret=") and len(srv.url.split("=")[1]) >= 24
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        upgrade = ("GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n")
+        own = f"127.0.0.1:{port}"
+        evil = _raw(port, upgrade.format(host=own, origin="http://evil.example.com").encode())
+        rebound = _raw(port, upgrade.format(host=f"evil.example.com:{port}",
+                                            origin=f"http://evil.example.com:{port}").encode())
+        mine = _raw(port, upgrade.format(host=own, origin=f"http://{own}").encode())
+        assert evil.startswith(b"HTTP/1.1 403") and rebound.startswith(b"HTTP/1.1 403"), (evil, rebound)
+        assert mine.startswith(b"HTTP/1.1 101"), mine
+        long_url = _raw(port, f"GET /{'a' * 70000} HTTP/1.1\r\nHost: {own}\r\n\r\n".encode())
+        assert long_url.split(b" ")[1].startswith(b"4"), long_url[:100]
+        time.sleep(0.5)
+        assert "Traceback" not in srv.log.read_text(errors="replace")
+    finally:
+        srv.stop()
