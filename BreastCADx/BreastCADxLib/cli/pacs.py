@@ -93,7 +93,8 @@ def add_pacs_parser(sub, expect_help: str) -> None:
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (avoid)")
     common.add_argument("--allow-http-auth", action="store_true",
                         help="allow basic auth over plain http to a non-loopback host (the password travels in clear)")
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
+    common.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for each PACS request in all, retries included")
     q = psub.add_parser("query", parents=[common], help="list studies (or the series of --study)")
     q.add_argument("--patient-id")
     q.add_argument("--modality", help="e.g. US, MG, MR")

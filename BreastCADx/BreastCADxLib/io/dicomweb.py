@@ -6,10 +6,13 @@ environment variables. TLS certificates are verified unless the caller turns tha
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,7 @@ SERIES_FIELDS = {
 }
 
 
+RETRIABLE_STATUS = (429, 503, 504)
 IMAGE_MODALITIES = ("US", "MG", "MR", "CT", "DX", "CR", "OT")
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -56,14 +60,47 @@ class PacsConfig:
     attempts: int = 2  # dicomweb-client retries failed requests (429/503/504, network errors) with back-off
     allow_http_auth: bool = False  # basic auth over plain http to a host other than loopback (password in clear)
 
+    def __post_init__(self) -> None:
+        """Refuse what cannot work before anything is sent."""
+        from urllib.parse import urlparse
 
-class _ExplicitVerifySession(requests.Session):
-    """A session whose own `verify` (a CA bundle given on the command line, or False) is not replaced by
-    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, as requests does for plain sessions."""
+        try:
+            parts = urlparse(self.url)
+            host_ok = bool(parts.hostname)
+        except ValueError:
+            parts, host_ok = None, False
+        if parts is None or parts.scheme not in ("http", "https") or not host_ok:
+            raise PacsError("the PACS URL must start with http:// or https:// and name a host, e.g. "
+                            "https://pacs.example.org/dicom-web", self.url)
+        if not isinstance(self.timeout, (int, float)) or not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise PacsError(f"--timeout must be a number of seconds above 0, not {self.timeout}")
+        if isinstance(self.verify, str) and not Path(self.verify).is_file():
+            raise PacsError("CA bundle not found (pass the path of a PEM file)", self.verify)
+        if self.attempts < 1:
+            raise PacsError(f"attempts must be 1 or more, not {self.attempts}")
+
+
+class _Session(requests.Session):
+    """One total deadline per PACS request (`deadline`, monotonic seconds): every HTTP attempt, retries included,
+    waits at most what is left of it, so --timeout is the time the user waits. With `explicit_verify`, its own
+    `verify` (a CA bundle given on the command line, or False) is not replaced by REQUESTS_CA_BUNDLE /
+    CURL_CA_BUNDLE, as requests does for plain sessions."""
+
+    deadline: float | None = None
+    explicit_verify: bool = False
+
+    def request(self, method, url, *args, **kwargs):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0.05:
+                raise requests.exceptions.Timeout("the request's deadline has passed")
+            kwargs["timeout"] = left
+        return super().request(method, url, *args, **kwargs)
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings["verify"] = self.verify
+        if self.explicit_verify:
+            settings["verify"] = self.verify
         return settings
 
 
@@ -100,8 +137,8 @@ class Pacs:
         from dicomweb_client.api import DICOMwebClient
 
         self.config = config
-        session = requests.Session() if config.verify is True else _ExplicitVerifySession()
-        session.verify = config.verify
+        session = _Session()
+        session.verify, session.explicit_verify = config.verify, config.verify is not True
         if config.username and config.url.lower().startswith("http://") and not _is_loopback(config.url) \
                 and not config.allow_http_auth:
             raise PacsError("basic auth over plain http would send the password in clear: use https, or pass "
@@ -119,8 +156,7 @@ class Pacs:
             session.headers["Authorization"] = f"Bearer {token}"
         self.session = session
         self.client = DICOMwebClient(config.url.rstrip("/"), session=session, timeout=config.timeout)
-        self.client.set_http_retry_params(retry=config.attempts > 1, max_attempts=max(1, config.attempts),
-                                          wait_exponential_multiplier=500)
+        self.client.set_http_retry_params(retry=False)  # retried here, within the request's deadline (_call)
 
     def _http_error(self, what: str, response: requests.Response | None, note: str = "") -> PacsError:
         code = response.status_code if response is not None else "?"
@@ -130,25 +166,51 @@ class Pacs:
         return PacsError(f"{what}: the PACS answered {code} {reason}{hint}{note}", self.config.url)
 
     def _call(self, what: str, fn, *args, **kwargs):
-        import retrying
-
+        """One PACS request within one deadline (--timeout, retries included): 429/503/504 answers and refused
+        connections are retried with back-off while time is left; every failure is one clear PacsError."""
+        deadline = time.monotonic() + self.config.timeout
+        self.session.deadline = deadline
+        wait = 0.5
         try:
-            return fn(*args, **kwargs)
-        except retrying.RetryError as e:  # still 429/503/504 after the last attempt
-            response = e.last_attempt.value if not e.last_attempt.has_exception else None
-            raise self._http_error(what, response, f" after {self.config.attempts} attempts") from None
-        except requests.exceptions.HTTPError as e:
-            raise self._http_error(what, e.response) from None
-        except requests.exceptions.SSLError as e:
-            raise PacsError(f"{what}: TLS certificate check failed ({e.__class__.__name__}); pass a CA bundle "
-                            "or, on a trusted network only, turn verification off", self.config.url) from None
-        except requests.exceptions.Timeout:
-            raise PacsError(f"{what}: no answer within {self.config.timeout:g} s", self.config.url) from None
-        except requests.exceptions.ConnectionError:
-            raise PacsError(f"{what}: cannot connect (is the PACS running and the URL right?)",
-                            self.config.url) from None
-        except (requests.exceptions.RequestException, ValueError) as e:
-            raise PacsError(f"{what}: {e.__class__.__name__}: {e}", self.config.url) from None
+            for attempt in range(1, self.config.attempts + 1):
+                try:
+                    return fn(*args, **kwargs)
+                except (requests.exceptions.HTTPError, requests.exceptions.ConnectionError) as e:
+                    status = getattr(getattr(e, "response", None), "status_code", None)
+                    retriable = status in RETRIABLE_STATUS or (
+                        type(e) is requests.exceptions.ConnectionError)  # not a timeout or a TLS failure
+                    if retriable and attempt < self.config.attempts and deadline - time.monotonic() > wait + 0.2:
+                        time.sleep(wait)
+                        wait *= 2
+                        continue
+                    raise self._failure(what, e, attempt) from None
+                except Exception as e:
+                    raise self._failure(what, e, attempt) from None
+        finally:
+            self.session.deadline = None
+
+    def _failure(self, what: str, e: Exception, attempts: int) -> PacsError:
+        url = self.config.url
+        if isinstance(e, requests.exceptions.HTTPError):
+            return self._http_error(what, e.response, f" after {attempts} attempts" if attempts > 1 else "")
+        if isinstance(e, requests.exceptions.SSLError):
+            if "wrong version number" in str(e).lower() or "record layer failure" in str(e).lower():
+                return PacsError(f"{what}: the server speaks plain HTTP, not TLS: use an http:// URL (or the "
+                                 "server's https port)", url)
+            return PacsError(f"{what}: TLS certificate check failed ({e.__class__.__name__}); pass a CA bundle "
+                             "or, on a trusted network only, turn verification off", url)
+        if isinstance(e, requests.exceptions.Timeout):
+            return PacsError(f"{what}: no answer within {self.config.timeout:g} s", url)
+        if isinstance(e, requests.exceptions.ConnectionError):
+            return PacsError(f"{what}: cannot connect (is the PACS running and the URL right?)", url)
+        if isinstance(e, (json.JSONDecodeError, requests.exceptions.JSONDecodeError)):
+            return PacsError(f"{what}: the server's answer is not DICOMweb JSON (a web page? check that the URL is "
+                             "the DICOMweb root, e.g. .../dicom-web)", url)
+        if isinstance(e, (requests.exceptions.RequestException, ValueError)):
+            return PacsError(f"{what}: {e.__class__.__name__}: {e}", url)
+        if isinstance(e, PacsError):
+            return e
+        raise e
 
     def query_studies(self, patient_id: str | None = None, study_uid: str | None = None,
                       modality: str | None = None, limit: int = 100) -> list[dict[str, str]]:

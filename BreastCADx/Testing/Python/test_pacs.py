@@ -209,6 +209,68 @@ def test_silent_server_times_out():
         server.close()
 
 
+def test_the_timeout_is_the_time_waited_in_all_retries_included():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)  # accepts, never answers
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/dicom-web"
+        t0 = time.time()
+        with pytest.raises(PacsError, match="no answer within 2 s"):
+            Pacs(PacsConfig(url, timeout=2, attempts=3)).query_studies()
+        assert time.time() - t0 < 3.5  # was attempts x timeout (and more)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--url", "127.0.0.1:1"], "must start with http"),
+    (["--url", "http://127.0.0.1:1/dicom-web", "--timeout", "nan"], "--timeout must be"),
+    (["--url", "http://127.0.0.1:1/dicom-web", "--timeout", "-5"], "--timeout must be"),
+    (["--url", "https://127.0.0.1:1/dicom-web", "--ca-bundle", "/nonexistent/ca.pem"], "CA bundle not found")])
+def test_bad_pacs_options_are_a_clear_exit_2(args, words, capsys):
+    assert main(["pacs", "query", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err and "internal" not in err
+
+
+def _serve(handler):
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class _Html(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        body = b"<html><body>Welcome to the hospital intranet</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_web_page_instead_of_dicomweb_json_is_named():
+    server = _serve(_Html)
+    try:
+        with pytest.raises(PacsError, match="not DICOMweb JSON"):
+            Pacs(PacsConfig(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5)).query_studies()
+    finally:
+        server.shutdown()
+
+
+def test_https_to_a_plain_http_server_says_so_not_the_certificate():
+    server = _serve(_Html)
+    try:
+        with pytest.raises(PacsError, match="plain HTTP, not TLS"):
+            Pacs(PacsConfig(f"https://127.0.0.1:{server.server_address[1]}/", timeout=5)).query_studies()
+    finally:
+        server.shutdown()
+
+
 def test_server_error_is_reported_with_its_status(capsys):
     class Failing(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -252,6 +314,7 @@ def test_hostile_instance_uids_never_name_a_file_outside_the_folder(uid, tmp_pat
 def test_explicit_tls_options_win_over_environment_bundles(monkeypatch, tmp_path):
     for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.setenv(var, str(tmp_path / "env-bundle.pem"))
+    (tmp_path / "mine.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     for verify in (False, str(tmp_path / "mine.pem")):
         session = Pacs(PacsConfig("https://pacs.example.org/dicom-web", verify=verify)).session
         assert session.merge_environment_settings("https://pacs.example.org/x", {}, None, None, None)["verify"] \
