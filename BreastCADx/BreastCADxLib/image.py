@@ -30,6 +30,9 @@ class Image:
     source: str = ""  # file or folder it came from
     metadata: dict = field(default_factory=dict)  # selected DICOM attributes (UIDs, patient/study)
     source_files: tuple[str, ...] = ()  # DICOM files behind the frames: one multi-frame file, or one per frame
+    # calibrated ultrasound regions, (x0, y0, x1, y1 inclusive, mm per column, mm per row): a size is in mm only
+    # when the lesion lies inside one of them (measured with that region's scale)
+    us_regions: tuple[tuple[int, int, int, int, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.array.ndim == 2:
@@ -92,4 +95,7 @@ def check_mask(mask: Image, image: Image, path: str | Path | None = None) -> np.
     values = np.unique(mask.array)
     if values.size > 2:
         raise MaskError(f"mask is not binary: {values.size} distinct values (expected 0 and one label)", where)
+    if values.size == 2 and values.min() > 0:
+        raise MaskError(f"mask has the values {values[0]:g} and {values[1]:g} and no 0 (background): a label map of "
+                        "two labels, not a lesion mask; save the lesion as 1 (or 255) on 0", where)
     return mask.array > 0

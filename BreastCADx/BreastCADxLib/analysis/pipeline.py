@@ -8,6 +8,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 from BreastCADxLib import __version__
 from BreastCADxLib.analysis.box_classifier import get_box_scorer
@@ -16,7 +17,7 @@ from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
 from BreastCADxLib.analysis.lexicon import categories
-from BreastCADxLib.analysis.preprocessing import WorkingGrid, working_grid
+from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
@@ -27,16 +28,82 @@ from BreastCADxLib.image import Image
 Progress = Callable[[float, str], None]
 
 
+OUTSIDE_REGIONS_NOTE = ("sizes in pixels: the lesion is not inside one calibrated ultrasound region of the image "
+                        "(its regions have different scales or do not cover it)")
+
+
+def measurement_scale(image: Image, mask: np.ndarray) -> tuple[tuple[float, float] | None, str | None]:
+    """(mm per column, mm per row) that the lesion's sizes are measured with, or None (pixels) with the reason:
+    with ultrasound regions, the scale of the calibrated region holding the whole lesion."""
+    if not image.us_regions:
+        return (image.spacing[0], image.spacing[1]) if image.spacing_known else None, None
+    ys, xs = np.nonzero(mask.any(axis=0))
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    for rx0, ry0, rx1, ry1, sx, sy in image.us_regions:
+        if rx0 <= x0 and ry0 <= y0 and x1 <= rx1 and y1 <= ry1:
+            return (sx, sy), None
+    return None, OUTSIDE_REGIONS_NOTE
+
+
+def longest_diameter(region: np.ndarray, scale: tuple[float, float]) -> float:
+    """Largest distance between two pixels of a 2D region's outline, in the scale's units (pixel centres)."""
+    edge = region & ~ndimage.binary_erosion(region)
+    ys, xs = np.nonzero(edge if edge.any() else region)
+    if len(xs) > 1500:  # the diameter of a subsample of the outline: well within a pixel for lesions
+        keep = np.linspace(0, len(xs) - 1, 1500).astype(int)
+        ys, xs = ys[keep], xs[keep]
+    pts = np.column_stack([xs * scale[0], ys * scale[1]])
+    return float(np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max()) if len(pts) > 1 else 0.0
+
+
+def separate_regions(image: Image, mask: np.ndarray) -> list[dict]:
+    """Each separate region of the lesion's frame with at least MIN_LESION_PIXELS, largest first: its area,
+    longest diameter and box, in the lesion's measurement scale."""
+    k = lesion_frame(mask)
+    labels, n = ndimage.label(mask[k])
+    if n < 2:
+        return []
+    scale, _ = measurement_scale(image, mask)
+    sx, sy = scale or (1.0, 1.0)
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        region = labels[sl] == i
+        if region.sum() >= MIN_LESION_PIXELS:
+            out.append({"area": float(region.sum() * sx * sy), "longest_diameter": longest_diameter(region, (sx, sy)),
+                        "box_xyxy": [sl[1].start, sl[0].start, sl[1].stop, sl[0].stop]})
+    return sorted(out, key=lambda r: -r["area"]) if len(out) > 1 else []
+
+
 def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float], px_scale: float = 1.0) -> dict:
     """Area from the mask on the input grid; longest diameter from radiomics (in input pixels x px_scale when
-    the spacing is unknown and radiomics ran on a working grid)."""
-    unit = "mm" if image.spacing_known else "px"
-    pixel_area = image.spacing[0] * image.spacing[1] if image.spacing_known else 1.0
+    the spacing is unknown and radiomics ran on a working grid; with several ultrasound regions, the scale of the
+    one holding the lesion, and pixels with a note when none does)."""
+    scale, note = measurement_scale(image, mask)
+    unit = "mm" if scale else "px"
+    pixel_area = scale[0] * scale[1] if scale else 1.0
     out = {"unit": unit, "lesion_pixels": int(mask.sum()), "area": float(mask.sum() * pixel_area),
            "area_unit": f"{unit}^2"}
+    if note:
+        out["note"] = note
+    regions = separate_regions(image, mask)
+    if regions:  # a mask of several lesions: each measured, and said
+        out["regions"] = regions
+        out["note"] = (f"the mask holds {len(regions)} separate regions (measured one by one: "
+                       + "; ".join(f"{r['longest_diameter']:.1f} {unit}" for r in regions)
+                       + "); the classification and the lexicon describe them together: outline one lesion for "
+                       "a per-lesion result" + (f"; {note}" if note else ""))
     for key in ("original_shape2D_MaximumDiameter", "original_shape_Maximum3DDiameter"):
-        if key in radiomics:
-            out["longest_diameter"] = radiomics[key] * (1.0 if image.spacing_known else px_scale)
+        if key not in radiomics:
+            continue
+        if image.spacing_known:  # radiomics measured in mm already
+            out["longest_diameter"] = radiomics[key] if scale else radiomics[key] / image.spacing[0]
+        elif scale and abs(scale[0] - scale[1]) <= 0.01 * scale[0]:  # a region's isotropic scale
+            out["longest_diameter"] = radiomics[key] * px_scale * scale[0]
+        elif scale:  # an anisotropic region scale: the pixel diameter cannot be converted
+            out["unit"], out["area"], out["area_unit"] = "px", float(mask.sum()), "px^2"
+            out["longest_diameter"] = radiomics[key] * px_scale
+        else:
+            out["longest_diameter"] = radiomics[key] * px_scale
     return out
 
 
@@ -155,6 +222,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
     pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)
+    if "note" in meas:
+        pred.flags.append(f"measurement: {meas['note']}")
     if low_confidence:
         pred.flags.insert(0, BOX_FALLBACK_FLAG if box_fallback else LOW_CONFIDENCE_FLAG)
     seconds["classify"] = time.perf_counter() - t

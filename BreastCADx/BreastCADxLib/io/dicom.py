@@ -77,13 +77,26 @@ def pixel_spacing(ds: pydicom.Dataset, path=None) -> tuple[float, float] | None:
             return _checked(source.PixelSpacing, "PixelSpacing", path)
     if ds.get("ImagerPixelSpacing"):
         return _checked(ds.ImagerPixelSpacing, "ImagerPixelSpacing", path)
+    scales = {(r[4], r[5]) for r in us_regions(ds, path)}
+    if len(scales) == 1:  # one scale over every calibrated region (else sizes are per region: us_regions)
+        return next(iter(scales))
+    return None
+
+
+def us_regions(ds: pydicom.Dataset, path=None) -> tuple[tuple[int, int, int, int, float, float], ...]:
+    """The calibrated (cm) regions of an ultrasound object: (x0, y0, x1, y1 inclusive, mm/column, mm/row). A
+    PhysicalDelta of 0, below 0 or not a number is refused like a PixelSpacing of 0."""
+    out = []
     for region in ds.get("SequenceOfUltrasoundRegions", []):
         ux, uy = region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection")
+        if ux != US_UNITS_CM or uy != US_UNITS_CM:
+            continue
         dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
-        if ux == US_UNITS_CM and uy == US_UNITS_CM and dx and dy:
-            col, row = _checked((abs(float(dy)), abs(float(dx))), "PhysicalDeltaX/Y (cm)", path)
-            return col * 10.0, row * 10.0
-    return None
+        col, row = _checked((dy, dx), "PhysicalDeltaY\\X (cm)", path)
+        box = tuple(int(region.get(k, 0) or 0) for k in ("RegionLocationMinX0", "RegionLocationMinY0",
+                                                          "RegionLocationMaxX1", "RegionLocationMaxY1"))
+        out.append((*box, round(col * 10.0, 9), round(row * 10.0, 9)))
+    return tuple(out)
 
 
 def _orientation(ds: pydicom.Dataset) -> tuple[tuple[float, float, float], tuple[float, ...]]:
@@ -195,6 +208,7 @@ def _read_dicom_file(path: Path) -> Image:
     if raw.size != expected:
         raise ImageReadError(f"pixel data holds {raw.size} values, header says {expected}: truncated?", path)
     arr, photometric = _to_grey(raw, ds, frames)
+    regions = us_regions(ds, path)  # a broken region calibration is refused even beside a PixelSpacing
     spacing = pixel_spacing(ds, path)
     origin, direction = _orientation(ds)
     sz = 1.0
@@ -213,6 +227,7 @@ def _read_dicom_file(path: Path) -> Image:
         photometric=photometric,
         source=str(path),
         metadata=_metadata(ds),
+        us_regions=() if ds.get("PixelSpacing") else regions,
         source_files=(str(path),),
     )
 

@@ -125,3 +125,54 @@ def test_mask_not_binary(tmp_path, sample_dicom):
     with pytest.raises(MaskError, match="not binary"):
         load_mask(tmp_path / "grey.png", img)
     assert (rows, cols) == (457, 557)
+
+
+def test_ultrasound_regions_of_different_scales_measure_the_lesion_with_its_own_region(sample_dicom, tmp_path):
+    """Two calibrated regions, 0.1 mm and 0.2 mm per pixel: a lesion inside the right one is measured with 0.2 mm;
+    one spanning both is in pixels with a note (was: the first region's scale over the whole image)."""
+    import numpy as np
+    import pydicom
+
+    from BreastCADxLib.analysis.pipeline import measurement_scale, measurements
+    from BreastCADxLib.io import load_image
+
+    ds = pydicom.dcmread(sample_dicom)
+    ds.pop("PixelSpacing", None)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    half = cols // 2
+    regions = []
+    for x0, x1, delta in ((0, half - 1, 0.01), (half, cols - 1, 0.02)):
+        r = pydicom.Dataset()
+        r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1 = x0, 0, x1, rows - 1
+        r.PhysicalUnitsXDirection = r.PhysicalUnitsYDirection = 3
+        r.PhysicalDeltaX = r.PhysicalDeltaY = delta
+        regions.append(r)
+    ds.SequenceOfUltrasoundRegions = regions
+    ds.save_as(tmp_path / "two_regions.dcm")
+    image = load_image(tmp_path / "two_regions.dcm")
+    assert not image.spacing_known and len(image.us_regions) == 2
+    right = np.zeros(image.array.shape, bool)
+    right[0, 100:140, half + 20:half + 60] = True
+    assert measurement_scale(image, right) == ((0.2, 0.2), None)
+    m = measurements(image, right, {})
+    assert m["unit"] == "mm" and m["area"] == pytest.approx(40 * 40 * 0.04)
+    across = np.zeros(image.array.shape, bool)
+    across[0, 100:140, half - 20:half + 20] = True
+    m = measurements(image, across, {})
+    assert m["unit"] == "px" and "not inside one calibrated ultrasound region" in m["note"]
+
+
+def test_a_mask_of_two_lesions_is_measured_per_region_and_said(tmp_path):
+    import numpy as np
+
+    from BreastCADxLib.analysis.pipeline import measurements
+    from BreastCADxLib.image import Image
+
+    image = Image(array=np.zeros((1, 300, 400), np.uint8))
+    mask = np.zeros(image.array.shape, bool)
+    mask[0, 20:60, 20:80] = True  # 60 px wide
+    mask[0, 200:230, 300:330] = True  # 30 px
+    m = measurements(image, mask, {"original_shape2D_MaximumDiameter": 403.5})
+    assert [r["area"] for r in m["regions"]] == [2400.0, 900.0]
+    assert m["regions"][0]["longest_diameter"] == pytest.approx(np.hypot(59, 39), abs=0.01)
+    assert "2 separate regions" in m["note"]

@@ -118,6 +118,12 @@ def main() -> None:
         del ds.SequenceOfUltrasoundRegions
         ds.PixelSpacing = spacing
         save(ds, kind(name, ["pixel spacing"]))
+    for name, delta in (("physical_delta_zero.dcm", 0.0), ("physical_delta_negative.dcm", -0.01)):
+        ds = us_ds(sample_pixels(None))  # a calibrated (cm) region whose scale is 0 or below
+        region = ds.SequenceOfUltrasoundRegions[0]
+        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+        region.PhysicalDeltaX, region.PhysicalDeltaY = delta, 0.01
+        save(ds, kind(name, ["pixel spacing", "physicaldelta", "not positive"]))
     us(kind("blank.dcm", ["blank"]), np.zeros((457, 557), np.uint8))
     us(kind("constant_200.dcm", ["blank"]), np.full((457, 557), 200, np.uint8))
     mammogram_for_processing(kind("mammogram.dcm", ["mammography (mg)", "no model for this modality"]),
@@ -190,6 +196,10 @@ def main() -> None:
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((h, w), np.uint8)),
                     str(kind("mask_whole_image.nrrd", ["covers 100 %"], "analyze-mask")))
     kind("mask_truncated.png", ["not a readable image"], "analyze-mask").write_bytes(good_png[:500])
+    labels = np.ones((h, w), np.uint8)
+    labels[h // 3:h // 2, w // 3:w // 2] = 2  # a label map: background 1, lesion 2
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(kind("mask_label_map_1_2.nrrd", ["label map", "no 0"],
+                                                             "analyze-mask")))
 
     # --- batch manifests ---------------------------------------------------------------------------------------
     kind("manifest_no_columns.csv", ["case_id,image"], "batch").write_text("id,path\n1,x.png\n")
