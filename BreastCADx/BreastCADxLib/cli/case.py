@@ -60,4 +60,6 @@ def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None
     for line in summary_lines(result):
         print(f"  {line}")
     print(f"  outputs: {', '.join(str(p) for p in outputs.paths.values())}")
+    for note in outputs.notes:
+        print(f"  note (DICOM out): {note}")
     return outputs

@@ -24,6 +24,7 @@ CASE_FILES = tuple(NAMES.values())  # what write_case writes into a case folder
 class CaseOutputs:
     paths: dict[str, Path] = field(default_factory=dict)  # case files, then dicom_seg / dicom_sr / dicom_overlay
     datasets: dict = field(default_factory=dict)  # the DICOM objects written (seg, sr, overlay), to send as they are
+    notes: list[str] = field(default_factory=list)  # source values changed to make the DICOM valid
 
 
 RESEARCH_ONLY = "Research use only - not for diagnosis."
@@ -70,7 +71,7 @@ def write_case(result: AnalysisResult, image: Image, out: Path | None, dicom_out
     if dicom_out is not None and result.prediction is not None:
         from BreastCADxLib.results.dicom_export import build_dicom_results, check_writable
 
-        outputs.datasets = build_dicom_results(result, image, overlay)
+        outputs.datasets = build_dicom_results(result, image, overlay, outputs.notes)
         check_writable(dicom_out, tuple(outputs.datasets))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -61,15 +61,68 @@ class ModelInfo:
                                              parameters=[f"model_sha256={self.sha256}"])
 
 
-def source_datasets(image: Image) -> list[pydicom.Dataset]:
+def source_datasets(image: Image, notes: list[str] | None = None) -> list[pydicom.Dataset]:
     """The headers of the DICOM instances behind the image's frames, in frame order (SEG and SR reference
-    them; their pixels are not needed)."""
+    them; their pixels are not needed), with text values made valid for what we copy from them (`notes` gets
+    what was changed)."""
     if not image.source_files:
         raise DicomExportError("DICOM SEG/SR need an image loaded from DICOM (this one has no DICOM source)",
                                image.source)
     from BreastCADxLib.io.dicom import read_datasets
 
-    return read_datasets(image.source_files, pixels=False)
+    sources = read_datasets(image.source_files, pixels=False)
+    changes = valid_text_values(sources)
+    if notes is not None:
+        notes.extend(changes)
+    return sources
+
+
+TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UT")
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    for codec, charset in (("ascii", None), ("utf-8", "UTF-8"), ("latin-1", "ISO 8859-1 (Latin-1)")):
+        try:
+            return raw.decode(codec), charset
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1"), "ISO 8859-1 (Latin-1)"
+
+
+def valid_text_values(sources: list[pydicom.Dataset]) -> list[str]:
+    """Make the top-level text values of the source headers valid DICOM, in place: bytes that the header's
+    character set does not declare are re-read (UTF-8, else Latin-1) and the set becomes UTF-8 (ISO_IR 192);
+    values longer than their VR allows are cut. Returns what was changed, one line each (said to the user)."""
+    from pydicom.valuerep import MAX_VALUE_LEN
+
+    changes: list[str] = []
+    for ds in sources:
+        declared = ds.get("SpecificCharacterSet")
+        unicode_needed = False
+        for elem in list(ds):
+            if elem.VR not in TEXT_VRS or elem.VM != 1 or elem.value is None or elem.tag == 0x00080005:
+                continue
+            raw = elem.value.original_string if hasattr(elem.value, "original_string") else None
+            text = str(elem.value)
+            if isinstance(raw, bytes) and not declared and any(b > 127 for b in raw):
+                text, charset = _decode(raw)
+                changes.append(f"{elem.keyword or elem.tag}: no character set declared; read as {charset}")
+            limit = MAX_VALUE_LEN.get(elem.VR, 0)
+            if elem.VR == "PN":
+                limit = 64 * 3 + 2  # 64 per component group (alphabetic, ideographic, phonetic)
+                parts = text.split("=")
+                cut = "=".join(p[:64] for p in parts[:3])
+            else:
+                cut = text[:limit] if limit else text
+            if cut != text:
+                changes.append(f"{elem.keyword or elem.tag}: {len(text)} characters, more than {elem.VR} allows; "
+                               f"cut to {len(cut)}")
+            if cut != str(elem.value) or (isinstance(raw, bytes) and not declared and any(b > 127 for b in raw)):
+                ds[elem.tag].value = cut
+            unicode_needed |= any(ord(c) > 127 for c in cut)
+        if unicode_needed and not declared:
+            ds.SpecificCharacterSet = "ISO_IR 192"
+    return sorted(set(changes))
 
 
 def _frames_layout(image: Image, sources: list[pydicom.Dataset]) -> str:
@@ -347,18 +400,23 @@ def build_overlay_sc(rgb: np.ndarray, sources: list[pydicom.Dataset]) -> pydicom
     return sc
 
 
-def build_dicom_results(result: AnalysisResult, image: Image, overlay_rgb: np.ndarray | None = None
-                        ) -> dict[str, pydicom.Dataset]:
+def build_dicom_results(result: AnalysisResult, image: Image, overlay_rgb: np.ndarray | None = None,
+                        notes: list[str] | None = None) -> dict[str, pydicom.Dataset]:
     """SEG and SR of the result's mask and numbers (and the overlay as a Secondary Capture when given); the
-    algorithm identification and the SEG algorithm type come from the result's provenance."""
+    algorithm identification and the SEG algorithm type come from the result's provenance. Source values that
+    were invalid DICOM are made valid; `notes` gets what was changed."""
     if result.mask is None:
         raise DicomExportError("the result carries no mask to export", image.source)
     segmenter, classifier = model_infos(result.provenance)
-    sources = source_datasets(image)
+    sources = source_datasets(image, notes)
     seg = build_seg(image, result.mask, segmenter, origin=result.mask_origin, sources=sources)
     objects = {"seg": seg, "sr": build_sr(image, seg, result, classifier, sources=sources)}
     if overlay_rgb is not None:
         objects["overlay"] = build_overlay_sc(overlay_rgb, sources)
+    charset = sources[0].get("SpecificCharacterSet")
+    for ds in objects.values():  # the copied patient / study values keep their (now declared) character set
+        if charset and not ds.get("SpecificCharacterSet"):
+            ds.SpecificCharacterSet = charset
     return objects
 
 

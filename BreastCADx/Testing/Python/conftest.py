@@ -19,7 +19,7 @@ def dciodvfy(path: Path) -> tuple[str, list[str]]:
     """Run dicom3tools' validator: (its whole output, the lines that are errors)."""
     if shutil.which("dciodvfy") is None:
         pytest.fail("dciodvfy (Debian dicom3tools) is required for this test: apt-get install dicom3tools")
-    r = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=60)
     out = r.stdout + r.stderr
     return out, [line for line in out.splitlines() if line.startswith("Error")]
 

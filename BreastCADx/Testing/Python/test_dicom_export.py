@@ -154,3 +154,33 @@ def test_cli_dicom_out_needs_a_dicom_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "case.png" in err and "DICOM input" in err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("case", ["long_name", "latin1_without_charset"])
+def test_invalid_patient_values_in_the_source_come_out_valid_and_said(case, sample_dicom, sample_mask, tmp_path):
+    """A 5,000-character PatientName, or Latin-1 bytes with no SpecificCharacterSet: the SEG, SR and SC pass
+    dciodvfy (both were copied as they were and rejected), and the change is reported."""
+    from BreastCADxLib.results.case_files import write_case
+
+    ds = pydicom.dcmread(sample_dicom)
+    if case == "long_name":
+        ds.PatientName = "Long" * 1250
+    else:
+        ds.pop("SpecificCharacterSet", None)
+        ds.PatientName = "X"
+        ds.save_as(tmp_path / "tmp.dcm")
+        ds = pydicom.dcmread(tmp_path / "tmp.dcm")
+        ds[0x00100010].value = "Müller^José".encode("latin-1")
+    ds.save_as(tmp_path / "in.dcm")
+    image = load_image(tmp_path / "in.dcm")
+    result = analyze(image, load_mask(sample_mask, image), heatmap=False)
+    out = write_case(result, image, tmp_path / "case", tmp_path / "dicom")
+    assert out.notes and ("cut to 64" in out.notes[0] if case == "long_name" else "Latin-1" in out.notes[0])
+    for kind in ("dicom_seg", "dicom_sr", "dicom_overlay"):
+        text, errors = dciodvfy(out.paths[kind])
+        assert errors == [], (kind, errors[:3])
+        written = pydicom.dcmread(out.paths[kind])
+        if case == "latin1_without_charset":
+            assert str(written.PatientName) == "Müller^José" and written.SpecificCharacterSet == "ISO_IR 192"
+        else:
+            assert len(str(written.PatientName)) == 64
