@@ -8,6 +8,8 @@ from pathlib import Path
 class BreastCADxError(Exception):
     """Base class: `str(err)` is a complete, user-facing message."""
 
+    code = "error"  # a stable cause code (results.csv error_code, `evaluate`); each subclass names its own
+
     def __init__(self, cause: str, path: str | Path | None = None) -> None:
         self.cause = cause
         self.path = str(path) if path is not None else None
@@ -17,22 +19,34 @@ class BreastCADxError(Exception):
 class ImageReadError(BreastCADxError):
     """The file is missing, corrupt, truncated or not an image."""
 
+    code = "image_unreadable"
+
 
 class UnsupportedImageError(BreastCADxError):
     """A readable file we do not support (transfer syntax, modality, dimensionality, non-image DICOM)."""
+
+    code = "image_unsupported"
 
 
 class NoPixelDataError(UnsupportedImageError):
     """A DICOM object without pixel data (SR, presentation state, ...)."""
 
+    code = "no_pixel_data"
+
 
 class MaskError(BreastCADxError):
     """A mask that does not fit its image or cannot be used (empty, wrong grid, not binary)."""
+
+    code = "mask_unusable"
 
 
 class ImageTooLargeError(BreastCADxError):
     """Input over the memory budget."""
 
+    code = "image_too_large"
+
 
 class ModelError(BreastCADxError):
     """A model file that is missing, altered (SHA256 mismatch) or unreadable."""
+
+    code = "model_file"

@@ -19,7 +19,7 @@ from BreastCADxLib.analysis.calibration import (
     logit,
 )
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
-from BreastCADxLib.analysis.values import Prediction
+from BreastCADxLib.analysis.values import Flag, Prediction
 from BreastCADxLib.errors import ModelError
 
 DEFAULT_CLASSIFIER = "lesion_cls_fusion"
@@ -194,13 +194,14 @@ class FusionClassifier:
         flags = []
         dist = float(self.ood_distance(rad, deep)[0])
         if dist > self.ood_threshold:
-            flags.append("out_of_distribution: features far from the training data; treat the probability with care")
+            flags.append(Flag("out_of_distribution", "features far from the training data; treat the probability "
+                                                     "with care"))
         if len(members) == 2:
             a, b = (float(v[0]) for v in members.values())
             if abs(a - b) > 0.5:
-                flags.append("members_disagree: the outline's features and the image model of the lesion's box "
-                             "disagree strongly" if self.box_member else
-                             "members_disagree: radiomics and deep models disagree strongly")
+                flags.append(Flag("members_disagree", "the outline's features and the image model of the lesion's "
+                                  "box disagree strongly" if self.box_member else
+                                  "radiomics and deep models disagree strongly"))
         if self.image_member is not None:
             members["whole_image_cnn"] = np.array([whole_probability], float)
         return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),

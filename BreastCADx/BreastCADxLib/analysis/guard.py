@@ -38,6 +38,8 @@ OVERRIDE_HINT = "not analysed; to analyse it anyway: --allow-unvalidated-input"
 class InputRefused(BreastCADxError):
     """An image outside what the models were validated on (or with nothing to analyse)."""
 
+    code = "input_refused"
+
 
 def _plane(image: Image) -> np.ndarray:
     return image.array[image.frames // 2]

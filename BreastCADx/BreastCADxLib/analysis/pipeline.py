@@ -22,6 +22,7 @@ from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, get_segmenter
+from BreastCADxLib.analysis.values import Flag
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
 
@@ -118,10 +119,12 @@ def lesion_descriptors(image: Image, mask: np.ndarray) -> dict[str, float]:
     return {f"{DESCRIPTOR_PREFIX}{n}": v for n, v in values.items()}
 
 
-LOW_CONFIDENCE_FLAG = ("low-confidence segmentation: no region passed the segmenter's presence threshold; "
-                       "the most probable region was used because a lesion was expected - check the mask")
-BOX_FALLBACK_FLAG = ("box outline: the segmenter found no distinct region inside the drawn box; the ellipse "
-                     "inscribed in the box is the outline - correct it in the editor before relying on the result")
+LOW_CONFIDENCE_FLAG = Flag("low_confidence_segmentation", "low-confidence segmentation: no region passed the "
+                           "segmenter's presence threshold; the most probable region was used because a lesion was "
+                           "expected - check the mask")
+BOX_FALLBACK_FLAG = Flag("box_outline_fallback", "box outline: the segmenter found no distinct region inside the "
+                         "drawn box; the ellipse inscribed in the box is the outline - correct it in the editor "
+                         "before relying on the result")
 
 
 @lru_cache(maxsize=4)
@@ -223,7 +226,7 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     t = time.perf_counter()
     pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)
     if "note" in meas:
-        pred.flags.append(f"measurement: {meas['note']}")
+        pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
     if low_confidence:
         pred.flags.insert(0, BOX_FALLBACK_FLAG if box_fallback else LOW_CONFIDENCE_FLAG)
     seconds["classify"] = time.perf_counter() - t

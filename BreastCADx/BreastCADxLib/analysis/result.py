@@ -14,16 +14,20 @@ import numpy as np
 
 from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE
 from BreastCADxLib.analysis.lexicon import LexiconItem
-from BreastCADxLib.analysis.values import InputCheck, Prediction
+from BreastCADxLib.analysis.values import Flag, InputCheck, Prediction
 from BreastCADxLib.errors import BreastCADxError
 
-SCHEMA = "breastcadx-result/2"
-EDITED_FLAG = "edited mask: the automatic outline was corrected by the user before classification"
+SCHEMA = "breastcadx-result/3"  # /3: flags are {code, text}; /2 files (flags as text) are still read
+READABLE_SCHEMAS = ("breastcadx-result/2", SCHEMA)
+EDITED_FLAG = Flag("edited_mask", "edited mask: the automatic outline was corrected by the user before "
+                                  "classification")
 MASK_ORIGINS = ("auto", "edited", "user")
 
 
 class ResultFormatError(BreastCADxError):
     """A stored result is not a result.json of this version."""
+
+    code = "result_format"
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class AnalysisResult:
     extra: dict = field(default_factory=dict)  # front-door fields kept in result.json (e.g. "batch")
 
     @property
-    def flags(self) -> list[str]:
+    def flags(self) -> list[Flag]:
         """Everything the reader must see beside the numbers: an overridden input guard first, an edited mask last."""
         first = [self.input_check.flag] if self.input_check.flag else []
         last = [EDITED_FLAG] if self.mask_origin == "edited" and self.lesion_found else []
@@ -108,7 +112,7 @@ class AnalysisResult:
             "schema": SCHEMA, "source": self.source, "lesion_found": self.lesion_found,
             "malignancy_probability": self.probability, "predicted_label": self.predicted_label,
             "birads_suggestion": self.birads_suggestion, "birads_note": p.suggestion_note if p else None,
-            "flags": self.flags, "top_features": list(p.top_features) if p else [],
+            "flags": [f.to_json() for f in self.flags], "top_features": list(p.top_features) if p else [],
             "member_probabilities": dict(p.member_probabilities) if p else {},
             "ood_distance": p.ood_distance if p else None, "raw_probability": p.raw_probability if p else None,
             "measurements": self.measurements, "lexicon": [i.to_json() for i in self.lexicon],
@@ -121,15 +125,18 @@ class AnalysisResult:
     @classmethod
     def from_json(cls, d: dict, mask: np.ndarray | None = None, heatmap: np.ndarray | None = None
                   ) -> AnalysisResult:
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        if not isinstance(d, dict) or d.get("schema") not in READABLE_SCHEMAS:
             found = d.get("schema") if isinstance(d, dict) else type(d).__name__
             raise ResultFormatError(f"not a {SCHEMA} result (found: {found})")
         pred = None
         if d["malignancy_probability"] is not None:
+            try:
+                flags = [Flag.from_json(f) for f in d["flags"]]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ResultFormatError(f"flags cannot be read ({e})") from None
             pred = Prediction(probability=d["malignancy_probability"], raw_probability=d["raw_probability"],
                               birads=d["birads_suggestion"], member_probabilities=d["member_probabilities"],
-                              flags=[f for f in d["flags"] if f not in (InputCheck.from_json(d["input_check"]).flag,
-                                                                        EDITED_FLAG)],
+                              flags=[f for f in flags if f.code not in ("input_unvalidated", "edited_mask")],
                               top_features=list(d["top_features"]),
                               ood_distance=d["ood_distance"], suggestion_note=d["birads_note"] or SUGGESTION_NOTE)
         known = set(cls(source="", lesion_found=False, provenance=_PLACEHOLDER).to_json())

@@ -42,6 +42,8 @@ class Cancelled(Exception):
 class RoiError(BreastCADxError):
     """A ROI box outside the image or of no area."""
 
+    code = "roi_invalid"
+
 
 @dataclass
 class Segmentation:

@@ -27,6 +27,54 @@ def to_uint8_range(plane: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / (hi - lo) * 255.0, 0.0, 255.0)
 
 
+# every flag a result can carry: a stable code (results.csv, SR, the panel's corner, `evaluate`) and what it means
+FLAG_CODES = {
+    "input_unvalidated": "the input is outside what the models were validated on; analysed on the user's request",
+    "low_confidence_segmentation": "no region passed the segmenter's presence threshold; the best candidate is used",
+    "box_outline_fallback": "no distinct region inside the drawn box; the box's inscribed ellipse is the outline",
+    "out_of_distribution": "the lesion's features are far from the training data",
+    "members_disagree": "the classifier's members disagree strongly",
+    "measurement": "sizes could not be measured as usual (pixels, or several regions)",
+    "edited_mask": "the automatic outline was corrected by the user before classification",
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A caution the reader must see beside the numbers: a code from FLAG_CODES and its sentence."""
+
+    code: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.code not in FLAG_CODES:
+            raise ValueError(f"unknown flag code {self.code!r} (known: {', '.join(FLAG_CODES)})")
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "text": self.text}
+
+    @classmethod
+    def from_json(cls, d: dict | str) -> Flag:
+        if isinstance(d, dict):
+            return cls(d["code"], d["text"])
+        return cls.from_legacy(d)
+
+    @classmethod
+    def from_legacy(cls, text: str) -> Flag:
+        """A flag of a breastcadx-result/2 file (free text): its code recovered once, when the file is read."""
+        legacy = {"input outside": "input_unvalidated", "low-confidence segmentation": "low_confidence_segmentation",
+                  "box outline": "box_outline_fallback", "out_of_distribution": "out_of_distribution",
+                  "members_disagree": "members_disagree", "measurement": "measurement",
+                  "edited mask": "edited_mask"}
+        code = next((c for prefix, c in legacy.items() if text.startswith(prefix)), None)
+        if code is None:
+            raise ValueError(f"unrecognised flag in an older result file: {text[:60]!r}")
+        return cls(code, text)
+
+
 @dataclass
 class InputCheck:
     """What the input guard found; travels with the result."""
@@ -44,11 +92,11 @@ class InputCheck:
         return cls(**d)
 
     @property
-    def flag(self) -> str | None:
+    def flag(self) -> Flag | None:
         if not self.overridden:
             return None
-        return ("input outside what the models were validated on (" + "; ".join(self.reasons)
-                + "): analysed on the user's request, do not rely on this result")
+        return Flag("input_unvalidated", "input outside what the models were validated on ("
+                    + "; ".join(self.reasons) + "): analysed on the user's request, do not rely on this result")
 
 
 @dataclass
@@ -57,7 +105,7 @@ class Prediction:
     raw_probability: float
     birads: str
     member_probabilities: dict[str, float]
-    flags: list[str]
+    flags: list[Flag]
     top_features: list[dict]  # radiomics features that moved the fused probability most (signed)
     ood_distance: float
     suggestion_note: str = SUGGESTION_NOTE

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from BreastCADxLib.analysis.result import AnalysisResult
-from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.errors import BreastCADxError, ImageReadError
 from BreastCADxLib.io import load_image, load_mask
 
-COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability", "predicted_label",
+COLUMNS = ["case_id", "status", "error", "error_code", "lesion_found", "malignancy_probability", "predicted_label",
            "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags"]
 
 
@@ -29,6 +29,8 @@ MARKER = ".breastcadx-batch"  # written in --out by the first run: the folder is
 
 class OutputFolderError(BreastCADxError):
     """--out holds files this batch did not make."""
+
+    code = "output_not_empty"
 
 
 def foreign_entries(out: Path) -> list[str]:
@@ -108,7 +110,7 @@ def _row(case_id: str, result: AnalysisResult) -> dict:
             "lesion_found": "true" if result.lesion_found else "false",
             "malignancy_probability": "" if p is None else f"{p:.6f}",
             "predicted_label": result.predicted_label, "birads_suggestion": result.birads_suggestion or "",
-            "flags": "; ".join(result.flags),
+            "flags": ";".join(f.code for f in result.flags),  # codes (analysis.values.FLAG_CODES); texts in result.json
             "mask_path": f"{case_id}/{files['mask']}" if "mask" in files else "",
             "heatmap_path": f"{case_id}/{files['heatmap']}" if "heatmap" in files else "",
             "seconds": f"{result.extra.get('batch', {}).get('seconds', 0.0):.3f}"}
@@ -203,13 +205,12 @@ class ResultsTable:
         self._next = time.perf_counter() + 10 * (time.perf_counter() - now)
 
 
-def error_record(case_id: str, message: str, seconds: float) -> dict:
-    return {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error", "error": message,
-            "seconds": f"{seconds:.3f}"}
-
-
-def _message(e: Exception) -> str:
-    return str(e) if isinstance(e, BreastCADxError) else f"internal error: {e.__class__.__name__}: {e}"
+def error_record(case_id: str, e: Exception, seconds: float) -> dict:
+    """A failed case's row: the message (naming the file and the cause) and its stable code."""
+    ours = isinstance(e, BreastCADxError)
+    return {**dict.fromkeys(COLUMNS, ""), "case_id": case_id, "status": "error",
+            "error": str(e) if ours else f"internal error: {e.__class__.__name__}: {e}",
+            "error_code": e.code if ours else "internal_error", "seconds": f"{seconds:.3f}"}
 
 
 @dataclass
@@ -234,13 +235,13 @@ def plan(rows: list[dict], base: Path, out: Path, options: BatchOptions, models:
             inputs = [base / row["image"]] + ([base / row["mask"]] if (row.get("mask") or "").strip() else [])
             missing = [p for p in inputs if not p.exists()]
             if missing:
-                raise BreastCADxError("file or folder not found", missing[0])
+                raise ImageReadError("file or folder not found", missing[0])
             settings = {"inputs_sha256": fingerprint(*inputs), "model_set": options.model_set,
                         "models_sha256": models, "expect_lesion": options.expect_lesion and len(inputs) == 1,
                         "allow_unvalidated": options.allow_unvalidated, "heatmap": options.heatmap}
             done = _finished(out / case_id / NAMES["result"], settings)
         except Exception as e:
-            final.append(error_record(case_id, _message(e), time.perf_counter() - t0))
+            final.append(error_record(case_id, e, time.perf_counter() - t0))
             continue
         if done is not None:
             final.append(_row(case_id, done))
@@ -285,7 +286,7 @@ def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
         (folder / ATTEMPTS).unlink(missing_ok=True)  # the case is whole; a later rerun starts counting again
         return _row(case.case_id, result)
     except Exception as e:  # one bad case is recorded and the batch goes on
-        return error_record(case.case_id, _message(e), time.perf_counter() - t0)
+        return error_record(case.case_id, e, time.perf_counter() - t0)
 
 
 class Progress:

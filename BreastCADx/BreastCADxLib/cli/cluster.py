@@ -57,13 +57,19 @@ def _plugin(options: BatchOptions, workers_on_host: int):
     return ModelsPlugin()
 
 
-def _lost_message(e: BaseException) -> str:
+class WorkerLost(BreastCADxError):
+    """The Dask worker running a case was lost every time the case was tried."""
+
+    code = "worker_lost"
+
+
+def _lost(e: BaseException) -> Exception:
     from distributed import KilledWorker
 
     if isinstance(e, KilledWorker):
-        return ("internal error: the worker running this case was lost each time it was tried (killed or out of "
-                "memory); the case was not finished")
-    return f"internal error: {e.__class__.__name__}: {e}"
+        return WorkerLost("internal error: the worker running this case was lost each time it was tried (killed or "
+                          "out of memory); the case was not finished")
+    return e
 
 
 def run_on_dask(todo: list[Pending], out: Path, options: BatchOptions, finished: Callable[[dict], None],
@@ -94,7 +100,7 @@ def run_on_dask(todo: list[Pending], out: Path, options: BatchOptions, finished:
             try:
                 record = future.result()
             except Exception as e:  # the task itself never raises: a lost worker or a broken cluster
-                record = error_record(case.case_id, _lost_message(e), 0.0)
+                record = error_record(case.case_id, _lost(e), 0.0)
             finished(record)
             future.release()
     finally:

@@ -75,7 +75,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     checked = check_input(image, args.model_set, args.allow_unvalidated_input, args.device)
     if checked.flag:
-        print(f"warning: {checked.flag}", file=sys.stderr)
+        print(f"warning: {checked.flag.text}", file=sys.stderr)
     segmenter = get_segmenter(args.model, args.device, args.model_set)
     result = segmenter.segment(image, roi=roi, progress=_progress_printer(sys.stderr.isatty() and image.frames > 1),
                                expect_lesion=args.expect_lesion)

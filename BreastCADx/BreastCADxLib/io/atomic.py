@@ -19,6 +19,8 @@ from BreastCADxLib.errors import BreastCADxError
 class OutputError(BreastCADxError):
     """An output folder or file that cannot be written (read-only, permission, a file where a folder goes)."""
 
+    code = "output_unwritable"
+
 
 def os_cause(e: OSError) -> str:
     if e.errno in (errno.EACCES, errno.EPERM):

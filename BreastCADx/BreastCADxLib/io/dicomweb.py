@@ -49,6 +49,8 @@ def instance_file_name(ds: pydicom.Dataset, index: int) -> str:
 class PacsError(BreastCADxError):
     """The PACS could not be reached, refused the request, or answered with something unusable."""
 
+    code = "pacs"
+
 
 @dataclass
 class PacsConfig:

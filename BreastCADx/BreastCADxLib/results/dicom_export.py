@@ -44,6 +44,8 @@ _IMAGING = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 class DicomExportError(BreastCADxError):
     """The results cannot be written as DICOM (no DICOM source, empty mask, unusable source)."""
 
+    code = "dicom_export"
+
 
 @dataclass
 class ModelInfo:
@@ -312,7 +314,7 @@ def build_sr(image: Image, seg: hd.seg.Segmentation, result: AnalysisResult, cla
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     for flag in result.flags:  # every caution the reader must see, as the result carries it
         group[0].ContentSequence.append(hd.sr.TextContentItem(
-            name=codes.DCM.Comment, value=f"Flag: {flag}"[:1024],
+            name=codes.DCM.Comment, value=f"Flag {flag.code}: {flag.text}"[:1024],
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     observer = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,

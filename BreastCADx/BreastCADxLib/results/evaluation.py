@@ -69,12 +69,6 @@ def read_labels(path: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-def cause(error: str) -> str:
-    """An error row's cause without the file name the product puts first."""
-    text = error.split(": ", 1)[-1] if ": " in error else error
-    return text.split(" (")[0].split(" - ")[0].split("; ")[0][:90]
-
-
 def evaluate(results: Path, labels: Path, n_boot: int = N_BOOT) -> dict:
     """AUC with every case and over the classified ones, ECE, sensitivity / specificity at the suggestion "4A or
     above" and at 50 %, why cases were not classified, and the flags given."""
@@ -102,10 +96,10 @@ def evaluate(results: Path, labels: Path, n_boot: int = N_BOOT) -> dict:
     for name, positive in (("suggestion_4a_or_above", biopsy), ("probability_0_5", (p >= 0.5) & done)):
         report[name] = {"sensitivity": float(positive[y == 1].mean()),
                         "specificity": float(1 - positive[y == 0].mean())}
-    report["not_classified"] = dict(Counter(cause(r["error"]) if r["status"] != "ok" else "no lesion found"
-                                            for r, d in zip(rows, done) if not d))
-    report["flags"] = dict(Counter(f.split(":")[0].strip() for r in rows for f in (r["flags"] or "").split("; ")
-                                   if ":" in f))
+    report["not_classified"] = dict(Counter((r.get("error_code") or "error") if r["status"] != "ok" else
+                                            "no_lesion_found" for r, d in zip(rows, done) if not d))
+    report["flags"] = dict(Counter(code.strip() for r in rows for code in (r["flags"] or "").split(";")
+                                   if code.strip()))
     return report
 
 

@@ -382,7 +382,7 @@ class WorkflowLogic:
         stale = self.results_out_of_date() if out_of_date is None else out_of_date
         stale = "  (OUT OF DATE: mask edited)" if stale else ""
         flags = json.loads(p["resultJSON"]).get("flags", []) if p["resultJSON"] else []
-        flagged = f" FLAG: {flags[0].split(':')[0]}" + (f" (+{len(flags) - 1} more)" if len(flags) > 1 else "") + \
+        flagged = f" FLAG: {flags[0]['code']}" + (f" (+{len(flags) - 1} more)" if len(flags) > 1 else "") + \
             "." if flags else ""
         return (f"Malignancy probability {100 * p['probability']:.1f} %; BI-RADS {p['biradsSuggestion']} "
                 f"(algorithm suggestion){stale}.{flagged} Research use only.")
@@ -399,7 +399,7 @@ class WorkflowLogic:
         reasons = [f"{i['feature']}: {i['category']} ({i['evidence']}; {i['confidence']} confidence)"
                    for i in d.get("lexicon", [])]
         return ResultView(float(p["probability"]), str(d.get("predicted_label", "")), p["biradsSuggestion"],
-                          str(d.get("birads_note", "")), reasons, list(d.get("flags", [])), rows,
+                          str(d.get("birads_note", "")), reasons, [f["text"] for f in d.get("flags", [])], rows,
                           self.results_out_of_date())
 
     def current_result(self) -> tuple[AnalysisResult, Image]:

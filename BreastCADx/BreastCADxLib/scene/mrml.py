@@ -224,7 +224,7 @@ def result_to_table_node(result: AnalysisResult, scene, name: str = "BreastCADx 
             ("BI-RADS-style suggestion", result.birads_suggestion),
             ("Suggestion note", pred.suggestion_note if pred else None),
             ("Mask origin", result.mask_origin),
-            ("Flags", "; ".join(result.flags) or "none")]
+            ("Flags", "; ".join(f.text for f in result.flags) or "none")]
     rows += [(f"Member: {MEMBER_LABELS.get(k, k)}", f"{v:.3f}")
              for k, v in (pred.member_probabilities.items() if pred else ())]
     rows += [(f"Lexicon: {i.feature}", f"{i.category} ({i.evidence}; confidence {i.confidence})")

@@ -21,6 +21,8 @@ MAX_LISTED = 5000
 class AccessError(BreastCADxError):
     """A request outside what the server was allowed to read or write, or an unsafe bind."""
 
+    code = "access"
+
 
 def access_token(host: str, environ: dict[str, str] | None = None) -> str:
     """The token a browser must present (`?secret=...` in the printed address), always: on loopback a new random

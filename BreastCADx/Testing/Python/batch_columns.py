@@ -1,4 +1,4 @@
 """The batch results.csv header, spelled out independently of the implementation (an outside contract)."""
 
-EXPECTED_COLUMNS = ["case_id", "status", "error", "lesion_found", "malignancy_probability", "predicted_label",
-                    "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags"]
+EXPECTED_COLUMNS = ["case_id", "status", "error", "error_code", "lesion_found", "malignancy_probability",
+                    "predicted_label", "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags"]

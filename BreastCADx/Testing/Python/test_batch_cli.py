@@ -95,7 +95,8 @@ def test_analyze_expect_lesion_classifies_a_flagged_candidate(tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "expect" / "result.json").read_text())
     assert result["lesion_found"] and result["provenance"]["mask_origin"] == "auto"
-    assert result["flags"][0].startswith("low-confidence segmentation")
+    assert result["flags"][0]["code"] == "low_confidence_segmentation"
+    assert result["flags"][0]["text"].startswith("low-confidence segmentation")
     assert "FLAG low-confidence segmentation" in r.stdout
     assert result["malignancy_probability"] < 0.5  # a benign lesion
 
@@ -114,7 +115,7 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     assert row["status"] == "ok" and row["lesion_found"] == "true" and float(row["malignancy_probability"]) < 0.5
     assert row["predicted_label"] == {"3": "benign"}.get(row["birads_suggestion"], "suspicious")
     result = json.loads((out / "b351" / "result.json").read_text())
-    assert result["flags"][0].startswith("low-confidence segmentation") and result["batch"]["expect_lesion"]
+    assert result["flags"][0]["code"] == "low_confidence_segmentation" and result["batch"]["expect_lesion"]
     assert (out / "b351" / "heatmap.nrrd").exists()
     r = _cli("batch", manifest, "--out", out)  # other settings: recomputed, not resumed
     assert r.returncode == 0, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -16,8 +17,8 @@ from BreastCADxLib.results.evaluation import evaluate, read_labels
 from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
-HEADER = "case_id,status,error,lesion_found,malignancy_probability,predicted_label,birads_suggestion,mask_path," \
-         "heatmap_path,seconds,flags\n"
+HEADER = "case_id,status,error,error_code,lesion_found,malignancy_probability,predicted_label,birads_suggestion," \
+         "mask_path,heatmap_path,seconds,flags\n"
 
 
 def _write(path, text):
@@ -27,13 +28,13 @@ def _write(path, text):
 
 def test_every_case_counts_and_the_numbers_are_the_definitions(tmp_path):
     results = _write(tmp_path / "results.csv", HEADER + "\n".join([
-        "a,ok,,true,0.900000,x,4C,a/mask.nrrd,,0.1,members_disagree: the two members disagree",
-        "b,ok,,true,0.010000,x,3,b/mask.nrrd,,0.1,",
-        "c,ok,,true,0.300000,x,4B,c/mask.nrrd,,0.1,",
-        "d,error,/x/d.png: lesion mask has 3 pixels; at least 20 are needed,,,,,,,0.1,",
-        "e,ok,,false,,,,e/mask.nrrd,,0.1,",
-        "f,ok,,true,0.600000,x,4C,f/mask.nrrd,,0.1,",
-        "z,ok,,true,0.500000,x,4B,z/mask.nrrd,,0.1,"]) + "\n")
+        "a,ok,,,true,0.900000,x,4C,a/mask.nrrd,,0.1,members_disagree;out_of_distribution",
+        "b,ok,,,true,0.010000,x,3,b/mask.nrrd,,0.1,",
+        "c,ok,,,true,0.300000,x,4B,c/mask.nrrd,,0.1,input_unvalidated",
+        "d,error,/x/d.png: lesion mask has 3 pixels; at least 20 are needed,mask_unusable,,,,,,,0.1,",
+        "e,ok,,,false,,,,e/mask.nrrd,,0.1,",
+        "f,ok,,,true,0.600000,x,4C,f/mask.nrrd,,0.1,",
+        "z,ok,,,true,0.500000,x,4B,z/mask.nrrd,,0.1,"]) + "\n")
     labels = _write(tmp_path / "labels.csv", "case_id,label,group\na,malignant,p1\nb,benign,p1\nc,benign,p2\n"
                                              "d,malignant,p3\ne,benign,p4\nf,1,p5\nq,0,p6\n")
     r = evaluate(results, labels, n_boot=200)
@@ -47,8 +48,8 @@ def test_every_case_counts_and_the_numbers_are_the_definitions(tmp_path):
     # 4A or above (> 2 %): a, c, f of the classified; d and e are not classified (negative)
     assert r["suggestion_4a_or_above"] == {"sensitivity": pytest.approx(2 / 3), "specificity": pytest.approx(2 / 3)}
     assert r["probability_0_5"] == {"sensitivity": pytest.approx(2 / 3), "specificity": 1.0}
-    assert r["not_classified"] == {"lesion mask has 3 pixels": 1, "no lesion found": 1}
-    assert r["flags"] == {"members_disagree": 1}
+    assert r["not_classified"] == {"mask_unusable": 1, "no_lesion_found": 1}
+    assert r["flags"] == {"members_disagree": 1, "out_of_distribution": 1, "input_unvalidated": 1}
     assert r["results_without_label"] == 1 and r["labels_without_result"] == 1  # z, q
 
 
@@ -94,10 +95,11 @@ def test_batch_then_evaluate_from_the_command_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "AUC, every case" in r.stdout and report_md.read_text().startswith("# BreastCADx at this site")
     report = json.loads(report_md.with_suffix(".json").read_text())
-    rows = [line.split(",") for line in (tmp_path / "out" / "results.csv").read_text().splitlines()[1:]]
-    y = [int(cases[row[0]][1] == "malignant") for row in rows]
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    y = [int(cases[row["case_id"]][1] == "malignant") for row in rows]
     assert report["classified"] == 5 and report["auc_all"]["auc"] == pytest.approx(
-        roc_auc_score(y, [float(row[4]) for row in rows]))
+        roc_auc_score(y, [float(row["malignancy_probability"]) for row in rows]))
     before = report_md.read_text()
     r = _cli("evaluate", tmp_path / "out" / "results.csv", "--labels", labels, "--out", report_md)
     assert r.returncode == 2 and "output exists" in r.stderr and report_md.read_text() == before

@@ -123,16 +123,16 @@ def test_override_analyses_and_the_flag_travels_everywhere(foreign, tmp_path, sa
     assert main(["analyze", str(path), "--out", str(out), "--allow-unvalidated-input", "--expect-lesion",
                  "--dicom-out", str(out / "dicom")]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["input_check"]["overridden"] and result["flags"][0].startswith("input outside what the models")
+    assert result["input_check"]["overridden"] and result["flags"][0]["code"] == "input_unvalidated"
     assert result["lesion_found"]  # the ellipse, classified
     texts = read_sr_summary(out / "dicom" / "sr.dcm")["text"]
-    assert any(t.startswith("Flag: input outside") for t in texts)
+    assert any(t.startswith("Flag input_unvalidated: input outside") for t in texts)
     (tmp_path / "m.csv").write_text(f"case_id,image\nnoise,{path.name}\n")
     assert main(["batch", str(tmp_path / "m.csv"), "--out", str(tmp_path / "b")]) == 1  # refused: a failed case
     assert main(["batch", str(tmp_path / "m.csv"), "--out", str(tmp_path / "b2"), "--allow-unvalidated-input"]) == 0
     with open(tmp_path / "b2" / "results.csv", newline="") as f:
         row = next(csv.DictReader(f))
-    assert row["flags"].startswith("input outside what the models were validated on")
+    assert row["flags"].split(";")[0] == "input_unvalidated"
     with open(tmp_path / "b" / "results.csv", newline="") as f:
         refused = next(csv.DictReader(f))
     assert refused["status"] == "error" and "does not look like the breast ultrasound" in refused["error"]

@@ -101,7 +101,7 @@ def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp
                  "--expect-lesion"]) == 0
     again = json.loads((tmp_path / "again" / "result.json").read_text())
     assert again["malignancy_probability"] == result["malignancy_probability"]  # confident: the flag changes nothing
-    assert not any(f.startswith("low-confidence") for f in again["flags"])
+    assert not any(f["code"] == "low_confidence_segmentation" for f in again["flags"])
     assert main(["pacs", "analyze", *common, "--study", src.StudyInstanceUID, "--out", str(out)]) == 2
     assert "earlier result" in capsys.readouterr().err
     assert json.loads((out / "result.json").read_text()) == result  # the first run's outputs are untouched

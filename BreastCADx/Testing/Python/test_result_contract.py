@@ -73,5 +73,25 @@ def test_the_schema_rejects_inconsistent_results(written, change, where):
 
 
 def test_an_older_result_is_refused_by_name():
-    with pytest.raises(ResultFormatError, match="breastcadx-result/2"):
+    with pytest.raises(ResultFormatError, match="breastcadx-result/3"):
         AnalysisResult.from_json({"malignancy_probability": 0.3, "models": {}})
+
+
+def test_flags_are_codes_with_their_text_and_a_version_2_file_is_read_with_codes(written):
+    """Flags travel as {code, text} (nothing downstream parses the sentence); a /2 file's free-text flags get
+    their codes once, when read; a flag text that contains '; ' stays one flag."""
+    from BreastCADxLib.analysis.values import FLAG_CODES, Flag, InputCheck
+
+    check = InputCheck(ultrasound_score=0.01, threshold=0.05, reasons=["not ultrasound; maybe a photo"],
+                       overridden=True)
+    assert check.flag.code == "input_unvalidated" and "; maybe a photo" in check.flag.text
+    d = json.loads((written[2] / "result.json").read_text())
+    assert d["flags"] and {"code": "edited_mask", "text": d["flags"][-1]["text"]} == d["flags"][-1]
+    for f in d["flags"]:
+        assert set(f) == {"code", "text"} and f["code"] in FLAG_CODES
+    old = {**d, "schema": "breastcadx-result/2", "flags": [
+        "low-confidence segmentation: no region passed ...", "members_disagree: radiomics and deep disagree"]}
+    back = AnalysisResult.from_json(old)
+    assert [f.code for f in back.flags] == ["low_confidence_segmentation", "members_disagree", "edited_mask"]
+    with pytest.raises(ValueError, match="unknown flag code"):
+        Flag("made_up", "text")
