@@ -36,6 +36,12 @@ SKOPS_TRUSTED_TYPES = frozenset({
 })
 
 
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -47,6 +53,9 @@ class _Estimator:
         if self.kind == "logistic":
             self.coef = np.asarray(spec["coef"], float)
             self.intercept = float(spec["intercept"])
+        elif self.kind in ("xgboost", "lightgbm") and not _has(self.kind):
+            raise ModelError(f"this bundle has a {self.kind} member, which needs the optional package "
+                             f"(pip install 'breastcadx[boosters]'); no shipped bundle does", folder)
         elif self.kind == "xgboost":
             import xgboost
 
