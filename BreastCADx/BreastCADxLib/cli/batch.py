@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.errors import BreastCADxError, ImageReadError
 from BreastCADxLib.io import load_image, load_mask
@@ -163,7 +164,7 @@ class BatchOptions:
 
     device: str = "auto"
     expect_lesion: bool = False
-    model_set: str = "two-site"
+    model_set: str = DEFAULT_MODEL_SET
     allow_unvalidated: bool = False
     heatmap: bool = False
 
@@ -348,7 +349,7 @@ def run_batch(manifest: Path, out: Path, options: BatchOptions | None = None, sh
     if todo and (workers or scheduler):
         from BreastCADxLib.cli.cluster import run_on_dask
 
-        run_on_dask(todo, out, options, finished, workers=workers, scheduler=scheduler)
+        run_on_dask(todo, out, options, finished, compute, error_record, workers=workers, scheduler=scheduler)
     else:
         for case in todo:
             finished(compute(case, out, options))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io.atomic import check_writable_folder
 from BreastCADxLib.results.case_files import CASE_FILES, CaseOutputs, summary_lines
@@ -31,7 +32,7 @@ def check_dicom_folder(dicom_out: Path) -> None:
 
 def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None = None, roi: str | None = None,
                  device: str = "auto", dicom_out: Path | None = None, expect_lesion: bool = False,
-                 model_set: str = "two-site", overwrite: bool = False, allow_unvalidated: bool = False,
+                 model_set: str = DEFAULT_MODEL_SET, overwrite: bool = False, allow_unvalidated: bool = False,
                  heatmap: bool = False) -> CaseOutputs:
     """Analyse one image into `out` (and DICOM into `dicom_out`); prints the summary; returns what was written."""
     from BreastCADxLib.analysis.pipeline import analyze

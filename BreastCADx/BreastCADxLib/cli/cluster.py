@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from BreastCADxLib.cli.batch import BatchOptions, Pending, compute, error_record
 from BreastCADxLib.errors import BreastCADxError
 
 
@@ -27,7 +26,7 @@ def worker_threads(workers_on_host: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers_on_host))
 
 
-def load_models(options: BatchOptions, threads: int) -> None:
+def load_models(options, threads: int) -> None:
     """Set the thread count and load every model of the set (cached for the life of the process)."""
     import torch
 
@@ -43,7 +42,7 @@ def load_models(options: BatchOptions, threads: int) -> None:
     get_segmenter(device=options.device, model_set=options.model_set)
 
 
-def _plugin(options: BatchOptions, workers_on_host: int):
+def _plugin(options, workers_on_host: int):
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class ModelsPlugin(WorkerPlugin):
@@ -72,9 +71,10 @@ def _lost(e: BaseException) -> Exception:
     return e
 
 
-def run_on_dask(todo: list[Pending], out: Path, options: BatchOptions, finished: Callable[[dict], None],
-                workers: int = 0, scheduler: str | None = None) -> None:
-    """Run `compute` for every pending case on Dask; `finished(record)` once per case, as they complete."""
+def run_on_dask(todo: list, out: Path, options, finished: Callable[[dict], None], compute: Callable,
+                error_record: Callable, workers: int = 0, scheduler: str | None = None) -> None:
+    """Run `compute(case, out, options)` (batch.compute) for every pending case on Dask; `finished(record)` once
+    per case, as they complete; a case whose worker was lost gets `error_record`'s row."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:

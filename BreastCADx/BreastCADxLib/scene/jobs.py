@@ -1,7 +1,7 @@
 """Background jobs: one job folder, a TaskRunner that runs the worker on it, and the tasks it returns.
 
 `ProcessRunner` runs the worker in a background process (progress events, cancel kills the whole process tree);
-`InProcessRunner` runs the same worker code in this process (tests, scripts). Qt-free: the Slicer panel calls
+`worker.InProcessRunner` runs the same worker code in this process (tests, scripts). Qt-free: the Slicer panel calls
 `poll()` from a QTimer so the UI stays responsive; tests and scripts call `wait()`. After a cancel the caller
 discards the job folder, so nothing half-made reaches the scene.
 """
@@ -181,42 +181,3 @@ class ProcessRunner:
 
     def start(self, task: str, job: JobFolder, args: list[str], on_progress: Progress | None = None) -> Task:
         return BackgroundTask([task, "--job", str(job.root), *args], on_progress, self.python).start()
-
-
-class InProcessTask:
-    """A worker run already finished in this process; the same statuses, messages and errors as a process."""
-
-    def __init__(self, argv: list[str], on_progress: Progress | None) -> None:
-        from BreastCADxLib.scene import worker
-
-        self.messages: list[tuple[float, str]] = []
-        self.error = ""
-
-        def emit(**event) -> None:
-            if "progress" in event:
-                self.messages.append((event["progress"], event.get("message", "")))
-                if on_progress is not None:
-                    on_progress(float(event["progress"]), str(event.get("message", "")))
-            elif "error" in event:
-                self.error = str(event["error"])
-
-        self.status = DONE if worker.execute(argv, emit) == 0 else FAILED
-
-    def poll(self) -> str:
-        return self.status
-
-    def cancel(self) -> None:
-        self.status = CANCELLED
-
-    def wait(self, timeout: float | None = None, interval: float = 0.1,
-             should_cancel: Callable[[], bool] | None = None) -> str:
-        if should_cancel is not None and should_cancel():
-            self.cancel()
-        return self.status
-
-
-class InProcessRunner:
-    """The worker's code in this process, synchronously: for tests and scripts (no process start-up)."""
-
-    def start(self, task: str, job: JobFolder, args: list[str], on_progress: Progress | None = None) -> Task:
-        return InProcessTask([task, "--job", str(job.root), *args], on_progress)

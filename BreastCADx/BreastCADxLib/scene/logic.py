@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib import SAMPLE_IMAGE
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.analysis.values import Box
 from BreastCADxLib.errors import BreastCADxError
@@ -144,7 +145,7 @@ def roi_node_to_box(roi_node, volume_node) -> Box:
 
 class WorkflowLogic:
     def __init__(self, scene, runner: TaskRunner | None = None, python: str | None = None,
-                 model_set: str = "two-site") -> None:
+                 model_set: str = DEFAULT_MODEL_SET) -> None:
         """`runner`: how worker tasks run (default: a background process with `python`, else PythonSlicer);
         `model_set`: the models the worker uses (analysis.registry.MODEL_SETS)."""
         self.scene = scene

@@ -16,8 +16,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.errors import BreastCADxError
-from BreastCADxLib.scene.jobs import JobFolder
+from BreastCADxLib.scene.jobs import CANCELLED, DONE, FAILED, JobFolder, Progress, Task
 
 EXIT_ERROR = 2
 Emit = Callable[..., None]
@@ -67,7 +68,7 @@ def execute(argv: list[str], emit: Emit) -> int:
     ap.add_argument("--job", required=True, type=Path)
     ap.add_argument("--roi")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--model-set", default="two-site")
+    ap.add_argument("--model-set", default=DEFAULT_MODEL_SET)
     ap.add_argument("--expect-lesion", action="store_true")
     ap.add_argument("--mask-origin", choices=["user", "auto", "edited"], default="user")
     args = ap.parse_args(argv)
@@ -94,6 +95,43 @@ def execute(argv: list[str], emit: Emit) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return execute(sys.argv[1:] if argv is None else argv, print_event)
+
+
+class InProcessTask:
+    """A worker run already finished in this process; the same statuses, messages and errors as a process."""
+
+    def __init__(self, argv: list[str], on_progress: Progress | None) -> None:
+        self.messages: list[tuple[float, str]] = []
+        self.error = ""
+
+        def emit(**event) -> None:
+            if "progress" in event:
+                self.messages.append((event["progress"], event.get("message", "")))
+                if on_progress is not None:
+                    on_progress(float(event["progress"]), str(event.get("message", "")))
+            elif "error" in event:
+                self.error = str(event["error"])
+
+        self.status = DONE if execute(argv, emit) == 0 else FAILED
+
+    def poll(self) -> str:
+        return self.status
+
+    def cancel(self) -> None:
+        self.status = CANCELLED
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1,
+             should_cancel: Callable[[], bool] | None = None) -> str:
+        if should_cancel is not None and should_cancel():
+            self.cancel()
+        return self.status
+
+
+class InProcessRunner:
+    """The worker's code in this process, synchronously: for tests and scripts (no process start-up)."""
+
+    def start(self, task: str, job: JobFolder, args: list[str], on_progress: Progress | None = None) -> Task:
+        return InProcessTask([task, "--job", str(job.root), *args], on_progress)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.web.access import DataRoots, OutputFolder, access_token, refusal, served_address
 from BreastCADxLib.web.session import ReviewSession, guard
@@ -31,7 +32,7 @@ class ServeOptions:
     out: Path = Path("breastcadx-serve")
     device: str = "auto"
     pacs: object | None = None  # io.dicomweb.Pacs
-    model_set: str = "two-site"
+    model_set: str = DEFAULT_MODEL_SET
     open_browser: bool = False
 
 

@@ -4,7 +4,8 @@ import numpy as np
 
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image
-from BreastCADxLib.scene.jobs import DONE, FAILED, InProcessRunner, JobFolder
+from BreastCADxLib.scene.jobs import DONE, FAILED, JobFolder
+from BreastCADxLib.scene.worker import InProcessRunner
 
 
 def test_job_folder_inputs_keep_spacing_and_modality_without_a_side_file(tmp_path):

@@ -1,7 +1,7 @@
 """web.session: the page's actions on the shared scene logic, headless on a real vtkMRMLScene (slicer-core).
 
 The viewer is a recording fake (the real trame-slicer view is exercised by test_web_browser.py); the worker runs
-in-process (jobs.InProcessRunner, the same code as the background process).
+in-process (worker.InProcessRunner, the same code as the background process).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from test_workflow import _replace_segment
 
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.scene.jobs import InProcessRunner
+from BreastCADxLib.scene.worker import InProcessRunner
 from BreastCADxLib.web.access import DataRoots, OutputFolder
 from BreastCADxLib.web.session import ReviewSession, Status, guard
 from conftest import MODULE_DIR

@@ -1,7 +1,7 @@
 """The panel's workflow on a real vtkMRMLScene (slicer-core).
 
 Load -> segment (worker, progress) -> edit the segment -> re-classify -> overlay -> save / reload the scene
-(.mrb) -> export; cancel and failures leave the scene unchanged. The worker runs in-process (jobs.InProcessRunner,
+(.mrb) -> export; cancel and failures leave the scene unchanged. The worker runs in-process (worker.InProcessRunner,
 the same code as the background process) except where the real process is the point: cancel mid-run, a worker
 error crossing the process boundary, a missing interpreter.
 """
@@ -17,7 +17,7 @@ import pytest
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.scene import parameters as state
-from BreastCADxLib.scene.jobs import InProcessRunner
+from BreastCADxLib.scene.worker import InProcessRunner
 from conftest import MODULE_DIR, dciodvfy
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
