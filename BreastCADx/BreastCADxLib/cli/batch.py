@@ -237,6 +237,9 @@ def plan(rows: list[dict], base: Path, out: Path, options: BatchOptions, models:
             missing = [p for p in inputs if not p.exists()]
             if missing:
                 raise ImageReadError("file or folder not found", missing[0])
+            special = [p for p in inputs if not p.is_file() and not p.is_dir()]
+            if special:  # a pipe or a device would block or never end the fingerprint
+                raise ImageReadError("is a pipe, device or socket, not an image file", special[0])
             settings = {"inputs_sha256": fingerprint(*inputs), "model_set": options.model_set,
                         "models_sha256": models, "expect_lesion": options.expect_lesion and len(inputs) == 1,
                         "allow_unvalidated": options.allow_unvalidated, "heatmap": options.heatmap}

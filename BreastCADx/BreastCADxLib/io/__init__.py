@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,11 @@ def _load_image(p: Path) -> Image:
         raise ImageReadError("no such file or folder", p)
     if p.is_dir():
         return read_dicom_folder(p)
+    mode = p.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device file" if stat.S_ISCHR(mode)
+                or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ImageReadError(f"is {kind}, not an image file: give the path of a saved image", p)
     if p.stat().st_size == 0:
         raise ImageReadError("file is empty", p)
     suffix = suffix_of(p)

@@ -176,3 +176,35 @@ def test_a_mask_of_two_lesions_is_measured_per_region_and_said(tmp_path):
     assert [r["area"] for r in m["regions"]] == [2400.0, 900.0]
     assert m["regions"][0]["longest_diameter"] == pytest.approx(np.hypot(59, 39), abs=0.01)
     assert "2 separate regions" in m["note"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_pipe_or_a_device_file_is_named_as_such(kind, tmp_path, capsys):
+    """A FIFO (would block forever) or /dev/zero (endless) is refused at once, saying what it is (was 'empty')."""
+    import os
+
+    from BreastCADxLib.cli.main import main
+
+    if kind == "fifo":
+        path = tmp_path / "stream.png"
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    with pytest.raises(ImageReadError, match="named pipe" if kind == "fifo" else "device file"):
+        load_image(path)
+    assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "not an image file" in capsys.readouterr().err
+
+
+def test_a_pipe_in_a_batch_manifest_is_an_error_row_not_a_hang(tmp_path):
+    import csv
+    import os
+
+    from BreastCADxLib.cli.main import main
+
+    os.mkfifo(tmp_path / "stream.png")
+    (tmp_path / "m.csv").write_text("case_id,image\npipe,stream.png\n")
+    assert main(["batch", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")]) == 1
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["error_code"] == "image_unreadable" and "pipe" in row["error"]
