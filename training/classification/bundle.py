@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from datetime import date
 from pathlib import Path
@@ -43,8 +42,9 @@ def write_and_verify(card: dict, folder: Path, rad: np.ndarray, deep: np.ndarray
                      tolerance: float, what: str) -> None:
     """Write the final card, reload the bundle as `analyze` will, and stop unless it reproduces `expected`."""
     from BreastCADxLib.analysis.classifier import load_classifier
+    from BreastCADxLib.analysis.registry import save_card
 
-    (folder / f"{card['id']}.json").write_text(json.dumps(card, indent=1) + "\n")
+    save_card(folder, card)
     diff = np.abs(load_classifier(card["id"], folder).raw_proba(rad, deep)[0] - expected).max()
     print(f"shipped {what} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
     if diff > tolerance:

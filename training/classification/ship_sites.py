@@ -22,7 +22,7 @@ import numpy as np
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
-from BreastCADxLib.analysis.registry import MODELS_DIR, sha256_of
+from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of
 from training.classification.box_cnn import margins_of
 from training.classification.box_member import export_box_model, lso_calibration, val_calibration
 from training.classification.bundle import exported, ood_and_explainer, write_and_verify
@@ -164,7 +164,7 @@ def main() -> None:
     np.savez(folder / card["arrays"], **arrays)
     if args.automatic_masks:
         card["automatic_masks"] = args.automatic_masks
-    (folder / f"{args.id}.json").write_text(json.dumps(card))
+    save_card(folder, card)
     clf = load_classifier(args.id, folder)
     card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
     np.savez(folder / card["arrays"], **arrays)

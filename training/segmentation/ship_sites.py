@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from BreastCADxLib.analysis.registry import MODELS_DIR
+from BreastCADxLib.analysis.registry import MODELS_DIR, save_card
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 from training.common import export_fp16
 from training.segmentation.site_pass import BASE_POSTPROCESSING
@@ -95,7 +95,7 @@ def main() -> None:
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only. Breast ultrasound B-mode; not validated on other modalities.",
     }
-    (args.models / f"{DEFAULT_MODEL}.json").write_text(json.dumps(card, indent=2) + "\n")
+    save_card(args.models, card)
     (args.models / f"{DEFAULT_MODEL}_train_log.csv").write_text((args.run / "train_log.csv").read_text())
     (args.models / f"{DEFAULT_MODEL}_run.log").write_text((args.run / "run.log").read_text())
     print(f"shipped {args.run} -> {args.models} ({card['model_set']})")

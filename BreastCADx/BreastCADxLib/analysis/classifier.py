@@ -18,7 +18,7 @@ from BreastCADxLib.analysis.calibration import (
     birads_suggestion,
     logit,
 )
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.values import Flag, Prediction
 from BreastCADxLib.errors import ModelError
 
@@ -93,10 +93,7 @@ class _Estimator:
 class FusionClassifier:
     def __init__(self, card: dict) -> None:
         self.card = card
-        folder = Path(card["_dir"])
-        for name, digest in card.get("files", {}).items():
-            if sha256_of(folder / name) != digest:
-                raise ModelError("SHA256 mismatch (altered or corrupt model file)", folder / name)
+        folder = Path(card["_dir"])  # its files were verified with the model set (registry.verify_model_set)
         arrays = np.load(folder / card["arrays"], allow_pickle=False)
         self.radiomics_names = list(card["radiomics_names"])
         self.members = []

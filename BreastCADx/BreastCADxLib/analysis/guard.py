@@ -22,9 +22,9 @@ import torch
 
 from BreastCADxLib.analysis.inference import Engine
 from BreastCADxLib.analysis.preprocessing import network_input, resize_plane
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, sha256_of
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.values import InputCheck, to_uint8_range
-from BreastCADxLib.errors import BreastCADxError, ModelError
+from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
 
 GUARD_ID = "image_guard"
@@ -81,9 +81,7 @@ class ImageGuard:
     """The image-level model: P(breast ultrasound) from the whole image's embedding."""
 
     def __init__(self, card: dict, device: str = "cpu") -> None:
-        path = Path(card["_dir"]) / card["weights"]
-        if sha256_of(path) != card["sha256"]:
-            raise ModelError("image guard file does not match its SHA256 (altered or corrupt)", path)
+        path = Path(card["_dir"]) / card["weights"]  # verified with the model set (registry.verify_model_set)
         with np.load(path, allow_pickle=False) as z:
             self.params = {k: z[k] for k in ("mean", "scale", "coef", "intercept")}
         self.card = card

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,103 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+MODELSET_FILE = "modelset.json"
+MODELSET_SCHEMA = "breastcadx-modelset/1"
+CARD_FILE_KEYS = ("weights", "arrays")  # a card's own files; a fusion bundle also lists `files` (name -> SHA256)
+
+
+def card_files(card: dict) -> list[str]:
+    """The files a card needs beside itself."""
+    names = [card[k] for k in CARD_FILE_KEYS if card.get(k)]
+    return sorted(set(names) | set(card.get("files", {})))
+
+
+def write_modelset(folder: Path, **meta) -> dict:
+    """(Re)write folder/modelset.json: every card and every file a card needs, with its SHA256, and what the set
+    is (id, modality, sites: kept from the earlier manifest unless given). The only way a model set is made."""
+    folder = Path(folder)
+    path = folder / MODELSET_FILE
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    files: dict[str, str] = {}
+    for card_path in sorted(folder.glob("*.json")):
+        if card_path.name == MODELSET_FILE:
+            continue
+        card = json.loads(card_path.read_text())
+        if not isinstance(card, dict) or "id" not in card:
+            continue  # not a card (e.g. a results file)
+        for name in [card_path.name, *card_files(card)]:
+            files[name] = sha256_of(folder / name)
+    manifest = {"schema": MODELSET_SCHEMA, "id": meta.get("id", old.get("id", folder.name)),
+                "modality": meta.get("modality", old.get("modality", "US")),
+                "sites": meta.get("sites", old.get("sites", [])), "files": files}
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    _verified.cache_clear()
+    return manifest
+
+
+def save_card(folder: Path, card: dict) -> Path:
+    """Write a card into a model set folder and refresh the set's manifest (the training side's one writer)."""
+    path = Path(folder) / f"{card['id']}.json"
+    path.write_text(json.dumps(card, indent=1) + "\n")
+    write_modelset(Path(folder))
+    return path
+
+
+def _signature(folder: Path) -> tuple:
+    """What verification depends on: the manifest's and every file's size and modification time."""
+    out = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        st = p.stat()
+        out.append((p.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def verify_model_set(folder: Path | None = None) -> dict:
+    """The one check of a model set, before any of its models is used: modelset.json is there, every file it lists
+    is there with its SHA256, and no card in the folder is missing from it. Raises ModelError naming the file."""
+    folder = Path(folder or MODELS_DIR)
+    return _verified(str(folder), _signature(folder))
+
+
+@lru_cache(maxsize=16)
+def _verified(folder_name: str, signature: tuple) -> dict:
+    folder = Path(folder_name)
+    path = folder / MODELSET_FILE
+    if not path.is_file():
+        raise ModelError(f"no {MODELSET_FILE}: not a complete model set (reinstall the extension, or make the set "
+                         "with the training pipeline)", folder)
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelError(f"{MODELSET_FILE} cannot be read ({e.__class__.__name__})", path) from None
+    if manifest.get("schema") != MODELSET_SCHEMA:
+        raise ModelError(f"{MODELSET_FILE} is not a {MODELSET_SCHEMA} manifest", path)
+    for name, expected in files.items():
+        f = folder / name
+        if Path(name).name != name or not f.is_file():
+            raise ModelError(f"a file of the model set is missing (listed in {MODELSET_FILE})", f)
+        digest = sha256_of(f)
+        if digest != expected:
+            raise ModelError(f"SHA256 mismatch: the file is {digest[:12]}..., {MODELSET_FILE} expects "
+                             f"{expected[:12]}... (altered or corrupt)", f)
+    unlisted = [p.name for p in folder.glob("*.json") if p.name != MODELSET_FILE and p.name not in files]
+    if unlisted:
+        raise ModelError(f"card {unlisted[0]} is not listed in {MODELSET_FILE}: the set was changed by hand",
+                         folder / unlisted[0])
+    return manifest
+
+
+def model_set_fingerprint(name: str = DEFAULT_MODEL_SET) -> str:
+    """SHA256 of the verified manifest: changes when any file of the set changes (guard included)."""
+    folder = model_set_dir(name)
+    verify_model_set(folder)
+    return hashlib.sha256((folder / MODELSET_FILE).read_bytes()).hexdigest()
+
+
 def load_card(model_id: str, models_dir: Path | None = None) -> dict:
-    """The model card: architecture, input spec, metrics and weights file with its SHA256."""
+    """The model card (architecture, input spec, metrics and weights file with its SHA256), from a verified set."""
+    verify_model_set(models_dir or MODELS_DIR)
     path = (models_dir or MODELS_DIR) / f"{model_id}.json"
     if not path.is_file():
         known = sorted(p.stem for p in (models_dir or MODELS_DIR).glob("*.json"))
@@ -53,13 +149,11 @@ def load_card(model_id: str, models_dir: Path | None = None) -> dict:
 
 
 def verified_weights_path(card: dict) -> Path:
+    """The card's weights file, verified with its model set (verify_model_set: the one SHA256 check)."""
+    manifest = verify_model_set(Path(card["_dir"]))
     path = Path(card["_dir"]) / card["weights"]
-    if not path.is_file():
-        raise ModelError("model weights file is missing (reinstall the extension or re-run training)", path)
-    digest = sha256_of(path)
-    if digest != card["sha256"]:
-        raise ModelError(f"SHA256 mismatch: file is {digest[:12]}..., card expects {card['sha256'][:12]}... "
-                         "(altered or corrupt weights)", path)
+    if card["weights"] not in manifest["files"]:
+        raise ModelError(f"the weights are not listed in {MODELSET_FILE}", path)
     return path
 
 

@@ -144,18 +144,11 @@ def _finished(done: Path, settings: dict) -> AnalysisResult | None:
 
 
 def models_fingerprint(model_set: str) -> str:
-    """The SHA256 of the weights a case would be computed with: a finished case made with other models is redone."""
-    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
-    from BreastCADxLib.analysis.registry import load_card, model_set_dir
-    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+    """The model set's verified manifest (every file, the input guard included): a finished case made with other
+    models is redone."""
+    from BreastCADxLib.analysis.registry import model_set_fingerprint
 
-    folder = model_set_dir(model_set)
-    models = [DEFAULT_CLASSIFIER, DEFAULT_MODEL]
-    card = load_card(DEFAULT_CLASSIFIER, folder)
-    models += [card[k]["model"] for k in ("box_member", "image_member") if card.get(k)]  # image-level members
-    if card.get("automatic_masks"):  # the bundle for the segmenter's own masks
-        models.append(card["automatic_masks"])
-    return "/".join(load_card(m, folder)["sha256"][:16] for m in models)
+    return model_set_fingerprint(model_set)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL, BoxScorer
 from BreastCADxLib.analysis.classifier import get_classifier
-from BreastCADxLib.analysis.registry import MODELS_DIR, model_set_dir
+from BreastCADxLib.analysis.registry import MODELS_DIR, model_set_dir, save_card
 from BreastCADxLib.errors import ModelError
 from BreastCADxLib.io import load_image, load_mask
 from conftest import MODULE_DIR
@@ -47,8 +47,7 @@ def test_mirror_invariant_and_blind_to_how_the_outline_is_drawn():
 
 
 def test_altered_weights_are_refused(tmp_path):
-    for f in MODELS_DIR.glob(f"{BOX_MODEL}*"):
-        shutil.copy(f, tmp_path / f.name)
+    shutil.copytree(MODELS_DIR, tmp_path, dirs_exist_ok=True)
     weights = tmp_path / f"{BOX_MODEL}.pt"
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ModelError, match="SHA256"):
@@ -103,10 +102,10 @@ def whole_member_set(tmp_path, monkeypatch):
         if f.is_file():
             shutil.copy(f, tmp_path / f.name)
     card = json.loads((MODELS_DIR / f"{BOX_MODEL}.json").read_text())
-    (tmp_path / f"{WHOLE_MODEL}.json").write_text(json.dumps({**card, "id": WHOLE_MODEL, "view": "whole"}))
+    save_card(tmp_path, {**card, "id": WHOLE_MODEL, "view": "whole"})
     cls_card = json.loads((MODELS_DIR / f"{DEFAULT_CLASSIFIER}.json").read_text())
     cls_card["image_member"] = {"model": WHOLE_MODEL, "weight": 0.2}
-    (tmp_path / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps(cls_card))
+    save_card(tmp_path, cls_card)
     clf = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
     monkeypatch.setattr(pipeline, "classifier_for", lambda model_set, origin: clf)
     monkeypatch.setattr(pipeline, "get_box_scorer",

@@ -18,7 +18,7 @@ from BreastCADxLib.analysis.calibration import (
 )
 from BreastCADxLib.analysis.classifier import SKOPS_TRUSTED_TYPES, get_classifier, load_classifier
 from BreastCADxLib.analysis.pipeline import analyze
-from BreastCADxLib.analysis.registry import MODELS_DIR
+from BreastCADxLib.analysis.registry import MODELS_DIR, save_card
 from BreastCADxLib.errors import MaskError, ModelError
 from BreastCADxLib.io import load_image, load_mask
 from conftest import MODULE_DIR
@@ -239,8 +239,8 @@ def test_the_segmenters_own_masks_go_to_the_bundle_the_card_names_for_them(tmp_p
              "files": {f"{auto}.npz": card["files"][card["arrays"]]}}
     other["members"] = [{**m, "estimator": {**m["estimator"], "intercept": m["estimator"]["intercept"] + 2.0}}
                         for m in card["members"]]
-    (tmp_path / f"{auto}.json").write_text(json.dumps(other))
-    (tmp_path / f"{DEFAULT_CLASSIFIER}.json").write_text(json.dumps({**card, "automatic_masks": auto}))
+    save_card(tmp_path, other)  # as the training side writes cards: the set's manifest follows
+    save_card(tmp_path, {**card, "automatic_masks": auto})
     main = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
     assert [bundle_for(main.card, o) for o in ("auto", "edited", "user")] == [auto, DEFAULT_CLASSIFIER,
                                                                               DEFAULT_CLASSIFIER]

@@ -223,11 +223,42 @@ def test_corrupt_weights_rejected_by_sha256(tmp_path):
 
 def test_missing_weights_and_unknown_model(tmp_path):
     models = _copy_models(tmp_path)
-    (models / "lesion_seg_lite0.pt").unlink()
-    with pytest.raises(ModelError, match="missing"):
-        LesionSegmenter.from_registry(models_dir=models)
     with pytest.raises(ModelError, match="no model card"):
         LesionSegmenter.from_registry("nonexistent", models_dir=models)
+    (models / "lesion_seg_lite0.pt").unlink()
+    with pytest.raises(ModelError, match="missing") as e:
+        LesionSegmenter.from_registry(models_dir=models)
+    assert "lesion_seg_lite0.pt" in str(e.value)
+
+
+def test_one_loader_refuses_an_incomplete_or_changed_model_set_naming_the_file(tmp_path):
+    """modelset.json lists every file of a set with its SHA256: a set without it, with a file missing, with any
+    file altered (the input guard too) or with a card added by hand is refused before any model runs, by the
+    same check whichever model is asked for; the batch fingerprint changes with any file."""
+    from BreastCADxLib.analysis.classifier import load_classifier
+    from BreastCADxLib.analysis.guard import GUARD_ID
+    from BreastCADxLib.analysis.registry import load_card, verify_model_set, write_modelset
+
+    models = _copy_models(tmp_path)
+    assert set(verify_model_set(models)["files"]) >= {"image_guard.npz", "lesion_seg_lite0.pt",
+                                                      "lesion_cls_fusion.npz", "lesion_whole_cnn.pt"}
+    guard = models / f"{GUARD_ID}.npz"
+    before = (models / "modelset.json").read_bytes()
+    guard.write_bytes(guard.read_bytes() + b"\0")
+    for load in (lambda: load_card(GUARD_ID, models), lambda: load_classifier(models_dir=models),
+                 lambda: LesionSegmenter.from_registry(models_dir=models)):
+        with pytest.raises(ModelError, match="SHA256 mismatch") as e:
+            load()
+        assert "image_guard.npz" in str(e.value)
+    write_modelset(models)  # what the training side does after writing a file
+    assert (models / "modelset.json").read_bytes() != before
+    (models / "extra.json").write_text(json.dumps({"id": "extra", "weights": "x.pt", "sha256": "0"}))
+    with pytest.raises(ModelError, match="not listed"):
+        load_card("lesion_seg_lite0", models)
+    (models / "extra.json").unlink()
+    (models / "modelset.json").unlink()
+    with pytest.raises(ModelError, match="not a complete model set"):
+        load_card("lesion_seg_lite0", models)
 
 
 def test_device_choice(monkeypatch):
