@@ -56,10 +56,10 @@ def main() -> None:
         c = by_case[r["case"]]
         img = load_image(c.image)
         ref = load_mask(c.mask, img)
-        auto = analyze(img, heatmap=False, device="cpu", model_set=model_set, expect_lesion=True)
-        drawn = analyze(img, mask=ref, heatmap=False, device="cpu", model_set=model_set)
-        box = analyze(img, roi=expand_box(mask_bbox(ref[0]), 0.1, ref[0].shape), heatmap=False, device="cpu",
-                      model_set=model_set)
+        kw = {"heatmap": False, "device": "cpu", "model_set": model_set, "allow_unvalidated": True}  # studied
+        auto = analyze(img, expect_lesion=True, **kw)
+        drawn = analyze(img, mask=ref, **kw)
+        box = analyze(img, roi=expand_box(mask_bbox(ref[0]), 0.1, ref[0].shape), **kw)
         m = manifest.get(c.case, {})
         out.append({"case": c.case, "patient": c.group, "auto_dice": r["expect_dice"], "auto": members(auto),
                     "reference": members(drawn), "box": members(box),

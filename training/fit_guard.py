@@ -206,6 +206,9 @@ def main() -> int:
     ap.add_argument("--minimias", type=Path, default=Path("../data/minimias"),
                     help="mini-MIAS folder (../shared/data/minimias/prepare.py): the mammography negatives")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--unseen-quantile", type=float, default=0.01,
+                    help="the threshold is at most this quantile of an unseen hospital's P(US)")
+    ap.add_argument("--no-near-misses", action="store_true", help="fit without the near-miss negatives")
     args = ap.parse_args()
     t0 = time.time()
     fit_sites = args.sites.split(",")
@@ -218,8 +221,9 @@ def main() -> int:
     near_val = {s: {k: embed(engine, v) for k, v in near_misses(args, s, ("val",), seed=1).items()} for s in SITES}
 
     def negatives(sites: list[str], leave: str | None = None) -> np.ndarray:
+        near = [] if args.no_near_misses else [v for s in sites for v in near_fit[s].values()]
         return np.concatenate([base_neg if leave is None else np.concatenate(
-            [v for k, v in negs.items() if k != leave])] + [v for s in sites for v in near_fit[s].values()])
+            [v for k, v in negs.items() if k != leave])] + near)
 
     # leave-site-out: each site unseen by a model fitted without it (and without its near misses)
     candidates, unseen, unseen_near = {}, {}, {}
@@ -227,14 +231,14 @@ def main() -> int:
         others = [o for o in SITES if o != s]
         m = fit(np.concatenate([emb[o]["train"] for o in others]), negatives(others))
         p = ultrasound_probability(np.concatenate([emb[s]["train"], emb[s]["val"]]), m)
-        candidates[f"{s} unseen q1"] = float(np.quantile(p, 0.01))
+        candidates[f"{s} unseen q{100 * args.unseen_quantile:g}"] = float(np.quantile(p, args.unseen_quantile))
         unseen[s] = p
         unseen_near[s] = {k: ultrasound_probability(v, m) for k, v in near_val[s].items()}
     model = fit(np.concatenate([emb[s]["train"] for s in fit_sites]), negatives(fit_sites))
     own_val = ultrasound_probability(np.concatenate([emb[s]["val"] for s in fit_sites]), model)
     candidates["own val q0.5"] = float(np.quantile(own_val, 0.005))
     if len(fit_sites) == 1:  # the fit site is not unseen by its own model
-        candidates.pop(f"{fit_sites[0]} unseen q1")
+        candidates.pop(f"{fit_sites[0]} unseen q{100 * args.unseen_quantile:g}")
     threshold = min(candidates.values())
     unseen_pass = {f"{s} (model without it)": float((p >= threshold).mean()) for s, p in unseen.items()}
     unseen_near_refusal = {s: {k: float((p < threshold).mean()) for k, p in v.items()}
@@ -265,11 +269,14 @@ def main() -> int:
                                     **{f"{k} ultrasound": sum(len(near_fit[s][k]) for s in fit_sites)
                                        for k in NEAR_MISSES}}},
         "threshold_rule": "lowest of: the 0.5th percentile of P(US) on the fit's own val images; for each site, the "
-                          "1st percentile of its images under a model fitted without it (leave-site-out)",
+                          f"{100 * args.unseen_quantile:g}th percentile of its images under a model fitted without it "
+                          "(leave-site-out)",
         "threshold_candidates": {k: round(v, 5) for k, v in candidates.items()},
         "size_rule": "sides between half the smallest and 2.5x the largest training image side",
         "command": f"python -m training.fit_guard --sites {args.sites}"
-                   + (f" --models {args.models}" if args.models != MODELS_DIR else ""),
+                   + (f" --models {args.models}" if args.models != MODELS_DIR else "")
+                   + (f" --unseen-quantile {args.unseen_quantile:g}" if args.unseen_quantile != 0.01 else "")
+                   + (" --no-near-misses" if args.no_near_misses else ""),
     }
     name = "input_guard" + ("" if args.models == MODELS_DIR else f"_{args.models.name}")
     card["metrics"] = f"benchmarks/results/{name}.md"
