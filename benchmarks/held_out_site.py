@@ -83,7 +83,7 @@ def one_case(c, model_set: str) -> dict:
     box = expand_box(mask_bbox(ref[0]), 0.1, ref[0].shape)
     roi = analyze(img, roi=box, heatmap=False, device="cpu", model_set=model_set)
     row.update(roi_found=roi.lesion_found, roi_dice=dice(roi.mask, ref), roi_p=roi.probability,
-               roi_flags=[f.split(":")[0] for f in roi.flags])
+               roi_flags=[f.code for f in roi.flags])
     return row
 
 
