@@ -21,8 +21,14 @@ def birads_suggestion(p: float) -> str:
 
 
 # the wording of the ACR BI-RADS assessment categories: the label never contradicts the suggested category
-ASSESSMENT_LABELS = {"2": "benign", "3": "benign", "4A": "suspicious", "4B": "suspicious", "4C": "suspicious",
-                     "5": "highly suggestive of malignancy"}
+ASSESSMENT_LABELS = {"0": "incomplete", "2": "benign", "3": "benign", "4A": "suspicious", "4B": "suspicious",
+                     "4C": "suspicious", "5": "highly suggestive of malignancy"}
+# ACR BI-RADS 0, "incomplete: needs additional evaluation": what an uncertain automatic outline gets instead of a
+# category (at a hospital the models never saw, most cancers scored below 5 % had such an outline elsewhere)
+INCOMPLETE = "0"
+INCOMPLETE_NOTE = ("no category: the automatic outline is uncertain (no region passed the segmenter's presence "
+                   "threshold, so the one used may not be the lesion); draw a box around the lesion, or outline it, "
+                   "and classify again")
 
 
 def assessment_label(category: str) -> str:

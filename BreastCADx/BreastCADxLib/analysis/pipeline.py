@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from BreastCADxLib import __version__
 from BreastCADxLib.analysis.box_classifier import get_box_scorer
+from BreastCADxLib.analysis.calibration import INCOMPLETE, INCOMPLETE_NOTE
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
@@ -23,7 +24,7 @@ from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, get_segmenter
 from BreastCADxLib.analysis.values import Flag
-from BreastCADxLib.errors import MaskError
+from BreastCADxLib.errors import MaskError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
 Progress = Callable[[float, str], None]
@@ -149,7 +150,41 @@ def working_image(image: Image, grid: WorkingGrid) -> Image:
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
             device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
-            mask_origin: str = "user", allow_unvalidated: bool = False) -> AnalysisResult:
+            mask_origin: str = "user", allow_unvalidated: bool = False, frame: int | None = None) -> AnalysisResult:
+    """One lesion of one image; a multi-frame ultrasound (a cine) is analysed on one frame: `frame` (0-based), else
+    the frame of a given mask's largest lesion, else the middle one; the result says which (`extra["frame"]` and
+    a flag) and its mask and heatmap lie on the whole cine's grid. See analyze_plane for the rest."""
+    if image.frames == 1 or image.modality not in ("US", "OT"):
+        if frame not in (None, 0):
+            raise UnsupportedImageError(f"--frame {frame}: the image has one frame", image.source or None)
+        return analyze_plane(image, mask, roi, heatmap, progress, should_cancel, device, expect_lesion, model_set,
+                             mask_origin, allow_unvalidated)
+    n = image.frames
+    k = frame if frame is not None else lesion_frame(mask) if mask is not None and mask.any() else n // 2
+    if not 0 <= k < n:
+        raise UnsupportedImageError(f"--frame {k}: this cine has frames 0 to {n - 1}", image.source or None)
+    one = image.with_array(image.array[k:k + 1])
+    res = analyze_plane(one, None if mask is None else mask[k:k + 1], roi, heatmap, progress, should_cancel, device,
+                        expect_lesion, model_set, mask_origin, allow_unvalidated)
+    full = np.zeros(image.array.shape, bool)
+    if res.mask is not None:
+        full[k] = res.mask[0]
+    res.mask = full
+    if res.heatmap is not None:
+        heat = np.zeros(image.array.shape, np.float32)
+        heat[k] = res.heatmap[0]
+        res.heatmap = heat
+    res.extra["frame"] = {"analysed": k, "frames": n}
+    if res.prediction is not None:
+        res.prediction.flags.append(Flag("frame_selected", f"a cine of {n} frames: frame {k} (0-based) was analysed"
+                                         + ("" if frame is not None else "; choose another with --frame")))
+    return res
+
+
+def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
+                  progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
+                  device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
+                  mask_origin: str = "user", allow_unvalidated: bool = False) -> AnalysisResult:
     """Classify the lesion in `mask` (given), else in the auto-segmented mask. Never modifies `mask`.
     mask_origin: how a given mask was made (user, or auto / edited when the model set's segmenter made it).
     expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged).
@@ -229,6 +264,8 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
         pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
     if low_confidence:
         pred.flags.insert(0, BOX_FALLBACK_FLAG if box_fallback else LOW_CONFIDENCE_FLAG)
+        if roi is None or box_fallback:  # not a category on an outline that may not be the lesion
+            pred.birads, pred.suggestion_note = INCOMPLETE, INCOMPLETE_NOTE
     seconds["classify"] = time.perf_counter() - t
     heat = None
     if heatmap:

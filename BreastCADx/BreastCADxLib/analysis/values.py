@@ -36,6 +36,7 @@ FLAG_CODES = {
     "members_disagree": "the classifier's members disagree strongly",
     "measurement": "sizes could not be measured as usual (pixels, or several regions)",
     "edited_mask": "the automatic outline was corrected by the user before classification",
+    "frame_selected": "one frame of a multi-frame image (a cine) was analysed",
 }
 
 

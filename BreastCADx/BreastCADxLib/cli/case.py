@@ -33,7 +33,7 @@ def check_dicom_folder(dicom_out: Path) -> None:
 def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None = None, roi: str | None = None,
                  device: str = "auto", dicom_out: Path | None = None, expect_lesion: bool = False,
                  model_set: str = DEFAULT_MODEL_SET, overwrite: bool = False, allow_unvalidated: bool = False,
-                 heatmap: bool = False) -> CaseOutputs:
+                 heatmap: bool = False, frame: int | None = None) -> CaseOutputs:
     """Analyse one image into `out` (and DICOM into `dicom_out`); prints the summary; returns what was written."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
@@ -55,7 +55,7 @@ def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None
         check_lesion_mask(mask, mask_path)  # named after the mask file, before any model runs
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
                      expect_lesion=expect_lesion, model_set=model_set, allow_unvalidated=allow_unvalidated,
-                     heatmap=heatmap)
+                     heatmap=heatmap, frame=frame)
     outputs = write_case(result, image, out, dicom_out)
     print(f"{image_path}")
     for line in summary_lines(result):

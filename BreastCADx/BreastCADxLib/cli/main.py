@@ -93,7 +93,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     analyze_case(args.image, Path(args.out), args.mask, args.roi, args.device,
                  Path(args.dicom_out) if args.dicom_out else None, args.expect_lesion, args.model_set, args.overwrite,
-                 args.allow_unvalidated_input, heatmap=args.heatmap)
+                 args.allow_unvalidated_input, heatmap=args.heatmap, frame=args.frame)
     return 0
 
 
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
     an.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
     an.add_argument("--heatmap", action="store_true", help=HEATMAP_HELP)
+    an.add_argument("--frame", type=int, metavar="N",
+                    help="a multi-frame ultrasound (cine): analyse frame N (0-based; default: the middle one)")
     _add_model_set(an)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")

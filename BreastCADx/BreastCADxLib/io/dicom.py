@@ -70,6 +70,19 @@ def _checked(values, attribute: str, path) -> tuple[float, float]:
     return col, row
 
 
+def _check_claimed_frames(ds: pydicom.Dataset, rows: int, cols: int, frames: int, path) -> None:
+    """Native (uncompressed) pixel data shorter than the header's frames claim: a false or truncated header, said
+    as such (not as an image too large to read)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or UID(syntax).is_encapsulated or "PixelData" not in ds or frames <= 1:
+        return
+    per_frame = rows * cols * int(ds.get("SamplesPerPixel", 1) or 1) * max(1, int(ds.get("BitsAllocated", 8)) // 8)
+    have = len(ds.PixelData) // per_frame if per_frame else 0
+    if have < frames:
+        raise ImageReadError(f"the header claims {frames:,} frames but the pixel data holds {have:,}: "
+                             "a truncated file or a false header", path)
+
+
 def pixel_spacing(ds: pydicom.Dataset, path=None) -> tuple[float, float] | None:
     """(x, y) spacing in mm, or None when the object does not tell it; a broken value is refused."""
     for source in (ds, _pixel_measures(ds)):
@@ -202,6 +215,7 @@ def _read_dicom_file(path: Path) -> Image:
         raise NoPixelDataError(f"DICOM object has no pixel data ({kind}); not an image", path)
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _check_claimed_frames(ds, rows, cols, frames, path)
     check_size(cols, rows, frames, path)
     raw = _decode(ds, path)
     expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1))

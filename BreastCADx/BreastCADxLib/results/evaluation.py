@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from BreastCADxLib.analysis.calibration import birads_suggestion, expected_calibration_error
+from BreastCADxLib.analysis.calibration import INCOMPLETE, birads_suggestion, expected_calibration_error
 from BreastCADxLib.errors import BreastCADxError
 
 LABELS = {"benign": 0, "malignant": 1, "0": 0, "1": 1}
@@ -92,7 +92,10 @@ def evaluate(results: Path, labels: Path, n_boot: int = N_BOOT) -> dict:
         report["ece_classified"] = expected_calibration_error(p[done], y[done])
         report["mean_probability_classified"] = float(p[done].mean())
         report["malignant_share_classified"] = float(y[done].mean())
-    biopsy = np.array([birads_suggestion(v) in BIOPSY_CATEGORIES for v in p]) & done
+    # the product's own suggestion where the batch gave one (0, incomplete: referred for review, as a biopsy-level
+    # category), else the one the probability gives
+    given = [r.get("birads_suggestion") or (birads_suggestion(v) if d else "") for r, v, d in zip(rows, p, done)]
+    biopsy = np.array([g in BIOPSY_CATEGORIES or g == INCOMPLETE for g in given]) & done
     for name, positive in (("suggestion_4a_or_above", biopsy), ("probability_0_5", (p >= 0.5) & done)):
         report[name] = {"sensitivity": float(positive[y == 1].mean()),
                         "specificity": float(1 - positive[y == 0].mean())}

@@ -36,7 +36,8 @@ from BreastCADxLib.scene.mrml import (
 )
 
 # one colour per suggested category: the segment after classification, the panel's and the page's result line
-BIRADS_COLORS = {"2": "#2e7d32", "3": "#2e7d32", "4A": "#a08600", "4B": "#ef6c00", "4C": "#d84315", "5": "#b71c1c"}
+BIRADS_COLORS = {"0": "#6a1b9a", "2": "#2e7d32", "3": "#2e7d32", "4A": "#a08600", "4B": "#ef6c00", "4C": "#d84315",
+                 "5": "#b71c1c"}
 FILL_OPACITY = 0.3
 RESULT_TAG = "BreastCADx.result"
 AUTO_DIGEST_TAG = "BreastCADx.autoMaskDigest"  # digest of the mask as the segmenter made it

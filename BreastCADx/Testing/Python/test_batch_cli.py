@@ -113,9 +113,11 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     with open(out / "results.csv", newline="") as f:
         row = next(csv.DictReader(f))
     assert row["status"] == "ok" and row["lesion_found"] == "true" and float(row["malignancy_probability"]) < 0.5
-    assert row["predicted_label"] == {"3": "benign"}.get(row["birads_suggestion"], "suspicious")
+    # an uncertain automatic outline gets no category: BI-RADS 0 (incomplete), asking for a box
+    assert row["birads_suggestion"] == "0" and row["predicted_label"] == "incomplete"
     result = json.loads((out / "b351" / "result.json").read_text())
     assert result["flags"][0]["code"] == "low_confidence_segmentation" and result["batch"]["expect_lesion"]
+    assert "draw a box" in result["birads_note"]
     assert (out / "b351" / "heatmap.nrrd").exists()
     r = _cli("batch", manifest, "--out", out)  # other settings: recomputed, not resumed
     assert r.returncode == 0, r.stderr

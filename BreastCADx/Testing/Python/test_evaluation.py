@@ -103,3 +103,16 @@ def test_batch_then_evaluate_from_the_command_line(tmp_path):
     before = report_md.read_text()
     r = _cli("evaluate", tmp_path / "out" / "results.csv", "--labels", labels, "--out", report_md)
     assert r.returncode == 2 and "output exists" in r.stderr and report_md.read_text() == before
+
+
+def test_an_incomplete_suggestion_counts_as_referred_not_as_benign(tmp_path):
+    """BI-RADS 0 (an uncertain automatic outline) sends the case on for review: at the suggestion's operating point
+    it is a positive, whatever the probability on the doubtful outline."""
+    results = _write(tmp_path / "results.csv", HEADER + "\n".join([
+        "m1,ok,,,true,0.010000,incomplete,0,m1/mask.nrrd,,0.1,low_confidence_segmentation",
+        "m2,ok,,,true,0.900000,suspicious,4C,m2/mask.nrrd,,0.1,",
+        "b1,ok,,,true,0.005000,benign,3,b1/mask.nrrd,,0.1,",
+        "b2,ok,,,true,0.010000,incomplete,0,b2/mask.nrrd,,0.1,low_confidence_segmentation"]) + "\n")
+    labels = _write(tmp_path / "labels.csv", "case_id,label\nm1,malignant\nm2,malignant\nb1,benign\nb2,benign\n")
+    r = evaluate(results, labels, n_boot=50)
+    assert r["suggestion_4a_or_above"] == {"sensitivity": 1.0, "specificity": 0.5}

@@ -208,3 +208,25 @@ def test_a_pipe_in_a_batch_manifest_is_an_error_row_not_a_hang(tmp_path):
     with open(tmp_path / "out" / "results.csv", newline="") as f:
         row = next(csv.DictReader(f))
     assert row["error_code"] == "image_unreadable" and "pipe" in row["error"]
+
+
+def test_a_cine_is_analysed_on_one_frame_and_says_which(tmp_path, capsys):
+    """A 5-frame ultrasound: the middle frame (or --frame N) is analysed, the result says so, the mask lies on the
+    cine's grid; a frame outside the cine is a clear exit 2 (was: 'radiomics features missing ... (parameter file
+    changed?)' after the whole analysis)."""
+    import json
+
+    from BreastCADxLib.cli.main import main
+
+    img = load_image(f.__file__.replace("dicom_factory.py", "") + "../Data/busi/malignant_001.png").array[0]
+    cine = f.us(tmp_path / "cine.dcm", np.stack([np.roll(img, 3 * k, axis=1) for k in range(5)]))
+    assert main(["analyze", str(cine), "--out", str(tmp_path / "a"), "--expect-lesion"]) == 0
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["frame"] == {"analysed": 2, "frames": 5}
+    assert "frame_selected" in [fl["code"] for fl in result["flags"]]
+    mask = load_image(tmp_path / "a" / "mask.nrrd").array
+    assert mask.shape[0] == 5 and mask[2].any() and not np.delete(mask, 2, axis=0).any()
+    assert main(["analyze", str(cine), "--out", str(tmp_path / "b"), "--frame", "4"]) == 0
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["frame"]["analysed"] == 4
+    assert main(["analyze", str(cine), "--out", str(tmp_path / "c"), "--frame", "9"]) == 2
+    assert "frames 0 to 4" in capsys.readouterr().err

@@ -109,6 +109,9 @@ def main() -> None:
     ds = us_ds(px)
     ds.NumberOfFrames = 10
     save(ds, kind("frames_claimed_10.dcm", ["pixel data"]))
+    ds = us_ds(np.stack([px] * 3))  # a 3-frame cine whose header claims 100,000 frames
+    ds.NumberOfFrames = 100000
+    save(ds, kind("frames_claimed_100000.dcm", ["claims 100,000 frames", "false header"]))
     ds = us_ds(px)
     ds.Rows, ds.Columns = 60000, 60000
     save(ds, kind("header_60000_squared.dcm", ["exceeds the limit"]))
