@@ -130,7 +130,7 @@ def test_the_same_case_gives_the_same_files_from_every_door(orthanc, password, s
     """analyze, batch, pacs analyze and the Slicer logic all go through the one case writer."""
     slicer = pytest.importorskip("slicer")
     from BreastCADxLib.cli.batch import BatchOptions, run_batch
-    from BreastCADxLib.scene.jobs import InProcessRunner
+    from BreastCADxLib.scene.worker import InProcessRunner
     from BreastCADxLib.scene.logic import WorkflowLogic
 
     image = load_image(sample_dicom)
@@ -324,7 +324,7 @@ def test_the_web_page_retrieves_a_study_and_sends_its_results_back(orthanc, pass
     """The page's session (web.session) on the same Orthanc: Retrieve by study UID, Segment, Classify, Send."""
     from test_web_session import FakeViewer, run
 
-    from BreastCADxLib.scene.jobs import InProcessRunner
+    from BreastCADxLib.scene.worker import InProcessRunner
     from BreastCADxLib.scene.logic import WorkflowLogic
     from BreastCADxLib.web.access import DataRoots, OutputFolder
     from BreastCADxLib.web.session import ReviewSession
