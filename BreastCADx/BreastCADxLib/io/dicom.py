@@ -209,6 +209,8 @@ def _read_dicom_file(path: Path) -> Image:
         raise
     except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
         raise ImageReadError(f"corrupt or truncated DICOM ({e.__class__.__name__}: {e})", path) from None
+    if ds.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        return read_dicomdir(path)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = ds.get("SOPClassUID")
         kind = UID(sop).name if sop else "unknown SOP class"
@@ -257,8 +259,51 @@ def read_datasets(paths, pixels: bool = True) -> list[pydicom.Dataset]:
     return out
 
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def read_dicomdir(path: Path) -> Image:
+    """A DICOMDIR (a CD / USB export): the one image series it indexes, read from the files it references."""
+    from pydicom.fileset import FileSet
+
+    try:
+        instances = list(FileSet(path))
+    except Exception as e:  # pydicom's own errors for a broken directory record
+        raise ImageReadError(f"DICOMDIR cannot be followed ({e.__class__.__name__}: {str(e)[:120]})", path) from None
+    groups: dict[str, list[Path]] = {}
+    for inst in instances:
+        f = Path(inst.path)
+        if f.is_file() and f.resolve().is_relative_to(Path(path).resolve().parent):
+            groups.setdefault(str(getattr(inst, "SeriesInstanceUID", "?")), []).append(f)
+    images = {uid: files for uid, files in groups.items() if _has_pixels(files[0])}
+    if not images:
+        raise ImageReadError("DICOMDIR references no readable image", path)
+    if len(images) > 1:
+        listing = "; ".join(f"{len(v)} file(s) in {v[0].parent}" for v in list(images.values())[:3])
+        raise UnsupportedImageError(f"DICOMDIR indexes {len(images)} image series ({listing}); pass one series "
+                                    "folder or file", path)
+    uid, files = next(iter(images.items()))
+    if len(files) == 1:
+        return read_dicom_file(files[0])
+    parents = {f.parent for f in files}
+    if len(parents) == 1:  # GDCM's order (by position) when the series lies in one folder
+        files = [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(parents.pop()), uid)] or files
+    return _read_series(sorted(files) if len(parents) > 1 else files, Path(path).parent)
+
+
+def _has_pixels(path: Path) -> bool:
+    try:
+        return "PixelData" in pydicom.dcmread(path, stop_before_pixels=False, specific_tags=["PixelData"])
+    except Exception:
+        return False
+
+
 def read_dicom_folder(folder: Path) -> Image:
-    """One series from a folder: one file directly, several slices through SimpleITK, sorted by position."""
+    """One series from a folder: one file directly, several slices through SimpleITK, sorted by position; a folder
+    with a DICOMDIR is read through it."""
+    dicomdir = next((p for p in folder.iterdir() if p.name.upper() == "DICOMDIR" and p.is_file()), None)
+    if dicomdir is not None:
+        return read_dicomdir(dicomdir)
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise ImageReadError("folder holds no readable DICOM image series", folder)
@@ -269,6 +314,12 @@ def read_dicom_folder(folder: Path) -> Image:
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
     if len(files) == 1:
         return read_dicom_file(Path(files[0]))
+    return _read_series(list(files), folder)
+
+
+def _read_series(files: list, folder: Path) -> Image:
+    """Several slice files of one series through SimpleITK, in the order given (GDCM's, or the DICOMDIR's)."""
+    files = [str(f) for f in files]
     first = read_dicom_file(Path(files[0]))  # metadata, modality, checks
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)

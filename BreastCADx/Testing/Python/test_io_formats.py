@@ -144,3 +144,19 @@ def test_mask_round_trip_png_and_nrrd(tmp_path, sample_dicom, sample_mask):
     assert mask.dtype == bool and mask.sum() == 54718
     for name in ("m.png", "m.nrrd"):
         np.testing.assert_array_equal(load_mask(save_mask(mask, img, tmp_path / name), img), mask)
+
+
+def test_a_dicomdir_export_is_followed_from_its_folder_or_the_dicomdir_file(tmp_path, sample_dicom):
+    """A CD / USB export: DICOMDIR + files in sub-folders without suffixes. Read through the DICOMDIR (was 'folder
+    holds no readable DICOM image series')."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    fs.add(pydicom.dcmread(sample_dicom))
+    fs.write(tmp_path / "export")
+    direct = load_image(sample_dicom)
+    for path in (tmp_path / "export", tmp_path / "export" / "DICOMDIR"):
+        img = load_image(path)
+        np.testing.assert_array_equal(img.array, direct.array)
+        assert img.modality == "US"
