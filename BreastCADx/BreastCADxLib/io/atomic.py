@@ -16,6 +16,15 @@ from pathlib import Path
 from BreastCADxLib.errors import BreastCADxError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would have given the file (mkstemp makes it owner-only)
+
+
 class OutputError(BreastCADxError):
     """An output folder or file that cannot be written (read-only, permission, a file where a folder goes)."""
 
@@ -44,6 +53,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
         raise OutputError(f"cannot write here ({os_cause(e)})", path.parent) from None
     try:
         write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"cannot write the file ({os_cause(e)})", path) from None

@@ -99,3 +99,12 @@ def test_an_unwritable_out_is_refused_before_the_analysis(tmp_path, manifest, co
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "/sys" in err and "cannot write here" in err and "Traceback" not in err
+
+
+def test_files_get_the_usual_permissions_not_owner_only(tmp_path):
+    """Written through a temporary file, a result still gets the mode open() would give it (a shared folder's
+    readers can read it)."""
+    from BreastCADxLib.io.atomic import FILE_MODE, write_atomic
+
+    path = write_atomic(tmp_path / "r.json", lambda tmp: tmp.write_text("{}"))
+    assert path.stat().st_mode & 0o777 == FILE_MODE and FILE_MODE & 0o044  # group / others can read by default
