@@ -62,7 +62,6 @@ def ensure_dependencies(requirements_path: str | Path) -> None:
     """In Slicer, first use: install what the requirements file lists (asking first); torch through PyTorchUtils
     (the PyTorch extension picks the CPU or CUDA build), else the CPU wheel. Raises InstallDeclined or InstallFailed
     (clear messages for the panel); called before any job, never at start-up."""
-    import slicer
 
     path = Path(requirements_path)
     try:
@@ -83,7 +82,10 @@ def ensure_dependencies(requirements_path: str | Path) -> None:
     missing = missing_requirements(read_requirements(path))
     if not missing and not missing_no_deps:
         return
-    pydeps = getattr(slicer, "pydeps", None)  # Slicer >= 5.11: one dialog, constraints shared with other extensions
+    try:  # Slicer >= 5.11: one dialog, constraints shared with other extensions
+        import slicer.pydeps as pydeps
+    except ImportError:
+        pydeps = None
     if pydeps is not None and missing:
         try:
             pydeps.pip_ensure(pydeps.load_requirements(str(path)), requester="BreastCADx")

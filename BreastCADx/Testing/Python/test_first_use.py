@@ -55,10 +55,10 @@ def stock_python(tmp_path_factory) -> Path:
     return root / "bin" / "python"
 
 
-def first_use(python: Path, confirm: str, preimport: str = "") -> dict:
+def first_use(python: Path, confirm: str, preimport: str = "", pydeps: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PYTHONPATH=os.pathsep.join([str(STANDIN), str(MODULE_DIR)]), STANDIN_CONFIRM=confirm,
-               STANDIN_PREIMPORT=preimport, PYTHONNOUSERSITE="1")
+               STANDIN_PREIMPORT=preimport, PYTHONNOUSERSITE="1", STANDIN_PYDEPS="1" if pydeps else "0")
     out = subprocess.run([str(python), str(STANDIN / "first_use_driver.py")], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -99,6 +99,14 @@ def test_an_accepted_install_installs_torch_and_the_requirements_file(stock_pyth
     assert r["raised"] is None  # what follows (here: no image loaded) is shown in the panel, not raised into Qt
     for text, _details in _calls(r, "errorDisplay"):
         assert "Traceback" not in text
+
+
+def test_slicer_5_11_installs_the_requirements_file_through_pydeps(stock_python):
+    r = first_use(stock_python, confirm="yes", pydeps=True)
+    assert r["foreign_before_installer"] == []
+    assert _calls(r, "load_requirements")[0][0].endswith("requirements.txt")
+    assert _calls(r, "pip_ensure")[0][0] == "BreastCADx"
+    assert all(not c[0].startswith("['-r'") for c in _calls(r, "pip_install"))  # torch only, by pip_install
 
 
 def test_the_check_sees_a_heavy_import_before_the_installer(stock_python):
