@@ -172,12 +172,11 @@ class BreastCADxPanel(VTKObservationMixin):
         self._guarded("Failed to load the sample case.", load)
 
     def _start(self, starter):
-        try:
+        def install_then_start():
             ensure_dependencies(REQUIREMENTS)
-        except InstallDeclined as e:  # the user's choice: said in the panel, no error box
-            self.ui.statusLabel.text = str(e)
-            return
-        if not self._guarded("Could not start.", lambda: setattr(self, "_job", starter())):
+            self._job = starter()
+
+        if not self._guarded("Could not start.", install_then_start):
             return
         self.ui.progressBar.value = 0
         self.ui.progressBar.visible = True
@@ -187,7 +186,7 @@ class BreastCADxPanel(VTKObservationMixin):
 
     def _guarded(self, message: str, action) -> bool:
         """Run a panel action: a failure is shown (ours: its message; anything else: with details) and said in the
-        status line, never raised into Qt's event loop."""
+        status line, never raised into Qt's event loop; a declined install is the user's choice: said, not shown."""
         try:
             slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
             try:
@@ -195,6 +194,8 @@ class BreastCADxPanel(VTKObservationMixin):
             finally:
                 slicer.app.restoreOverrideCursor()
             return True
+        except InstallDeclined as e:
+            self.ui.statusLabel.text = str(e)
         except BreastCADxError as e:
             self.ui.statusLabel.text = f"{message} {e}"
             slicer.util.errorDisplay(f"{message}\n\n{e}")
