@@ -120,6 +120,14 @@ def _verified(folder_name: str, signature: tuple) -> dict:
     if unlisted:
         raise ModelError(f"card {unlisted[0]} is not listed in {MODELSET_FILE}: the set was changed by hand",
                          folder / unlisted[0])
+    for name in files:  # a card's own SHA256 (what provenance reports) must be the file the manifest checked
+        card = json.loads((folder / name).read_text()) if name.endswith(".json") else None
+        if isinstance(card, dict) and "id" in card:
+            missing = [f for f in card_files(card) if f not in files]
+            if missing or (card.get("weights") and card.get("sha256") != files[card["weights"]]):
+                raise ModelError(f"the card does not match {MODELSET_FILE} ("
+                                 + (f"{missing[0]} not listed" if missing else "its weights' SHA256 differs") + ")",
+                                 folder / name)
     return manifest
 
 
@@ -149,12 +157,10 @@ def load_card(model_id: str, models_dir: Path | None = None) -> dict:
 
 
 def verified_weights_path(card: dict) -> Path:
-    """The card's weights file, verified with its model set (verify_model_set: the one SHA256 check)."""
-    manifest = verify_model_set(Path(card["_dir"]))
-    path = Path(card["_dir"]) / card["weights"]
-    if card["weights"] not in manifest["files"]:
-        raise ModelError(f"the weights are not listed in {MODELSET_FILE}", path)
-    return path
+    """The card's weights file, verified with its model set (verify_model_set: the one SHA256 check, which also
+    holds every card's files to the manifest)."""
+    verify_model_set(Path(card["_dir"]))
+    return Path(card["_dir"]) / card["weights"]
 
 
 def load_state_dict(card: dict) -> dict[str, torch.Tensor]:
