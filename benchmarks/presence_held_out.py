@@ -35,7 +35,8 @@ def main() -> None:
     lines = []
     for path in args.passes:
         run, site = path.name.split("__")[:2]
-        rows = [score(load_cases([path]), p) for p in GRID]
+        loaded = load_cases([path])  # once per pass, scored at every threshold
+        rows = [score(loaded, p) for p in GRID]
         report["passes"][path.name] = rows
         lines += ["", f"## {site}, held out: segmenter `{run}` trained on {TRAINED_ON.get(run, run)}", "",
                   f"{rows[0]['lesions']} lesion images, {rows[0]['lesion_free_images']} lesion-free images "

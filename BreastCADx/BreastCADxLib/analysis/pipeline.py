@@ -58,14 +58,13 @@ def longest_diameter(region: np.ndarray, scale: tuple[float, float]) -> float:
     return float(np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max()) if len(pts) > 1 else 0.0
 
 
-def separate_regions(image: Image, mask: np.ndarray) -> list[dict]:
+def separate_regions(mask: np.ndarray, scale: tuple[float, float] | None) -> list[dict]:
     """Each separate region of the lesion's frame with at least MIN_LESION_PIXELS, largest first: its area,
-    longest diameter and box, in the lesion's measurement scale."""
+    longest diameter and box, in the lesion's measurement scale (measurement_scale; None: pixels)."""
     k = lesion_frame(mask)
     labels, n = ndimage.label(mask[k])
     if n < 2:
         return []
-    scale, _ = measurement_scale(image, mask)
     sx, sy = scale or (1.0, 1.0)
     out = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
@@ -87,7 +86,7 @@ def measurements(image: Image, mask: np.ndarray, radiomics: dict[str, float], px
            "area_unit": f"{unit}^2"}
     if note:
         out["note"] = note
-    regions = separate_regions(image, mask)
+    regions = separate_regions(mask, scale)
     if regions:  # a mask of several lesions: each measured, and said
         out["regions"] = regions
         out["note"] = (f"the mask holds {len(regions)} separate regions (measured one by one: "

@@ -83,14 +83,15 @@ def _check_claimed_frames(ds: pydicom.Dataset, rows: int, cols: int, frames: int
                              "a truncated file or a false header", path)
 
 
-def pixel_spacing(ds: pydicom.Dataset, path=None) -> tuple[float, float] | None:
-    """(x, y) spacing in mm, or None when the object does not tell it; a broken value is refused."""
+def pixel_spacing(ds: pydicom.Dataset, path=None, regions: tuple | None = None) -> tuple[float, float] | None:
+    """(x, y) spacing in mm, or None when the object does not tell it; a broken value is refused. `regions`: the
+    object's us_regions when the caller has them already."""
     for source in (ds, _pixel_measures(ds)):
         if source is not None and source.get("PixelSpacing"):
             return _checked(source.PixelSpacing, "PixelSpacing", path)
     if ds.get("ImagerPixelSpacing"):
         return _checked(ds.ImagerPixelSpacing, "ImagerPixelSpacing", path)
-    scales = {(r[4], r[5]) for r in us_regions(ds, path)}
+    scales = {(r[4], r[5]) for r in (us_regions(ds, path) if regions is None else regions)}
     if len(scales) == 1:  # one scale over every calibrated region (else sizes are per region: us_regions)
         return next(iter(scales))
     return None
@@ -225,7 +226,7 @@ def _read_dicom_file(path: Path) -> Image:
         raise ImageReadError(f"pixel data holds {raw.size} values, header says {expected}: truncated?", path)
     arr, photometric = _to_grey(raw, ds, frames)
     regions = us_regions(ds, path)  # a broken region calibration is refused even beside a PixelSpacing
-    spacing = pixel_spacing(ds, path)
+    spacing = pixel_spacing(ds, path, regions)
     origin, direction = _orientation(ds)
     sz = 1.0
     pm = _pixel_measures(ds)
@@ -286,9 +287,9 @@ def read_dicomdir(path: Path) -> Image:
     if len(files) == 1:
         return read_dicom_file(files[0])
     parents = {f.parent for f in files}
-    if len(parents) == 1:  # GDCM's order (by position) when the series lies in one folder
-        files = [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(parents.pop()), uid)] or files
-    return _read_series(sorted(files) if len(parents) > 1 else files, Path(path).parent)
+    by_position = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(files[0].parent), uid) \
+        if len(parents) == 1 else ()  # GDCM sorts a series lying in one folder by position
+    return _read_series(list(by_position) or sorted(files), Path(path).parent)
 
 
 def _has_pixels(path: Path) -> bool:

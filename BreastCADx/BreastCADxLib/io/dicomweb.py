@@ -186,7 +186,7 @@ class Pacs:
                         wait *= 2
                         continue
                     raise self._failure(what, e, attempt) from None
-                except Exception as e:
+                except (requests.exceptions.RequestException, ValueError) as e:  # JSON errors are ValueErrors
                     raise self._failure(what, e, attempt) from None
         finally:
             self.session.deadline = None
@@ -208,11 +208,7 @@ class Pacs:
         if isinstance(e, (json.JSONDecodeError, requests.exceptions.JSONDecodeError)):
             return PacsError(f"{what}: the server's answer is not DICOMweb JSON (a web page? check that the URL is "
                              "the DICOMweb root, e.g. .../dicom-web)", url)
-        if isinstance(e, (requests.exceptions.RequestException, ValueError)):
-            return PacsError(f"{what}: {e.__class__.__name__}: {e}", url)
-        if isinstance(e, PacsError):
-            return e
-        raise e
+        return PacsError(f"{what}: {e.__class__.__name__}: {e}", url)
 
     def query_studies(self, patient_id: str | None = None, study_uid: str | None = None,
                       modality: str | None = None, limit: int = 100) -> list[dict[str, str]]:

@@ -104,9 +104,10 @@ def valid_text_values(sources: list[pydicom.Dataset]) -> list[str]:
         for elem in list(ds):
             if elem.VR not in TEXT_VRS or elem.VM != 1 or elem.value is None or elem.tag == 0x00080005:
                 continue
-            raw = elem.value.original_string if hasattr(elem.value, "original_string") else None
+            raw = getattr(elem.value, "original_string", None)
+            undeclared = isinstance(raw, bytes) and not declared and any(b > 127 for b in raw)
             text = str(elem.value)
-            if isinstance(raw, bytes) and not declared and any(b > 127 for b in raw):
+            if undeclared:
                 text, charset = _decode(raw)
                 changes.append(f"{elem.keyword or elem.tag}: no character set declared; read as {charset}")
             limit = MAX_VALUE_LEN.get(elem.VR, 0)
@@ -119,7 +120,7 @@ def valid_text_values(sources: list[pydicom.Dataset]) -> list[str]:
             if cut != text:
                 changes.append(f"{elem.keyword or elem.tag}: {len(text)} characters, more than {elem.VR} allows; "
                                f"cut to {len(cut)}")
-            if cut != str(elem.value) or (isinstance(raw, bytes) and not declared and any(b > 127 for b in raw)):
+            if cut != str(elem.value) or undeclared:
                 ds[elem.tag].value = cut
             unicode_needed |= any(ord(c) > 127 for c in cut)
         if unicode_needed and not declared:
