@@ -61,6 +61,8 @@ class BreastCADxParameterNode:
     segmentID: str = ""
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     expectLesion: bool = True
+    readerBirads: Annotated[str, Choice(["", "1", "2", "3", "4", "4A", "4B", "4C", "5"])] = ""
+    siteProfile: str = ""
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     probability: float = -1.0
     biradsSuggestion: str = ""

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from BreastCADxLib import __version__
 from BreastCADxLib.analysis.box_classifier import get_box_scorer
-from BreastCADxLib.analysis.calibration import INCOMPLETE, INCOMPLETE_NOTE
+from BreastCADxLib.analysis.calibration import INCOMPLETE, INCOMPLETE_NOTE, SUGGESTION_NOTE
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
@@ -23,6 +23,7 @@ from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, get_segmenter
+from BreastCADxLib.analysis.site import ReaderView, SiteProfile, SiteProfileError, reader_category
 from BreastCADxLib.analysis.values import Flag
 from BreastCADxLib.errors import MaskError, UnsupportedImageError
 from BreastCADxLib.image import Image
@@ -127,6 +128,21 @@ BOX_FALLBACK_FLAG = Flag("box_outline_fallback", "box outline: the segmenter fou
                          "before relying on the result")
 
 
+def apply_site(pred, site: SiteProfile | None, origin: str, reader_birads: str | None) -> ReaderView | None:
+    """The site profile's probability and suggestion in place of the set's (the set's kept as raw_probability is);
+    the radiologist's category beside it, with a flag where the profile's rule decides otherwise."""
+    if site is not None:
+        pred.probability = site.calibrate(pred.probability, origin)
+        pred.birads, note = site.suggestion(pred.probability)
+        pred.suggestion_note = f"{SUGGESTION_NOTE}; site profile '{site.id}'" + (f": {note}" if note else "")
+    if reader_birads is None:
+        return None
+    view = site.reader_view(reader_birads, pred.probability) if site else ReaderView(reader_birads, None, None)
+    if view.disagreement:
+        pred.flags.append(Flag("reader_disagreement", view.disagreement))
+    return view
+
+
 @lru_cache(maxsize=4)
 def shipped_segmenter_ref(model_set: str) -> ModelRef:
     """The segmenter of a model set, named from its card (for a mask it made in an earlier step)."""
@@ -149,22 +165,24 @@ def working_image(image: Image, grid: WorkingGrid) -> Image:
 def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
             device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
-            mask_origin: str = "user", allow_unvalidated: bool = False, frame: int | None = None) -> AnalysisResult:
+            mask_origin: str = "user", allow_unvalidated: bool = False, frame: int | None = None,
+            site: SiteProfile | None = None, reader_birads: str | None = None) -> AnalysisResult:
     """One lesion of one image; a multi-frame ultrasound (a cine) is analysed on one frame: `frame` (0-based), else
     the frame of a given mask's largest lesion, else the middle one; the result says which (`extra["frame"]` and
     a flag) and its mask and heatmap lie on the whole cine's grid. See analyze_plane for the rest."""
+    extra = {"site": site, "reader_birads": reader_birads}
     if image.frames == 1 or image.modality not in ("US", "OT"):
         if frame not in (None, 0):
             raise UnsupportedImageError(f"--frame {frame}: the image has one frame", image.source or None)
         return analyze_plane(image, mask, roi, heatmap, progress, should_cancel, device, expect_lesion, model_set,
-                             mask_origin, allow_unvalidated)
+                             mask_origin, allow_unvalidated, **extra)
     n = image.frames
     k = frame if frame is not None else lesion_frame(mask) if mask is not None and mask.any() else n // 2
     if not 0 <= k < n:
         raise UnsupportedImageError(f"--frame {k}: this cine has frames 0 to {n - 1}", image.source or None)
     one = image.with_array(image.array[k:k + 1])
     res = analyze_plane(one, None if mask is None else mask[k:k + 1], roi, heatmap, progress, should_cancel, device,
-                        expect_lesion, model_set, mask_origin, allow_unvalidated)
+                        expect_lesion, model_set, mask_origin, allow_unvalidated, **extra)
     full = np.zeros(image.array.shape, bool)
     if res.mask is not None:
         full[k] = res.mask[0]
@@ -183,14 +201,21 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
 def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
                   progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
                   device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
-                  mask_origin: str = "user", allow_unvalidated: bool = False) -> AnalysisResult:
+                  mask_origin: str = "user", allow_unvalidated: bool = False, site: SiteProfile | None = None,
+                  reader_birads: str | None = None) -> AnalysisResult:
     """Classify the lesion in `mask` (given), else in the auto-segmented mask. Never modifies `mask`.
     mask_origin: how a given mask was made (user, or auto / edited when the model set's segmenter made it).
     expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged).
     The input guard runs first: an image outside what the models were validated on raises InputRefused unless
     allow_unvalidated (then the result is flagged). An image larger than the training images (WORK_SIDE) is
-    analysed on a downsampled copy; the mask and heatmap come back on the input grid (a given mask unchanged)."""
+    analysed on a downsampled copy; the mask and heatmap come back on the input grid (a given mask unchanged).
+    site: a site profile (analysis.site) the probability, suggestion and presence threshold follow; reader_birads:
+    the radiologist's own category, shown beside BreastCADx's (compared by the profile's rule when it has one)."""
     report = progress or (lambda f, m: None)
+    if site is not None and site.model_set != model_set:
+        raise SiteProfileError(f"made for the model set '{site.model_set}', not '{model_set}'", site.folder)
+    if reader_birads is not None:
+        reader_birads = reader_category(reader_birads, image.source or None)  # refused before any model runs
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     checked = check_input(image, model_set, allow_unvalidated, device)
@@ -205,25 +230,29 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         classifier=ModelRef(classifier.card["id"], classifier.card["sha256"]),
         classifier_config=f"{classifier.card['mode']}/{classifier.card['classifier']}",
         deep_model="imagenet_lite0_frozen", mask_origin=origin,
-        segmenter=None if origin == "user" else shipped_segmenter_ref(model_set))
+        segmenter=None if origin == "user" else shipped_segmenter_ref(model_set),
+        site=None if site is None else ModelRef(site.id, site.sha256))
     grid = working_grid(image.array.shape)
     work = working_image(image, grid)
     if mask is None:
         segmenter = get_segmenter(device=device, model_set=model_set)
         report(0.05, "segmenting")
         seg = segmenter.segment(work, roi=grid.down_box(roi) if roi is not None else None,
-                                should_cancel=should_cancel, expect_lesion=expect_lesion)
+                                should_cancel=should_cancel, expect_lesion=expect_lesion,
+                                presence=None if site is None else site.presence)
         work_mask, low_confidence, box_fallback = seg.mask, seg.low_confidence, seg.box_fallback
+        presence = seg.presence_score
         mask = grid.up(work_mask, is_mask=True)
         seconds["segment"] = time.perf_counter() - t
         if not mask.any():
             report(1.0, "no lesion found")
             return AnalysisResult(source=image.source, lesion_found=False, provenance=provenance, mask=mask,
-                                  seconds=seconds, input_check=checked)
+                                  seconds=seconds, input_check=checked, presence_score=presence,
+                                  reader=None if reader_birads is None else ReaderView(reader_birads, None, None))
     else:
         if mask.shape != image.array.shape:
             raise MaskError(f"mask shape {mask.shape} does not match image shape {image.array.shape}", image.source)
-        mask, low_confidence, box_fallback = mask.astype(bool).copy(), False, False
+        mask, low_confidence, box_fallback, presence = mask.astype(bool).copy(), False, False, None
         check_lesion_mask(mask, image.source or None)
         work_mask = grid.down(mask, is_mask=True)
     report(0.4, "radiomics")
@@ -259,6 +288,7 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
     pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)
+    reader = apply_site(pred, site, origin, reader_birads)
     if "note" in meas:
         pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
     if low_confidence:
@@ -281,4 +311,5 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     return AnalysisResult(source=image.source, lesion_found=True, provenance=provenance, mask=mask,
                           prediction=pred, heatmap=heat, radiomics=rad,
                           measurements=meas, lexicon=lexicon, seconds=seconds, input_check=checked,
+                          presence_score=presence, reader=reader,
                           extra={"working_size": list(grid.work_shape())} if grid.resized else {})

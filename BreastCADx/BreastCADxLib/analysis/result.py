@@ -14,6 +14,7 @@ import numpy as np
 
 from BreastCADxLib.analysis.calibration import SUGGESTION_NOTE
 from BreastCADxLib.analysis.lexicon import LexiconItem
+from BreastCADxLib.analysis.site import ReaderView
 from BreastCADxLib.analysis.values import Flag, InputCheck, Prediction
 from BreastCADxLib.errors import BreastCADxError
 
@@ -47,6 +48,7 @@ class Provenance:
     segmenter: ModelRef | None = None  # None when the user drew the mask
     image_model: ModelRef | None = None  # the fusion's image-level member (box-crop CNN), when the classifier has one
     whole_image_model: ModelRef | None = None  # its whole-image member, when the classifier has one
+    site: ModelRef | None = None  # the site profile the probability, suggestion and presence follow (id, seal)
 
     def __post_init__(self) -> None:
         if self.mask_origin not in MASK_ORIGINS:
@@ -60,12 +62,12 @@ class Provenance:
 
     @classmethod
     def from_json(cls, d: dict) -> Provenance:
-        seg, img, whole = d.get("segmenter"), d.get("image_model"), d.get("whole_image_model")
+        seg, img, whole, site = (d.get(k) for k in ("segmenter", "image_model", "whole_image_model", "site"))
         return cls(breastcadx=d["breastcadx"], model_set=d["model_set"], classifier=ModelRef(**d["classifier"]),
                    classifier_config=d["classifier_config"], deep_model=d["deep_model"],
                    mask_origin=d["mask_origin"], segmenter=ModelRef(**seg) if seg else None,
                    image_model=ModelRef(**img) if img else None,
-                   whole_image_model=ModelRef(**whole) if whole else None)
+                   whole_image_model=ModelRef(**whole) if whole else None, site=ModelRef(**site) if site else None)
 
 
 @dataclass
@@ -82,6 +84,8 @@ class AnalysisResult:
     seconds: dict[str, float] = field(default_factory=dict)
     input_check: InputCheck = field(default_factory=InputCheck)
     extra: dict = field(default_factory=dict)  # front-door fields kept in result.json (e.g. "batch")
+    presence_score: float | None = None  # the segmenter's presence score (automatic whole-image outlines)
+    reader: ReaderView | None = None  # the radiologist's category, when given, beside BreastCADx's
 
     @property
     def flags(self) -> list[Flag]:
@@ -106,6 +110,21 @@ class AnalysisResult:
     def mask_origin(self) -> str:
         return self.provenance.mask_origin
 
+    def site_lines(self) -> list[str]:
+        """The site profile the numbers follow (id + seal) and the radiologist's category beside BreastCADx's:
+        said wherever the result is shown (summary, overlay, SR)."""
+        out = []
+        site = self.provenance.site
+        if site is not None:
+            out.append(f"Site profile: {site.id} (SHA256 {site.sha256[:16]}): probability, suggestion and presence "
+                       "follow this hospital's own cases")
+        if self.reader is not None:
+            r = self.reader
+            out.append(f"Radiologist's BI-RADS: {r.category}; BreastCADx: {self.birads_suggestion or 'no lesion'}"
+                       + (f"; combined by the site's rule {100 * r.combined_probability:.1f} %"
+                          if r.combined_probability is not None else ""))
+        return out
+
     def to_json(self) -> dict:
         p = self.prediction
         return {
@@ -119,6 +138,7 @@ class AnalysisResult:
             "seconds": self.seconds,
             "radiomics": {k: (float(v) if np.isfinite(v) else None) for k, v in self.radiomics.items()},
             "input_check": self.input_check.to_json(), "provenance": self.provenance.to_json(),
+            "presence_score": self.presence_score, "reader": self.reader.to_json() if self.reader else None,
             "research_use_only": True, **self.extra,
         }
 
@@ -145,7 +165,8 @@ class AnalysisResult:
                    radiomics={k: (np.nan if v is None else v) for k, v in d["radiomics"].items()},
                    measurements=d["measurements"], lexicon=[LexiconItem(**i) for i in d["lexicon"]],
                    seconds=d["seconds"],
-                   input_check=InputCheck.from_json(d["input_check"]),
+                   input_check=InputCheck.from_json(d["input_check"]), presence_score=d.get("presence_score"),
+                   reader=ReaderView(**d["reader"]) if d.get("reader") else None,
                    extra={k: v for k, v in d.items() if k not in known})
 
 

@@ -52,6 +52,7 @@ class Segmentation:
     seconds: float
     low_confidence: bool = False  # nothing passed the presence threshold; the best candidate was kept (expect_lesion)
     box_fallback: bool = False  # inside a drawn box no usable region at all: the ellipse inscribed in the box
+    presence_score: float | None = None  # the most confident region's peak (whole image); found when >= presence
 
     @property
     def lesion_found(self) -> bool:
@@ -101,6 +102,20 @@ def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fr
     keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
     mask = np.isin(labels, index[keep])
     return ndimage.binary_fill_holes(mask)
+
+
+def presence_score(prob: np.ndarray, threshold: float, min_area_fraction: float) -> float:
+    """The highest peak of a region large enough to be a lesion: postprocess finds a lesion where this reaches
+    the presence threshold (a site profile's presence threshold is fitted on it)."""
+    labels, n = ndimage.label(prob >= threshold)
+    if n == 0:
+        return 0.0
+    fg = labels > 0
+    areas = np.bincount(labels[fg], minlength=n + 1)[1:]
+    peaks = np.zeros(n + 1, np.float32)
+    np.maximum.at(peaks, labels[fg], prob[fg])
+    big = areas >= max(16.0, min_area_fraction * prob.size)
+    return float(peaks[1:][big].max()) if big.any() else 0.0
 
 
 def box_ellipse(shape: tuple[int, int], box: Box) -> np.ndarray:
@@ -179,14 +194,16 @@ class LesionSegmenter:
             prob = prob[0]
         return resize_plane(prob, plane.shape).clamp(0, 1).numpy()
 
-    def mask_from(self, prob: np.ndarray) -> np.ndarray:
-        """The shipped post-processing of a probability map."""
-        return postprocess(prob, self.threshold, self.presence, self.min_area_fraction, self.keep_fraction)
+    def mask_from(self, prob: np.ndarray, presence: float | None = None) -> np.ndarray:
+        """The shipped post-processing of a probability map (presence: a site profile's threshold)."""
+        return postprocess(prob, self.threshold, self.presence if presence is None else presence,
+                           self.min_area_fraction, self.keep_fraction)
 
-    def refine(self, plane: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    def refine(self, plane: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None,
+               presence: float | None = None) -> np.ndarray:
         """Second pass: each lesion found (in `mask`, default the post-processed `prob`) is re-segmented in
         its own box, as if the user had drawn it."""
-        labels, n = ndimage.label(self.mask_from(prob) if mask is None else mask)
+        labels, n = ndimage.label(self.mask_from(prob, presence) if mask is None else mask)
         out = prob.copy()
         for k in range(1, n + 1):
             x0, y0, x1, y1 = self.refine_box(labels == k)
@@ -201,12 +218,14 @@ class LesionSegmenter:
         progress: Callable[[float, str], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         expect_lesion: bool = False,
+        presence: float | None = None,
     ) -> Segmentation:
         """Segment every frame; with a ROI box, only inside the box (the box is the user's prompt).
         expect_lesion: the user says there is a lesion; when nothing passes the presence threshold, the most
         probable region (of the most probable frame) is returned, flagged low_confidence. A drawn box says so too:
         inside a box there is always an outline (the best candidate, flagged when weak; when the network gives no
-        usable region at all, the ellipse inscribed in the box, flagged box_fallback)."""
+        usable region at all, the ellipse inscribed in the box, flagged box_fallback). presence: a site profile's
+        threshold instead of the card's; the result's presence_score is what it is compared with (whole image)."""
         t0 = time.perf_counter()
         if image.array.ndim != 3 or min(image.array.shape[1:]) < 16:
             raise UnsupportedImageError(f"cannot segment an image of shape {image.array.shape}", image.source)
@@ -214,6 +233,7 @@ class LesionSegmenter:
         box = check_roi(roi, rows, cols) if roi is not None else None
         prob = np.zeros(image.array.shape, np.float32)
         mask = np.zeros(image.array.shape, bool)
+        score = 0.0
         for k in range(frames):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("segmentation cancelled")
@@ -227,9 +247,10 @@ class LesionSegmenter:
                 prob[k, y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
             else:
                 prob[k] = self.probability(plane)
+                score = max(score, presence_score(prob[k], self.threshold, self.min_area_fraction))
                 if self.refine_margin is not None:
-                    prob[k] = self.refine(plane, prob[k])
-            mask[k] = self.mask_from(prob[k])
+                    prob[k] = self.refine(plane, prob[k], presence=presence)
+            mask[k] = self.mask_from(prob[k], presence)
             if progress is not None:
                 progress((k + 1) / frames, f"segmented frame {k + 1}/{frames}")
         expected = expect_lesion or box is not None
@@ -241,7 +262,8 @@ class LesionSegmenter:
             if box is not None and mask[k].sum() < MIN_LESION_PIXELS:
                 mask[k], fallback = box_ellipse((rows, cols), box), True
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
-                            low_confidence=low_confidence, box_fallback=fallback)
+                            low_confidence=low_confidence, box_fallback=fallback,
+                            presence_score=None if box is not None else score)
 
     def refine_box(self, region: np.ndarray) -> Box:
         """The box a found region is re-segmented in: its bounding box + the refinement margin."""

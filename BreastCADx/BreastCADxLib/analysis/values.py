@@ -37,6 +37,8 @@ FLAG_CODES = {
     "measurement": "sizes could not be measured as usual (pixels, or several regions)",
     "edited_mask": "the automatic outline was corrected by the user before classification",
     "frame_selected": "one frame of a multi-frame image (a cine) was analysed",
+    "reader_disagreement": "the site profile's rule on the radiologist's category and BreastCADx's score decides "
+                           "otherwise than the radiologist's category",
 }
 
 

@@ -11,15 +11,19 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.analysis.result import AnalysisResult
+from BreastCADxLib.analysis.site import reader_category
 from BreastCADxLib.errors import BreastCADxError, ImageReadError
 from BreastCADxLib.io import load_image, load_mask
 
 COLUMNS = ["case_id", "status", "error", "error_code", "lesion_found", "malignancy_probability", "predicted_label",
-           "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags"]
+           "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags", "presence_score", "reader_birads",
+           "site_profile"]
+OLDER_COLUMNS = COLUMNS[:12]  # results.csv of a batch before site profiles: its folder is still a batch's
 
 
 CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -49,7 +53,7 @@ def foreign_entries(out: Path) -> list[str]:
             foreign.append(entry.name)
         elif entry.name == "results.csv" and entry.is_file():
             with open(entry, encoding="utf-8", errors="replace") as f:
-                if f.readline().strip() != header:
+                if f.readline().strip() not in (header, ",".join(OLDER_COLUMNS)):
                     foreign.append(entry.name)
         elif entry.is_dir() and CASE_ID.match(entry.name):
             if any(f.is_symlink() or (f.name not in own_files and not f.name.startswith("."))
@@ -97,6 +101,11 @@ def read_manifest(path: Path) -> list[dict]:
                                   "or '-' (a plain folder name; not results.csv)", path)
         if not r["image"].strip():
             raise BreastCADxError(f"line {n}: the image cell is empty", path)
+        if (r.get("birads") or "").strip():  # the radiologist's own category, shown beside BreastCADx's
+            try:
+                r["birads"] = reader_category(r["birads"])
+            except BreastCADxError as e:
+                raise BreastCADxError(f"line {n}: {e.cause}", path) from None
     ids = [r["case_id"] for r in rows]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -114,7 +123,10 @@ def _row(case_id: str, result: AnalysisResult) -> dict:
             "flags": ";".join(f.code for f in result.flags),  # codes (analysis.values.FLAG_CODES); texts in result.json
             "mask_path": f"{case_id}/{files['mask']}" if "mask" in files else "",
             "heatmap_path": f"{case_id}/{files['heatmap']}" if "heatmap" in files else "",
-            "seconds": f"{result.extra.get('batch', {}).get('seconds', 0.0):.3f}"}
+            "seconds": f"{result.extra.get('batch', {}).get('seconds', 0.0):.3f}",
+            "presence_score": "" if result.presence_score is None else f"{result.presence_score:.4f}",
+            "reader_birads": result.reader.category if result.reader else "",
+            "site_profile": f"{site.id}:{site.sha256}" if (site := result.provenance.site) else ""}
 
 
 def fingerprint(*paths: Path) -> str:
@@ -160,6 +172,7 @@ class BatchOptions:
     model_set: str = DEFAULT_MODEL_SET
     allow_unvalidated: bool = False
     heatmap: bool = False
+    site: str | None = None  # a site profile folder (verified once per process, against the model set)
 
 
 class ResultsTable:
@@ -235,7 +248,8 @@ def plan(rows: list[dict], base: Path, out: Path, options: BatchOptions, models:
                 raise ImageReadError("is a pipe, device or socket, not an image file", special[0])
             settings = {"inputs_sha256": fingerprint(*inputs), "model_set": options.model_set,
                         "models_sha256": models, "expect_lesion": options.expect_lesion and len(inputs) == 1,
-                        "allow_unvalidated": options.allow_unvalidated, "heatmap": options.heatmap}
+                        "allow_unvalidated": options.allow_unvalidated, "heatmap": options.heatmap,
+                        "site_sha256": site_seal(options), "reader_birads": row.get("birads") or None}
             done = _finished(out / case_id / NAMES["result"], settings)
         except Exception as e:
             final.append(error_record(case_id, e, time.perf_counter() - t0))
@@ -248,6 +262,25 @@ def plan(rows: list[dict], base: Path, out: Path, options: BatchOptions, models:
 
 
 ATTEMPTS = "batch_attempts.log"
+
+
+def site_profile(options: BatchOptions):
+    """The batch's site profile, verified (once per process) against its model set; None without one."""
+    if not options.site:
+        return None
+    from BreastCADxLib.analysis.site import load_site_profile
+
+    return _site(options.site, options.model_set, load_site_profile)
+
+
+@lru_cache(maxsize=2)
+def _site(folder: str, model_set: str, load):
+    return load(folder, model_set)
+
+
+def site_seal(options: BatchOptions) -> str | None:
+    profile = site_profile(options)
+    return profile.sha256 if profile else None
 
 
 def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
@@ -276,7 +309,8 @@ def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
             check_lesion_mask(mask, inputs[1])
         result = analyze(image, mask=mask, device=options.device, expect_lesion=options.expect_lesion,
                          model_set=options.model_set, allow_unvalidated=options.allow_unvalidated,
-                         heatmap=options.heatmap)
+                         heatmap=options.heatmap, site=site_profile(options),
+                         reader_birads=case.settings.get("reader_birads"))
         result.extra["batch"] = {**case.settings, "seconds": round(time.perf_counter() - t0, 3),
                                  "attempts": attempts}
         result.extra["files"] = {k: p.name for k, p in write_case(result, image, folder).paths.items()}
@@ -334,6 +368,7 @@ def run_batch(manifest: Path, out: Path, options: BatchOptions | None = None, sh
     rows = read_manifest(manifest)
     manifest, out = manifest.resolve(), out.resolve()  # workers elsewhere see the same absolute paths
     prepare_out(out, overwrite)
+    site_profile(options)  # a profile that is altered or made for another model set stops the batch here
     final, todo = plan(rows, manifest.parent, out, options, models_fingerprint(options.model_set))
     table = ResultsTable(out, [r["case_id"] for r in rows], final)
     progress = Progress(len(todo), sys.stderr.isatty() if show_progress is None else show_progress)

@@ -33,15 +33,20 @@ def check_dicom_folder(dicom_out: Path) -> None:
 def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None = None, roi: str | None = None,
                  device: str = "auto", dicom_out: Path | None = None, expect_lesion: bool = False,
                  model_set: str = DEFAULT_MODEL_SET, overwrite: bool = False, allow_unvalidated: bool = False,
-                 heatmap: bool = False, frame: int | None = None) -> CaseOutputs:
+                 heatmap: bool = False, frame: int | None = None, site: str | Path | None = None,
+                 reader_birads: str | None = None) -> CaseOutputs:
     """Analyse one image into `out` (and DICOM into `dicom_out`); prints the summary; returns what was written."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
     from BreastCADxLib.analysis.segmentation import parse_roi
+    from BreastCADxLib.analysis.site import load_site_profile, reader_category
     from BreastCADxLib.io import load_image, load_mask
     from BreastCADxLib.results.case_files import write_case
 
     check_case_folder(out, overwrite)  # before anything is loaded or computed
+    profile = load_site_profile(site, model_set) if site else None
+    if reader_birads is not None:
+        reader_birads = reader_category(reader_birads)
     if mask_path and Path(mask_path).resolve() == (out / "mask.nrrd").resolve():
         raise BreastCADxError("--out would overwrite the input mask with the output mask; choose another folder",
                               mask_path)
@@ -55,7 +60,7 @@ def analyze_case(image_path: str | Path, out: Path, mask_path: str | Path | None
         check_lesion_mask(mask, mask_path)  # named after the mask file, before any model runs
     result = analyze(image, mask=mask, roi=parse_roi(roi) if roi else None, device=device,
                      expect_lesion=expect_lesion, model_set=model_set, allow_unvalidated=allow_unvalidated,
-                     heatmap=heatmap, frame=frame)
+                     heatmap=heatmap, frame=frame, site=profile, reader_birads=reader_birads)
     outputs = write_case(result, image, out, dicom_out)
     print(f"{image_path}")
     for line in summary_lines(result):

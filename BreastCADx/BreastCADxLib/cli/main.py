@@ -93,7 +93,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     analyze_case(args.image, Path(args.out), args.mask, args.roi, args.device,
                  Path(args.dicom_out) if args.dicom_out else None, args.expect_lesion, args.model_set, args.overwrite,
-                 args.allow_unvalidated_input, heatmap=args.heatmap, frame=args.frame)
+                 args.allow_unvalidated_input, heatmap=args.heatmap, frame=args.frame, site=args.site,
+                 reader_birads=args.birads)
     return 0
 
 
@@ -105,7 +106,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise BreastCADxError(f"--workers must be 0 (this process) or more, got {args.workers}")
     options = BatchOptions(device=args.device, expect_lesion=args.expect_lesion, model_set=args.model_set,
-                           allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap)
+                           allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap, site=args.site)
     table = run_batch(Path(args.manifest), Path(args.out), options, workers=args.workers, scheduler=args.scheduler,
                       overwrite=args.overwrite)
     errors = sum(r["status"] == "error" for r in table)
@@ -151,11 +152,27 @@ ALLOW_HELP = ("analyse an image the input guard refuses (another modality, an im
               "the breast ultrasound the models were trained on); the result is flagged")
 
 
-def _add_model_set(p: argparse.ArgumentParser) -> None:
+SITE_HELP = ("a site profile made by `breastcadx adapt` from this hospital's labelled cases: the probability, the "
+             "suggestion and the presence threshold follow it (refused when made for another model set)")
+
+
+def _add_model_set(p: argparse.ArgumentParser, site: bool = False) -> None:
     from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, MODEL_SETS
 
     p.add_argument("--model-set", choices=MODEL_SETS, default=DEFAULT_MODEL_SET, help=MODEL_SET_HELP)
     p.add_argument("--allow-unvalidated-input", action="store_true", help=ALLOW_HELP)
+    if site:
+        p.add_argument("--site", metavar="PROFILE", help=SITE_HELP)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from BreastCADxLib.results.adapt import adapt, card_text
+
+    body = adapt(Path(args.results), Path(args.labels), Path(args.out), args.sensitivity, args.presence_found,
+                 name=args.name)
+    print(card_text(body), end="")
+    print(f"site profile -> {args.out} (use it with --site {args.out})")
+    return 0
 
 
 HEATMAP_HELP = "also compute the Grad-CAM heatmap (heatmap.nrrd, shown on the overlay); slower"
@@ -198,10 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--heatmap", action="store_true", help=HEATMAP_HELP)
     an.add_argument("--frame", type=int, metavar="N",
                     help="a multi-frame ultrasound (cine): analyse frame N (0-based; default: the middle one)")
-    _add_model_set(an)
+    an.add_argument("--birads", metavar="CATEGORY",
+                    help="the radiologist's own BI-RADS category (1-5, 4A-4C): shown beside BreastCADx's, and "
+                         "compared by the site profile's rule when --site has one")
+    _add_model_set(an, site=True)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
-    ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV)")
+    ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV) and birads "
+                                     "(the radiologist's category, shown beside BreastCADx's)")
     ba.add_argument("--out", required=True, help="output folder: results.csv and one folder per case")
     ba.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ba.add_argument("--expect-lesion", action="store_true",
@@ -214,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--overwrite", action="store_true",
                     help="write into an --out that holds files a batch did not make (its results.csv and the "
                          "manifest's case folders are replaced)")
-    _add_model_set(ba)
+    _add_model_set(ba, site=True)
     ba.set_defaults(func=cmd_batch)
     de = sub.add_parser("demo", help="analyse the bundled sample case into ./breastcadx-demo/")
     de.add_argument("--out", default="breastcadx-demo", help="output folder (default ./breastcadx-demo)")
@@ -228,6 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "patient: the CIs then resample whole patients)")
     ev.add_argument("--out", help="also write the report here (.md, and .json beside it); never replaces a file")
     ev.set_defaults(func=cmd_evaluate)
+    ad = sub.add_parser("adapt", help="fit a site profile from a finished batch on this hospital's labelled cases "
+                                      "(calibration, biopsy threshold, presence, reader rule); changes nothing until "
+                                      "passed with --site")
+    ad.add_argument("results", help="results.csv of a finished `breastcadx batch` (run without --site; with "
+                                    "--expect-lesion, every lesion is classified)")
+    ad.add_argument("--labels", required=True,
+                    help="CSV with case_id,label (benign / malignant / normal) and optionally group (the patient) "
+                         "and birads (the radiologist's category)")
+    ad.add_argument("--out", required=True, help="the new profile's folder (never replaced)")
+    ad.add_argument("--sensitivity", type=float, default=0.98,
+                    help="the sensitivity the biopsy threshold is chosen for (default 0.98)")
+    ad.add_argument("--presence-found", type=float, default=0.95,
+                    help="the share of lesion images the presence threshold must find (default 0.95)")
+    ad.add_argument("--name", help="the profile's id (default: the folder's name)")
+    ad.set_defaults(func=cmd_adapt)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser
 

@@ -72,7 +72,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         source = files[0] if len(files) == 1 else folder
         outputs = analyze_case(source, out, device=args.device, dicom_out=dicom_out,
                                expect_lesion=args.expect_lesion, overwrite=args.overwrite,
-                               allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap)
+                               allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap,
+                               site=args.site, reader_birads=args.birads)
     if args.store:
         if not outputs.datasets:
             print("no lesion found: nothing to store")
@@ -118,6 +119,8 @@ def add_pacs_parser(sub, expect_help: str) -> None:
     a.add_argument("--overwrite", action="store_true",
                    help="replace earlier case files in --out (an earlier dicom/ result is never replaced)")
     a.add_argument("--heatmap", action="store_true", help="also compute the Grad-CAM heatmap (on the overlay)")
+    a.add_argument("--site", metavar="PROFILE", help="a site profile made by `breastcadx adapt` (see analyze)")
+    a.add_argument("--birads", metavar="CATEGORY", help="the radiologist's own BI-RADS category (see analyze)")
     a.set_defaults(func=cmd_analyze)
     s = psub.add_parser("store", parents=[common], help="send DICOM files to the PACS (STOW-RS)")
     s.add_argument("files", nargs="+")

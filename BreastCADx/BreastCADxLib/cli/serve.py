@@ -23,7 +23,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                                  insecure=False, allow_http_auth=False, timeout=30.0))
     return serve(ServeOptions(host=args.host, port=args.port, data=[Path(d) for d in args.data], out=Path(args.out),
                               device=args.device, pacs=pacs, open_browser=args.open_browser,
-                              model_set=args.model_set))
+                              model_set=args.model_set, site=_site(args)))
+
+
+def _site(args: argparse.Namespace) -> Path | None:
+    """--site, verified before the server starts (an altered profile or one for another set is refused)."""
+    if not args.site:
+        return None
+    from BreastCADxLib.analysis.site import load_site_profile
+
+    load_site_profile(args.site, args.model_set)
+    return Path(args.site).resolve()
 
 
 def add_serve_parser(sub) -> None:
@@ -44,4 +54,7 @@ def add_serve_parser(sub) -> None:
 
     sv.add_argument("--model-set", choices=MODEL_SETS, default=DEFAULT_MODEL_SET,
                     help="two-site (default) or busi-only (never saw BUS-BRA: for cross-site checks)")
+    from BreastCADxLib.cli.main import SITE_HELP
+
+    sv.add_argument("--site", metavar="PROFILE", help=SITE_HELP)
     sv.set_defaults(func=cmd_serve)

@@ -34,7 +34,7 @@ def summary_lines(result: AnalysisResult) -> list[str]:
     if not result.lesion_found:
         return ["No lesion found by automatic segmentation (predicted: normal).",
                 "Draw or load a mask to classify a lesion the segmenter missed.",
-                *[f"FLAG {f}" for f in result.flags], RESEARCH_ONLY]
+                *result.site_lines(), *[f"FLAG {f}" for f in result.flags], RESEARCH_ONLY]
     p = result.prediction
     m = result.measurements
     lines = [f"Malignancy probability: {result.probability * 100:.1f} %  ->  {result.predicted_label}",
@@ -46,6 +46,7 @@ def summary_lines(result: AnalysisResult) -> list[str]:
         lines.append("Lexicon: " + "; ".join(f"{i.feature} {i.category}" + ("" if i.confidence == "high" else
                                                                            f" ({i.confidence} confidence)")
                                             for i in lex))
+    lines += result.site_lines()
     lines += [f"FLAG {f}" for f in result.flags]
     lines.append(RESEARCH_ONLY)
     return lines
@@ -54,8 +55,9 @@ def summary_lines(result: AnalysisResult) -> list[str]:
 def case_overlay(result: AnalysisResult, image: Image) -> np.ndarray:
     """The result overlay (image, lesion contour, Grad-CAM; the result, every flag, research use only) as RGB."""
     lines = summary_lines(result)
-    head = [line for line in lines if not line.startswith("FLAG") and line != RESEARCH_ONLY][:4]
-    return overlay_rgb(image, result.mask, result.heatmap, head + [f for f in lines if f.startswith("FLAG")]
+    site = result.site_lines()
+    head = [line for line in lines if not line.startswith("FLAG") and line != RESEARCH_ONLY and line not in site][:4]
+    return overlay_rgb(image, result.mask, result.heatmap, head + site + [f for f in lines if f.startswith("FLAG")]
                        + [RESEARCH_ONLY])
 
 

@@ -313,6 +313,9 @@ def build_sr(image: Image, seg: hd.seg.Segmentation, result: AnalysisResult, cla
             name=codes.DCM.Comment, value=f"Lexicon {item.feature}: {item.category} ({item.evidence}; confidence "
                                          f"{item.confidence})"[:1024],
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    for line in result.site_lines():  # the site profile and the radiologist's category, when given
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=codes.DCM.Comment, value=line[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     for flag in result.flags:  # every caution the reader must see, as the result carries it
         group[0].ContentSequence.append(hd.sr.TextContentItem(
             name=codes.DCM.Comment, value=f"Flag {flag.code}: {flag.text}"[:1024],

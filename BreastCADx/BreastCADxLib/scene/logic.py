@@ -239,9 +239,14 @@ class WorkflowLogic:
             raise
         return Job(kind, folder, task, volume_node, image)
 
+    def _site_args(self) -> list[str]:
+        """The panel's site profile for the worker (it verifies it against the model set)."""
+        site = state.peek_value(self.scene, "siteProfile")
+        return ["--site", site] if site else []
+
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
                       progress: Progress | None = None, expect_lesion: bool = False) -> Job:
-        args = ["--device", device, "--model-set", self.model_set]
+        args = ["--device", device, "--model-set", self.model_set, *self._site_args()]
         args += ["--roi", ",".join(map(str, roi))] if roi is not None else []
         args += ["--expect-lesion"] if expect_lesion else []
         return self._new_job("segment", volume_node, None, args, progress)
@@ -254,7 +259,10 @@ class WorkflowLogic:
         mask = segment_to_mask(segmentation_node, segment_id, volume_node)
         if not mask.any():
             raise BreastCADxError("the lesion segment is empty: draw or correct it before classifying")
-        args = ["--device", device, "--model-set", self.model_set, "--mask-origin", origin_of(segment, mask)]
+        args = ["--device", device, "--model-set", self.model_set, "--mask-origin", origin_of(segment, mask),
+                *self._site_args()]
+        reader = state.peek_value(self.scene, "readerBirads")
+        args += ["--birads", reader] if reader else []
         job = self._new_job("classify", volume_node, mask, args, progress)
         job.segmentation_node, job.segment_id, job.mask_digest = segmentation_node, segment_id, mask_digest(mask)
         return job

@@ -20,6 +20,8 @@ VALUE_PARAMETERS: dict[str, tuple[type, object]] = {
     "segmentID": (str, ""),
     "device": (str, "auto"),
     "expectLesion": (bool, True),  # the user segments because they see a lesion: keep the best candidate
+    "readerBirads": (str, ""),  # the radiologist's own category ("" none), shown beside BreastCADx's
+    "siteProfile": (str, ""),  # a site profile folder (breastcadx adapt); "" none
     "heatmapOpacity": (float, 0.5),
     "probability": (float, -1.0),  # -1: no result yet
     "biradsSuggestion": (str, ""),
@@ -39,6 +41,12 @@ def parameter_node(scene):
         node.SetAttribute("ModuleName", MODULE_NAME)
         node = scene.AddNode(node)
     return node
+
+
+def peek_value(scene, name: str):
+    """A value parameter without creating the node (its default when the module has none yet)."""
+    node = scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+    return get_value(node, name) if node is not None else VALUE_PARAMETERS[name][1]
 
 
 def _text(kind: type, value) -> str:

@@ -77,6 +77,7 @@ class BreastCADxPanel(VTKObservationMixin):
         self.ui.classifyButton.connect("clicked(bool)", self.onClassify)
         self.ui.saveResultsButton.connect("clicked(bool)", self.onSaveResults)
         self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
+        self.ui.siteProfilePathLineEdit.connect("currentPathChanged(QString)", self.onSiteProfile)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -207,6 +208,10 @@ class BreastCADxPanel(VTKObservationMixin):
     def onProgress(self, fraction, message):
         self.ui.progressBar.value = int(100 * fraction)
         self.ui.statusLabel.text = message
+
+    def onSiteProfile(self, path):
+        if self._parameterNode:
+            self._parameterNode.siteProfile = path or ""
 
     def onSegment(self):
         p = self._parameterNode

@@ -28,25 +28,35 @@ def print_event(**event) -> None:
     print(json.dumps(event), flush=True)
 
 
-def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: bool, progress, model_set: str) -> None:
+def _site(folder: str | None, model_set: str):
+    from BreastCADxLib.analysis.site import load_site_profile
+
+    return load_site_profile(folder, model_set) if folder else None
+
+
+def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: bool, progress, model_set: str,
+                site: str | None = None) -> None:
     from BreastCADxLib.analysis.guard import check_input
     from BreastCADxLib.analysis.segmentation import get_segmenter, parse_roi
     from BreastCADxLib.io import load_image, save_mask
 
     image = load_image(job.image)
     check_input(image, model_set, device=device)  # the panel offers no override: refused images stay refused
+    profile = _site(site, model_set)
     progress(0.1, "loading the segmentation model")
     segmenter = get_segmenter(device=device, model_set=model_set)
     progress(0.3, f"segmenting on {segmenter.device}")
     result = segmenter.segment(image, roi=parse_roi(roi) if roi else None,
-                               progress=lambda f, m: progress(0.3 + 0.65 * f, m), expect_lesion=expect_lesion)
+                               progress=lambda f, m: progress(0.3 + 0.65 * f, m), expect_lesion=expect_lesion,
+                               presence=profile.presence if profile else None)
     job.out.mkdir(exist_ok=True)
     save_mask(result.mask, image, job.out_mask)
     job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence}))
     progress(1.0, result.outcome)
 
 
-def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_origin: str) -> None:
+def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_origin: str, site: str | None = None,
+                 reader_birads: str | None = None) -> None:
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.io import load_image, load_mask
     from BreastCADxLib.results.case_files import write_case
@@ -55,7 +65,8 @@ def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_ori
     mask = load_mask(job.mask, image)
     progress(0.1, "loading the models")
     result = analyze(image, mask=mask, device=device, progress=lambda f, m: progress(0.1 + 0.85 * f, m),
-                     model_set=model_set, mask_origin=mask_origin)
+                     model_set=model_set, mask_origin=mask_origin, site=_site(site, model_set),
+                     reader_birads=reader_birads)
     write_case(result, image, job.out)
     progress(1.0, f"malignancy probability {result.probability:.3f}" if result.probability is not None
              else "no lesion in the mask")
@@ -71,6 +82,8 @@ def execute(argv: list[str], emit: Emit) -> int:
     ap.add_argument("--model-set", default=DEFAULT_MODEL_SET)
     ap.add_argument("--expect-lesion", action="store_true")
     ap.add_argument("--mask-origin", choices=["user", "auto", "edited"], default="user")
+    ap.add_argument("--site")
+    ap.add_argument("--birads")
     args = ap.parse_args(argv)
 
     def progress(fraction: float, message: str) -> None:
@@ -80,9 +93,9 @@ def execute(argv: list[str], emit: Emit) -> int:
     job = JobFolder(args.job)
     try:
         if args.task == "segment":
-            run_segment(job, args.roi, args.device, args.expect_lesion, progress, args.model_set)
+            run_segment(job, args.roi, args.device, args.expect_lesion, progress, args.model_set, args.site)
         else:
-            run_classify(job, args.device, progress, args.model_set, args.mask_origin)
+            run_classify(job, args.device, progress, args.model_set, args.mask_origin, args.site, args.birads)
     except BreastCADxError as e:
         emit(error=str(e))
         return EXIT_ERROR

@@ -34,6 +34,7 @@ class ServeOptions:
     pacs: object | None = None  # io.dicomweb.Pacs
     model_set: str = DEFAULT_MODEL_SET
     open_browser: bool = False
+    site: Path | None = None  # a site profile (breastcadx adapt), verified at start
 
 
 class SlicerViewer:
@@ -113,6 +114,10 @@ class BreastCADxPage:
         self.session = ReviewSession(WorkflowLogic(self.slicer_app.scene, model_set=options.model_set), self.viewer,
                                      self.roots,
                                      OutputFolder(options.out), pacs=options.pacs, device=options.device)
+        if options.site is not None:
+            from BreastCADxLib.scene import parameters as params
+
+            params.set_values(self.session.logic.parameters, siteProfile=str(options.site))
         self._watch_task: asyncio.Task | None = None
         self._roi_shown = ""
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
@@ -122,6 +127,7 @@ class BreastCADxPage:
                                                                  for e in self.roots.listing()],
             "case_ref": None, "study_uid": "", "roi_text": "", "tool": "none", "brush_mm": 15.0,
             "heat_opacity": 0.5, "pacs_enabled": options.pacs is not None, "trame__title": "BreastCADx",
+            "reader_birads": "", "site": options.site.name if options.site else "",
         })
         self._build_ui()
 
@@ -170,6 +176,9 @@ class BreastCADxPage:
     def on_opacity(self, heat_opacity, **_) -> None:
         if self.session.status.result is not None:
             self.act("Heatmap", self.session.heatmap_opacity, heat_opacity)
+
+    def on_reader(self, reader_birads, **_) -> None:
+        self.act("Radiologist's BI-RADS", self.session.set_reader_birads, reader_birads)
 
     def on_brush(self, brush_mm, **_) -> None:
         if self.session.tool != "none":
@@ -225,6 +234,7 @@ class BreastCADxPage:
 
         self.state.change("heat_opacity")(self.on_opacity)
         self.state.change("brush_mm")(self.on_brush)
+        self.state.change("reader_birads")(self.on_reader)
         with SinglePageWithDrawerLayout(self.server, full_height=True) as ui:
             self.ui = ui
             ui.title.set_text("BreastCADx")
@@ -282,7 +292,10 @@ class BreastCADxPage:
             v.VBtn("Redo", click=a("Redo", ses.redo), size="small", id="redo")
         v.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="brush (mm; pixels if no spacing)",
                   density="compact", hide_details=True, thumb_label=True)
-        html.Div("5. Classify", classes="text-subtitle-2")
+        html.Div("5. Classify {{ site ? '(site profile ' + site + ')' : '' }}", classes="text-subtitle-2",
+                 id="classify-title")
+        v.VSelect(v_model=("reader_birads",), items=("['', '1', '2', '3', '4', '4A', '4B', '4C', '5']",),
+                  label="radiologist's BI-RADS (optional)", density="compact", hide_details=True, id="reader-birads")
         v.VBtn("Classify", click=a("Classify", ses.start_classify, watch=True), color="primary", size="small",
                id="classify",
                disabled=("!status.segment || !!status.busy",))

@@ -191,6 +191,12 @@ class ReviewSession:
                                             expect_lesion=True)
         self.status.busy, self.status.progress, self.status.message = "segment", 0.0, "Segmenting..."
 
+    def set_reader_birads(self, category: str | None) -> None:
+        """The radiologist's own category for the next classification ("" / None: none)."""
+        from BreastCADxLib.analysis.site import reader_category
+
+        params.set_values(self.logic.parameters, readerBirads=reader_category(category) if category else "")
+
     def start_classify(self) -> None:
         if self.job is not None:
             raise BreastCADxError(f"{self.job.kind} is still running")

@@ -1,0 +1,404 @@
+"""`breastcadx adapt`: fit a site profile (analysis.site) from a finished batch on a hospital's labelled cases.
+
+What is fitted, each only when the cases are enough (else refused, saying how few and why):
+- a calibration of the fused probability per mask origin: none, Platt or isotonic, chosen by cross-validated log
+  loss; its effect estimated by nested cross-validation (outer folds by patient);
+- the biopsy threshold at the sensitivity the site asks for (default 0.98): the lower of the empirical quantile of
+  the malignant lesions' probabilities and a normal fit on their logits (a small sample rarely holds the cancers
+  that score lowest);
+- the lesion-presence threshold when lesion-free images are given (the batch must record presence scores);
+- with the radiologist's BI-RADS: a logistic rule on (reader category, BreastCADx logit), its threshold set for the
+  reader's own sensitivity, reported against the reader alone.
+Nothing changes until a profile is passed with --site.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt, logit
+from BreastCADxLib.analysis.site import (
+    READER_BIOPSY_LEVEL,
+    SITE_FILE,
+    SITE_SCHEMA,
+    content_sha256,
+    reader_level,
+)
+from BreastCADxLib.errors import BreastCADxError
+
+MIN_PER_CLASS = 10  # lesions of each class (benign, malignant) a calibration or a threshold needs
+MIN_LESION_FREE = 10  # lesion-free images the presence threshold needs
+FOLDS = 5
+LABELS = {"benign": 0, "malignant": 1, "normal": None, "0": 0, "1": 1}
+CALIBRATIONS = ("none", "platt", "isotonic")
+P_CLIP = (0.002, 0.998)  # an isotonic step never says 0 or 1
+
+
+class AdaptError(BreastCADxError):
+    """The cases cannot support what adapt was asked to fit."""
+
+    code = "adapt_refused"
+
+
+@dataclass
+class SiteCase:
+    case_id: str
+    label: int | None  # 1 malignant, 0 benign, None lesion-free
+    group: str
+    probability: float | None  # the model set's, where the batch classified a lesion
+    mask_origin: str | None
+    presence_score: float | None
+    reader: float | None  # the radiologist's category on analysis.site.READER_LEVELS
+
+
+# -- fitting: arrays in, JSON-able dicts out (the benchmark calls these too) ----------------------------------------
+def _clip(p):
+    return np.clip(np.asarray(p, float), *P_CLIP)
+
+
+def fit_calibration(method: str, p: np.ndarray, y: np.ndarray) -> dict:
+    if method == "none":
+        return {"kind": "identity"}
+    if method == "platt":
+        return fit_platt(_clip(p), y)
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=P_CLIP[0], y_max=P_CLIP[1]).fit(p, y)
+    return {"kind": "isotonic", "x": [float(v) for v in iso.X_thresholds_],
+            "y": [float(v) for v in iso.y_thresholds_]}
+
+
+def log_loss(p, y) -> float:
+    p = _clip(p)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def group_folds(y: np.ndarray, groups: np.ndarray, k: int = FOLDS, seed: int = 0) -> list[np.ndarray]:
+    """Test indices of k folds, whole groups per fold, stratified by label where the groups allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = max(2, min(k, len(np.unique(groups)), int(min(np.bincount(y.astype(int), minlength=2)))))
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [test for _, test in cv.split(np.zeros(len(y)), y, groups)]
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> tuple[str, dict]:
+    """The method with the lowest cross-validated log loss (folds by group), and each method's loss."""
+    losses = {}
+    folds = group_folds(y, groups, seed=seed)
+    for method in CALIBRATIONS:
+        out = np.empty(len(p))
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(p)), test)
+            if len(set(y[train].tolist())) < 2:
+                out[test] = p[test]
+                continue
+            out[test] = apply_calibration(fit_calibration(method, p[train], y[train]), p[test])
+        losses[method] = log_loss(out, y)
+    return min(losses, key=losses.get), losses
+
+
+def threshold_at_sensitivity(p_malignant: np.ndarray, sensitivity: float) -> float:
+    """A probability threshold meant to keep `sensitivity` on new cancers: the lower of the empirical quantile
+    and the normal-fit quantile of the malignant logits."""
+    s = np.sort(np.asarray(p_malignant, float))
+    k = int(np.floor((1 - sensitivity) * len(s)))
+    empirical = float(s[min(k, len(s) - 1)])
+    z = logit(s)
+    parametric = float(1 / (1 + np.exp(-(z.mean() - norm.ppf(sensitivity) * z.std(ddof=1)))))
+    return min(empirical, parametric)
+
+
+def sens_spec(positive: np.ndarray, y: np.ndarray) -> dict:
+    return {"sensitivity": float(positive[y == 1].mean()), "specificity": float(1 - positive[y == 0].mean())}
+
+
+def _with_ci(values: np.ndarray, y: np.ndarray, groups: np.ndarray, stat) -> list[float]:
+    from BreastCADxLib.results.evaluation import group_bootstrap
+
+    lo, hi = group_bootstrap(groups, lambda idx: stat(values[idx], y[idx]), n=1000)
+    return [float(stat(values, y)), lo, hi]
+
+
+def _auc(p, y):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, p) if len(set(np.asarray(y).tolist())) == 2 else np.nan
+
+
+def _sens(pos, y):
+    return float(pos[y == 1].mean()) if (y == 1).any() else np.nan
+
+
+def _spec(pos, y):
+    return float(1 - pos[y == 0].mean()) if (y == 0).any() else np.nan
+
+
+def fit_origin(p: np.ndarray, y: np.ndarray, groups: np.ndarray, sensitivity: float, seed: int = 0) -> dict:
+    """Calibration + biopsy threshold for one mask origin, with nested-CV estimates (before / after, 95 % CIs)."""
+    method, losses = choose_calibration(p, y, groups, seed)
+    cal = fit_calibration(method, p, y)
+    p_all = apply_calibration(cal, p)
+    oof, oof_pos = np.empty(len(p)), np.zeros(len(p), bool)
+    for test in group_folds(y, groups, seed=seed + 1):
+        train = np.setdiff1d(np.arange(len(p)), test)
+        m, _ = choose_calibration(p[train], y[train], groups[train], seed)
+        c = fit_calibration(m, p[train], y[train])
+        oof[test] = apply_calibration(c, p[test])
+        t = threshold_at_sensitivity(apply_calibration(c, p[train])[y[train] == 1], sensitivity)
+        oof_pos[test] = oof[test] >= t
+    before_pos = p > 0.02  # the set's own "4A or above"
+    est = {"before": {"auc": _with_ci(p, y, groups, _auc), "ece": _with_ci(p, y, groups, expected_calibration_error),
+                      "sensitivity_4a": _with_ci(before_pos, y, groups, _sens),
+                      "specificity_4a": _with_ci(before_pos, y, groups, _spec)},
+           "after": {"auc": _with_ci(oof, y, groups, _auc), "ece": _with_ci(oof, y, groups, expected_calibration_error),
+                     "sensitivity_at_threshold": _with_ci(oof_pos, y, groups, _sens),
+                     "specificity_at_threshold": _with_ci(oof_pos, y, groups, _spec)}}
+    return {"method": method, "cv_log_loss": losses, "fit": cal, "n": int(len(y)), "malignant": int(y.sum()),
+            "threshold": threshold_at_sensitivity(p_all[y == 1], sensitivity), "estimates": est}
+
+
+def fit_presence(score_lesion: np.ndarray, score_free: np.ndarray, found_share: float) -> dict:
+    """The highest presence threshold that still finds `found_share` of the site's lesions."""
+    t = float(np.sort(score_lesion)[int(np.floor((1 - found_share) * len(score_lesion)))])
+    return {"threshold": t, "found_share": found_share, "lesions": int(len(score_lesion)),
+            "lesion_free": int(len(score_free)), "lesions_found": float((score_lesion >= t).mean()),
+            "false_lesion_rate": float((score_free >= t).mean())}
+
+
+def fit_reader_rule(level: np.ndarray, p: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
+                    seed: int = 0) -> dict:
+    """Logistic rule on (reader level, BreastCADx logit); its threshold keeps the reader's own sensitivity."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(idx):
+        lr = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([level[idx], logit(p[idx])]), y[idx])
+        rule = {"coef_reader": float(lr.coef_[0, 0]), "coef_logit": float(lr.coef_[0, 1]),
+                "intercept": float(lr.intercept_[0])}
+        target = float((level[idx][y[idx] == 1] >= READER_BIOPSY_LEVEL).mean())
+        rule["threshold"] = threshold_at_sensitivity(combined(rule, level[idx], p[idx])[y[idx] == 1], target)
+        rule["reader_sensitivity"] = target
+        return rule
+
+    rule = fit(np.arange(len(y)))
+    if groups is not None:
+        pos = np.zeros(len(y), bool)
+        for test in group_folds(y, groups, seed=seed + 2):
+            r = fit(np.setdiff1d(np.arange(len(y)), test))
+            pos[test] = combined(r, level[test], p[test]) >= r["threshold"]
+        reader_pos = level >= READER_BIOPSY_LEVEL
+        rule["estimates"] = {
+            "reader": {"sensitivity": _with_ci(reader_pos, y, groups, _sens),
+                       "specificity": _with_ci(reader_pos, y, groups, _spec)},
+            "combined": {"sensitivity": _with_ci(pos, y, groups, _sens),
+                         "specificity": _with_ci(pos, y, groups, _spec)}}
+    return rule
+
+
+def combined(rule: dict, level, p) -> np.ndarray:
+    z = rule["coef_reader"] * np.asarray(level, float) + rule["coef_logit"] * logit(p) + rule["intercept"]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+# -- reading a finished batch ---------------------------------------------------------------------------------------
+def read_site_cases(results: Path, labels: Path) -> tuple[list[SiteCase], dict]:
+    """The labelled cases of a batch (results.csv + each case's result.json) and the model set they were made with."""
+    from BreastCADxLib.results.evaluation import _read_csv
+
+    rows = {r["case_id"]: r for r in _read_csv(results, ("case_id", "status", "malignancy_probability"),
+                                                "results file")}
+    cases, made_with = [], set()
+    for n, r in enumerate(_read_csv(labels, ("case_id", "label"), "labels file"), start=2):
+        label = (r["label"] or "").strip().lower()
+        if label not in LABELS:
+            raise AdaptError(f"line {n}: label {label[:20]!r} must be benign, malignant or normal", labels)
+        reader = (r.get("birads") or "").strip()
+        level = reader_level(reader, labels) if reader else None
+        row = rows.get((r["case_id"] or "").strip())
+        if row is None or row["status"] != "ok":
+            continue  # not analysed: counted in the card, not fitted
+        payload = _case_result(results.parent / row["case_id"])
+        prov = payload.get("provenance", {})
+        if prov.get("site"):
+            raise AdaptError("this batch ran with a site profile (--site); adapt needs a batch without one",
+                             results.parent / row["case_id"])
+        made_with.add((prov.get("model_set"), payload.get("batch", {}).get("models_sha256")))
+        p = row["malignancy_probability"]
+        cases.append(SiteCase(row["case_id"], LABELS[label], (r.get("group") or "").strip() or row["case_id"],
+                              float(p) if p else None, prov.get("mask_origin"), payload.get("presence_score"), level))
+    if len(made_with) > 1:
+        raise AdaptError(f"the cases were analysed with different model sets {sorted(map(str, made_with))}", results)
+    if not cases:
+        raise AdaptError("no labelled case of the labels file was analysed in this batch", labels)
+    model_set, sha = made_with.pop()
+    return cases, {"id": model_set, "sha256": sha}
+
+
+def _case_result(folder: Path) -> dict:
+    from BreastCADxLib.results.case_files import NAMES
+
+    try:
+        return json.loads((folder / NAMES["result"]).read_text())
+    except (OSError, ValueError) as e:
+        raise AdaptError(f"the case's result.json cannot be read ({e.__class__.__name__}); is this the "
+                         "results.csv of a finished batch?", folder) from None
+
+
+# -- the profile ----------------------------------------------------------------------------------------------------
+def fit_profile(cases: list[SiteCase], sensitivity: float = 0.98, presence_found: float = 0.95,
+                use_reader: bool = True, seed: int = 0) -> tuple[dict, list[str]]:
+    """The fitted parts of a profile and what was left out (and why); refuses when nothing can be fitted."""
+    body: dict = {"calibration": {}, "estimates": {}}
+    skipped: list[str] = []
+    lesions = [c for c in cases if c.label is not None and c.probability is not None]
+    for origin in ("auto", "user"):
+        sub = [c for c in lesions if (c.mask_origin == "auto") == (origin == "auto")]
+        y = np.array([c.label for c in sub], int)
+        n_mal, n_ben = int(y.sum()), int(len(y) - y.sum())
+        if not sub:
+            continue
+        if min(n_mal, n_ben) < MIN_PER_CLASS:
+            skipped.append(f"{origin} outlines: {n_mal} malignant and {n_ben} benign classified lesions; a calibration"
+                           f" and a biopsy threshold need at least {MIN_PER_CLASS} of each (with fewer, the fit "
+                           "follows a handful of cases and its threshold cannot be checked)")
+            continue
+        p = np.array([c.probability for c in sub])
+        groups = np.array([c.group for c in sub])
+        fitted = fit_origin(p, y, groups, sensitivity, seed)
+        body["calibration"][origin] = {"method": fitted["method"], "fit": fitted["fit"], "n": fitted["n"],
+                                       "malignant": fitted["malignant"]}
+        body["estimates"][origin] = {"cv_log_loss": fitted["cv_log_loss"], **fitted["estimates"]}
+        body.setdefault("biopsy", {"sensitivity": sensitivity, "threshold": fitted["threshold"],
+                                   "fitted_on": origin})
+    if not body["calibration"]:
+        raise AdaptError("too few cases to adapt: " + "; ".join(skipped or ["no classified benign or malignant "
+                                                                          "lesion"]))
+    scored = [c for c in cases if c.presence_score is not None]
+    free = np.array([c.presence_score for c in scored if c.label is None])
+    with_lesion = np.array([c.presence_score for c in scored if c.label is not None])
+    if len(free) >= MIN_LESION_FREE and len(with_lesion) >= 2 * MIN_PER_CLASS:
+        body["presence"] = fit_presence(with_lesion, free, presence_found)
+    elif any(c.label is None for c in cases):
+        skipped.append(f"presence threshold: {len(free)} lesion-free and {len(with_lesion)} lesion images with a "
+                       f"presence score; it needs at least {MIN_LESION_FREE} and {2 * MIN_PER_CLASS} (batches "
+                       "before this version record no presence score)")
+    read = [c for c in lesions if c.reader is not None]
+    if use_reader and read:
+        y = np.array([c.label for c in read], int)
+        if min(int(y.sum()), int(len(y) - y.sum())) < MIN_PER_CLASS:
+            skipped.append(f"reader rule: {len(read)} lesions with the radiologist's BI-RADS ({int(y.sum())} "
+                           f"malignant); it needs at least {MIN_PER_CLASS} of each class")
+        else:
+            origin = body["biopsy"]["fitted_on"]
+            p = np.array([site_probability(body, c) for c in read])
+            body["reader_rule"] = fit_reader_rule(np.array([c.reader for c in read]), p, y,
+                                                  np.array([c.group for c in read]), seed)
+            body["reader_rule"]["fitted_on"] = origin
+    return body, skipped
+
+
+def site_probability(body: dict, case: SiteCase) -> float:
+    """A case's probability through the profile's calibration for its outline's origin."""
+    cals = body["calibration"]
+    cal = cals.get("auto" if case.mask_origin == "auto" else "user") or next(iter(cals.values()))
+    return float(apply_calibration(cal["fit"], [case.probability])[0])
+
+
+def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, presence_found: float = 0.95,
+          name: str | None = None, command: str | None = None) -> dict:
+    """Fit and write a profile into `out` (a new folder: an existing one is never replaced). Returns site.json."""
+    if os.path.lexists(out):
+        raise AdaptError("exists: a site profile is never replaced; choose a new folder", out)
+    if not 0.5 <= sensitivity < 1.0 or not 0.5 <= presence_found < 1.0:
+        raise AdaptError(f"--sensitivity {sensitivity} and --presence-found {presence_found} must lie in [0.5, 1)")
+    cases, model_set = read_site_cases(Path(results), Path(labels))
+    if model_set["id"] is None or model_set["sha256"] is None:
+        raise AdaptError("the batch's results do not name their model set (made by an older version?)", results)
+    body, skipped = fit_profile(cases, sensitivity, presence_found)
+    n_lesion = sum(c.label is not None for c in cases)
+    body = {"schema": SITE_SCHEMA, "id": name or out.name, "model_set": model_set,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command or " ".join(["breastcadx", *sys.argv[1:]]),
+            "cases": {"analysed": len(cases), "lesions": n_lesion, "malignant": sum(c.label == 1 for c in cases),
+                      "lesion_free": sum(c.label is None for c in cases),
+                      "with_reader_birads": sum(c.reader is not None for c in cases),
+                      "patients": len({c.group for c in cases})},
+            **body, "not_fitted": skipped}
+    card = card_text(body)
+    body["files"] = {"card.md": _sha(card.encode())}
+    body["content_sha256"] = content_sha256(body)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        (tmp / "card.md").write_text(card, encoding="utf-8")
+        (tmp / SITE_FILE).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_umask())
+        if os.path.lexists(out):
+            raise AdaptError("exists: a site profile is never replaced; choose a new folder", out)
+        os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return body
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fmt(v: list[float]) -> str:
+    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
+def card_text(body: dict) -> str:
+    c = body["cases"]
+    lines = [f"# Site profile `{body['id']}`", "",
+             f"Adapts the model set `{body['model_set']['id']}` (manifest SHA256 {body['model_set']['sha256']}).",
+             f"Made {body['created']} by `{body['command']}`.", "",
+             f"Cases: {c['analysed']} analysed ({c['patients']} patients): {c['lesions']} lesions, {c['malignant']} "
+             f"malignant, {c['lesion_free']} lesion-free; {c['with_reader_birads']} with the radiologist's BI-RADS.",
+             "", "Estimates by nested cross-validation (folds by patient), 95 % CIs by patient bootstrap:", "",
+             "| outlines | method | n (malignant) | AUC before | AUC after | ECE before | ECE after | sensitivity / "
+             "specificity at 4A before | at the site threshold after |", "|---|---|---|---|---|---|---|---|---|"]
+    for origin, cal in body["calibration"].items():
+        e = body["estimates"][origin]
+        b, a = e["before"], e["after"]
+        lines.append(f"| {origin} | {cal['method']} | {cal['n']} ({cal['malignant']}) | {_fmt(b['auc'])} | "
+                     f"{_fmt(a['auc'])} | {_fmt(b['ece'])} | {_fmt(a['ece'])} | {b['sensitivity_4a'][0]:.2f} / "
+                     f"{b['specificity_4a'][0]:.2f} | {a['sensitivity_at_threshold'][0]:.2f} / "
+                     f"{a['specificity_at_threshold'][0]:.2f} |")
+    bio = body["biopsy"]
+    lines += ["", f"Biopsy threshold: {100 * bio['threshold']:.2f} % (asked sensitivity {bio['sensitivity']:.2f}; "
+                  f"fitted on {bio['fitted_on']} outlines)."]
+    if "presence" in body:
+        pr = body["presence"]
+        lines.append(f"Presence threshold: {pr['threshold']:.3f} (finds {pr['lesions_found']:.2f} of {pr['lesions']} "
+                     f"lesions; false lesions on {pr['false_lesion_rate']:.2f} of {pr['lesion_free']} lesion-free "
+                     "images, on the fitting cases).")
+    if "reader_rule" in body:
+        e = body["reader_rule"]["estimates"]
+        lines.append(f"Reader + BreastCADx rule (cross-validated): sensitivity {_fmt(e['combined']['sensitivity'])}, "
+                     f"specificity {_fmt(e['combined']['specificity'])}; the reader alone (BI-RADS >= 4A): "
+                     f"{_fmt(e['reader']['sensitivity'])}, {_fmt(e['reader']['specificity'])}.")
+    for s in body["not_fitted"]:
+        lines.append(f"Not fitted: {s}.")
+    lines += ["", "Research use only. The profile changes nothing until it is passed with `--site`."]
+    return "\n".join(lines) + "\n"
