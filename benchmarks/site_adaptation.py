@@ -1,0 +1,217 @@
+"""Adapting at a new hospital (`breastcadx adapt`): how many labelled cases does a site need, and what do they buy?
+
+    python -m benchmarks.site_adaptation
+
+Each site is "the new hospital" for a model set that never saw it, through the product's own per-case outputs
+(benchmarks.held_out_site rows: automatic outlines with a lesion expected, non-test roles) and segmenter passes
+(training.segmentation.site_pass):
+- BUS-UCLM (C) for the two-site set (classification and presence);
+- BUS-BRA L5 (B) for the busi-only set (classification and the ultrasonographer's BI-RADS; no lesion-free views);
+- BUSI (A) for the B+C segmenter (presence only: no B+C classifier exists yet).
+For n = 25, 50, 100 labelled cases drawn by patient (20 draws), `results.adapt.fit_profile` is fitted on the draw
+and the rest of the site is scored: ECE, sensitivity / specificity at the biopsy threshold asked at 0.98, against
+no adaptation (the set's "4A or above", > 2 %) and the oracle (the threshold chosen on the scored cases themselves);
+presence: lesions found and false lesions at the fitted threshold against the set's own; on L5 the reader rule
+against the reader alone (BI-RADS >= 4). Writes benchmarks/results/site_adaptation.md/json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from benchmarks.machine import header, machine, write_results
+from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
+from BreastCADxLib.analysis.segmentation import presence_score
+from BreastCADxLib.analysis.site import READER_BIOPSY_LEVEL
+from BreastCADxLib.results.adapt import AdaptError, SiteCase, combined, fit_presence, fit_profile, found
+
+OUT = Path(__file__).resolve().parent / "results"
+SIZES = (25, 50, 100)
+DRAWS = 20
+SENSITIVITY = 0.98
+SET_PRESENCE = 0.97  # the shipped sets' presence threshold
+ROWS = {"busuclm": ("two-site", OUT / "held_out_site__two-site__busuclm__train+val.json"),
+        "busbra_l5": ("busi-only", OUT / "held_out_site__busi-only__busbra_l5__train+val.json")}
+PASSES = {"busuclm": Path("runs/site_pass/two-site__busuclm__train+val.npz"),
+          "busi": Path("runs/site_pass/seg_BC__busi__train+val.npz")}
+L5_LEVEL = {"2": 2.0, "3": 3.0, "4": 4.33, "5": 5.0}
+
+
+def classification_cases(site: str, busbra: Path) -> tuple[list[SiteCase], int]:
+    """Lesions with the set's probability on its automatic outline (lesion expected); (cases, not classified)."""
+    rows = json.loads(ROWS[site][1].read_text())["rows"]
+    reader = {}
+    if site == "busbra_l5":
+        with open(busbra / "manifest.csv", newline="") as f:
+            reader = {r["case_id"]: L5_LEVEL[r["birads"].strip()] for r in csv.DictReader(f)}
+    lesions = [r for r in rows if r["label"] in ("benign", "malignant")]
+    out = [SiteCase(r["case"], int(r["label"] == "malignant"), r["group"], float(r["expect_p"]), "auto", None,
+                    reader.get(r["case"])) for r in lesions if r.get("expect_p") is not None]
+    return out, len(lesions) - len(out)
+
+
+def presence_cases(site: str) -> list[SiteCase]:
+    """Every image of a segmenter pass over the site: its presence score and whether it holds a lesion."""
+    from training.segmentation.site_pass import BASE_POSTPROCESSING, load_pass
+
+    split = {r["case"]: r for r in csv.DictReader(open(Path("training/splits") / f"{site}.csv", newline=""))}
+    post = BASE_POSTPROCESSING
+    out = []
+    for case, r in load_pass(PASSES[site]).items():
+        prob = r["prob"]
+        label = split[case]["label"]
+        out.append(SiteCase(case, None if label == "normal" else int(label == "malignant"), split[case]["group"],
+                            None, "auto", presence_score(prob, post["threshold"], post["min_area_fraction"]), None))
+    return out
+
+
+def draw(cases: list[SiteCase], n: int, rng) -> tuple[list[SiteCase], list[SiteCase]]:
+    """Whole patients in random order until n cases; (drawn, rest)."""
+    groups = sorted({c.group for c in cases})
+    rng.shuffle(groups)
+    taken, count = set(), 0
+    by_group = {}
+    for c in cases:
+        by_group.setdefault(c.group, []).append(c)
+    for g in groups:
+        if count >= n:
+            break
+        taken.add(g)
+        count += len(by_group[g])
+    return [c for c in cases if c.group in taken], [c for c in cases if c.group not in taken]
+
+
+def oracle_specificity(y: np.ndarray, p: np.ndarray, sensitivity: float) -> float:
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(1 - fpr[tpr >= sensitivity - 1e-12].min())
+
+
+def score_classification(cases: list[SiteCase], n: int, seed: int) -> dict:
+    drawn, rest = draw(cases, n, np.random.default_rng(seed))
+    y = np.array([c.label for c in rest])
+    p = np.array([c.probability for c in rest])
+    out = {"n_fit": len(drawn), "malignant_fit": sum(c.label for c in drawn), "n_scored": len(rest),
+           "auc": float(roc_auc_score(y, p)), "ece_before": expected_calibration_error(p, y),
+           "sens_4a": float((p > 0.02)[y == 1].mean()), "spec_4a": float(1 - (p > 0.02)[y == 0].mean()),
+           "oracle_spec": oracle_specificity(y, p, SENSITIVITY)}
+    try:
+        body, _ = fit_profile(drawn, sensitivity=SENSITIVITY, n_boot=0, seed=seed)
+    except AdaptError as e:
+        return {**out, "refused": str(e)[:160]}
+    cal = body["calibration"]["auto"]
+    after = apply_calibration(cal["fit"], p)
+    pos = after >= body["biopsy"]["threshold"]
+    out.update(method=cal["method"], ece_after=expected_calibration_error(after, y),
+               sens_site=float(pos[y == 1].mean()), spec_site=float(1 - pos[y == 0].mean()))
+    rule = body.get("reader_rule")
+    read = np.array([c.reader is not None for c in rest])
+    if rule and read.all():
+        level = np.array([c.reader for c in rest])
+        reader_pos = level >= READER_BIOPSY_LEVEL
+        comb_pos = combined(rule, level, after) >= rule["threshold"]
+        out.update(reader_sens=float(reader_pos[y == 1].mean()), reader_spec=float(1 - reader_pos[y == 0].mean()),
+                   comb_sens=float(comb_pos[y == 1].mean()), comb_spec=float(1 - comb_pos[y == 0].mean()))
+    return out
+
+
+def score_presence(cases: list[SiteCase], n: int, seed: int) -> dict:
+    drawn, rest = draw(cases, n, np.random.default_rng(seed))
+    les = np.array([c.presence_score for c in drawn if c.label is not None])
+    free = np.array([c.presence_score for c in drawn if c.label is None])
+    rl = np.array([c.presence_score for c in rest if c.label is not None])
+    rf = np.array([c.presence_score for c in rest if c.label is None])
+    out = {"n_fit": len(drawn), "lesion_free_fit": len(free), "found_default": float(found(rl, SET_PRESENCE).mean()),
+           "false_default": float(found(rf, SET_PRESENCE).mean())}
+    if len(free) < 10 or len(les) < 20:
+        return {**out, "refused": f"{len(les)} lesion and {len(free)} lesion-free images"}
+    t = fit_presence(les, free, 0.95)["threshold"]
+    return {**out, "threshold": t, "found_site": float(found(rl, t).mean()), "false_site": float(found(rf, t).mean())}
+
+
+def med(rows: list[dict], key: str) -> str:
+    v = [r[key] for r in rows if key in r]
+    return f"{np.median(v):.2f}" if v else "-"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--busbra", type=Path, default=Path("../shared/data/busbra_l5"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "loadavg_1min": os.getloadavg()[0], "sensitivity_asked": SENSITIVITY, "draws": DRAWS,
+              "classification": {}, "presence": {}}
+    lines = ["## Classification: automatic outlines, lesion expected (median over draws)", "",
+             "| site (set) | n drawn | refused | method (most often) | ECE before | ECE after | sens / spec at 4A "
+             "(no adaptation) | sens / spec at the site threshold | oracle spec at 0.98 | reader sens / spec | "
+             "reader + BreastCADx sens / spec |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for site, (model_set, _) in ROWS.items():
+        cases, unclassified = classification_cases(site, args.busbra)
+        report["classification"][site] = {"model_set": model_set, "lesions": len(cases),
+                                          "not_classified": unclassified, "by_n": {}}
+        for n in SIZES:
+            rows = [score_classification(cases, n, seed) for seed in range(DRAWS)]
+            report["classification"][site]["by_n"][n] = rows
+            ok = [r for r in rows if "refused" not in r]
+            methods = [r["method"] for r in ok]
+            lines.append(
+                f"| {site} ({model_set}) | {n} | {len(rows) - len(ok)}/{len(rows)} | "
+                f"{max(set(methods), key=methods.count) if methods else '-'} | {med(rows, 'ece_before')} | "
+                f"{med(ok, 'ece_after')} | {med(rows, 'sens_4a')} / {med(rows, 'spec_4a')} | "
+                f"{med(ok, 'sens_site')} / {med(ok, 'spec_site')} | {med(rows, 'oracle_spec')} | "
+                f"{med(ok, 'reader_sens')} / {med(ok, 'reader_spec')} | {med(ok, 'comb_sens')} / "
+                f"{med(ok, 'comb_spec')} |")
+    lines += ["", "## Presence (default path, no lesion expected; median over draws)", "",
+              "| site (segmenter) | n drawn | refused | lesions found / false lesions at the set's 0.97 | "
+              "at the fitted threshold (asked: find 0.95) | fitted threshold |", "|---|---|---|---|---|---|"]
+    for site, path in PASSES.items():
+        if not path.exists():
+            lines.append(f"| {site} | - | pass {path} missing | | | |")
+            continue
+        cases = presence_cases(site)
+        report["presence"][site] = {"pass": path.name, "images": len(cases), "by_n": {}}
+        for n in SIZES:
+            rows = [score_presence(cases, n, seed) for seed in range(DRAWS)]
+            report["presence"][site]["by_n"][n] = rows
+            ok = [r for r in rows if "refused" not in r]
+            lines.append(f"| {site} ({path.name.split('__')[0]}) | {n} | {len(rows) - len(ok)}/{len(rows)} | "
+                         f"{med(rows, 'found_default')} / {med(rows, 'false_default')} | "
+                         f"{med(ok, 'found_site')} / {med(ok, 'false_site')} | {med(ok, 'threshold')} |")
+    lines += ["", "## Targets (50 labelled cases, median over draws)", ""]
+    for site, r in report["classification"].items():
+        ok = [x for x in r["by_n"][50] if "refused" not in x]
+        if not ok:
+            continue
+        m = {k: float(np.median([x[k] for x in ok if k in x])) for k in ok[0] if isinstance(ok[0][k], float)}
+        better = "comb_spec" in m and m["comb_spec"] >= m["reader_spec"] + 0.1 and m["comb_sens"] >= m["reader_sens"]
+        lines.append(f"- {site}: ECE after {m['ece_after']:.3f} (target <= 0.05: "
+                     f"{'met' if m['ece_after'] <= 0.05 else 'not met'}); sensitivity at the site threshold "
+                     f"{m['sens_site']:.2f} (>= 0.95: {'met' if m['sens_site'] >= 0.95 else 'not met'}), specificity "
+                     f"{m['spec_site']:.2f} against the oracle's {m['oracle_spec']:.2f} (within 0.05: "
+                     f"{'met' if m['spec_site'] >= m['oracle_spec'] - 0.05 else 'not met'})"
+                     + (f"; reader + BreastCADx {m['comb_sens']:.2f} / {m['comb_spec']:.2f} against the reader's "
+                        f"{m['reader_sens']:.2f} / {m['reader_spec']:.2f} (specificity +0.10 at no loss of "
+                        f"sensitivity: {'met' if better else 'not met'})"
+                        if "comb_spec" in m else "") + ".")
+    lines.append("- BUSI (A) as the new hospital for classification: not measured; no classifier trained without "
+                 "BUSI exists yet (only the B+C segmenter).")
+    report["seconds"] = time.perf_counter() - t0
+    report["loadavg_1min_end"] = os.getloadavg()[0]
+    head = header("Site adaptation: labelled cases at a new hospital", report,
+                  "Made by `python -m benchmarks.site_adaptation` (per-case outputs of benchmarks.held_out_site and "
+                  "the site passes; no model runs here).")
+    write_results(args.out, "site_adaptation", report, "\n".join(head + [""] + lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
