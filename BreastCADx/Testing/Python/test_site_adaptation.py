@@ -190,3 +190,54 @@ def test_analyze_with_the_profile_names_it_in_result_sr_and_overlay(profile, tmp
                          else next(p for p in (tmp_path / "d").iterdir() if "sr" in p.name.lower()))
     assert any(t.startswith(f"Site profile: {body['id']}") for t in sr["text"])
     assert abs(sr["probability"] - res["malignancy_probability"]) < 1e-6
+
+
+def test_the_panel_classifies_with_its_site_profile_and_the_radiologists_category(profile, sample_dicom,
+                                                                                  sample_mask):
+    """The module's settings (parameter node: siteProfile, readerBirads) reach the background worker: the
+    result in the scene names the profile and carries the reader's category."""
+    import slicer
+
+    from BreastCADxLib.io import load_image, load_mask
+    from BreastCADxLib.scene import parameters as params
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.scene.mrml import add_mask_segment
+    from BreastCADxLib.scene.worker import InProcessRunner
+
+    out, body = profile
+    scene = slicer.vtkMRMLScene()
+    try:
+        logic = WorkflowLogic(scene, runner=InProcessRunner(), model_set=SET)
+        volume = logic.load_image_file(sample_dicom, "sample")
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "lesion")
+        segment_id = add_mask_segment(load_mask(sample_mask, load_image(sample_dicom)), volume, segmentation)
+        params.set_values(logic.parameters, siteProfile=str(out), readerBirads="3")
+        logic.classify(volume, segmentation, segment_id, device="cpu")
+        result, _ = logic.current_result()
+        assert result.provenance.site.sha256 == body["content_sha256"]
+        assert result.reader.category == "3" and result.reader.combined_probability is not None
+        assert any(line.startswith(f"Site profile: {body['id']}") for line in result.site_lines())
+    finally:
+        scene.Clear(1)
+
+
+def test_batch_with_the_profile_names_it_in_every_row(profile, tmp_path):
+    """`batch --site` with a manifest `birads` column: each row names the profile (id:seal) and the reader's
+    category; a bad category is refused naming its line before anything runs."""
+    out, body = profile
+    l5 = DATA / "busbra_l5"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("case_id,image,mask,birads\n"
+                        f"a,{l5 / 'bus_0366-l.png'},{l5 / 'bus_0366-l_mask.png'},4a\n"
+                        f"b,{l5 / 'bus_0368-l.png'},{l5 / 'bus_0368-l_mask.png'},\n")
+    cmd = [sys.executable, "-m", "BreastCADxLib.cli.main", "batch", str(manifest), "--model-set", SET,
+           "--site", str(out), "--device", "cpu"]
+    r = subprocess.run(cmd + ["--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
+    assert [row["site_profile"] for row in rows] == [f"{body['id']}:{body['content_sha256']}"] * 2
+    assert [row["reader_birads"] for row in rows] == ["4A", ""]
+    manifest.write_text(manifest.read_text().replace(",4a\n", ",4D\n"))
+    bad = subprocess.run(cmd + ["--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "line 2" in bad.stderr and "4D" in bad.stderr
+    assert not (tmp_path / "bad").exists()
