@@ -33,6 +33,8 @@ MODALITY_NAMES = {"MG": "mammography", "MR": "MRI", "CT": "CT", "DX": "radiograp
                   "PT": "PET", "NM": "nuclear medicine", "XA": "angiography", "RF": "fluoroscopy",
                   "OP": "ophthalmic photography", "SM": "slide microscopy"}
 OVERRIDE_HINT = "not analysed; to analyse it anyway: --allow-unvalidated-input"
+# no image of the three sites (2,259) has one coloured pixel; coloured calipers or text stay well below this
+MAX_COLOUR_FRACTION = 0.01
 
 
 class InputRefused(BreastCADxError):
@@ -70,6 +72,10 @@ def rule_reasons(image: Image, spec: dict) -> list[str]:
                    f"{', '.join(spec['modalities'])})")
     if image.frames > spec["max_frames"] and image.modality != "US":
         out.append(f"{image.frames} frames: the models were validated on single 2D ultrasound frames")
+    colour = float(image.metadata.get("colour_fraction", 0.0))
+    if colour > spec.get("max_colour_fraction", MAX_COLOUR_FRACTION):
+        out.append(f"{100 * colour:.1f} % of its pixels are coloured (a colour Doppler or elastography overlay, or "
+                   "coloured marks): the models were validated on grey B-mode only (no training image has any)")
     rows, cols = image.array.shape[1:]
     lo, hi = spec["min_side"], spec["max_side"]
     if min(rows, cols) < lo or max(rows, cols) > hi:
@@ -131,7 +137,8 @@ def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalida
 
     guard = get_guard(model_set, str(choose_device(device)))
     reasons = rule_reasons(image, guard.spec)
-    check = InputCheck(threshold=guard.threshold, reasons=reasons)
+    check = InputCheck(threshold=guard.threshold, reasons=reasons,
+                       notes=list(image.metadata.get("corrections", [])))
     if image.modality in guard.spec["modalities"]:  # a foreign modality is refused by its name alone
         check.ultrasound_score = guard.score(image)
         if check.ultrasound_score < guard.threshold:

@@ -90,7 +90,7 @@ class AnalysisResult:
     @property
     def flags(self) -> list[Flag]:
         """Everything the reader must see beside the numbers: an overridden input guard first, an edited mask last."""
-        first = [self.input_check.flag] if self.input_check.flag else []
+        first = self.input_check.flags
         last = [EDITED_FLAG] if self.mask_origin == "edited" and self.lesion_found else []
         return first + (list(self.prediction.flags) if self.prediction else []) + last
 
@@ -156,7 +156,8 @@ class AnalysisResult:
                 raise ResultFormatError(f"flags cannot be read ({e})") from None
             pred = Prediction(probability=d["malignancy_probability"], raw_probability=d["raw_probability"],
                               birads=d["birads_suggestion"], member_probabilities=d["member_probabilities"],
-                              flags=[f for f in flags if f.code not in ("input_unvalidated", "edited_mask")],
+                              flags=[f for f in flags if f.code not in ("input_unvalidated", "input_corrected",
+                                                                        "edited_mask")],
                               top_features=list(d["top_features"]),
                               ood_distance=d["ood_distance"], suggestion_note=d["birads_note"] or SUGGESTION_NOTE)
         known = set(cls(source="", lesion_found=False, provenance=_PLACEHOLDER).to_json())

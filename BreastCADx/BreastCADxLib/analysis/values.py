@@ -37,6 +37,7 @@ FLAG_CODES = {
     "measurement": "sizes could not be measured as usual (pixels, or several regions)",
     "edited_mask": "the automatic outline was corrected by the user before classification",
     "frame_selected": "one frame of a multi-frame image (a cine) was analysed",
+    "input_corrected": "the file's header contradicted its pixels and was read the way the pixels show",
     "reader_disagreement": "the site profile's rule on the radiologist's category and BreastCADx's score decides "
                            "otherwise than the radiologist's category",
 }
@@ -86,6 +87,7 @@ class InputCheck:
     threshold: float | None = None  # refused below it
     reasons: list[str] = field(default_factory=list)  # empty: inside the validated range
     overridden: bool = False  # analysed although outside, on the user's request
+    notes: list[str] = field(default_factory=list)  # what the reader corrected in the file (a lying header)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -95,11 +97,18 @@ class InputCheck:
         return cls(**d)
 
     @property
+    def flags(self) -> list[Flag]:
+        out = [Flag("input_corrected", "input corrected: " + "; ".join(self.notes))] if self.notes else []
+        if self.overridden:
+            out.insert(0, Flag("input_unvalidated", "input outside what the models were validated on ("
+                               + "; ".join(self.reasons) + "): analysed on the user's request, do not rely on "
+                               "this result"))
+        return out
+
+    @property
     def flag(self) -> Flag | None:
-        if not self.overridden:
-            return None
-        return Flag("input_unvalidated", "input outside what the models were validated on ("
-                    + "; ".join(self.reasons) + "): analysed on the user's request, do not rely on this result")
+        """The override's flag (None when the input was inside what the models were validated on)."""
+        return next((f for f in self.flags if f.code == "input_unvalidated"), None)
 
 
 @dataclass

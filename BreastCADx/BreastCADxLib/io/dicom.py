@@ -18,7 +18,7 @@ from pydicom.uid import UID
 
 from BreastCADxLib.errors import BreastCADxError, ImageReadError, NoPixelDataError, UnsupportedImageError
 from BreastCADxLib.image import IDENTITY, Image
-from BreastCADxLib.io.files import luminance
+from BreastCADxLib.io.files import colour_fraction, luminance
 from BreastCADxLib.io.limits import check_size
 
 US_UNITS_CM = 3  # PhysicalUnitsX/YDirection code for centimetres
@@ -159,7 +159,28 @@ def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
                                     path) from None
 
 
-def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int) -> tuple[np.ndarray, str]:
+def grey_samples_as_ybr(ds: pydicom.Dataset) -> np.ndarray | None:
+    """A YBR-labelled image whose three samples are equal in every pixel is grey stored as RGB under a wrong
+    label (colour-converting it invents colours): its samples, else None."""
+    if not str(ds.get("PhotometricInterpretation", "")).startswith("YBR") or int(ds.get("SamplesPerPixel", 1)) != 3:
+        return None
+    try:
+        ds.pixel_array_options(as_rgb=False)
+        raw = ds.pixel_array
+    except Exception:  # the decoder cannot give the stored samples: keep the converted colour
+        return None
+    finally:
+        ds.pixel_array_options(as_rgb=True)
+    if raw.shape[-1] != 3 or not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0],
+                                                                                                raw[..., 2])):
+        return None
+    return raw[..., 0]
+
+
+def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int, meta: dict | None = None
+             ) -> tuple[np.ndarray, str]:
+    """Grey frames from decoded pixels; `meta` receives the colour fraction of colour data and any correction."""
+    meta = {} if meta is None else meta
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     spp = int(ds.get("SamplesPerPixel", 1))
     if photometric == "PALETTE COLOR":
@@ -167,8 +188,15 @@ def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int) -> tuple[np.ndar
         lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
         if lut_bits == 16:  # 16-bit LUT entries span 0..65535: bring to 8 bits
             arr = np.round(arr.astype(np.float32) / 257.0)
+        meta["colour_fraction"] = colour_fraction(arr.astype(np.uint8))
         arr = luminance(arr.astype(np.uint8))
+    elif spp == 3 and (grey := grey_samples_as_ybr(ds)) is not None:
+        arr, meta["colour_fraction"] = grey, 0.0
+        meta.setdefault("corrections", []).append(
+            f"PhotometricInterpretation says {photometric}, but every pixel's three samples are equal: read as "
+            "grey (colour conversion would have invented colours)")
     elif spp == 3:
+        meta["colour_fraction"] = colour_fraction(arr)
         arr = luminance(arr)
     elif photometric == "MONOCHROME1":
         hi = (1 << int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))) - 1
@@ -224,7 +252,8 @@ def _read_dicom_file(path: Path) -> Image:
     expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1))
     if raw.size != expected:
         raise ImageReadError(f"pixel data holds {raw.size} values, header says {expected}: truncated?", path)
-    arr, photometric = _to_grey(raw, ds, frames)
+    found: dict = {}
+    arr, photometric = _to_grey(raw, ds, frames, found)
     regions = us_regions(ds, path)  # a broken region calibration is refused even beside a PixelSpacing
     spacing = pixel_spacing(ds, path, regions)
     origin, direction = _orientation(ds)
@@ -243,7 +272,7 @@ def _read_dicom_file(path: Path) -> Image:
         modality=str(ds.get("Modality", "OT")),
         photometric=photometric,
         source=str(path),
-        metadata=_metadata(ds),
+        metadata={**_metadata(ds), **found},
         us_regions=() if ds.get("PixelSpacing") else regions,
         source_files=(str(path),),
     )

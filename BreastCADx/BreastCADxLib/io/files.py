@@ -36,6 +36,17 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return grey.astype(np.float32)
 
 
+CHROMA_LEVELS = 24  # a pixel whose channels differ by more than this is coloured (not grey)
+
+
+def colour_fraction(rgb: np.ndarray) -> float:
+    """Share of pixels of an (..., 3|4) array whose channels differ (a colour overlay, coloured marks); 0 for
+    grey stored as colour."""
+    c = rgb[..., :3].astype(np.float32)
+    levels = CHROMA_LEVELS * (257 if rgb.dtype.itemsize > 1 and float(c.max()) > 255 else 1)
+    return float(((c.max(-1) - c.min(-1)) > levels).mean())
+
+
 def read_raster(path: Path) -> Image:
     try:
         with PILImage.open(path) as im:
@@ -55,15 +66,16 @@ def read_raster(path: Path) -> Image:
                                  "header; raise it with --max-voxels)", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"not a readable image ({e.__class__.__name__}: {e})", path) from None
-    photometric = "MONOCHROME2"
+    photometric, metadata = "MONOCHROME2", {}
     if arr.ndim == 3:
         photometric = "RGB" if mode != "P" else "PALETTE COLOR"
+        metadata["colour_fraction"] = colour_fraction(arr)
         arr = luminance(arr)
     if arr.dtype == np.int32 or arr.dtype == np.uint16:
         arr = arr.astype(np.uint16)
     elif arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
-    return Image(array=arr, photometric=photometric, source=str(path), modality="OT")
+    return Image(array=arr, photometric=photometric, source=str(path), modality="OT", metadata=metadata)
 
 
 def sitk_to_image(img: sitk.Image, source: str) -> Image:

@@ -44,6 +44,10 @@ def test_hostile_input(name, tmp_path, capsys):
         assert err.startswith("error: ") and str(path) in err, err
         for word in spec["words"]:
             assert word in err.lower(), (word, err)
+    if spec.get("flag"):  # analysed, with the reader's correction said
+        result = json.loads((out / "result.json").read_text())
+        assert spec["flag"] in [f["code"] for f in result["flags"]] or \
+            spec["flag"] == "input_corrected" and result["input_check"]["notes"], result["flags"]
     if spec.get("row_error"):
         with open(out / "results.csv", newline="") as f:
             row = next(csv.DictReader(f))

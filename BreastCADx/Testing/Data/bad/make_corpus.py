@@ -167,6 +167,18 @@ def main() -> None:
     PILImage.fromarray(checker).save(kind("checkerboard.png", ["does not look like the breast ultrasound"]))
     PILImage.fromarray(rng.integers(0, 256, (480, 560), dtype=np.uint8)).save(
         kind("noise.png", ["does not look like the breast ultrasound"]))
+    doppler = np.asarray(PILImage.open(BUSI / "benign_004.png").convert("RGB")).copy()
+    dh, dw = doppler.shape[:2]
+    box = doppler[dh // 4:dh // 2, dw // 3:2 * dw // 3]  # a colour-Doppler box: red and blue flow over the B-mode
+    flow = rng.random(box.shape[:2]) < 0.35
+    box[flow & (rng.random(box.shape[:2]) < 0.5)] = (220, 30, 30)
+    box[flow & (box[..., 1] != 30)] = (30, 60, 230)
+    PILImage.fromarray(doppler).save(kind("colour_doppler.png", ["coloured", "colour doppler"]))
+    grey = sample_pixels(None)  # grey samples stored as three equal channels under a YBR_FULL label
+    ds = us_ds(grey)
+    ds.SamplesPerPixel, ds.PlanarConfiguration, ds.PhotometricInterpretation = 3, 0, "YBR_FULL"
+    ds.PixelData = np.repeat(grey[..., None], 3, axis=-1).tobytes()
+    save(ds, kind("ybr_label_grey_samples.dcm", [], exit=0, flag="input_corrected"))
 
     # --- ITK formats ------------------------------------------------------------------------------------------
     sitk.WriteImage(sitk.GetImageFromArray(np.full((60, 80), np.nan, np.float32)), str(kind("nan.nrrd", ["nan"])))
