@@ -273,10 +273,10 @@ def main() -> int:
                           "(leave-site-out)",
         "threshold_candidates": {k: round(v, 5) for k, v in candidates.items()},
         "size_rule": "sides between half the smallest and 2.5x the largest training image side",
-        "command": f"python -m training.fit_guard --sites {args.sites}"
-                   + (f" --models {args.models}" if args.models != MODELS_DIR else "")
-                   + (f" --unseen-quantile {args.unseen_quantile:g}" if args.unseen_quantile != 0.01 else "")
-                   + (" --no-near-misses" if args.no_near_misses else ""),
+        "training": {"command": f"python -m training.fit_guard --sites {args.sites}"
+                     + (f" --models {args.models}" if args.models != MODELS_DIR else "")
+                     + (f" --unseen-quantile {args.unseen_quantile:g}" if args.unseen_quantile != 0.01 else "")
+                     + (" --no-near-misses" if args.no_near_misses else "")},
     }
     name = "input_guard" + ("" if args.models == MODELS_DIR else f"_{args.models.name}")
     card["metrics"] = f"benchmarks/results/{name}.md"

@@ -58,10 +58,10 @@ def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict
                          "schedule": "fixed before any scoring: AdamW lr 3e-4 "
                          "(head 9e-4), cosine, 14 epochs, batch 16, bf16 autocast + channels_last on 2 CPU cores",
                          "epochs": len(log), "minutes": round(sum(r["minutes"] for r in log), 1),
-                         "final_loss": log[-1]["loss"], "run": args.split(" args ", 1)[-1]},
+                         "final_loss": log[-1]["loss"], "run": args.split(" args ", 1)[-1],
+                         "command": f"python -m training.classification.box_cnn --train {','.join(sites)} --score "
+                                    f"none --bf16 --epochs 14 {'--view whole ' if whole else ''}--out {run}"},
             "cross_site": cross_site,
-            "command": f"python -m training.classification.box_cnn --train {','.join(sites)} --score none --bf16 "
-                       f"--epochs 14 {'--view whole ' if whole else ''}--out {run}",
             "intended_use": "Research only; not for diagnosis."}
     save_card(folder, card)
     return card

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from BreastCADxLib.analysis.cards import ModelCard
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, CROP_SIZE, gradcam_map, lesion_frame, roi_crop
 from BreastCADxLib.analysis.inference import Engine, card_engine
 from BreastCADxLib.analysis.registry import (
@@ -63,7 +64,7 @@ class BoxScorer:
         from BreastCADxLib.analysis.networks import BoxNet
 
         card = load_card(model_id, models_dir)
-        arch = card.get("architecture", {}).get("arch", "lite0")
+        arch = ModelCard.from_dict(card).arch
         engine, _ = card_engine(card, (3, CROP_SIZE, CROP_SIZE), choose_device(device),
                                 lambda: BoxNet(arch, pretrained=False))
         return cls(card, engine, choose_device(device))
@@ -77,7 +78,7 @@ class BoxScorer:
         from BreastCADxLib.analysis.networks import BoxNet, LinearScore
 
         if self._net is None:
-            net = BoxNet(self.card.get("architecture", {}).get("arch", "lite0"), pretrained=False)
+            net = BoxNet(ModelCard.from_dict(self.card).arch, pretrained=False)
             net.load_state_dict(load_state_dict(self.card))
             self._net = LinearScore(net.trunk, net.score.weight.detach(), float(net.score.bias)).to(self.device)
         margin = sorted(self.margins)[len(self.margins) // 2]

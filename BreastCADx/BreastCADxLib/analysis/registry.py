@@ -73,6 +73,9 @@ def write_modelset(folder: Path, **meta) -> dict:
 def save_card(folder: Path, card: dict) -> Path:
     """Write a card into a model set folder and refresh the set's manifest (the training side's one writer)."""
     path = Path(folder) / f"{card['id']}.json"
+    from BreastCADxLib.analysis.cards import check_card
+
+    check_card(card, path)  # no card outside the schema reaches a model set
     path.write_text(json.dumps(card, indent=1) + "\n")
     write_modelset(Path(folder))
     return path
@@ -149,9 +152,9 @@ def load_card(model_id: str, models_dir: Path | None = None) -> dict:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelError(f"model card is not valid JSON ({e})", path) from None
-    for key in ("id", "weights", "sha256"):
-        if key not in card:
-            raise ModelError(f"model card lacks '{key}'", path)
+    from BreastCADxLib.analysis.cards import check_card
+
+    check_card(card, path)
     card["_dir"] = str(path.parent)
     return card
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from BreastCADxLib.analysis.cards import ModelCard
 from BreastCADxLib.analysis.inference import Engine, TorchEngine, card_engine
 from BreastCADxLib.analysis.networks import lesion_unet
 from BreastCADxLib.analysis.preprocessing import (
@@ -176,7 +177,7 @@ class LesionSegmenter:
                       models_dir: Path | None = None) -> LesionSegmenter:
         """The shipped model: card + SHA256-verified weights from Resources/Models (or models_dir)."""
         card = load_card(model_id, models_dir)
-        arch = card.get("architecture", {}).get("arch", "lite0")
+        arch = ModelCard.from_dict(card).arch
         shape = (3, int(card["input"]["height"]), int(card["input"]["width"]))
         engine, net = card_engine(card, shape, choose_device(device), lambda: lesion_unet(pretrained=False, arch=arch))
         return cls(card, net, device, engine)

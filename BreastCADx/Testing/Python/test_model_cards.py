@@ -1,0 +1,64 @@
+"""The model card's contract (Resources/Schemas/model_card.schema.json): every shipped card is inside it (checked
+by jsonschema and by the product's own reader of the schema), and no card outside it is written or loaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jsonschema
+import pytest
+
+from BreastCADxLib.analysis.cards import ModelCard, card_schema, check_card
+from BreastCADxLib.analysis.registry import MODELS_DIR, load_card, save_card
+from BreastCADxLib.errors import ModelError
+
+CARDS = sorted(p for p in MODELS_DIR.rglob("*.json") if p.name != "modelset.json")
+
+
+def test_every_set_has_its_four_kinds_of_card():
+    kinds = {(p.parent.name, ModelCard.from_dict(json.loads(p.read_text())).kind) for p in CARDS}
+    for folder in ("Models", "busi-only"):
+        assert {k for f, k in kinds if f == folder} == {"segmenter", "image_cnn", "fusion", "guard"}
+
+
+@pytest.mark.parametrize("path", CARDS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_card_is_inside_the_schema(path):
+    card = json.loads(path.read_text())
+    jsonschema.validate(card, card_schema())
+    check_card(card, path)
+    assert ModelCard.from_dict(card).command.startswith("python -m training.")
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda c: c["training"].pop("command"), "card.training.command is missing"),
+    (lambda c: c["architecture"].update(arch="resnet50"), "card.architecture.arch must be one of"),
+    (lambda c: c["postprocessing"].pop("presence"), "card.postprocessing.presence is missing"),
+    (lambda c: c.update(sha256="abc"), "card.sha256 does not match"),
+])
+def test_a_card_outside_the_schema_is_neither_written_nor_loaded(tmp_path, change, problem):
+    folder = tmp_path / "set"
+    shutil.copytree(MODELS_DIR, folder, ignore=shutil.ignore_patterns("busi-only"))
+    card = json.loads((folder / "lesion_seg_lite0.json").read_text())
+    change(card)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(card, card_schema())  # the two readers agree
+    before = (folder / "lesion_seg_lite0.json").read_bytes()
+    with pytest.raises(ModelError, match=problem) as e:
+        save_card(folder, card)
+    assert "lesion_seg_lite0.json" in str(e.value)
+    assert (folder / "lesion_seg_lite0.json").read_bytes() == before  # nothing written
+    (folder / "lesion_seg_lite0.json").write_text(json.dumps(card))  # changed by hand, and re-listed
+    from BreastCADxLib.analysis.registry import write_modelset
+
+    write_modelset(folder)
+    with pytest.raises(ModelError) as e:
+        load_card("lesion_seg_lite0", folder)
+    assert problem in str(e.value) or "SHA256 differs" in str(e.value)  # the manifest's own check comes first
+
+
+def test_the_typed_card_names_what_consumers_read():
+    seg = ModelCard.from_dict(load_card("lesion_seg_lite0"))
+    assert seg.kind == "segmenter" and seg.arch == "lite0" and seg.weights_path.is_file()
+    with pytest.raises(ModelError, match="no network architecture"):
+        ModelCard.from_dict(load_card("lesion_cls_fusion")).arch  # noqa: B018
