@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from BreastCADxLib.analysis.inference import Engine
+from BreastCADxLib.analysis.orientation import speckle_check
 from BreastCADxLib.analysis.preprocessing import network_input, resize_plane
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.values import InputCheck, to_uint8_range
@@ -144,6 +145,9 @@ def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalida
         if check.ultrasound_score < guard.threshold:
             reasons.append(f"it does not look like the breast ultrasound the models were trained on (ultrasound "
                            f"score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
+        speckle = speckle_check(to_uint8_range(_plane(image)))
+        if speckle is not None:  # turned by 90 degrees or inverted: the models would read it wrongly
+            reasons += speckle.reasons()
     if reasons and not allow_unvalidated:
         raise InputRefused("; ".join(reasons) + f" - {OVERRIDE_HINT}", image.source or None)
     check.overridden = bool(reasons)

@@ -174,6 +174,12 @@ def main() -> None:
     box[flow & (rng.random(box.shape[:2]) < 0.5)] = (220, 30, 30)
     box[flow & (box[..., 1] != 30)] = (30, 60, 230)
     PILImage.fromarray(doppler).save(kind("colour_doppler.png", ["coloured", "colour doppler"]))
+    upright = np.asarray(PILImage.open(BUSI / "benign_004.png").convert("L"))
+    PILImage.fromarray(np.ascontiguousarray(np.rot90(upright))).save(kind("turned_90.png", ["turned by 90"]))
+    PILImage.fromarray(255 - upright).save(kind("inverted.png", ["inverted"]))
+    ds = us_ds(upright)  # bright-tissue pixels under a MONOCHROME1 label: read as a negative
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    save(ds, kind("monochrome1_on_bright_tissue.dcm", ["inverted", "monochrome1"]))
     grey = sample_pixels(None)  # grey samples stored as three equal channels under a YBR_FULL label
     ds = us_ds(grey)
     ds.SamplesPerPixel, ds.PlanarConfiguration, ds.PhotometricInterpretation = 3, 0, "YBR_FULL"
