@@ -22,6 +22,7 @@ from BreastCADxLib.analysis.registry import choose_device
 from BreastCADxLib.image import Image
 
 CROP_SIZE = 224
+DEEP_MODEL = "imagenet_lite0_frozen"  # the deep branch: the ImageNet Lite0 trunk, frozen (provenance names it)
 CONTEXT_MARGIN = 0.25  # each side, relative to the lesion box: the margin and surroundings matter in US
 ROI_BLEND_FLOOR = 0.35  # tissue outside the lesion kept at 35 % intensity in the blended channel
 

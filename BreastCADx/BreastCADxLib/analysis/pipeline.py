@@ -14,7 +14,7 @@ from BreastCADxLib import __version__
 from BreastCADxLib.analysis.box_classifier import get_box_scorer
 from BreastCADxLib.analysis.calibration import INCOMPLETE, INCOMPLETE_NOTE, SUGGESTION_NOTE
 from BreastCADxLib.analysis.classifier import classifier_for
-from BreastCADxLib.analysis.deep_features import get_deep_features, lesion_frame
+from BreastCADxLib.analysis.deep_features import DEEP_MODEL, get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
 from BreastCADxLib.analysis.lexicon import categories
@@ -229,7 +229,7 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         breastcadx=__version__, model_set=model_set,
         classifier=ModelRef(classifier.card["id"], classifier.card["sha256"]),
         classifier_config=f"{classifier.card['mode']}/{classifier.card['classifier']}",
-        deep_model="imagenet_lite0_frozen", mask_origin=origin,
+        deep_model=DEEP_MODEL, mask_origin=origin,
         segmenter=None if origin == "user" else shipped_segmenter_ref(model_set),
         site=None if site is None else ModelRef(site.id, site.sha256))
     grid = working_grid(image.array.shape)
