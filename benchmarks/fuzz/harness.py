@@ -2,7 +2,7 @@
 crash (a traceback a user would see). Run one harness, time- or count-boxed:
 
     python -m benchmarks.fuzz.harness dicom  -atheris_runs=1000000 -max_len=4096
-    python -m benchmarks.fuzz.harness raster|itk|manifest ...
+    python -m benchmarks.fuzz.harness raster|itk|manifest|dicomdir ...
 
 Targets: the format readers themselves (below load_image's last-resort net, so the net hides nothing here).
 Seeds: the hostile corpus and the committed test data (a copy in runs/fuzz/<harness>/seeds). Crashing inputs are
@@ -31,7 +31,7 @@ def reader(kind: str):
     with atheris.instrument_imports(include=INSTRUMENTED):
         if kind == "manifest":
             from BreastCADxLib.cli.batch import read_manifest as read
-        elif kind == "dicom":
+        elif kind in ("dicom", "dicomdir"):
             from BreastCADxLib.io.dicom import read_dicom_file as read
         elif kind == "raster":
             from BreastCADxLib.io.files import read_raster as read
@@ -42,14 +42,27 @@ def reader(kind: str):
 
 warnings.simplefilter("ignore")
 os.environ.setdefault("BREASTCADX_MAX_VOXELS", "4000000")  # keep every decode small
-SUFFIX = {"dicom": ".dcm", "raster": ".png", "itk": ".nrrd", "manifest": ".csv"}
+SUFFIX = {"dicom": ".dcm", "raster": ".png", "itk": ".nrrd", "manifest": ".csv", "dicomdir": ""}
+SAMPLE = Path(__file__).resolve().parents[2] / "BreastCADx" / "Resources" / "SampleData"
+
+
+def dicomdir_export(folder: Path) -> Path:
+    """A CD / USB export of the sample case (DICOMDIR + the file it indexes): the fuzzed bytes replace its DICOMDIR,
+    so the reader follows whatever records they hold to a real image beside it."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    fs.add(pydicom.dcmread(next(SAMPLE.glob("*.dcm"))))
+    fs.write(folder)
+    return folder / "DICOMDIR"
 TMP = Path(tempfile.mkdtemp(prefix="breastcadx-fuzz-"))
 
 
 def target(kind: str):
     from BreastCADxLib.errors import BreastCADxError
 
-    path = TMP / f"input{SUFFIX[kind]}"
+    path = dicomdir_export(TMP / "export") if kind == "dicomdir" else TMP / f"input{SUFFIX[kind]}"
     read = reader(kind)
 
     def one(data: bytes) -> None:

@@ -11,13 +11,15 @@ shift || true
 HARNESSES=${*:-dicom raster itk manifest}
 run() {
   h=$1; BAD=BreastCADx/Testing/Data/bad
-  CHUNK=100000; [ "$h" = dicom ] && CHUNK=25000
+  CHUNK=100000; [ "$h" = dicom ] || [ "$h" = dicomdir ] && CHUNK=25000
   mkdir -p runs/fuzz/$h/seeds runs/fuzz/$h/corpus
   case $h in
     dicom) cp $BAD/*.dcm BreastCADx/Resources/SampleData/*.dcm runs/fuzz/$h/seeds/ ;;
     raster) cp $BAD/*.png $BAD/*.jpg $BAD/*.tif* $BAD/*.bmp runs/fuzz/$h/seeds/ ;;
     itk) cp $BAD/*.nrrd $BAD/*.nii.gz $BAD/*.mha $BAD/*.nhdr BreastCADx/Resources/SampleData/*.nrrd runs/fuzz/$h/seeds/ ;;
     manifest) cp $BAD/*.csv runs/fuzz/$h/seeds/ ;;
+    dicomdir) .venv/bin/python -c "from pathlib import Path; from benchmarks.fuzz.harness import dicomdir_export; \
+import shutil; shutil.copy(dicomdir_export(Path('runs/fuzz/dicomdir/export')), 'runs/fuzz/dicomdir/seeds/DICOMDIR')" ;;
   esac
   find runs/fuzz/$h/seeds -size +64k -delete
   done_runs=0
