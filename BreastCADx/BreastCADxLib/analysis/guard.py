@@ -69,8 +69,10 @@ def rule_reasons(image: Image, spec: dict) -> list[str]:
     out = []
     if image.modality not in spec["modalities"]:
         name = MODALITY_NAMES.get(image.modality, "this modality")
-        out.append(f"{name} ({image.modality}): no model for this modality is installed (validated on "
-                   f"{', '.join(spec['modalities'])})")
+        from BreastCADxLib.analysis.registry import installed_sets
+
+        out.append(f"{name} ({image.modality}): no model for this modality is installed (this model set was "
+                   f"validated on {', '.join(spec['modalities'])}; installed sets: {installed_sets()})")
     if image.frames > spec["max_frames"] and image.modality != "US":
         out.append(f"{image.frames} frames: the models were validated on single 2D ultrasound frames")
     colour = float(image.metadata.get("colour_fraction", 0.0))

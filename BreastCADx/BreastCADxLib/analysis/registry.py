@@ -20,12 +20,37 @@ MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR",
 # anyone can score the design at a hospital it has never seen. Each set is a folder of cards + weights.
 MODEL_SETS = ("two-site", "busi-only")
 DEFAULT_MODEL_SET = "two-site"
+MODELSET_FILE = "modelset.json"
+MODELSET_SCHEMA = "breastcadx-modelset/1"
 
 
 def model_set_dir(name: str = DEFAULT_MODEL_SET) -> Path:
-    if name not in MODEL_SETS:
-        raise ModelError(f"unknown model set '{name}' (known: {', '.join(MODEL_SETS)})")
-    return MODELS_DIR if name == DEFAULT_MODEL_SET else MODELS_DIR / name
+    """The folder of a shipped set (by name), or of a user's set (a folder holding modelset.json: made by the
+    training pipeline; verified like a shipped one before any of its models is used)."""
+    if name in MODEL_SETS:
+        return MODELS_DIR if name == DEFAULT_MODEL_SET else MODELS_DIR / name
+    folder = Path(name).expanduser()
+    if folder.is_dir() and (folder / MODELSET_FILE).is_file():
+        return folder.resolve()
+    raise ModelError(f"unknown model set '{name}': one of {', '.join(MODEL_SETS)}, or a folder holding a "
+                     f"{MODELSET_FILE}")
+
+
+def model_set_info(name: str = DEFAULT_MODEL_SET) -> dict:
+    """What a set declares of itself (id, modality, sites), from its verified manifest."""
+    manifest = verify_model_set(model_set_dir(name))
+    return {k: manifest.get(k) for k in ("id", "modality", "sites")}
+
+
+def installed_sets() -> str:
+    """The shipped sets and their modality, for a message that names what is installed."""
+    out = []
+    for name in MODEL_SETS:
+        try:
+            out.append(f"{name} ({model_set_info(name)['modality']})")
+        except ModelError:
+            out.append(f"{name} (damaged)")
+    return ", ".join(out)
 
 
 def sha256_of(path: Path) -> str:
@@ -36,8 +61,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-MODELSET_FILE = "modelset.json"
-MODELSET_SCHEMA = "breastcadx-modelset/1"
 CARD_FILE_KEYS = ("weights", "arrays")  # a card's own files; a fusion bundle also lists `files` (name -> SHA256)
 
 

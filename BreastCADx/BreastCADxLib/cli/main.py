@@ -144,8 +144,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA L5) or busi-only (the same design "
-                  "trained on BUSI alone, to score the design at a hospital it has never seen)")
+MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA L5), busi-only (the same design "
+                  "trained on BUSI alone, to score the design at a hospital it has never seen), or the folder of a "
+                  "model set of your own (its modelset.json and every file it lists are verified first)")
 
 
 ALLOW_HELP = ("analyse an image the input guard refuses (another modality, an implausible size, an image unlike "
@@ -157,9 +158,9 @@ SITE_HELP = ("a site profile made by `breastcadx adapt` from this hospital's lab
 
 
 def _add_model_set(p: argparse.ArgumentParser, site: bool = False) -> None:
-    from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, MODEL_SETS
+    from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 
-    p.add_argument("--model-set", choices=MODEL_SETS, default=DEFAULT_MODEL_SET, help=MODEL_SET_HELP)
+    p.add_argument("--model-set", default=DEFAULT_MODEL_SET, metavar="NAME|FOLDER", help=MODEL_SET_HELP)
     p.add_argument("--allow-unvalidated-input", action="store_true", help=ALLOW_HELP)
     if site:
         p.add_argument("--site", metavar="PROFILE", help=SITE_HELP)

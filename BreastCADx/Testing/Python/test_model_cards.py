@@ -62,3 +62,30 @@ def test_the_typed_card_names_what_consumers_read():
     assert seg.kind == "segmenter" and seg.arch == "lite0" and seg.weights_path.is_file()
     with pytest.raises(ModelError, match="no network architecture"):
         ModelCard.from_dict(load_card("lesion_cls_fusion")).arch  # noqa: B018
+
+
+def test_a_model_set_of_ones_own_is_a_folder_verified_before_use(tmp_path, sample_dicom, sample_mask):
+    """`--model-set FOLDER`: a copy of a shipped set analyses like it; the same folder altered is refused naming
+    the file; a name that is neither a set nor a set's folder is refused naming what is accepted."""
+    import subprocess
+    import sys
+
+    own = tmp_path / "my-set"
+    shutil.copytree(MODELS_DIR / "busi-only", own)
+    cmd = [sys.executable, "-m", "BreastCADxLib.cli.main", "analyze", str(sample_dicom), "--mask", str(sample_mask)]
+    r = subprocess.run(cmd + ["--model-set", str(own), "--out", str(tmp_path / "a")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    mine = json.loads((tmp_path / "a" / "result.json").read_text())
+    r = subprocess.run(cmd + ["--model-set", "busi-only", "--out", str(tmp_path / "b")], capture_output=True,
+                       text=True)
+    shipped = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert mine["provenance"]["model_set"] == str(own)
+    assert mine["malignancy_probability"] == pytest.approx(shipped["malignancy_probability"], abs=1e-9)
+    with open(own / "lesion_box_cnn.pt", "r+b") as f:
+        f.seek(200)
+        f.write(b"\0\0\0\0")
+    r = subprocess.run(cmd + ["--model-set", str(own), "--out", str(tmp_path / "c")], capture_output=True, text=True)
+    assert r.returncode == 2 and "lesion_box_cnn.pt" in r.stderr and "SHA256 mismatch" in r.stderr, r.stderr
+    r = subprocess.run(cmd + ["--model-set", str(tmp_path / "nothing"), "--out", str(tmp_path / "d")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "a folder holding a modelset.json" in r.stderr, r.stderr
