@@ -5,6 +5,7 @@ Layers, each importing only from the ones below it (checked by Testing/Python/te
     cli/       the `breastcadx` command: main, batch, pacs, serve
     web/       `breastcadx serve`: the workflow in a browser on trame-slicer views, on the scene logic
     scene/     Slicer side: scene logic, MRML bridge, parameters, background jobs, worker, installer
+    train/     `breastcadx train`: a model set from located findings (manifest, features, CV by patient)
     results/   one case's files, the overlay picture, DICOM SEG / SR / Secondary Capture
     analysis/  preprocessing, networks, model registry, segmentation, features, classifier, pipeline
     io/        DICOM / raster / ITK readers and writers, DICOMweb client

@@ -166,6 +166,14 @@ def _add_model_set(p: argparse.ArgumentParser, site: bool = False) -> None:
         p.add_argument("--site", metavar="PROFILE", help=SITE_HELP)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from BreastCADxLib.train.pipeline import train
+
+    train(Path(args.manifest), args.modality, Path(args.out), args.device, args.max_minutes, args.folds)
+    print(f"model set -> {args.out} (card.md: the cross-validated figures)")
+    return 0
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from BreastCADxLib.results.adapt import adapt, card_text
 
@@ -265,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the share of lesion images the presence threshold must find (default 0.95)")
     ad.add_argument("--name", help="the profile's id (default: the folder's name)")
     ad.set_defaults(func=cmd_adapt)
+    tr = sub.add_parser("train", help="make a model set from your own located findings (cross-validated by "
+                                      "patient against pyradiomics + logistic regression); resumable")
+    tr.add_argument("manifest", help="CSV: case_id, image, label (benign / malignant / normal), patient, and mask, "
+                                     "box (x0,y0,x1,y1) or circle (cx,cy,r)")
+    tr.add_argument("--modality", required=True, choices=["US", "MG"])
+    tr.add_argument("--out", required=True, help="the new model set's folder (a finished set is never replaced)")
+    tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    tr.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop after this many minutes (0: no limit); the same command goes on from there")
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (by patient)")
+    tr.set_defaults(func=cmd_train)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 LIB = Path(__file__).resolve().parents[2] / "BreastCADxLib"
-LAYERS = ("io", "analysis", "results", "scene", "web", "cli")  # low to high; core types (errors, image) below all
+# low to high; core types (errors, image) below all
+LAYERS = ("io", "analysis", "results", "train", "scene", "web", "cli")
 GUI = ("slicer", "qt", "ctk", "vtk", "mrml", "trame", "trame_slicer")  # only scene/ and web/ may import these
 GUI_LAYERS = ("scene", "web")
 FILES = sorted(LIB.rglob("*.py"))

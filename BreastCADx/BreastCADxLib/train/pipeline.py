@@ -1,0 +1,302 @@
+"""`breastcadx train MANIFEST --modality US|MG --out SET`: a classifier of located findings, in stages.
+
+Stages, each resumable (its output is kept in SET/.work and reused on a rerun with the same inputs):
+1. manifest: case_id, image, label (benign / malignant / normal), patient, and where the finding is: a mask file,
+   a box "x0,y0,x1,y1" or a circle "cx,cy,r" in pixels (mini-MIAS's centre_col, centre_row, radius read as a
+   circle; its `pathology` as the label). Normal rows and findings without a location are counted, not used.
+2. features: per finding, the radiomics the shipped sets use and the frozen ImageNet Lite0 features of its crop.
+3. cross-validation by patient (5 folds, whole patients per fold): the fusion (radiomics z-scores + deep PCA,
+   L2 logistic) against default pyradiomics + logistic regression on the same folds; AUC with a 95 % patient
+   bootstrap CI, specificity at sensitivity 0.96, both out of fold.
+4. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
+   registry.save_card, arrays, OOD statistics, the deep explainer), modelset.json with the modality and data, and
+   card.md with the figures; reloaded through the product's loader to check it reproduces the fit.
+The set holds a classifier only: findings are located by the user (a box or outline); it has no segmenter and no
+input guard of its own yet, so `analyze` does not take it (its modality is refused by the ultrasound sets' guard).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from BreastCADxLib.errors import BreastCADxError
+
+LABELS = {"benign": 0, "malignant": 1, "normal": None}
+MODALITIES = ("US", "MG")
+FOLDS = 5
+PCA_DIMS = 32
+C_FUSION = 0.1
+
+
+class TrainError(BreastCADxError):
+    code = "train_refused"
+
+
+@dataclass(frozen=True)
+class Finding:
+    case_id: str
+    image: Path
+    label: int
+    patient: str
+    mask: Path | None = None
+    box: tuple[int, int, int, int] | None = None
+    circle: tuple[float, float, float] | None = None
+
+
+def read_manifest(path: Path) -> tuple[list[Finding], dict]:
+    """The located, labelled findings of a training manifest, and what was left out (counts)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TrainError(f"manifest cannot be read ({e.__class__.__name__})", path) from None
+    if not rows or not {"case_id", "image"} <= set(rows[0]) or not ({"label", "pathology"} & set(rows[0])):
+        raise TrainError("a training manifest needs case_id, image, label (or pathology) and patient", path)
+    out, skipped = [], {"normal": 0, "no_location": 0}
+    for n, r in enumerate(rows, start=2):
+        label = (r.get("label") or r.get("pathology") or "").strip().lower()
+        if label not in LABELS:
+            raise TrainError(f"line {n}: label {label[:20]!r} must be benign, malignant or normal", path)
+        if LABELS[label] is None:
+            skipped["normal"] += 1
+            continue
+        base = path.parent
+        mask = (r.get("mask") or "").strip()
+        box = (r.get("box") or "").strip()
+        circle = (r.get("circle") or "").strip() or (
+            ",".join(r[k] for k in ("centre_col", "centre_row", "radius")) if (r.get("radius") or "").strip() else "")
+        if not (mask or box or circle):
+            skipped["no_location"] += 1
+            continue
+        try:
+            out.append(Finding(r["case_id"].strip(), base / r["image"].strip(), LABELS[label],
+                               (r.get("patient") or r["case_id"]).strip(), base / mask if mask else None,
+                               tuple(int(float(v)) for v in box.split(",")) if box else None,
+                               tuple(float(v) for v in circle.split(",")) if circle else None))
+        except ValueError:
+            raise TrainError(f"line {n}: box must be x0,y0,x1,y1 and circle cx,cy,r (pixels)", path) from None
+    if len({f.case_id for f in out}) != len(out):
+        raise TrainError("case_id values must be unique", path)
+    return out, skipped
+
+
+def finding_mask(f: Finding, shape: tuple[int, int, int]) -> np.ndarray:
+    from BreastCADxLib.io import load_image, load_mask
+
+    if f.mask is not None:
+        return load_mask(f.mask, load_image(f.image))
+    yy, xx = np.ogrid[:shape[1], :shape[2]]
+    if f.circle is not None:
+        cx, cy, r = f.circle
+        plane = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    else:
+        x0, y0, x1, y1 = f.box
+        plane = ((yy - (y0 + y1 - 1) / 2) / max(1, (y1 - y0) / 2)) ** 2 + \
+                ((xx - (x0 + x1 - 1) / 2) / max(1, (x1 - x0) / 2)) ** 2 <= 1
+    return np.broadcast_to(plane, shape).copy()
+
+
+def _digest(f: Finding) -> str:
+    h = hashlib.sha256(json.dumps([f.case_id, str(f.label), f.box, f.circle]).encode())
+    for p in (f.image, f.mask):
+        if p is not None:
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def features(findings: list[Finding], work: Path, device: str, deadline: float, say) -> dict:
+    """Radiomics + deep features of each finding, cached per finding in work/ (a rerun reuses them)."""
+    from BreastCADxLib.analysis.deep_features import get_deep_features
+    from BreastCADxLib.analysis.preprocessing import working_grid
+    from BreastCADxLib.analysis.radiomics_features import extract
+    from BreastCADxLib.io import load_image
+
+    work.mkdir(parents=True, exist_ok=True)
+    deep_model = get_deep_features(device, "mask")
+    rows, t0 = {}, time.perf_counter()
+    for i, f in enumerate(findings):
+        cache = work / f"{f.case_id}.npz"
+        digest = _digest(f)
+        if cache.is_file():
+            z = np.load(cache, allow_pickle=False)
+            if str(z["digest"]) == digest:
+                rows[f.case_id] = {"names": list(z["names"]), "rad": z["rad"], "deep": z["deep"]}
+                continue
+        if time.time() > deadline:
+            raise TrainError(f"--max-minutes reached in the features stage ({i} of {len(findings)} findings done; "
+                             "run the same command again to go on)", work)
+        image = load_image(f.image)
+        mask = finding_mask(f, image.array.shape)
+        grid = working_grid(image.array.shape)
+        if grid.resized:  # large films: analysed on the working grid, as `analyze` does
+            image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
+        rad = extract(image, mask)
+        names = sorted(rad)
+        deep = deep_model.features(image, mask)
+        np.savez(cache, digest=digest, names=np.array(names), rad=np.array([rad[n] for n in names]), deep=deep)
+        rows[f.case_id] = {"names": names, "rad": np.array([rad[n] for n in names]), "deep": deep}
+        done = i + 1
+        left = (time.perf_counter() - t0) / done * (len(findings) - done)
+        say(f"features: {done}/{len(findings)} findings, about {left / 60:.0f} min left")
+    return rows
+
+
+def _fusion(rad, deep, y, seed: int = 0):
+    """Fitted (scalers, PCA, logistic) of the fusion on these rows."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+
+    rm, rs = rad.mean(0), rad.std(0) + 1e-8
+    dm, ds = deep.mean(0), deep.std(0) + 1e-8
+    pca = PCA(n_components=min(PCA_DIMS, len(y) - 1, deep.shape[1]), random_state=seed).fit((deep - dm) / ds)
+    x = np.hstack([(rad - rm) / rs, pca.transform((deep - dm) / ds)])
+    lr = LogisticRegression(C=C_FUSION, max_iter=5000, class_weight="balanced").fit(x, y)
+    return {"rm": rm, "rs": rs, "dm": dm, "ds": ds, "pca": pca, "lr": lr}
+
+
+def _fusion_proba(m, rad, deep):
+    x = np.hstack([(rad - m["rm"]) / m["rs"], m["pca"].transform((deep - m["dm"]) / m["ds"])])
+    return m["lr"].predict_proba(x)[:, 1]
+
+
+def _baseline(rad, y):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(rad, y)
+
+
+def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0) -> dict:
+    """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from BreastCADxLib.results.evaluation import auc_ci
+
+    oof = {"fusion": np.zeros(len(y)), "pyradiomics_lr": np.zeros(len(y))}
+    for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(rad, y, groups):
+        oof["fusion"][test] = _fusion_proba(_fusion(rad[train], deep[train], y[train]), rad[test], deep[test])
+        oof["pyradiomics_lr"][test] = _baseline(rad[train], y[train]).predict_proba(rad[test])[:, 1]
+    out = {}
+    for name, p in oof.items():
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, _ = roc_curve(y, p)
+        out[name] = {**auc_ci(y, p, groups), "specificity_at_0.96": float(1 - fpr[tpr >= 0.96].min())}
+    return {"folds": folds, "by_patient": True, "models": out, "oof": {k: v.tolist() for k, v in oof.items()}}
+
+
+def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str) -> dict:
+    """The fusion refitted on every finding, as a bundle the product loads; modelset.json and card.md."""
+    from BreastCADxLib.analysis.classifier import load_classifier
+    from BreastCADxLib.analysis.registry import save_card, sha256_of, write_modelset
+
+    m = _fusion(rad, deep, y)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {"m_rad_mean": m["rm"], "m_rad_scale": m["rs"], "m_deep_mean": m["dm"], "m_deep_scale": m["ds"],
+              "m_deep_pca_mean": m["pca"].mean_, "m_deep_pca_components": m["pca"].components_}
+    zr = (rad - m["rm"]) / m["rs"]
+    zd = m["pca"].transform((deep - m["dm"]) / m["ds"])
+    fused = np.hstack([zr, zd])
+    cov = np.cov(fused, rowvar=False) + 1e-3 * np.eye(fused.shape[1])
+    arrays["ood_mean"], arrays["ood_precision"] = fused.mean(0), np.linalg.pinv(cov)
+    d = fused - fused.mean(0)
+    dist = np.sqrt(np.einsum("ij,jk,ik->i", d, arrays["ood_precision"], d))
+    coef = m["lr"].coef_[0]
+    v = m["pca"].components_.T @ coef[len(names):]  # the deep part folded back onto the trunk features
+    arrays["explain_deep_weight"] = v / m["ds"]
+    bias = float(m["lr"].intercept_[0] - m["pca"].mean_ @ v - (m["dm"] / m["ds"]) @ v)
+    np.savez(out / "lesion_cls_fusion.npz", **arrays)
+    npz_sha = sha256_of(out / "lesion_cls_fusion.npz")
+    card = {
+        "id": "lesion_cls_fusion", "task": f"malignancy of a located finding ({modality})",
+        "model_set": out.name, "weights": "lesion_cls_fusion.npz", "arrays": "lesion_cls_fusion.npz",
+        "sha256": npz_sha, "files": {"lesion_cls_fusion.npz": npz_sha}, "mode": "early", "classifier": "LR",
+        "deep_crop": "mask", "deep_model": None, "radiomics_names": names,
+        "members": [{"name": "fusion", "branches": [
+            {"kind": "radiomics", "selected": names, "mean": "m_rad_mean", "scale": "m_rad_scale"},
+            {"kind": "deep", "mean": "m_deep_mean", "scale": "m_deep_scale", "pca_mean": "m_deep_pca_mean",
+             "pca_components": "m_deep_pca_components"}],
+            "estimator": {"kind": "logistic", "coef": coef.tolist(), "intercept": float(m["lr"].intercept_[0])}}],
+        "combine": {"kind": "single"}, "calibration": {"kind": "identity"},
+        "ood": {"threshold": float(np.percentile(dist, 99)), "space": "radiomics z-scores + deep PCA",
+                "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
+        "explain": {"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
+        "training": {"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
+                     "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
+        "intended_use": "Research only; not for diagnosis." + (
+            " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
+            if modality == "MG" else ""),
+    }
+    save_card(out, card)
+    manifest = write_modelset(out, id=out.name, modality=modality, sites=data.get("sites", []))
+    clf = load_classifier("lesion_cls_fusion", out)
+    diff = float(np.abs(clf.raw_proba(rad, deep)[0] - _fusion_proba(m, rad, deep)).max())
+    if diff > 1e-6:
+        raise TrainError(f"the written bundle does not reproduce the fit (max |dp| {diff:.2e})", out)
+    (out / "card.md").write_text(card_text(card, cv, modality, data), encoding="utf-8")
+    return manifest
+
+
+def card_text(card: dict, cv: dict, modality: str, data: dict) -> str:
+    t = card["training"]
+    lines = [f"# Model set `{card['model_set']}` ({modality})", "", card["intended_use"], "",
+             f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
+             f"left out: {data['left_out']}. Made {data['date']} by `{t['command']}`.", "",
+             f"Cross-validation by patient ({cv['folds']} folds, the same folds for both), 95 % CI by patient "
+             "bootstrap:", "", "| model | AUC [95 % CI] | specificity at sensitivity 0.96 |", "|---|---|---|"]
+    for name, r in cv["models"].items():
+        lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
+                     f"{r['specificity_at_0.96']:.2f} |")
+    lines += ["", "Classifier only: the finding is located by the user (box or outline); no segmenter or input "
+              "guard of this modality yet."]
+    return "\n".join(lines) + "\n"
+
+
+def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_minutes: float = 0.0,
+          folds: int = FOLDS, say=None) -> dict:
+    """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
+    say = say or (lambda m: print(m, file=sys.stderr, flush=True))
+    if modality not in MODALITIES:
+        raise TrainError(f"--modality must be one of {', '.join(MODALITIES)}")
+    if out.exists() and (out / "modelset.json").is_file():
+        raise TrainError("a finished model set is never replaced; choose a new folder", out)
+    deadline = time.time() + 60 * max_minutes if max_minutes else float("inf")
+    findings, skipped = read_manifest(manifest)
+    y = np.array([f.label for f in findings])
+    patients = np.array([f.patient for f in findings])
+    if min(int(y.sum()), int(len(y) - y.sum())) < 2 * folds or len(set(patients)) < folds:
+        raise TrainError(f"{int(y.sum())} malignant and {int(len(y) - y.sum())} benign located findings of "
+                         f"{len(set(patients))} patients: {folds}-fold cross-validation by patient needs at least "
+                         f"{2 * folds} of each and {folds} patients", manifest)
+    say(f"stage 1/4 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
+        f"patients; left out {skipped}")
+    say("stage 2/4 features")
+    rows = features(findings, out / ".work", device, deadline, say)
+    names = rows[findings[0].case_id]["names"]
+    rad = np.array([rows[f.case_id]["rad"] for f in findings])
+    deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
+    say("stage 3/4 cross-validation by patient")
+    cv = cross_validate(rad, deep, y, patients, folds)
+    for name, r in cv["models"].items():
+        say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
+            f"0.96 {r['specificity_at_0.96']:.2f}")
+    say("stage 4/4 the model set")
+    data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sites": [manifest.parent.name]}
+    command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)])
+    write_set(out, names, rad, deep, y, modality, cv, data, command)
+    (out / ".work" / "cv.json").write_text(json.dumps(cv, indent=1) + "\n")  # a set's folder holds cards only
+    return cv
+
+
+__all__ = ["train", "read_manifest", "cross_validate", "TrainError", "Finding"]
