@@ -92,7 +92,9 @@ class ImageGuard:
     def __init__(self, card: dict, device: str = "cpu") -> None:
         path = Path(card["_dir"]) / card["weights"]  # verified with the model set (registry.verify_model_set)
         with np.load(path, allow_pickle=False) as z:
-            self.params = {k: z[k] for k in ("mean", "scale", "coef", "intercept")}
+            self.one_class = "components" in z.files  # a set made by `breastcadx train`: distance to its images
+            keys = ("mean", "components", "variances") if self.one_class else ("mean", "scale", "coef", "intercept")
+            self.params = {k: z[k] for k in keys}
         self.card = card
         self.threshold = float(card["threshold"])
         self.spec = card["validated_on"]
@@ -102,7 +104,19 @@ class ImageGuard:
         return embed(self.engine, planes)
 
     def score(self, image: Image) -> float:
-        return float(ultrasound_probability(self.embed([_plane(image)]), self.params)[0])
+        z = self.embed([_plane(image)])
+        if self.one_class:
+            return float(one_class_score(z, self.params)[0])
+        return float(ultrasound_probability(z, self.params)[0])
+
+
+def one_class_score(z: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    """Chi-square tail probability of the Mahalanobis distance in the PCA of a set's own training images: near 1
+    inside them, near 0 far from them."""
+    from scipy.stats import chi2
+
+    d2 = ((((z - params["mean"]) @ params["components"].T) ** 2) / params["variances"]).sum(axis=1)
+    return chi2.sf(d2, df=len(params["variances"]))
 
 
 def embedder(device: str = "cpu") -> Engine:
@@ -130,24 +144,28 @@ def get_guard(model_set: str = DEFAULT_MODEL_SET, device: str = "cpu") -> ImageG
     return ImageGuard(load_card(GUARD_ID, model_set_dir(model_set)), device)
 
 
+MODALITY_WORDS = {"US": "breast ultrasound", "MG": "mammograms"}
+
+
 def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalidated: bool = False,
                 device: str = "auto") -> InputCheck:
     """Refuse (InputRefused naming the file and why) or return what was found; see the module docstring."""
     hard = hard_reasons(image)
     if hard:
         raise InputRefused("; ".join(hard) + " - not analysed", image.source or None)
-    from BreastCADxLib.analysis.registry import choose_device
+    from BreastCADxLib.analysis.registry import choose_device, model_set_info
 
     guard = get_guard(model_set, str(choose_device(device)))
+    modality = model_set_info(model_set)["modality"]
     reasons = rule_reasons(image, guard.spec)
     check = InputCheck(threshold=guard.threshold, reasons=reasons,
                        notes=list(image.metadata.get("corrections", [])))
     if image.modality in guard.spec["modalities"]:  # a foreign modality is refused by its name alone
         check.ultrasound_score = guard.score(image)
         if check.ultrasound_score < guard.threshold:
-            reasons.append(f"it does not look like the breast ultrasound the models were trained on (ultrasound "
-                           f"score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
-        speckle = speckle_check(to_uint8_range(_plane(image)))
+            reasons.append(f"it does not look like the {MODALITY_WORDS.get(modality, modality)} the models were "
+                           f"trained on ({modality} score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
+        speckle = speckle_check(to_uint8_range(_plane(image))) if modality == "US" else None
         if speckle is not None:  # turned by 90 degrees or inverted: the models would read it wrongly
             reasons += speckle.reasons()
     if reasons and not allow_unvalidated:

@@ -20,9 +20,9 @@ from BreastCADxLib.analysis.guard import check_input
 from BreastCADxLib.analysis.lexicon import categories
 from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, model_set_info
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
-from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, get_segmenter
+from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, box_ellipse, check_roi, get_segmenter
 from BreastCADxLib.analysis.site import ReaderView, SiteProfile, SiteProfileError, reader_category
 from BreastCADxLib.analysis.values import Flag
 from BreastCADxLib.errors import MaskError, UnsupportedImageError
@@ -123,6 +123,8 @@ def lesion_descriptors(image: Image, mask: np.ndarray) -> dict[str, float]:
 LOW_CONFIDENCE_FLAG = Flag("low_confidence_segmentation", "low-confidence segmentation: no region passed the "
                            "segmenter's presence threshold; the most probable region was used because a lesion was "
                            "expected - check the mask")
+BOX_PROMPT_FLAG = Flag("box_prompt_outline", "box outline: this model set has no segmenter; the ellipse inscribed "
+                       "in the drawn box is the finding's outline - outline it for sizes and shape")
 BOX_FALLBACK_FLAG = Flag("box_outline_fallback", "box outline: the segmenter found no distinct region inside the "
                          "drawn box; the ellipse inscribed in the box is the outline - correct it in the editor "
                          "before relying on the result")
@@ -223,6 +225,16 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     t = time.perf_counter()
     if mask is not None and mask_origin not in MASK_ORIGINS:
         raise ValueError(f"mask_origin must be one of {MASK_ORIGINS}")
+    prompt_outline = mask is None and not (model_set_dir(model_set) / f"{DEFAULT_MODEL}.json").is_file()
+    if prompt_outline:  # a set without a segmenter (`breastcadx train`): the user's box is the finding
+        if roi is None:
+            raise UnsupportedImageError(f"the model set '{model_set}' has no segmenter: draw a box around the "
+                                        "finding (--roi x0,y0,x1,y1) or give its outline (--mask)",
+                                        image.source or None)
+        rows, cols = image.array.shape[1:]
+        mask = np.zeros(image.array.shape, bool)
+        mask[image.frames // 2] = box_ellipse((rows, cols), check_roi(roi, rows, cols))
+        mask_origin = "user"
     origin = "auto" if mask is None else mask_origin
     classifier = classifier_for(model_set, origin)
     provenance = Provenance(
@@ -270,7 +282,9 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     desc = lesion_descriptors(work, work_mask)
     rad = {**rad, **desc}  # the classifier reads what its card names
     meas = measurements(image, mask, rad, px_scale=grid.scale()[0])
-    lexicon = categories({k.removeprefix(DESCRIPTOR_PREFIX): v for k, v in desc.items()}, meas)
+    # the ACR ultrasound lexicon describes ultrasound only
+    lexicon = categories({k.removeprefix(DESCRIPTOR_PREFIX): v for k, v in desc.items()}, meas) \
+        if model_set_info(model_set)["modality"] == "US" else []
     seconds["descriptors"] = time.perf_counter() - t
     report(0.6, "deep features")
     t = time.perf_counter()
@@ -291,6 +305,8 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     reader = apply_site(pred, site, origin, reader_birads)
     if "note" in meas:
         pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
+    if prompt_outline:
+        pred.flags.insert(0, BOX_PROMPT_FLAG)
     if low_confidence:
         pred.flags.insert(0, BOX_FALLBACK_FLAG if box_fallback else LOW_CONFIDENCE_FLAG)
         if roi is None or box_fallback:  # not a category on an outline that may not be the lesion

@@ -37,6 +37,7 @@ FLAG_CODES = {
     "measurement": "sizes could not be measured as usual (pixels, or several regions)",
     "edited_mask": "the automatic outline was corrected by the user before classification",
     "frame_selected": "one frame of a multi-frame image (a cine) was analysed",
+    "box_prompt_outline": "a set without a segmenter: the drawn box's inscribed ellipse is the finding's outline",
     "input_corrected": "the file's header contradicted its pixels and was read the way the pixels show",
     "reader_disagreement": "the site profile's rule on the radiologist's category and BreastCADx's score decides "
                            "otherwise than the radiologist's category",

@@ -11,8 +11,9 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 4. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
    registry.save_card, arrays, OOD statistics, the deep explainer), modelset.json with the modality and data, and
    card.md with the figures; reloaded through the product's loader to check it reproduces the fit.
-The set holds a classifier only: findings are located by the user (a box or outline); it has no segmenter and no
-input guard of its own yet, so `analyze` does not take it (its modality is refused by the ultrasound sets' guard).
+5. the set's input guard: a one-class model of its own images (findings' and normal images) on the whole-image
+   Lite0 embedding, so another modality's image is refused by it.
+The set has no segmenter: the user's box (or outline) locates the finding (`analyze --model-set SET --roi ...`).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class Finding:
     circle: tuple[float, float, float] | None = None
 
 
-def read_manifest(path: Path) -> tuple[list[Finding], dict]:
-    """The located, labelled findings of a training manifest, and what was left out (counts)."""
+def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Path]]:
+    """The located, labelled findings of a training manifest, what was left out (counts), and the images
+    without a finding (normal: they train the set's input guard with the findings' images)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -61,13 +63,14 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict]:
         raise TrainError(f"manifest cannot be read ({e.__class__.__name__})", path) from None
     if not rows or not {"case_id", "image"} <= set(rows[0]) or not ({"label", "pathology"} & set(rows[0])):
         raise TrainError("a training manifest needs case_id, image, label (or pathology) and patient", path)
-    out, skipped = [], {"normal": 0, "no_location": 0}
+    out, skipped, normals = [], {"normal": 0, "no_location": 0}, []
     for n, r in enumerate(rows, start=2):
         label = (r.get("label") or r.get("pathology") or "").strip().lower()
         if label not in LABELS:
             raise TrainError(f"line {n}: label {label[:20]!r} must be benign, malignant or normal", path)
-        if LABELS[label] is None:
+        if LABELS[label] is None:  # not classified; an image of the modality for the input guard
             skipped["normal"] += 1
+            normals.append(path.parent / r["image"].strip())
             continue
         base = path.parent
         mask = (r.get("mask") or "").strip()
@@ -86,7 +89,7 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict]:
             raise TrainError(f"line {n}: box must be x0,y0,x1,y1 and circle cx,cy,r (pixels)", path) from None
     if len({f.case_id for f in out}) != len(out):
         raise TrainError("case_id values must be unique", path)
-    return out, skipped
+    return out, skipped, normals
 
 
 def finding_mask(f: Finding, shape: tuple[int, int, int]) -> np.ndarray:
@@ -247,6 +250,41 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     return manifest
 
 
+GUARD_DIMS = 16
+GUARD_QUANTILE = 0.005  # of the training images' own scores: the threshold
+
+
+def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str) -> dict:
+    """The set's input guard: distance to its own training images in a PCA of the whole-image Lite0 embedding
+    (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; sides from them."""
+    from BreastCADxLib.analysis.guard import embed, embedder, one_class_score
+    from BreastCADxLib.analysis.registry import save_card, sha256_of
+    from BreastCADxLib.io import load_image
+
+    planes = [load_image(p).array[0] for p in images]
+    engine = embedder(device)
+    z = np.concatenate([embed(engine, planes[i:i + 16]) for i in range(0, len(planes), 16)])
+    mean = z.mean(0)
+    _, sv, vt = np.linalg.svd(z - mean, full_matrices=False)
+    k = min(GUARD_DIMS, len(z) - 2)
+    params = {"mean": mean, "components": vt[:k], "variances": (sv[:k] ** 2) / (len(z) - 1) + 1e-6}
+    np.savez(out / "image_guard.npz", **params)
+    scores = one_class_score(z, params)
+    sides = [s for p in planes for s in p.shape]
+    card = {"id": "image_guard", "task": f"is this a {modality} image like the set's own training images?",
+            "weights": "image_guard.npz", "sha256": sha256_of(out / "image_guard.npz"),
+            "model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square tail)",
+            "embedding": "frozen ImageNet EfficientNet-Lite0, whole image at 224x224, pooled 1280, L2-normalised",
+            "threshold": float(np.quantile(scores, GUARD_QUANTILE)),
+            "validated_on": {"modalities": [modality, "OT"], "max_frames": 1, "min_side": int(min(sides) // 2),
+                             "max_side": int(max(sides) * 2.5)},
+            "training": {"command": command, "images": len(images),
+                         "threshold_rule": f"the {100 * GUARD_QUANTILE:g}th percentile of the training images' "
+                                           "own scores"}}
+    save_card(out, card)
+    return card
+
+
 def card_text(card: dict, cv: dict, modality: str, data: dict) -> str:
     t = card["training"]
     lines = [f"# Model set `{card['model_set']}` ({modality})", "", card["intended_use"], "",
@@ -257,8 +295,8 @@ def card_text(card: dict, cv: dict, modality: str, data: dict) -> str:
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
-    lines += ["", "Classifier only: the finding is located by the user (box or outline); no segmenter or input "
-              "guard of this modality yet."]
+    lines += ["", "No segmenter: the finding is located by the user (a box, or an outline); the set's input guard "
+              "knows only its own training images."]
     return "\n".join(lines) + "\n"
 
 
@@ -271,7 +309,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     if out.exists() and (out / "modelset.json").is_file():
         raise TrainError("a finished model set is never replaced; choose a new folder", out)
     deadline = time.time() + 60 * max_minutes if max_minutes else float("inf")
-    findings, skipped = read_manifest(manifest)
+    findings, skipped, normals = read_manifest(manifest)
     y = np.array([f.label for f in findings])
     patients = np.array([f.patient for f in findings])
     if min(int(y.sum()), int(len(y) - y.sum())) < 2 * folds or len(set(patients)) < folds:
@@ -295,6 +333,10 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sites": [manifest.parent.name]}
     command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)])
     write_set(out, names, rad, deep, y, modality, cv, data, command)
+    write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device)
+    from BreastCADxLib.analysis.registry import write_modelset
+
+    write_modelset(out, id=out.name, modality=modality, sites=data["sites"])
     (out / ".work" / "cv.json").write_text(json.dumps(cv, indent=1) + "\n")  # a set's folder holds cards only
     return cv
 

@@ -92,3 +92,70 @@ def test_a_bad_manifest_is_refused_naming_it(tmp_path, bad):
     path.write_text(bad)
     r = run(path, "--modality", "MG", "--out", tmp_path / "x")
     assert r.returncode == 2 and str(path) in r.stderr and "Traceback" not in r.stderr
+
+
+MG = DATA / "minimias"
+
+
+@pytest.fixture(scope="module")
+def mg_set(tmp_path_factory):
+    """A mammography set trained on the committed mini-MIAS films (15 films, 6 + 6 findings, 2 folds)."""
+    out = tmp_path_factory.mktemp("mg") / "mg-demo"
+    r = run(MG / "findings.csv", "--modality", "MG", "--out", out, "--folds", "2", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def finding_box(case_id: str) -> tuple[str, str]:
+    import csv
+
+    row = next(r for r in csv.DictReader(open(MG / "findings.csv")) if r["case_id"] == case_id)
+    cx, cy, rad = (float(v) for v in row["circle"].split(","))
+    return str(MG / row["image"]), f"{cx - rad:.0f},{cy - rad:.0f},{cx + rad + 1:.0f},{cy + rad + 1:.0f}"
+
+
+def analyze(*args):
+    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "analyze", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_a_mammography_set_analyses_a_film_from_the_users_box_with_the_same_contract(mg_set, tmp_path):
+    """End to end on MG: the set's guard takes its modality, the box is the prompt (flagged), no ultrasound lexicon,
+    the same result contract and overlay; ultrasound is refused by this set's guard, and a run without a box says
+    what to do."""
+    from BreastCADxLib.analysis.result import AnalysisResult
+
+    image, box = finding_box("mdb001_1")
+    r = analyze(image, "--model-set", mg_set, "--roi", box, "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "a" / "result.json").read_text())
+    AnalysisResult.from_json(res)
+    jsonschema.validate(res, json.loads((MODULE_DIR / "Resources" / "Schemas" / "result.schema.json").read_text()))
+    assert res["provenance"]["model_set"] == str(mg_set) and res["provenance"]["segmenter"] is None
+    assert [f["code"] for f in res["flags"]][0] == "box_prompt_outline" and res["lexicon"] == []
+    assert 0 < res["malignancy_probability"] < 1 and (tmp_path / "a" / "overlay.png").is_file()
+    nobox = analyze(image, "--model-set", mg_set, "--out", tmp_path / "b")
+    assert nobox.returncode == 2 and "has no segmenter" in nobox.stderr and "--roi" in nobox.stderr
+    us = analyze(DATA / "busi" / "benign_004.png", "--model-set", mg_set, "--roi", "100,100,200,200",
+                 "--out", tmp_path / "c")
+    assert us.returncode == 2 and "does not look like the mammograms" in us.stderr, us.stderr
+
+
+def test_a_mammogram_dicom_through_the_mammography_set_gives_a_valid_sr(mg_set, tmp_path):
+    from PIL import Image
+
+    import dicom_factory
+    from BreastCADxLib.results.dicom_export import read_sr_summary
+    from conftest import dciodvfy
+
+    image, box = finding_box("mdb001_1")
+    film = np.asarray(Image.open(image).convert("L")).astype(np.uint16) * 64
+    dcm = dicom_factory.mammogram_for_processing(tmp_path / "mg.dcm", 16383 - film)  # MONOCHROME1
+    r = analyze(dcm, "--model-set", mg_set, "--roi", box, "--out", tmp_path / "a", "--dicom-out", tmp_path / "d")
+    assert r.returncode == 0, r.stderr
+    sr = next(p for p in (tmp_path / "d").iterdir() if "sr" in p.name.lower())
+    summary = read_sr_summary(sr)
+    assert abs(summary["probability"] - json.loads((tmp_path / "a" / "result.json").read_text())[
+        "malignancy_probability"]) < 1e-6
+    errors = dciodvfy(sr)[1]
+    assert not errors, errors
