@@ -63,6 +63,7 @@ class BreastCADxParameterNode:
     expectLesion: bool = True
     readerBirads: Annotated[str, Choice(["", "1", "2", "3", "4", "4A", "4B", "4C", "5"])] = ""
     siteProfile: str = ""
+    modelSet: str = ""
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     probability: float = -1.0
     biradsSuggestion: str = ""

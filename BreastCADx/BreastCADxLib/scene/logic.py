@@ -151,7 +151,12 @@ class WorkflowLogic:
         `model_set`: the models the worker uses (analysis.registry.MODEL_SETS)."""
         self.scene = scene
         self.runner = runner or ProcessRunner(python)
-        self.model_set = model_set
+        self._model_set = model_set
+
+    @property
+    def model_set(self) -> str:
+        """The panel's model set (a folder chosen in it) or the one this logic was made with."""
+        return state.peek_value(self.scene, "modelSet") or self._model_set
 
     @property
     def parameters(self):

@@ -22,6 +22,7 @@ VALUE_PARAMETERS: dict[str, tuple[type, object]] = {
     "expectLesion": (bool, True),  # the user segments because they see a lesion: keep the best candidate
     "readerBirads": (str, ""),  # the radiologist's own category ("" none), shown beside BreastCADx's
     "siteProfile": (str, ""),  # a site profile folder (breastcadx adapt); "" none
+    "modelSet": (str, ""),  # a model set's folder (breastcadx train); "" the logic's own (the shipped default)
     "heatmapOpacity": (float, 0.5),
     "probability": (float, -1.0),  # -1: no result yet
     "biradsSuggestion": (str, ""),

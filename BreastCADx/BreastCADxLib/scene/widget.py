@@ -78,6 +78,7 @@ class BreastCADxPanel(VTKObservationMixin):
         self.ui.saveResultsButton.connect("clicked(bool)", self.onSaveResults)
         self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.siteProfilePathLineEdit.connect("currentPathChanged(QString)", self.onSiteProfile)
+        self.ui.modelSetPathLineEdit.connect("currentPathChanged(QString)", self.onModelSet)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -208,6 +209,10 @@ class BreastCADxPanel(VTKObservationMixin):
     def onProgress(self, fraction, message):
         self.ui.progressBar.value = int(100 * fraction)
         self.ui.statusLabel.text = message
+
+    def onModelSet(self, path):
+        if self._parameterNode:
+            self._parameterNode.modelSet = path or ""
 
     def onSiteProfile(self, path):
         if self._parameterNode:

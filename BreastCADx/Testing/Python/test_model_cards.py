@@ -89,3 +89,31 @@ def test_a_model_set_of_ones_own_is_a_folder_verified_before_use(tmp_path, sampl
     r = subprocess.run(cmd + ["--model-set", str(tmp_path / "nothing"), "--out", str(tmp_path / "d")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "a folder holding a modelset.json" in r.stderr, r.stderr
+
+
+def test_the_panels_model_set_choice_reaches_the_worker(tmp_path, sample_dicom, sample_mask):
+    """A folder chosen in the panel (parameter modelSet) is the set the background worker uses, verified."""
+    import slicer
+
+    from BreastCADxLib.io import load_image, load_mask
+    from BreastCADxLib.scene import parameters as params
+    from BreastCADxLib.scene.logic import JobFailed, WorkflowLogic
+    from BreastCADxLib.scene.mrml import add_mask_segment
+    from BreastCADxLib.scene.worker import InProcessRunner
+
+    own = tmp_path / "panel-set"
+    shutil.copytree(MODELS_DIR / "busi-only", own)
+    scene = slicer.vtkMRMLScene()
+    try:
+        logic = WorkflowLogic(scene, runner=InProcessRunner())
+        volume = logic.load_image_file(sample_dicom, "sample")
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "lesion")
+        segment_id = add_mask_segment(load_mask(sample_mask, load_image(sample_dicom)), volume, segmentation)
+        params.set_values(logic.parameters, modelSet=str(own))
+        logic.classify(volume, segmentation, segment_id, device="cpu")
+        assert logic.current_result()[0].provenance.model_set == str(own)
+        (own / "modelset.json").unlink()
+        with pytest.raises(JobFailed, match="modelset.json"):
+            logic.classify(volume, segmentation, segment_id, device="cpu")
+    finally:
+        scene.Clear(1)
