@@ -41,6 +41,7 @@ BIRADS_COLORS = {"0": "#6a1b9a", "2": "#2e7d32", "3": "#2e7d32", "4A": "#a08600"
 FILL_OPACITY = 0.3
 RESULT_TAG = "BreastCADx.result"
 AUTO_DIGEST_TAG = "BreastCADx.autoMaskDigest"  # digest of the mask as the segmenter made it
+PRESENCE_TAG = "BreastCADx.presenceScore"  # the segmenter's presence score of the image it outlined
 Progress = Callable[[float, str], None]
 
 
@@ -264,8 +265,10 @@ class WorkflowLogic:
         mask = segment_to_mask(segmentation_node, segment_id, volume_node)
         if not mask.any():
             raise BreastCADxError("the lesion segment is empty: draw or correct it before classifying")
-        args = ["--device", device, "--model-set", self.model_set, "--mask-origin", origin_of(segment, mask),
-                *self._site_args()]
+        origin = origin_of(segment, mask)
+        args = ["--device", device, "--model-set", self.model_set, "--mask-origin", origin, *self._site_args()]
+        presence = segment_tag(segment, PRESENCE_TAG)
+        args += ["--presence-score", presence] if presence and origin == "auto" else []
         reader = state.peek_value(self.scene, "readerBirads")
         args += ["--birads", reader] if reader else []
         job = self._new_job("classify", volume_node, mask, args, progress)
@@ -290,7 +293,8 @@ class WorkflowLogic:
         folder = self._check_done(job)
         try:
             mask = load_mask(folder.out_mask, job.image)
-            low_confidence = bool(json.loads(folder.segment_info.read_text())["low_confidence"])
+            info = json.loads(folder.segment_info.read_text())
+            low_confidence = bool(info["low_confidence"])
         finally:
             folder.discard()
         if segmentation_node is None:
@@ -298,7 +302,10 @@ class WorkflowLogic:
             segmentation_node.CreateDefaultDisplayNodes()
             segmentation_node.GetDisplayNode().SetOpacity2DFill(FILL_OPACITY)  # the echo texture stays visible
         sid = add_mask_segment(mask, job.volume_node, segmentation_node)
-        segmentation_node.GetSegmentation().GetSegment(sid).SetTag(AUTO_DIGEST_TAG, mask_digest(mask))
+        segment = segmentation_node.GetSegmentation().GetSegment(sid)
+        segment.SetTag(AUTO_DIGEST_TAG, mask_digest(mask))
+        if info.get("presence_score") is not None:
+            segment.SetTag(PRESENCE_TAG, repr(float(info["presence_score"])))  # round-trips exactly
         state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=segmentation_node,
                          segmentID=sid)
         return SegmentOutcome(segmentation_node, sid, bool(mask.any()), low_confidence)

@@ -51,12 +51,13 @@ def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: boo
                                presence=profile.presence if profile else None)
     job.out.mkdir(exist_ok=True)
     save_mask(result.mask, image, job.out_mask)
-    job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence}))
+    job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence,
+                                            "presence_score": result.presence_score}))
     progress(1.0, result.outcome)
 
 
 def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_origin: str, site: str | None = None,
-                 reader_birads: str | None = None) -> None:
+                 reader_birads: str | None = None, presence_score: float | None = None) -> None:
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.io import load_image, load_mask
     from BreastCADxLib.results.case_files import write_case
@@ -67,6 +68,8 @@ def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_ori
     result = analyze(image, mask=mask, device=device, progress=lambda f, m: progress(0.1 + 0.85 * f, m),
                      model_set=model_set, mask_origin=mask_origin, site=_site(site, model_set),
                      reader_birads=reader_birads)
+    if mask_origin == "auto":  # the segmenter's outline as it made it: its presence score, as `analyze` gives it
+        result.presence_score = presence_score
     write_case(result, image, job.out)
     progress(1.0, f"malignancy probability {result.probability:.3f}" if result.probability is not None
              else "no lesion in the mask")
@@ -84,6 +87,7 @@ def execute(argv: list[str], emit: Emit) -> int:
     ap.add_argument("--mask-origin", choices=["user", "auto", "edited"], default="user")
     ap.add_argument("--site")
     ap.add_argument("--birads")
+    ap.add_argument("--presence-score", type=float)
     args = ap.parse_args(argv)
 
     def progress(fraction: float, message: str) -> None:
@@ -95,7 +99,8 @@ def execute(argv: list[str], emit: Emit) -> int:
         if args.task == "segment":
             run_segment(job, args.roi, args.device, args.expect_lesion, progress, args.model_set, args.site)
         else:
-            run_classify(job, args.device, progress, args.model_set, args.mask_origin, args.site, args.birads)
+            run_classify(job, args.device, progress, args.model_set, args.mask_origin, args.site, args.birads,
+                         args.presence_score)
     except BreastCADxError as e:
         emit(error=str(e))
         return EXIT_ERROR
