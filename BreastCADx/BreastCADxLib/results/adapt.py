@@ -4,8 +4,9 @@ What is fitted, each only when the cases are enough (else refused, saying how fe
 - a calibration of the fused probability per mask origin: none, Platt or isotonic, chosen by cross-validated log
   loss; its effect estimated by nested cross-validation (outer folds by patient);
 - the biopsy threshold at the sensitivity the site asks for (default 0.98): the empirical quantile of the malignant
-  lesions' probabilities (chosen over a normal fit on their logits and the lower of the two in
-  benchmarks/results/site_adaptation.md: the others cost 0.05-0.13 specificity for no median sensitivity);
+  lesions' probabilities (against a normal fit on their logits, or the lower of the two, in
+  benchmarks/results/site_adaptation.md: those keep 0.01-0.03 more sensitivity on L5 for 0.09-0.15 less
+  specificity; the quantile alone meets both targets, sensitivity >= 0.95 and specificity near the oracle's);
 - the lesion-presence threshold when lesion-free images are given (the batch must record presence scores);
 - with the radiologist's BI-RADS: a logistic rule on (reader category, BreastCADx logit), its threshold set for the
   reader's own sensitivity, reported against the reader alone.
