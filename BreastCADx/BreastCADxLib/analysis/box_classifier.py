@@ -80,7 +80,8 @@ class BoxScorer:
         if self._net is None:
             net = BoxNet(ModelCard.from_dict(self.card).arch, pretrained=False)
             net.load_state_dict(load_state_dict(self.card))
-            self._net = LinearScore(net.trunk, net.score.weight.detach(), float(net.score.bias)).to(self.device)
+            score = net.score
+            self._net = LinearScore(net.trunk, score.weight.detach(), float(score.bias.detach())).to(self.device)
         margin = sorted(self.margins)[len(self.margins) // 2]
         if self.view == "whole":
             mask, margin = whole_image_mask(mask), 0.0
