@@ -39,6 +39,8 @@ C_FUSION = 0.1
 
 
 class TrainError(BreastCADxError):
+    """A manifest, or findings, that cannot make the set asked for."""
+
     code = "train_refused"
 
 
