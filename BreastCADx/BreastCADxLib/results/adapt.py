@@ -230,7 +230,7 @@ def read_site_cases(results: Path, labels: Path) -> tuple[list[SiteCase], dict]:
 
     rows = {r["case_id"]: r for r in _read_csv(results, ("case_id", "status", "malignancy_probability"),
                                                 "results file")}
-    cases, made_with = [], set()
+    cases, made_with, not_analysed = [], set(), {}
     for n, r in enumerate(_read_csv(labels, ("case_id", "label"), "labels file"), start=2):
         label = (r["label"] or "").strip().lower()
         if label not in LABELS:
@@ -238,8 +238,10 @@ def read_site_cases(results: Path, labels: Path) -> tuple[list[SiteCase], dict]:
         reader = (r.get("birads") or "").strip()
         level = reader_level(reader, labels) if reader else None
         row = rows.get((r["case_id"] or "").strip())
-        if row is None or row["status"] != "ok":
-            continue  # not analysed: counted in the card, not fitted
+        if row is None or row["status"] != "ok":  # not analysed: counted in the card by cause, not fitted
+            cause = "no result" if row is None else row.get("error_code") or "error"
+            not_analysed[cause] = not_analysed.get(cause, 0) + 1
+            continue
         payload = _case_result(results.parent / row["case_id"])
         prov = payload.get("provenance", {})
         if prov.get("site"):
@@ -254,7 +256,7 @@ def read_site_cases(results: Path, labels: Path) -> tuple[list[SiteCase], dict]:
     if not cases:
         raise AdaptError("no labelled case of the labels file was analysed in this batch", labels)
     model_set, sha = made_with.pop()
-    return cases, {"id": model_set, "sha256": sha}
+    return cases, {"id": model_set, "sha256": sha, "not_analysed": not_analysed}
 
 
 def _case_result(folder: Path) -> dict:
@@ -335,6 +337,7 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
     if not 0.5 <= sensitivity < 1.0 or not 0.5 <= presence_found < 1.0:
         raise AdaptError(f"--sensitivity {sensitivity} and --presence-found {presence_found} must lie in [0.5, 1)")
     cases, model_set = read_site_cases(Path(results), Path(labels))
+    not_analysed = model_set.pop("not_analysed")
     if model_set["id"] is None or model_set["sha256"] is None:
         raise AdaptError("the batch's results do not name their model set (made by an older version?)", results)
     body, skipped = fit_profile(cases, sensitivity, presence_found)
@@ -345,7 +348,7 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
             "cases": {"analysed": len(cases), "lesions": n_lesion, "malignant": sum(c.label == 1 for c in cases),
                       "lesion_free": sum(c.label is None for c in cases),
                       "with_reader_birads": sum(c.reader is not None for c in cases),
-                      "patients": len({c.group for c in cases})},
+                      "patients": len({c.group for c in cases}), "labelled_not_analysed": not_analysed},
             **body, "not_fitted": skipped}
     card = card_text(body)
     body["files"] = {"card.md": _sha(card.encode())}
@@ -387,7 +390,10 @@ def card_text(body: dict) -> str:
              f"Adapts the model set `{body['model_set']['id']}` (manifest SHA256 {body['model_set']['sha256']}).",
              f"Made {body['created']} by `{body['command']}`.", "",
              f"Cases: {c['analysed']} analysed ({c['patients']} patients): {c['lesions']} lesions, {c['malignant']} "
-             f"malignant, {c['lesion_free']} lesion-free; {c['with_reader_birads']} with the radiologist's BI-RADS.",
+             f"malignant, {c['lesion_free']} lesion-free; {c['with_reader_birads']} with the radiologist's BI-RADS."
+             + (" Labelled but not analysed (left out of every fit): " + ", ".join(
+                 f"{n} x {k}" for k, n in c["labelled_not_analysed"].items()) + "." if c["labelled_not_analysed"]
+                else ""),
              "", "Estimates by nested cross-validation (folds by patient), 95 % CIs by patient bootstrap:", "",
              "| outlines | method | n (malignant) | AUC before | AUC after | ECE before | ECE after | sensitivity / "
              "specificity at 4A before | at the site threshold after |", "|---|---|---|---|---|---|---|---|---|"]
