@@ -22,8 +22,8 @@ def earlier_rows() -> dict[str, str]:
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| ") and cells[0] in HARNESSES and cells[1] != "not run":
-            rows[cells[0]] = line if line.rstrip().endswith(")") and "(run " in line else \
-                line.rstrip()[:-1].rstrip() + f" (run {when}) |" if when else line
+            dated = "(run " in line or not when
+            rows[cells[0]] = line if dated else line.rstrip()[:-1].rstrip() + f" (run {when}) |"
     return rows
 
 
