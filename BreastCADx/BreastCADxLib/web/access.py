@@ -98,6 +98,15 @@ class DataRoots:
                     out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}/ (DICOM series)"))
         return out
 
+    def site_profiles(self) -> list[Entry]:
+        """Site profiles (folders holding site.json, made by `breastcadx adapt`) inside the served folders."""
+        out: list[Entry] = []
+        for i, root in enumerate(self.roots):
+            for path in sorted(root.rglob("site.json"))[:MAX_LISTED]:
+                rel = path.parent.relative_to(root).as_posix()
+                out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}"))
+        return out
+
     def resolve(self, ref: str) -> Path:
         index, _, rel = str(ref).partition("/")
         if not (index.isascii() and index.isdigit()) or int(index) >= len(self.roots) or not rel:

@@ -127,7 +127,8 @@ class BreastCADxPage:
                                                                  for e in self.roots.listing()],
             "case_ref": None, "study_uid": "", "roi_text": "", "tool": "none", "brush_mm": 15.0,
             "heat_opacity": 0.5, "pacs_enabled": options.pacs is not None, "trame__title": "BreastCADx",
-            "reader_birads": "", "site": options.site.name if options.site else "",
+            "reader_birads": "", "site": options.site.name if options.site else "", "site_ref": None,
+            "site_profiles": [{"title": e.label, "value": e.ref} for e in self.roots.site_profiles()],
         })
         self._build_ui()
 
@@ -176,6 +177,12 @@ class BreastCADxPage:
     def on_opacity(self, heat_opacity, **_) -> None:
         if self.session.status.result is not None:
             self.act("Heatmap", self.session.heatmap_opacity, heat_opacity)
+
+    def on_site(self, site_ref, **_) -> None:
+        def choose() -> None:
+            self.state.site = self.session.set_site_profile(site_ref)
+
+        self.act("Site profile", choose)
 
     def on_reader(self, reader_birads, **_) -> None:
         self.act("Radiologist's BI-RADS", self.session.set_reader_birads, reader_birads)
@@ -235,6 +242,7 @@ class BreastCADxPage:
         self.state.change("heat_opacity")(self.on_opacity)
         self.state.change("brush_mm")(self.on_brush)
         self.state.change("reader_birads")(self.on_reader)
+        self.state.change("site_ref")(self.on_site)
         with SinglePageWithDrawerLayout(self.server, full_height=True) as ui:
             self.ui = ui
             ui.title.set_text("BreastCADx")
@@ -294,6 +302,9 @@ class BreastCADxPage:
                   density="compact", hide_details=True, thumb_label=True)
         html.Div("5. Classify {{ site ? '(site profile ' + site + ')' : '' }}", classes="text-subtitle-2",
                  id="classify-title")
+        v.VSelect(v_model=("site_ref",), items=("site_profiles",), label="site profile (from the served folders)",
+                  density="compact", hide_details=True, clearable=True, id="site-profile",
+                  v_if="site_profiles.length")
         v.VSelect(v_model=("reader_birads",), items=("['', '1', '2', '3', '4', '4A', '4B', '4C', '5']",),
                   label="radiologist's BI-RADS (optional)", density="compact", hide_details=True, id="reader-birads")
         v.VBtn("Classify", click=a("Classify", ses.start_classify, watch=True), color="primary", size="small",

@@ -191,6 +191,19 @@ class ReviewSession:
                                             expect_lesion=True)
         self.status.busy, self.status.progress, self.status.message = "segment", 0.0, "Segmenting..."
 
+    def set_site_profile(self, ref: str | None) -> str:
+        """A site profile from the served folders for the next runs ("" / None: none), verified against the
+        model set before it is taken; returns its label."""
+        if not ref:
+            params.set_values(self.logic.parameters, siteProfile="")
+            return ""
+        from BreastCADxLib.analysis.site import load_site_profile
+
+        folder = self.roots.resolve(ref)
+        load_site_profile(folder, self.logic.model_set)
+        params.set_values(self.logic.parameters, siteProfile=str(folder))
+        return self.roots.label(folder)
+
     def set_reader_birads(self, category: str | None) -> None:
         """The radiologist's own category for the next classification ("" / None: none)."""
         from BreastCADxLib.analysis.site import reader_category

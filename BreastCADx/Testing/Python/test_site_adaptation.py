@@ -241,3 +241,33 @@ def test_batch_with_the_profile_names_it_in_every_row(profile, tmp_path):
     bad = subprocess.run(cmd + ["--out", str(tmp_path / "bad")], capture_output=True, text=True)
     assert bad.returncode == 2 and "line 2" in bad.stderr and "4D" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_page_offers_the_profiles_of_its_served_folders_and_verifies_the_choice(profile, tmp_path):
+    """`serve`: a profile inside the served folders can be chosen on the page (verified against the page's model
+    set); one made for another set, or a path outside the served folders, is refused."""
+    import slicer
+
+    from BreastCADxLib.scene import parameters as params
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.web.access import AccessError, DataRoots, OutputFolder
+    from BreastCADxLib.web.session import ReviewSession
+
+    out, body = profile
+    roots = DataRoots([out.parent])
+    entries = roots.site_profiles()
+    assert [e.label for e in entries] == [f"{out.parent.name}/{out.name}"]
+    for model_set, ok in ((SET, True), ("two-site", False)):
+        scene = slicer.vtkMRMLScene()
+        session = ReviewSession(WorkflowLogic(scene, model_set=model_set), None, roots, OutputFolder(tmp_path / "o"))
+        if ok:
+            assert session.set_site_profile(entries[0].ref) == entries[0].label
+            assert params.peek_value(scene, "siteProfile") == str(out.resolve())
+            session.set_site_profile(None)
+            assert params.peek_value(scene, "siteProfile") == ""
+        else:
+            with pytest.raises(SiteProfileError, match="not for 'two-site'"):
+                session.set_site_profile(entries[0].ref)
+        with pytest.raises(AccessError):
+            session.set_site_profile("0/../..")
+        scene.Clear(1)
