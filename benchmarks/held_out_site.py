@@ -30,7 +30,7 @@ from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.results.evaluation import auc_ci, group_bootstrap
+from BreastCADxLib.results.evaluation import auc_ci, group_bootstrap, specificity_at
 from training.data import add_data_args, cases
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -39,12 +39,6 @@ CONFIDENT_BENIGN = 0.05
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
-
-
-def specificity_at(y: np.ndarray, p: np.ndarray, sensitivity: float) -> float:
-    """The best specificity among thresholds whose sensitivity reaches `sensitivity`."""
-    fpr, tpr, _ = roc_curve(y, p)
-    return float(1 - fpr[tpr >= sensitivity - 1e-12].min())
 
 
 def mean_specificity_above(y: np.ndarray, p: np.ndarray, lo: float = 0.9) -> float:

@@ -26,13 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 from benchmarks.machine import header, machine, write_results
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error
 from BreastCADxLib.analysis.segmentation import presence_score
-from BreastCADxLib.analysis.site import READER_BIOPSY_LEVEL
-from BreastCADxLib.results.adapt import AdaptError, SiteCase, combined, fit_presence, fit_profile, found
+from BreastCADxLib.analysis.site import READER_BIOPSY_LEVEL, combined
+from BreastCADxLib.results.adapt import AdaptError, SiteCase, fit_presence, fit_profile, found
+from BreastCADxLib.results.evaluation import specificity_at
+from training.data import draw_patients
 
 OUT = Path(__file__).resolve().parent / "results"
 SIZES = (25, 50, 100)
@@ -76,23 +78,7 @@ def presence_cases(site: str) -> list[SiteCase]:
 
 def draw(cases: list[SiteCase], n: int, rng) -> tuple[list[SiteCase], list[SiteCase]]:
     """Whole patients in random order until n cases; (drawn, rest)."""
-    groups = sorted({c.group for c in cases})
-    rng.shuffle(groups)
-    taken, count = set(), 0
-    by_group = {}
-    for c in cases:
-        by_group.setdefault(c.group, []).append(c)
-    for g in groups:
-        if count >= n:
-            break
-        taken.add(g)
-        count += len(by_group[g])
-    return [c for c in cases if c.group in taken], [c for c in cases if c.group not in taken]
-
-
-def oracle_specificity(y: np.ndarray, p: np.ndarray, sensitivity: float) -> float:
-    fpr, tpr, _ = roc_curve(y, p)
-    return float(1 - fpr[tpr >= sensitivity - 1e-12].min())
+    return draw_patients(cases, n, rng)
 
 
 def score_classification(cases: list[SiteCase], n: int, seed: int) -> dict:
@@ -102,7 +88,7 @@ def score_classification(cases: list[SiteCase], n: int, seed: int) -> dict:
     out = {"n_fit": len(drawn), "malignant_fit": sum(c.label for c in drawn), "n_scored": len(rest),
            "auc": float(roc_auc_score(y, p)), "ece_before": expected_calibration_error(p, y),
            "sens_4a": float((p > 0.02)[y == 1].mean()), "spec_4a": float(1 - (p > 0.02)[y == 0].mean()),
-           "oracle_spec": oracle_specificity(y, p, SENSITIVITY)}
+           "oracle_spec": specificity_at(y, p, SENSITIVITY)}
     try:
         body, _ = fit_profile(drawn, sensitivity=SENSITIVITY, n_boot=0, seed=seed)
     except AdaptError as e:

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.held_out_site import CONFIDENT_BENIGN, specificity_at
+from benchmarks.held_out_site import CONFIDENT_BENIGN
 from benchmarks.machine import header, machine, write_results
+from BreastCADxLib.results.evaluation import specificity_at
 
 OUT = Path(__file__).resolve().parent / "results"
 

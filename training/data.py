@@ -94,6 +94,22 @@ def data_dir(args: argparse.Namespace, site: str) -> Path:
     return {"busi": args.busi, "busbra_l5": args.busbra, "busuclm": args.busuclm}[site]
 
 
+def draw_patients(items: list, n: int, rng: np.random.Generator) -> tuple[list, list]:
+    """Whole patients (each item's `.group`) in random order until at least n items; (drawn, rest)."""
+    groups = sorted({c.group for c in items})
+    rng.shuffle(groups)
+    sizes: dict[str, int] = {}
+    for c in items:
+        sizes[c.group] = sizes.get(c.group, 0) + 1
+    taken, count = set(), 0
+    for g in groups:
+        if count >= n:
+            break
+        taken.add(g)
+        count += sizes[g]
+    return [c for c in items if c.group in taken], [c for c in items if c.group not in taken]
+
+
 def cases(args: argparse.Namespace, sites: list[str] | tuple[str, ...], roles: tuple[str, ...] | None = None,
           lesions_only: bool = False) -> list[Case]:
     return [c for s in sites for c in site_cases(s, data_dir(args, s), roles, lesions_only)]

@@ -28,7 +28,7 @@ from BreastCADxLib.analysis.networks import BoxNet
 from BreastCADxLib.analysis.registry import load_card, load_state_dict, model_set_dir
 from training.augment import ScannerAugment
 from training.classification.box_cnn import eval_crop, predict, train_crop
-from training.data import add_data_args, cases
+from training.data import add_data_args, cases, draw_patients
 
 OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -84,17 +84,8 @@ def main() -> None:
     _, margins = shipped_member(args.model_set)
     views = {c.case: eval_crop(*loaded[c.case], margins) for c in lesions}
     for seed in range(args.draws):
-        rng = np.random.default_rng(seed)
-        groups = sorted({c.group for c in lesions})
-        rng.shuffle(groups)
-        drawn, count = set(), 0
-        for g in groups:
-            if count >= args.n:
-                break
-            drawn.add(g)
-            count += sum(c.group == g for c in lesions)
-        fit = [c for c in lesions if c.group in drawn]
-        rest = [c for c in lesions if c.group not in drawn]
+        fit, rest = draw_patients(lesions, args.n, np.random.default_rng(seed))
+        drawn = {c.group for c in fit}
         y = np.array([int(c.malignant) for c in rest])
         net, _ = shipped_member(args.model_set)
         before = predict(net, [views[c.case] for c in rest], True)

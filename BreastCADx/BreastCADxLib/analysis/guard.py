@@ -23,7 +23,13 @@ import torch
 from BreastCADxLib.analysis.inference import Engine
 from BreastCADxLib.analysis.orientation import speckle_check
 from BreastCADxLib.analysis.preprocessing import network_input, resize_plane
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
+from BreastCADxLib.analysis.registry import (
+    DEFAULT_MODEL_SET,
+    installed_sets,
+    load_card,
+    model_set_dir,
+    model_set_info,
+)
 from BreastCADxLib.analysis.values import InputCheck, to_uint8_range
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
@@ -69,8 +75,6 @@ def rule_reasons(image: Image, spec: dict) -> list[str]:
     out = []
     if image.modality not in spec["modalities"]:
         name = MODALITY_NAMES.get(image.modality, "this modality")
-        from BreastCADxLib.analysis.registry import installed_sets
-
         out.append(f"{name} ({image.modality}): no model for this modality is installed (this model set was "
                    f"validated on {', '.join(spec['modalities'])}; installed sets: {installed_sets()})")
     if image.frames > spec["max_frames"] and image.modality != "US":
@@ -153,7 +157,7 @@ def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalida
     hard = hard_reasons(image)
     if hard:
         raise InputRefused("; ".join(hard) + " - not analysed", image.source or None)
-    from BreastCADxLib.analysis.registry import choose_device, model_set_info
+    from BreastCADxLib.analysis.registry import choose_device
 
     guard = get_guard(model_set, str(choose_device(device)))
     modality = model_set_info(model_set)["modality"]

@@ -88,35 +88,32 @@ def check_roi(roi: Box, rows: int, cols: int) -> Box:
 def postprocess(prob: np.ndarray, threshold: float, presence: float, min_area_fraction: float,
                 keep_fraction: float) -> np.ndarray:
     """Threshold, drop islands (tiny, far smaller than the largest, or never confident), fill holes."""
-    mask = prob >= threshold
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    index = np.arange(1, n + 1)
+    labels, areas, peaks = islands(prob, threshold)
+    if not len(areas):
+        return labels > 0
+    min_area = max(16.0, min_area_fraction * prob.size)
+    keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
+    mask = np.isin(labels, np.arange(1, len(areas) + 1)[keep])
+    return ndimage.binary_fill_holes(mask)
+
+
+def islands(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The connected regions at or above threshold: their labels, areas and peaks (over their own pixels)."""
+    labels, n = ndimage.label(prob >= threshold)
     fg = labels > 0
     lab = labels[fg]
     areas = np.bincount(lab, minlength=n + 1)[1:].astype(float)
     peaks = np.zeros(n + 1, np.float32)
-    np.maximum.at(peaks, lab, prob[fg])  # per-island peak, over the islands' pixels only
-    peaks = peaks[1:]
-    min_area = max(16.0, min_area_fraction * prob.size)
-    keep = (areas >= min_area) & (areas >= keep_fraction * areas.max()) & (peaks >= presence)
-    mask = np.isin(labels, index[keep])
-    return ndimage.binary_fill_holes(mask)
+    np.maximum.at(peaks, lab, prob[fg])
+    return labels, areas, peaks[1:]
 
 
 def presence_score(prob: np.ndarray, threshold: float, min_area_fraction: float) -> float:
     """The highest peak of a region large enough to be a lesion: postprocess finds a lesion where this reaches
     the presence threshold (a site profile's presence threshold is fitted on it)."""
-    labels, n = ndimage.label(prob >= threshold)
-    if n == 0:
-        return 0.0
-    fg = labels > 0
-    areas = np.bincount(labels[fg], minlength=n + 1)[1:]
-    peaks = np.zeros(n + 1, np.float32)
-    np.maximum.at(peaks, labels[fg], prob[fg])
+    _, areas, peaks = islands(prob, threshold)
     big = areas >= max(16.0, min_area_fraction * prob.size)
-    return float(peaks[1:][big].max()) if big.any() else 0.0
+    return float(peaks[big].max()) if big.any() else 0.0
 
 
 def box_ellipse(shape: tuple[int, int], box: Box) -> np.ndarray:

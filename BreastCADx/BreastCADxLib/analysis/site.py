@@ -48,6 +48,19 @@ def reader_level(category: str, source: str | Path | None = None) -> float:
     return READER_LEVELS[reader_category(category, source)]
 
 
+def calibration_for(calibrations: dict, mask_origin: str) -> dict | None:
+    """The calibration a profile applies to an outline of this origin: the one fitted on that origin (an edited
+    outline counts as drawn), else the other origin's, else None (no calibration)."""
+    key = "user" if mask_origin in ("user", "edited") else "auto"
+    return calibrations.get(key) or calibrations.get("auto" if key == "user" else "user")
+
+
+def combined(rule: dict, level, p) -> np.ndarray:
+    """The reader rule's probability from the reader's level(s) and BreastCADx's probability(ies)."""
+    z = rule["coef_reader"] * np.asarray(level, float) + rule["coef_logit"] * logit(p) + rule["intercept"]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def content_sha256(body: dict) -> str:
     """SHA256 of a profile's canonical JSON without its seal."""
     data = {k: v for k, v in body.items() if k != "content_sha256"}
@@ -89,9 +102,7 @@ class SiteProfile:
     def calibrate(self, p: float, mask_origin: str) -> float:
         """The site's probability from the set's: the calibration fitted on masks of this origin (an edited
         outline counts as drawn), else the other origin's, else p unchanged."""
-        cals = self.body.get("calibration") or {}
-        key = "user" if mask_origin in ("user", "edited") else "auto"
-        cal = cals.get(key) or cals.get("auto" if key == "user" else "user")
+        cal = calibration_for(self.body.get("calibration") or {}, mask_origin)
         return float(apply_calibration(cal["fit"], [p])[0]) if cal else float(p)
 
     def suggestion(self, p: float) -> tuple[str, str | None]:
@@ -116,9 +127,8 @@ class SiteProfile:
         rule = self.body.get("reader_rule")
         if not rule:
             return ReaderView(category, None, None)
-        z = rule["coef_reader"] * level + rule["coef_logit"] * float(logit(p)) + rule["intercept"]
-        combined = float(1.0 / (1.0 + np.exp(-z)))
-        reader_biopsy, rule_biopsy = level >= READER_BIOPSY_LEVEL, combined >= rule["threshold"]
+        both = float(combined(rule, level, p))
+        reader_biopsy, rule_biopsy = level >= READER_BIOPSY_LEVEL, both >= rule["threshold"]
         note = None
         if reader_biopsy and not rule_biopsy:
             note = (f"the radiologist says {category}; BreastCADx {100 * p:.1f} %: with this site's rule the "
@@ -126,7 +136,7 @@ class SiteProfile:
         elif rule_biopsy and not reader_biopsy:
             note = (f"the radiologist says {category}; BreastCADx {100 * p:.1f} %: with this site's rule the "
                     "combination reaches its biopsy threshold: consider biopsy")
-        return ReaderView(category, combined, note)
+        return ReaderView(category, both, note)
 
 
 def load_site_profile(folder: str | Path, model_set: str | None = None) -> SiteProfile:

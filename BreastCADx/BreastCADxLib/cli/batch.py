@@ -266,16 +266,14 @@ ATTEMPTS = "batch_attempts.log"
 
 def site_profile(options: BatchOptions):
     """The batch's site profile, verified (once per process) against its model set; None without one."""
-    if not options.site:
-        return None
-    from BreastCADxLib.analysis.site import load_site_profile
-
-    return _site(options.site, options.model_set, load_site_profile)
+    return _verified_site(options.site, options.model_set) if options.site else None
 
 
 @lru_cache(maxsize=2)
-def _site(folder: str, model_set: str, load):
-    return load(folder, model_set)
+def _verified_site(folder: str, model_set: str):
+    from BreastCADxLib.analysis.site import load_site_profile
+
+    return load_site_profile(folder, model_set)
 
 
 def site_seal(options: BatchOptions) -> str | None:

@@ -23,6 +23,7 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() would have given the file (mkstemp makes it owner-only)
+DIR_MODE = 0o777 & ~_umask()  # what mkdir() would have given a folder (mkdtemp makes it owner-only)
 
 
 class OutputError(BreastCADxError):

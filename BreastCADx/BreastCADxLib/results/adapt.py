@@ -15,6 +15,7 @@ Nothing changes until a profile is passed with --site.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,10 +32,13 @@ from BreastCADxLib.analysis.site import (
     READER_BIOPSY_LEVEL,
     SITE_FILE,
     SITE_SCHEMA,
+    calibration_for,
+    combined,
     content_sha256,
     reader_level,
 )
 from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.io.atomic import DIR_MODE
 
 MIN_PER_CLASS = 10  # lesions of each class (benign, malignant) a calibration or a threshold needs
 MIN_LESION_FREE = 10  # lesion-free images the presence threshold needs
@@ -113,10 +117,6 @@ def threshold_at_sensitivity(p_malignant: np.ndarray, sensitivity: float) -> flo
     1 / (1 - sensitivity) of them: the lowest-scoring cancer)."""
     s = np.sort(np.asarray(p_malignant, float))
     return float(s[min(int(np.floor((1 - sensitivity) * len(s))), len(s) - 1)])
-
-
-def sens_spec(positive: np.ndarray, y: np.ndarray) -> dict:
-    return {"sensitivity": float(positive[y == 1].mean()), "specificity": float(1 - positive[y == 0].mean())}
 
 
 N_BOOT = 1000
@@ -216,11 +216,6 @@ def fit_reader_rule(level: np.ndarray, p: np.ndarray, y: np.ndarray, groups: np.
             "combined": {"sensitivity": _with_ci(pos, y, groups, _sens, n_boot),
                          "specificity": _with_ci(pos, y, groups, _spec, n_boot)}}
     return rule
-
-
-def combined(rule: dict, level, p) -> np.ndarray:
-    z = rule["coef_reader"] * np.asarray(level, float) + rule["coef_logit"] * logit(p) + rule["intercept"]
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 # -- reading a finished batch ---------------------------------------------------------------------------------------
@@ -324,8 +319,7 @@ def fit_profile(cases: list[SiteCase], sensitivity: float = 0.98, presence_found
 
 def site_probability(body: dict, case: SiteCase) -> float:
     """A case's probability through the profile's calibration for its outline's origin."""
-    cals = body["calibration"]
-    cal = cals.get("auto" if case.mask_origin == "auto" else "user") or next(iter(cals.values()))
+    cal = calibration_for(body["calibration"], case.mask_origin or "auto")
     return float(apply_calibration(cal["fit"], [case.probability])[0])
 
 
@@ -351,14 +345,14 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
                       "patients": len({c.group for c in cases}), "labelled_not_analysed": not_analysed},
             **body, "not_fitted": skipped}
     card = card_text(body)
-    body["files"] = {"card.md": _sha(card.encode())}
+    body["files"] = {"card.md": hashlib.sha256(card.encode()).hexdigest()}
     body["content_sha256"] = content_sha256(body)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
         (tmp / "card.md").write_text(card, encoding="utf-8")
         (tmp / SITE_FILE).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, DIR_MODE)  # mkdtemp makes it owner-only
         if os.path.lexists(out):
             raise AdaptError("exists: a site profile is never replaced; choose a new folder", out)
         os.rename(tmp, out)
@@ -366,18 +360,6 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
         if tmp.exists():
             shutil.rmtree(tmp)
     return body
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
-def _sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fmt(v: list[float]) -> str:

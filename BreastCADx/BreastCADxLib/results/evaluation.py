@@ -36,6 +36,14 @@ def group_bootstrap(groups: np.ndarray, stat, n: int = N_BOOT, seed: int = 0) ->
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
+def specificity_at(y: np.ndarray, p: np.ndarray, sensitivity: float) -> float:
+    """The best specificity among thresholds whose sensitivity reaches `sensitivity`."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(1 - fpr[tpr >= sensitivity - 1e-12].min())
+
+
 def auc_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray, n: int = N_BOOT) -> dict:
     def stat(idx):
         return roc_auc_score(y[idx], p[idx]) if len(set(y[idx].tolist())) == 2 else np.nan

@@ -94,19 +94,20 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Path]]:
     return out, skipped, normals
 
 
-def finding_mask(f: Finding, shape: tuple[int, int, int]) -> np.ndarray:
-    from BreastCADxLib.io import load_image, load_mask
+def finding_mask(f: Finding, image) -> np.ndarray:
+    """The finding's mask on its image's grid: the mask file, else the circle or the box's inscribed ellipse."""
+    from BreastCADxLib.analysis.segmentation import box_ellipse
+    from BreastCADxLib.io import load_mask
 
     if f.mask is not None:
-        return load_mask(f.mask, load_image(f.image))
-    yy, xx = np.ogrid[:shape[1], :shape[2]]
+        return load_mask(f.mask, image)
+    shape = image.array.shape
     if f.circle is not None:
         cx, cy, r = f.circle
+        yy, xx = np.ogrid[:shape[1], :shape[2]]
         plane = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
     else:
-        x0, y0, x1, y1 = f.box
-        plane = ((yy - (y0 + y1 - 1) / 2) / max(1, (y1 - y0) / 2)) ** 2 + \
-                ((xx - (x0 + x1 - 1) / 2) / max(1, (x1 - x0) / 2)) ** 2 <= 1
+        plane = box_ellipse(shape[1:], f.box)
     return np.broadcast_to(plane, shape).copy()
 
 
@@ -140,7 +141,7 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
             raise TrainError(f"--max-minutes reached in the features stage ({i} of {len(findings)} findings done; "
                              "run the same command again to go on)", work)
         image = load_image(f.image)
-        mask = finding_mask(f, image.array.shape)
+        mask = finding_mask(f, image)
         grid = working_grid(image.array.shape)
         if grid.resized:  # large films: analysed on the working grid, as `analyze` does
             image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
@@ -185,7 +186,7 @@ def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0) -> d
     """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from BreastCADxLib.results.evaluation import auc_ci
+    from BreastCADxLib.results.evaluation import auc_ci, specificity_at
 
     oof = {"fusion": np.zeros(len(y)), "pyradiomics_lr": np.zeros(len(y))}
     for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(rad, y, groups):
@@ -193,17 +194,14 @@ def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0) -> d
         oof["pyradiomics_lr"][test] = _baseline(rad[train], y[train]).predict_proba(rad[test])[:, 1]
     out = {}
     for name, p in oof.items():
-        from sklearn.metrics import roc_curve
-
-        fpr, tpr, _ = roc_curve(y, p)
-        out[name] = {**auc_ci(y, p, groups), "specificity_at_0.96": float(1 - fpr[tpr >= 0.96].min())}
+        out[name] = {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
     return {"folds": folds, "by_patient": True, "models": out, "oof": {k: v.tolist() for k, v in oof.items()}}
 
 
-def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str) -> dict:
+def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str) -> None:
     """The fusion refitted on every finding, as a bundle the product loads; modelset.json and card.md."""
     from BreastCADxLib.analysis.classifier import load_classifier
-    from BreastCADxLib.analysis.registry import save_card, sha256_of, write_modelset
+    from BreastCADxLib.analysis.registry import save_card, sha256_of
 
     m = _fusion(rad, deep, y)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,13 +241,11 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
             if modality == "MG" else ""),
     }
     save_card(out, card)
-    manifest = write_modelset(out, id=out.name, modality=modality, sites=data.get("sites", []))
     clf = load_classifier("lesion_cls_fusion", out)
     diff = float(np.abs(clf.raw_proba(rad, deep)[0] - _fusion_proba(m, rad, deep)).max())
     if diff > 1e-6:
         raise TrainError(f"the written bundle does not reproduce the fit (max |dp| {diff:.2e})", out)
     (out / "card.md").write_text(card_text(card, cv, modality, data), encoding="utf-8")
-    return manifest
 
 
 GUARD_DIMS = 16
