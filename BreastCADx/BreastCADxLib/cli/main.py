@@ -144,9 +144,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-MODEL_SET_HELP = ("models to use: two-site (default; trained on BUSI and BUS-BRA L5), busi-only (the same design "
-                  "trained on BUSI alone, to score the design at a hospital it has never seen), or the folder of a "
-                  "model set of your own (its modelset.json and every file it lists are verified first)")
+MODEL_SET_HELP = ("models to use: three-site (default; trained on BUSI, BUS-BRA L5 and BUS-UCLM), or the folder of "
+                  "a model set of your own, e.g. one made by `breastcadx train` or a training/ set with a site held "
+                  "out (its modelset.json and every file it lists are verified first)")
 
 
 ALLOW_HELP = ("analyse an image the input guard refuses (another modality, an implausible size, an image unlike "

@@ -51,11 +51,10 @@ def add_serve_parser(sub) -> None:
     sv.add_argument("--pacs-ca-bundle", help="CA certificates to verify the PACS's TLS certificate")
     sv.add_argument("--open-browser", action="store_true", help="open the page in this machine's browser")
     from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
+    from BreastCADxLib.cli.main import MODEL_SET_HELP, SITE_HELP
 
     sv.add_argument("--model-set", default=DEFAULT_MODEL_SET, metavar="NAME|FOLDER",
-                    help="two-site (default), busi-only (never saw BUS-BRA: for cross-site checks), or the folder "
-                         "of a model set of your own (verified first)")
-    from BreastCADxLib.cli.main import SITE_HELP
+                    help=MODEL_SET_HELP)
 
     sv.add_argument("--site", metavar="PROFILE", help=SITE_HELP)
     sv.set_defaults(func=cmd_serve)

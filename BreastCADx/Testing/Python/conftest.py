@@ -13,6 +13,8 @@ sys.path.insert(0, str(HERE))
 MODULE_DIR = HERE.parents[1]  # BreastCADx/
 REPO = MODULE_DIR.parent
 SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
+# the design trained on BUSI alone (a training output, not shipped): a set that never saw BUS-BRA or BUS-UCLM
+BUSI_ONLY = MODULE_DIR / "Testing" / "Data" / "model_sets" / "busi-only"
 
 
 def dciodvfy(path: Path) -> tuple[str, list[str]]:

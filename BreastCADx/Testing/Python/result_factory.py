@@ -13,7 +13,7 @@ CLASSIFIER = ModelRef("lesion_cls_fusion", "b" * 64)
 
 def fake_result(probability: float | None = 0.42, birads: str = "4B", mask: np.ndarray | None = None,
                 origin: str = "auto") -> AnalysisResult:
-    prov = Provenance(breastcadx="0.0.test", model_set="two-site", classifier=CLASSIFIER,
+    prov = Provenance(breastcadx="0.0.test", model_set="three-site", classifier=CLASSIFIER,
                       classifier_config="single/lr", deep_model="imagenet_lite0_frozen", mask_origin=origin,
                       segmenter=None if origin == "user" else SEGMENTER)
     pred = None if probability is None else Prediction(

@@ -12,13 +12,14 @@ import pytest
 from BreastCADxLib.analysis.cards import ModelCard, card_schema, check_card
 from BreastCADxLib.analysis.registry import MODELS_DIR, load_card, save_card
 from BreastCADxLib.errors import ModelError
+from conftest import BUSI_ONLY
 
-CARDS = sorted(p for p in MODELS_DIR.rglob("*.json") if p.name != "modelset.json")
+CARDS = sorted(p for d in (MODELS_DIR, BUSI_ONLY) for p in d.glob("*.json") if p.name != "modelset.json")
 
 
 def test_every_set_has_its_four_kinds_of_card():
     kinds = {(p.parent.name, ModelCard.from_dict(json.loads(p.read_text())).kind) for p in CARDS}
-    for folder in ("Models", "busi-only"):
+    for folder in ("Models", BUSI_ONLY.name):
         assert {k for f, k in kinds if f == folder} == {"segmenter", "image_cnn", "fusion", "guard"}
 
 
@@ -38,7 +39,7 @@ def test_every_shipped_card_is_inside_the_schema(path):
 ])
 def test_a_card_outside_the_schema_is_neither_written_nor_loaded(tmp_path, change, problem):
     folder = tmp_path / "set"
-    shutil.copytree(MODELS_DIR, folder, ignore=shutil.ignore_patterns("busi-only"))
+    shutil.copytree(MODELS_DIR, folder)
     card = json.loads((folder / "lesion_seg_lite0.json").read_text())
     change(card)
     with pytest.raises(jsonschema.ValidationError):
@@ -71,12 +72,12 @@ def test_a_model_set_of_ones_own_is_a_folder_verified_before_use(tmp_path, sampl
     import sys
 
     own = tmp_path / "my-set"
-    shutil.copytree(MODELS_DIR / "busi-only", own)
+    shutil.copytree(BUSI_ONLY, own)
     cmd = [sys.executable, "-m", "BreastCADxLib.cli.main", "analyze", str(sample_dicom), "--mask", str(sample_mask)]
     r = subprocess.run(cmd + ["--model-set", str(own), "--out", str(tmp_path / "a")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     mine = json.loads((tmp_path / "a" / "result.json").read_text())
-    r = subprocess.run(cmd + ["--model-set", "busi-only", "--out", str(tmp_path / "b")], capture_output=True,
+    r = subprocess.run(cmd + ["--model-set", str(BUSI_ONLY), "--out", str(tmp_path / "b")], capture_output=True,
                        text=True)
     shipped = json.loads((tmp_path / "b" / "result.json").read_text())
     assert mine["provenance"]["model_set"] == str(own)
@@ -102,7 +103,7 @@ def test_the_panels_model_set_choice_reaches_the_worker(tmp_path, sample_dicom, 
     from BreastCADxLib.scene.worker import InProcessRunner
 
     own = tmp_path / "panel-set"
-    shutil.copytree(MODELS_DIR / "busi-only", own)
+    shutil.copytree(BUSI_ONLY, own)
     scene = slicer.vtkMRMLScene()
     try:
         logic = WorkflowLogic(scene, runner=InProcessRunner())

@@ -17,7 +17,7 @@ from BreastCADxLib.analysis.segmentation import Cancelled, LesionSegmenter, RoiE
 from BreastCADxLib.errors import ModelError, UnsupportedImageError
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
-from conftest import MODULE_DIR
+from conftest import BUSI_ONLY, MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
 LESION_CASES = ["benign_004", "benign_031", "malignant_001"]  # test split, first by name with width <= 600
@@ -76,9 +76,8 @@ def test_expect_lesion_candidate_keeps_to_the_lesion_not_a_caliper_mark():
     # bus_0622-l (BUS-BRA L5, train split): the BUSI-only segmenter's whole-image peak (~0.9) sits on the lesion
     # but below presence; re-segmented in its box, the sharpest response is a caliper mark at the lesion's edge.
     # The candidate is what connects to the first-pass region (before: the mark alone, Dice 0.06)
-    from BreastCADxLib.analysis.registry import model_set_dir
 
-    seg = LesionSegmenter.from_registry(device="cpu", models_dir=model_set_dir("busi-only"))
+    seg = LesionSegmenter.from_registry(device="cpu", models_dir=BUSI_ONLY)
     img = load_image(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0622-l.png")
     ref = load_mask(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0622-l_mask.png", img)
     assert not seg.segment(img).lesion_found
@@ -106,9 +105,8 @@ def test_expect_lesion_candidate_is_not_a_corner_response():
     # bus_0421-l (BUS-BRA L5, val split): the BUSI-only segmenter sees little (peak 0.04), and its strongest
     # response is a 3-pixel spot in the image corner; the candidate was that spot (radiomics refused it, the case
     # went unclassified). Regions below the post-processing's island size are passed over for the next peak.
-    from BreastCADxLib.analysis.registry import model_set_dir
 
-    seg = LesionSegmenter.from_registry(device="cpu", models_dir=model_set_dir("busi-only"))
+    seg = LesionSegmenter.from_registry(device="cpu", models_dir=BUSI_ONLY)
     img = load_image(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0421-l.png")
     ref = load_mask(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0421-l_mask.png", img)
     result = seg.segment(img, expect_lesion=True)
@@ -122,9 +120,8 @@ def test_candidate_in_a_drawn_box_covers_the_lesion_not_a_caliper_mark():
     # is weak (peak < 0.3) and sharpest on a caliper mark; the candidate reaches down to 0.1 x the peak
     # (roi_candidate_relative; before: 0.3 x, the mark alone, Dice 0.04)
     from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
-    from BreastCADxLib.analysis.registry import model_set_dir
 
-    seg = LesionSegmenter.from_registry(device="cpu", models_dir=model_set_dir("busi-only"))
+    seg = LesionSegmenter.from_registry(device="cpu", models_dir=BUSI_ONLY)
     img = load_image(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0698-s.png")
     ref = load_mask(MODULE_DIR / "Testing" / "Data" / "busbra_l5" / "bus_0698-s_mask.png", img)
     result = seg.segment(img, roi=expand_box(mask_bbox(ref[0]), 0.3, ref[0].shape), expect_lesion=True)

@@ -21,10 +21,11 @@ from BreastCADxLib.analysis.registry import model_set_fingerprint
 from BreastCADxLib.analysis.site import SiteProfileError, load_site_profile, reader_category
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.results.adapt import AdaptError, SiteCase, adapt, fit_profile
-from conftest import MODULE_DIR
+from conftest import BUSI_ONLY, MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
-SET = "busi-only"
+SET = str(BUSI_ONLY)
+COLUMN = "busi-only"  # the set's id: its member columns in the test rows
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def l5_cases() -> list[SiteCase]:
     z = np.load(DATA / "test_rows.npz", allow_pickle=False)
     rows = z["site"] == "busbra_l5"
     clf = get_classifier(model_set=SET)
-    box = z[f"box_{SET}"][rows].astype(float) if clf.box_member is not None else None
-    whole = z[f"whole_{SET}"][rows].astype(float) if clf.image_member is not None else None
+    box = z[f"box_{COLUMN}"][rows].astype(float) if clf.box_member is not None else None
+    whole = z[f"whole_{COLUMN}"][rows].astype(float) if clf.image_member is not None else None
     p = clf.fused(z["named"][rows], z["deep"][rows].astype(float), box, whole)[0]
     return [SiteCase(str(c), int(y), str(g), float(q), "user", None, {2: 2.0, 3: 3.0, 4: 4.33, 5: 5.0}[int(b)])
             for c, y, g, q, b in zip(z["case"][rows], z["label"][rows], z["group"][rows], p, z["birads"][rows])]
@@ -153,7 +154,7 @@ def test_an_altered_profile_or_one_for_another_set_is_refused(profile, tmp_path)
 
     out, body = profile
     with pytest.raises(SiteProfileError, match="another|not for"):
-        load_site_profile(out, "two-site")
+        load_site_profile(out, "three-site")
     changed = tmp_path / "changed"
     shutil.copytree(out, changed)
     data = json.loads((changed / "site.json").read_text())
@@ -177,7 +178,7 @@ def test_analyze_with_the_profile_names_it_in_result_sr_and_overlay(profile, tmp
     cmd = [sys.executable, "-m", "BreastCADxLib.cli.main", "analyze", str(sample_dicom), "--mask", str(sample_mask),
            "--site", str(out), "--birads", "4a"]
     wrong = subprocess.run(cmd + ["--out", str(tmp_path / "w")], capture_output=True, text=True)
-    assert wrong.returncode == 2 and "another" not in wrong.stderr and "not for 'two-site'" in wrong.stderr
+    assert wrong.returncode == 2 and "another" not in wrong.stderr and "not for 'three-site'" in wrong.stderr
     r = subprocess.run(cmd + ["--model-set", SET, "--out", str(tmp_path / "a"), "--dicom-out", str(tmp_path / "d")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -257,7 +258,7 @@ def test_the_page_offers_the_profiles_of_its_served_folders_and_verifies_the_cho
     roots = DataRoots([out.parent])
     entries = roots.site_profiles()
     assert [e.label for e in entries] == [f"{out.parent.name}/{out.name}"]
-    for model_set, ok in ((SET, True), ("two-site", False)):
+    for model_set, ok in ((SET, True), ("three-site", False)):
         scene = slicer.vtkMRMLScene()
         session = ReviewSession(WorkflowLogic(scene, model_set=model_set), None, roots, OutputFolder(tmp_path / "o"))
         if ok:
@@ -266,7 +267,7 @@ def test_the_page_offers_the_profiles_of_its_served_folders_and_verifies_the_cho
             session.set_site_profile(None)
             assert params.peek_value(scene, "siteProfile") == ""
         else:
-            with pytest.raises(SiteProfileError, match="not for 'two-site'"):
+            with pytest.raises(SiteProfileError, match="not for 'three-site'"):
                 session.set_site_profile(entries[0].ref)
         with pytest.raises(AccessError):
             session.set_site_profile("0/../..")

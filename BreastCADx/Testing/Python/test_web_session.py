@@ -17,7 +17,7 @@ from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.scene.worker import InProcessRunner
 from BreastCADxLib.web.access import DataRoots, OutputFolder
 from BreastCADxLib.web.session import ReviewSession, Status, guard
-from conftest import MODULE_DIR
+from conftest import BUSI_ONLY, MODULE_DIR
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
 DATA = MODULE_DIR / "Testing" / "Data"
@@ -149,7 +149,7 @@ def test_opening_another_case_clears_the_previous_one(session):
 def test_the_chosen_model_set_does_the_work(scene, tmp_path):
     from BreastCADxLib.scene.logic import WorkflowLogic
 
-    session = ReviewSession(WorkflowLogic(scene, runner=InProcessRunner(), model_set="busi-only"), FakeViewer(),
+    session = ReviewSession(WorkflowLogic(scene, runner=InProcessRunner(), model_set=str(BUSI_ONLY)), FakeViewer(),
                             DataRoots([DATA]), OutputFolder(tmp_path / "out"), device="cpu")
     session.open_sample()
     session.start_segment()
@@ -157,4 +157,4 @@ def test_the_chosen_model_set_does_the_work(scene, tmp_path):
     session.start_classify()
     run(session)
     provenance = json.loads(session.p["resultJSON"])["provenance"]
-    assert provenance["model_set"] == "busi-only" and provenance["mask_origin"] == "auto"
+    assert provenance["model_set"] == str(BUSI_ONLY) and provenance["mask_origin"] == "auto"
