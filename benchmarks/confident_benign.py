@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import header, machine, set_folder, write_results
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.io import load_image, load_mask
@@ -44,6 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     run = json.loads(args.rows.read_text())
     site, model_set = run["site"], run["model_set"]
+    folder = set_folder(model_set)  # a held-out set is a training output, used by folder
     manifest = {}
     if (data_dir(args, site) / "manifest.csv").is_file():
         with open(data_dir(args, site) / "manifest.csv", newline="") as f:
@@ -56,7 +57,7 @@ def main() -> None:
         c = by_case[r["case"]]
         img = load_image(c.image)
         ref = load_mask(c.mask, img)
-        kw = {"heatmap": False, "device": "cpu", "model_set": model_set, "allow_unvalidated": True}  # studied
+        kw = {"heatmap": False, "device": "cpu", "model_set": folder, "allow_unvalidated": True}  # studied
         auto = analyze(img, expect_lesion=True, **kw)
         drawn = analyze(img, mask=ref, **kw)
         box = analyze(img, roi=expand_box(mask_bbox(ref[0]), 0.1, ref[0].shape), **kw)

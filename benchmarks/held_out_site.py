@@ -1,7 +1,7 @@
 """One model set at one site, through the product's own code (`pipeline.analyze`, as `analyze` / `batch` run it):
 everything the generalisation targets name, for a site the set never saw.
 
-    python -m benchmarks.held_out_site --site busuclm --model-set two-site --roles train,val
+    python -m benchmarks.held_out_site --site busuclm --model-set runs/two-site --roles train,val
 
 - the default path (no prompt, no --expect-lesion): "no lesion found" on lesion images, false lesions on
   lesion-free images;
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import header, machine, set_id, write_results
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.errors import BreastCADxError
@@ -140,7 +140,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
     ap.add_argument("--site", default="busuclm")
-    ap.add_argument("--model-set", default="two-site")
+    ap.add_argument("--model-set", required=True, help="a set that never saw --site (its folder)")
     ap.add_argument("--roles", default="train,val", help="split roles scored (test only for a final report)")
     ap.add_argument("--limit", type=int, default=0, help="first N cases only (a quick check)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -157,8 +157,8 @@ def main() -> None:
             print(f"{i}/{len(todo)} cases, {time.time() - t0:.0f} s", flush=True)
     report["seconds"] = time.time() - t0
     report["summary"] = summarise(rows)
-    name = f"held_out_site__{args.model_set}__{args.site}__{args.roles.replace(',', '+')}"
-    lines = header(f"{args.model_set} set at {args.site} ({args.roles}), the product's own path",
+    name = f"held_out_site__{set_id(args.model_set)}__{args.site}__{args.roles.replace(',', '+')}"
+    lines = header(f"{set_id(args.model_set)} set at {args.site} ({args.roles}), the product's own path",
                    {**report, "loadavg_1min_end": os.getloadavg()[0]},
                    f"Made by `python -m benchmarks.held_out_site --site {args.site} --model-set {args.model_set} "
                    f"--roles {args.roles}` in {report['seconds'] / 60:.1f} min; CIs resample whole patients.")

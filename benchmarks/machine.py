@@ -40,3 +40,20 @@ def write_results(out: Path, name: str, report: dict, markdown: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+# sets that are training outputs, not shipped: used by folder (--model-set FOLDER)
+BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")  # never saw BUS-BRA or BUS-UCLM
+TWO_SITE = Path("runs/two-site")  # never saw BUS-UCLM; restore: see README "Models and how they were made"
+
+
+def set_id(model_set: str) -> str:
+    """A set's own id (its manifest), for result file names: 'three-site', or 'busi-only' for its folder."""
+    from BreastCADxLib.analysis.registry import model_set_info
+
+    return str(model_set_info(model_set)["id"])
+
+
+def set_folder(name: str) -> str:
+    """A set named in an earlier result (e.g. 'two-site', shipped until 2026-12-05) -> where it is now."""
+    return str({"busi-only": BUSI_ONLY, "two-site": TWO_SITE}.get(name, name))

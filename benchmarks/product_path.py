@@ -2,7 +2,8 @@
 the feature bundle the mask's origin picks) over one site's images with a model set that never saw that site,
 the way the project's external test is measured. Non-test rows only by default.
 
-    python -m benchmarks.product_path --site busbra_l5 --model-set busi-only --roles train,val \
+    python -m benchmarks.product_path --site busbra_l5 --model-set BreastCADx/Testing/Data/model_sets/busi-only \
+        --roles train,val \
         --rows runs/box_fusion/rows.npz --rows-key "busi->busbra_l5:expect"
 
 Reports the AUC with every case counted (a case the product does not classify scored 0.5, as the leave-site-out
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import BUSI_ONLY, header, machine, set_id, write_results
 from BreastCADxLib.results.evaluation import evaluate, to_markdown
 from training.data import add_data_args, cases
 
@@ -71,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
     ap.add_argument("--site", default="busbra_l5")
-    ap.add_argument("--model-set", default="busi-only")
+    ap.add_argument("--model-set", default=str(BUSI_ONLY))
     ap.add_argument("--roles", default="train,val", help="split roles scored (test only for a final report)")
     ap.add_argument("--rows", type=Path, help="leave-site-out rows (box_fusion rows.npz) of the same cases")
     ap.add_argument("--rows-key", default="busi->busbra_l5:expect")
@@ -82,7 +83,7 @@ def main() -> None:
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "loadavg_1min": os.getloadavg()[0], "site": args.site, "model_set": args.model_set,
               "roles": args.roles}
-    work = args.work / f"{args.model_set}__{args.site}__{args.roles.replace(',', '+')}"
+    work = args.work / f"{set_id(args.model_set)}__{args.site}__{args.roles.replace(',', '+')}"
     work.mkdir(parents=True, exist_ok=True)
     rows = run_batch(todo, args.model_set, work)  # batch resumes: finished cases of an earlier run are kept
     labels = work / "labels.csv"  # what a hospital would hand to `breastcadx evaluate`
@@ -90,7 +91,8 @@ def main() -> None:
         csv.writer(f).writerows([("case_id", "label", "group")] + [(c.case, c.label, c.group) for c in todo])
     report.update(evaluate(work / "batch" / "results.csv", labels))
     rows_arg = f" --rows {args.rows} --rows-key '{args.rows_key}'" if args.rows else ""
-    lines = header(f"The product's path across hospitals: `breastcadx batch`, {args.model_set} set on {args.site}",
+    lines = header(f"The product's path across hospitals: `breastcadx batch`, {set_id(args.model_set)} set on "
+                   f"{args.site}",
                    {**report, "loadavg_1min_end": os.getloadavg()[0]},
                    f"Made by `python -m benchmarks.product_path --site {args.site} --model-set {args.model_set} "
                    f"--roles {args.roles}{rows_arg}`; `--expect-lesion`, automatic masks, one new `breastcadx batch` "

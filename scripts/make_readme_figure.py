@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/make_readme_figure.py
 
-1. a benign BUS-BRA L5 lesion (bus_0368-l), two-site set, automatic mask;
-2. a malignant BUSI lesion (malignant_001), two-site set, automatic mask;
+1. a benign BUS-BRA L5 lesion (bus_0368-l), three-site set, automatic mask;
+2. a malignant BUSI lesion (malignant_001), three-site set, automatic mask;
 3. a malignant BUS-BRA L5 image enlarged five times (a large image: the text panel scales);
 4. bus_0622-l with the busi-only set (a hospital it never saw), lesion expected: the low-confidence candidate.
 Prints each case's probability, suggestion and flags (the README caption quotes them).
@@ -42,7 +42,7 @@ def main() -> None:
                  ("malignant BUSI", DATA / "busi" / "malignant_001.png", ()),
                  ("enlarged x5", big, ()),
                  ("busi-only, lesion expected", DATA / "busbra_l5" / "bus_0622-l.png",
-                  ("--model-set", "busi-only", "--expect-lesion"))]
+                  ("--model-set", str(DATA / "model_sets" / "busi-only"), "--expect-lesion"))]
         tiles = []
         for i, (name, image, extra) in enumerate(cases):
             res = analyze(image, work / f"case{i}", *extra)
