@@ -108,7 +108,10 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
                     help="BUS-UCLM data folder (written by ../shared/data/busuclm/prepare.py)")
 
 
-def data_dir(args: argparse.Namespace, site: str) -> Path:
+def data_dir(args: argparse.Namespace | None, site: str) -> Path:
+    """A site's data folder: as the command line says (add_data_args), else the default."""
+    if args is None:
+        return DEFAULT_DATA[site]
     return {"busi": args.busi, "busbra_l5": args.busbra, "busuclm": args.busuclm}[site]
 
 

@@ -159,14 +159,15 @@ def set_aug_states(aug: Compose, states: list) -> None:
 
 
 def main() -> None:
+    # the defaults are the shipped three-site recipe (training/pipeline.py); experiments say what they change
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
-    ap.add_argument("--sites", default="busi", help="comma-separated training sites (train split of each)")
+    ap.add_argument("--sites", default="busi,busbra_l5,busuclm", help="training sites (train split of each)")
     ap.add_argument("--val-sites", default="", help="sites whose val split selects the model (default: --sites)")
-    ap.add_argument("--out", type=Path, default=Path("runs/seg_lite0"))
+    ap.add_argument("--out", type=Path, default=Path("runs/seg_ABC"))
     ap.add_argument("--arch", choices=["lite0", "lite2", "unet"], default="lite0")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--roi-prob", type=float, default=0.3, help="share of samples cropped like a ROI prompt")
@@ -180,10 +181,11 @@ def main() -> None:
                     help="weight of an image-level lesion-present loss on the top logits (0 = off)")
     ap.add_argument("--random-crop-prob", type=float, default=0.0,
                     help="share of samples cropped at random (with or without lesion)")
-    ap.add_argument("--negative-crop-prob", type=float, default=0.0,
+    ap.add_argument("--negative-crop-prob", type=float, default=0.15,
                     help="share of samples replaced by a lesion-free crop of the same image (hard negatives)")
-    ap.add_argument("--scanner-aug", type=float, default=0.0, help="probability of each scanner-imitating step")
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast + channels_last (CPU)")
+    ap.add_argument("--scanner-aug", type=float, default=0.3, help="probability of each scanner-imitating step")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                    help="bfloat16 autocast + channels_last (CPU)")
     ap.add_argument("--normal-repeat", type=int, default=1, help="show each normal image this many times per epoch")
     ap.add_argument("--keep-epochs", action="store_true", help="also save every epoch's weights (model_eNN.pt)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

@@ -20,19 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DEFAULT_DATA, site_cases
+from training.data import add_data_args, data_dir, site_cases
 from training.segmentation.site_pass import load_pass, rethreshold
 
 GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
 MAX_FALSE_LESION = 0.08
 
 
-def load_cases(passes: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(probability map, reference mask) of every image of the passes, read once."""
+def load_cases(passes: list[Path], args: argparse.Namespace | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(probability map, reference mask) of every image of the passes, read once (data folders: `args`' or the
+    defaults)."""
     out = []
     for path in passes:
         site = path.name.split("__")[1]
-        refs = {c.case: c for c in site_cases(site, DEFAULT_DATA[site])}
+        refs = {c.case: c for c in site_cases(site, data_dir(args, site))}
         out += [(r["prob"], refs[case].load()[1]) for case, r in load_pass(path).items()]
     return out
 
@@ -53,10 +54,11 @@ def score(cases: list[tuple[np.ndarray, np.ndarray]], presence: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(ap)
     ap.add_argument("passes", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/presence.json"))
     args = ap.parse_args()
-    cases = load_cases(args.passes)
+    cases = load_cases(args.passes, args)
     rows = [score(cases, p) for p in GRID]
     for r in rows:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.segmentation.second_look import cascade, summarise
+from training.experiments.second_look import cascade, summarise
 from training.segmentation.train import presence_loss, sample
 
 

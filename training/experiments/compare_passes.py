@@ -1,7 +1,7 @@
 """Compare segmenter passes of one site (site_pass outputs) on the same lesion images: Dice of the lesion-expected
 and the ROI-box masks against the reference outlines (presence-threshold free), and the share of lesions missed.
 
-    python -m training.segmentation.compare_passes runs/site_pass/seg_A__busbra_l5__train+val.npz \
+    python -m training.experiments.compare_passes runs/site_pass/seg_A__busbra_l5__train+val.npz \
         runs/site_pass/seg_A_lite2__busbra_l5__train+val.npz --site busbra_l5 --roles train,val
 """
 

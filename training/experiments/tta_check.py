@@ -1,7 +1,7 @@
 """Does test-time augmentation (left-right flip) or the refinement pass earn its time? The shipped two-site
 segmenter on the val images of both sites (never test), each variant timed.
 
-    python -m training.segmentation.tta_check --out benchmarks/results/segmenter_passes.md
+    python -m training.experiments.tta_check --out benchmarks/results/segmenter_passes.md
 
 Per variant: lesion Dice with a lesion expected (the panel's default), lesions missed without a prompt, normal
 images given a lesion, and the median seconds of `segment` per image (ONNX Runtime, this machine).
@@ -61,7 +61,7 @@ def main() -> None:
     m = machine()
     lines = ["# Segmenter passes: what test-time flip and refinement buy", "",
              f"Date: {time.strftime('%Y-%m-%d')}  ", f"Machine: {m['cpu']}, {m['cores']} cores, ONNX Runtime (CPU)  ",
-             f"Made by `python -m training.segmentation.tta_check`: the shipped two-site segmenter on the val images "
+             f"Made by `python -m training.experiments.tta_check`: the shipped two-site segmenter on the val images "
              f"of both sites ({len(data)} images; test rows unread).", "",
              "| variant | lesion Dice, lesion expected | lesions missed (no prompt) | normal images with a lesion | "
              "median s / image |", "|---|---|---|---|---|"]

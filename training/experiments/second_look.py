@@ -1,7 +1,7 @@
 """Second-look experiment (not shipped; see EXPERIMENTS.md): checkpoint and threshold chosen on val, then test.
 
-    python -m training.segmentation.second_look --run runs/seg_lite0_verify8          # val table
-    python -m training.segmentation.second_look --run runs/seg_lite0_verify8 --test   # + the chosen one on test
+    python -m training.experiments.second_look --run runs/seg_lite0_verify8          # val table
+    python -m training.experiments.second_look --run runs/seg_lite0_verify8 --test   # + the chosen one on test
 
 When the shipped segmenter finds nothing, a second model re-segments its own best candidate in a zoomed box; the
 candidate is kept when its mean probability reaches t. Every kept checkpoint of the run (model_eNN.pt, train.py

@@ -1,0 +1,277 @@
+"""The shipped model set as named stages: what each runs, what it reads, what it writes.
+
+    python -m training.pipeline list                       # stages, their state (done / to do), their outputs
+    python -m training.pipeline run [STAGE ...]            # the stages (and those they need) not done yet
+    python -m training.pipeline run --dry-run              # the commands, nothing run
+    python -m training.pipeline verify                     # the cheap stages again into a temporary folder,
+                                                           # compared file by file with the shipped set
+
+Data folders are arguments (--busi, --busbra, --busuclm, --minimias), passed to every stage that reads images.
+A stage is done when its outputs exist (a training run: when its run.log says it finished); a training run cut
+by its time box is resumed (--resume) by the next `run`, so the whole set is made over several sessions on a
+2-core CPU. Every start, finish and duration goes to runs/pipeline.log. Test splits are never read here.
+The intermediate layout (runs/site_pass, runs/site_features, runs/<run>) is the scripts' own; the models are
+written to --models (default: the shipped folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from BreastCADxLib.analysis.registry import MODELS_DIR
+from training.data import DEFAULT_DATA
+
+RUNS = Path("runs")
+LOG = RUNS / "pipeline.log"
+SEG = ("--arch", "lite0", "--size", "256", "--lr", "1e-3", "--scanner-aug", "0.3", "--negative-crop-prob", "0.15",
+       "--bf16")
+ALL = "busi,busbra_l5,busuclm"
+# site -> a segmenter trained without it; for BUS-UCLM the two-site set's own (restored from the last commit that
+# shipped it: its segmenter run is not kept)
+HELD_OUT = {"busi": "seg_BC", "busbra_l5": "seg_AC", "busuclm": "two-site"}
+TWO_SITE_COMMIT = "6cf1515"
+CLS = ("--design", "rad_all+desc+deep_mask", "--c", "0.1", "--sites", ALL, "--box-run", "runs/box_ABC",
+       "--box-weight", "0.75", "--box-margins", "0.05,0.1,0.15", "--whole-run", "runs/whole_ABC", "--whole-weight",
+       "0.2", "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
+       "--selection", "benchmarks/results/leave_site_out_design3.json")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str
+    args: tuple[str, ...]
+    outputs: tuple[str, ...]  # "{models}/..." is the models folder
+    needs: tuple[str, ...] = ()
+    data: bool = True  # takes the data folder arguments
+    run_dir: str = ""  # a resumable training run: done when its run.log says so
+    cheap: bool = False  # a ship stage of minutes on 2 cores: `verify` reruns it
+    models_arg: bool = False  # takes --models
+
+    def done(self, models: Path) -> bool:
+        if self.run_dir:
+            log = Path(self.run_dir) / "run.log"
+            return log.is_file() and any(w in log.read_text() for w in ("finished", "done:"))
+        return all(Path(o.format(models=models)).exists() for o in self.outputs)
+
+
+def _train(name: str, sites: str, epochs: int) -> Stage:
+    out = f"runs/{name}"
+    return Stage(name, "training.segmentation.train", (*SEG, "--epochs", str(epochs), "--sites", sites, "--out", out,
+                                                       "--time-limit-min", "45"),
+                 (f"{out}/model.pt", f"{out}/best.json"), run_dir=out)
+
+
+def _pass(run: str, site: str) -> Stage:
+    where = f"set:runs/{run}" if run == "two-site" else f"runs/{run}"
+    return Stage(f"pass_{run}_{site}", "training.segmentation.site_pass",
+                 ("--run", where, "--site", site, "--roles", "train,val"),
+                 (f"runs/site_pass/{run}__{site}__train+val.npz",), needs=(run,))
+
+
+def _features(site: str, run: str | None = None) -> Stage:
+    if run is None:
+        return Stage(f"features_{site}", "training.classification.site_features", ("--site", site),
+                     (f"runs/site_features/{site}__reference.npz", f"runs/site_features/{site}__perturbed.npz"))
+    return Stage(f"features_{site}_{run}", "training.classification.site_features",
+                 ("--site", site, "--pass", f"runs/site_pass/{run}__{site}__train+val.npz"),
+                 (f"runs/site_features/{site}__expect__{run}.npz", f"runs/site_features/{site}__roi__{run}.npz"),
+                 needs=(f"pass_{run}_{site}",))
+
+
+def _member(name: str, view: str) -> Stage:
+    out = f"runs/{name}"
+    extra = ("--view", "whole", "--eval-margins", "0") if view == "whole" else ()
+    return Stage(name, "training.classification.box_cnn", ("--train", ALL, "--score", "none", "--bf16", *extra,
+                                                           "--time-limit-min", "45", "--out", out),
+                 (f"{out}/model.pt",), run_dir=out)
+
+
+def three_site() -> list[Stage]:
+    sites = ("busi", "busbra_l5", "busuclm")
+    own = ",".join(f"{s}=seg_ABC" for s in sites)
+    stages = [_train("seg_ABC", ALL, 12), _train("seg_BC", "busbra_l5,busuclm", 8),
+              _train("seg_AC", "busi,busuclm", 8),
+              Stage("two-site", "training.restore_set", ("--commit", TWO_SITE_COMMIT, "--out", "runs/two-site"),
+                    ("runs/two-site/modelset.json",), data=False)]
+    stages += [_pass(run, site) for site, run in HELD_OUT.items()]
+    stages += [_pass("seg_ABC", s) for s in sites]
+    stages.append(Stage("presence", "training.segmentation.tune_presence",
+                        tuple(f"runs/site_pass/{run}__{site}__train+val.npz" for site, run in HELD_OUT.items())
+                        + ("--out", "runs/presence_three.json"), ("runs/presence_three.json",),
+                        needs=tuple(f"pass_{run}_{site}" for site, run in HELD_OUT.items())))
+    stages.append(Stage("ship_segmenter", "training.segmentation.ship_sites",
+                        ("--run", "runs/seg_ABC", "--presence", "runs/presence_three.json"),
+                        ("{models}/lesion_seg_lite0.pt",), needs=("seg_ABC", "presence"), data=False,
+                        cheap=True, models_arg=True))
+    stages += [_features(s) for s in sites]
+    stages += [_features(s, "seg_ABC") for s in sites] + [_features(s, run) for s, run in HELD_OUT.items()]
+    stages.append(Stage("design", "training.classification.leave_site_out",
+                        ("--passes", ",".join(f"{s}={r}" for s, r in HELD_OUT.items()), "--out", "runs/lso_cls3"),
+                        ("runs/lso_cls3/designs.json",),
+                        needs=tuple(f"features_{s}" for s in sites)
+                        + tuple(f"features_{s}_{r}" for s, r in HELD_OUT.items()), data=False))
+    stages += [_member("box_ABC", "box"), _member("whole_ABC", "whole")]
+    stages.append(Stage("guard", "training.fit_guard", ("--sites", ALL), ("{models}/image_guard.npz",),
+                        cheap=True, models_arg=True))
+    cls_needs = ("box_ABC", "whole_ABC", *(f"features_{s}" for s in sites), *(f"features_{s}_seg_ABC" for s in sites))
+    stages.append(Stage("ship_classifier_auto", "training.classification.ship_sites",
+                        (*CLS, "--fit-masks", "reference,perturbed,expect", "--fit-pass", own,
+                         "--id", "lesion_cls_fusion_auto"), ("{models}/lesion_cls_fusion_auto.npz",),
+                        needs=cls_needs, data=False, cheap=True, models_arg=True))
+    stages.append(Stage("ship_classifier", "training.classification.ship_sites",
+                        (*CLS, "--automatic-masks", "lesion_cls_fusion_auto"), ("{models}/lesion_cls_fusion.npz",),
+                        needs=(*cls_needs, "ship_classifier_auto"), data=False, cheap=True, models_arg=True))
+    return stages
+
+
+def command(stage: Stage, args: argparse.Namespace, models: Path) -> list[str]:
+    cmd = [sys.executable, "-m", stage.module, *stage.args]
+    if stage.data:
+        cmd += ["--busi", str(args.busi), "--busbra", str(args.busbra), "--busuclm", str(args.busuclm)]
+        if stage.module == "training.fit_guard":
+            cmd += ["--minimias", str(args.minimias)]
+    if stage.models_arg and models != MODELS_DIR:
+        cmd += ["--models", str(models)]
+        if stage.module == "training.fit_guard":
+            cmd += ["--results", str(models / "results")]  # a verification run leaves the benchmarks alone
+    if stage.run_dir and (Path(stage.run_dir) / "checkpoint.pt").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def order(stages: list[Stage], wanted: list[str]) -> list[Stage]:
+    """The wanted stages (default all) and what they need, in an order that runs each after its needs."""
+    by = {s.name: s for s in stages}
+    unknown = [w for w in wanted if w not in by]
+    if unknown:
+        raise SystemExit(f"unknown stage {', '.join(unknown)}: `python -m training.pipeline list` names them")
+    out: list[Stage] = []
+
+    def visit(name: str) -> None:
+        if any(s.name == name for s in out):
+            return
+        for n in by[name].needs:
+            visit(n)
+        out.append(by[name])
+
+    for name in wanted or [s.name for s in stages]:
+        visit(name)
+    return out
+
+
+def log(text: str) -> None:
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    line = f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} {text}"
+    print(line, flush=True)
+    with open(LOG, "a") as f:
+        f.write(line + "\n")
+
+
+def run(stages: list[Stage], args: argparse.Namespace, models: Path, force: bool = False) -> int:
+    for stage in stages:
+        if stage.done(models) and not force:
+            continue
+        cmd = command(stage, args, models)
+        if args.dry_run:
+            print(" ".join(cmd[1:]))
+            continue
+        log(f"start {stage.name}: {' '.join(cmd[2:])}")
+        t0 = time.time()
+        rc = subprocess.call(cmd)
+        log(f"{'finished' if rc == 0 else f'failed (exit {rc})'} {stage.name} in {(time.time() - t0) / 60:.1f} min")
+        if rc != 0:
+            return rc
+        if stage.run_dir and not stage.done(models):
+            log(f"{stage.name} stopped at its time box: `run` again resumes it")
+            return 0
+    return 0
+
+
+def same(a: Path, b: Path) -> str:
+    """How a file made again compares with the shipped one."""
+    if a.read_bytes() == b.read_bytes():
+        return "identical"
+    if a.suffix == ".npz":
+        x, y = np.load(a, allow_pickle=False), np.load(b, allow_pickle=False)
+        if set(x.files) != set(y.files):
+            return "differs: other arrays"
+        worst = max(float(np.max(np.abs(x[k].astype(float) - y[k].astype(float)))) if x[k].size else 0.0
+                    for k in x.files)
+        return f"same arrays within {worst:.1e}" if worst < 1e-6 else f"differs: max |d| {worst:.2e}"
+    if a.suffix == ".json":
+        def strip(d):  # what differs by the day it was made, and the hashes of what was compared above
+            if isinstance(d, dict):
+                return {k: strip(v) for k, v in d.items() if k not in ("exported", "date", "sha256", "files",
+                                                                       "seconds", "machine")}
+            return [strip(v) for v in d] if isinstance(d, list) else d
+        return "same content (dates, machine and hashes aside)" if \
+            strip(json.loads(a.read_text())) == strip(json.loads(b.read_text())) else "differs"
+    if a.suffix == ".pt":
+        import torch
+
+        x, y = (torch.load(f, map_location="cpu", weights_only=True) for f in (a, b))
+        if x.keys() != y.keys():
+            return "differs: other tensors"
+        return "same tensors" if all(torch.equal(x[k], y[k]) for k in x) else "differs: other values"
+    return "differs"
+
+
+def verify(stages: list[Stage], args: argparse.Namespace) -> int:
+    """The ship stages (their training runs and features already made) again into an empty folder; every file
+    they write is compared with the shipped one."""
+    cheap = [s for s in stages if s.cheap and s.models_arg]
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp)
+        rc = run(cheap, args, models, force=True)
+        if rc:
+            return rc
+        rows = [(f.name, same(f, MODELS_DIR / f.name) if (MODELS_DIR / f.name).is_file() else "not shipped")
+                for f in sorted(models.iterdir()) if f.is_file() and f.suffix in (".json", ".npz", ".pt")]
+    bad = [r for r in rows if not r[1].startswith(("identical", "same"))]
+    for name, how in rows:
+        print(f"{name:34s} {how}")
+    print(f"{len(rows) - len(bad)} of {len(rows)} files made again match the shipped set")
+    return 1 if bad else 0
+
+
+SETS = {"three-site": three_site}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="stages: `python -m training.pipeline list`")
+    ap.add_argument("action", choices=["list", "run", "verify"])
+    ap.add_argument("stages", nargs="*", help="run: only these stages (and what they need)")
+    ap.add_argument("--set", default="three-site", choices=sorted(SETS))
+    ap.add_argument("--models", type=Path, default=MODELS_DIR, help="where the ship stages write the set")
+    ap.add_argument("--busi", type=Path, default=DEFAULT_DATA["busi"])
+    ap.add_argument("--busbra", type=Path, default=DEFAULT_DATA["busbra_l5"])
+    ap.add_argument("--busuclm", type=Path, default=DEFAULT_DATA["busuclm"])
+    ap.add_argument("--minimias", type=Path, default=Path("../data/minimias"))
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args()
+    stages = SETS[args.set]()
+    if args.action == "list":
+        for s in stages:
+            state = "done" if s.done(args.models) else "to do"
+            outputs = ", ".join(o.format(models=args.models) for o in s.outputs)
+            print(f"{s.name:28s} {state:6s} {s.module:42s} -> {outputs}")
+        return 0
+    if args.action == "verify":
+        return verify(stages, args)
+    return run(order(stages, args.stages), args, args.models)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
