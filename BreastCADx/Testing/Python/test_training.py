@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -103,3 +105,34 @@ def test_fit_rows_add_the_segmenters_own_masks_and_refuse_them_without_a_pass(tm
     assert rows["split"].tolist() == ["train"] * 7
     with pytest.raises(ValueError, match="segmenter pass of busi"):
         fit_rows(["busi"], ("reference", "expect"), {}, root=tmp_path)
+
+
+def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs():
+    """The pipeline's interfaces are declared: each runs/ path in a stage's arguments is an output (or the run
+    folder) of a stage among those it needs, directly or not; the order runs needs first; modules exist."""
+    import importlib.util
+    import re
+
+    from training.pipeline import order, three_site
+
+    stages = three_site()
+    by = {s.name: s for s in stages}
+    assert len(by) == len(stages)
+
+    def needed(name: str) -> set[str]:
+        out = set(by[name].needs)
+        for n in by[name].needs:
+            out |= needed(n)
+        return out
+
+    for s in stages:
+        assert importlib.util.find_spec(s.module) is not None, s.module
+        made = {o for n in needed(s.name) for o in by[n].outputs} | {by[n].run_dir for n in needed(s.name)}
+        made |= {str(Path(o).parent) for o in made}
+        own = set(s.outputs) | {str(Path(o).parent) for o in s.outputs} | {s.run_dir}
+        for arg in s.args:
+            for path in re.findall(r"runs/[\w./+-]+", arg):
+                assert path in made or path in own, f"{s.name} reads {path}, made by no stage it needs"
+    names = [s.name for s in order(stages, ["ship_classifier"])]
+    assert names[-1] == "ship_classifier" and names.index("ship_classifier_auto") < len(names) - 1
+    assert all(names.index(n) < names.index(s) for s in names for n in by[s].needs)
