@@ -3,6 +3,7 @@
     python -m training.pipeline list                       # stages, their state (done / to do), their outputs
     python -m training.pipeline run [STAGE ...]            # the stages (and those they need) not done yet
     python -m training.pipeline run --dry-run              # the commands, nothing run
+    python -m training.pipeline run --force guard          # a stage again, although done
     python -m training.pipeline verify                     # the cheap stages again into a temporary folder,
                                                            # compared file by file with the shipped set
 
@@ -40,7 +41,7 @@ ALL = "busi,busbra_l5,busuclm"
 # shipped it: its segmenter run is not kept)
 HELD_OUT = {"busi": "seg_BC", "busbra_l5": "seg_AC", "busuclm": "two-site"}
 TWO_SITE_COMMIT = "6cf1515"
-CLS = ("--design", "rad_all+desc+deep_mask", "--c", "0.1", "--sites", ALL, "--box-run", "runs/box_ABC",
+CLS = ("--design", "rad_all+desc+deep_mask", "--c", "0.01", "--sites", ALL, "--box-run", "runs/box_ABC",
        "--box-weight", "0.75", "--box-margins", "0.05,0.1,0.15", "--whole-run", "runs/whole_ABC", "--whole-weight",
        "0.2", "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
        "--selection", "benchmarks/results/leave_site_out_design3.json")
@@ -178,9 +179,10 @@ def log(text: str) -> None:
         f.write(line + "\n")
 
 
-def run(stages: list[Stage], args: argparse.Namespace, models: Path, force: bool = False) -> int:
+def run(stages: list[Stage], args: argparse.Namespace, models: Path, force: tuple[str, ...] | bool = False) -> int:
+    """Each stage not done yet, in order; `force`: these stages (True: all) run again even when done."""
     for stage in stages:
-        if stage.done(models) and not force:
+        if stage.done(models) and not (force is True or stage.name in (force or ())):
             continue
         cmd = command(stage, args, models)
         if args.dry_run:
@@ -260,7 +262,8 @@ def main() -> int:
     ap.add_argument("--busuclm", type=Path, default=DEFAULT_DATA["busuclm"])
     ap.add_argument("--minimias", type=Path, default=Path("../data/minimias"))
     ap.add_argument("--dry-run", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--force", action="store_true", help="run: the named stages again even when done")
+    args = ap.parse_intermixed_args()
     stages = SETS[args.set]()
     if args.action == "list":
         for s in stages:
@@ -270,7 +273,7 @@ def main() -> int:
         return 0
     if args.action == "verify":
         return verify(stages, args)
-    return run(order(stages, args.stages), args, args.models)
+    return run(order(stages, args.stages), args, args.models, tuple(args.stages) if args.force else False)
 
 
 if __name__ == "__main__":

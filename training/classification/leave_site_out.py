@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +73,17 @@ def main() -> None:
             results.append(row)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "designs.json").write_text(json.dumps({"sites": sites, "passes": passes, "fit_masks": fit_kinds,
-                                                       "results": results}, indent=2))
+    from benchmarks.machine import machine
+
+    made = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "command": "python -m training.classification.leave_site_out " + " ".join(sys.argv[1:])}
+    (args.out / "designs.json").write_text(json.dumps({**made, "sites": sites, "passes": passes,
+                                                       "fit_masks": fit_kinds, "results": results}, indent=2))
     cols = [f"->{t}:{k}" for t in sites for k in (*SCORED, "spec96")]
-    lines = [f"Fit on the other sites' {' + '.join(fit_kinds)} rows; held-out site's passes: {passes}", "",
+    lines = [f"# Feature design, leave-one-site-out ({', '.join(sites)})", "",
+             f"Date: {made['date']}  \nMachine: {made['machine']['cpu']}, {made['machine']['cores']} cores  \n"
+             f"Made by `{made['command']}`; non-test rows only", "",
+             f"Fit on the other sites' {' + '.join(fit_kinds)} rows; held-out site's passes: {passes}", "",
              "| design | C | score | worst expect | spec@0.96 | " + " | ".join(cols) + " |",
              "|---" * (len(cols) + 5) + "|"]
     for r in sorted(results, key=lambda r: -np.nan_to_num(r["score"])):

@@ -214,6 +214,8 @@ def main() -> None:
                        + (f" --whole-run {args.whole_run} --whole-weight {whole_weight:g}" if args.whole_run else "")
                        + (f" --box-fusion {args.box_fusion}" if args.box_fusion != Path("runs/box_fusion") else "")
                        + (f" --cross-site-from {args.cross_site_from}" if args.cross_site_from else "")
+                       + (f" --selection {args.selection}" if args.selection != Path("runs/lso_cls3/designs.json")
+                          else "")
                        + (f" --whole-val-run {args.whole_val_run}" if args.whole_val_run else "")
                        + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
                        + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
