@@ -1,14 +1,17 @@
-"""Leave-site-out benchmark and the reader comparison, on the held-out test patients of both sites.
+"""Final report: the shipped set and a set that never saw the site, on the held-out test patients of the three
+sites, and the reader comparison on BUS-BRA L5.
 
     python -m benchmarks.leave_site_out
 
-Reads (made beforehand, see README "Models and how they were made"):
-- runs/site_pass/<set>__<site>__test.npz: segmenter passes of the shipped model sets over each site's test split;
-- runs/site_pass/seg_B__busi__{train+val,test}.npz: the BUS-BRA-only run over all BUSI images (B -> A, and the
-  out-of-fold false-lesion rate over every BUSI normal image);
-- runs/site_features/<site>__<kind>[__<set>]__test.npz: features of the test lesions under each mask kind.
-Cross-site = the busi-only set (never trained on BUS-BRA) on BUS-BRA L5, and the BUS-BRA-only run on BUSI.
-CIs: 95 % percentile bootstrap over patients (BUS-BRA) or duplicate groups (BUSI), 2000 resamples.
+Reads (made beforehand, see README "Models and how they were made"; runs/bg_final_report.sh does all of it):
+- runs/site_pass/<set id>__<site>__test.npz: segmenter passes of each set over each site's test split;
+- runs/site_features/<site>__<kind>[__<set id>]__test.npz: features of the test lesions under each mask kind, with
+  the image members' columns (training.classification.box_probs).
+Sets: the shipped three-site set, and the busi-only set (Testing/Data/model_sets: it never saw BUS-BRA or BUS-UCLM,
+so at those sites its rows are cross-site). Every row: AUC with a 95 % CI, specificity at sensitivity 0.96 and
+0.98 (the biopsy operating point), cancers given < 5 %. Reader: the ultrasonographer's BI-RADS on the same L5 test
+images; each set's specificity at the reader's own sensitivity (BI-RADS >= 4), with its CI.
+CIs: 95 % percentile bootstrap over patients (BUS-BRA, BUS-UCLM) or duplicate groups (BUSI), 2000 resamples.
 Writes benchmarks/results/leave_site_out.{md,json}.
 """
 
@@ -21,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine
+from benchmarks.machine import BUSI_ONLY, machine, set_folder
 from BreastCADxLib.analysis.calibration import expected_calibration_error
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
-from BreastCADxLib.results.evaluation import auc_ci
+from BreastCADxLib.results.evaluation import auc_ci, specificity_at
 from BreastCADxLib.results.evaluation import group_bootstrap as group_boot
 from training.classification.designs import load, named_matrix
 from training.data import DEFAULT_DATA, site_cases
@@ -34,8 +37,10 @@ from training.segmentation.tune_presence import load_cases, score
 
 RESULTS = Path("benchmarks/results")
 PASSES = Path("runs/site_pass")
-SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)"}
-SETS = ("busi-only", "two-site")
+SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)",
+         "busuclm": "BUS-UCLM test (Ciudad Real)"}
+SETS = {"busi-only": str(BUSI_ONLY), "three-site": "three-site"}  # id (file and column names) -> where it is
+CROSS = {("busi-only", "busbra_l5"), ("busi-only", "busuclm")}  # the set never saw that hospital
 KINDS = {"expect": "automatic", "roi": "ROI box", "perturbed": "corrected (perturbed)", "reference": "reference"}
 
 
@@ -78,9 +83,9 @@ def with_unclassified(lesions: list, d: dict, p: np.ndarray) -> tuple[np.ndarray
 
 
 def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
-    """The set's classifier on feature rows of one mask kind: automatic and ROI-box masks (the segmenter's own) go
-    to the bundle the card names for them, if any (as the pipeline does)."""
-    clf = classifier_for(model_set, "auto" if kind in ("expect", "roi") else "user")
+    """The set's classifier (by id) on feature rows of one mask kind: automatic and ROI-box masks (the segmenter's
+    own) go to the bundle the card names for them, if any (as the pipeline does)."""
+    clf = classifier_for(SETS.get(model_set) or set_folder(model_set), "auto" if kind in ("expect", "roi") else "user")
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
     box = d[f"box_{model_set}"] if clf.box_member is not None else None  # training.classification.box_probs
     whole = d.get(f"whole_{model_set}") if clf.image_member is not None else None
@@ -93,8 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                  "segmentation": [], "classification": [], "reader": None}
-    presence = json.loads((model_set_dir("two-site") / "lesion_seg_lite0.json").read_text())["postprocessing"][
-        "presence"]
+    presence = json.loads((model_set_dir() / "lesion_seg_lite0.json").read_text())["postprocessing"]["presence"]
     for site in SITES:
         for s in SETS:
             path = PASSES / f"{s}__{site}__test.npz"
@@ -108,6 +112,7 @@ def main() -> None:
         o = score(load_cases(oof), presence)
         res["oof_normal_false_lesion"] = {"images": o["lesion_free_images"], "rate": o["false_lesion_rate"],
                                           "model": "BUS-BRA-only run (never saw BUSI) at the shipped presence"}
+    scores: dict = {}
     for site in SITES:
         lesions = site_cases(site, DEFAULT_DATA[site], ("test",), lesions_only=True)
         for s in SETS:
@@ -120,15 +125,28 @@ def main() -> None:
                 row = {"model_set": s, "site": site, "masks": kind, **auc_ci(y, p, g), "unclassified": unclassified,
                        "ece": expected_calibration_error(p[:len(d["label"])], d["label"]),  # classified
                        "sensitivity_at_0.5": float((p[y == 1] >= 0.5).mean()),
-                       "specificity_at_0.5": float((p[y == 0] < 0.5).mean())}
+                       "specificity_at_0.5": float((p[y == 0] < 0.5).mean()),
+                       "specificity_at_0.96": specificity_at(y, p, 0.96),
+                       "specificity_at_0.98": specificity_at(y, p, 0.98),
+                       "cancers_below_5pct": int(((p < 0.05) & (y == 1)).sum())}
+                scores[s, site, kind] = (y, p, g)
                 if kind in ("expect", "roi"):
                     row["mask_dice_to_reference"] = float(np.mean(d["dice"]))
                 res["classification"].append(row)
     try:
         d = load("busbra_l5", "reference", None, test=True)
         y, b = d["label"], d["birads"].astype(float)
-        res["reader"] = {**auc_ci(y, b, d["group"]), "sensitivity_at_4": float((b[y == 1] >= 4).mean()),
-                         "specificity_at_4": float((b[y == 0] < 4).mean())}
+        sens = float((b[y == 1] >= 4).mean())
+        res["reader"] = {**auc_ci(y, b, d["group"]), "sensitivity_at_4": sens,
+                         "specificity_at_4": float((b[y == 0] < 4).mean()),
+                         "specificity_at_4_ci95": group_boot(d["group"], lambda i: float((b[i][y[i] == 0] < 4).mean())),
+                         "sets_at_reader_sensitivity": []}
+        for (s, site, kind), (ys, ps, gs) in scores.items():
+            if site == "busbra_l5":
+                res["reader"]["sets_at_reader_sensitivity"].append({
+                    "model_set": s, "masks": kind, "specificity": specificity_at(ys, ps, sens),
+                    "ci95": group_boot(gs, lambda i, ys=ys, ps=ps: specificity_at(ys[i], ps[i], sens)
+                                       if len(set(ys[i].tolist())) == 2 else np.nan)})
     except FileNotFoundError:
         pass
     args.out.mkdir(parents=True, exist_ok=True)
@@ -143,19 +161,19 @@ def _ci(x: dict, key: str = "mean") -> str:
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    out = [f"# Leave-site-out benchmark and reader comparison\n\nDate: {res['date']}  \nMachine: {m['cpu']}, "
-           f"{m['cores']} cores, torch {m['torch']} (CPU)\n",
-           "Test splits only (BUSI: duplicate-grouped; BUS-BRA L5: patient-grouped), read once for this report. "
-           "Cross-site rows are marked: the model never saw that hospital. 95 % CIs bootstrap whole patients "
-           "(L5) or duplicate groups (BUSI). Classification rows count every test lesion: one the product could not "
-           "classify (an automatic mask too small for radiomics; the product says so and asks for a box) is scored "
-           "0.5 for the AUC and sensitivity / specificity; ECE is over the lesions given a probability.\n",
+    out = [f"# Final report: held-out test patients of three sites, and the reader\n\nDate: {res['date']}  \n"
+           f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} (CPU)\n",
+           "Test splits only (BUSI: duplicate-grouped; BUS-BRA L5 and BUS-UCLM: patient-grouped), read once for this "
+           "report. Sets: **three-site** (shipped; trained on the three sites' train+val patients) and **busi-only** "
+           "(never saw BUS-BRA or BUS-UCLM: its rows there are **cross-site**). 95 % CIs bootstrap whole patients or "
+           "duplicate groups. Classification rows count every test lesion: one the product could not classify (an "
+           "automatic mask too small for radiomics; the product says so and asks for a box) is scored 0.5; ECE is "
+           "over the lesions given a probability.\n",
            "## Segmentation\n",
            "| model | test site | cross-site | lesions | Dice, no prompt (miss = 0) | missed | Dice, lesion expected "
-           "| Dice, ROI box | normal images given a lesion |", "|---|---|---|---|---|---|---|---|---|"]
+           "| Dice, ROI box | lesion-free images given a lesion |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["segmentation"]:
-        cross = (r["model"] == "busi-only" and r["site"] == "busbra_l5") or \
-            (r["model"].startswith("busbra") and r["site"] == "busi")
+        cross = (r["model"], r["site"]) in CROSS or (r["model"].startswith("busbra") and r["site"] == "busi")
         fl = f"{r['false_lesion_rate']:.1%} of {r['lesion_free_images']}" if "false_lesion_rate" in r else "n/a"
         out.append(f"| {r['model']} | {SITES[r['site']]} | {'**yes**' if cross else 'no'} | {r['lesions']} | "
                    f"{_ci(r['dice_default'])} | {r['missed']} ({r['missed_rate']:.1%}) | {_ci(r['dice_expect'])} | "
@@ -164,29 +182,36 @@ def markdown(res: dict) -> str:
         o = res["oof_normal_false_lesion"]
         out.append(f"\nNormal images given a false lesion over out-of-fold predictions of all {o['images']} BUSI "
                    f"normal images ({o['model']}): **{o['rate']:.1%}**.\n")
-    out += ["\n## Classification\n", "| model set | test site | cross-site | masks | AUC [95 % CI] | ECE | "
-            "sens / spec at p 0.5 | mask Dice to reference | not classified (scored 0.5) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    out += ["\n## Classification\n", "| model set | test site | cross-site | masks | AUC [95 % CI] | spec at sens "
+            "0.96 / 0.98 | cancers < 5 % | ECE | mask Dice to reference | not classified (scored 0.5) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["classification"]:
-        cross = r["model_set"] == "busi-only" and r["site"] == "busbra_l5"
+        cross = (r["model_set"], r["site"]) in CROSS
         dc = f"{r['mask_dice_to_reference']:.3f}" if "mask_dice_to_reference" in r else ""
         out.append(f"| {r['model_set']} | {SITES[r['site']]} | {'**yes**' if cross else 'no'} | {KINDS[r['masks']]} "
-                   f"| {_ci(r, 'auc')} | {r['ece']:.3f} | {r['sensitivity_at_0.5']:.2f} / "
-                   f"{r['specificity_at_0.5']:.2f} | {dc} | {r.get('unclassified', 0)} |")
+                   f"| {_ci(r, 'auc')} | {r['specificity_at_0.96']:.2f} / {r['specificity_at_0.98']:.2f} | "
+                   f"{r['cancers_below_5pct']} of {r['malignant']} | {r['ece']:.3f} | {dc} | "
+                   f"{r.get('unclassified', 0)} |")
     if res["reader"]:
         rd = res["reader"]
+        at = {(r["model_set"], r["masks"]): r for r in rd["sets_at_reader_sensitivity"]}
         out += ["\n## Against the reader (BUS-BRA L5 test patients, the same images)\n",
-                "| | automatic masks | ROI-box masks | reference masks |", "|---|---|---|---|",
-                f"| the ultrasonographer's BI-RADS (2-5 as the score; sens {rd['sensitivity_at_4']:.2f} / spec "
-                f"{rd['specificity_at_4']:.2f} at >= 4) | {_ci(rd, 'auc')} | {_ci(rd, 'auc')} | {_ci(rd, 'auc')} |"]
+                f"The ultrasonographer's BI-RADS (2-5 as the score): AUC {_ci(rd, 'auc')}; at BI-RADS >= 4 "
+                f"sensitivity {rd['sensitivity_at_4']:.2f}, specificity {rd['specificity_at_4']:.2f} "
+                f"[{rd['specificity_at_4_ci95'][0]:.2f}, {rd['specificity_at_4_ci95'][1]:.2f}]. Each set's "
+                "specificity is taken at the reader's own sensitivity.\n",
+                "| | automatic masks: AUC / spec | ROI-box masks: AUC / spec | reference masks: AUC / spec |",
+                "|---|---|---|---|"]
         for s in SETS:
             cells = []
             for kind in ("expect", "roi", "reference"):
                 r = next((r for r in res["classification"] if r["model_set"] == s and r["site"] == "busbra_l5"
                           and r["masks"] == kind), None)
-                cells.append(_ci(r, "auc") if r else "")
-            label = "BreastCADx trained on BUSI only (**cross-site**)" if s == "busi-only" else \
-                "BreastCADx two-site (L5's own held-out patients)"
+                a = at.get((s, kind))
+                cells.append(f"{_ci(r, 'auc')} / {a['specificity']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+                             if r and a else "")
+            label = "BreastCADx busi-only (never saw L5: **cross-site**)" if s == "busi-only" else \
+                "BreastCADx three-site (shipped; L5's own held-out patients)"
             out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -8,7 +8,7 @@ beside the published lexicon values (Hong et al., AJR 2005;184:1260-5: 403 solid
 Two settings, both on reference outlines: `val` = the val split of each site, cut-points from both sites' train
 split (the shipped ones); `unseen` = every non-test row of a site, cut-points chosen on the other site's train
 split alone (how the categories transfer). A category whose association runs the wrong way is marked.
-Agreement with the reader: the shipped two-site classifier's suggestion on the L5 test split (read for this final
+Agreement with the reader: the shipped three-site classifier's suggestion on the L5 test split (read for this final
 report only), categories 4A-4C pooled as 4 since the reader used 2, 3, 4, 5; weighted kappa.
 """
 
@@ -91,7 +91,7 @@ def table(d: dict[str, np.ndarray], malignant: np.ndarray, t: dict) -> dict:
 
 
 def calibration_text() -> str:
-    """How the shipped two-site probability is calibrated, in words (the card says)."""
+    """How the shipped probability is calibrated, in words (the card says)."""
     from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
     from BreastCADxLib.analysis.registry import load_card
 
@@ -108,8 +108,8 @@ def reader_agreement() -> dict:
 
     out = {}
     for kind, name in (("reference outline", "busbra_l5__reference__test"),
-                       ("automatic, lesion expected", "busbra_l5__expect__two-site__test")):
-        p, malignant, reader = test_probabilities(name)
+                       ("automatic, lesion expected", "busbra_l5__expect__three-site__test")):
+        p, malignant, reader = test_probabilities(name, "three-site")
         ours = [birads_suggestion(float(v)) for v in p]
         theirs = [str(int(b)) for b in reader]
         pooled = [b[0] if b.startswith("4") else b for b in ours]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.leave_site_out import classify
-from benchmarks.machine import machine
+from benchmarks.machine import machine, set_folder
 from BreastCADxLib.analysis.calibration import apply_calibration
 from BreastCADxLib.analysis.classifier import get_classifier
 from training.classification.box_member import lso_calibration
@@ -35,17 +35,18 @@ SETS = {"L5 test, reference outlines": "busbra_l5__reference__test",
         "BUSI test, automatic (lesion expected)": "busi__expect__two-site__test"}
 
 
-def test_probabilities(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The shipped two-site classifier (with its image member) on committed test feature rows."""
+def test_probabilities(name: str, model_set: str = "two-site") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A set's classifier (by id; with its image members) on test feature rows (this report: the two-site set,
+    shipped until 2026-12-05, restored by training.restore_set; its leave-site-out rows come from box_fusion)."""
     z = dict(np.load(FEATURES / f"{name}.npz", allow_pickle=False))
     ok = np.isfinite(z["descriptors"]).all(1) & np.isfinite(z["deep_mask"]).all(1)
     rows = {k: (v[ok] if isinstance(v, np.ndarray) and len(v) == len(ok) else v) for k, v in z.items()}
     rb = rows["birads"].astype(int) if "birads" in rows else np.full(int(ok.sum()), -1)
-    return classify("two-site", rows, name.split("__")[1]), rows["label"].astype(bool), rb
+    return classify(model_set, rows, name.split("__")[1]), rows["label"].astype(bool), rb
 
 
 def main() -> int:
-    clf = get_classifier(model_set="two-site")
+    clf = get_classifier(model_set=set_folder("two-site"))
     design = clf.card["design"]
     c = float(clf.card["training"]["leave_site_out_scores"]["C"])
     if clf.box_member is not None:  # the fused score's leave-site-out rows (those its calibration was fitted on)

@@ -201,7 +201,7 @@ def run(stages: list[Stage], args: argparse.Namespace, models: Path, force: tupl
 
 
 def same(a: Path, b: Path) -> str:
-    """How a file made again compares with the shipped one."""
+    """How a file made again (in a.parent) compares with the shipped one (b)."""
     if a.read_bytes() == b.read_bytes():
         return "identical"
     if a.suffix == ".npz":
@@ -212,10 +212,13 @@ def same(a: Path, b: Path) -> str:
                     for k in x.files)
         return f"same arrays within {worst:.1e}" if worst < 1e-6 else f"differs: max |d| {worst:.2e}"
     if a.suffix == ".json":
-        def strip(d):  # what differs by the day it was made, and the hashes of what was compared above
+        def strip(d):  # what differs by the day and the folder it was made in, and hashes compared above
             if isinstance(d, dict):
                 return {k: strip(v) for k, v in d.items() if k not in ("exported", "date", "sha256", "files",
                                                                        "seconds", "machine")}
+            if isinstance(d, str):
+                return d.replace(f" --models {a.parent}", "").replace(f" --results {a.parent / 'results'}", "") \
+                    .replace(f"input_guard_{a.parent.name}", "input_guard")
             return [strip(v) for v in d] if isinstance(d, list) else d
         return "same content (dates, machine and hashes aside)" if \
             strip(json.loads(a.read_text())) == strip(json.loads(b.read_text())) else "differs"
