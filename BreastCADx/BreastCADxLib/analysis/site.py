@@ -164,8 +164,8 @@ def load_site_profile(folder: str | Path, model_set: str | None = None) -> SiteP
     if model_set is not None:
         from BreastCADxLib.analysis.registry import model_set_fingerprint
 
-        made_for = body["model_set"]
-        if made_for["id"] != model_set or made_for["sha256"] != model_set_fingerprint(model_set):
+        made_for = body["model_set"]  # the set is its content (the manifest's SHA256), wherever its folder is now
+        if made_for["sha256"] != model_set_fingerprint(model_set):
             raise SiteProfileError(f"made for the model set '{made_for['id']}' ({made_for['sha256'][:12]}), not "
                                    f"for '{model_set}' as installed: adapt again with this model set", path)
     return SiteProfile(body["id"], body["content_sha256"], folder, body)

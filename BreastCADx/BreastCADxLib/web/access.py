@@ -98,14 +98,22 @@ class DataRoots:
                     out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}/ (DICOM series)"))
         return out
 
-    def site_profiles(self) -> list[Entry]:
-        """Site profiles (folders holding site.json, made by `breastcadx adapt`) inside the served folders."""
+    def folders_holding(self, name: str) -> list[Entry]:
+        """Folders inside the served folders that hold a file of this name (at most MAX_LISTED per served folder)."""
         out: list[Entry] = []
         for i, root in enumerate(self.roots):
-            for path in sorted(root.rglob("site.json"))[:MAX_LISTED]:
+            for path in sorted(root.rglob(name))[:MAX_LISTED]:
                 rel = path.parent.relative_to(root).as_posix()
                 out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}"))
         return out
+
+    def site_profiles(self) -> list[Entry]:
+        """Site profiles (folders holding site.json, made by `breastcadx adapt`) inside the served folders."""
+        return self.folders_holding("site.json")
+
+    def model_sets(self) -> list[Entry]:
+        """Model sets (folders holding modelset.json, e.g. made by `breastcadx train`) inside the served folders."""
+        return self.folders_holding("modelset.json")
 
     def resolve(self, ref: str) -> Path:
         index, _, rel = str(ref).partition("/")

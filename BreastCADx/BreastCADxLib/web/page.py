@@ -129,6 +129,8 @@ class BreastCADxPage:
             "heat_opacity": 0.5, "pacs_enabled": options.pacs is not None, "trame__title": "BreastCADx",
             "reader_birads": "", "site": options.site.name if options.site else "", "site_ref": None,
             "site_profiles": [{"title": e.label, "value": e.ref} for e in self.roots.site_profiles()],
+            "model_set_ref": None, "model_set": "",
+            "model_sets": [{"title": e.label, "value": e.ref} for e in self.roots.model_sets()],
         })
         self._build_ui()
 
@@ -183,6 +185,14 @@ class BreastCADxPage:
             self.state.site = self.session.set_site_profile(site_ref)
 
         self.act("Site profile", choose)
+
+    def on_model_set(self, model_set_ref, **_) -> None:
+        def choose() -> None:
+            self.state.model_set = self.session.set_model_set(model_set_ref)
+            if not self.session.site_profile():  # let go: it was made for another set
+                self.state.site, self.state.site_ref = "", None
+
+        self.act("Model set", choose)
 
     def on_reader(self, reader_birads, **_) -> None:
         self.act("Radiologist's BI-RADS", self.session.set_reader_birads, reader_birads)
@@ -243,6 +253,7 @@ class BreastCADxPage:
         self.state.change("brush_mm")(self.on_brush)
         self.state.change("reader_birads")(self.on_reader)
         self.state.change("site_ref")(self.on_site)
+        self.state.change("model_set_ref")(self.on_model_set)
         with SinglePageWithDrawerLayout(self.server, full_height=True) as ui:
             self.ui = ui
             ui.title.set_text("BreastCADx")
@@ -300,8 +311,11 @@ class BreastCADxPage:
             v.VBtn("Redo", click=a("Redo", ses.redo), size="small", id="redo")
         v.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="brush (mm; pixels if no spacing)",
                   density="compact", hide_details=True, thumb_label=True)
-        html.Div("5. Classify {{ site ? '(site profile ' + site + ')' : '' }}", classes="text-subtitle-2",
+        html.Div("5. Classify {{ model_set ? '(model set ' + model_set + ')' : '' }} "
+                 "{{ site ? '(site profile ' + site + ')' : '' }}", classes="text-subtitle-2",
                  id="classify-title")
+        v.VSelect(v_model=("model_set_ref",), items=("model_sets",), label="model set (default: the shipped one)",
+                  density="compact", hide_details=True, clearable=True, id="model-set", v_if="model_sets.length")
         v.VSelect(v_model=("site_ref",), items=("site_profiles",), label="site profile (from the served folders)",
                   density="compact", hide_details=True, clearable=True, id="site-profile",
                   v_if="site_profiles.length")

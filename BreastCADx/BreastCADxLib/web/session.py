@@ -204,6 +204,32 @@ class ReviewSession:
         params.set_values(self.logic.parameters, siteProfile=str(folder))
         return self.roots.label(folder)
 
+    def set_model_set(self, ref: str | None) -> str:
+        """A model set from the served folders for the next runs ("" / None: the shipped one), verified whole
+        before it is taken; returns its label. A site profile made for another set is let go."""
+        from BreastCADxLib.analysis.registry import verify_model_set
+        from BreastCADxLib.analysis.site import SiteProfileError, load_site_profile
+
+        if ref:
+            folder = self.roots.resolve(ref)
+            verify_model_set(folder)  # ModelError naming the missing or altered file
+            params.set_values(self.logic.parameters, modelSet=str(folder))
+            label = self.roots.label(folder)
+        else:
+            params.set_values(self.logic.parameters, modelSet="")
+            label = "the shipped set"
+        site = self.site_profile()
+        if site:
+            try:
+                load_site_profile(Path(site), self.logic.model_set)
+            except SiteProfileError:  # made for another set
+                params.set_values(self.logic.parameters, siteProfile="")
+        return label
+
+    def site_profile(self) -> str:
+        """The site profile folder the next runs follow ("" none)."""
+        return params.get_value(self.logic.parameters, "siteProfile")
+
     def set_reader_birads(self, category: str | None) -> None:
         """The radiologist's own category for the next classification ("" / None: none)."""
         from BreastCADxLib.analysis.site import reader_category

@@ -272,3 +272,44 @@ def test_the_page_offers_the_profiles_of_its_served_folders_and_verifies_the_cho
         with pytest.raises(AccessError):
             session.set_site_profile("0/../..")
         scene.Clear(1)
+
+
+def test_the_page_offers_the_model_sets_of_its_served_folders_and_lets_go_of_another_sets_profile(profile, tmp_path):
+    """`serve`: a model set inside the served folders is chosen verified whole (an altered file is refused naming
+    it); the profile made for it can then be taken, and going back to the shipped set lets that profile go."""
+    import shutil
+
+    import slicer
+
+    from BreastCADxLib.errors import ModelError
+    from BreastCADxLib.scene import parameters as params
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.web.access import DataRoots, OutputFolder
+    from BreastCADxLib.web.session import ReviewSession
+
+    out, _ = profile
+    served = tmp_path / "served"
+    shutil.copytree(out, served / "profiles" / out.name)
+    shutil.copytree(BUSI_ONLY, served / "sets" / "mine")
+    shutil.copytree(BUSI_ONLY, served / "sets" / "altered")
+    with open(served / "sets" / "altered" / "lesion_whole_cnn.pt", "r+b") as f:
+        f.seek(300)
+        f.write(b"\1\2\3\4")
+    roots = DataRoots([served])
+    sets = {e.label: e.ref for e in roots.model_sets()}
+    assert sorted(sets) == ["served/sets/altered", "served/sets/mine"]
+    scene = slicer.vtkMRMLScene()
+    try:
+        session = ReviewSession(WorkflowLogic(scene), None, roots, OutputFolder(tmp_path / "o"))
+        with pytest.raises(ModelError, match="lesion_whole_cnn.pt"):
+            session.set_model_set(sets["served/sets/altered"])
+        assert session.logic.model_set == "three-site"
+        assert session.set_model_set(sets["served/sets/mine"]) == "served/sets/mine"
+        assert session.logic.model_set == str((served / "sets" / "mine").resolve())
+        session.set_site_profile(roots.site_profiles()[0].ref)  # made for busi-only: taken now
+        assert session.site_profile()
+        assert session.set_model_set(None) == "the shipped set"
+        assert session.logic.model_set == "three-site" and session.site_profile() == ""
+        assert params.peek_value(scene, "modelSet") == ""
+    finally:
+        scene.Clear(1)
