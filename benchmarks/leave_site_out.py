@@ -7,8 +7,9 @@ Reads (made beforehand, see README "Models and how they were made"; runs/bg_fina
 - runs/site_pass/<set id>__<site>__test.npz: segmenter passes of each set over each site's test split;
 - runs/site_features/<site>__<kind>[__<set id>]__test.npz: features of the test lesions under each mask kind, with
   the image members' columns (training.classification.box_probs).
-Sets: the shipped three-site set, and the busi-only set (Testing/Data/model_sets: it never saw BUS-BRA or BUS-UCLM,
-so at those sites its rows are cross-site). Every row: AUC with a 95 % CI, specificity at sensitivity 0.96 and
+Sets: the shipped three-site set; the busi-only set (Testing/Data/model_sets: it never saw BUS-BRA or BUS-UCLM,
+so at those sites its rows are cross-site); the two-site set (restored by training.restore_set: it never saw
+BUS-UCLM, scored there only). Every row: AUC with a 95 % CI, specificity at sensitivity 0.96 and
 0.98 (the biopsy operating point), cancers given < 5 %. Reader: the ultrasonographer's BI-RADS on the same L5 test
 images; each set's specificity at the reader's own sensitivity (BI-RADS >= 4), with its CI.
 CIs: 95 % percentile bootstrap over patients (BUS-BRA, BUS-UCLM) or duplicate groups (BUSI), 2000 resamples.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import BUSI_ONLY, machine, set_folder
+from benchmarks.machine import BUSI_ONLY, TWO_SITE, machine, set_folder
 from BreastCADxLib.analysis.calibration import expected_calibration_error
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
@@ -39,8 +40,10 @@ RESULTS = Path("benchmarks/results")
 PASSES = Path("runs/site_pass")
 SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)",
          "busuclm": "BUS-UCLM test (Ciudad Real)"}
-SETS = {"busi-only": str(BUSI_ONLY), "three-site": "three-site"}  # id (file and column names) -> where it is
-CROSS = {("busi-only", "busbra_l5"), ("busi-only", "busuclm")}  # the set never saw that hospital
+SETS = {"busi-only": str(BUSI_ONLY), "two-site": str(TWO_SITE), "three-site": "three-site"}  # id -> where it is
+SCORED_AT = {"busi-only": ("busi", "busbra_l5", "busuclm"), "two-site": ("busuclm",),
+             "three-site": ("busi", "busbra_l5", "busuclm")}
+CROSS = {("busi-only", "busbra_l5"), ("busi-only", "busuclm"), ("two-site", "busuclm")}  # never saw that hospital
 KINDS = {"expect": "automatic", "roi": "ROI box", "perturbed": "corrected (perturbed)", "reference": "reference"}
 
 
@@ -51,7 +54,7 @@ def mean_ci(v: np.ndarray, groups: np.ndarray) -> dict:
 def seg_rows(site: str, name: str, path: Path, presence: float | None = None) -> dict:
     refs = {c.case: c for c in site_cases(site, DEFAULT_DATA[site])}
     dice: dict[str, list] = {"default": [], "expect": [], "roi": []}
-    groups, missed, false = [], [], []
+    groups, missed, false, box_empty = [], [], [], []
     for case, r in load_pass(path).items():
         ref = refs[case].load()[1]
         default = r["default"] if presence is None else rethreshold(r["prob"], presence)
@@ -60,11 +63,12 @@ def seg_rows(site: str, name: str, path: Path, presence: float | None = None) ->
             continue
         groups.append(refs[case].group)
         missed.append(not default.any())
+        box_empty.append(not r["roi"].any())
         for k, m in (("default", default), ("expect", r["expect"]), ("roi", r["roi"])):
             dice[k].append(2 * (m & ref).sum() / max(1, m.sum() + ref.sum()))
     g = np.array(groups)
     out = {"model": name, "site": site, "lesions": len(groups), "missed": int(sum(missed)),
-           "missed_rate": float(np.mean(missed))}
+           "missed_rate": float(np.mean(missed)), "no_outline_in_box": int(sum(box_empty))}
     out.update({f"dice_{k}": mean_ci(np.array(v), g) for k, v in dice.items()})
     if false:
         out["false_lesion_rate"] = float(np.mean(false))
@@ -100,7 +104,7 @@ def main() -> None:
                  "segmentation": [], "classification": [], "reader": None}
     presence = json.loads((model_set_dir() / "lesion_seg_lite0.json").read_text())["postprocessing"]["presence"]
     for site in SITES:
-        for s in SETS:
+        for s in [s for s in SETS if site in SCORED_AT[s]]:
             path = PASSES / f"{s}__{site}__test.npz"
             if path.exists():
                 res["segmentation"].append(seg_rows(site, s, path))
@@ -115,7 +119,7 @@ def main() -> None:
     scores: dict = {}
     for site in SITES:
         lesions = site_cases(site, DEFAULT_DATA[site], ("test",), lesions_only=True)
-        for s in SETS:
+        for s in [s for s in SETS if site in SCORED_AT[s]]:
             for kind in KINDS:
                 try:
                     d = load(site, kind, s, test=True)
@@ -164,20 +168,22 @@ def markdown(res: dict) -> str:
     out = [f"# Final report: held-out test patients of three sites, and the reader\n\nDate: {res['date']}  \n"
            f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} (CPU)\n",
            "Test splits only (BUSI: duplicate-grouped; BUS-BRA L5 and BUS-UCLM: patient-grouped), read once for this "
-           "report. Sets: **three-site** (shipped; trained on the three sites' train+val patients) and **busi-only** "
-           "(never saw BUS-BRA or BUS-UCLM: its rows there are **cross-site**). 95 % CIs bootstrap whole patients or "
+           "report. Sets: **three-site** (shipped; trained on the three sites' train+val patients), **busi-only** "
+           "(never saw BUS-BRA or BUS-UCLM: its rows there are **cross-site**) and **two-site** (BUSI + L5, shipped "
+           "until 2026-12-05: never saw BUS-UCLM, scored there only). 95 % CIs bootstrap whole patients or "
            "duplicate groups. Classification rows count every test lesion: one the product could not classify (an "
            "automatic mask too small for radiomics; the product says so and asks for a box) is scored 0.5; ECE is "
            "over the lesions given a probability.\n",
            "## Segmentation\n",
            "| model | test site | cross-site | lesions | Dice, no prompt (miss = 0) | missed | Dice, lesion expected "
-           "| Dice, ROI box | lesion-free images given a lesion |", "|---|---|---|---|---|---|---|---|---|"]
+           "| Dice, ROI box | no outline in the box | lesion-free images given a lesion |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["segmentation"]:
         cross = (r["model"], r["site"]) in CROSS or (r["model"].startswith("busbra") and r["site"] == "busi")
         fl = f"{r['false_lesion_rate']:.1%} of {r['lesion_free_images']}" if "false_lesion_rate" in r else "n/a"
         out.append(f"| {r['model']} | {SITES[r['site']]} | {'**yes**' if cross else 'no'} | {r['lesions']} | "
                    f"{_ci(r['dice_default'])} | {r['missed']} ({r['missed_rate']:.1%}) | {_ci(r['dice_expect'])} | "
-                   f"{_ci(r['dice_roi'])} | {fl} |")
+                   f"{_ci(r['dice_roi'])} | {r.get('no_outline_in_box', '')} | {fl} |")
     if "oof_normal_false_lesion" in res:
         o = res["oof_normal_false_lesion"]
         out.append(f"\nNormal images given a false lesion over out-of-fold predictions of all {o['images']} BUSI "
@@ -202,7 +208,7 @@ def markdown(res: dict) -> str:
                 "specificity is taken at the reader's own sensitivity.\n",
                 "| | automatic masks: AUC / spec | ROI-box masks: AUC / spec | reference masks: AUC / spec |",
                 "|---|---|---|---|"]
-        for s in SETS:
+        for s in [s for s in SETS if "busbra_l5" in SCORED_AT[s]]:
             cells = []
             for kind in ("expect", "roi", "reference"):
                 r = next((r for r in res["classification"] if r["model_set"] == s and r["site"] == "busbra_l5"
