@@ -35,12 +35,16 @@ def main() -> None:
         card = (Path(tmp) / "minimias-demo" / "card.md").read_text()
     report.update(seconds=time.perf_counter() - t0, loadavg_1min_end=os.getloadavg()[0],
                   models={k: {kk: v[kk] for kk in ("auc", "ci95", "n", "malignant", "specificity_at_0.96")}
-                          for k, v in cv["models"].items()}, oof=cv["oof"])
+                          for k, v in cv["models"].items()}, oof=cv["oof"], stage_seconds=cv["stage_seconds"],
+                  peak_rss_mb=cv["peak_rss_mb"])
     head = header("breastcadx train on mini-MIAS (MG): cross-validation by patient", report,
                   "Made by `python -m benchmarks.train_minimias` (the whole `breastcadx train` command: manifest, "
                   f"features, 5-fold CV by patient, the set written and reloaded; {report['seconds']:.0f} s).")
     body = card.split("\n", 2)[2]  # the set's own card, without its title
-    lines = ["", body, "Detection (finding the abnormality without a prompt) is not trained: the circles are "
+    timing = ["", "| stage | wall time (s) |", "|---|---|", *(f"| {k} | {v:.1f} |" for k, v in
+                                                          report["stage_seconds"].items()),
+              f"| (peak resident memory of the process) | {report['peak_rss_mb']:.0f} MB |", ""]
+    lines = ["", body, *timing, "Detection (finding the abnormality without a prompt) is not trained: the circles are "
              "approximate locations, and the product takes the user's box as the prompt for this modality."]
     write_results(args.out, "train_minimias", report, "\n".join(head + lines) + "\n")
 
