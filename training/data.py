@@ -27,6 +27,16 @@ SITE_NAMES = {"busi": "BUSI (Cairo, GE LOGIQ E9)", "busbra_l5": "BUS-BRA GE Logi
               "busuclm": "BUS-UCLM (Ciudad Real, Siemens ACUSON S2000)"}
 SITE_LABELS = {"busi": "benign, malignant, normal", "busbra_l5": "benign, malignant",
                "busuclm": "benign, malignant, normal"}
+# every card trained on a site cites it (BUS-UCLM's README asks for the notice and the article in every card)
+CITATIONS = {
+    "busi": "W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, Dataset of breast ultrasound images, Data in Brief "
+            "28:104863, 2020, doi:10.1016/j.dib.2019.104863",
+    "busbra_l5": "W. Gomez-Flores, M. J. Gregorio-Calas, W. C. de Albuquerque Pereira, BUS-BRA: A Breast Ultrasound "
+                 "Dataset for Assessing Computer-aided Diagnosis Systems, Medical Physics 51(4):3110-3123, 2024",
+    "busuclm": "N. Vallez et al., BUS-UCLM: Breast ultrasound lesion segmentation dataset, Scientific Data, 2025, "
+               "doi:10.1038/s41597-025-04562-3 (data record CC BY 4.0; the authors' code repository says CC BY-NC "
+               "4.0: research use, non-commercial)",
+}
 SET_NAMES = {("busi",): "busi-only", ("busi", "busbra_l5"): "two-site", ("busi", "busbra_l5", "busuclm"): "three-site"}
 
 
@@ -37,6 +47,10 @@ def set_name(sites: list[str]) -> str:
         raise SystemExit(f"no model set is made from the sites {','.join(sites)}: one of "
                          + "; ".join(",".join(k) for k in SET_NAMES))
     return SET_NAMES[key]
+
+
+def citations(sites: list[str]) -> list[str]:
+    return [CITATIONS[s] for s in sites]
 
 
 def split_text(sites: list[str]) -> str:

@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from BreastCADxLib.analysis.guard import GUARD_ID, embed, embedder, ultrasound_probability
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of
-from training.data import SITES, add_data_args, cases
+from training.data import SITES, add_data_args, cases, citations
 
 CACHE = Path("runs/guard")
 C = 0.1
@@ -263,7 +263,7 @@ def main() -> int:
         "threshold": round(threshold, 5), "validated_on": spec,
         "embedding": "frozen ImageNet EfficientNet-Lite0, whole image at 224x224, pooled 1280, L2-normalised",
         "model": f"L2 logistic regression (C={C}, balanced), ultrasound vs non-ultrasound",
-        "fit": {"sites": fit_sites, "split": "train",
+        "fit": {"sites": fit_sites, "data_citations": citations(fit_sites), "split": "train",
                 "ultrasound_images": int(sum(len(emb[s]["train"]) for s in fit_sites)),
                 "negative_images": {**{k: len(v) for k, v in negs.items()},
                                     **{f"{k} ultrasound": sum(len(near_fit[s][k]) for s in fit_sites)

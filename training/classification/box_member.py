@@ -22,7 +22,7 @@ from BreastCADxLib.analysis.classifier import fused_logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import save_card, sha256_of
 from training.classification.designs import BlockModel, fit_rows, load
-from training.data import SITE_NAMES
+from training.data import SITE_NAMES, citations
 
 
 def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict | None,
@@ -50,7 +50,8 @@ def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict
                      ", grey in all three channels, 224 x 224, (x - 127) / 128; scored as the mean logit of " +
                      ("it and its mirror" if whole else "these views and their mirrors"),
             "crop_margins": [0.0] if whole else list(margins),
-            "training": {"sites": [SITE_NAMES[s] for s in sites], "rows": "benign and malignant images of the "
+            "training": {"sites": [SITE_NAMES[s] for s in sites], "data_citations": citations(sites),
+                         "rows": "benign and malignant images of the "
                          "train+val splits (" + ("a window of 80-100 % of each side" if whole else
                                                  "reference box with jittered edges and margin") +
                          ", scanner-imitating augmentation p 0.5, mirror)",

