@@ -188,7 +188,8 @@ class BreastCADxPage:
 
     def on_model_set(self, model_set_ref, **_) -> None:
         def choose() -> None:
-            self.state.model_set = self.session.set_model_set(model_set_ref)
+            label = self.session.set_model_set(model_set_ref)
+            self.state.model_set = label if model_set_ref else ""  # the title names a chosen set only
             if not self.session.site_profile():  # let go: it was made for another set
                 self.state.site, self.state.site_ref = "", None
 
