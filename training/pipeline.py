@@ -246,7 +246,22 @@ def verify(stages: list[Stage], args: argparse.Namespace) -> int:
     bad = [r for r in rows if not r[1].startswith(("identical", "same"))]
     for name, how in rows:
         print(f"{name:34s} {how}")
-    print(f"{len(rows) - len(bad)} of {len(rows)} files made again match the shipped set")
+    verdict = f"{len(rows) - len(bad)} of {len(rows)} files made again match the shipped set"
+    print(verdict)
+    if args.report:
+        from benchmarks.machine import machine
+
+        m = machine()
+        args.report.write_text("\n".join([
+            "# The shipped set made again by its pipeline", "",
+            f"Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}  ",
+            f"Machine: {m['cpu']}, {m['cores']} cores (CPU only)  ",
+            "Made by `python -m training.pipeline verify --report " + str(args.report) + "`: the ship stages ("
+            + ", ".join(f"`{s.name}`" for s in cheap) + ") again into an empty folder from the training runs and "
+            "features already made; each file compared with `BreastCADx/Resources/Models` (cards: the same content "
+            "apart from dates, machine, hashes and the folder written to; weights and arrays: byte for byte or "
+            "tensor for tensor).", "", "| file | made again |", "|---|---|",
+            *(f"| {name} | {how} |" for name, how in rows), "", verdict, ""]))
     return 1 if bad else 0
 
 
@@ -266,6 +281,7 @@ def main() -> int:
     ap.add_argument("--minimias", type=Path, default=Path("../data/minimias"))
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--force", action="store_true", help="run: the named stages again even when done")
+    ap.add_argument("--report", type=Path, help="verify: also write the comparison here (markdown)")
     args = ap.parse_intermixed_args()
     stages = SETS[args.set]()
     if args.action == "list":
