@@ -124,9 +124,8 @@ def main() -> None:
     from_card = json.loads(args.cross_site_from.read_text())["cross_site"] if args.cross_site_from else None
     if from_card and args.calibration != "identity":
         raise SystemExit("--cross-site-from has no rows to fit a calibration on: use --calibration identity")
-    if args.box_run and from_card:
-        calibration, cal_how, p_cal, y_cal = {"kind": "identity"}, f"none: no leave-site-out rows for {args.sites}", \
-            None, None
+    if args.box_run and from_card:  # the weights' figures come from another set's rotations: nothing to fit on
+        calibration, cal_how, p_cal, y_cal = {"kind": "identity"}, "", None, None
     elif args.box_run:
         if len(sites) > 1:
             calibration, cal_how, p_cal, y_cal = lso_calibration(args.box_fusion / "rows.npz", args.box_weight,
@@ -139,7 +138,10 @@ def main() -> None:
         p_cal, y_cal, cal_how = calibration_rows(blocks, args.c, sites, kinds, own)
         calibration = fit_platt(p_cal, y_cal)
     cal_text = f"Platt scaling on {cal_how}"
-    if args.calibration == "identity" and p_cal is not None:
+    if p_cal is None:
+        cal_text = (f"none (identity): no leave-site-out rows of {args.sites} yet; as chosen for the set of "
+                    f"{args.cross_site_from}")
+    elif args.calibration == "identity":
         calibration, cal_text = {"kind": "identity"}, f"none (identity); rows it was judged on: {cal_how}"
 
     folder = args.models
