@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from training.experiments.second_look import cascade, summarise
@@ -136,3 +137,24 @@ def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs():
     names = [s.name for s in order(stages, ["ship_classifier"])]
     assert names[-1] == "ship_classifier" and names.index("ship_classifier_auto") < len(names) - 1
     assert all(names.index(n) < names.index(s) for s in names for n in by[s].needs)
+
+
+def test_an_earlier_set_comes_back_whole_and_is_never_written_over(tmp_path):
+    """training.restore_set: the two-site set of commit 6cf1515 (the A+B -> C held-out set) as a verified folder;
+    a second restore into the same folder is refused."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", "6cf1515^{commit}"], capture_output=True).returncode:
+        pytest.skip("the repository's history does not hold commit 6cf1515 (a shallow clone)")
+    from BreastCADxLib.analysis.registry import model_set_info
+
+    out = tmp_path / "two-site"
+    cmd = [sys.executable, "-m", "training.restore_set", "--commit", "6cf1515", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert model_set_info(str(out)) == {"id": "two-site", "modality": "US", "sites": ["busi", "busbra_l5"]}
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert again.returncode != 0 and "never overwritten" in again.stderr
