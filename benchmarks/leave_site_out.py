@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import BUSI_ONLY, TWO_SITE, machine, set_folder
+from benchmarks.machine import machine, set_folder
 from BreastCADxLib.analysis.calibration import expected_calibration_error
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
@@ -40,8 +40,8 @@ RESULTS = Path("benchmarks/results")
 PASSES = Path("runs/site_pass")
 SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)",
          "busuclm": "BUS-UCLM test (Ciudad Real)"}
-SETS = {"busi-only": str(BUSI_ONLY), "two-site": str(TWO_SITE), "three-site": "three-site"}  # id -> where it is
-SCORED_AT = {"busi-only": ("busi", "busbra_l5", "busuclm"), "two-site": ("busuclm",),
+SCORED_AT = {  # set id (benchmarks.machine.set_folder: where it is) -> the test sites it is scored at
+"busi-only": ("busi", "busbra_l5", "busuclm"), "two-site": ("busuclm",),
              "three-site": ("busi", "busbra_l5", "busuclm")}
 CROSS = {("busi-only", "busbra_l5"), ("busi-only", "busuclm"), ("two-site", "busuclm")}  # never saw that hospital
 KINDS = {"expect": "automatic", "roi": "ROI box", "perturbed": "corrected (perturbed)", "reference": "reference"}
@@ -89,7 +89,7 @@ def with_unclassified(lesions: list, d: dict, p: np.ndarray) -> tuple[np.ndarray
 def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
     """The set's classifier (by id) on feature rows of one mask kind: automatic and ROI-box masks (the segmenter's
     own) go to the bundle the card names for them, if any (as the pipeline does)."""
-    clf = classifier_for(SETS.get(model_set) or set_folder(model_set), "auto" if kind in ("expect", "roi") else "user")
+    clf = classifier_for(set_folder(model_set), "auto" if kind in ("expect", "roi") else "user")
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
     box = d[f"box_{model_set}"] if clf.box_member is not None else None  # training.classification.box_probs
     whole = d.get(f"whole_{model_set}") if clf.image_member is not None else None
@@ -104,7 +104,7 @@ def main() -> None:
                  "segmentation": [], "classification": [], "reader": None}
     presence = json.loads((model_set_dir() / "lesion_seg_lite0.json").read_text())["postprocessing"]["presence"]
     for site in SITES:
-        for s in [s for s in SETS if site in SCORED_AT[s]]:
+        for s in [s for s in SCORED_AT if site in SCORED_AT[s]]:
             path = PASSES / f"{s}__{site}__test.npz"
             if path.exists():
                 res["segmentation"].append(seg_rows(site, s, path))
@@ -119,7 +119,7 @@ def main() -> None:
     scores: dict = {}
     for site in SITES:
         lesions = site_cases(site, DEFAULT_DATA[site], ("test",), lesions_only=True)
-        for s in [s for s in SETS if site in SCORED_AT[s]]:
+        for s in [s for s in SCORED_AT if site in SCORED_AT[s]]:
             for kind in KINDS:
                 try:
                     d = load(site, kind, s, test=True)
@@ -208,7 +208,7 @@ def markdown(res: dict) -> str:
                 "specificity is taken at the reader's own sensitivity.\n",
                 "| | automatic masks: AUC / spec | ROI-box masks: AUC / spec | reference masks: AUC / spec |",
                 "|---|---|---|---|"]
-        for s in [s for s in SETS if "busbra_l5" in SCORED_AT[s]]:
+        for s in [s for s in SCORED_AT if "busbra_l5" in SCORED_AT[s]]:
             cells = []
             for kind in ("expect", "roi", "reference"):
                 r = next((r for r in res["classification"] if r["model_set"] == s and r["site"] == "busbra_l5"

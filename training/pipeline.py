@@ -31,6 +31,7 @@ import numpy as np
 
 from BreastCADxLib.analysis.registry import MODELS_DIR
 from training.data import DEFAULT_DATA
+from training.restore_set import TWO_SITE, TWO_SITE_COMMIT
 
 RUNS = Path("runs")
 LOG = RUNS / "pipeline.log"
@@ -40,7 +41,6 @@ ALL = "busi,busbra_l5,busuclm"
 # site -> a segmenter trained without it; for BUS-UCLM the two-site set's own (restored from the last commit that
 # shipped it: its segmenter run is not kept)
 HELD_OUT = {"busi": "seg_BC", "busbra_l5": "seg_AC", "busuclm": "two-site"}
-TWO_SITE_COMMIT = "6cf1515"
 CLS = ("--design", "rad_all+desc+deep_mask", "--c", "0.01", "--sites", ALL, "--box-run", "runs/box_ABC",
        "--box-weight", "0.75", "--box-margins", "0.05,0.1,0.15", "--whole-run", "runs/whole_ABC", "--whole-weight",
        "0.2", "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
@@ -74,7 +74,7 @@ def _train(name: str, sites: str, epochs: int) -> Stage:
 
 
 def _pass(run: str, site: str) -> Stage:
-    where = f"set:runs/{run}" if run == "two-site" else f"runs/{run}"
+    where = f"set:{TWO_SITE}" if run == "two-site" else f"runs/{run}"
     return Stage(f"pass_{run}_{site}", "training.segmentation.site_pass",
                  ("--run", where, "--site", site, "--roles", "train,val"),
                  (f"runs/site_pass/{run}__{site}__train+val.npz",), needs=(run,))
@@ -103,8 +103,8 @@ def three_site() -> list[Stage]:
     own = ",".join(f"{s}=seg_ABC" for s in sites)
     stages = [_train("seg_ABC", ALL, 12), _train("seg_BC", "busbra_l5,busuclm", 8),
               _train("seg_AC", "busi,busuclm", 8),
-              Stage("two-site", "training.restore_set", ("--commit", TWO_SITE_COMMIT, "--out", "runs/two-site"),
-                    ("runs/two-site/modelset.json",), data=False)]
+              Stage("two-site", "training.restore_set", ("--commit", TWO_SITE_COMMIT, "--out", str(TWO_SITE)),
+                    (f"{TWO_SITE}/modelset.json",), data=False)]
     stages += [_pass(run, site) for site, run in HELD_OUT.items()]
     stages += [_pass("seg_ABC", s) for s in sites]
     stages.append(Stage("presence", "training.segmentation.tune_presence",

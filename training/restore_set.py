@@ -16,6 +16,9 @@ from pathlib import Path
 from BreastCADxLib.analysis.registry import verify_model_set
 
 MODELS = "BreastCADx/Resources/Models"
+# the two-site set (BUSI + L5), shipped until this commit: the A+B -> C held-out set of the pipeline and benchmarks
+TWO_SITE_COMMIT = "6cf1515"
+TWO_SITE = Path("runs/two-site")
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from BreastCADxLib.analysis.calibration import logit
+from BreastCADxLib.analysis.classifier import fused_logit
 from BreastCADxLib.results.evaluation import specificity_at
 from training.classification.designs import DESIGNS, BlockModel, load, stack
 from training.data import SITES
@@ -46,7 +47,7 @@ def rotation(site: str, box_dir: Path, seg: str, design: str, c: float) -> dict:
                           for k, v in d.items()})
         pb = np.array([box[c] for c in d["case"][keep].tolist()])
         for w in WEIGHTS:
-            p = 1 / (1 + np.exp(-(w * logit(pb) + (1 - w) * logit(pf))))
+            p = 1 / (1 + np.exp(-fused_logit(logit(pf), logit(pb), w)))
             out[f"{kind}:w{w:g}"] = {"auc": float(roc_auc_score(y, p)), "spec96": specificity_at(y, p, 0.96),
                                     "spec98": specificity_at(y, p, 0.98), "n": int(len(y)), "malignant": int(y.sum())}
     return out

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,22 +211,7 @@ def main() -> None:
             "calibration_ece_before": None if p_cal is None else expected_calibration_error(p_cal, y_cal),
             "calibration_ece_after": None if p_cal is None else
             expected_calibration_error(apply_calibration(calibration, p_cal), y_cal),
-            "command": f"python -m training.classification.ship_sites --design {args.design} --c {args.c:g} "
-                       f"--sites {args.sites}" + (f" --models {args.models}" if args.models != MODELS_DIR else "")
-                       + (f" --box-run {args.box_run} --box-weight {args.box_weight:g} --box-margins "
-                          f"{args.box_margins}" if args.box_run else "")
-                       + (f" --box-val-run {args.box_val_run}" if args.box_val_run else "")
-                       + (f" --whole-run {args.whole_run} --whole-weight {whole_weight:g}" if args.whole_run else "")
-                       + (f" --box-fusion {args.box_fusion}" if args.box_fusion != Path("runs/box_fusion") else "")
-                       + (f" --cross-site-from {args.cross_site_from}" if args.cross_site_from else "")
-                       + (f" --selection {args.selection}" if args.selection != Path("runs/lso_cls3/designs.json")
-                          else "")
-                       + (f" --whole-val-run {args.whole_val_run}" if args.whole_val_run else "")
-                       + (f" --fit-masks {args.fit_masks}" if args.fit_masks != "reference,perturbed" else "")
-                       + (f" --fit-pass {args.fit_pass}" if args.fit_pass else "")
-                       + (f" --calibration {args.calibration}" if args.calibration != "platt" else "")
-                       + (f" --id {args.id}" if args.id != DEFAULT_CLASSIFIER else "")
-                       + (f" --automatic-masks {args.automatic_masks}" if args.automatic_masks else "")},
+            "command": "python -m training.classification.ship_sites " + shlex.join(sys.argv[1:])},
         "exported": exported(),
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only; not for diagnosis. Breast ultrasound B-mode lesions.",
