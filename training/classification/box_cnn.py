@@ -238,7 +238,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         spent += time.time() - te
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "minutes": round((time.time() - te) / 60, 2)}
         if scored and (epoch % args.score_every == 0 or epoch == args.epochs):

@@ -43,17 +43,19 @@ def main() -> None:
     ap.add_argument("--score", default="none", help="the site scored ('none': no scoring; never test rows)")
     ap.add_argument("--pass", dest="pass_file", type=Path, help="segmenter pass NPZ of the scored site")
     ap.add_argument("--eval-margins", default=str(CONTEXT_MARGIN), help="context margins of the scored views")
+    ap.add_argument("--view", choices=["box", "whole"], default="box", help="the view the runs were trained on")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     state = soup(args.runs)
     torch.save(state, args.out / "model.pt")
-    report = {"runs": [str(r) for r in args.runs], "eval_margins": args.eval_margins}
+    report = {"runs": [str(r) for r in args.runs], "eval_margins": args.eval_margins, "view": args.view}
     if args.score != "none":
         model = BoxNet(args.arch, pretrained=False)
         model.load_state_dict(state)
         scored = score_sets(cases(args, [args.score], ("train", "val"), lesions_only=True),
-                            load_pass(args.pass_file) if args.pass_file else {}, margins_of(args.eval_margins))
+                            load_pass(args.pass_file) if args.pass_file else {}, margins_of(args.eval_margins),
+                            args.view)
         probs = {kind: predict(model, crops, bf16=True) for kind, (_, _, crops) in scored.items()}
         np.savez_compressed(args.out / "scores.npz", **{f"{k}_case": np.array(scored[k][0]) for k in probs},
                             **{f"{k}_prob": v for k, v in probs.items()}, **{f"{k}_label": scored[k][1] for k in probs})
