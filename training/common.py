@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,15 @@ def seg_summary(preds: list[np.ndarray], refs: list[np.ndarray]) -> dict:
     normal = [s for s, r in zip(scores, refs) if not r.any()]
     return {"score": float(np.mean(scores)), "lesion_dice": float(np.mean(lesion)),
             "normal_fp_rate": float(1 - np.mean(normal)) if normal else 0.0}
+
+
+FINISHED = "finished.json"  # a training run's marker: written once, when its last epoch is done
+
+
+def write_finished(run: Path, summary: dict) -> None:
+    """Mark a resumable run as complete (training.pipeline reads this file, not the log's text)."""
+    (run / FINISHED).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary},
+                                           indent=1) + "\n")
 
 
 def export_fp16(run: Path, weights: Path) -> tuple[dict, dict, dict]:

@@ -8,7 +8,7 @@
                                                            # compared file by file with the shipped set
 
 Data folders are arguments (--busi, --busbra, --busuclm, --minimias), passed to every stage that reads images.
-A stage is done when its outputs exist (a training run: when its run.log says it finished); a training run cut
+A stage is done when its outputs exist (a training run: when it wrote finished.json, training.common); a run cut
 by its time box is resumed (--resume) by the next `run`, so the whole set is made over several sessions on a
 2-core CPU. Every start, finish and duration goes to runs/pipeline.log. Test splits are never read here.
 The intermediate layout (runs/site_pass, runs/site_features, runs/<run>) is the scripts' own; the models are
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.registry import MODELS_DIR
+from training.common import FINISHED
 from training.data import DEFAULT_DATA
 from training.restore_set import TWO_SITE, TWO_SITE_COMMIT
 
@@ -55,14 +56,13 @@ class Stage:
     outputs: tuple[str, ...]  # "{models}/..." is the models folder
     needs: tuple[str, ...] = ()
     data: bool = True  # takes the data folder arguments
-    run_dir: str = ""  # a resumable training run: done when its run.log says so
+    run_dir: str = ""  # a resumable training run: done when it has written its finished marker
     cheap: bool = False  # a ship stage of minutes on 2 cores: `verify` reruns it
     models_arg: bool = False  # takes --models
 
     def done(self, models: Path) -> bool:
         if self.run_dir:
-            log = Path(self.run_dir) / "run.log"
-            return log.is_file() and any(w in log.read_text() for w in ("finished", "done:"))
+            return (Path(self.run_dir) / FINISHED).is_file()
         return all(Path(o.format(models=models)).exists() for o in self.outputs)
 
 

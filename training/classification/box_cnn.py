@@ -34,6 +34,7 @@ from BreastCADxLib.analysis.networks import ARCHS, BoxNet
 from BreastCADxLib.analysis.preprocessing import mask_bbox
 from BreastCADxLib.image import Image
 from training.augment import ScannerAugment
+from training.common import write_finished
 from training.data import Case, add_data_args, cases
 from training.segmentation.site_pass import load_pass
 
@@ -259,6 +260,7 @@ def main() -> None:
         if epoch == args.epochs:
             torch.save(model.state_dict(), args.out / "model.pt")
             say(f"done: {spent / 60:.1f} min of training in all")
+            write_finished(args.out, {"epochs": args.epochs, "minutes": round(spent / 60, 1)})
         elif args.time_limit_min and time.time() - t0 > args.time_limit_min * 60:
             say(f"time limit reached after epoch {epoch}; continue with --resume")
             break

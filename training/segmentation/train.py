@@ -40,7 +40,7 @@ from BreastCADxLib.analysis.registry import load_card
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, LesionSegmenter
 from BreastCADxLib.image import Image
 from training.augment import ScannerAugment, negative_crop
-from training.common import seg_summary
+from training.common import seg_summary, write_finished
 from training.data import add_data_args, cases
 
 
@@ -304,6 +304,7 @@ def main() -> None:
     else:
         with open(args.out / "run.log", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} finished; best val score {best:.4f}\n")
+        write_finished(args.out, {"epochs": args.epochs, "best_val_score": best})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,23 @@ def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs():
     names = [s.name for s in order(stages, ["ship_classifier"])]
     assert names[-1] == "ship_classifier" and names.index("ship_classifier_auto") < len(names) - 1
     assert all(names.index(n) < names.index(s) for s in names for n in by[s].needs)
+
+
+def test_a_training_run_is_done_only_when_it_marked_itself_finished(tmp_path):
+    """A run cut by its time box has model.pt (the best epoch so far) and a log: not done; the marker that the last
+    epoch writes makes it done (no log text is parsed)."""
+    from training.common import write_finished
+    from training.pipeline import Stage
+
+    run = tmp_path / "seg"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"x")
+    (run / "run.log").write_text("2026-12-06 stopped by the time limit after epoch 3; finished soon\n")
+    stage = Stage("seg", "training.segmentation.train", (), (str(run / "model.pt"),), run_dir=str(run))
+    assert not stage.done(tmp_path)
+    write_finished(run, {"epochs": 8})
+    assert stage.done(tmp_path)
+    assert json.loads((run / "finished.json").read_text())["epochs"] == 8
 
 
 def test_an_earlier_set_comes_back_whole_and_is_never_written_over(tmp_path):
