@@ -170,8 +170,9 @@ def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalida
             reasons.append(f"it does not look like the {MODALITY_WORDS.get(modality, modality)} the models were "
                            f"trained on ({modality} score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
         speckle = speckle_check(to_uint8_range(_plane(image))) if modality == "US" else None
-        if speckle is not None:  # turned by 90 degrees or inverted: the models would read it wrongly
+        if speckle is not None:  # turned by 90 degrees, upside down or inverted: the models would read it wrongly
             reasons += speckle.reasons()
+            check.cautions += speckle.cautions()
     if reasons and not allow_unvalidated:
         raise InputRefused("; ".join(reasons) + f" - {OVERRIDE_HINT}", image.source or None)
     check.overridden = bool(reasons)

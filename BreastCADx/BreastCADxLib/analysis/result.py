@@ -18,6 +18,9 @@ from BreastCADxLib.analysis.site import ReaderView
 from BreastCADxLib.analysis.values import Flag, InputCheck, Prediction
 from BreastCADxLib.errors import BreastCADxError
 
+# flags a result derives from its input check and its mask's origin (not stored with the prediction)
+DERIVED_FLAGS = ("input_unvalidated", "input_corrected", "orientation_uncertain", "edited_mask")
+
 SCHEMA = "breastcadx-result/3"  # /3: flags are {code, text}; /2 files (flags as text) are still read
 READABLE_SCHEMAS = ("breastcadx-result/2", SCHEMA)
 EDITED_FLAG = Flag("edited_mask", "edited mask: the automatic outline was corrected by the user before "
@@ -156,8 +159,7 @@ class AnalysisResult:
                 raise ResultFormatError(f"flags cannot be read ({e})") from None
             pred = Prediction(probability=d["malignancy_probability"], raw_probability=d["raw_probability"],
                               birads=d["birads_suggestion"], member_probabilities=d["member_probabilities"],
-                              flags=[f for f in flags if f.code not in ("input_unvalidated", "input_corrected",
-                                                                        "edited_mask")],
+                              flags=[f for f in flags if f.code not in DERIVED_FLAGS],
                               top_features=list(d["top_features"]),
                               ood_distance=d["ood_distance"], suggestion_note=d["birads_note"] or SUGGESTION_NOTE)
         known = set(cls(source="", lesion_found=False, provenance=_PLACEHOLDER).to_json())

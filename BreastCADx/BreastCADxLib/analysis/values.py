@@ -39,6 +39,8 @@ FLAG_CODES = {
     "frame_selected": "one frame of a multi-frame image (a cine) was analysed",
     "box_prompt_outline": "a set without a segmenter: the drawn box's inscribed ellipse is the finding's outline",
     "input_corrected": "the file's header contradicted its pixels and was read the way the pixels show",
+    "orientation_uncertain": "the image may be upside down (its depth profile is unlike 99 % of the training "
+                             "images); the reader checks that the skin line is at the top",
     "reader_disagreement": "the site profile's rule on the radiologist's category and BreastCADx's score decides "
                            "otherwise than the radiologist's category",
 }
@@ -89,6 +91,7 @@ class InputCheck:
     reasons: list[str] = field(default_factory=list)  # empty: inside the validated range
     overridden: bool = False  # analysed although outside, on the user's request
     notes: list[str] = field(default_factory=list)  # what the reader corrected in the file (a lying header)
+    cautions: list[str] = field(default_factory=list)  # not refused, but to be checked (orientation)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -100,6 +103,7 @@ class InputCheck:
     @property
     def flags(self) -> list[Flag]:
         out = [Flag("input_corrected", "input corrected: " + "; ".join(self.notes))] if self.notes else []
+        out += [Flag("orientation_uncertain", c) for c in self.cautions]
         if self.overridden:
             out.insert(0, Flag("input_unvalidated", "input outside what the models were validated on ("
                                + "; ".join(self.reasons) + "): analysed on the user's request, do not rely on "

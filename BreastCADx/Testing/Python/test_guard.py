@@ -54,6 +54,19 @@ def test_ultrasound_of_both_hospitals_passes(path, sample_dicom):
     assert check.ultrasound_score >= check.threshold
 
 
+@pytest.mark.parametrize("path", ULTRASOUND, ids=lambda p: p.name)
+def test_depth_runs_down_the_committed_ultrasound_and_up_when_it_is_turned_over(path):
+    """The depth score: above the flag cut upright (no caution), the same score negated upside down, which is
+    flagged or refused (analysis.orientation)."""
+    from BreastCADxLib.analysis.orientation import DEPTH_FLAG_CUT, speckle_check
+
+    grey = load_image(path).array[0]
+    upright, turned = speckle_check(grey), speckle_check(grey[::-1])
+    assert upright.depth > DEPTH_FLAG_CUT and upright.cautions() == [] and upright.reasons() == []
+    assert turned.depth == pytest.approx(-upright.depth, abs=0.05)
+    assert turned.cautions() or any("upside down" in r for r in turned.reasons())
+
+
 def test_threshold_separates_ultrasound_from_foreign_images(foreign):
     guard = get_guard()
     lowest_us = min(guard.score(load_image(p)) for p in ULTRASOUND)

@@ -177,6 +177,12 @@ def main() -> None:
     upright = np.asarray(PILImage.open(BUSI / "benign_004.png").convert("L"))
     PILImage.fromarray(np.ascontiguousarray(np.rot90(upright))).save(kind("turned_90.png", ["turned by 90"]))
     PILImage.fromarray(255 - upright).save(kind("inverted.png", ["inverted"]))
+    # upside down: a lesion image's depth score lies in the flag band (analysed, flagged), a normal one's below
+    # every genuine image's (refused)
+    PILImage.fromarray(np.ascontiguousarray(upright[::-1])).save(
+        kind("upside_down.png", [], exit=0, flag="orientation_uncertain"))
+    normal = np.asarray(PILImage.open(BUSI / "normal_003.png").convert("L"))
+    PILImage.fromarray(np.ascontiguousarray(normal[::-1])).save(kind("upside_down_normal.png", ["upside down"]))
     ds = us_ds(upright)  # bright-tissue pixels under a MONOCHROME1 label: read as a negative
     ds.PhotometricInterpretation = "MONOCHROME1"
     save(ds, kind("monochrome1_on_bright_tissue.dcm", ["inverted", "monochrome1"]))
