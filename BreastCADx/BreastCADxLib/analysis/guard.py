@@ -166,13 +166,16 @@ def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalida
                        notes=list(image.metadata.get("corrections", [])))
     if image.modality in guard.spec["modalities"]:  # a foreign modality is refused by its name alone
         check.ultrasound_score = guard.score(image)
-        if check.ultrasound_score < guard.threshold:
+        looks_right = check.ultrasound_score >= guard.threshold
+        if not looks_right:
             reasons.append(f"it does not look like the {MODALITY_WORDS.get(modality, modality)} the models were "
                            f"trained on ({modality} score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
         speckle = speckle_check(to_uint8_range(_plane(image))) if modality == "US" else None
-        if speckle is not None:  # turned by 90 degrees, upside down or inverted: the models would read it wrongly
+        if speckle is not None and looks_right:  # turned, upside down or inverted: the models would misread it
             reasons += speckle.reasons()
             check.cautions += speckle.cautions()
+        elif speckle is not None and speckle.reasons():  # a mammogram is not "turned by 90 degrees": a hint only
+            reasons[-1] += " (if it is an ultrasound image: " + "; ".join(speckle.reasons()) + ")"
     if reasons and not allow_unvalidated:
         raise InputRefused("; ".join(reasons) + f" - {OVERRIDE_HINT}", image.source or None)
     check.overridden = bool(reasons)

@@ -81,6 +81,8 @@ def test_foreign_images_are_refused_naming_file_and_cause(foreign, kind, tmp_pat
     err = capsys.readouterr().err
     assert str(foreign[kind]) in err and "does not look like the breast ultrasound" in err
     assert "--allow-unvalidated-input" in err and not out.exists()
+    told = err.split("(if it is an ultrasound image:")[0]  # orientation words only as a hint for ultrasound
+    assert not any(w in told for w in ("turned by 90", "upside down", "inverted"))
 
 
 def test_mammography_is_refused_by_modality(tmp_path, capsys):
