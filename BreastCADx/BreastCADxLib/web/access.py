@@ -16,6 +16,7 @@ from BreastCADxLib.io.files import ITK_SUFFIXES, RASTER_SUFFIXES, suffix_of
 TOKEN_ENV = "BREASTCADX_SERVE_TOKEN"
 IMAGE_SUFFIXES = (".dcm", ".dicom", *RASTER_SUFFIXES, *ITK_SUFFIXES)
 MAX_LISTED = 5000
+MAX_VISITED = 200_000  # directory entries one scan of the served folders looks at
 
 
 class AccessError(BreastCADxError):
@@ -72,6 +73,13 @@ class Entry:
     label: str  # what the page shows
 
 
+@dataclass(frozen=True)
+class Listing:
+    cases: list[Entry]
+    site_profiles: list[Entry]
+    model_sets: list[Entry]
+
+
 class DataRoots:
     """The folders given with --data: the only places the server reads cases from. The page names a case by
     a reference into this listing; anything that resolves outside the folders is refused."""
@@ -84,36 +92,44 @@ class DataRoots:
                 raise AccessError("--data must be an existing folder", p)
             self.roots.append(p.resolve())
 
-    def listing(self) -> list[Entry]:
-        """Image files and DICOM series folders (folders holding .dcm files), sorted, at most MAX_LISTED."""
-        out: list[Entry] = []
+    def scan(self) -> Listing:
+        """One walk of the served folders (sorted, symbolic links not followed, at most MAX_VISITED entries): the
+        image files and DICOM series folders (folders holding .dcm files), the site profiles (folders holding
+        site.json, made by `breastcadx adapt`) and the model sets (folders holding modelset.json, e.g. made by
+        `breastcadx train`), at most MAX_LISTED of each."""
+        found = Listing([], [], [])
+        visited = 0
         for i, root in enumerate(self.roots):
-            for path in sorted(root.rglob("*")):
-                if len(out) >= MAX_LISTED:
-                    return out
-                rel = path.relative_to(root).as_posix()
-                if path.is_file() and suffix_of(path) in IMAGE_SUFFIXES and "_mask" not in path.stem:
-                    out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}"))
-                elif path.is_dir() and len(list(path.glob("*.dcm"))) > 1:
-                    out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}/ (DICOM series)"))
-        return out
+            for here, dirs, files in os.walk(root):
+                dirs.sort()
+                folder = Path(here)
+                rel = folder.relative_to(root).as_posix()
+                visited += len(dirs) + len(files)
+                marks = {"site.json": found.site_profiles, "modelset.json": found.model_sets}
+                for name, into in marks.items():
+                    if name in files and len(into) < MAX_LISTED:
+                        into.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}"))
+                if rel != "." and sum(f.lower().endswith(".dcm") for f in files) > 1:
+                    found.cases.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}/ (DICOM series)"))
+                for f in sorted(files):
+                    path = folder / f
+                    if suffix_of(path) in IMAGE_SUFFIXES and "_mask" not in path.stem:
+                        r = path.relative_to(root).as_posix()
+                        found.cases.append(Entry(f"{i}/{r}", f"{root.name}/{r}"))
+                if visited > MAX_VISITED:
+                    break
+        found.cases.sort(key=lambda e: e.label)
+        del found.cases[MAX_LISTED:]
+        return found
 
-    def folders_holding(self, name: str) -> list[Entry]:
-        """Folders inside the served folders that hold a file of this name (at most MAX_LISTED per served folder)."""
-        out: list[Entry] = []
-        for i, root in enumerate(self.roots):
-            for path in sorted(root.rglob(name))[:MAX_LISTED]:
-                rel = path.parent.relative_to(root).as_posix()
-                out.append(Entry(f"{i}/{rel}", f"{root.name}/{rel}"))
-        return out
+    def listing(self) -> list[Entry]:
+        return self.scan().cases
 
     def site_profiles(self) -> list[Entry]:
-        """Site profiles (folders holding site.json, made by `breastcadx adapt`) inside the served folders."""
-        return self.folders_holding("site.json")
+        return self.scan().site_profiles
 
     def model_sets(self) -> list[Entry]:
-        """Model sets (folders holding modelset.json, e.g. made by `breastcadx train`) inside the served folders."""
-        return self.folders_holding("modelset.json")
+        return self.scan().model_sets
 
     def resolve(self, ref: str) -> Path:
         index, _, rel = str(ref).partition("/")

@@ -122,15 +122,16 @@ class BreastCADxPage:
         self._roi_shown = ""
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self.session.on_roi_changed = self._on_roi
+        found = self.roots.scan()  # one walk of the served folders
         self.state.update({
             "status": self.session.status.to_state(), "cases": [{"title": e.label, "value": e.ref}
-                                                                 for e in self.roots.listing()],
+                                                                 for e in found.cases],
             "case_ref": None, "study_uid": "", "roi_text": "", "tool": "none", "brush_mm": 15.0,
             "heat_opacity": 0.5, "pacs_enabled": options.pacs is not None, "trame__title": "BreastCADx",
             "reader_birads": "", "site": options.site.name if options.site else "", "site_ref": None,
-            "site_profiles": [{"title": e.label, "value": e.ref} for e in self.roots.site_profiles()],
+            "site_profiles": [{"title": e.label, "value": e.ref} for e in found.site_profiles],
             "model_set_ref": None, "model_set": "",
-            "model_sets": [{"title": e.label, "value": e.ref} for e in self.roots.model_sets()],
+            "model_sets": [{"title": e.label, "value": e.ref} for e in found.model_sets],
         })
         self._build_ui()
 

@@ -44,6 +44,29 @@ def test_listing_offers_images_and_series_not_masks_or_other_files(served):
     assert not {"0/a_mask.png", "0/notes.txt"} & refs
 
 
+def test_one_walk_finds_cases_profiles_and_sets_and_stops_at_its_bound(served, monkeypatch):
+    from BreastCADxLib.web import access
+
+    roots, _ = served
+    root = roots.roots[0]
+    (root / "sites" / "h1").mkdir(parents=True)
+    (root / "sites" / "h1" / "site.json").write_text("{}")
+    (root / "sets" / "mg").mkdir(parents=True)
+    (root / "sets" / "mg" / "modelset.json").write_text("{}")
+    walks = []
+    real_walk = os.walk
+    monkeypatch.setattr(access.os, "walk", lambda *a, **k: walks.append(a) or real_walk(*a, **k))
+    found = roots.scan()
+    assert len(walks) == 1
+    assert [e.ref for e in found.site_profiles] == ["0/sites/h1"] and [e.ref for e in found.model_sets] == ["0/sets/mg"]
+    assert {"0/a.png", "0/series"} <= {e.ref for e in found.cases}
+    for k in range(50):
+        (root / f"deep{k:02d}").mkdir()
+        (root / f"deep{k:02d}" / "x.png").write_bytes(b"x")
+    monkeypatch.setattr(access, "MAX_VISITED", 20)
+    assert len(roots.scan().cases) < 25  # a huge folder is not walked to its end
+
+
 @pytest.mark.parametrize("ref", ["0/../secret.png", "0/series/../../secret.png", "0//etc/passwd", "0/link.png",
                                  "1/a.png", "../secret.png", "x/a.png", "0/", "0/missing.png"])
 def test_paths_outside_the_served_folders_are_refused(served, ref):
