@@ -92,7 +92,7 @@ def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
     clf = classifier_for(set_folder(model_set), "auto" if kind in ("expect", "roi") else "user")
     deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
     box = d[f"box_{model_set}"] if clf.box_member is not None else None  # training.classification.box_probs
-    whole = d.get(f"whole_{model_set}") if clf.image_member is not None else None
+    whole = d.get(f"whole_{model_set}") if clf.whole_member is not None else None
     return clf.fused(named_matrix(d, clf.radiomics_names), deep.astype(float), box, whole)[0]
 
 

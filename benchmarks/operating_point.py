@@ -50,7 +50,7 @@ def main() -> int:
     design = clf.card["design"]
     c = float(clf.card["training"]["leave_site_out_scores"]["C"])
     if clf.box_member is not None:  # the fused score's leave-site-out rows (those its calibration was fitted on)
-        whole = float(clf.image_member["weight"]) if clf.image_member else 0.0
+        whole = float(clf.whole_member["weight"]) if clf.whole_member else 0.0
         _, how, raw, y = lso_calibration(LSO_ROWS, float(clf.box_member["weight"]), whole)
     else:
         raw, y, how = calibration_rows(DESIGNS[design], c, ["busi", "busbra_l5"])

@@ -55,7 +55,7 @@ def compare_rows(rows_npz: Path, key: str, model_set: str, cases: list[str], y: 
 
     z = np.load(rows_npz, allow_pickle=False)  # the members' logits
     clf = classifier_for(model_set, "auto")
-    whole = clf.image_member
+    whole = clf.whole_member
     fused = fused_logit(z[f"{key}:design"], z[f"{key}:box"], float(clf.box_member["weight"]),
                         z[f"{key}:whole"] if whole else None, float(whole["weight"]) if whole else 0.0)
     bench = dict(zip(z[f"{key}:case"].tolist(), fused.tolist()))

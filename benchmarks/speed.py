@@ -77,7 +77,7 @@ def stages(image, repeats: int) -> dict[str, float]:
     from BreastCADxLib.analysis.classifier import get_classifier
 
     for row, member in (("image member (box CNN)", get_classifier().box_member),
-                        ("whole-image member (CNN)", get_classifier().image_member)):
+                        ("whole-image member (CNN)", get_classifier().whole_member)):
         if member is not None:
             scorer = get_box_scorer(member["model"])
             out[row] = median_time(lambda s=scorer: s.probability(image, mask), repeats)

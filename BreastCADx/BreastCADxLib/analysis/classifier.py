@@ -114,10 +114,11 @@ class FusionClassifier:
         self.ood_threshold = float(card["ood"]["threshold"])
         self.explain_weight = arrays["explain_deep_weight"]
         self.explain_bias = float(card["explain"]["deep_bias"])
-        # optional image-level member: {"model": id, "weight": w}; raw = sigmoid(w logit(box) + (1-w) logit(features))
+        # optional box-crop member: {"model": id, "weight": w}; raw = sigmoid(w logit(box) + (1-w) logit(features))
         self.box_member: dict | None = card.get("box_member")
-        # optional whole-image member {"model": id, "weight": v}: raw = sigmoid((1-v) z + v logit(whole)), z as above
-        self.image_member: dict | None = card.get("image_member")
+        # optional whole-image member {"model": id, "weight": v}: raw = sigmoid((1-v) z + v logit(whole)), z as above;
+        # the card's key keeps its first name, "image_member" (the shipped cards and their SHA256 carry it)
+        self.whole_member: dict | None = card.get("image_member")
 
     # -- features -> member inputs -------------------------------------------------------------
     @staticmethod
@@ -164,11 +165,11 @@ class FusionClassifier:
     # -- one case -------------------------------------------------------------------------------------
     def with_image_members(self, raw_features: np.ndarray, box_probability, whole_probability=None) -> np.ndarray:
         """The fused raw probability when the card names image-level members, else the features' own."""
-        if self.box_member is None and self.image_member is None:
+        if self.box_member is None and self.whole_member is None:
             return raw_features
         logits = {}
         for name, member, p in (("box", self.box_member, box_probability),
-                                ("whole", self.image_member, whole_probability)):
+                                ("whole", self.whole_member, whole_probability)):
             if member is None:
                 continue
             if p is None:
@@ -208,7 +209,7 @@ class FusionClassifier:
                 flags.append(Flag("members_disagree", "the outline's features and the image model of the lesion's "
                                   "box disagree strongly" if self.box_member else
                                   "radiomics and deep models disagree strongly"))
-        if self.image_member is not None:
+        if self.whole_member is not None:
             members["whole_image_cnn"] = np.array([whole_probability], float)
         return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),
                           member_probabilities={k: float(v[0]) for k, v in members.items()}, flags=flags,

@@ -295,8 +295,8 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         scorer = get_box_scorer(classifier.box_member["model"], device, model_set)
         box_p = scorer.probability(work, work_mask)
         provenance = replace(provenance, image_model=ModelRef(scorer.card["id"], scorer.card["sha256"]))
-    if classifier.image_member is not None:
-        whole = get_box_scorer(classifier.image_member["model"], device, model_set)
+    if classifier.whole_member is not None:
+        whole = get_box_scorer(classifier.whole_member["model"], device, model_set)
         whole_p = whole.probability(work, work_mask)
         provenance = replace(provenance, whole_image_model=ModelRef(whole.card["id"], whole.card["sha256"]))
     seconds["deep_features"] = time.perf_counter() - t

@@ -58,7 +58,7 @@ def test_the_classifier_needs_the_member_it_names():
     clf = get_classifier()
     assert clf.box_member is not None and clf.box_member["model"] == BOX_MODEL
     rad = {n: 0.0 for n in clf.radiomics_names}
-    assert clf.image_member is not None  # the shipped set also fuses the whole-image member
+    assert clf.whole_member is not None  # the shipped set also fuses the whole-image member
     with pytest.raises(ModelError, match="image-level model 'lesion_box_cnn'"):
         clf.predict(rad, np.zeros(1280), whole_probability=0.5)
     with pytest.raises(ModelError, match="image-level model 'lesion_whole_cnn'"):

@@ -38,7 +38,7 @@ def test_heldout_test_patients_auc_floor(model_set, site):
     assert list(z["named_names"]) == clf.radiomics_names
     rows = z["site"] == site
     box = z[f"box_{model_set}"][rows].astype(float) if clf.box_member is not None else None
-    whole = z[f"whole_{model_set}"][rows].astype(float) if clf.image_member is not None else None
+    whole = z[f"whole_{model_set}"][rows].astype(float) if clf.whole_member is not None else None
     p = clf.fused(z["named"][rows], z["deep"][rows].astype(float), box, whole)[0]  # members on the same outlines
     assert rows.sum() >= 120 and 0 < z["label"][rows].sum() < rows.sum()
     assert roc_auc_score(z["label"][rows], p) >= FLOORS[model_set, site]
@@ -50,7 +50,7 @@ def test_an_attribution_is_the_change_in_the_fused_probability_recomputed_by_han
     the fused probability minus the fused probability with that feature at its training mean (members held)."""
     z = np.load(DATA / "test_rows.npz", allow_pickle=False)
     clf = get_classifier(model_set="three-site")
-    assert clf.box_member is not None and clf.image_member is not None
+    assert clf.box_member is not None and clf.whole_member is not None
     i = int(np.flatnonzero(z["site"] == "busbra_l5")[0])
     rad = dict(zip(clf.radiomics_names, z["named"][i].astype(float)))
     deep, box, whole = z["deep"][i].astype(float), float(z["box_three-site"][i]), float(z["whole_three-site"][i])

@@ -35,7 +35,7 @@ def l5_cases() -> list[SiteCase]:
     rows = z["site"] == "busbra_l5"
     clf = get_classifier(model_set=SET)
     box = z[f"box_{COLUMN}"][rows].astype(float) if clf.box_member is not None else None
-    whole = z[f"whole_{COLUMN}"][rows].astype(float) if clf.image_member is not None else None
+    whole = z[f"whole_{COLUMN}"][rows].astype(float) if clf.whole_member is not None else None
     p = clf.fused(z["named"][rows], z["deep"][rows].astype(float), box, whole)[0]
     return [SiteCase(str(c), int(y), str(g), float(q), "user", None, {2: 2.0, 3: 3.0, 4: 4.33, 5: 5.0}[int(b)])
             for c, y, g, q, b in zip(z["case"][rows], z["label"][rows], z["group"][rows], p, z["birads"][rows])]
