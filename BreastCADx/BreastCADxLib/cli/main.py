@@ -169,7 +169,8 @@ def _add_model_set(p: argparse.ArgumentParser, site: bool = False) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from BreastCADxLib.train.pipeline import train
 
-    train(Path(args.manifest), args.modality, Path(args.out), args.device, args.max_minutes, args.folds)
+    train(Path(args.manifest), args.modality, Path(args.out), args.device, args.max_minutes, args.folds,
+          start_from=args.start_from)
     print(f"model set -> {args.out} (card.md: the cross-validated figures)")
     return 0
 
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop after this many minutes (0: no limit); the same command goes on from there")
     tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (by patient)")
+    tr.add_argument("--from", dest="start_from", metavar="SET",
+                    help="start from a set `breastcadx train` made (same modality): keep its feature scaling and "
+                         "deep projection, pull the logistic towards its coefficients (a few local cases adjust it)")
     tr.set_defaults(func=cmd_train)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser

@@ -14,6 +14,11 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 5. the set's input guard: a one-class model of its own images (findings' and normal images) on the whole-image
    Lite0 embedding, so another modality's image is refused by it.
 The set has no segmenter: the user's box (or outline) locates the finding (`analyze --model-set SET --roi ...`).
+
+`--from SET` starts from a set this command made (same modality and features): its scalers and deep PCA (the
+representation fitted on its larger data) are kept, and the logistic is fitted with its L2 pull towards that
+set's coefficients instead of towards zero, so a few local cases adjust the set rather than replace it. The
+cross-validation then also reports the source set as it is and the fit from scratch, on the same folds.
 """
 
 from __future__ import annotations
@@ -169,6 +174,75 @@ def _fusion(rad, deep, y, seed: int = 0):
     return {"rm": rm, "rs": rs, "dm": dm, "ds": ds, "pca": pca, "lr": lr}
 
 
+@dataclass(frozen=True)
+class _Projection:
+    """A fitted PCA's projection, read from a set's arrays (what _fusion_proba and write_set use of a PCA)."""
+
+    mean_: np.ndarray
+    components_: np.ndarray
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean_) @ self.components_.T
+
+
+@dataclass(frozen=True)
+class _Logistic:
+    coef_: np.ndarray  # (1, features)
+    intercept_: np.ndarray  # (1,)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = 1 / (1 + np.exp(-(x @ self.coef_[0] + self.intercept_[0])))
+        return np.column_stack([1 - p, p])
+
+
+def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) -> dict:
+    """A verified set made by this command, as _fusion returns a fit: --from's starting point."""
+    from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
+
+    folder = model_set_dir(source)  # ModelError (exit 2) for an unknown name or folder
+    if model_set_info(source)["modality"] != modality:
+        raise TrainError(f"--from: a {model_set_info(source)['modality']} set, this training is {modality}", folder)
+    card = load_card("lesion_cls_fusion", folder)
+    members = card["members"]
+    kinds = [b["kind"] for b in members[0]["branches"]] if len(members) == 1 else []
+    if kinds != ["radiomics", "deep"] or card.get("box_member") or card.get("image_member"):
+        raise TrainError("--from needs a set made by `breastcadx train` (one logistic over radiomics and deep "
+                         "features); this set's classifier has other members (image CNNs or several blocks)",
+                         folder / "lesion_cls_fusion.json")
+    if card["radiomics_names"] != names:
+        raise TrainError("--from: the set was made with other radiomics features", folder / "lesion_cls_fusion.json")
+    with np.load(folder / card["arrays"], allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    if a["m_deep_mean"].shape[0] != deep_dims:
+        raise TrainError("--from: the set was made with other deep features", folder / "lesion_cls_fusion.json")
+    est = members[0]["estimator"]
+    return {"rm": a["m_rad_mean"], "rs": a["m_rad_scale"], "dm": a["m_deep_mean"], "ds": a["m_deep_scale"],
+            "pca": _Projection(a["m_deep_pca_mean"], a["m_deep_pca_components"]),
+            "lr": _Logistic(np.array([est["coef"]], float), np.array([est["intercept"]], float)),
+            "id": model_set_info(source)["id"]}
+
+
+def _fusion_from(src: dict, rad, deep, y):
+    """The source's representation; the logistic fitted with its L2 penalty centred on the source's coefficients
+    (sklearn's objective and class balance otherwise: C x sum of weighted log-losses + |w - w_src|^2 / 2)."""
+    from scipy.optimize import minimize
+
+    x = np.hstack([(rad - src["rm"]) / src["rs"], src["pca"].transform((deep - src["dm"]) / src["ds"])])
+    w0 = np.r_[src["lr"].coef_[0], src["lr"].intercept_[0]]
+    sw = np.where(y == 1, len(y) / (2 * max(y.sum(), 1)), len(y) / (2 * max(len(y) - y.sum(), 1)))
+
+    def objective(w):
+        z = x @ w[:-1] + w[-1]
+        p = 1 / (1 + np.exp(-z))
+        loss = np.sum(sw * (np.logaddexp(0, z) - y * z))
+        d = w[:-1] - w0[:-1]
+        g = sw * (p - y)
+        return C_FUSION * loss + 0.5 * d @ d, np.r_[C_FUSION * (x.T @ g) + d, C_FUSION * g.sum()]
+
+    w = minimize(objective, w0, jac=True, method="L-BFGS-B", options={"maxiter": 5000}).x
+    return {**src, "lr": _Logistic(w[None, :-1], w[-1:])}
+
+
 def _fusion_proba(m, rad, deep):
     x = np.hstack([(rad - m["rm"]) / m["rs"], m["pca"].transform((deep - m["dm"]) / m["ds"])])
     return m["lr"].predict_proba(x)[:, 1]
@@ -182,28 +256,36 @@ def _baseline(rad, y):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(rad, y)
 
 
-def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0) -> dict:
-    """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs."""
+def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, source: dict | None = None) -> dict:
+    """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs. With a
+    `source` set (--from): the fusion from it ("fusion"), the source as it is and the fusion from scratch too."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from BreastCADxLib.results.evaluation import auc_ci, specificity_at
 
-    oof = {"fusion": np.zeros(len(y)), "pyradiomics_lr": np.zeros(len(y))}
+    names = ["fusion", "pyradiomics_lr"] + (["source_as_is", "fusion_from_scratch"] if source else [])
+    oof = {k: np.zeros(len(y)) for k in names}
     for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(rad, y, groups):
-        oof["fusion"][test] = _fusion_proba(_fusion(rad[train], deep[train], y[train]), rad[test], deep[test])
+        scratch = _fusion(rad[train], deep[train], y[train])
+        fit = _fusion_from(source, rad[train], deep[train], y[train]) if source else scratch
+        oof["fusion"][test] = _fusion_proba(fit, rad[test], deep[test])
         oof["pyradiomics_lr"][test] = _baseline(rad[train], y[train]).predict_proba(rad[test])[:, 1]
+        if source:
+            oof["source_as_is"][test] = _fusion_proba(source, rad[test], deep[test])
+            oof["fusion_from_scratch"][test] = _fusion_proba(scratch, rad[test], deep[test])
     out = {}
     for name, p in oof.items():
         out[name] = {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
     return {"folds": folds, "by_patient": True, "models": out, "oof": {k: v.tolist() for k, v in oof.items()}}
 
 
-def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str) -> None:
-    """The fusion refitted on every finding, as a bundle the product loads; modelset.json and card.md."""
+def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
+              source: dict | None = None) -> None:
+    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; card.md."""
     from BreastCADxLib.analysis.classifier import load_classifier
     from BreastCADxLib.analysis.registry import save_card, sha256_of
 
-    m = _fusion(rad, deep, y)
+    m = _fusion_from(source, rad, deep, y) if source else _fusion(rad, deep, y)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"m_rad_mean": m["rm"], "m_rad_scale": m["rs"], "m_deep_mean": m["dm"], "m_deep_scale": m["ds"],
               "m_deep_pca_mean": m["pca"].mean_, "m_deep_pca_components": m["pca"].components_}
@@ -235,6 +317,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
                 "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
         "explain": {"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
         "training": {"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
+                     **({"from_set": source["id"]} if source else {}),
                      "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
         "intended_use": "Research only; not for diagnosis." + (
             " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
@@ -288,8 +371,10 @@ def card_text(card: dict, cv: dict, modality: str, data: dict) -> str:
     lines = [f"# Model set `{card['model_set']}` ({modality})", "", card["intended_use"], "",
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
              f"left out: {data['left_out']}. Made {data['date']} by `{t['command']}`.", "",
-             f"Cross-validation by patient ({cv['folds']} folds, the same folds for both), 95 % CI by patient "
-             "bootstrap:", "", "| model | AUC [95 % CI] | specificity at sensitivity 0.96 |", "|---|---|---|"]
+             f"Cross-validation by patient ({cv['folds']} folds, the same folds for every row), 95 % CI by patient "
+             "bootstrap" + (f"; `fusion` starts from the set `{t['from_set']}` (--from), `source_as_is` is that set "
+                            "unchanged" if t.get("from_set") else "") + ":", "",
+             "| model | AUC [95 % CI] | specificity at sensitivity 0.96 |", "|---|---|---|"]
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
@@ -299,7 +384,7 @@ def card_text(card: dict, cv: dict, modality: str, data: dict) -> str:
 
 
 def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_minutes: float = 0.0,
-          folds: int = FOLDS, say=None) -> dict:
+          folds: int = FOLDS, say=None, start_from: str | None = None) -> dict:
     """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if modality not in MODALITIES:
@@ -330,8 +415,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     names = rows[findings[0].case_id]["names"]
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
-    say("stage 3/4 cross-validation by patient")
-    cv = cross_validate(rad, deep, y, patients, folds)
+    source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
+    say("stage 3/4 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
+    cv = cross_validate(rad, deep, y, patients, folds, source=source)
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
             f"0.96 {r['specificity_at_0.96']:.2f}")
@@ -339,8 +425,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     say("stage 4/4 the model set")
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sites": [manifest.parent.name]}
-    command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)])
-    write_set(out, names, rad, deep, y, modality, cv, data, command)
+    command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)]
+                       + (["--from", start_from] if start_from else []))
+    write_set(out, names, rad, deep, y, modality, cv, data, command, source)
     write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device)
     from BreastCADxLib.analysis.registry import write_modelset
 

@@ -159,3 +159,51 @@ def test_a_mammogram_dicom_through_the_mammography_set_gives_a_valid_sr(mg_set, 
         "malignancy_probability"]) < 1e-6
     errors = dciodvfy(sr)[1]
     assert not errors, errors
+
+
+def test_from_a_set_keeps_its_representation_and_moves_its_logistic_only_as_far_as_the_cases_ask(mg_set, tmp_path):
+    """--from: the new set carries the source's scalers and deep projection, names its source, and its logistic
+    fits the cases better than the source's while staying nearer the source's coefficients than a fit from zero;
+    the cross-validation reports the source as it is and the fit from scratch on the same folds."""
+    import shutil
+
+    from BreastCADxLib.train.pipeline import _fusion_from, _Logistic, source_fusion
+
+    out = tmp_path / "mg-local"
+    out.mkdir()
+    shutil.copytree(mg_set / ".work", out / ".work")  # the same findings: their features are not recomputed
+    r = run(MG / "findings.csv", "--modality", "MG", "--out", out, "--folds", "2", "--from", mg_set,
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "features: " not in r.stderr and "source_as_is: AUC" in r.stderr and "fusion_from_scratch" in r.stderr
+    card = json.loads((out / "lesion_cls_fusion.json").read_text())
+    assert card["training"]["from_set"] == "mg-demo" and "--from" in card["training"]["command"]
+    old = np.load(mg_set / "lesion_cls_fusion.npz")
+    new = np.load(out / "lesion_cls_fusion.npz")
+    for k in ("m_rad_mean", "m_rad_scale", "m_deep_pca_components"):
+        assert np.array_equal(old[k], new[k]), k
+    z = [np.load(p, allow_pickle=False) for p in sorted((out / ".work").glob("*.npz"))]
+    rad, deep = np.array([a["rad"] for a in z]), np.array([a["deep"] for a in z], float)
+    names = card["radiomics_names"]
+    src = source_fusion(str(mg_set), "MG", names, deep.shape[1])
+    y = np.arange(len(rad)) % 2  # labels the source never saw: the fit must move towards them
+    moved = _fusion_from(src, rad, deep, y)
+    x = np.hstack([(rad - src["rm"]) / src["rs"], src["pca"].transform((deep - src["dm"]) / src["ds"])])
+
+    def loss(lr: _Logistic) -> float:
+        p = lr.predict_proba(x)[:, 1].clip(1e-9, 1 - 1e-9)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    assert loss(moved["lr"]) < loss(src["lr"])
+    free = _fusion_from({**src, "lr": _Logistic(np.zeros_like(src["lr"].coef_), np.zeros(1))}, rad, deep, y)
+    w_src = src["lr"].coef_[0]
+    assert np.linalg.norm(moved["lr"].coef_[0] - w_src) < np.linalg.norm(free["lr"].coef_[0] - w_src)
+
+
+def test_from_refuses_a_set_of_another_modality_or_design_naming_it(mg_set, tmp_path):
+    r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "x", "--folds", "2", "--from", mg_set,
+            "--device", "cpu")
+    assert r.returncode == 2 and "a MG set, this training is US" in r.stderr and str(mg_set) in r.stderr
+    r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "y", "--folds", "2", "--from", "three-site",
+            "--device", "cpu")
+    assert r.returncode == 2 and "other members" in r.stderr and "Traceback" not in r.stderr
