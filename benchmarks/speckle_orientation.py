@@ -109,7 +109,7 @@ def main() -> None:
         flagged = {n: float(np.mean([r[f"{n} flagged"] for r in rs])) for n in VARIANTS}
         report["sites"][site] = {"images": len(rs), "refused_share": refused, "flagged_share": flagged,
                                  "genuine_refused": [r["case"] for r in rs if r["upright refused"]],
-                                 "genuine_refused_test": sum(r["upright refused"] for r in test), "rows": rs}
+                                 "genuine_refused_test": sum(r["upright refused"] for r in test)}
         lines.append(f"| {site} | {len(rs)} ({len(test)}) | {sum(r['upright refused'] for r in rs)} | "
                      f"{report['sites'][site]['genuine_refused_test']} | {100 * flagged['upright']:.1f} % | "
                      f"{min(o[0] for o in ok):.3f} / {min(o[1] for o in ok):.3f} / {lowest_depth:.2f} | "

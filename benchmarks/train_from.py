@@ -43,6 +43,7 @@ def main() -> None:
     add_data_args(ap)
     ap.add_argument("--local", type=int, default=100, help="the hospital's cases the set is adjusted with")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, help="keep the sets and feature caches here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
@@ -53,7 +54,8 @@ def main() -> None:
     from BreastCADxLib.analysis.classifier import load_classifier
 
     with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
+        t = args.work or Path(tmp)
+        t.mkdir(parents=True, exist_ok=True)
         runs = {}
         for name, manifest, start in (
                 ("source", write_manifest(t / "source.csv", source_rows), None),

@@ -191,7 +191,9 @@ class _Logistic:
     intercept_: np.ndarray  # (1,)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = 1 / (1 + np.exp(-(x @ self.coef_[0] + self.intercept_[0])))
+        from scipy.special import expit
+
+        p = expit(x @ self.coef_[0] + self.intercept_[0])
         return np.column_stack([1 - p, p])
 
 
