@@ -138,11 +138,22 @@ GDCM_IMAGE_SYNTAXES = frozenset({
 })
 
 
-def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+def _is_ybr(ds: pydicom.Dataset) -> bool:
+    return str(ds.get("PhotometricInterpretation", "")).startswith("YBR") and int(ds.get("SamplesPerPixel", 1)) == 3
+
+
+def _decode(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, str]:
+    """The pixels, decoded once, and the colour space they are in (the decoder's word, not the header's: a JPEG
+    decoder may hand back RGB for YBR-labelled data). YBR data come back as stored (raw) for _to_grey to read."""
     ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if not ts or _decoder_available(ts):
         try:
-            return ds.pixel_array
+            if ts and _is_ybr(ds):
+                arr, meta = get_decoder(UID(ts)).as_array(ds, raw=True)
+                return arr, str(meta.get("photometric_interpretation", photometric))
+            arr = ds.pixel_array  # pydicom converts YBR to RGB itself when it has no transfer syntax to go by
+            return arr, "RGB" if _is_ybr(ds) else photometric
         except Exception as e:  # corrupt/truncated data surfaces as many exception types
             msg = str(e).splitlines()[0] if str(e) else ""
             if "is invalid" in msg:  # pydicom's check of the image pixel module (Rows, Bits Allocated, ...)
@@ -152,34 +163,28 @@ def _decode(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     if ts not in GDCM_IMAGE_SYNTAXES:  # video (MPEG, HEVC) or unknown: GDCM would not decode it either, and on a
         # corrupt header it may allocate gigabytes first (found by fuzzing: 4.3 GB for a 1.2 kB file)
         raise UnsupportedImageError(f"transfer syntax '{name}' ({ts}) is not supported: no decoder installed", path)
-    try:  # GDCM knows image transfer syntaxes the installed pydicom plugins may not
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    try:  # GDCM knows image transfer syntaxes the installed pydicom plugins may not; ITK's GDCM reader gives
+        # YBR data as RGB
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))), "RGB" if _is_ybr(ds) else photometric
     except RuntimeError:
         raise UnsupportedImageError(f"transfer syntax '{name}' ({ts}) is not supported: no decoder installed",
                                     path) from None
 
 
-def grey_samples_as_ybr(ds: pydicom.Dataset) -> np.ndarray | None:
-    """A YBR-labelled image whose three samples are equal in every pixel is grey stored as RGB under a wrong
-    label (colour-converting it invents colours): its samples, else None."""
-    if not str(ds.get("PhotometricInterpretation", "")).startswith("YBR") or int(ds.get("SamplesPerPixel", 1)) != 3:
-        return None
-    try:
-        ds.pixel_array_options(as_rgb=False)
-        raw = ds.pixel_array
-    except Exception:  # the decoder cannot give the stored samples: keep the converted colour
-        return None
-    finally:
-        ds.pixel_array_options(as_rgb=True)
-    if raw.shape[-1] != 3 or not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0],
-                                                                                                raw[..., 2])):
-        return None
-    return raw[..., 0]
+def ybr_to_rgb(arr: np.ndarray, space: str) -> tuple[np.ndarray, bool]:
+    """Decoded YBR samples as RGB; True when the three samples are equal in every pixel (grey stored as RGB
+    under a wrong YBR label, which colour conversion would turn into invented colours): then they are kept."""
+    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        return arr, True
+    from pydicom.pixels import convert_color_space
+
+    return convert_color_space(arr, space, "RGB"), False
 
 
-def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int, meta: dict | None = None
+def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int, meta: dict | None = None, space: str = ""
              ) -> tuple[np.ndarray, str]:
-    """Grey frames from decoded pixels; `meta` receives the colour fraction of colour data and any correction."""
+    """Grey frames from decoded pixels (`space`: the colour space the decoder gave them in); `meta` receives the
+    colour fraction of colour data and any correction."""
     meta = {} if meta is None else meta
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     spp = int(ds.get("SamplesPerPixel", 1))
@@ -190,11 +195,14 @@ def _to_grey(arr: np.ndarray, ds: pydicom.Dataset, frames: int, meta: dict | Non
             arr = np.round(arr.astype(np.float32) / 257.0)
         meta["colour_fraction"] = colour_fraction(arr.astype(np.uint8))
         arr = luminance(arr.astype(np.uint8))
-    elif spp == 3 and (grey := grey_samples_as_ybr(ds)) is not None:
-        arr, meta["colour_fraction"] = grey, 0.0
-        meta.setdefault("corrections", []).append(
-            f"PhotometricInterpretation says {photometric}, but every pixel's three samples are equal: read as "
-            "grey (colour conversion would have invented colours)")
+    elif spp == 3 and space.startswith("YBR") and arr.shape[-1] == 3:
+        rgb, grey = ybr_to_rgb(arr, space)
+        if grey:
+            meta.setdefault("corrections", []).append(
+                f"PhotometricInterpretation says {photometric}, but every pixel's three samples are equal: read as "
+                "grey (colour conversion would have invented colours)")
+        meta["colour_fraction"] = 0.0 if grey else colour_fraction(rgb)
+        arr = rgb[..., 0] if grey else luminance(rgb)
     elif spp == 3:
         meta["colour_fraction"] = colour_fraction(arr)
         arr = luminance(arr)
@@ -248,12 +256,12 @@ def _read_dicom_file(path: Path) -> Image:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     _check_claimed_frames(ds, rows, cols, frames, path)
     check_size(cols, rows, frames, path)
-    raw = _decode(ds, path)
+    raw, space = _decode(ds, path)
     expected = rows * cols * frames * int(ds.get("SamplesPerPixel", 1))
     if raw.size != expected:
         raise ImageReadError(f"pixel data holds {raw.size} values, header says {expected}: truncated?", path)
     found: dict = {}
-    arr, photometric = _to_grey(raw, ds, frames, found)
+    arr, photometric = _to_grey(raw, ds, frames, found, space)
     regions = us_regions(ds, path)  # a broken region calibration is refused even beside a PixelSpacing
     spacing = pixel_spacing(ds, path, regions)
     origin, direction = _orientation(ds)

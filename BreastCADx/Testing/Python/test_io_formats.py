@@ -160,3 +160,73 @@ def test_a_dicomdir_export_is_followed_from_its_folder_or_the_dicomdir_file(tmp_
         img = load_image(path)
         np.testing.assert_array_equal(img.array, direct.array)
         assert img.modality == "US"
+
+
+def _colour_picture(pixels: np.ndarray) -> np.ndarray:
+    """The grey picture with a coloured box (a Doppler-like overlay): RGB uint8."""
+    rgb = np.repeat(pixels[..., None], 3, axis=-1).copy()
+    h, w = pixels.shape
+    rgb[h // 4:h // 2, w // 3:w // 2] = (200, 40, 40)
+    return rgb
+
+
+def _ybr_full(path, rgb: np.ndarray, syntax=None):
+    from pydicom.pixels import convert_color_space
+
+    ds = f.ultrasound_dataset(rgb[..., 0])
+    f._rgb_header(ds, "YBR_FULL")
+    ds.PixelData = convert_color_space(rgb, "RGB", "YBR_FULL").tobytes()
+    if syntax is not None:
+        ds.compress(syntax)
+    return f.save(ds, path)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize("syntax", [None, "RLE Lossless"], ids=["native", "rle"])
+def test_ybr_colour_is_decoded_once_and_converted_exactly(tmp_path, pixels, monkeypatch, syntax):
+    """YBR_FULL colour data (uncompressed, RLE): one decode, read as stored and converted to RGB once; the grey
+    is the picture's luminance and the colour is seen (the guard refuses colour)."""
+    from pydicom.pixels.decoders.base import Decoder
+
+    rgb = _colour_picture(pixels)
+    path = _ybr_full(tmp_path / "y.dcm", rgb, f.COMPRESSED.get(syntax))
+    calls = []
+    real = Decoder.as_array
+    monkeypatch.setattr(Decoder, "as_array", lambda self, *a, **k: calls.append(k) or real(self, *a, **k))
+    img = load_image(path)
+    assert len(calls) == 1 and calls[0].get("raw") is True
+    assert np.abs(img.plane().astype(float) - _luminance(rgb)).max() <= 2.5  # YBR_FULL rounding, both ways
+    assert img.metadata["colour_fraction"] > 0.03 and not img.metadata.get("corrections")
+
+
+def test_jpeg_ybr_full_422_colour_keeps_its_colour_and_luminance(tmp_path, pixels):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    rgb = _colour_picture(pixels)
+    path = f.us_jpeg_ybr(tmp_path / "j.dcm", pixels)
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=95)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(path)
+    img = load_image(path)
+    assert np.abs(img.plane().astype(float) - _luminance(rgb)).mean() < 3.0
+    assert img.metadata["colour_fraction"] > 0.03
+
+
+def test_ybr_through_the_gdcm_fallback_is_the_same_picture(tmp_path, pixels, monkeypatch):
+    """With no pydicom decoder for the syntax, ITK's GDCM reader decodes: it gives YBR data as RGB."""
+    from BreastCADxLib.io import dicom
+
+    monkeypatch.setattr(dicom, "_decoder_available", lambda ts: False)
+    img = load_image(f.us_jpeg_ybr(tmp_path / "j.dcm", pixels))
+    assert np.abs(img.plane().astype(int) - pixels).mean() < 3.0
