@@ -49,8 +49,7 @@ def rotation(site: str, box_dir: Path, seg: str, design: str, c: float, whole_di
     for kind in KINDS:
         d = load(site, kind, seg)
         box = _probs(box_dir, kind)
-        # the whole-image view ignores the outline: its reference-kind scores serve every kind
-        whole = _probs(whole_dir, "reference") if whole_dir else {}
+        whole = _probs(whole_dir, "whole") if whole_dir else {}  # the whole image: one score whatever the mask
         keep = np.array([c in box and (not whole_dir or c in whole) for c in d["case"].tolist()])
         y = d["label"][keep]
         pf = model.proba({k: (v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v)
