@@ -90,10 +90,10 @@ def _features(site: str, run: str | None = None) -> Stage:
                  needs=(f"pass_{run}_{site}",))
 
 
-def _member(name: str, view: str) -> Stage:
+def _member(name: str, view: str, sites: str = ALL) -> Stage:
     out = f"runs/{name}"
     extra = ("--view", "whole", "--eval-margins", "0") if view == "whole" else ()
-    return Stage(name, "training.classification.box_cnn", ("--train", ALL, "--score", "none", "--bf16", *extra,
+    return Stage(name, "training.classification.box_cnn", ("--train", sites, "--score", "none", "--bf16", *extra,
                                                            "--time-limit-min", "45", "--out", out),
                  (f"{out}/model.pt",), run_dir=out)
 
@@ -134,6 +134,36 @@ def three_site() -> list[Stage]:
                         (*CLS, "--automatic-masks", "lesion_cls_fusion_auto"), ("{models}/lesion_cls_fusion.npz",),
                         needs=(*cls_needs, "ship_classifier_auto"), data=False, cheap=True, models_arg=True))
     return stages
+
+
+# held-out rotations of the fused design: name -> (held-out site, training sites); the held-out site's segmenter
+# pass is HELD_OUT's
+ROTATIONS = {"BC": ("busi", "busbra_l5,busuclm"), "AC": ("busbra_l5", "busi,busuclm"),
+             "AB": ("busuclm", "busi,busbra_l5")}
+
+
+def rotations() -> list[Stage]:
+    """The three-site stages the rotations share, then per rotation a box-crop and a whole-image member trained
+    without the held-out site and scored on its non-test rows (box_soup), and the fusion check over the three
+    (training.classification.rotation_fusion -> runs/rotation_fusion, copied to benchmarks/results)."""
+    stages, fusion_args, needs = [], [], []
+    for n, (site, sites) in ROTATIONS.items():
+        seg = HELD_OUT[site]
+        pass_file = f"runs/site_pass/{seg}__{site}__train+val.npz"
+        for view, kind, extra in (("box", "m3", ("--eval-margins", "0.05,0.1,0.15")),
+                                  ("whole", "s", ("--view", "whole", "--eval-margins", "0"))):
+            stages.append(_member(f"{view}_{n}", view, sites))
+            out = f"runs/{view}_{n}_{kind}"
+            stages.append(Stage(f"{view}_{n}_{kind}", "training.classification.box_soup",
+                                ("--runs", f"runs/{view}_{n}", "--score", site, "--pass", pass_file, *extra,
+                                 "--out", out), (f"{out}/scores.npz",), needs=(f"{view}_{n}", f"pass_{seg}_{site}")))
+        fusion_args += ["--rotation", f"{site}=runs/box_{n}_m3:{seg}", "--whole", f"{site}=runs/whole_{n}_s"]
+        needs += [f"box_{n}_m3", f"whole_{n}_s", f"features_{site}_{seg}"]
+    needs += [f"features_{s}" for s in ("busi", "busbra_l5", "busuclm")]
+    stages.append(Stage("rotation_fusion", "training.classification.rotation_fusion",
+                        (*fusion_args, "--out", "runs/rotation_fusion"), ("runs/rotation_fusion/rotation_fusion.md",),
+                        needs=tuple(needs), data=False))
+    return order(three_site() + stages, ["rotation_fusion"])  # with the three-site stages they need
 
 
 def command(stage: Stage, args: argparse.Namespace, models: Path) -> list[str]:
@@ -265,7 +295,7 @@ def verify(stages: list[Stage], args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-SETS = {"three-site": three_site}
+SETS = {"three-site": three_site, "rotations": rotations}
 
 
 def main() -> int:

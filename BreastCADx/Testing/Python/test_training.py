@@ -109,15 +109,16 @@ def test_fit_rows_add_the_segmenters_own_masks_and_refuse_them_without_a_pass(tm
         fit_rows(["busi"], ("reference", "expect"), {}, root=tmp_path)
 
 
-def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs():
+@pytest.mark.parametrize("stage_set", ["three-site", "rotations"])
+def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs(stage_set):
     """The pipeline's interfaces are declared: each runs/ path in a stage's arguments is an output (or the run
     folder) of a stage among those it needs, directly or not; the order runs needs first; modules exist."""
     import importlib.util
     import re
 
-    from training.pipeline import order, three_site
+    from training.pipeline import SETS, order
 
-    stages = three_site()
+    stages = SETS[stage_set]()
     by = {s.name: s for s in stages}
     assert len(by) == len(stages)
 
@@ -135,9 +136,9 @@ def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs():
         for arg in s.args:
             for path in re.findall(r"runs/[\w./+-]+", arg):
                 assert path in made or path in own, f"{s.name} reads {path}, made by no stage it needs"
-    names = [s.name for s in order(stages, ["ship_classifier"])]
-    assert names[-1] == "ship_classifier" and names.index("ship_classifier_auto") < len(names) - 1
-    assert all(names.index(n) < names.index(s) for s in names for n in by[s].needs)
+    last = {"three-site": "ship_classifier", "rotations": "rotation_fusion"}[stage_set]
+    names = [s.name for s in order(stages, [last])]
+    assert names[-1] == last and all(names.index(n) < names.index(s) for s in names for n in by[s].needs)
 
 
 def test_a_training_run_is_done_only_when_it_marked_itself_finished(tmp_path):
