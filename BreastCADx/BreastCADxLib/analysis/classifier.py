@@ -191,7 +191,11 @@ class FusionClassifier:
                 box_probability: float | None = None, whole_probability: float | None = None) -> Prediction:
         missing = [n for n in self.radiomics_names if n not in radiomics]
         if missing:
-            raise ModelError(f"radiomics features missing for this model: {missing[:3]}... (parameter file changed?)")
+            raise ModelError(f"{len(missing)} radiomics features this classifier was fitted with were not computed "
+                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the installed "
+                             "pyradiomics or its parameter file (Resources/Radiomics) is not the one "
+                             "the model set was made with; reinstall the extension's requirements",
+                             Path(self.card.get("_dir", ".")) / f"{self.card['id']}.json")
         rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
         deep = np.asarray(deep, float).reshape(1, -1)
         prob, raw, members = self.fused(rad, deep, box_probability, whole_probability)

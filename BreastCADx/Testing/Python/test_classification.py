@@ -255,3 +255,13 @@ def test_the_segmenters_own_masks_go_to_the_bundle_the_card_names_for_them(tmp_p
         drawn = analyze(img, mask=automatic.mask, mask_origin=origin, heatmap=False, device="cpu")
         assert drawn.provenance.classifier.id == DEFAULT_CLASSIFIER
         assert drawn.prediction.member_probabilities["fusion"] < automatic.prediction.member_probabilities["fusion"]
+
+
+def test_missing_radiomics_features_name_the_card_and_the_cause():
+    clf = get_classifier()
+    feats = {n: 0.0 for n in clf.radiomics_names[1:]}
+    with pytest.raises(ModelError) as e:
+        clf.predict(feats, np.zeros(1280), box_probability=0.5, whole_probability=0.5)
+    text = str(e.value)
+    assert "lesion_cls_fusion.json" in text and "1 radiomics features" in text and clf.radiomics_names[0] in text
+    assert "pyradiomics" in text and "parameter file changed?" not in text
