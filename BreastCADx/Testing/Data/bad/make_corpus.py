@@ -251,7 +251,8 @@ def main() -> None:
         b"\xef\xbb\xbf" + f"case_id,image,mask\nbom,{US_IMAGE},../busi/benign_004_mask.png\n".encode())
 
     # --- regressions found by fuzzing (benchmarks/fuzz/): committed as found, never regenerated ------------------
-    found = {"fuzz_dicom_oom_mpeg2.dcm": ["not supported"]}  # 4.3 GB in GDCM before the fix
+    found = {"fuzz_dicom_oom_mpeg2.dcm": ["not supported"],  # 4.3 GB in GDCM before the fix
+             "fuzz_dicom_meta_length_sq.dcm": ["corrupt dicom file meta", "(0002,0000)"]}  # 11 GB in pydicom
     for p in sorted(HERE.glob("fuzz_*")):
         kind(p.name, found.get(p.name, ["corrupt"] if p.suffix == ".dcm" else ["not a readable"]))
 
