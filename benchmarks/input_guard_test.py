@@ -9,29 +9,23 @@ Writes benchmarks/results/input_guard_test.md/json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import header, site_args, stamp, write_results
 from BreastCADxLib.analysis.guard import InputRefused, check_input
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, model_set_info
 from BreastCADxLib.io import load_image
-from training.data import SITES, add_data_args, data_dir, site_cases
+from training.data import SITES, data_dir, site_cases
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(ap)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
+    args = site_args(__doc__, OUT)
     t0 = time.perf_counter()
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "loadavg_1min": os.getloadavg()[0], "model_set": model_set_info(DEFAULT_MODEL_SET)["id"], "sites": {}}
+    report = {**stamp(), "model_set": model_set_info(DEFAULT_MODEL_SET)["id"], "sites": {}}
     lines = ["| site | test images | refused | flagged orientation_uncertain | lowest US score (threshold) |",
              "|---|---|---|---|---|"]
     for site in SITES:

@@ -24,6 +24,26 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def site_args(doc: str, out: Path):
+    """The arguments of a benchmark over the sites' data: the data folders and --out."""
+    import argparse
+
+    from training.data import add_data_args
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_data_args(ap)
+    ap.add_argument("--out", type=Path, default=out)
+    return ap.parse_args()
+
+
+def stamp() -> dict:
+    """What every benchmark report starts with: the date, the machine and its load."""
+    from datetime import datetime, timezone
+
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "loadavg_1min": os.getloadavg()[0]}
+
+
 def header(title: str, report: dict, made_by: str) -> list[str]:
     """The first lines of a result file: title, date, machine (with the load around the run), how it was made."""
     m = report["machine"]

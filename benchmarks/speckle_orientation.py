@@ -15,20 +15,18 @@ Writes benchmarks/results/speckle_orientation.md/json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import header, site_args, stamp, write_results
 from BreastCADxLib.analysis import orientation
 from BreastCADxLib.analysis.orientation import ANISOTROPY_CUT, POLARITY_CUT, speckle_check
-from training.data import SITES, add_data_args, data_dir, site_cases
+from training.data import SITES, data_dir, site_cases
 
 OUT = Path(__file__).resolve().parent / "results"
 VARIANTS = {"upright": lambda g: g, "turned 90": np.rot90, "turned 270": lambda g: np.rot90(g, 3),
@@ -55,16 +53,12 @@ def rates(rule: dict, measures: np.ndarray) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_args(ap)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
+    args = site_args(__doc__, OUT)
     t0 = time.perf_counter()
     code_rule = {"weights": list(orientation.DEPTH_WEIGHTS), "refuse": orientation.DEPTH_REFUSE_CUT,
                  "flag": orientation.DEPTH_FLAG_CUT}
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "loadavg_1min": os.getloadavg()[0], "cuts": {"anisotropy": ANISOTROPY_CUT, "polarity": POLARITY_CUT,
-                                                           "depth": code_rule}, "sites": {}}
+    report = {**stamp(), "cuts": {"anisotropy": ANISOTROPY_CUT, "polarity": POLARITY_CUT, "depth": code_rule},
+              "sites": {}}
     rows: dict[str, list[dict]] = {}
     for site in SITES:
         rows[site] = []

@@ -16,12 +16,11 @@ import argparse
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import header, stamp, write_results
 from BreastCADxLib.results.evaluation import auc_ci, specificity_at
 from BreastCADxLib.train.pipeline import Finding, features, train
 from training.data import add_data_args, cases, draw_patients
@@ -46,8 +45,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep the sets and feature caches here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "loadavg_1min": os.getloadavg()[0], "seed": args.seed}
+    report = {**stamp(), "seed": args.seed}
     source_rows = cases(args, SOURCE_SITES, ("train", "val"), lesions_only=True)
     local, judged = draw_patients(cases(args, [HOSPITAL], ("train", "val"), lesions_only=True), args.local,
                                   np.random.default_rng(args.seed))
