@@ -52,9 +52,13 @@ def main() -> None:
               "length has "
               "the wrong size (pydicom's BytesLengthException escaped on attribute access; found by a first probe "
               "run before this table); a 1.2 kB file labelled MPEG2 that made the GDCM fallback allocate 4.3 GB "
-              "(the `oom` above, found in the first minutes of this run; the fix reached the later chunks, each a "
-              "fresh process). A chunk may end with exit 142 after its `Done` line: libFuzzer's timeout alarm "
-              "during interpreter shutdown, not an input that ran 20 s (none did: no timeout file)."]
+              "(found in the first minutes of the 2026-11-25 run); a 1.6 kB file whose file-meta group length "
+              "(0002,0000) is a broken sequence, which made pydicom format nested traceback texts into a log "
+              "message for 20-60 s and 4-11 GB (27 oom and 5 timeout files in the first 250,000 runs on "
+              "2026-12-06, before the reader walked the file meta as bytes; this table's DICOM row is the run "
+              "after that fix, from the same corpus). A chunk may end with exit 142 after its `Done` line: "
+              "libFuzzer's timeout alarm during interpreter shutdown, not an input that ran 20 s (those leave a "
+              "timeout file, counted above)."]
     RESULT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
