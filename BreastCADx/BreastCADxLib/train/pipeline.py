@@ -202,8 +202,9 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
 
     folder = model_set_dir(source)  # ModelError (exit 2) for an unknown name or folder
-    if model_set_info(source)["modality"] != modality:
-        raise TrainError(f"--from: a {model_set_info(source)['modality']} set, this training is {modality}", folder)
+    info = model_set_info(source)
+    if info["modality"] != modality:
+        raise TrainError(f"--from: a {info['modality']} set, this training is {modality}", folder)
     card = load_card("lesion_cls_fusion", folder)
     members = card["members"]
     kinds = [b["kind"] for b in members[0]["branches"]] if len(members) == 1 else []
@@ -221,7 +222,7 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     return {"rm": a["m_rad_mean"], "rs": a["m_rad_scale"], "dm": a["m_deep_mean"], "ds": a["m_deep_scale"],
             "pca": _Projection(a["m_deep_pca_mean"], a["m_deep_pca_components"]),
             "lr": _Logistic(np.array([est["coef"]], float), np.array([est["intercept"]], float)),
-            "id": model_set_info(source)["id"]}
+            "id": info["id"]}
 
 
 def _fusion_from(src: dict, rad, deep, y):

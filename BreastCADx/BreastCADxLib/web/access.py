@@ -122,15 +122,6 @@ class DataRoots:
         del found.cases[MAX_LISTED:]
         return found
 
-    def listing(self) -> list[Entry]:
-        return self.scan().cases
-
-    def site_profiles(self) -> list[Entry]:
-        return self.scan().site_profiles
-
-    def model_sets(self) -> list[Entry]:
-        return self.scan().model_sets
-
     def resolve(self, ref: str) -> Path:
         index, _, rel = str(ref).partition("/")
         if not (index.isascii() and index.isdigit()) or int(index) >= len(self.roots) or not rel:

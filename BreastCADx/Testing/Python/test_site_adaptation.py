@@ -256,7 +256,7 @@ def test_the_page_offers_the_profiles_of_its_served_folders_and_verifies_the_cho
 
     out, body = profile
     roots = DataRoots([out.parent])
-    entries = roots.site_profiles()
+    entries = roots.scan().site_profiles
     assert [e.label for e in entries] == [f"{out.parent.name}/{out.name}"]
     for model_set, ok in ((SET, True), ("three-site", False)):
         scene = slicer.vtkMRMLScene()
@@ -296,7 +296,7 @@ def test_the_page_offers_the_model_sets_of_its_served_folders_and_lets_go_of_ano
         f.seek(300)
         f.write(b"\1\2\3\4")
     roots = DataRoots([served])
-    sets = {e.label: e.ref for e in roots.model_sets()}
+    sets = {e.label: e.ref for e in roots.scan().model_sets}
     assert sorted(sets) == ["served/sets/altered", "served/sets/mine"]
     scene = slicer.vtkMRMLScene()
     try:
@@ -306,7 +306,7 @@ def test_the_page_offers_the_model_sets_of_its_served_folders_and_lets_go_of_ano
         assert session.logic.model_set == "three-site"
         assert session.set_model_set(sets["served/sets/mine"]) == "served/sets/mine"
         assert session.logic.model_set == str((served / "sets" / "mine").resolve())
-        session.set_site_profile(roots.site_profiles()[0].ref)  # made for busi-only: taken now
+        session.set_site_profile(roots.scan().site_profiles[0].ref)  # made for busi-only: taken now
         assert session.site_profile()
         assert session.set_model_set(None) == "the shipped set"
         assert session.logic.model_set == "three-site" and session.site_profile() == ""

@@ -39,7 +39,7 @@ def served(tmp_path):
 
 def test_listing_offers_images_and_series_not_masks_or_other_files(served):
     roots, _ = served
-    refs = {e.ref for e in roots.listing()}
+    refs = {e.ref for e in roots.scan().cases}
     assert {"0/a.png", "0/series", "0/series/0.dcm"} <= refs
     assert not {"0/a_mask.png", "0/notes.txt"} & refs
 
