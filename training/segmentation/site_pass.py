@@ -33,16 +33,22 @@ BASE_POSTPROCESSING = {"threshold": 0.35, "presence": 0.9, "min_area_fraction": 
                        "roi_candidate_relative": 0.1}
 
 
-def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None) -> LesionSegmenter:
+def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = None,
+                  torch_net: bool = False) -> LesionSegmenter:
     """'shipped' (the registry's default set), 'set:NAME|FOLDER' (a model set), or a training run folder
     (fp32 model.pt + best.json) whose card is the shipped card with the run's input size and architecture and
-    BASE_POSTPROCESSING (updated by `postprocessing`)."""
-    if run == "shipped":
-        return LesionSegmenter.from_registry(DEFAULT_MODEL, device)
-    if run.startswith("set:"):
-        from BreastCADxLib.analysis.registry import model_set_dir
+    BASE_POSTPROCESSING (updated by `postprocessing`). torch_net: a set's network in PyTorch, never a cached graph
+    (for experiments that change the network)."""
+    if run == "shipped" or run.startswith("set:"):
+        from BreastCADxLib.analysis.registry import load_state_dict, model_set_dir
 
-        return LesionSegmenter.from_registry(DEFAULT_MODEL, device, model_set_dir(run[4:]))
+        folder = model_set_dir(run[4:]) if run.startswith("set:") else None
+        if not torch_net:
+            return LesionSegmenter.from_registry(DEFAULT_MODEL, device, folder)
+        card = load_card(DEFAULT_MODEL, folder)
+        net = lesion_unet(pretrained=False, arch=card["architecture"]["arch"])
+        net.load_state_dict(load_state_dict(card))
+        return LesionSegmenter(card, net, device)
     import json
 
     best = json.loads((Path(run) / "best.json").read_text())
@@ -65,16 +71,25 @@ def main() -> None:
     ap.add_argument("--roi-outliner", choices=["network", "litemedsam"],
                     help="what outlines inside a ROI box (default: as the card says)")
     ap.add_argument("--flip-tta", action="store_true", help="average with the mirrored image (default: as the card)")
+    ap.add_argument("--bn", help="test-time batch-norm statistics: image:ALPHA or site (training.experiments."
+                                 "test_time_bn; an experiment)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    seg = run_segmenter(args.run)
+    seg = run_segmenter(args.run, torch_net=bool(args.bn))
     if args.roi_outliner:
         seg.roi_outliner = args.roi_outliner
     if args.flip_tta:
         seg.flip_tta = True
     todo = cases(args, [args.site], tuple(args.roles.split(",")))
+    if args.bn:
+        from training.experiments import test_time_bn
+
+        if args.bn == "site":
+            test_time_bn.site_statistics(seg, [c.load()[0] for c in todo])
+        else:
+            test_time_bn.blend_image_statistics(seg.net, float(args.bn.split(":")[1]))
     keep: dict[str, list] = {k: [] for k in ("case", "prob", "default", "expect", "roi", "low_confidence", "seconds")}
     t0 = time.time()
     for i, c in enumerate(todo):
@@ -99,7 +114,7 @@ def main() -> None:
             print(f"{i + 1}/{len(todo)} {time.time() - t0:.0f}s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     name = pass_name(args.run) + (f"+{args.roi_outliner}" if args.roi_outliner else "") + \
-        ("+tta" if args.flip_tta else "")
+        ("+tta" if args.flip_tta else "") + (f"+bn{args.bn.replace(':', '')}" if args.bn else "")
     path = args.out / f"{name}__{args.site}__{args.roles.replace(',', '+')}.npz"
     arrays = {k: np.array(v) for k, v in keep.items() if k in ("case", "low_confidence", "seconds")}
     for k in ("prob", "default", "expect", "roi"):  # ragged: one entry per image
