@@ -95,7 +95,7 @@ def calibration_text() -> str:
     from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
     from BreastCADxLib.analysis.registry import load_card
 
-    if load_card(DEFAULT_CLASSIFIER)["calibration"].get("kind") == "identity":
+    if load_card(DEFAULT_CLASSIFIER).calibration.get("kind") == "identity":
         return ("with the fused score as it is (no calibration: one fitted at one hospital moved the other's "
                 "probabilities the wrong way, `leave_site_out_fusion.md`)")
     return "calibrated for a hospital the model has not seen (Platt on leave-site-out predictions)"

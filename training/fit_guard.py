@@ -31,6 +31,7 @@ from PIL import Image as PILImage
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 
+from BreastCADxLib.analysis.cards import GuardCard
 from BreastCADxLib.analysis.guard import GUARD_ID, embed, embedder, ultrasound_probability
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of
 from training.data import SITES, add_data_args, cases, citations
@@ -280,7 +281,7 @@ def main() -> int:
     }
     name = "input_guard" + ("" if args.models == MODELS_DIR else f"_{args.models.name}")
     card["metrics"] = f"benchmarks/results/{name}.md"
-    save_card(args.models, card)
+    save_card(args.models, GuardCard.from_json(card))
 
     from benchmarks.machine import machine
 

@@ -18,6 +18,7 @@ import torch
 
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import fit_platt, logit
+from BreastCADxLib.analysis.cards import ImageCnnCard
 from BreastCADxLib.analysis.classifier import fused_logit
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN
 from BreastCADxLib.analysis.registry import save_card, sha256_of
@@ -63,7 +64,7 @@ def export_box_model(run: Path, folder: Path, sites: list[str], cross_site: dict
                                     f"none --bf16 --epochs 14 {'--view whole ' if whole else ''}--out {run}"},
             "cross_site": cross_site,
             "intended_use": "Research only; not for diagnosis."}
-    save_card(folder, card)
+    save_card(folder, ImageCnnCard.from_json(card))
     return card
 
 

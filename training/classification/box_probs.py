@@ -35,9 +35,9 @@ def main() -> None:
     scorers = {}  # column -> scorer
     for s in args.sets.split(","):
         card = load_card(DEFAULT_CLASSIFIER, model_set_dir(s))
-        for column, key in (("box", "box_member"), ("whole", "image_member")):
-            if card.get(key):
-                scorers[f"{column}_{model_set_info(s)['id']}"] = get_box_scorer(card[key]["model"], "cpu", s)
+        for column, member in (("box", card.box_member), ("whole", card.image_member)):
+            if member:
+                scorers[f"{column}_{model_set_info(s)['id']}"] = get_box_scorer(member["model"], "cpu", s)
     whole_done: dict[tuple[str, str, str], float] = {}
     for path in args.files:
         z = dict(np.load(path, allow_pickle=False))

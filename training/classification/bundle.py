@@ -41,10 +41,11 @@ def exported() -> dict:
 def write_and_verify(card: dict, folder: Path, rad: np.ndarray, deep: np.ndarray, expected: np.ndarray,
                      tolerance: float, what: str) -> None:
     """Write the final card, reload the bundle as `analyze` will, and stop unless it reproduces `expected`."""
+    from BreastCADxLib.analysis.cards import FusionCard
     from BreastCADxLib.analysis.classifier import load_classifier
     from BreastCADxLib.analysis.registry import save_card
 
-    save_card(folder, card)
+    save_card(folder, FusionCard.from_json(card))
     diff = np.abs(load_classifier(card["id"], folder).raw_proba(rad, deep)[0] - expected).max()
     print(f"shipped {what} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
     if diff > tolerance:

@@ -23,6 +23,7 @@ import numpy as np
 
 from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
+from BreastCADxLib.analysis.cards import FusionCard
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of, write_modelset
 from training.classification.box_cnn import margins_of
@@ -223,7 +224,7 @@ def main() -> None:
         card["files"] = {f.name: sha256_of(f) for f in (folder / card["arrays"],)}
         card["sha256"] = card["files"][card["arrays"]]
         if not final:
-            save_card(folder, card)
+            save_card(folder, FusionCard.from_json(card))
             clf = load_classifier(args.id, folder)
             card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
     write_and_verify(card, folder, rad, deepx, model.proba(d), 1e-6, f"{args.design} C={args.c:g} on {sites}")

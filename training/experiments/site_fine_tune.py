@@ -23,7 +23,6 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from benchmarks.machine import header, machine, write_results
-from BreastCADxLib.analysis.cards import ModelCard
 from BreastCADxLib.analysis.networks import BoxNet
 from BreastCADxLib.analysis.registry import load_card, load_state_dict, model_set_dir
 from training.augment import ScannerAugment
@@ -35,9 +34,9 @@ OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 def shipped_member(model_set: str) -> tuple[nn.Module, tuple[float, ...]]:
     card = load_card("lesion_box_cnn", model_set_dir(model_set))
-    net = BoxNet(ModelCard.from_dict(card).arch, pretrained=False)
+    net = BoxNet(card.arch, pretrained=False)
     net.load_state_dict({k: v.float() for k, v in load_state_dict(card).items()})
-    return net, tuple(card["crop_margins"])
+    return net, tuple(card.crop_margins)
 
 
 def fine_tune(net: nn.Module, data: list, epochs: int, lr: float, seed: int) -> nn.Module:

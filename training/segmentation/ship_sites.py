@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, write_modelset
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 from training.common import export_fp16
@@ -94,7 +95,7 @@ def main() -> None:
         "metrics": "benchmarks/results/leave_site_out.md",
         "intended_use": "Research only. Breast ultrasound B-mode; not validated on other modalities.",
     }
-    save_card(args.models, card)
+    save_card(args.models, SegmenterCard.from_json(card))
     (args.models / f"{DEFAULT_MODEL}_train_log.csv").write_text((args.run / "train_log.csv").read_text())
     (args.models / f"{DEFAULT_MODEL}_run.log").write_text((args.run / "run.log").read_text())
     write_modelset(args.models, id=card["model_set"], modality="US", sites=sites)

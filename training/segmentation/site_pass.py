@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = N
         if not torch_net:
             return LesionSegmenter.from_registry(DEFAULT_MODEL, device, folder)
         card = load_card(DEFAULT_MODEL, folder)
-        net = lesion_unet(pretrained=False, arch=card["architecture"]["arch"])
+        net = lesion_unet(pretrained=False, arch=card.arch)
         net.load_state_dict(load_state_dict(card))
         return LesionSegmenter(card, net, device)
     import json
@@ -54,8 +55,8 @@ def run_segmenter(run: str, device: str = "cpu", postprocessing: dict | None = N
     best = json.loads((Path(run) / "best.json").read_text())
     arch, size = best["args"].get("arch", "lite0"), int(best["args"]["size"])
     card = load_card(DEFAULT_MODEL)
-    card = {**card, "id": Path(run).name, "input": {**card["input"], "height": size, "width": size},
-            "postprocessing": {**BASE_POSTPROCESSING, **(postprocessing or {})}}
+    card = replace(card, id=Path(run).name, input={**card.input, "height": size, "width": size},
+                   postprocessing={**BASE_POSTPROCESSING, **(postprocessing or {})})
     net = lesion_unet(pretrained=False, arch=arch)
     net.load_state_dict(torch.load(Path(run) / "model.pt", map_location="cpu", weights_only=True))
     return LesionSegmenter(card, net, device)

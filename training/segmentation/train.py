@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def presence_loss(logits: torch.Tensor, y: torch.Tensor, top: float = 0.002) -> 
 def evaluate_deployed(model: torch.nn.Module, cases: list, size: int, device: torch.device) -> dict:
     """The same score through the shipped inference path: flip TTA, the shipped card's post-processing, cascade."""
     card = load_card(DEFAULT_MODEL)
-    card["input"] = {**card["input"], "height": size, "width": size}
+    card = replace(card, input={**card.input, "height": size, "width": size})
     seg = LesionSegmenter(card, model, device.type)
     summary = seg_summary([seg.segment(Image(array=img)).mask[0] for img, _ in cases], [m for _, m in cases])
     peaks = np.array([seg.probability(img).max() for img, _ in cases])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from BreastCADxLib.analysis.cards import ModelCard
+from BreastCADxLib.analysis.cards import ImageCnnCard
 from BreastCADxLib.analysis.deep_features import CONTEXT_MARGIN, CROP_SIZE, gradcam_map, lesion_frame, roi_crop
 from BreastCADxLib.analysis.inference import Engine, card_engine
 from BreastCADxLib.analysis.registry import (
@@ -51,12 +51,12 @@ def box_views(image: Image, mask: np.ndarray, margins: tuple[float, ...] = (CONT
 
 
 class BoxScorer:
-    def __init__(self, card: dict, engine: Engine, device: torch.device | None = None) -> None:
+    def __init__(self, card: ImageCnnCard, engine: Engine, device: torch.device | None = None) -> None:
         self.card, self.engine = card, engine
         self.device = device or torch.device("cpu")
         self._net: torch.nn.Module | None = None
-        self.margins = tuple(float(m) for m in card.get("crop_margins", [CONTEXT_MARGIN]))
-        self.view = card.get("view", "box")
+        self.margins = tuple(float(m) for m in card.crop_margins or [CONTEXT_MARGIN])
+        self.view = card.view
 
     @classmethod
     def from_registry(cls, model_id: str = BOX_MODEL, device: str | None = "auto",
@@ -64,9 +64,8 @@ class BoxScorer:
         from BreastCADxLib.analysis.networks import BoxNet
 
         card = load_card(model_id, models_dir)
-        arch = ModelCard.from_dict(card).arch
         engine, _ = card_engine(card, (3, CROP_SIZE, CROP_SIZE), choose_device(device),
-                                lambda: BoxNet(arch, pretrained=False))
+                                lambda: BoxNet(card.arch, pretrained=False))
         return cls(card, engine, choose_device(device))
 
     def probability(self, image: Image, mask: np.ndarray) -> float:
@@ -78,7 +77,7 @@ class BoxScorer:
         from BreastCADxLib.analysis.networks import BoxNet, LinearScore
 
         if self._net is None:
-            net = BoxNet(ModelCard.from_dict(self.card).arch, pretrained=False)
+            net = BoxNet(self.card.arch, pretrained=False)
             net.load_state_dict(load_state_dict(self.card))
             score = net.score
             self._net = LinearScore(net.trunk, score.weight.detach(), float(score.bias.detach())).to(self.device)

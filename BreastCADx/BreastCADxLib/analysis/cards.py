@@ -1,16 +1,18 @@
 """The model card's contract: Resources/Schemas/model_card.schema.json, checked where a card is written
 (registry.save_card, the training side's one writer) and where it is loaded (registry.load_card), and the typed
-view the consumers read (ModelCard). Torch-free; the check is a small reader of the schema's own keywords (the
-ones it uses), so the schema stays the one source; a test holds every shipped card to it with jsonschema too.
+cards both sides use (ModelCard and one class per kind). Torch-free; the check is a small reader of the schema's
+own keywords (the ones it uses), so the schema stays the one source; a test holds every shipped card to it with
+jsonschema too.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 from BreastCADxLib.errors import ModelError
 
@@ -65,8 +67,7 @@ def _problems(value, schema: dict, where: str, root: dict) -> list[str]:
 
 def check_card(card: dict, path: Path | str | None = None) -> None:
     """Refuse a card outside the schema (ModelError naming the file and the first problems)."""
-    body = {k: v for k, v in card.items() if k != "_dir"}  # the registry's runtime note
-    problems = _problems(body, card_schema(), "card", card_schema())
+    problems = _problems(card, card_schema(), "card", card_schema())
     if problems:
         raise ModelError("model card outside its schema: " + "; ".join(problems[:3]), path)
 
@@ -83,34 +84,141 @@ def card_kind(model_id: str) -> str:
     return "other"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelCard:
-    """What the consumers read of a checked card; `data` keeps the whole card (metrics, notes) for the record."""
+    """One model of a model set, typed: what every kind has; each kind's class adds what its consumer reads.
+    `notes` keeps the rest of the card (metrics, dates, design text) for the record; `folder` is where it was read
+    (not written). `from_json` and `to_json` are the only ways between a card file and this object: both hold the
+    card to the schema, and `to_json(from_json(d)) == d`."""
+
+    KIND: ClassVar[str] = "other"
+    ALWAYS: ClassVar[tuple[str, ...]] = ()  # optional fields written even when None (the files carry them)
 
     id: str
-    kind: str
-    folder: Path
+    task: str
     weights: str
     sha256: str
-    command: str
-    data: dict
+    training: dict
+    intended_use: str | None = None
+    notes: dict = field(default_factory=dict)
+    folder: Path = Path(".")
 
     @classmethod
-    def from_dict(cls, card: dict) -> ModelCard:
-        check_card(card, Path(card.get("_dir", ".")) / f"{card.get('id')}.json")
-        return cls(card["id"], card_kind(card["id"]), Path(card.get("_dir", ".")), card["weights"], card["sha256"],
-                   card["training"]["command"], card)
+    def from_json(cls, data: dict, folder: Path | str | None = None) -> ModelCard:
+        """The typed card of a card file's content (its kind follows from its id); ModelError outside the schema."""
+        folder = Path(folder) if folder is not None else Path(".")
+        if not isinstance(data, dict):
+            raise ModelError("a model card must be a JSON object", folder)
+        path = folder / f"{data.get('id')}.json"
+        check_card(data, path)
+        kind = CARD_CLASSES.get(card_kind(data["id"]), ModelCard)
+        if cls is not ModelCard and kind is not cls:
+            raise ModelError(f"a {kind.KIND} card where a {cls.KIND} card was expected", path)
+        own = {f.name for f in fields(kind)} - {"notes", "folder"}
+        return kind(**{k: v for k, v in data.items() if k in own},
+                    notes={k: v for k, v in data.items() if k not in own}, folder=folder)
+
+    def to_json(self) -> dict:
+        """The card file's content (checked against the schema)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("notes", "folder") and (value is not None or f.name in self.ALWAYS):
+                out[f.name] = value
+        out.update(self.notes)
+        check_card(out, self.path)
+        return out
 
     @property
-    def arch(self) -> str:
-        """The network's encoder (segmenter and image CNNs)."""
-        if self.kind not in ("segmenter", "image_cnn"):
-            raise ModelError(f"a {self.kind} card has no network architecture", self.folder / f"{self.id}.json")
-        return self.data["architecture"]["arch"]
+    def kind(self) -> str:
+        return self.KIND
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.id}.json"
+
+    @property
+    def command(self) -> str:
+        return self.training["command"]
 
     @property
     def weights_path(self) -> Path:
         return self.folder / self.weights
 
+    @property
+    def arch(self) -> str:
+        raise ModelError(f"a {self.kind} card has no network architecture", self.path)
 
-__all__ = ["ModelCard", "check_card", "card_kind", "card_schema"]
+
+@dataclass(frozen=True, kw_only=True)
+class SegmenterCard(ModelCard):
+    KIND: ClassVar[str] = "segmenter"
+
+    model_set: str
+    architecture: dict
+    input: dict
+    postprocessing: dict
+
+    @property
+    def arch(self) -> str:
+        return self.architecture["arch"]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.input["height"]), int(self.input["width"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageCnnCard(ModelCard):
+    """An image-level member of the fusion: the box crop (view "box") or the whole image (view "whole")."""
+
+    KIND: ClassVar[str] = "image_cnn"
+
+    architecture: dict
+    view: str
+    crop_margins: list
+
+    @property
+    def arch(self) -> str:
+        return self.architecture["arch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionCard(ModelCard):
+    """A feature bundle: its arrays, the members' estimators, how they combine, calibration, OOD, explanation; and
+    the image members fused with it (box_member / image_member: {"model": id, "weight": w})."""
+
+    KIND: ClassVar[str] = "fusion"
+    ALWAYS: ClassVar[tuple[str, ...]] = ("deep_model",)
+
+    model_set: str
+    arrays: str
+    files: dict
+    members: list
+    combine: dict
+    calibration: dict
+    ood: dict
+    explain: dict
+    radiomics_names: list
+    mode: str
+    classifier: str
+    deep_crop: str = "mask"
+    deep_model: str | None = None
+    box_member: dict | None = None
+    image_member: dict | None = None  # the whole-image member (the key keeps its first name)
+    automatic_masks: str | None = None  # another bundle of the set for the segmenter's own masks
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardCard(ModelCard):
+    KIND: ClassVar[str] = "guard"
+
+    threshold: float
+    validated_on: dict
+    embedding: str
+
+
+CARD_CLASSES: dict[str, type[ModelCard]] = {c.KIND: c for c in (SegmenterCard, ImageCnnCard, FusionCard, GuardCard)}
+
+__all__ = ["ModelCard", "SegmenterCard", "ImageCnnCard", "FusionCard", "GuardCard", "CARD_CLASSES", "check_card",
+           "card_kind", "card_schema"]

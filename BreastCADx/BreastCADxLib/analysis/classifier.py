@@ -18,6 +18,7 @@ from BreastCADxLib.analysis.calibration import (
     birads_suggestion,
     logit,
 )
+from BreastCADxLib.analysis.cards import FusionCard
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
 from BreastCADxLib.analysis.values import Flag, Prediction
 from BreastCADxLib.errors import ModelError
@@ -91,13 +92,13 @@ class _Estimator:
 
 
 class FusionClassifier:
-    def __init__(self, card: dict) -> None:
+    def __init__(self, card: FusionCard) -> None:
         self.card = card
-        folder = Path(card["_dir"])  # its files were verified with the model set (registry.verify_model_set)
-        arrays = np.load(folder / card["arrays"], allow_pickle=False)
-        self.radiomics_names = list(card["radiomics_names"])
+        folder = card.folder  # its files were verified with the model set (registry.verify_model_set)
+        arrays = np.load(folder / card.arrays, allow_pickle=False)
+        self.radiomics_names = list(card.radiomics_names)
         self.members = []
-        for m in card["members"]:
+        for m in card.members:
             branches = []
             for b in m["branches"]:
                 if b["kind"] == "radiomics":
@@ -107,18 +108,18 @@ class FusionClassifier:
                     branches.append(("deep", None, arrays[b["mean"]], arrays[b["scale"]], arrays[b["pca_mean"]],
                                      arrays[b["pca_components"]]))
             self.members.append({"name": m["name"], "branches": branches, "est": _Estimator(m["estimator"], folder)})
-        self.combine = card["combine"]
-        self.calibration = card["calibration"]
+        self.combine = card.combine
+        self.calibration = card.calibration
         self.ood_mean = arrays["ood_mean"]
         self.ood_precision = arrays["ood_precision"]
-        self.ood_threshold = float(card["ood"]["threshold"])
+        self.ood_threshold = float(card.ood["threshold"])
         self.explain_weight = arrays["explain_deep_weight"]
-        self.explain_bias = float(card["explain"]["deep_bias"])
+        self.explain_bias = float(card.explain["deep_bias"])
         # optional box-crop member: {"model": id, "weight": w}; raw = sigmoid(w logit(box) + (1-w) logit(features))
-        self.box_member: dict | None = card.get("box_member")
+        self.box_member: dict | None = card.box_member
         # optional whole-image member {"model": id, "weight": v}: raw = sigmoid((1-v) z + v logit(whole)), z as above;
         # the card's key keeps its first name, "image_member" (the shipped cards and their SHA256 carry it)
-        self.whole_member: dict | None = card.get("image_member")
+        self.whole_member: dict | None = card.image_member
 
     # -- features -> member inputs -------------------------------------------------------------
     @staticmethod
@@ -195,7 +196,7 @@ class FusionClassifier:
                              f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): the installed "
                              "pyradiomics or its parameter file (Resources/Radiomics) is not the one "
                              "the model set was made with; reinstall the extension's requirements",
-                             Path(self.card.get("_dir", ".")) / f"{self.card['id']}.json")
+                             self.card.path)
         rad = np.array([[radiomics[n] for n in self.radiomics_names]], float)
         deep = np.asarray(deep, float).reshape(1, -1)
         prob, raw, members = self.fused(rad, deep, box_probability, whole_probability)
@@ -245,11 +246,11 @@ class FusionClassifier:
 
 def load_classifier(model_id: str = DEFAULT_CLASSIFIER, models_dir: Path | None = None) -> FusionClassifier:
     card = load_card(model_id, models_dir)
-    if card.get("files") is None:
-        raise ModelError("classifier card lists no files to verify", Path(card["_dir"]) / f"{model_id}.json")
-    if card.get("deep_model"):  # the deep branch is the frozen ImageNet trunk; fine-tuned trunks are not shipped
-        raise ModelError(f"classifier needs the deep model '{card['deep_model']}', which this version does not have",
-                         Path(card["_dir"]) / f"{model_id}.json")
+    if not isinstance(card, FusionCard):
+        raise ModelError(f"'{model_id}' is a {card.kind} card, not a classifier", card.path)
+    if card.deep_model:  # the deep branch is the frozen ImageNet trunk; fine-tuned trunks are not shipped
+        raise ModelError(f"classifier needs the deep model '{card.deep_model}', which this version does not have",
+                         card.path)
     return FusionClassifier(card)
 
 
@@ -265,12 +266,12 @@ def fused_logit(features, box=None, box_weight=0.0, whole=None, whole_weight=0.0
     return z if whole is None else (1 - whole_weight) * z + whole_weight * whole
 
 
-def bundle_for(card: dict, mask_origin: str) -> str:
+def bundle_for(card: FusionCard, mask_origin: str) -> str:
     """The classifier id a mask of this origin is classified with: a card may name another bundle for the
     segmenter's own masks (`automatic_masks`: its id; fitted on that segmenter's outlines too); drawn and corrected
     outlines stay with the card's own bundle."""
-    other = card.get("automatic_masks")
-    return other if other and mask_origin == "auto" else card["id"]
+    other = card.automatic_masks
+    return other if other and mask_origin == "auto" else card.id
 
 
 def classifier_for(model_set: str, mask_origin: str) -> FusionClassifier:

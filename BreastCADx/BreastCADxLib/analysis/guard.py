@@ -15,11 +15,11 @@ result carries the reasons as a flag.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from BreastCADxLib.analysis.cards import GuardCard
 from BreastCADxLib.analysis.inference import Engine
 from BreastCADxLib.analysis.orientation import speckle_check
 from BreastCADxLib.analysis.preprocessing import network_input, resize_plane
@@ -93,15 +93,15 @@ def rule_reasons(image: Image, spec: dict) -> list[str]:
 class ImageGuard:
     """The image-level model: P(breast ultrasound) from the whole image's embedding."""
 
-    def __init__(self, card: dict, device: str = "cpu") -> None:
-        path = Path(card["_dir"]) / card["weights"]  # verified with the model set (registry.verify_model_set)
+    def __init__(self, card: GuardCard, device: str = "cpu") -> None:
+        path = card.weights_path  # verified with the model set (registry.verify_model_set)
         with np.load(path, allow_pickle=False) as z:
             self.one_class = "components" in z.files  # a set made by `breastcadx train`: distance to its images
             keys = ("mean", "components", "variances") if self.one_class else ("mean", "scale", "coef", "intercept")
             self.params = {k: z[k] for k in keys}
         self.card = card
-        self.threshold = float(card["threshold"])
-        self.spec = card["validated_on"]
+        self.threshold = float(card.threshold)
+        self.spec = card.validated_on
         self.engine = embedder(device)
 
     def embed(self, planes: list[np.ndarray]) -> np.ndarray:

@@ -15,9 +15,12 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from BreastCADxLib.analysis.cards import ModelCard
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-3  # max |difference| of the outputs (logits / features) between the two engines
@@ -146,7 +149,7 @@ def engine_of(key: str, shape: tuple[int, ...], device: torch.device, build: Cal
     return engine_for(net, torch.zeros((1, *shape)), key, device), net
 
 
-def card_engine(card: dict, shape: tuple[int, ...], device: torch.device,
+def card_engine(card: ModelCard, shape: tuple[int, ...], device: torch.device,
                 architecture: Callable[[], torch.nn.Module]) -> tuple[Engine, torch.nn.Module | None]:
     """`engine_of` for a registry model: its weights' SHA256 is checked every time (a cached graph included); the
     network is `architecture()` with the card's weights, built only when needed."""
@@ -159,4 +162,4 @@ def card_engine(card: dict, shape: tuple[int, ...], device: torch.device,
         net.load_state_dict(load_state_dict(card))
         return net
 
-    return engine_of(f"{card['id']}-{card['sha256'][:16]}", shape, device, build)
+    return engine_of(f"{card.id}-{card.sha256[:16]}", shape, device, build)

@@ -14,6 +14,8 @@ from BreastCADxLib.errors import ModelError
 if TYPE_CHECKING:  # torch is imported when a model is loaded, so `breastcadx --help` and `info` start fast
     import torch
 
+    from BreastCADxLib.analysis.cards import ModelCard
+
 MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR",
                                   Path(__file__).resolve().parents[2] / "Resources" / "Models"))
 # The shipped set, trained on three hospitals (BUSI, BUS-BRA L5, BUS-UCLM). Sets trained with a site held out are
@@ -93,13 +95,14 @@ def write_modelset(folder: Path, **meta) -> dict:
     return manifest
 
 
-def save_card(folder: Path, card: dict) -> Path:
-    """Write a card into a model set folder and refresh the set's manifest (the training side's one writer)."""
-    path = Path(folder) / f"{card['id']}.json"
-    from BreastCADxLib.analysis.cards import check_card
+def save_card(folder: Path, card: ModelCard) -> Path:
+    """Write a typed card into a model set folder and refresh the set's manifest (the training side's one writer)."""
+    from BreastCADxLib.analysis.cards import ModelCard
 
-    check_card(card, path)  # no card outside the schema reaches a model set
-    path.write_text(json.dumps(card, indent=1) + "\n")
+    if not isinstance(card, ModelCard):
+        raise TypeError("save_card takes a typed card (analysis.cards), not a dict")
+    path = Path(folder) / f"{card.id}.json"
+    path.write_text(json.dumps(card.to_json(), indent=1) + "\n")  # to_json holds it to the schema
     write_modelset(Path(folder))
     return path
 
@@ -164,32 +167,31 @@ def model_set_fingerprint(name: str = DEFAULT_MODEL_SET) -> str:
     return hashlib.sha256((folder / MODELSET_FILE).read_bytes()).hexdigest()
 
 
-def load_card(model_id: str, models_dir: Path | None = None) -> dict:
-    """The model card (architecture, input spec, metrics and weights file with its SHA256), from a verified set."""
+def load_card(model_id: str, models_dir: Path | None = None) -> ModelCard:
+    """The typed model card (analysis.cards: architecture, input spec, metrics and weights file with its SHA256),
+    from a verified set."""
+    from BreastCADxLib.analysis.cards import ModelCard
+
     verify_model_set(models_dir or MODELS_DIR)
     path = (models_dir or MODELS_DIR) / f"{model_id}.json"
     if not path.is_file():
         known = sorted(p.stem for p in (models_dir or MODELS_DIR).glob("*.json"))
         raise ModelError(f"no model card for '{model_id}' (known: {', '.join(known) or 'none'})", path)
     try:
-        card = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelError(f"model card is not valid JSON ({e})", path) from None
-    from BreastCADxLib.analysis.cards import check_card
-
-    check_card(card, path)
-    card["_dir"] = str(path.parent)
-    return card
+    return ModelCard.from_json(data, path.parent)
 
 
-def verified_weights_path(card: dict) -> Path:
+def verified_weights_path(card: ModelCard) -> Path:
     """The card's weights file, verified with its model set (verify_model_set: the one SHA256 check, which also
     holds every card's files to the manifest)."""
-    verify_model_set(Path(card["_dir"]))
-    return Path(card["_dir"]) / card["weights"]
+    verify_model_set(card.folder)
+    return card.weights_path
 
 
-def load_state_dict(card: dict) -> dict[str, torch.Tensor]:
+def load_state_dict(card: ModelCard) -> dict[str, torch.Tensor]:
     """Verified, pickle-free load of a torch state dict (weights_only=True), cast to float32."""
     import torch
 

@@ -49,8 +49,8 @@ class Provenance:
     deep_model: str
     mask_origin: str  # one of MASK_ORIGINS
     segmenter: ModelRef | None = None  # None when the user drew the mask
-    image_model: ModelRef | None = None  # the fusion's image-level member (box-crop CNN), when the classifier has one
-    whole_image_model: ModelRef | None = None  # its whole-image member, when the classifier has one
+    box_model: ModelRef | None = None  # the fusion's box-crop CNN member, when the classifier has one
+    whole_image_model: ModelRef | None = None  # its whole-image CNN member, when the classifier has one
     site: ModelRef | None = None  # the site profile the probability, suggestion and presence follow (id, seal)
 
     def __post_init__(self) -> None:
@@ -65,11 +65,12 @@ class Provenance:
 
     @classmethod
     def from_json(cls, d: dict) -> Provenance:
-        seg, img, whole, site = (d.get(k) for k in ("segmenter", "image_model", "whole_image_model", "site"))
+        seg, whole, site = (d.get(k) for k in ("segmenter", "whole_image_model", "site"))
+        box = d.get("box_model", d.get("image_model"))  # its name in results written before 2026-12-06
         return cls(breastcadx=d["breastcadx"], model_set=d["model_set"], classifier=ModelRef(**d["classifier"]),
                    classifier_config=d["classifier_config"], deep_model=d["deep_model"],
                    mask_origin=d["mask_origin"], segmenter=ModelRef(**seg) if seg else None,
-                   image_model=ModelRef(**img) if img else None,
+                   box_model=ModelRef(**box) if box else None,
                    whole_image_model=ModelRef(**whole) if whole else None, site=ModelRef(**site) if site else None)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from BreastCADxLib.analysis.cards import ModelCard
+from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.analysis.inference import Engine, TorchEngine, card_engine
 from BreastCADxLib.analysis.networks import lesion_unet
 from BreastCADxLib.analysis.preprocessing import (
@@ -145,14 +145,13 @@ def best_candidate(prob: np.ndarray, relative: float, min_area: float = 0.0, tri
 class LesionSegmenter:
     """Loads the model once; `segment` may be called many times (thread-compatible, not thread-safe)."""
 
-    def __init__(self, card: dict, net: torch.nn.Module | None, device: str | None = "auto",
+    def __init__(self, card: SegmenterCard, net: torch.nn.Module | None, device: str | None = "auto",
                  engine: Engine | None = None) -> None:
         """`net` may be None when `engine` runs a graph of it (the PyTorch network is then never built)."""
         self.card = card
         self.device = choose_device(device)
-        spec = card["input"]
-        self.size = (int(spec["height"]), int(spec["width"]))
-        post = card["postprocessing"]
+        self.size = card.size
+        post = card.postprocessing
         self.threshold = float(post["threshold"])
         self.presence = float(post["presence"])
         self.min_area_fraction = float(post["min_area_fraction"])
@@ -174,9 +173,8 @@ class LesionSegmenter:
                       models_dir: Path | None = None) -> LesionSegmenter:
         """The shipped model: card + SHA256-verified weights from Resources/Models (or models_dir)."""
         card = load_card(model_id, models_dir)
-        arch = ModelCard.from_dict(card).arch
-        shape = (3, int(card["input"]["height"]), int(card["input"]["width"]))
-        engine, net = card_engine(card, shape, choose_device(device), lambda: lesion_unet(pretrained=False, arch=arch))
+        engine, net = card_engine(card, (3, *card.size), choose_device(device),
+                                  lambda: lesion_unet(pretrained=False, arch=card.arch))
         return cls(card, net, device, engine)
 
     def probability(self, plane: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib.analysis.cards import FusionCard, GuardCard
 from BreastCADxLib.errors import BreastCADxError
 
 LABELS = {"benign": 0, "malignant": 1, "normal": None}
@@ -206,15 +207,15 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     if info["modality"] != modality:
         raise TrainError(f"--from: a {info['modality']} set, this training is {modality}", folder)
     card = load_card("lesion_cls_fusion", folder)
-    members = card["members"]
+    members = card.members
     kinds = [b["kind"] for b in members[0]["branches"]] if len(members) == 1 else []
-    if kinds != ["radiomics", "deep"] or card.get("box_member") or card.get("image_member"):
+    if kinds != ["radiomics", "deep"] or card.box_member or card.image_member:
         raise TrainError("--from needs a set made by `breastcadx train` (one logistic over radiomics and deep "
                          "features); this set's classifier has other members (image CNNs or several blocks)",
                          folder / "lesion_cls_fusion.json")
-    if card["radiomics_names"] != names:
+    if card.radiomics_names != names:
         raise TrainError("--from: the set was made with other radiomics features", folder / "lesion_cls_fusion.json")
-    with np.load(folder / card["arrays"], allow_pickle=False) as z:
+    with np.load(folder / card.arrays, allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
     if a["m_deep_mean"].shape[0] != deep_dims:
         raise TrainError("--from: the set was made with other deep features", folder / "lesion_cls_fusion.json")
@@ -305,27 +306,27 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     bias = float(m["lr"].intercept_[0] - m["pca"].mean_ @ v - (m["dm"] / m["ds"]) @ v)
     np.savez(out / "lesion_cls_fusion.npz", **arrays)
     npz_sha = sha256_of(out / "lesion_cls_fusion.npz")
-    card = {
-        "id": "lesion_cls_fusion", "task": f"malignancy of a located finding ({modality})",
-        "model_set": out.name, "weights": "lesion_cls_fusion.npz", "arrays": "lesion_cls_fusion.npz",
-        "sha256": npz_sha, "files": {"lesion_cls_fusion.npz": npz_sha}, "mode": "early", "classifier": "LR",
-        "deep_crop": "mask", "deep_model": None, "radiomics_names": names,
-        "members": [{"name": "fusion", "branches": [
+    card = FusionCard(
+        id="lesion_cls_fusion", task=f"malignancy of a located finding ({modality})",
+        model_set=out.name, weights="lesion_cls_fusion.npz", arrays="lesion_cls_fusion.npz",
+        sha256=npz_sha, files={"lesion_cls_fusion.npz": npz_sha}, mode="early", classifier="LR",
+        deep_crop="mask", deep_model=None, radiomics_names=names,
+        members=[{"name": "fusion", "branches": [
             {"kind": "radiomics", "selected": names, "mean": "m_rad_mean", "scale": "m_rad_scale"},
             {"kind": "deep", "mean": "m_deep_mean", "scale": "m_deep_scale", "pca_mean": "m_deep_pca_mean",
              "pca_components": "m_deep_pca_components"}],
             "estimator": {"kind": "logistic", "coef": coef.tolist(), "intercept": float(m["lr"].intercept_[0])}}],
-        "combine": {"kind": "single"}, "calibration": {"kind": "identity"},
-        "ood": {"threshold": float(np.percentile(dist, 99)), "space": "radiomics z-scores + deep PCA",
-                "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
-        "explain": {"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
-        "training": {"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
-                     **({"from_set": source["id"]} if source else {}),
-                     "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
-        "intended_use": "Research only; not for diagnosis." + (
+        combine={"kind": "single"}, calibration={"kind": "identity"},
+        ood={"threshold": float(np.percentile(dist, 99)), "space": "radiomics z-scores + deep PCA",
+             "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
+        explain={"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
+        training={"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
+                  **({"from_set": source["id"]} if source else {}),
+                  "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
+        intended_use="Research only; not for diagnosis." + (
             " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
             if modality == "MG" else ""),
-    }
+    )
     save_card(out, card)
     clf = load_classifier("lesion_cls_fusion", out)
     diff = float(np.abs(clf.raw_proba(rad, deep)[0] - _fusion_proba(m, rad, deep)).max())
@@ -338,7 +339,7 @@ GUARD_DIMS = 16
 GUARD_QUANTILE = 0.005  # of the training images' own scores: the threshold
 
 
-def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str) -> dict:
+def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str) -> GuardCard:
     """The set's input guard: distance to its own training images in a PCA of the whole-image Lite0 embedding
     (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; sides from them."""
     from BreastCADxLib.analysis.guard import embed, embedder, one_class_score
@@ -355,23 +356,23 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
     np.savez(out / "image_guard.npz", **params)
     scores = one_class_score(z, params)
     sides = [s for p in planes for s in p.shape]
-    card = {"id": "image_guard", "task": f"is this a {modality} image like the set's own training images?",
-            "weights": "image_guard.npz", "sha256": sha256_of(out / "image_guard.npz"),
-            "model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square tail)",
-            "embedding": "frozen ImageNet EfficientNet-Lite0, whole image at 224x224, pooled 1280, L2-normalised",
-            "threshold": float(np.quantile(scores, GUARD_QUANTILE)),
-            "validated_on": {"modalities": [modality, "OT"], "max_frames": 1, "min_side": int(min(sides) // 2),
-                             "max_side": int(max(sides) * 2.5)},
-            "training": {"command": command, "images": len(images),
-                         "threshold_rule": f"the {100 * GUARD_QUANTILE:g}th percentile of the training images' "
-                                           "own scores"}}
+    card = GuardCard(
+        id="image_guard", task=f"is this a {modality} image like the set's own training images?",
+        weights="image_guard.npz", sha256=sha256_of(out / "image_guard.npz"),
+        embedding="frozen ImageNet EfficientNet-Lite0, whole image at 224x224, pooled 1280, L2-normalised",
+        threshold=float(np.quantile(scores, GUARD_QUANTILE)),
+        validated_on={"modalities": [modality, "OT"], "max_frames": 1, "min_side": int(min(sides) // 2),
+                      "max_side": int(max(sides) * 2.5)},
+        training={"command": command, "images": len(images),
+                  "threshold_rule": f"the {100 * GUARD_QUANTILE:g}th percentile of the training images' own scores"},
+        notes={"model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square tail)"})
     save_card(out, card)
     return card
 
 
-def card_text(card: dict, cv: dict, modality: str, data: dict) -> str:
-    t = card["training"]
-    lines = [f"# Model set `{card['model_set']}` ({modality})", "", card["intended_use"], "",
+def card_text(card: FusionCard, cv: dict, modality: str, data: dict) -> str:
+    t = card.training
+    lines = [f"# Model set `{card.model_set}` ({modality})", "", card.intended_use, "",
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
              f"left out: {data['left_out']}. Made {data['date']} by `{t['command']}`.", "",
              f"Cross-validation by patient ({cv['folds']} folds, the same folds for every row), 95 % CI by patient "

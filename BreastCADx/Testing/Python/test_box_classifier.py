@@ -96,16 +96,17 @@ def whole_member_set(tmp_path, monkeypatch):
 
     from BreastCADxLib.analysis import pipeline
     from BreastCADxLib.analysis.box_classifier import WHOLE_MODEL
+    from BreastCADxLib.analysis.cards import ModelCard
     from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
 
     for f in MODELS_DIR.iterdir():
         if f.is_file():
             shutil.copy(f, tmp_path / f.name)
     card = json.loads((MODELS_DIR / f"{BOX_MODEL}.json").read_text())
-    save_card(tmp_path, {**card, "id": WHOLE_MODEL, "view": "whole"})
+    save_card(tmp_path, ModelCard.from_json({**card, "id": WHOLE_MODEL, "view": "whole"}))
     cls_card = json.loads((MODELS_DIR / f"{DEFAULT_CLASSIFIER}.json").read_text())
     cls_card["image_member"] = {"model": WHOLE_MODEL, "weight": 0.2}
-    save_card(tmp_path, cls_card)
+    save_card(tmp_path, ModelCard.from_json(cls_card))
     clf = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
     monkeypatch.setattr(pipeline, "classifier_for", lambda model_set, origin: clf)
     monkeypatch.setattr(pipeline, "get_box_scorer",

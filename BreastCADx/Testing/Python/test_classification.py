@@ -208,8 +208,8 @@ def test_committed_features_match_the_library(tmp_path):
 
     z = np.load(DATA / "test_rows.npz", allow_pickle=False)
     clf = get_classifier()
-    assert clf.card.get("deep_model") is None  # frozen ImageNet trunk
-    deep = get_deep_features("cpu", clf.card.get("deep_crop", "mask"))
+    assert clf.card.deep_model is None  # frozen ImageNet trunk
+    deep = get_deep_features("cpu", clf.card.deep_crop)
     row = [i for i, (c, s) in enumerate(zip(z["case"], z["site"])) if c == "malignant_001" and s == "busi"][0]
     img = load_image(DATA / "busi" / "malignant_001.png")
     mask = load_mask(DATA / "busi" / "malignant_001_mask.png", img)
@@ -228,6 +228,7 @@ def test_the_segmenters_own_masks_go_to_the_bundle_the_card_names_for_them(tmp_p
     segmenter's mask with it, a drawn or corrected outline with the card's own. The second bundle here is the
     shipped one with another intercept, so the answers must differ exactly as the bundles do."""
     from BreastCADxLib.analysis import pipeline
+    from BreastCADxLib.analysis.cards import FusionCard
     from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, bundle_for
 
     for f in MODELS_DIR.iterdir():
@@ -240,8 +241,8 @@ def test_the_segmenters_own_masks_go_to_the_bundle_the_card_names_for_them(tmp_p
              "files": {f"{auto}.npz": card["files"][card["arrays"]]}}
     other["members"] = [{**m, "estimator": {**m["estimator"], "intercept": m["estimator"]["intercept"] + 2.0}}
                         for m in card["members"]]
-    save_card(tmp_path, other)  # as the training side writes cards: the set's manifest follows
-    save_card(tmp_path, {**card, "automatic_masks": auto})
+    save_card(tmp_path, FusionCard.from_json(other))  # as the training side writes cards: the manifest follows
+    save_card(tmp_path, FusionCard.from_json({**card, "automatic_masks": auto}))
     main = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
     assert [bundle_for(main.card, o) for o in ("auto", "edited", "user")] == [auto, DEFAULT_CLASSIFIER,
                                                                               DEFAULT_CLASSIFIER]

@@ -3,13 +3,23 @@ by jsonschema and by the product's own reader of the schema), and no card outsid
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import jsonschema
 import pytest
 
-from BreastCADxLib.analysis.cards import ModelCard, card_schema, check_card
+from BreastCADxLib.analysis.cards import (
+    CARD_CLASSES,
+    FusionCard,
+    GuardCard,
+    ImageCnnCard,
+    ModelCard,
+    SegmenterCard,
+    card_schema,
+    check_card,
+)
 from BreastCADxLib.analysis.registry import MODELS_DIR, load_card, save_card
 from BreastCADxLib.errors import ModelError
 from conftest import BUSI_ONLY
@@ -18,7 +28,7 @@ CARDS = sorted(p for d in (MODELS_DIR, BUSI_ONLY) for p in d.glob("*.json") if p
 
 
 def test_every_set_has_its_four_kinds_of_card():
-    kinds = {(p.parent.name, ModelCard.from_dict(json.loads(p.read_text())).kind) for p in CARDS}
+    kinds = {(p.parent.name, ModelCard.from_json(json.loads(p.read_text())).kind) for p in CARDS}
     for folder in ("Models", BUSI_ONLY.name):
         assert {k for f, k in kinds if f == folder} == {"segmenter", "image_cnn", "fusion", "guard"}
 
@@ -28,7 +38,40 @@ def test_every_shipped_card_is_inside_the_schema(path):
     card = json.loads(path.read_text())
     jsonschema.validate(card, card_schema())
     check_card(card, path)
-    assert ModelCard.from_dict(card).command.startswith("python -m training.")
+    typed = ModelCard.from_json(card, path.parent)
+    assert typed.command.startswith("python -m training.")
+    assert type(typed) is CARD_CLASSES[typed.kind] and typed.path == path
+    assert typed.to_json() == card  # the class is the card file's content, nothing lost or added
+
+
+def test_save_card_takes_only_a_typed_card_and_the_typed_card_checks_itself(tmp_path):
+    folder = tmp_path / "set"
+    shutil.copytree(MODELS_DIR, folder)
+    seg = load_card("lesion_seg_lite0", folder)
+    with pytest.raises(TypeError, match="typed card"):
+        save_card(folder, seg.to_json())
+    broken = dataclasses.replace(seg, postprocessing={"threshold": 0.35})
+    before = (folder / "lesion_seg_lite0.json").read_bytes()
+    with pytest.raises(ModelError, match="card.postprocessing.presence is missing"):
+        save_card(folder, broken)
+    assert (folder / "lesion_seg_lite0.json").read_bytes() == before
+    with pytest.raises(ModelError, match="a segmenter card where a fusion card was expected"):
+        FusionCard.from_json(seg.to_json(), folder)
+    moved = dataclasses.replace(seg, postprocessing={**seg.postprocessing, "presence": 0.9})
+    save_card(folder, moved)  # written through the class, the manifest follows, and it loads back typed
+    again = load_card("lesion_seg_lite0", folder)
+    assert again.postprocessing["presence"] == 0.9 and again.notes == seg.notes
+
+
+def test_each_kind_has_its_class_with_what_its_consumer_reads():
+    assert isinstance(load_card("lesion_seg_lite0"), SegmenterCard)
+    assert load_card("lesion_seg_lite0").size == (256, 256)
+    box, whole = load_card("lesion_box_cnn"), load_card("lesion_whole_cnn")
+    assert isinstance(box, ImageCnnCard) and (box.view, whole.view) == ("box", "whole")
+    fusion = load_card("lesion_cls_fusion")
+    assert isinstance(fusion, FusionCard) and fusion.box_member["model"] == "lesion_box_cnn"
+    assert fusion.image_member["model"] == "lesion_whole_cnn" and fusion.automatic_masks == "lesion_cls_fusion_auto"
+    assert isinstance(load_card("image_guard"), GuardCard) and 0 < load_card("image_guard").threshold < 1
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -46,7 +89,7 @@ def test_a_card_outside_the_schema_is_neither_written_nor_loaded(tmp_path, chang
         jsonschema.validate(card, card_schema())  # the two readers agree
     before = (folder / "lesion_seg_lite0.json").read_bytes()
     with pytest.raises(ModelError, match=problem) as e:
-        save_card(folder, card)
+        save_card(folder, ModelCard.from_json(card, folder))
     assert "lesion_seg_lite0.json" in str(e.value)
     assert (folder / "lesion_seg_lite0.json").read_bytes() == before  # nothing written
     (folder / "lesion_seg_lite0.json").write_text(json.dumps(card))  # changed by hand, and re-listed
@@ -59,10 +102,10 @@ def test_a_card_outside_the_schema_is_neither_written_nor_loaded(tmp_path, chang
 
 
 def test_the_typed_card_names_what_consumers_read():
-    seg = ModelCard.from_dict(load_card("lesion_seg_lite0"))
+    seg = load_card("lesion_seg_lite0")
     assert seg.kind == "segmenter" and seg.arch == "lite0" and seg.weights_path.is_file()
     with pytest.raises(ModelError, match="no network architecture"):
-        ModelCard.from_dict(load_card("lesion_cls_fusion")).arch  # noqa: B018
+        load_card("lesion_cls_fusion").arch  # noqa: B018
 
 
 def test_a_model_set_of_ones_own_is_a_folder_verified_before_use(tmp_path, sample_dicom, sample_mask):

@@ -95,3 +95,15 @@ def test_flags_are_codes_with_their_text_and_a_version_2_file_is_read_with_codes
     assert [f.code for f in back.flags] == ["low_confidence_segmentation", "members_disagree", "edited_mask"]
     with pytest.raises(ValueError, match="unknown flag code"):
         Flag("made_up", "text")
+
+
+def test_the_box_member_is_named_box_model_and_a_file_from_before_the_rename_reads_the_same(written):
+    """Provenance names the box-crop CNN `box_model` (it was `image_model`, which the cards use for the whole-image
+    member); a result.json written before the rename reads back with the same box member."""
+    d = json.loads((written[2] / "result.json").read_text())
+    prov = d["provenance"]
+    assert prov["box_model"]["id"] == "lesion_box_cnn" and prov["whole_image_model"]["id"] == "lesion_whole_cnn"
+    assert "image_model" not in prov
+    old = {**d, "provenance": {**{k: v for k, v in prov.items() if k != "box_model"}, "image_model": prov["box_model"]}}
+    jsonschema.validate(old, SCHEMA)
+    assert AnalysisResult.from_json(old).provenance == AnalysisResult.from_json(d).provenance

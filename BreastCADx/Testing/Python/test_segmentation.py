@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 import dicom_factory as f
+from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.analysis.registry import MODELS_DIR, choose_device
 from BreastCADxLib.analysis.segmentation import Cancelled, LesionSegmenter, RoiError, get_segmenter
 from BreastCADxLib.errors import ModelError, UnsupportedImageError
@@ -320,7 +321,7 @@ def test_a_drawn_box_always_yields_an_outline_without_expect_lesion(segmenter):
 def test_a_box_where_the_network_sees_nothing_gets_its_inscribed_ellipse_flagged():
     """A network answering 0 everywhere (no usable region at all) still gives an outline inside a drawn box: the
     ellipse inscribed in the box, flagged box_fallback; without a box, nothing."""
-    card = json.loads((MODELS_DIR / "lesion_seg_lite0.json").read_text())
+    card = SegmenterCard.from_json(json.loads((MODELS_DIR / "lesion_seg_lite0.json").read_text()))
     blind = LesionSegmenter(card, None, "cpu", engine=lambda x: torch_full(x, -1e4))
     img = Image(array=np.random.default_rng(0).integers(0, 255, (1, 200, 300)).astype(np.uint8))
     assert not blind.segment(img).lesion_found
