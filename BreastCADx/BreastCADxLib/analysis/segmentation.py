@@ -30,7 +30,7 @@ from BreastCADxLib.analysis.registry import (
     model_set_dir,
 )
 from BreastCADxLib.analysis.values import Box
-from BreastCADxLib.errors import BreastCADxError, UnsupportedImageError
+from BreastCADxLib.errors import BreastCADxError, ModelError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
 DEFAULT_MODEL = "lesion_seg_lite0"
@@ -161,8 +161,9 @@ class LesionSegmenter:
         self.candidate_relative = float(post.get("candidate_relative", 0.5))
         # inside a drawn box the candidate reaches lower: there the lesion fills most of the box
         self.roi_candidate_relative = float(post.get("roi_candidate_relative", self.candidate_relative))
-        # inside a drawn box: LiteMedSAM outlines (analysis.box_prompt) when the card names it, else this network
-        self.roi_outliner = post.get("roi_outliner")
+        if post.get("roi_outliner", "network") != "network":  # LiteMedSAM in a box is an experiment now
+            raise ModelError(f"this version outlines inside a drawn box with the set's own network, not "
+                             f"'{post['roi_outliner']}'", card.path)
         self.net = net.to(self.device).eval() if net is not None else None
         if engine is None and self.net is None:
             raise ValueError("LesionSegmenter needs a network or an engine")
@@ -234,13 +235,8 @@ class LesionSegmenter:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("segmentation cancelled")
             plane = image.array[k]
-            if box is not None and self.roi_outliner == "litemedsam":
-                from BreastCADxLib.analysis.box_prompt import get_box_outliner
-
-                prob[k] = get_box_outliner(str(self.device)).probability(plane, box)
-            elif box is not None:
-                x0, y0, x1, y1 = box
-                prob[k, y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
+            if box is not None:
+                prob[k] = self.box_probability(plane, box)
             else:
                 prob[k] = self.probability(plane)
                 score = max(score, presence_score(prob[k], self.threshold, self.min_area_fraction))
@@ -260,6 +256,13 @@ class LesionSegmenter:
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
                             low_confidence=low_confidence, box_fallback=fallback,
                             presence_score=None if box is not None else score)
+
+    def box_probability(self, plane: np.ndarray, box: Box) -> np.ndarray:
+        """P(lesion) of one plane inside a drawn box (0 outside): the network on the box, as if it were the image."""
+        x0, y0, x1, y1 = box
+        prob = np.zeros(plane.shape, np.float32)
+        prob[y0:y1, x0:x1] = self.probability(plane[y0:y1, x0:x1])
+        return prob
 
     def refine_box(self, region: np.ndarray) -> Box:
         """The box a found region is re-segmented in: its bounding box + the refinement margin."""

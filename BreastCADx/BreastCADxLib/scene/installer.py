@@ -7,8 +7,6 @@ from pathlib import Path
 
 from BreastCADxLib.errors import BreastCADxError
 
-NO_DEPS_FILE = "requirements-nodeps.txt"  # beside requirements.txt: installed with pip --no-deps
-
 
 def read_requirements(path: Path) -> list[str]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
@@ -77,23 +75,19 @@ def ensure_dependencies(requirements_path: str | Path) -> None:
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
                 raise InstallDeclined("PyTorch is required and was not installed (declined or failed in the "
                                       "PyTorch extension); press the button again to retry.")
-    no_deps = path.with_name(NO_DEPS_FILE)
-    missing_no_deps = missing_requirements(read_requirements(no_deps)) if no_deps.is_file() else []
     missing = missing_requirements(read_requirements(path))
-    if not missing and not missing_no_deps:
+    if not missing:
         return
     try:  # Slicer >= 5.11: one dialog, constraints shared with other extensions
         import slicer.pydeps as pydeps
     except ImportError:
         pydeps = None
-    if pydeps is not None and missing:
+    if pydeps is not None:
         try:
             pydeps.pip_ensure(pydeps.load_requirements(str(path)), requester="BreastCADx")
         except Exception as e:
             raise InstallFailed(f"installing the packages of {path.name} failed ({e.__class__.__name__}: {e})"
                                 ) from None
-    elif missing:
+    else:
         _confirm("BreastCADx will install: " + ", ".join(missing) + ". Continue?")
         _pip(["-r", str(path)])
-    if missing_no_deps:
-        _pip(["--no-deps", *missing_no_deps])

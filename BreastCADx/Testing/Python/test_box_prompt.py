@@ -1,5 +1,6 @@
-"""LiteMedSAM inside a drawn box (analysis.box_prompt): golden masks, the box as a hard limit, pinned weights,
-no stand-in left behind, and the segmenter's ROI path when a card names it."""
+"""LiteMedSAM inside a drawn box (training/experiments/box_prompt.py, an experiment since 2026-12-06): golden
+masks, the box as a hard limit, pinned weights, no stand-in left behind, the experiment's segmenter; and a card
+that still names it is refused by the product's segmenter."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from BreastCADxLib.analysis import box_prompt
-from BreastCADxLib.analysis.box_prompt import BoxOutliner, get_box_outliner
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.analysis.segmentation import get_segmenter
 from BreastCADxLib.errors import ModelError
 from BreastCADxLib.io import load_image, load_mask
 from conftest import MODULE_DIR
+from training.experiments import box_prompt
+from training.experiments.box_prompt import BoxOutliner, LiteMedSamSegmenter, get_box_outliner
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
 
@@ -55,14 +56,21 @@ def test_altered_weights_are_refused(monkeypatch):
         BoxOutliner("cpu")
 
 
-def test_the_segmenter_roi_path_uses_it_when_the_card_says_so():
-    segmenter = get_segmenter(device="cpu")
+def test_the_experiments_segmenter_outlines_the_box_with_it():
+    shipped = get_segmenter(device="cpu")
+    segmenter = LiteMedSamSegmenter(shipped.card, None, "cpu", engine=shipped.engine)
     img, ref, box = _case("malignant_001")
-    before = segmenter.roi_outliner
-    try:
-        segmenter.roi_outliner = "litemedsam"
-        mask = segmenter.segment(img, roi=box, expect_lesion=True).mask
-    finally:
-        segmenter.roi_outliner = before
+    mask = segmenter.segment(img, roi=box, expect_lesion=True).mask
     np.testing.assert_array_equal(mask[0] & ~(get_box_outliner("cpu").probability(img.array[0], box) > 0), False)
     assert dice(mask[0], ref[0]) > 0.85
+
+
+def test_a_card_naming_litemedsam_is_refused_by_the_product():
+    import dataclasses
+
+    from BreastCADxLib.analysis.segmentation import LesionSegmenter
+
+    card = get_segmenter(device="cpu").card
+    card = dataclasses.replace(card, postprocessing={**card.postprocessing, "roi_outliner": "litemedsam"})
+    with pytest.raises(ModelError, match="outlines inside a drawn box with the set's own network"):
+        LesionSegmenter(card, None, "cpu", engine=lambda x: x)

