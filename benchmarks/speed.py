@@ -73,13 +73,13 @@ def stages(image, repeats: int) -> dict[str, float]:
     out["descriptors"] = median_time(lambda: lesion_descriptors(image, mask), repeats)
     deep = get_deep_features("auto", "mask")
     out["deep features"] = median_time(lambda: deep.features(image, mask), repeats)
-    from BreastCADxLib.analysis.box_classifier import get_box_scorer
+    from BreastCADxLib.analysis.box_classifier import get_member_scorer
     from BreastCADxLib.analysis.classifier import get_classifier
 
     for row, member in (("image member (box CNN)", get_classifier().box_member),
                         ("whole-image member (CNN)", get_classifier().whole_member)):
         if member is not None:
-            scorer = get_box_scorer(member["model"])
+            scorer = get_member_scorer(member["model"])
             out[row] = median_time(lambda s=scorer: s.probability(image, mask), repeats)
     res = analyze(image, heatmap=True, expect_lesion=True)
     out["Grad-CAM"] = median_time(

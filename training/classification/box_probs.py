@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from BreastCADxLib.analysis.box_classifier import get_box_scorer
+from BreastCADxLib.analysis.box_classifier import get_member_scorer
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
 from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
 from BreastCADxLib.image import Image
@@ -37,7 +37,7 @@ def main() -> None:
         card = load_card(DEFAULT_CLASSIFIER, model_set_dir(s))
         for column, member in (("box", card.box_member), ("whole", card.image_member)):
             if member:
-                scorers[f"{column}_{model_set_info(s)['id']}"] = get_box_scorer(member["model"], "cpu", s)
+                scorers[f"{column}_{model_set_info(s)['id']}"] = get_member_scorer(member["model"], "cpu", s)
     whole_done: dict[tuple[str, str, str], float] = {}
     for path in args.files:
         z = dict(np.load(path, allow_pickle=False))

@@ -50,7 +50,9 @@ def box_views(image: Image, mask: np.ndarray, margins: tuple[float, ...] = (CONT
     return torch.cat([x, x.flip(-1)])
 
 
-class BoxScorer:
+class MemberScorer:
+    """One image-level member of the fusion (its card's view: "box", the box crop; "whole", the whole image)."""
+
     def __init__(self, card: ImageCnnCard, engine: Engine, device: torch.device | None = None) -> None:
         self.card, self.engine = card, engine
         self.device = device or torch.device("cpu")
@@ -60,7 +62,7 @@ class BoxScorer:
 
     @classmethod
     def from_registry(cls, model_id: str = BOX_MODEL, device: str | None = "auto",
-                      models_dir: Path | None = None) -> BoxScorer:
+                      models_dir: Path | None = None) -> MemberScorer:
         from BreastCADxLib.analysis.networks import BoxNet
 
         card = load_card(model_id, models_dir)
@@ -88,6 +90,6 @@ class BoxScorer:
 
 
 @lru_cache(maxsize=4)
-def get_box_scorer(model_id: str = BOX_MODEL, device: str = "auto", model_set: str = DEFAULT_MODEL_SET
-                   ) -> BoxScorer:
-    return BoxScorer.from_registry(model_id, device, model_set_dir(model_set))
+def get_member_scorer(model_id: str = BOX_MODEL, device: str = "auto", model_set: str = DEFAULT_MODEL_SET
+                   ) -> MemberScorer:
+    return MemberScorer.from_registry(model_id, device, model_set_dir(model_set))

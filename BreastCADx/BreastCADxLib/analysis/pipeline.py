@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from BreastCADxLib import __version__
-from BreastCADxLib.analysis.box_classifier import get_box_scorer
+from BreastCADxLib.analysis.box_classifier import get_member_scorer
 from BreastCADxLib.analysis.calibration import INCOMPLETE, INCOMPLETE_NOTE, SUGGESTION_NOTE
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.deep_features import DEEP_MODEL, get_deep_features, lesion_frame
@@ -292,11 +292,11 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     deep = deep_model.features(work, work_mask)
     box_p, scorer, whole_p = None, None, None
     if classifier.box_member is not None:
-        scorer = get_box_scorer(classifier.box_member["model"], device, model_set)
+        scorer = get_member_scorer(classifier.box_member["model"], device, model_set)
         box_p = scorer.probability(work, work_mask)
         provenance = replace(provenance, box_model=ModelRef(scorer.card.id, scorer.card.sha256))
     if classifier.whole_member is not None:
-        whole = get_box_scorer(classifier.whole_member["model"], device, model_set)
+        whole = get_member_scorer(classifier.whole_member["model"], device, model_set)
         whole_p = whole.probability(work, work_mask)
         provenance = replace(provenance, whole_image_model=ModelRef(whole.card.id, whole.card.sha256))
     seconds["deep_features"] = time.perf_counter() - t

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from BreastCADxLib.analysis.box_classifier import BOX_MODEL, BoxScorer
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL, MemberScorer
 from BreastCADxLib.analysis.classifier import get_classifier
 from BreastCADxLib.analysis.registry import MODELS_DIR, model_set_dir, save_card
 from BreastCADxLib.errors import ModelError
@@ -25,7 +25,7 @@ def _case(name):
 
 @pytest.mark.parametrize("model_set", ["three-site", str(BUSI_ONLY)], ids=["three-site", "busi-only"])
 def test_held_out_malignant_lesion_scores_above_the_benign_ones(model_set):
-    scorer = BoxScorer.from_registry(models_dir=model_set_dir(model_set))
+    scorer = MemberScorer.from_registry(models_dir=model_set_dir(model_set))
     p = {n: scorer.probability(*_case(n)) for n in ("benign_004", "benign_031", "malignant_001")}
     assert all(0.0 < v < 1.0 for v in p.values())
     assert p["malignant_001"] > max(p["benign_004"], p["benign_031"])
@@ -35,7 +35,7 @@ def test_mirror_invariant_and_blind_to_how_the_outline_is_drawn():
     """Scored as the mean of its views and their mirrors; the outline only places the box, so a filled box of the
     same extent gives the same answer. (A mirrored image's crop can sit one pixel off, the box centre being
     rounded down: 2.5e-3; the three-site member moves 1.3e-3 on this case, the two-site one moved < 1e-3.)"""
-    scorer = BoxScorer.from_registry()
+    scorer = MemberScorer.from_registry()
     img, mask = _case("malignant_001")
     p = scorer.probability(img, mask)
     mirrored = scorer.probability(img.with_array(img.array[:, :, ::-1].copy()), mask[:, :, ::-1].copy())
@@ -51,7 +51,7 @@ def test_altered_weights_are_refused(tmp_path):
     weights = tmp_path / f"{BOX_MODEL}.pt"
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ModelError, match="SHA256"):
-        BoxScorer.from_registry(models_dir=tmp_path)
+        MemberScorer.from_registry(models_dir=tmp_path)
 
 
 def test_the_classifier_needs_the_member_it_names():
@@ -77,7 +77,7 @@ def test_the_heatmap_explains_the_image_member_around_the_lesion():
     img, mask = _case("malignant_001")
     res = analyze(img, mask=mask)
     assert float(get_classifier().box_member["weight"]) >= 0.5
-    np.testing.assert_allclose(res.heatmap, BoxScorer.from_registry().gradcam(img, mask), atol=1e-5)
+    np.testing.assert_allclose(res.heatmap, MemberScorer.from_registry().gradcam(img, mask), atol=1e-5)
     ys, xs = np.nonzero(mask[0])
     h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
     near = res.heatmap[0, max(0, ys.min() - h // 4): ys.max() + h // 4, max(0, xs.min() - w // 4): xs.max() + w // 4]
@@ -109,9 +109,9 @@ def whole_member_set(tmp_path, monkeypatch):
     save_card(tmp_path, ModelCard.from_json(cls_card))
     clf = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
     monkeypatch.setattr(pipeline, "classifier_for", lambda model_set, origin: clf)
-    monkeypatch.setattr(pipeline, "get_box_scorer",
-                        lambda model_id, device, model_set: BoxScorer.from_registry(model_id, device, tmp_path))
-    return clf, BoxScorer.from_registry(BOX_MODEL, "cpu", tmp_path), BoxScorer.from_registry(WHOLE_MODEL, "cpu",
+    monkeypatch.setattr(pipeline, "get_member_scorer",
+                        lambda model_id, device, model_set: MemberScorer.from_registry(model_id, device, tmp_path))
+    return clf, MemberScorer.from_registry(BOX_MODEL, "cpu", tmp_path), MemberScorer.from_registry(WHOLE_MODEL, "cpu",
                                                                                               tmp_path)
 
 

@@ -217,9 +217,9 @@ def test_committed_features_match_the_library(tmp_path):
     np.testing.assert_allclose([named[n] for n in z["named_names"]], z["named"][row], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(deep.features(img, mask), z["deep"][row], rtol=1e-3, atol=1e-3)
     if clf.box_member is not None:
-        from BreastCADxLib.analysis.box_classifier import get_box_scorer
+        from BreastCADxLib.analysis.box_classifier import get_member_scorer
 
-        box = get_box_scorer(clf.box_member["model"], "cpu", "three-site").probability(img, mask)
+        box = get_member_scorer(clf.box_member["model"], "cpu", "three-site").probability(img, mask)
         assert box == pytest.approx(float(z["box_three-site"][row]), abs=1e-3)
 
 
