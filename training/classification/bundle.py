@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import platform
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import sklearn
 from sklearn.linear_model import LogisticRegression
+
+from BreastCADxLib.train.bundle import ood_statistics
 
 
 def ood_and_explainer(clf, rad: np.ndarray, deep: np.ndarray, y: np.ndarray, arrays: dict, rows: str
@@ -16,11 +17,8 @@ def ood_and_explainer(clf, rad: np.ndarray, deep: np.ndarray, y: np.ndarray, arr
     """Mahalanobis statistics of the fused training vectors (threshold: 99th percentile) and a logistic score on
     the deep branch folded back onto the trunk features (what Grad-CAM explains); fills `arrays`, returns the
     card's `ood` and `explain` entries. `rows` names the fitting rows in the card."""
-    F = clf.fused_features(rad, deep)
-    cov = np.cov(F, rowvar=False) + 1e-3 * np.eye(F.shape[1])
-    arrays["ood_mean"], arrays["ood_precision"] = F.mean(axis=0), np.linalg.inv(cov)
-    dist = np.sqrt(np.einsum("ij,jk,ik->i", F - F.mean(0), arrays["ood_precision"], F - F.mean(0)))
-    ood = {"threshold": float(np.percentile(dist, 99)), "space": "named z-scores + deep PCA",
+    arrays["ood_mean"], arrays["ood_precision"], threshold = ood_statistics(clf.fused_features(rad, deep))
+    ood = {"threshold": threshold, "space": "named z-scores + deep PCA",
            "rule": f"Mahalanobis distance above the 99th percentile of {rows}"}
     deep_member = next(m for m in clf.members if any(b[0] == "deep" for b in m["branches"]))
     db = next(b for b in deep_member["branches"] if b[0] == "deep")
@@ -36,17 +34,3 @@ def ood_and_explainer(clf, rad: np.ndarray, deep: np.ndarray, y: np.ndarray, arr
 
 def exported() -> dict:
     return {"date": date.today().isoformat(), "machine": platform.platform(), "sklearn": sklearn.__version__}
-
-
-def write_and_verify(card: dict, folder: Path, rad: np.ndarray, deep: np.ndarray, expected: np.ndarray,
-                     tolerance: float, what: str) -> None:
-    """Write the final card, reload the bundle as `analyze` will, and stop unless it reproduces `expected`."""
-    from BreastCADxLib.analysis.cards import FusionCard
-    from BreastCADxLib.analysis.classifier import load_classifier
-    from BreastCADxLib.analysis.registry import save_card
-
-    save_card(folder, FusionCard.from_json(card))
-    diff = np.abs(load_classifier(card["id"], folder).raw_proba(rad, deep)[0] - expected).max()
-    print(f"shipped {what} -> {folder}; bundle vs scikit-learn max |dp| = {diff:.2e}")
-    if diff > tolerance:
-        raise SystemExit("bundle does not reproduce the fitted model")

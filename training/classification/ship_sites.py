@@ -17,6 +17,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,11 @@ from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL
 from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt
 from BreastCADxLib.analysis.cards import FusionCard
 from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
-from BreastCADxLib.analysis.registry import MODELS_DIR, save_card, sha256_of, write_modelset
+from BreastCADxLib.analysis.registry import MODELS_DIR, write_modelset
+from BreastCADxLib.train.bundle import write_bundle
 from training.classification.box_cnn import margins_of
 from training.classification.box_member import export_box_model, lso_calibration, val_calibration
-from training.classification.bundle import exported, ood_and_explainer, write_and_verify
+from training.classification.bundle import exported, ood_and_explainer
 from training.classification.designs import DESIGNS, BlockModel, fit_rows, named_columns, named_matrix, parse_own_pass
 from training.data import SITE_NAMES, citations, set_name, split_text
 
@@ -219,15 +221,14 @@ def main() -> None:
     })
     if args.automatic_masks:
         card["automatic_masks"] = args.automatic_masks
-    for final in (False, True):  # first without OOD / explainer (they need the loaded bundle), then with them
-        np.savez(folder / card["arrays"], **arrays)
-        card["files"] = {f.name: sha256_of(f) for f in (folder / card["arrays"],)}
-        card["sha256"] = card["files"][card["arrays"]]
-        if not final:
-            save_card(folder, FusionCard.from_json(card))
-            clf = load_classifier(args.id, folder)
-            card["ood"], card["explain"] = ood_and_explainer(clf, rad, deepx, d["label"], arrays, "the fitting rows")
-    write_and_verify(card, folder, rad, deepx, model.proba(d), 1e-6, f"{args.design} C={args.c:g} on {sites}")
+    card.update(sha256="0" * 64, files={})  # write_bundle sets both
+    # first without OOD / explainer (they need the loaded bundle), then with them, checked against the fit
+    typed, _ = write_bundle(folder, FusionCard.from_json(card), arrays)
+    ood, explain = ood_and_explainer(load_classifier(args.id, folder), rad, deepx, d["label"], arrays,
+                                     "the fitting rows")
+    typed, diff = write_bundle(folder, replace(typed, ood=ood, explain=explain), arrays,
+                               check=(rad, deepx, model.proba(d)))
+    print(f"shipped {args.design} C={args.c:g} on {sites} -> {folder}; bundle vs scikit-learn max |dp| {diff:.2e}")
     write_modelset(folder, id=card["model_set"], modality="US", sites=sites)
 
 

@@ -286,8 +286,7 @@ def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, sour
 def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
               source: dict | None = None) -> None:
     """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; card.md."""
-    from BreastCADxLib.analysis.classifier import load_classifier
-    from BreastCADxLib.analysis.registry import save_card, sha256_of
+    from BreastCADxLib.train.bundle import ood_statistics, write_bundle
 
     m = _fusion_from(source, rad, deep, y) if source else _fusion(rad, deep, y)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,20 +295,15 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     zr = (rad - m["rm"]) / m["rs"]
     zd = m["pca"].transform((deep - m["dm"]) / m["ds"])
     fused = np.hstack([zr, zd])
-    cov = np.cov(fused, rowvar=False) + 1e-3 * np.eye(fused.shape[1])
-    arrays["ood_mean"], arrays["ood_precision"] = fused.mean(0), np.linalg.pinv(cov)
-    d = fused - fused.mean(0)
-    dist = np.sqrt(np.einsum("ij,jk,ik->i", d, arrays["ood_precision"], d))
+    arrays["ood_mean"], arrays["ood_precision"], ood_threshold = ood_statistics(fused)
     coef = m["lr"].coef_[0]
     v = m["pca"].components_.T @ coef[len(names):]  # the deep part folded back onto the trunk features
     arrays["explain_deep_weight"] = v / m["ds"]
     bias = float(m["lr"].intercept_[0] - m["pca"].mean_ @ v - (m["dm"] / m["ds"]) @ v)
-    np.savez(out / "lesion_cls_fusion.npz", **arrays)
-    npz_sha = sha256_of(out / "lesion_cls_fusion.npz")
     card = FusionCard(
         id="lesion_cls_fusion", task=f"malignancy of a located finding ({modality})",
         model_set=out.name, weights="lesion_cls_fusion.npz", arrays="lesion_cls_fusion.npz",
-        sha256=npz_sha, files={"lesion_cls_fusion.npz": npz_sha}, mode="early", classifier="LR",
+        sha256="0" * 64, files={}, mode="early", classifier="LR",  # write_bundle sets both
         deep_crop="mask", deep_model=None, radiomics_names=names,
         members=[{"name": "fusion", "branches": [
             {"kind": "radiomics", "selected": names, "mean": "m_rad_mean", "scale": "m_rad_scale"},
@@ -317,7 +311,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
              "pca_components": "m_deep_pca_components"}],
             "estimator": {"kind": "logistic", "coef": coef.tolist(), "intercept": float(m["lr"].intercept_[0])}}],
         combine={"kind": "single"}, calibration={"kind": "identity"},
-        ood={"threshold": float(np.percentile(dist, 99)), "space": "radiomics z-scores + deep PCA",
+        ood={"threshold": ood_threshold, "space": "radiomics z-scores + deep PCA",
              "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
         explain={"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
         training={"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
@@ -327,11 +321,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
             " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
             if modality == "MG" else ""),
     )
-    save_card(out, card)
-    clf = load_classifier("lesion_cls_fusion", out)
-    diff = float(np.abs(clf.raw_proba(rad, deep)[0] - _fusion_proba(m, rad, deep)).max())
-    if diff > 1e-6:
-        raise TrainError(f"the written bundle does not reproduce the fit (max |dp| {diff:.2e})", out)
+    card, _ = write_bundle(out, card, arrays, check=(rad, deep, _fusion_proba(m, rad, deep)))
     (out / "card.md").write_text(card_text(card, cv, modality, data), encoding="utf-8")
 
 
