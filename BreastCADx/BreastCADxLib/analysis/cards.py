@@ -151,17 +151,23 @@ class ModelCard:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SegmenterCard(ModelCard):
-    KIND: ClassVar[str] = "segmenter"
+class _NetworkCard(ModelCard):
+    """A card whose weights are a network: its architecture names the encoder."""
 
-    model_set: str
     architecture: dict
-    input: dict
-    postprocessing: dict
 
     @property
     def arch(self) -> str:
         return self.architecture["arch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmenterCard(_NetworkCard):
+    KIND: ClassVar[str] = "segmenter"
+
+    model_set: str
+    input: dict
+    postprocessing: dict
 
     @property
     def size(self) -> tuple[int, int]:
@@ -169,18 +175,13 @@ class SegmenterCard(ModelCard):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageCnnCard(ModelCard):
+class ImageCnnCard(_NetworkCard):
     """An image-level member of the fusion: the box crop (view "box") or the whole image (view "whole")."""
 
     KIND: ClassVar[str] = "image_cnn"
 
-    architecture: dict
     view: str
     crop_margins: list
-
-    @property
-    def arch(self) -> str:
-        return self.architecture["arch"]
 
 
 @dataclass(frozen=True, kw_only=True)
