@@ -166,6 +166,86 @@ def rotations() -> list[Stage]:
     return order(three_site() + stages, ["rotation_fusion"])  # with the three-site stages they need
 
 
+BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")
+M3 = "0.05,0.1,0.15"
+
+
+def busi_only() -> list[Stage]:
+    """The busi-only set (BUSI alone: the design's single-hospital baseline, a training output kept in
+    Testing/Data/model_sets, not a product option), as it was made: each site's segmenter scored on the other site
+    for the presence threshold; the box-crop and whole-image members, each site -> the other, for the fusion
+    weights (box_fusion); the ship stages with the commands its cards record."""
+    lp = "runs/site_pass/busi-only__busbra_l5__train+val.npz"  # the shipped busi-only segmenter over L5
+    bp = "runs/site_pass/seg_B__busi__train+val.npz"  # the L5-only segmenter over BUSI
+    own = f"set:{BUSI_ONLY}"
+
+    def member(name: str, *args: str, needs: tuple[str, ...] = ()) -> Stage:
+        return Stage(name, "training.classification.box_cnn", (*args, "--bf16", "--time-limit-min", "45",
+                                                                "--out", f"runs/{name}"),
+                     (f"runs/{name}/model.pt",), needs=needs, run_dir=f"runs/{name}")
+
+    def soup(name: str, run: str, site: str, pass_file: str, *extra: str, needs: tuple[str, ...]) -> Stage:
+        return Stage(name, "training.classification.box_soup",
+                     ("--runs", f"runs/{run}", "--score", site, "--pass", pass_file, *extra, "--out", f"runs/{name}"),
+                     (f"runs/{name}/scores.npz",), needs=(run, *needs))
+
+    def own_pass(site: str) -> Stage:
+        return Stage(f"pass_busi-only_{site}", "training.segmentation.site_pass",
+                     ("--run", own, "--site", site, "--roles", "train,val"),
+                     (f"runs/site_pass/busi-only__{site}__train+val.npz",), needs=("ship_segmenter",))
+
+    whole = ("--view", "whole", "--eval-margins", "0")
+    stages = [_train("seg_A", "busi", 20), _train("seg_B", "busbra_l5", 8),
+              _pass("seg_A", "busbra_l5"), _pass("seg_B", "busi"), _pass("seg_B", "busbra_l5"),
+              Stage("presence", "training.segmentation.tune_presence",
+                    (bp, "runs/site_pass/seg_A__busbra_l5__train+val.npz", "--out", "runs/presence.json"),
+                    ("runs/presence.json",), needs=("pass_seg_A_busbra_l5", "pass_seg_B_busi")),
+              Stage("ship_segmenter", "training.segmentation.ship_sites",
+                    ("--run", "runs/seg_A", "--presence", "runs/presence.json"), ("{models}/lesion_seg_lite0.pt",),
+                    needs=("seg_A", "presence"), data=False, cheap=True, models_arg=True),
+              Stage("guard", "training.fit_guard", ("--sites", "busi"), ("{models}/image_guard.npz",), cheap=True,
+                    models_arg=True),
+              own_pass("busbra_l5"), own_pass("busi"),
+              _features("busi"), _features("busbra_l5"), _features("busbra_l5", "busi-only"),
+              _features("busi", "seg_B"), _features("busi", "busi-only"), _features("busbra_l5", "seg_B"),
+              member("box_A", "--train", "busi", "--score", "busbra_l5", "--pass", lp,
+                     needs=("pass_busi-only_busbra_l5",)),
+              soup("box_A_m3", "box_A", "busbra_l5", lp, "--eval-margins", M3, needs=()),
+              member("box_B", "--train", "busbra_l5", "--score", "busi", "--pass", bp, "--eval-margins", M3,
+                     needs=("pass_seg_B_busi",)),
+              member("whole_A", *whole, "--train", "busi", "--score", "busbra_l5"),
+              member("whole_B", *whole, "--train", "busbra_l5", "--score", "busi"),
+              member("box_A_train", "--train", "busi", "--train-roles", "train", "--score", "none"),
+              soup("box_A_train_m3", "box_A_train", "busi", bp, "--eval-margins", M3, needs=("pass_seg_B_busi",)),
+              member("whole_A_train", *whole, "--train", "busi", "--train-roles", "train", "--score", "busi",
+                     "--score-roles", "val")]
+    stages.append(Stage("box_fusion", "training.classification.box_fusion",
+                        ("--box-a", "runs/box_A_m3", "--box-b", "runs/box_B", "--pass-b", "busi-only",
+                         "--fit-masks", "reference,perturbed,expect", "--drawn-fit-masks", "reference,perturbed",
+                         "--fit-pass", "busi=busi-only,busbra_l5=seg_B", "--whole-a", "runs/whole_A", "--whole-b",
+                         "runs/whole_B", "--w-whole", "0", "0.2", "--calibration-w-whole", "0.2",
+                         "--out", "runs/box_fusion_prov"), ("runs/box_fusion_prov/box_fusion.json",),
+                        needs=("box_A_m3", "box_B", "whole_A", "whole_B", "features_busi", "features_busbra_l5",
+                               "features_busbra_l5_busi-only", "features_busi_seg_B", "features_busi_busi-only",
+                               "features_busbra_l5_seg_B"), data=False))
+    ship = ("--design", "rad_all+desc+deep_mask", "--c", "0.1", "--sites", "busi", "--box-run", "runs/box_A",
+            "--box-weight", "0.75", "--box-margins", M3, "--box-val-run", "runs/box_A_train_m3", "--whole-run",
+            "runs/whole_A", "--whole-weight", "0.2", "--box-fusion", "runs/box_fusion_prov", "--whole-val-run",
+            "runs/whole_A_train")
+    needs = ("box_A", "whole_A", "box_A_train_m3", "whole_A_train", "box_fusion", "features_busi",
+             "features_busi_busi-only")
+    stages.append(Stage("ship_classifier_auto", "training.classification.ship_sites",
+                        (*ship, "--fit-masks", "reference,perturbed,expect", "--fit-pass", "busi=busi-only",
+                         "--calibration", "identity", "--id", "lesion_cls_fusion_auto"),
+                        ("{models}/lesion_cls_fusion_auto.npz",), needs=needs, data=False, cheap=True,
+                        models_arg=True))
+    stages.append(Stage("ship_classifier", "training.classification.ship_sites",
+                        (*ship, "--calibration", "identity", "--automatic-masks", "lesion_cls_fusion_auto"),
+                        ("{models}/lesion_cls_fusion.npz",), needs=(*needs, "ship_classifier_auto"), data=False,
+                        cheap=True, models_arg=True))
+    return stages
+
+
 def command(stage: Stage, args: argparse.Namespace, models: Path) -> list[str]:
     cmd = [sys.executable, "-m", stage.module, *stage.args]
     if stage.data:
@@ -266,12 +346,13 @@ def verify(stages: list[Stage], args: argparse.Namespace) -> int:
     """The ship stages (their training runs and features already made) again into an empty folder; every file
     they write is compared with the shipped one."""
     cheap = [s for s in stages if s.cheap and s.models_arg]
+    shipped = args.models
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp)
         rc = run(cheap, args, models, force=True)
         if rc:
             return rc
-        rows = [(f.name, same(f, MODELS_DIR / f.name) if (MODELS_DIR / f.name).is_file() else "not shipped")
+        rows = [(f.name, same(f, shipped / f.name) if (shipped / f.name).is_file() else "not shipped")
                 for f in sorted(models.iterdir()) if f.is_file() and f.suffix in (".json", ".npz", ".pt")]
     bad = [r for r in rows if not r[1].startswith(("identical", "same"))]
     for name, how in rows:
@@ -288,14 +369,15 @@ def verify(stages: list[Stage], args: argparse.Namespace) -> int:
             f"Machine: {m['cpu']}, {m['cores']} cores (CPU only)  ",
             "Made by `python -m training.pipeline verify --report " + str(args.report) + "`: the ship stages ("
             + ", ".join(f"`{s.name}`" for s in cheap) + ") again into an empty folder from the training runs and "
-            "features already made; each file compared with `BreastCADx/Resources/Models` (cards: the same content "
+            f"features already made; each file compared with `{shipped}` (cards: the same content "
             "apart from dates, machine, hashes and the folder written to; weights and arrays: byte for byte or "
             "tensor for tensor).", "", "| file | made again |", "|---|---|",
             *(f"| {name} | {how} |" for name, how in rows), "", verdict, ""]))
     return 1 if bad else 0
 
 
-SETS = {"three-site": three_site, "rotations": rotations}
+SETS = {"three-site": three_site, "rotations": rotations, "busi-only": busi_only}
+SET_MODELS = {"busi-only": BUSI_ONLY}  # where a set's ship stages write by default (else the shipped folder)
 
 
 def main() -> int:
@@ -304,7 +386,7 @@ def main() -> int:
     ap.add_argument("action", choices=["list", "run", "verify"])
     ap.add_argument("stages", nargs="*", help="run: only these stages (and what they need)")
     ap.add_argument("--set", default="three-site", choices=sorted(SETS))
-    ap.add_argument("--models", type=Path, default=MODELS_DIR, help="where the ship stages write the set")
+    ap.add_argument("--models", type=Path, help="where the ship stages write the set (default: the set's folder)")
     ap.add_argument("--busi", type=Path, default=DEFAULT_DATA["busi"])
     ap.add_argument("--busbra", type=Path, default=DEFAULT_DATA["busbra_l5"])
     ap.add_argument("--busuclm", type=Path, default=DEFAULT_DATA["busuclm"])
@@ -313,6 +395,7 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="run: the named stages again even when done")
     ap.add_argument("--report", type=Path, help="verify: also write the comparison here (markdown)")
     args = ap.parse_intermixed_args()
+    args.models = args.models or SET_MODELS.get(args.set, MODELS_DIR)
     stages = SETS[args.set]()
     if args.action == "list":
         for s in stages:

@@ -109,7 +109,7 @@ def test_fit_rows_add_the_segmenters_own_masks_and_refuse_them_without_a_pass(tm
         fit_rows(["busi"], ("reference", "expect"), {}, root=tmp_path)
 
 
-@pytest.mark.parametrize("stage_set", ["three-site", "rotations"])
+@pytest.mark.parametrize("stage_set", ["three-site", "rotations", "busi-only"])
 def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs(stage_set):
     """The pipeline's interfaces are declared: each runs/ path in a stage's arguments is an output (or the run
     folder) of a stage among those it needs, directly or not; the order runs needs first; modules exist."""
@@ -136,9 +136,40 @@ def test_every_runs_path_a_stage_reads_is_made_by_a_stage_it_needs(stage_set):
         for arg in s.args:
             for path in re.findall(r"runs/[\w./+-]+", arg):
                 assert path in made or path in own, f"{s.name} reads {path}, made by no stage it needs"
-    last = {"three-site": "ship_classifier", "rotations": "rotation_fusion"}[stage_set]
+    last = {"three-site": "ship_classifier", "rotations": "rotation_fusion", "busi-only": "ship_classifier"}[stage_set]
     names = [s.name for s in order(stages, [last])]
     assert names[-1] == last and all(names.index(n) < names.index(s) for s in names for n in by[s].needs)
+
+
+def test_the_busi_only_ship_stages_run_the_commands_its_cards_record():
+    """The busi-only set's cards say which command made each of them; the pipeline's ship stages run exactly those
+    (the --models folder aside: the set has moved to Testing/Data since)."""
+    import shlex
+
+    from training.pipeline import BUSI_ONLY, SETS
+
+    by = {s.name: s for s in SETS["busi-only"]()}
+    for stage, card in (("ship_classifier", "lesion_cls_fusion"), ("ship_classifier_auto", "lesion_cls_fusion_auto"),
+                        ("guard", "image_guard")):
+        recorded = shlex.split(json.loads((BUSI_ONLY / f"{card}.json").read_text())["training"]["command"])
+        recorded = [a for i, a in enumerate(recorded) if a != "--models" and recorded[i - 1] != "--models"]
+        assert sorted(recorded[3:]) == sorted(by[stage].args) and recorded[2] == by[stage].module, stage
+    seg = shlex.split(json.loads((BUSI_ONLY / "lesion_seg_lite0.json").read_text())["training"]["command"])
+
+    def options(args) -> dict:  # --name value pairs, numbers as numbers (0.001 == 1e-3); flags as True
+        out, args = {}, list(args)
+        for i, a in enumerate(args):
+            if a.startswith("--"):
+                v = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else True
+                try:
+                    v = float(v)
+                except (TypeError, ValueError):
+                    pass
+                out[a] = v
+        return out
+
+    stage = options(by["seg_A"].args)
+    assert by["seg_A"].module == seg[2] and all(stage[k] == v for k, v in options(seg[3:]).items())
 
 
 def test_a_training_run_is_done_only_when_it_marked_itself_finished(tmp_path):
