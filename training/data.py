@@ -37,7 +37,8 @@ CITATIONS = {
                "doi:10.1038/s41597-025-04562-3 (data record CC BY 4.0; the authors' code repository says CC BY-NC "
                "4.0: research use, non-commercial)",
 }
-SET_NAMES = {("busi",): "busi-only", ("busi", "busbra_l5"): "two-site", ("busi", "busbra_l5", "busuclm"): "three-site"}
+SET_NAMES = {("busi",): "busi-only", ("busi", "busbra_l5"): "two-site", ("busi", "busbra_l5", "busuclm"): "three-site",
+             ("busbra_l5", "busuclm"): "held-out-busi"}  # the last: a training output (BUSI as a new hospital)
 
 
 def set_name(sites: list[str]) -> str:

@@ -163,7 +163,8 @@ def rotations() -> list[Stage]:
     stages.append(Stage("rotation_fusion", "training.classification.rotation_fusion",
                         (*fusion_args, "--out", "runs/rotation_fusion"), ("runs/rotation_fusion/rotation_fusion.md",),
                         needs=tuple(needs), data=False))
-    return order(three_site() + stages, ["rotation_fusion"])  # with the three-site stages they need
+    stages += [s for s in held_out_set_bc() if s.name not in {t.name for t in stages}]
+    return order(three_site() + stages, ["rotation_fusion", "set_BC"])  # with the three-site stages they need
 
 
 BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")
@@ -244,6 +245,36 @@ def busi_only() -> list[Stage]:
                         ("{models}/lesion_cls_fusion.npz",), needs=(*needs, "ship_classifier_auto"), data=False,
                         cheap=True, models_arg=True))
     return stages
+
+
+def held_out_set_bc() -> list[Stage]:
+    """The three-site design trained without BUSI (B+C, into runs/held_out/BC): BUSI as a hospital its models never
+    saw, for `breastcadx adapt` (benchmarks.site_adaptation). Its presence threshold comes from passes over L5 and
+    BUS-UCLM only (no BUSI image); the feature design is the three-rotation choice (leave_site_out_design3.json)."""
+    out, sites = "runs/held_out/BC", "busbra_l5,busuclm"
+    held = ("runs/site_pass/seg_AC__busbra_l5__train+val.npz", "runs/site_pass/two-site__busuclm__train+val.npz")
+    cls = ("--design", "rad_all+desc+deep_mask", "--c", "0.01", "--sites", sites, "--box-run", "runs/box_BC",
+           "--box-weight", "0.75", "--box-margins", M3, "--whole-run", "runs/whole_BC", "--whole-weight", "0.2",
+           "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
+           "--selection", "benchmarks/results/leave_site_out_design3.json", "--models", out)
+    feats = tuple(f"features_{s}{k}" for s in ("busbra_l5", "busuclm") for k in ("", "_seg_BC"))
+    return [_pass("seg_BC", "busbra_l5"), _pass("seg_BC", "busuclm"),
+            _features("busbra_l5", "seg_BC"), _features("busuclm", "seg_BC"),
+            Stage("presence_BC", "training.segmentation.tune_presence", (*held, "--out", "runs/presence_BC.json"),
+                  ("runs/presence_BC.json",), needs=("pass_seg_AC_busbra_l5", "pass_two-site_busuclm")),
+            Stage("set_BC_segmenter", "training.segmentation.ship_sites",
+                  ("--run", "runs/seg_BC", "--presence", "runs/presence_BC.json", "--models", out),
+                  (f"{out}/lesion_seg_lite0.pt",), needs=("seg_BC", "presence_BC"), data=False),
+            Stage("set_BC_guard", "training.fit_guard", ("--sites", sites, "--models", out, "--results",
+                                                          f"{out}/results"),
+                  (f"{out}/image_guard.npz", f"{out}/results/input_guard_BC.md")),
+            Stage("set_BC_classifier_auto", "training.classification.ship_sites",
+                  (*cls, "--fit-masks", "reference,perturbed,expect", "--fit-pass",
+                   "busbra_l5=seg_BC,busuclm=seg_BC", "--id", "lesion_cls_fusion_auto"),
+                  (f"{out}/lesion_cls_fusion_auto.npz",), needs=("box_BC", "whole_BC", *feats), data=False),
+            Stage("set_BC", "training.classification.ship_sites", (*cls, "--automatic-masks", "lesion_cls_fusion_auto"),
+                  (f"{out}/lesion_cls_fusion.npz",),
+                  needs=("set_BC_segmenter", "set_BC_guard", "set_BC_classifier_auto"), data=False)]
 
 
 def command(stage: Stage, args: argparse.Namespace, models: Path) -> list[str]:

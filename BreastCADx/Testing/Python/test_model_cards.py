@@ -161,3 +161,29 @@ def test_the_panels_model_set_choice_reaches_the_worker(tmp_path, sample_dicom, 
             logic.classify(volume, segmentation, segment_id, device="cpu")
     finally:
         scene.Clear(1)
+
+
+def test_a_bundle_is_written_through_its_typed_card_and_must_reproduce_its_fit(tmp_path):
+    """train/bundle.write_bundle (both training sides): the arrays and the card land together, the card's SHA256
+    and files follow the arrays, and a bundle that does not reproduce the fit it came from is refused, naming it."""
+    import numpy as np
+
+    from BreastCADxLib.analysis.classifier import load_classifier
+    from BreastCADxLib.train.bundle import write_bundle
+
+    folder = tmp_path / "set"
+    shutil.copytree(MODELS_DIR, folder)
+    card = load_card("lesion_cls_fusion_auto", folder)
+    with np.load(folder / card.arrays, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    rad = np.random.default_rng(0).normal(size=(4, len(card.radiomics_names)))
+    deep = np.random.default_rng(1).normal(size=(4, arrays["m_deep_mean"].shape[0]))
+    expected = load_classifier(card.id, folder).raw_proba(rad, deep)[0]
+    arrays["explain_deep_weight"] = arrays["explain_deep_weight"] * 2  # a change the fit does not see
+    written, diff = write_bundle(folder, dataclasses.replace(card, sha256="0" * 64, files={}), arrays,
+                                 check=(rad, deep, expected))
+    assert diff < 1e-9 and written.files == {card.arrays: written.sha256} != {card.arrays: card.sha256}
+    assert load_card(card.id, folder).sha256 == written.sha256  # the manifest followed
+    with pytest.raises(ModelError, match="does not reproduce the fit") as e:
+        write_bundle(folder, written, arrays, check=(rad, deep, expected + 0.1))
+    assert "lesion_cls_fusion_auto.json" in str(e.value)
