@@ -8,7 +8,8 @@ Per held-out site (non-test images; the CNN and the segmenter both trained on th
 lesion-free of each signal and of their mean (nothing fitted at the held-out site), "no lesion found" on lesion
 images and false lesions on lesion-free images at thresholds fixed in advance (the CNN's 0.5, the segmenter's
 shipped 0.97 and 0.5, both together, either one), and, as a ceiling nobody could set there, the share missed at
-8 % false lesions with the threshold chosen on the held-out site itself. Targets: <= 5 % missed, <= 8 % false.
+8 % false lesions with the threshold chosen on the held-out site itself (100 % where only finding nothing gets
+there). The combined rows' AUC is that of the mean of the two. Targets: <= 5 % missed, <= 8 % false.
 Writes benchmarks/results/presence_cnn_held_out.md/json.
 """
 
@@ -48,9 +49,14 @@ def rates(y: np.ndarray, found: np.ndarray) -> dict:
 
 
 def missed_at_false(y: np.ndarray, s: np.ndarray, false: float = 0.08) -> float:
-    """Share of lesions missed at the threshold that gives `false` false lesions (chosen on these images)."""
-    t = np.quantile(s[~y], 1 - false)
-    return float((s[y] <= t).mean())
+    """The fewest lesions missed (found: score >= t) over thresholds t that give at most `false` false lesions,
+    chosen on these images; 1.0 when only finding nothing does (e.g. many lesion-free images at the top score)."""
+    best = 1.0
+    for t in np.unique(s):
+        found = s >= t
+        if found[~y].mean() <= false:
+            best = min(best, float(1 - found[y].mean()))
+    return best
 
 
 def main() -> None:
@@ -89,7 +95,9 @@ def main() -> None:
                   "Made by `python -m benchmarks.presence_cnn_held_out " + " ".join(args.rotations) + "`. The CNN: "
                   "`training.classification.box_cnn --view whole --target presence --epochs 8` on the two other "
                   "sites' train+val images (lesion and lesion-free); the segmenter: the rotation's, trained on the "
-                  "same two sites. Non-test images of the held-out site; nothing fitted there.")
+                  "same two sites. Non-test images of the held-out site; nothing fitted there. The combined rows' "
+                  "AUC is that of the mean of the two signals; a ceiling of 100 % means only finding nothing "
+                  "reaches 8 %.")
     write_results(args.out, "presence_cnn_held_out", report, "\n".join(head + [""] + lines) + "\n")
 
 

@@ -164,7 +164,19 @@ def rotations() -> list[Stage]:
                         (*fusion_args, "--out", "runs/rotation_fusion"), ("runs/rotation_fusion/rotation_fusion.md",),
                         needs=tuple(needs), data=False))
     stages += [s for s in held_out_set_bc() if s.name not in {t.name for t in stages}]
-    return order(three_site() + stages, ["rotation_fusion", "set_BC"])  # with the three-site stages they need
+    # presence learned from two sites' lesion-free views, judged at the third (the sites with lesion-free views)
+    pres = ("--view", "whole", "--target", "presence", "--eval-margins", "0", "--bf16", "--epochs", "8",
+            "--score-every", "4", "--time-limit-min", "40")
+    for n, site in (("BC", "busi"), ("AB", "busuclm")):
+        stages.append(Stage(f"pres_{n}", "training.classification.box_cnn",
+                            (*pres, "--train", ROTATIONS[n][1], "--score", site, "--out", f"runs/pres_{n}"),
+                            (f"runs/pres_{n}/scores.npz",), run_dir=f"runs/pres_{n}"))
+    stages.append(Stage("presence_cnn", "benchmarks.presence_cnn_held_out",
+                        ("busi=runs/pres_BC:runs/site_pass/seg_BC__busi__train+val.npz",
+                         "busuclm=runs/pres_AB:runs/site_pass/two-site__busuclm__train+val.npz",
+                         "--out", "runs/presence_cnn"), ("runs/presence_cnn/presence_cnn_held_out.md",),
+                        needs=("pres_BC", "pres_AB", "pass_seg_BC_busi", "pass_two-site_busuclm"), data=False))
+    return order(three_site() + stages, ["rotation_fusion", "set_BC", "presence_cnn"])  # with what they need
 
 
 BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")
