@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import header, machine, set_folder, write_results
+from benchmarks.machine import header, machine, set_folder, set_id, write_results
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.io import load_image, load_mask
@@ -45,10 +45,11 @@ def main() -> None:
     run = json.loads(args.rows.read_text())
     site, model_set = run["site"], run["model_set"]
     folder = set_folder(model_set)  # a held-out set is a training output, used by folder
+    model_set = set_id(folder)  # the set's own id (a folder given as the set names it in the file)
     manifest = {}
     if (data_dir(args, site) / "manifest.csv").is_file():
         with open(data_dir(args, site) / "manifest.csv", newline="") as f:
-            manifest = {r["case_id"]: r for r in csv.DictReader(f)}
+            manifest = {r.get("case_id", r.get("case")): r for r in csv.DictReader(f)}
     by_case = {c.case: c for c in cases(args, [site], tuple(run["roles"].split(",")))}
     picked = [r for r in run["rows"] if r["label"] == "malignant" and r.get("expect_p") is not None
               and r["expect_p"] < args.below]

@@ -64,6 +64,7 @@ def write_results(out: Path, name: str, report: dict, markdown: str) -> None:
 
 # sets that are training outputs, not shipped: used by folder (--model-set FOLDER)
 BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")  # never saw BUS-BRA or BUS-UCLM
+HELD_OUT_BUSI = Path("runs/held_out/BC")  # never saw BUSI (training.pipeline --set rotations set_BC)
 
 
 def set_id(model_set: str) -> str:
@@ -77,4 +78,4 @@ def set_folder(name: str) -> str:
     """A set named in an earlier result (e.g. 'two-site', shipped until 2026-12-05) -> where it is now."""
     from training.restore_set import TWO_SITE  # never saw BUS-UCLM; restored from git
 
-    return str({"busi-only": BUSI_ONLY, "two-site": TWO_SITE}.get(name, name))
+    return str({"busi-only": BUSI_ONLY, "two-site": TWO_SITE, "held-out-busi": HELD_OUT_BUSI}.get(name, name))
