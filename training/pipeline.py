@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -304,8 +305,10 @@ def command(stage: Stage, args: argparse.Namespace, models: Path) -> list[str]:
     return cmd
 
 
-def order(stages: list[Stage], wanted: list[str]) -> list[Stage]:
-    """The wanted stages (default all) and what they need, in an order that runs each after its needs."""
+def order(stages: list[Stage], wanted: list[str], done: Callable[[Stage], bool] | None = None,
+          forced: tuple[str, ...] = ()) -> list[Stage]:
+    """The wanted stages (default all) and what they need, in an order that runs each after its needs. With `done`:
+    a stage already made (and not forced) needs nothing made again (its inputs are not rebuilt)."""
     by = {s.name: s for s in stages}
     unknown = [w for w in wanted if w not in by]
     if unknown:
@@ -315,8 +318,9 @@ def order(stages: list[Stage], wanted: list[str]) -> list[Stage]:
     def visit(name: str) -> None:
         if any(s.name == name for s in out):
             return
-        for n in by[name].needs:
-            visit(n)
+        if done is None or name in forced or not done(by[name]):
+            for n in by[name].needs:
+                visit(n)
         out.append(by[name])
 
     for name in wanted or [s.name for s in stages]:
@@ -448,7 +452,9 @@ def main() -> int:
         return 0
     if args.action == "verify":
         return verify(stages, args)
-    return run(order(stages, args.stages), args, args.models, tuple(args.stages) if args.force else False)
+    forced = tuple(args.stages) if args.force else ()
+    todo = order(stages, args.stages, lambda st: st.done(args.models), forced)
+    return run(todo, args, args.models, forced or False)
 
 
 if __name__ == "__main__":

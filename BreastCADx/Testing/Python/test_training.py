@@ -172,6 +172,22 @@ def test_the_busi_only_ship_stages_run_the_commands_its_cards_record():
     assert by["seg_A"].module == seg[2] and all(stage[k] == v for k, v in options(seg[3:]).items())
 
 
+def test_a_stage_already_made_needs_nothing_rebuilt():
+    """Asking for a stage whose needs are made except for one already-made stage's own inputs: those inputs (a
+    training run of hours) are not rebuilt; forcing that stage brings them back."""
+    from training.pipeline import Stage, order
+
+    stages = [Stage("train", "m", (), ("runs/x/model.pt",), run_dir="runs/x"),
+              Stage("ship", "m", (), ("{models}/w.pt",), needs=("train",)),
+              Stage("use", "m", (), ("runs/y.npz",), needs=("ship",))]
+    made = {"ship"}
+    names = [s.name for s in order(stages, ["use"], lambda s: s.name in made)]
+    assert names == ["ship", "use"]
+    assert [s.name for s in order(stages, ["use"], lambda s: s.name in made, forced=("ship",))] == \
+        ["train", "ship", "use"]
+    assert [s.name for s in order(stages, ["use"])] == ["train", "ship", "use"]
+
+
 def test_a_training_run_is_done_only_when_it_marked_itself_finished(tmp_path):
     """A run cut by its time box has model.pt (the best epoch so far) and a log: not done; the marker that the last
     epoch writes makes it done (no log text is parsed)."""
