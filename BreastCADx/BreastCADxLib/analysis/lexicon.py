@@ -117,3 +117,17 @@ def categories(d: dict[str, float], measurements: dict | None = None, t: dict | 
 
 
 __all__ = ["LexiconItem", "categories", "thresholds"]
+
+
+LOW_SCORE = 0.05  # a score below it is a confident benign call (benchmarks: "cancers below 5 %")
+
+
+def suspicious_signs(items: list[LexiconItem]) -> list[str]:
+    """The lexicon's suspicious signs that together call for at least 4A: an irregular shape with a not
+    circumscribed margin (benchmarks/results/lexicon_floor.md: the pair that flags low-scored cancers at hospitals
+    the set never saw with the fewest benign lesions)."""
+    by = {i.feature: i for i in items}
+    shape, margin = by.get("shape"), by.get("margin")
+    if shape is None or margin is None or shape.category != "irregular" or margin.category == "circumscribed":
+        return []
+    return [f"shape {shape.category}", f"margin {margin.category}"]

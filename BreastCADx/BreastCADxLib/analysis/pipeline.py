@@ -17,7 +17,7 @@ from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.deep_features import DEEP_MODEL, get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
-from BreastCADxLib.analysis.lexicon import categories
+from BreastCADxLib.analysis.lexicon import LOW_SCORE, categories, suspicious_signs
 from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, model_set_info
@@ -303,6 +303,11 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     t = time.perf_counter()
     pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)
     reader = apply_site(pred, site, origin, reader_birads)
+    signs = suspicious_signs(lexicon) if pred.probability < LOW_SCORE else []
+    if signs:  # no confident benign call where the lexicon itself says suspicious
+        pred.flags.append(Flag("suspicious_sign_low_score", f"suspicious signs despite a score of "
+                               f"{100 * pred.probability:.1f} %: {', '.join(signs)}; the lexicon alone calls for at "
+                               "least 4A, so the score is not a reason to call it benign"))
     if "note" in meas:
         pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
     if prompt_outline:

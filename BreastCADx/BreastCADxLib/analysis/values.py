@@ -41,6 +41,8 @@ FLAG_CODES = {
     "input_corrected": "the file's header contradicted its pixels and was read the way the pixels show",
     "orientation_uncertain": "the image may be upside down (its depth profile is unlike 99 % of the training "
                              "images); the reader checks that the skin line is at the top",
+    "suspicious_sign_low_score": "a score below 5 %, but the outline shows the lexicon's suspicious signs (an "
+                                 "irregular shape with a not circumscribed margin): not a confident benign call",
     "reader_disagreement": "the site profile's rule on the radiologist's category and BreastCADx's score decides "
                            "otherwise than the radiologist's category",
 }

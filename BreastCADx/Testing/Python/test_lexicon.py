@@ -71,3 +71,31 @@ def test_overlay_text_scales_with_the_image_and_flags_stand_out():
         panels.append(rgb.shape[0] - rgb.shape[1])  # square image: the rest is the text panel
         assert (rgb[..., 0] > 240).any() and ((rgb[..., 0] > 240) & (rgb[..., 2] < 80)).any()  # amber flag text
     assert panels[1] > 3 * panels[0]  # the text panel grows with the image (font size follows the width)
+
+
+def test_a_low_score_with_the_lexicons_suspicious_signs_is_flagged_not_a_confident_benign_call():
+    """Score below 5 % + irregular shape + not circumscribed margin (the lexicon's own 4A signs): the result carries
+    the flag `suspicious_sign_low_score` naming the signs; the probability and suggestion are left as they are.
+    Real cases: bus_0698-s (irregular, indistinct and angular margin, 0.1-0.2 %) gets it; bus_0368-l (oval,
+    circumscribed, 0.03 %) does not; an irregular shape alone, or a high score, is not enough."""
+    from BreastCADxLib.analysis.lexicon import LexiconItem, suspicious_signs
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.io import load_image, load_mask
+    from conftest import MODULE_DIR
+
+    def item(feature, category):
+        return LexiconItem(feature, category, "", "moderate")
+
+    assert suspicious_signs([item("shape", "irregular"), item("margin", "not circumscribed: indistinct")]) == \
+        ["shape irregular", "margin not circumscribed: indistinct"]
+    assert suspicious_signs([item("shape", "irregular"), item("margin", "circumscribed")]) == []
+    assert suspicious_signs([item("shape", "oval"), item("margin", "not circumscribed: indistinct")]) == []
+    data = MODULE_DIR / "Testing" / "Data" / "busbra_l5"
+    for case, expected in (("bus_0698-s", True), ("bus_0368-l", False)):
+        image = load_image(data / f"{case}.png")
+        result = analyze(image, mask=load_mask(data / f"{case}_mask.png", image), heatmap=False, device="cpu")
+        flags = [f for f in result.flags if f.code == "suspicious_sign_low_score"]
+        assert bool(flags) == expected, (case, result.probability, [i.category for i in result.lexicon])
+        if expected:
+            assert result.probability < 0.05 and "shape irregular" in flags[0].text
+            assert result.birads_suggestion in ("2", "3")  # the suggestion stays the score's
