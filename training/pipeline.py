@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -416,7 +417,7 @@ def verify(stages: list[Stage], args: argparse.Namespace) -> int:
             f"Machine: {m['cpu']}, {m['cores']} cores (CPU only)  ",
             "Made by `python -m training.pipeline verify --report " + str(args.report) + "`: the ship stages ("
             + ", ".join(f"`{s.name}`" for s in cheap) + ") again into an empty folder from the training runs and "
-            f"features already made; each file compared with `{shipped}` (cards: the same content "
+            f"features already made; each file compared with `{os.path.relpath(shipped)}` (cards: the same content "
             "apart from dates, machine, hashes and the folder written to; weights and arrays: byte for byte or "
             "tensor for tensor).", "", "| file | made again |", "|---|---|",
             *(f"| {name} | {how} |" for name, how in rows), "", verdict, ""]))
