@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from training.data import BUSI_ONLY, HELD_OUT_BUSI  # sets used by folder (re-exported)
+
 
 def machine() -> dict:
     import torch
@@ -62,9 +64,6 @@ def write_results(out: Path, name: str, report: dict, markdown: str) -> None:
     print(markdown)
 
 
-# sets that are training outputs, not shipped: used by folder (--model-set FOLDER)
-BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")  # never saw BUS-BRA or BUS-UCLM
-HELD_OUT_BUSI = Path("runs/held_out/BC")  # never saw BUSI (training.pipeline --set rotations set_BC)
 
 
 def set_id(model_set: str) -> str:

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.machine import header, machine, write_results
+from benchmarks.machine import header, stamp, write_results
 from BreastCADxLib.analysis.segmentation import presence_score
 from training.segmentation.site_pass import BASE_POSTPROCESSING, load_pass
 
@@ -64,8 +63,7 @@ def main() -> None:
     ap.add_argument("rotations", nargs="+", help="SITE=CNN_RUN:PASS_NPZ")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "loadavg_1min": os.getloadavg()[0], "sites": {}}
+    report = {**stamp(), "sites": {}}
     lines = ["| held-out site | signal | AUC | missed / false at the fixed threshold | missed at 8 % false "
              "(threshold chosen there: a ceiling) |", "|---|---|---|---|---|"]
     for item in args.rotations:

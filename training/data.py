@@ -39,6 +39,9 @@ CITATIONS = {
 }
 SET_NAMES = {("busi",): "busi-only", ("busi", "busbra_l5"): "two-site", ("busi", "busbra_l5", "busuclm"): "three-site",
              ("busbra_l5", "busuclm"): "held-out-busi"}  # the last: a training output (BUSI as a new hospital)
+# sets that are training outputs, not shipped, by folder (--model-set FOLDER)
+BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")  # never saw BUS-BRA or BUS-UCLM
+HELD_OUT_BUSI = Path("runs/held_out/BC")  # never saw BUSI (training.pipeline --set rotations set_BC)
 
 
 def set_name(sites: list[str]) -> str:

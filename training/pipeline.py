@@ -33,7 +33,7 @@ import numpy as np
 
 from BreastCADxLib.analysis.registry import MODELS_DIR
 from training.common import FINISHED
-from training.data import DEFAULT_DATA
+from training.data import BUSI_ONLY, DEFAULT_DATA, HELD_OUT_BUSI
 from training.restore_set import TWO_SITE, TWO_SITE_COMMIT
 
 RUNS = Path("runs")
@@ -44,10 +44,18 @@ ALL = "busi,busbra_l5,busuclm"
 # site -> a segmenter trained without it; for BUS-UCLM the two-site set's own (restored from the last commit that
 # shipped it: its segmenter run is not kept)
 HELD_OUT = {"busi": "seg_BC", "busbra_l5": "seg_AC", "busuclm": "two-site"}
-CLS = ("--design", "rad_all+desc+deep_mask", "--c", "0.01", "--sites", ALL, "--box-run", "runs/box_ABC",
-       "--box-weight", "0.75", "--box-margins", "0.05,0.1,0.15", "--whole-run", "runs/whole_ABC", "--whole-weight",
-       "0.2", "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
-       "--selection", "benchmarks/results/leave_site_out_design3.json")
+M3 = "0.05,0.1,0.15"
+
+
+def classifier_args(sites: str, members: str) -> tuple[str, ...]:
+    """The three-site design's feature bundle on `sites`, fused with the box and whole-image runs `members`."""
+    return ("--design", "rad_all+desc+deep_mask", "--c", "0.01", "--sites", sites, "--box-run", f"runs/box_{members}",
+            "--box-weight", "0.75", "--box-margins", M3, "--whole-run", f"runs/whole_{members}", "--whole-weight",
+            "0.2", "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
+            "--selection", "benchmarks/results/leave_site_out_design3.json")
+
+
+CLS = classifier_args(ALL, "ABC")
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,8 @@ def rotations() -> list[Stage]:
     stages.append(Stage("rotation_fusion", "training.classification.rotation_fusion",
                         (*fusion_args, "--out", "runs/rotation_fusion"), ("runs/rotation_fusion/rotation_fusion.md",),
                         needs=tuple(needs), data=False))
-    stages += [s for s in held_out_set_bc() if s.name not in {t.name for t in stages}]
+    names = {t.name for t in stages}
+    stages += [s for s in held_out_set_bc() if s.name not in names]
     # presence learned from two sites' lesion-free views, judged at the third (the sites with lesion-free views)
     pres = ("--view", "whole", "--target", "presence", "--eval-margins", "0", "--bf16", "--epochs", "8",
             "--score-every", "4", "--time-limit-min", "40")
@@ -181,8 +190,6 @@ def rotations() -> list[Stage]:
     return order(three_site() + stages, ["rotation_fusion", "set_BC", "presence_cnn"])  # with what they need
 
 
-BUSI_ONLY = Path("BreastCADx/Testing/Data/model_sets/busi-only")
-M3 = "0.05,0.1,0.15"
 
 
 def busi_only() -> list[Stage]:
@@ -265,12 +272,9 @@ def held_out_set_bc() -> list[Stage]:
     """The three-site design trained without BUSI (B+C, into runs/held_out/BC): BUSI as a hospital its models never
     saw, for `breastcadx adapt` (benchmarks.site_adaptation). Its presence threshold comes from passes over L5 and
     BUS-UCLM only (no BUSI image); the feature design is the three-rotation choice (leave_site_out_design3.json)."""
-    out, sites = "runs/held_out/BC", "busbra_l5,busuclm"
+    out, sites = str(HELD_OUT_BUSI), "busbra_l5,busuclm"
     held = ("runs/site_pass/seg_AC__busbra_l5__train+val.npz", "runs/site_pass/two-site__busuclm__train+val.npz")
-    cls = ("--design", "rad_all+desc+deep_mask", "--c", "0.01", "--sites", sites, "--box-run", "runs/box_BC",
-           "--box-weight", "0.75", "--box-margins", M3, "--whole-run", "runs/whole_BC", "--whole-weight", "0.2",
-           "--calibration", "identity", "--cross-site-from", "training/classification/two_site_box_card.json",
-           "--selection", "benchmarks/results/leave_site_out_design3.json", "--models", out)
+    cls = (*classifier_args(sites, "BC"), "--models", out)
     feats = tuple(f"features_{s}{k}" for s in ("busbra_l5", "busuclm") for k in ("", "_seg_BC"))
     return [_pass("seg_BC", "busbra_l5"), _pass("seg_BC", "busuclm"),
             _features("busbra_l5", "seg_BC"), _features("busuclm", "seg_BC"),

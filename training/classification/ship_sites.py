@@ -172,7 +172,7 @@ def main() -> None:
     rad = named_matrix(d, names)
     deepx = d[deep[0]].astype(float)
     arrays.update(ood_mean=np.zeros(1), ood_precision=np.zeros((1, 1)), explain_deep_weight=np.zeros(1))
-    card = {"id": args.id, "weights": f"{args.id}.npz", "sha256": "", "arrays": f"{args.id}.npz",
+    card = {"id": args.id, "weights": f"{args.id}.npz", "sha256": "0" * 64, "arrays": f"{args.id}.npz",
             "mode": "early", "classifier": "LR", "design": args.design,
             "radiomics_names": names, "members": [member], "combine": {"kind": "single"},
             "calibration": calibration, "deep_model": None, "deep_crop": deep[0].split("_")[1],
@@ -221,7 +221,6 @@ def main() -> None:
     })
     if args.automatic_masks:
         card["automatic_masks"] = args.automatic_masks
-    card.update(sha256="0" * 64, files={})  # write_bundle sets both
     # first without OOD / explainer (they need the loaded bundle), then with them, checked against the fit
     typed, _ = write_bundle(folder, FusionCard.from_json(card), arrays)
     ood, explain = ood_and_explainer(load_classifier(args.id, folder), rad, deepx, d["label"], arrays,

@@ -82,7 +82,7 @@ def main() -> None:
     if args.roi_outliner == "litemedsam":
         from training.experiments.box_prompt import LiteMedSamSegmenter
 
-        seg.__class__ = LiteMedSamSegmenter  # the same network and card; LiteMedSAM inside the box
+        seg = LiteMedSamSegmenter(seg.card, seg.net, "cpu", engine=seg.engine)  # LiteMedSAM inside the box
     if args.flip_tta:
         seg.flip_tta = True
     todo = cases(args, [args.site], tuple(args.roles.split(",")))

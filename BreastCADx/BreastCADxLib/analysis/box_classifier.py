@@ -91,5 +91,5 @@ class MemberScorer:
 
 @lru_cache(maxsize=4)
 def get_member_scorer(model_id: str = BOX_MODEL, device: str = "auto", model_set: str = DEFAULT_MODEL_SET
-                   ) -> MemberScorer:
+                      ) -> MemberScorer:
     return MemberScorer.from_registry(model_id, device, model_set_dir(model_set))

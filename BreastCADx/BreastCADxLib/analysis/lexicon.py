@@ -116,9 +116,6 @@ def categories(d: dict[str, float], measurements: dict | None = None, t: dict | 
     return out
 
 
-__all__ = ["LexiconItem", "categories", "thresholds"]
-
-
 LOW_SCORE = 0.05  # a score below it is a confident benign call (benchmarks: "cancers below 5 %")
 
 
@@ -131,3 +128,7 @@ def suspicious_signs(items: list[LexiconItem]) -> list[str]:
     if shape is None or margin is None or shape.category != "irregular" or margin.category == "circumscribed":
         return []
     return [f"shape {shape.category}", f"margin {margin.category}"]
+
+
+__all__ = ["LOW_SCORE", "LexiconItem", "categories", "suspicious_signs", "thresholds"]
+

@@ -149,7 +149,7 @@ def apply_site(pred, site: SiteProfile | None, origin: str, reader_birads: str |
 def shipped_segmenter_ref(model_set: str) -> ModelRef:
     """The segmenter of a model set, named from its card (for a mask it made in an earlier step)."""
     card = load_card(DEFAULT_MODEL, model_set_dir(model_set))
-    return ModelRef(card.id, card.sha256)
+    return ModelRef.of(card)
 
 
 def working_image(image: Image, grid: WorkingGrid) -> Image:
@@ -239,11 +239,11 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     classifier = classifier_for(model_set, origin)
     provenance = Provenance(
         breastcadx=__version__, model_set=model_set,
-        classifier=ModelRef(classifier.card.id, classifier.card.sha256),
+        classifier=ModelRef.of(classifier.card),
         classifier_config=f"{classifier.card.mode}/{classifier.card.classifier}",
         deep_model=classifier.card.deep_model or DEEP_MODEL, mask_origin=origin,
         segmenter=None if origin == "user" else shipped_segmenter_ref(model_set),
-        site=None if site is None else ModelRef(site.id, site.sha256))
+        site=None if site is None else ModelRef.of(site))
     grid = working_grid(image.array.shape)
     work = working_image(image, grid)
     if mask is None:
@@ -294,11 +294,11 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     if classifier.box_member is not None:
         scorer = get_member_scorer(classifier.box_member["model"], device, model_set)
         box_p = scorer.probability(work, work_mask)
-        provenance = replace(provenance, box_model=ModelRef(scorer.card.id, scorer.card.sha256))
+        provenance = replace(provenance, box_model=ModelRef.of(scorer.card))
     if classifier.whole_member is not None:
         whole = get_member_scorer(classifier.whole_member["model"], device, model_set)
         whole_p = whole.probability(work, work_mask)
-        provenance = replace(provenance, whole_image_model=ModelRef(whole.card.id, whole.card.sha256))
+        provenance = replace(provenance, whole_image_model=ModelRef.of(whole.card))
     seconds["deep_features"] = time.perf_counter() - t
     t = time.perf_counter()
     pred = classifier.predict(rad, deep, box_probability=box_p, whole_probability=whole_p)

@@ -39,6 +39,11 @@ class ModelRef:
     id: str
     sha256: str
 
+    @classmethod
+    def of(cls, model) -> ModelRef:
+        """A model card's (or a site profile's) id and SHA256."""
+        return cls(model.id, model.sha256)
+
 
 @dataclass(frozen=True)
 class Provenance:
