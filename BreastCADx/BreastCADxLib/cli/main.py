@@ -170,7 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from BreastCADxLib.train.pipeline import train
 
     train(Path(args.manifest), args.modality, Path(args.out), args.device, args.max_minutes, args.folds,
-          start_from=args.start_from)
+          start_from=args.start_from, segmenter_epochs=args.segmenter_epochs, segmenter_size=args.segmenter_size)
     print(f"model set -> {args.out} (card.md: the cross-validated figures)")
     return 0
 
@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--from", dest="start_from", metavar="SET",
                     help="start from a set `breastcadx train` made (same modality): keep its feature scaling and "
                          "deep projection, pull the logistic towards its coefficients (a few local cases adjust it)")
+    tr.add_argument("--segmenter-epochs", type=int, default=None, metavar="N",
+                    help="epochs of the set's own segmenter (finding detection; default 15); 0: no segmenter, the "
+                         "user's box locates the finding")
+    tr.add_argument("--segmenter-size", type=int, default=None, metavar="PX",
+                    help="the segmenter's input side in pixels (default 256)")
     tr.set_defaults(func=cmd_train)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser

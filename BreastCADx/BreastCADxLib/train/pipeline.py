@@ -8,12 +8,16 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 3. cross-validation by patient (5 folds, whole patients per fold): the fusion (radiomics z-scores + deep PCA,
    L2 logistic) against default pyradiomics + logistic regression on the same folds; AUC with a 95 % patient
    bootstrap CI, specificity at sensitivity 0.96, both out of fold.
-4. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
-   registry.save_card, arrays, OOD statistics, the deep explainer), modelset.json with the modality and data, and
-   card.md with the figures; reloaded through the product's loader to check it reproduces the fit.
-5. the set's input guard: a one-class model of its own images (findings' and normal images) on the whole-image
-   Lite0 embedding, so another modality's image is refused by it.
-The set has no segmenter: the user's box (or outline) locates the finding (`analyze --model-set SET --roi ...`).
+4. the segmenter (train/segmenter.py; --segmenter-epochs 0 leaves it out): the set's own finding detector,
+   trained on every image (findings' masks, circles or boxes; normal images empty), judged as a detector by
+   the same patient folds through the product's path, its presence threshold chosen on those out-of-fold passes;
+   then trained on every image. `analyze --model-set SET` then finds the finding itself; without a segmenter
+   the user's box (or outline) locates it (`--roi`).
+5. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
+   registry.save_card, arrays, OOD statistics, the deep explainer), the segmenter and its card, the set's input
+   guard (a one-class model of its own images on the whole-image Lite0 embedding, so another modality's image is
+   refused by it), modelset.json with the modality and data, and card.md with the figures; the fusion reloaded
+   through the product's loader to check it reproduces the fit.
 
 `--from SET` starts from a set this command made (same modality and features): its scalers and deep PCA (the
 representation fitted on its larger data) are kept, and the logistic is fitted with its L2 pull towards that
@@ -284,8 +288,9 @@ def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, sour
 
 
 def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
-              source: dict | None = None) -> None:
-    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; card.md."""
+              source: dict | None = None, detector: dict | None = None) -> None:
+    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; the
+    segmenter when one was trained (detector: its weights, post-processing and training record); card.md."""
     from BreastCADxLib.train.bundle import ood_statistics, write_bundle
 
     m = _fusion_from(source, rad, deep, y) if source else _fusion(rad, deep, y)
@@ -322,7 +327,18 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
             if modality == "MG" else ""),
     )
     card, _ = write_bundle(out, card, arrays, check=(rad, deep, _fusion_proba(m, rad, deep)))
-    (out / "card.md").write_text(card_text(card, cv, modality, data), encoding="utf-8")
+    if detector is not None:
+        import shutil
+
+        from BreastCADxLib.analysis.registry import save_card
+        from BreastCADxLib.train.segmenter import card_for
+
+        weights = out / "lesion_seg_lite0.pt"
+        shutil.copyfile(detector["weights"], weights)
+        save_card(out, card_for(detector["size"], detector["post"], weights, out.name, detector["training"],
+                                modality))
+    (out / "card.md").write_text(card_text(card, cv, modality, data, detector and detector["training"]),
+                                 encoding="utf-8")
 
 
 GUARD_DIMS = 16
@@ -360,7 +376,7 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
     return card
 
 
-def card_text(card: FusionCard, cv: dict, modality: str, data: dict) -> str:
+def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detection: dict | None = None) -> str:
     t = card.training
     lines = [f"# Model set `{card.model_set}` ({modality})", "", card.intended_use, "",
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
@@ -372,13 +388,36 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict) -> str:
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
-    lines += ["", "No segmenter: the finding is located by the user (a box, or an outline); the set's input guard "
-              "knows only its own training images."]
+    if detection is None:
+        lines += ["", "No segmenter: the finding is located by the user (a box, or an outline)."]
+    else:
+        lines += ["", detection_text(detection)]
+    lines += ["", "The set's input guard knows only its own training images."]
     return "\n".join(lines) + "\n"
 
 
+def detection_text(d: dict) -> str:
+    """card.md's segmenter section: the out-of-fold detection report of train/segmenter.py."""
+    cv, c = d["cross_validation"], d["cross_validation"]["chosen"]
+    auc = cv["presence_auc"]
+    lines = [f"Segmenter (finding detection), cross-validated by patient ({cv['folds']} folds): "
+             f"{cv['finding_images']} images with a located finding, {cv['normal_images']} normal images. A finding "
+             "counts as found when the outline the product returns first has its centre inside it and its score "
+             "reaches the threshold.", "",
+             f"- told a finding is there (lesion expected): the outline is on a finding in "
+             f"{cv['localised_when_expected']:.0%} of the images",
+             f"- finding image vs normal image by the presence score: AUC {auc['auc']:.3f} "
+             f"[{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]" if auc else "- no normal images: no presence AUC",
+             f"- the set's presence threshold {c['threshold']:.4f} ({cv['rule']}): found {c['sensitivity']:.0%} of "
+             f"the findings, {c['false_findings_per_image']:.2f} false findings per image",
+             "", "| false findings per image at most | threshold | findings found |", "|---|---|---|"]
+    lines += [f"| {r['max_false_per_image']} | {r['threshold']:.4f} | {r['sensitivity']:.0%} |" for r in cv["froc"]]
+    return "\n".join(lines)
+
+
 def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_minutes: float = 0.0,
-          folds: int = FOLDS, say=None, start_from: str | None = None) -> dict:
+          folds: int = FOLDS, say=None, start_from: str | None = None, segmenter_epochs: int | None = None,
+          segmenter_size: int | None = None) -> dict:
     """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if modality not in MODALITIES:
@@ -400,28 +439,46 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         raise TrainError(f"{int(y.sum())} malignant and {int(len(y) - y.sum())} benign located findings of "
                          f"{len(set(patients))} patients: {folds}-fold cross-validation by patient needs at least "
                          f"{2 * folds} of each and {folds} patients", manifest)
-    say(f"stage 1/4 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
+    from BreastCADxLib.train import segmenter as seg
+
+    segmenter_epochs = seg.EPOCHS if segmenter_epochs is None else segmenter_epochs
+    segmenter_size = segmenter_size or seg.SIZE
+    if segmenter_epochs < 0 or not 32 <= segmenter_size <= 1024 or segmenter_size % 32:
+        raise TrainError("--segmenter-epochs must be 0 or more and --segmenter-size a multiple of 32 in 32..1024")
+    say(f"stage 1/5 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
-    say("stage 2/4 features")
+    say("stage 2/5 features")
     rows = features(findings, out / ".work", device, deadline, say)
     lap("features")
     names = rows[findings[0].case_id]["names"]
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
     source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
-    say("stage 3/4 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
+    say("stage 3/5 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
     cv = cross_validate(rad, deep, y, patients, folds, source=source)
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
             f"0.96 {r['specificity_at_0.96']:.2f}")
     lap("cross-validation")
-    say("stage 4/4 the model set")
+    command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)]
+                       + (["--from", start_from] if start_from else [])
+                       + (["--segmenter-epochs", str(segmenter_epochs)] if segmenter_epochs != seg.EPOCHS else [])
+                       + (["--segmenter-size", str(segmenter_size)] if segmenter_size != seg.SIZE else []))
+    detector = None
+    if segmenter_epochs:
+        say("stage 4/5 segmenter: cross-validation by patient, then every image")
+        images = seg.seg_images(findings, normals, finding_mask)
+        detector = seg.train_segmenter(
+            images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
+            deadline=deadline, say=say, model_set=out.name, modality=modality, command=command)
+    else:
+        say("stage 4/5 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
+    lap("segmenter")
+    say("stage 5/5 the model set")
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sites": [manifest.parent.name]}
-    command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)]
-                       + (["--from", start_from] if start_from else []))
-    write_set(out, names, rad, deep, y, modality, cv, data, command, source)
+    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector)
     write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device)
     from BreastCADxLib.analysis.registry import write_modelset
 
@@ -429,6 +486,8 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     lap("model set")
     import resource
 
+    if detector is not None:
+        cv["detection"] = detector["training"]["cross_validation"]
     cv["stage_seconds"] = seconds
     cv["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: kB
     (out / ".work" / "cv.json").write_text(json.dumps(cv, indent=1) + "\n")  # a set's folder holds cards only

