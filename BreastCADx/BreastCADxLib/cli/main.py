@@ -179,7 +179,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from BreastCADxLib.results.adapt import adapt, card_text
 
     body = adapt(Path(args.results), Path(args.labels), Path(args.out), args.sensitivity, args.presence_found,
-                 name=args.name)
+                 name=args.name, calibration=args.calibration)
     print(card_text(body), end="")
     print(f"site profile -> {args.out} (use it with --site {args.out})")
     return 0
@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--presence-found", type=float, default=0.95,
                     help="the share of lesion images the presence threshold must find (default 0.95)")
     ad.add_argument("--name", help="the profile's id (default: the folder's name)")
+    ad.add_argument("--calibration", choices=["platt_toward_identity", "cv"], default="platt_toward_identity",
+                    help="platt_toward_identity (default): Platt scaling pulled toward the set's own probability, "
+                         "moved as far as the cases show; cv: none, Platt or isotonic, chosen by cross-validated "
+                         "log loss")
     ad.set_defaults(func=cmd_adapt)
     tr = sub.add_parser("train", help="make a model set from your own located findings (cross-validated by "
                                       "patient against pyradiomics + logistic regression); resumable")

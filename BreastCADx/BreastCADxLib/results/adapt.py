@@ -1,8 +1,12 @@
 """`breastcadx adapt`: fit a site profile (analysis.site) from a finished batch on a hospital's labelled cases.
 
 What is fitted, each only when the cases are enough (else refused, saying how few and why):
-- a calibration of the fused probability per mask origin: none, Platt or isotonic, chosen by cross-validated log
-  loss; its effect estimated by nested cross-validation (outer folds by patient);
+- a calibration of the fused probability per mask origin: by default Platt pulled toward the identity (a prior of
+  PLATT_PRIOR on a = 1, b = 0: the set's own probability until the cases show otherwise); `--calibration cv`
+  chooses among none, Platt and isotonic by cross-validated log loss instead. At 25-100 cases drawn by patient at
+  three held-out sites the fixed rule calibrated better than the choice, which mostly kept "none" or overfitted
+  (benchmarks/results/site_adaptation.md). Its effect is estimated by nested cross-validation (outer folds by
+  patient), the rule applied inside every fold;
 - the biopsy threshold at the sensitivity the site asks for (default 0.98): the empirical quantile of the malignant
   lesions' probabilities (against a normal fit on their logits, or the lower of the two, in
   benchmarks/results/site_adaptation.md: those keep 0.01-0.03 more sensitivity on L5 for 0.09-0.15 less
@@ -27,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from BreastCADxLib.analysis.calibration import apply_calibration, expected_calibration_error, fit_platt, logit
+from BreastCADxLib.analysis.calibration import (
+    apply_calibration,
+    expected_calibration_error,
+    fit_platt,
+    fit_platt_toward_identity,
+    logit,
+)
 from BreastCADxLib.analysis.site import (
     READER_BIOPSY_LEVEL,
     SITE_FILE,
@@ -44,7 +54,10 @@ MIN_PER_CLASS = 10  # lesions of each class (benign, malignant) a calibration or
 MIN_LESION_FREE = 10  # lesion-free images the presence threshold needs
 FOLDS = 5
 LABELS = {"benign": 0, "malignant": 1, "normal": None, "0": 0, "1": 1}
-CALIBRATIONS = ("none", "platt", "isotonic")
+CALIBRATIONS = ("none", "platt", "isotonic", "platt_toward_identity")
+CHOSEN_BY_CV = ("none", "platt", "isotonic")  # what `--calibration cv` chooses among
+CALIBRATION_RULES = ("platt_toward_identity", "cv")
+PLATT_PRIOR = 10.0  # chosen on draws 100-119 of the three held-out sites (the benchmark reports draws 0-19)
 P_CLIP = (0.002, 0.998)  # an isotonic step never says 0 or 1
 
 
@@ -75,6 +88,8 @@ def fit_calibration(method: str, p: np.ndarray, y: np.ndarray) -> dict:
         return {"kind": "identity"}
     if method == "platt":
         return fit_platt(_clip(p), y)
+    if method == "platt_toward_identity":
+        return fit_platt_toward_identity(_clip(p), y, PLATT_PRIOR)
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(out_of_bounds="clip", y_min=P_CLIP[0], y_max=P_CLIP[1]).fit(p, y)
@@ -96,8 +111,10 @@ def group_folds(y: np.ndarray, groups: np.ndarray, k: int = FOLDS, seed: int = 0
     return [test for _, test in cv.split(np.zeros(len(y)), y, groups)]
 
 
-def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> tuple[str, dict]:
-    """The method with the lowest cross-validated log loss (folds by group), and each method's loss."""
+def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
+                       rule: str = "platt_toward_identity") -> tuple[str, dict]:
+    """The rule's method (for "cv": the one of CHOSEN_BY_CV with the lowest cross-validated log loss, folds by
+    group), and each method's cross-validated loss (for the record)."""
     losses = {}
     folds = group_folds(y, groups, seed=seed)
     for method in CALIBRATIONS:
@@ -109,7 +126,11 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: i
                 continue
             out[test] = apply_calibration(fit_calibration(method, p[train], y[train]), p[test])
         losses[method] = log_loss(out, y)
-    return min(losses, key=losses.get), losses
+    if rule == "cv":
+        return min(CHOSEN_BY_CV, key=losses.get), losses
+    if rule not in CALIBRATION_RULES:
+        raise ValueError(f"calibration rule must be one of {CALIBRATION_RULES}")
+    return rule, losses
 
 
 def threshold_at_sensitivity(p_malignant: np.ndarray, sensitivity: float) -> float:
@@ -147,15 +168,15 @@ def _spec(pos, y):
 
 
 def fit_origin(p: np.ndarray, y: np.ndarray, groups: np.ndarray, sensitivity: float, seed: int = 0,
-               n_boot: int = N_BOOT) -> dict:
+               n_boot: int = N_BOOT, rule: str = "platt_toward_identity") -> dict:
     """Calibration + biopsy threshold for one mask origin, with nested-CV estimates (before / after, 95 % CIs)."""
-    method, losses = choose_calibration(p, y, groups, seed)
+    method, losses = choose_calibration(p, y, groups, seed, rule)
     cal = fit_calibration(method, p, y)
     p_all = apply_calibration(cal, p)
     oof, oof_pos = np.empty(len(p)), np.zeros(len(p), bool)
     for test in group_folds(y, groups, seed=seed + 1):
         train = np.setdiff1d(np.arange(len(p)), test)
-        m, _ = choose_calibration(p[train], y[train], groups[train], seed)
+        m, _ = choose_calibration(p[train], y[train], groups[train], seed, rule)
         c = fit_calibration(m, p[train], y[train])
         oof[test] = apply_calibration(c, p[test])
         t = threshold_at_sensitivity(apply_calibration(c, p[train])[y[train] == 1], sensitivity)
@@ -266,7 +287,8 @@ def _case_result(folder: Path) -> dict:
 
 # -- the profile ----------------------------------------------------------------------------------------------------
 def fit_profile(cases: list[SiteCase], sensitivity: float = 0.98, presence_found: float = 0.95,
-                use_reader: bool = True, seed: int = 0, n_boot: int = N_BOOT) -> tuple[dict, list[str]]:
+                use_reader: bool = True, seed: int = 0, n_boot: int = N_BOOT,
+                calibration: str = "platt_toward_identity") -> tuple[dict, list[str]]:
     """The fitted parts of a profile and what was left out (and why); refuses when nothing can be fitted."""
     body: dict = {"calibration": {}, "estimates": {}}
     skipped: list[str] = []
@@ -284,7 +306,7 @@ def fit_profile(cases: list[SiteCase], sensitivity: float = 0.98, presence_found
             continue
         p = np.array([c.probability for c in sub])
         groups = np.array([c.group for c in sub])
-        fitted = fit_origin(p, y, groups, sensitivity, seed, n_boot)
+        fitted = fit_origin(p, y, groups, sensitivity, seed, n_boot, calibration)
         body["calibration"][origin] = {"method": fitted["method"], "fit": fitted["fit"], "n": fitted["n"],
                                        "malignant": fitted["malignant"]}
         body["estimates"][origin] = {"cv_log_loss": fitted["cv_log_loss"], **fitted["estimates"]}
@@ -324,7 +346,7 @@ def site_probability(body: dict, case: SiteCase) -> float:
 
 
 def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, presence_found: float = 0.95,
-          name: str | None = None, command: str | None = None) -> dict:
+          name: str | None = None, command: str | None = None, calibration: str = "platt_toward_identity") -> dict:
     """Fit and write a profile into `out` (a new folder: an existing one is never replaced). Returns site.json."""
     if os.path.lexists(out):
         raise AdaptError("exists: a site profile is never replaced; choose a new folder", out)
@@ -334,7 +356,9 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
     not_analysed = model_set.pop("not_analysed")
     if model_set["id"] is None or model_set["sha256"] is None:
         raise AdaptError("the batch's results do not name their model set (made by an older version?)", results)
-    body, skipped = fit_profile(cases, sensitivity, presence_found)
+    if calibration not in CALIBRATION_RULES:
+        raise AdaptError(f"--calibration must be one of {', '.join(CALIBRATION_RULES)}")
+    body, skipped = fit_profile(cases, sensitivity, presence_found, calibration=calibration)
     n_lesion = sum(c.label is not None for c in cases)
     body = {"schema": SITE_SCHEMA, "id": name or out.name, "model_set": model_set,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
