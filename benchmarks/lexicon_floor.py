@@ -41,6 +41,10 @@ SIGNS = {
     "irregular shape or angular/spiculated margin": lambda c: c["shape"] == "irregular" or "angular" in c["margin"],
     "irregular shape and not circumscribed margin":
         lambda c: c["shape"] == "irregular" and c["margin"] != "circumscribed",
+    # the shipped flag's pair, counted only where neither is a low-confidence call (the open question of 2026-12-06)
+    "the same pair, neither of low confidence":
+        lambda c: c["shape"] == "irregular" and c["margin"] != "circumscribed"
+        and "low" not in (c["shape_confidence"], c["margin_confidence"]),
 }
 FLOORS = (0.02, 0.05, 0.10)
 
@@ -57,7 +61,8 @@ def site_rows(rows_file: str, features: str) -> tuple[np.ndarray, np.ndarray, li
             continue
         y.append(rows[case]["label"] == "malignant")
         p.append(rows[case]["expect_p"])
-        cats.append({i.feature: i.category for i in categories(dict(zip(names, map(float, d))))})
+        found = categories(dict(zip(names, map(float, d))))
+        cats.append({i.feature: i.category for i in found} | {f"{i.feature}_confidence": i.confidence for i in found})
     return np.array(y), np.array(p, float), cats
 
 
