@@ -23,6 +23,32 @@ from BreastCADxLib.train.pipeline import train
 OUT = Path(__file__).resolve().parent / "results"
 
 
+def detection_by_class(folder: Path, manifest: Path, detection: dict | None) -> list[str]:
+    """The segmenter's out-of-fold judgement per kind of finding (mini-MIAS's abnormality classes)."""
+    import csv
+    import json
+
+    if not detection:
+        return []
+    judged = sorted((folder / ".work").glob("segmenter_fold*/judged.json"))
+    rows = [r for f in judged for r in json.loads(f.read_text())]
+    kinds: dict[str, set] = {}
+    with open(manifest, newline="") as f:
+        for r in csv.DictReader(f):
+            if (r.get("radius") or "").strip():
+                kinds.setdefault(str(manifest.parent / r["image"]), set()).add(r["abnormality"])
+    t = detection["chosen"]["threshold"]
+    out = ["", "Out of fold, per kind of finding (an image counts under each kind it holds):", "",
+           "| kind | images | localised when a finding is expected | found at the set's threshold |",
+           "|---|---|---|---|"]
+    for kind in sorted({k for v in kinds.values() for k in v}):
+        sub = [r for r in rows if kind in kinds.get(r["image"], ())]
+        if sub:
+            out.append(f"| {kind} | {len(sub)} | {sum(r['hit'] for r in sub)} | "
+                       f"{sum(r['hit'] and r['score'] >= t for r in sub)} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../data/minimias"))
@@ -36,6 +62,7 @@ def main() -> None:
         folder = args.set_dir or Path(tmp) / "minimias-demo"
         cv = train(args.data / "manifest.csv", "MG", folder, device="cpu")
         card = (folder / "card.md").read_text()
+        by_class = detection_by_class(folder, args.data / "manifest.csv", cv.get("detection"))
     report.update(seconds=time.perf_counter() - t0, loadavg_1min_end=os.getloadavg()[0],
                   models={k: {kk: v[kk] for kk in ("auc", "ci95", "n", "malignant", "specificity_at_0.96")}
                           for k, v in cv["models"].items()}, oof=cv["oof"], stage_seconds=cv["stage_seconds"],
@@ -48,8 +75,8 @@ def main() -> None:
     timing = ["", "| stage | wall time (s) |", "|---|---|", *(f"| {k} | {v:.1f} |" for k, v in
                                                           report["stage_seconds"].items()),
               f"| (peak resident memory of the process) | {report['peak_rss_mb']:.0f} MB |", ""]
-    lines = ["", body, *timing, "The circles are approximate, generous locations: outlines are not scored against "
-             "them (no Dice); a finding counts as found when the outline's centre falls inside its circle."]
+    lines = ["", body, *by_class, *timing, "The circles are approximate, generous locations: outlines are not scored "
+             "against them (no Dice); a finding counts as found when the outline's centre falls inside its circle."]
     write_results(args.out, "train_minimias", report, "\n".join(head + lines) + "\n")
 
 

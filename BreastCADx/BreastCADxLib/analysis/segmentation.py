@@ -124,6 +124,26 @@ def box_ellipse(shape: tuple[int, int], box: Box) -> np.ndarray:
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
+CONTENT_LEVEL = 24  # grey level (0..255) above which a film pixel is exposed tissue rather than background
+CONTENT_MARGIN = 0.02
+
+
+def content_box(plane: np.ndarray) -> Box | None:
+    """The box of the largest bright connected region (a film's breast, not its background nor its labels), with a
+    small margin; None when it is most of the image anyway or there is none."""
+    small = to_uint8_range(plane)[::4, ::4]
+    labels, n = ndimage.label(ndimage.binary_opening(small > CONTENT_LEVEL, iterations=2))
+    if not n:
+        return None
+    region = labels == 1 + int(np.argmax(np.bincount(labels[labels > 0])[1:]))
+    x0, y0, x1, y1 = mask_bbox(region)
+    box = expand_box((4 * x0, 4 * y0, min(4 * x1, plane.shape[1]), min(4 * y1, plane.shape[0])), CONTENT_MARGIN,
+                     plane.shape)
+    if (box[2] - box[0]) * (box[3] - box[1]) > 0.9 * plane.size or min(box[2] - box[0], box[3] - box[1]) < 32:
+        return None
+    return box
+
+
 def best_candidate(prob: np.ndarray, relative: float, min_area: float = 0.0, tries: int = 8) -> np.ndarray:
     """The region around the most probable pixel: connected pixels >= relative x peak, holes filled. With
     min_area, a region smaller than that or one pixel thick (a response in an image corner, along an image edge or
@@ -161,6 +181,8 @@ class LesionSegmenter:
         self.candidate_relative = float(post.get("candidate_relative", 0.5))
         # inside a drawn box the candidate reaches lower: there the lesion fills most of the box
         self.roi_candidate_relative = float(post.get("roi_candidate_relative", self.candidate_relative))
+        # a film's tissue, not its empty background and labels, fills the network's input (mammography sets)
+        self.content_crop = bool(post.get("content_crop", False))
         if post.get("roi_outliner", "network") != "network":  # LiteMedSAM in a box is an experiment now
             raise ModelError(f"this version outlines inside a drawn box with the set's own network, not "
                              f"'{post['roi_outliner']}'", card.path)
@@ -238,7 +260,7 @@ class LesionSegmenter:
             if box is not None:
                 prob[k] = self.box_probability(plane, box)
             else:
-                prob[k] = self.probability(plane)
+                prob[k] = self.whole_probability(plane)
                 score = max(score, presence_score(prob[k], self.threshold, self.min_area_fraction))
                 if self.refine_margin is not None:
                     prob[k] = self.refine(plane, prob[k], presence=presence)
@@ -256,6 +278,11 @@ class LesionSegmenter:
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
                             low_confidence=low_confidence, box_fallback=fallback,
                             presence_score=None if box is not None else score)
+
+    def whole_probability(self, plane: np.ndarray) -> np.ndarray:
+        """P(lesion) of a whole plane: the network on the plane, or on its content box (content_crop)."""
+        box = content_box(plane) if self.content_crop else None
+        return self.probability(plane) if box is None else self.box_probability(plane, box)
 
     def box_probability(self, plane: np.ndarray, box: Box) -> np.ndarray:
         """P(lesion) of one plane inside a drawn box (0 outside): the network on the box, as if it were the image."""

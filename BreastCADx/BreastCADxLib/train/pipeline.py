@@ -407,7 +407,9 @@ def detection_text(d: dict) -> str:
              f"- told a finding is there (lesion expected): the outline is on a finding in "
              f"{cv['localised_when_expected']:.0%} of the images",
              f"- finding image vs normal image by the presence score: AUC {auc['auc']:.3f} "
-             f"[{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]" if auc else "- no normal images: no presence AUC",
+             f"[{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]" + (
+                 f"; by the highest probability anywhere: {cv['peak_auc']['auc']:.3f}" if cv.get("peak_auc") else "")
+             if auc else "- no normal images: no presence AUC",
              f"- the set's presence threshold {c['threshold']:.4f} ({cv['rule']}): found {c['sensitivity']:.0%} of "
              f"the findings, {c['false_findings_per_image']:.2f} false findings per image",
              "", "| false findings per image at most | threshold | findings found |", "|---|---|---|"]

@@ -2,7 +2,10 @@
 
 A FlexibleUNet with the ImageNet EfficientNet-Lite0 encoder (the shipped architecture), trained on every image
 of the manifest: a located finding's mask (its mask file, circle or box's ellipse; several findings of one image
-are one mask) and the normal images as empty masks. It is judged as a detector by patient cross-validation
+are one mask) and the normal images as empty masks. Images with a finding are shown up to MAX_FINDING_REPEAT
+times an epoch (towards half of the samples), each as a box prompt, a 2-5x window around it or the whole image.
+A mammography set crops every whole image to its content box (the breast, not the empty film and its labels;
+`content_crop` on the card, so the product does the same). It is judged as a detector by patient cross-validation
 through the product's own path (`LesionSegmenter.segment` with a lesion expected): an image's finding counts as
 found when the most probable region, the outline the product returns first, has its centre inside a finding and
 its score (the presence score) reaches the threshold. The set's presence threshold is chosen on those
@@ -27,11 +30,13 @@ import numpy as np
 from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.train.pipeline import TrainError
 
-EPOCHS = 15
+EPOCHS = 12
 SIZE = 256
 BATCH = 8
 LR = 1e-3
 BOX_PROMPT_SHARE = 0.3  # samples cropped to a finding's box + margin, as a user's box prompts the network
+CONTEXT_SHARE = 0.3  # samples cropped to 2-5 x a finding's box: between the box prompt's scale and the image's
+MAX_FINDING_REPEAT = 3  # images with a finding shown up to this many times an epoch, towards half of the samples
 FALSE_FINDING_RATE = 0.08
 FP_PER_IMAGE = (0.1, 0.2, 0.5, 1.0)  # the detection table's rows
 # the shipped ultrasound segmenter's post-processing; min_area_fraction follows the data (small findings)
@@ -105,20 +110,48 @@ def _augment(seed: int):
     return tx
 
 
-def _sample(im: SegImage, size: int, rng: np.random.Generator) -> tuple:
-    """The whole image, or (BOX_PROMPT_SHARE of a finding's samples) its box with a random margin; size x size."""
+def _sample(im: SegImage, size: int, rng: np.random.Generator, content_crop: bool = False) -> tuple:
+    """size x size: for a finding, its box with a random margin (BOX_PROMPT_SHARE) or a window 2-5 times its box
+    around it (CONTEXT_SHARE); else the whole image (its content box with content_crop, as the product sees it)."""
     import torch
 
     from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, resize_plane
+    from BreastCADxLib.analysis.segmentation import content_box
     from BreastCADxLib.analysis.values import to_uint8_range
 
     plane, mask = to_uint8_range(im.plane), im.mask
-    if im.has_finding and rng.random() < BOX_PROMPT_SHARE:
-        x0, y0, x1, y1 = expand_box(mask_bbox(mask), rng.uniform(0.05, 0.6), mask.shape)
+    u = rng.random()
+    if im.has_finding and u < BOX_PROMPT_SHARE:
+        box = expand_box(mask_bbox(mask), rng.uniform(0.05, 0.6), mask.shape)
+    elif im.has_finding and u < BOX_PROMPT_SHARE + CONTEXT_SHARE:
+        box = _context_box(mask_bbox(mask), mask.shape, rng)
+    else:
+        box = content_box(plane) if content_crop else None
+    if box is not None:
+        x0, y0, x1, y1 = box
         plane, mask = plane[y0:y1, x0:x1], mask[y0:y1, x0:x1]
     img = resize_plane(torch.from_numpy(np.ascontiguousarray(plane)), (size, size))
     lab = resize_plane(torch.from_numpy(mask.astype(np.float32)), (size, size), mode="nearest")
     return {"image": img[None], "label": lab[None]}
+
+
+def _context_box(box, shape, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A window 2-5 times the side of `box`, placed at random so that it holds the box, clipped to the image."""
+    x0, y0, x1, y1 = box
+    side = int(max(x1 - x0, y1 - y0) * rng.uniform(2.0, 5.0))
+    h, w = shape
+    wx, wy = min(w, max(side, x1 - x0)), min(h, max(side, y1 - y0))
+    left = int(rng.integers(max(0, x1 - wx), min(x0, w - wx) + 1))
+    top = int(rng.integers(max(0, y1 - wy), min(y0, h - wy) + 1))
+    return left, top, left + wx, top + wy
+
+
+def epoch_pool(images: list[SegImage]) -> np.ndarray:
+    """Indices of one epoch: each normal image once, each image with a finding up to MAX_FINDING_REPEAT times,
+    towards as many finding samples as normal ones."""
+    n_find = sum(im.has_finding for im in images)
+    repeat = int(np.clip(np.ceil((len(images) - n_find) / max(n_find, 1)), 1, MAX_FINDING_REPEAT))
+    return np.array([i for i, im in enumerate(images) for _ in range(repeat if im.has_finding else 1)])
 
 
 def _bf16(device) -> bool:
@@ -133,7 +166,7 @@ def _bf16(device) -> bool:
 
 
 def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device, deadline: float, say,
-        label: str, seed: int = 0) -> Path:
+        label: str, seed: int = 0, content_crop: bool = False) -> Path:
     """Train on `images`; folder/model.pt when done. A checkpoint after every epoch (weights_only); a rerun goes
     on from it; past `deadline` it stops after the epoch (TrainError: run again to go on)."""
     import torch
@@ -151,10 +184,12 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     bf16 = _bf16(device)
     if bf16:
         net = net.to(memory_format=torch.channels_last)
-    steps = math.ceil(len(images) / BATCH)
+    pool = epoch_pool(images)
+    steps = math.ceil(len(pool) / BATCH)
     opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * steps, pct_start=0.1)
-    run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed}
+    run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
+           "content_crop": content_crop}
     start = 0
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -172,9 +207,9 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
         rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
         torch.manual_seed(seed * 1000 + epoch)  # the encoder's stochastic depth too
         aug = _augment(seed * 1000 + epoch)
-        order, losses = rng.permutation(len(images)), []
+        order, losses = rng.permutation(pool), []
         for s in range(steps):
-            batch = [aug(_sample(images[i], size, rng)) for i in order[s * BATCH:(s + 1) * BATCH]]
+            batch = [aug(_sample(images[i], size, rng, content_crop)) for i in order[s * BATCH:(s + 1) * BATCH]]
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
             if bf16:
@@ -235,8 +270,9 @@ def segmenter(folder: Path, device: str | None):
 
 
 def judge(seg, images: list[SegImage]) -> list[dict]:
-    """Per image, through the product's path with a lesion expected: the presence score and whether the
-    returned outline's centre lies in a finding."""
+    """Per image, through the product's path with a lesion expected: the presence score (what the set's presence
+    threshold is compared with), the highest probability anywhere, and whether the returned outline's centre lies
+    in a finding."""
     from scipy import ndimage
 
     from BreastCADxLib.image import Image
@@ -250,7 +286,7 @@ def judge(seg, images: list[SegImage]) -> list[dict]:
             cy, cx = (int(round(v)) for v in ndimage.center_of_mass(region))
             hit = bool(im.mask[cy, cx])
         out.append({"image": im.key, "patient": im.patient, "finding": im.has_finding,
-                    "score": float(res.presence_score or 0.0), "hit": hit})
+                    "score": float(res.presence_score or 0.0), "peak": float(res.probability.max()), "hit": hit})
     return out
 
 
@@ -279,11 +315,14 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
     for fp in FP_PER_IMAGE:
         ok = [t for t in candidates if at(t)["false_findings_per_image"] <= fp]
         table.append({"max_false_per_image": fp, **at(min(ok))})
-    presence = auc_ci(finding.astype(int), score, groups) if 0 < finding.sum() < len(finding) else None
+    both = 0 < finding.sum() < len(finding)
+    presence = auc_ci(finding.astype(int), score, groups) if both else None
+    peak = auc_ci(finding.astype(int), np.array([r.get("peak", r["score"]) for r in rows]), groups) if both else None
     return {"images": int(len(rows)), "finding_images": int(finding.sum()), "normal_images": int((~finding).sum()),
             "localised_when_expected": float(hit[finding].mean()) if finding.any() else None,
-            "presence_auc": presence, "rule": f"lowest threshold with false findings on at most {rate:.0%} of "
-            "the normal images (out-of-fold)", "chosen": at(chosen), "froc": table}
+            "presence_auc": presence, "peak_auc": peak,
+            "rule": f"lowest threshold with false findings on at most {rate:.0%} of the normal images (out-of-fold)",
+            "chosen": at(chosen), "froc": table}
 
 
 def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: int, size: int, device: str,
@@ -295,7 +334,8 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
     from BreastCADxLib.analysis.registry import choose_device
 
     dev = choose_device(device)
-    post = {**POSTPROCESSING, "min_area_fraction": min_area_fraction(images), "presence": 0.5}
+    crop = modality == "MG"  # a film: its tissue fills the input, not the empty film around it
+    post = {**POSTPROCESSING, "min_area_fraction": min_area_fraction(images), "presence": 0.5, "content_crop": crop}
     finding = np.array([im.has_finding for im in images])
     groups = np.array([im.patient for im in images])
     rows: list[dict] = []
@@ -305,7 +345,7 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
         judged = folder / "judged.json"
         if not judged.is_file():
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
-                          deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1)
+                          deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1, content_crop=crop)
             card = card_for(size, post, weights, model_set, {"command": command}, modality)
             (folder / "card.json").write_text(json.dumps(card.to_json(), indent=1))
             say(f"segmenter fold {k + 1}/{folds}: judging {len(te)} held-out images")
@@ -317,9 +357,10 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
         f"{chosen['false_findings_per_image']:.2f} false findings per image (threshold {chosen['threshold']:.4f})")
     post["presence"] = chosen["threshold"]
     weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
-                  say=say, label="all images", seed=0)
+                  say=say, label="all images", seed=0, content_crop=crop)
     training = {"command": command, "images": len(images), "finding_images": int(finding.sum()),
                 "epochs": epochs, "batch": BATCH, "learning_rate": LR, "box_prompt_share": BOX_PROMPT_SHARE,
+                "context_share": CONTEXT_SHARE, "samples_per_epoch": int(epoch_pool(images).size),
                 "device": dev.type, "cross_validation": {"folds": folds, "by_patient": True, **report}}
     return {"weights": weights, "size": size, "post": post, "training": training}
 

@@ -106,3 +106,40 @@ def test_the_product_outlines_in_a_box_with_the_sets_own_segmenter(mg_detector_s
     card = load_card("lesion_seg_lite0", out)
     assert res["provenance"]["segmenter"]["sha256"] == card.sha256 and res["provenance"]["mask_origin"] == "auto"
     assert "box_prompt_outline" not in {f["code"] for f in res["flags"]}  # not the ellipse of a box-only set
+
+
+def test_a_films_content_box_holds_its_findings_and_leaves_the_empty_film_out():
+    import csv
+
+    from BreastCADxLib.analysis.segmentation import content_box
+    from BreastCADxLib.io import load_image
+
+    rows = list(csv.DictReader(open(MG / "findings.csv")))
+    for r in rows:
+        plane = load_image(MG / r["image"]).array[0]
+        x0, y0, x1, y1 = content_box(plane)
+        assert (x1 - x0) * (y1 - y0) < 0.8 * plane.size  # the film around the breast is left out
+        if r.get("circle"):
+            cx, cy, _ = (float(v) for v in r["circle"].split(","))
+            assert x0 <= cx < x1 and y0 <= cy < y1, r["case_id"]
+    flat = np.full((200, 300), 120, np.uint8)
+    assert content_box(flat) is None  # nothing to crop: the whole image
+
+
+def test_with_content_crop_the_network_sees_the_content_box_only():
+    from dataclasses import replace
+
+    from BreastCADxLib.analysis.segmentation import content_box
+    from BreastCADxLib.io import load_image
+
+    shipped = LesionSegmenter.from_registry(device="cpu")
+    cropping = LesionSegmenter(replace(shipped.card, postprocessing={**shipped.card.postprocessing,
+                                                                      "content_crop": True}),
+                               None, "cpu", shipped.engine)
+    plane = load_image(MG / "films" / "mdb001_256.png").array[0]
+    x0, y0, x1, y1 = content_box(plane)
+    prob = cropping.whole_probability(plane)
+    outside = np.ones(plane.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert not prob[outside].any() and prob[~outside].max() > 0
+    assert np.allclose(prob[y0:y1, x0:x1], shipped.probability(plane[y0:y1, x0:x1]))
