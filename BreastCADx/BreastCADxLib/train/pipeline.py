@@ -405,7 +405,8 @@ def detection_text(d: dict) -> str:
              "counts as found when the outline the product returns first has its centre inside it and its score "
              "reaches the threshold.", "",
              f"- told a finding is there (lesion expected): the outline is on a finding in "
-             f"{cv['localised_when_expected']:.0%} of the images",
+             f"{cv['localised_when_expected']:.0%} of the images (its most probable pixel in "
+             f"{cv.get('peak_in_finding') or 0:.0%})",
              f"- finding image vs normal image by the presence score: AUC {auc['auc']:.3f} "
              f"[{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]" + (
                  f"; by the highest probability anywhere: {cv['peak_auc']['auc']:.3f}" if cv.get("peak_auc") else "")

@@ -271,8 +271,8 @@ def segmenter(folder: Path, device: str | None):
 
 def judge(seg, images: list[SegImage]) -> list[dict]:
     """Per image, through the product's path with a lesion expected: the presence score (what the set's presence
-    threshold is compared with), the highest probability anywhere, and whether the returned outline's centre lies
-    in a finding."""
+    threshold is compared with), the highest probability anywhere, whether the returned outline's centre lies in a
+    finding (hit) and whether the most probable pixel does (peak_hit, the usual criterion of detection studies)."""
     from scipy import ndimage
 
     from BreastCADxLib.image import Image
@@ -285,8 +285,10 @@ def judge(seg, images: list[SegImage]) -> list[dict]:
         if im.has_finding and region.any():
             cy, cx = (int(round(v)) for v in ndimage.center_of_mass(region))
             hit = bool(im.mask[cy, cx])
+        prob = res.probability[0]
         out.append({"image": im.key, "patient": im.patient, "finding": im.has_finding,
-                    "score": float(res.presence_score or 0.0), "peak": float(res.probability.max()), "hit": hit})
+                    "score": float(res.presence_score or 0.0), "peak": float(prob.max()), "hit": hit,
+                    "peak_hit": bool(im.mask.flat[int(np.argmax(prob))])})
     return out
 
 
@@ -320,6 +322,8 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
     peak = auc_ci(finding.astype(int), np.array([r.get("peak", r["score"]) for r in rows]), groups) if both else None
     return {"images": int(len(rows)), "finding_images": int(finding.sum()), "normal_images": int((~finding).sum()),
             "localised_when_expected": float(hit[finding].mean()) if finding.any() else None,
+            "peak_in_finding": float(np.mean([r.get("peak_hit", False) for r in rows if r["finding"]]))
+            if finding.any() else None,
             "presence_auc": presence, "peak_auc": peak,
             "rule": f"lowest threshold with false findings on at most {rate:.0%} of the normal images (out-of-fold)",
             "chosen": at(chosen), "froc": table}
