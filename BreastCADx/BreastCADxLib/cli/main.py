@@ -170,7 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from BreastCADxLib.train.pipeline import train
 
     train(Path(args.manifest), args.modality, Path(args.out), args.device, args.max_minutes, args.folds,
-          start_from=args.start_from, segmenter_epochs=args.segmenter_epochs, segmenter_size=args.segmenter_size)
+          start_from=args.start_from, segmenter_epochs=args.segmenter_epochs, segmenter_size=args.segmenter_size,
+          segmenter_min_found=args.segmenter_min_found)
     print(f"model set -> {args.out} (card.md: the cross-validated figures)")
     return 0
 
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "user's box locates the finding")
     tr.add_argument("--segmenter-size", type=int, default=None, metavar="PX",
                     help="the segmenter's input side in pixels (default 256)")
+    tr.add_argument("--segmenter-min-found", type=float, default=None, metavar="SHARE",
+                    help="put the segmenter in the set only if, out of fold, it found at least this share of the "
+                         "findings at its presence threshold (default 0.5; 0: always)")
     tr.set_defaults(func=cmd_train)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser

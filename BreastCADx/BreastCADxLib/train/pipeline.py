@@ -327,7 +327,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
             if modality == "MG" else ""),
     )
     card, _ = write_bundle(out, card, arrays, check=(rad, deep, _fusion_proba(m, rad, deep)))
-    if detector is not None:
+    if detector is not None and detector["weights"] is not None:
         import shutil
 
         from BreastCADxLib.analysis.registry import save_card
@@ -388,10 +388,12 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detection: 
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
-    if detection is None:
-        lines += ["", "No segmenter: the finding is located by the user (a box, or an outline)."]
-    else:
+    if detection is not None:
         lines += ["", detection_text(detection)]
+    if not (card.folder / "lesion_seg_lite0.json").is_file():
+        lines += ["", "No segmenter in the set" + (" (it found too few findings out of fold, above)" if detection
+                                                   else "") + ": the finding is located by the user (a box, or an "
+                  "outline)."]
     lines += ["", "The set's input guard knows only its own training images."]
     return "\n".join(lines) + "\n"
 
@@ -420,7 +422,7 @@ def detection_text(d: dict) -> str:
 
 def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_minutes: float = 0.0,
           folds: int = FOLDS, say=None, start_from: str | None = None, segmenter_epochs: int | None = None,
-          segmenter_size: int | None = None) -> dict:
+          segmenter_size: int | None = None, segmenter_min_found: float | None = None) -> dict:
     """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if modality not in MODALITIES:
@@ -467,14 +469,17 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)]
                        + (["--from", start_from] if start_from else [])
                        + (["--segmenter-epochs", str(segmenter_epochs)] if segmenter_epochs != seg.EPOCHS else [])
-                       + (["--segmenter-size", str(segmenter_size)] if segmenter_size != seg.SIZE else []))
+                       + (["--segmenter-size", str(segmenter_size)] if segmenter_size != seg.SIZE else [])
+                       + (["--segmenter-min-found", str(segmenter_min_found)]
+                          if segmenter_min_found is not None else []))
     detector = None
     if segmenter_epochs:
         say("stage 4/5 segmenter: cross-validation by patient, then every image")
         images = seg.seg_images(findings, normals, finding_mask)
         detector = seg.train_segmenter(
             images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
-            deadline=deadline, say=say, model_set=out.name, modality=modality, command=command)
+            deadline=deadline, say=say, model_set=out.name, modality=modality, command=command,
+            min_found=seg.MIN_FOUND if segmenter_min_found is None else segmenter_min_found)
     else:
         say("stage 4/5 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
     lap("segmenter")

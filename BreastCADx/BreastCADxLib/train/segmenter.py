@@ -10,7 +10,9 @@ through the product's own path (`LesionSegmenter.segment` with a lesion expected
 found when the most probable region, the outline the product returns first, has its centre inside a finding and
 its score (the presence score) reaches the threshold. The set's presence threshold is chosen on those
 out-of-fold passes before the final model is trained on every image: the lowest with false findings on at most
-FALSE_FINDING_RATE of the normal images (the rule the shipped ultrasound segmenter was tuned by).
+FALSE_FINDING_RATE of the normal images (the rule the shipped ultrasound segmenter was tuned by). A segmenter that
+finds fewer than MIN_FOUND of the findings there is not trained on every image nor put in the set: the set then
+takes the user's box as the finding, and its card says what the segmenter did out of fold.
 
 Every training run keeps a checkpoint after each epoch in the set's .work folder and goes on from it when the
 same command is run again (after --max-minutes or a kill); a fold already judged is not trained again.
@@ -38,6 +40,7 @@ BOX_PROMPT_SHARE = 0.3  # samples cropped to a finding's box + margin, as a user
 CONTEXT_SHARE = 0.3  # samples cropped to 2-5 x a finding's box: between the box prompt's scale and the image's
 MAX_FINDING_REPEAT = 3  # images with a finding shown up to this many times an epoch, towards half of the samples
 FALSE_FINDING_RATE = 0.08
+MIN_FOUND = 0.5  # a segmenter that finds fewer findings out of fold at its threshold is not put in the set
 FP_PER_IMAGE = (0.1, 0.2, 0.5, 1.0)  # the detection table's rows
 # the shipped ultrasound segmenter's post-processing; min_area_fraction follows the data (small findings)
 POSTPROCESSING = {"threshold": 0.35, "keep_fraction": 0.1, "flip_tta": False, "refine_margin": 0.2,
@@ -330,7 +333,8 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
 
 
 def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: int, size: int, device: str,
-                    deadline: float, say, model_set: str, modality: str, command: str) -> dict:
+                    deadline: float, say, model_set: str, modality: str, command: str,
+                    min_found: float = MIN_FOUND) -> dict:
     """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image.
     Returns the final weights and what the set's card needs: weights, size, post-processing, training record."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -360,12 +364,16 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
     say(f"segmenter cross-validation: finding found (centre in it) {chosen['sensitivity']:.2f} at "
         f"{chosen['false_findings_per_image']:.2f} false findings per image (threshold {chosen['threshold']:.4f})")
     post["presence"] = chosen["threshold"]
-    weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
-                  say=say, label="all images", seed=0, content_crop=crop)
     training = {"command": command, "images": len(images), "finding_images": int(finding.sum()),
                 "epochs": epochs, "batch": BATCH, "learning_rate": LR, "box_prompt_share": BOX_PROMPT_SHARE,
                 "context_share": CONTEXT_SHARE, "samples_per_epoch": int(epoch_pool(images).size),
                 "device": dev.type, "cross_validation": {"folds": folds, "by_patient": True, **report}}
+    if chosen["sensitivity"] < min_found:
+        say(f"segmenter left out of the set: out of fold it found {chosen['sensitivity']:.0%} of the findings "
+            f"(at least {min_found:.0%} needed); the user's box will locate the finding")
+        return {"weights": None, "size": size, "post": post, "training": training}
+    weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
+                  say=say, label="all images", seed=0, content_crop=crop)
     return {"weights": weights, "size": size, "post": post, "training": training}
 
 

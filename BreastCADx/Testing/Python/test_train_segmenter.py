@@ -77,7 +77,8 @@ def mg_detector_set(tmp_path_factory):
     out = tmp_path_factory.mktemp("mgseg") / "mg-detector"
     r = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", str(MG / "findings.csv"),
                         "--modality", "MG", "--out", str(out), "--folds", "2", "--device", "cpu",
-                        "--segmenter-epochs", "2", "--segmenter-size", "64"], capture_output=True, text=True)
+                        "--segmenter-epochs", "2", "--segmenter-size", "64", "--segmenter-min-found", "0"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return out, r.stderr
 
@@ -91,7 +92,7 @@ def test_a_set_trained_with_its_segmenter_carries_it_in_the_contract(mg_detector
     cv = card.training["cross_validation"]
     assert cv["images"] == 15 and cv["finding_images"] == 12 and cv["normal_images"] == 3
     assert card.postprocessing["presence"] == cv["chosen"]["threshold"]
-    assert "--segmenter-epochs 2 --segmenter-size 64" in card.command
+    assert "--segmenter-epochs 2 --segmenter-size 64 --segmenter-min-found 0" in card.command
     assert "Segmenter (finding detection), cross-validated by patient (2 folds)" in (out / "card.md").read_text()
 
 
@@ -143,3 +144,21 @@ def test_with_content_crop_the_network_sees_the_content_box_only():
     outside[y0:y1, x0:x1] = False
     assert not prob[outside].any() and prob[~outside].max() > 0
     assert np.allclose(prob[y0:y1, x0:x1], shipped.probability(plane[y0:y1, x0:x1]))
+
+
+def test_a_segmenter_that_finds_too_few_out_of_fold_is_left_out_saying_so(us_images, tmp_path):
+    """Judged folds (cached as a finished run leaves them) that found 1 of 9 findings: no final training, no
+    weights, the report kept for the card."""
+    for k in (1, 2):
+        folder = tmp_path / f"segmenter_fold{k}"
+        folder.mkdir()
+        rows = [{"image": im.key, "patient": im.patient, "finding": im.has_finding, "score": 0.9 if im.has_finding
+                 else 0.1, "peak": 0.9, "hit": im.key == us_images[0].key, "peak_hit": False}
+                for im in us_images[k - 1::2]]
+        (folder / "judged.json").write_text(json.dumps(rows))
+    said = []
+    out = seg.train_segmenter(us_images, tmp_path, folds=2, epochs=1, size=64, device="cpu", deadline=0.0,
+                              say=said.append, model_set="t", modality="US", command="test")
+    assert out["weights"] is None and not (tmp_path / "segmenter_final").exists()
+    assert out["training"]["cross_validation"]["chosen"]["sensitivity"] == pytest.approx(1 / 9)
+    assert any("segmenter left out of the set: out of fold it found 11% of the findings" in m for m in said)
