@@ -11,6 +11,7 @@ its checkpoints) or to a temporary folder: it is a demonstration on 1990s film, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -75,6 +76,12 @@ def main() -> None:
     timing = ["", "| stage | wall time (s) |", "|---|---|", *(f"| {k} | {v:.1f} |" for k, v in
                                                           report["stage_seconds"].items()),
               f"| (peak resident memory of the process) | {report['peak_rss_mb']:.0f} MB |", ""]
+    fits = [json.loads(p.read_text()) for p in sorted(args.set_dir.glob(".work/segmenter_*/fit.json"))] \
+        if args.set_dir else []
+    if fits:
+        starts = sum(f["starts"] for f in fits)
+        timing[-1:-1] = [f"| segmenter training: {len(fits)} runs, {starts} starts, summed | "
+                         f"{sum(f['seconds'] for f in fits):.0f} |"]
     lines = ["", body, *by_class, *timing, "The circles are approximate, generous locations: outlines are not scored "
              "against them (no Dice); a finding counts as found when the outline's centre falls inside its circle."]
     write_results(args.out, "train_minimias", report, "\n".join(head + lines) + "\n")

@@ -193,7 +193,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * steps, pct_start=0.1)
     run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
            "content_crop": content_crop}
-    start = 0
+    start, spent, starts = 0, 0.0, 1
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         if state["run"] != run:
@@ -202,7 +202,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        start = state["epoch"]
+        start, spent, starts = state["epoch"], state.get("seconds", 0.0), state.get("starts", 1) + 1
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
     t0, done_here = time.perf_counter(), 0
     for epoch in range(start, epochs):
@@ -227,7 +227,8 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
             losses.append(loss.item())
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"run": run, "epoch": epoch + 1, "model": net.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict()}, tmp)
+                    "sched": sched.state_dict(), "seconds": spent + time.perf_counter() - t0, "starts": starts},
+                   tmp)
         tmp.replace(ckpt)
         done_here += 1
         left = (time.perf_counter() - t0) / done_here * (epochs - epoch - 1)
@@ -237,6 +238,9 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
             raise TrainError(f"--max-minutes reached in the segmenter stage ({label}, epoch {epoch + 1} of "
                                f"{epochs}; run the same command again to go on)", folder)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, final)
+    (folder / "fit.json").write_text(json.dumps({"epochs": epochs, "samples_per_epoch": int(pool.size),
+                                                 "seconds": round(spent + time.perf_counter() - t0, 1),
+                                                 "starts": starts, "device": str(device)}))
     ckpt.unlink(missing_ok=True)
     return final
 

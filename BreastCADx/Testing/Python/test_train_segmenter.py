@@ -42,6 +42,8 @@ def test_a_run_cut_by_its_time_box_goes_on_to_the_same_weights(us_images, tmp_pa
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     resumed = torch.load(fitted(tmp_path / "cut", us_images, epochs=3), weights_only=True)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    fits = [json.loads((tmp_path / run / "fit.json").read_text()) for run in ("whole", "cut")]
+    assert [f["starts"] for f in fits] == [1, 2] and all(f["seconds"] > 0 and f["epochs"] == 3 for f in fits)
     with pytest.raises(TrainError, match="--max-minutes reached"):
         fitted(tmp_path / "other", us_images, epochs=3, deadline=0.0)
     with pytest.raises(TrainError, match="another run"):  # a checkpoint of other images is not continued
