@@ -475,7 +475,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     detector = None
     if segmenter_epochs:
         say("stage 4/5 segmenter: cross-validation by patient, then every image")
-        images = seg.seg_images(findings, normals, finding_mask)
+        images = seg.seg_images(findings, normals)
         detector = seg.train_segmenter(
             images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
             deadline=deadline, say=say, model_set=out.name, modality=modality, command=command,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +58,11 @@ class SegImage:
         return bool(self.mask.any())
 
 
-def seg_images(findings: list, normals: list[Path], finding_mask: Callable) -> list[SegImage]:
+def seg_images(findings: list, normals: list[Path]) -> list[SegImage]:
     """One entry per image: its findings' masks together (an image with a finding is never a normal one)."""
     from BreastCADxLib.analysis.preprocessing import working_grid
     from BreastCADxLib.io import load_image
+    from BreastCADxLib.train.pipeline import finding_mask
 
     by_image: dict[Path, list] = {}
     for f in findings:
@@ -90,8 +90,6 @@ def min_area_fraction(images: list[SegImage]) -> float:
 
 
 def _augment(seed: int):
-    import math as m
-
     from monai.transforms import (
         Compose,
         RandAdjustContrastd,
@@ -103,7 +101,7 @@ def _augment(seed: int):
 
     tx = Compose([
         RandFlipd(keys=["image", "label"], spatial_axis=1, prob=0.5),
-        RandAffined(keys=["image", "label"], prob=0.7, rotate_range=m.radians(12), scale_range=(0.15, 0.15),
+        RandAffined(keys=["image", "label"], prob=0.7, rotate_range=math.radians(12), scale_range=(0.15, 0.15),
                     translate_range=(0.06, 0.06), mode=("bilinear", "nearest"), padding_mode="zeros"),
         RandAdjustContrastd(keys="image", prob=0.5, gamma=(0.7, 1.5)),
         RandScaleIntensityd(keys="image", prob=0.5, factors=0.2),

@@ -20,14 +20,14 @@ from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.analysis.registry import load_card, verify_model_set
 from BreastCADxLib.analysis.segmentation import LesionSegmenter
 from BreastCADxLib.train import segmenter as seg
-from BreastCADxLib.train.pipeline import TrainError, finding_mask, read_manifest
+from BreastCADxLib.train.pipeline import TrainError, read_manifest
 
 
 @pytest.fixture(scope="module")
 def us_images(tmp_path_factory):
     """The committed ultrasound cases with reference masks (9) and one normal image, as the stage reads them."""
     findings, _, normals = read_manifest(manifest(tmp_path_factory.mktemp("m")))
-    return seg.seg_images([f for f in findings if f.mask is not None], normals, finding_mask)
+    return seg.seg_images([f for f in findings if f.mask is not None], normals)
 
 
 def fitted(folder, images, epochs, **kw):
