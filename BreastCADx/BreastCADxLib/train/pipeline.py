@@ -10,9 +10,9 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
    bootstrap CI, specificity at sensitivity 0.96, both out of fold.
 4. the segmenter (train/segmenter.py; --segmenter-epochs 0 leaves it out): the set's own finding detector,
    trained on every image (findings' masks, circles or boxes; normal images empty), judged as a detector by
-   the same patient folds through the product's path, its presence threshold chosen on those out-of-fold passes;
-   then trained on every image. `analyze --model-set SET` then finds the finding itself; without a segmenter
-   the user's box (or outline) locates it (`--roi`).
+   patient folds through the product's path, its presence threshold chosen on those out-of-fold passes; then
+   trained on every image, unless it found too few findings out of fold (--segmenter-min-found). With it,
+   `analyze --model-set SET` finds the finding itself; without, the user's box (or outline) locates it (`--roi`).
 5. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
    registry.save_card, arrays, OOD statistics, the deep explainer), the segmenter and its card, the set's input
    guard (a one-class model of its own images on the whole-image Lite0 embedding, so another modality's image is
