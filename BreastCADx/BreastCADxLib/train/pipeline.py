@@ -448,8 +448,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
 
     segmenter_epochs = seg.EPOCHS if segmenter_epochs is None else segmenter_epochs
     segmenter_size = segmenter_size or seg.SIZE
-    if segmenter_epochs < 0 or not 32 <= segmenter_size <= 1024 or segmenter_size % 32:
-        raise TrainError("--segmenter-epochs must be 0 or more and --segmenter-size a multiple of 32 in 32..1024")
+    if segmenter_epochs < 0 or not 64 <= segmenter_size <= 1024 or segmenter_size % 32:
+        # below 64 px the encoder's last stage is 1 x 1: a batch of one cannot be normalised
+        raise TrainError("--segmenter-epochs must be 0 or more and --segmenter-size a multiple of 32 in 64..1024")
     say(f"stage 1/5 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
