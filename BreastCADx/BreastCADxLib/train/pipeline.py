@@ -427,6 +427,13 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if modality not in MODALITIES:
         raise TrainError(f"--modality must be one of {', '.join(MODALITIES)}")
+    from BreastCADxLib.train import segmenter as seg
+
+    segmenter_epochs = seg.EPOCHS if segmenter_epochs is None else segmenter_epochs
+    segmenter_size = segmenter_size or seg.SIZE
+    if segmenter_epochs < 0 or not 64 <= segmenter_size <= 1024 or segmenter_size % 32:
+        # below 64 px the encoder's last stage is 1 x 1: a batch of one cannot be normalised
+        raise TrainError("--segmenter-epochs must be 0 or more and --segmenter-size a multiple of 32 in 64..1024")
     if out.exists() and (out / "modelset.json").is_file():
         raise TrainError("a finished model set is never replaced; choose a new folder", out)
     deadline = time.time() + 60 * max_minutes if max_minutes else float("inf")
@@ -444,13 +451,6 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         raise TrainError(f"{int(y.sum())} malignant and {int(len(y) - y.sum())} benign located findings of "
                          f"{len(set(patients))} patients: {folds}-fold cross-validation by patient needs at least "
                          f"{2 * folds} of each and {folds} patients", manifest)
-    from BreastCADxLib.train import segmenter as seg
-
-    segmenter_epochs = seg.EPOCHS if segmenter_epochs is None else segmenter_epochs
-    segmenter_size = segmenter_size or seg.SIZE
-    if segmenter_epochs < 0 or not 64 <= segmenter_size <= 1024 or segmenter_size % 32:
-        # below 64 px the encoder's last stage is 1 x 1: a batch of one cannot be normalised
-        raise TrainError("--segmenter-epochs must be 0 or more and --segmenter-size a multiple of 32 in 64..1024")
     say(f"stage 1/5 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")

@@ -164,3 +164,12 @@ def test_a_segmenter_that_finds_too_few_out_of_fold_is_left_out_saying_so(us_ima
     assert out["weights"] is None and not (tmp_path / "segmenter_final").exists()
     assert out["training"]["cross_validation"]["chosen"]["sensitivity"] == pytest.approx(1 / 9)
     assert any("segmenter left out of the set: out of fold it found 11% of the findings" in m for m in said)
+
+
+@pytest.mark.parametrize("option", [("--segmenter-size", "40"), ("--segmenter-size", "100"),
+                                    ("--segmenter-epochs", "-1")])
+def test_segmenter_options_outside_their_range_are_refused_before_any_work(tmp_path, option):
+    r = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", str(manifest(tmp_path)),
+                        "--modality", "US", "--out", str(tmp_path / "x"), *option], capture_output=True, text=True)
+    assert r.returncode == 2 and "multiple of 32 in 64..1024" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
