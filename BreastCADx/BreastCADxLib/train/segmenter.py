@@ -196,7 +196,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         if state["run"] != run:
             raise TrainError(f"the checkpoint in {folder.name} is of another run (other images or options); "
-                               "remove that folder to start it again", folder)
+                             "remove that folder to start it again", folder)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -234,7 +234,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
             f"about {left / 60:.0f} min left")
         if time.time() > deadline and epoch + 1 < epochs:
             raise TrainError(f"--max-minutes reached in the segmenter stage ({label}, epoch {epoch + 1} of "
-                               f"{epochs}; run the same command again to go on)", folder)
+                             f"{epochs}; run the same command again to go on)", folder)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, final)
     (folder / "fit.json").write_text(json.dumps({"epochs": epochs, "samples_per_epoch": int(pool.size),
                                                  "seconds": round(spent + time.perf_counter() - t0, 1),
