@@ -293,10 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start from a set `breastcadx train` made (same modality): keep its feature scaling and "
                          "deep projection, pull the logistic towards its coefficients (a few local cases adjust it)")
     tr.add_argument("--segmenter-epochs", type=int, default=None, metavar="N",
-                    help="epochs of the set's own segmenter (finding detection; default 15); 0: no segmenter, the "
+                    help="epochs of the set's own segmenter (finding detection; default 12); 0: no segmenter, the "
                          "user's box locates the finding")
     tr.add_argument("--segmenter-size", type=int, default=None, metavar="PX",
-                    help="the segmenter's input side in pixels (default 256)")
+                    help="the segmenter's input side in pixels, a multiple of 32 in 64..1024 (default 256)")
     tr.add_argument("--segmenter-min-found", type=float, default=None, metavar="SHARE",
                     help="put the segmenter in the set only if, out of fold, it found at least this share of the "
                          "findings at its presence threshold (default 0.5; 0: always)")
