@@ -173,3 +173,12 @@ def test_segmenter_options_outside_their_range_are_refused_before_any_work(tmp_p
                         "--modality", "US", "--out", str(tmp_path / "x"), *option], capture_output=True, text=True)
     assert r.returncode == 2 and "multiple of 32 in 64..1024" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_help_states_the_segmenters_defaults_as_the_code_has_them():
+    from BreastCADxLib.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    text = " ".join(sub.format_help().split())
+    assert f"default {seg.EPOCHS})" in text and f"(default {seg.SIZE})" in text
+    assert f"(default {seg.MIN_FOUND:g};" in text
