@@ -64,8 +64,6 @@ def write_results(out: Path, name: str, report: dict, markdown: str) -> None:
     print(markdown)
 
 
-
-
 def set_id(model_set: str) -> str:
     """A set's own id (its manifest), for result file names: 'three-site', or 'busi-only' for its folder."""
     from BreastCADxLib.analysis.registry import model_set_info

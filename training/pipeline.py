@@ -190,8 +190,6 @@ def rotations() -> list[Stage]:
     return order(three_site() + stages, ["rotation_fusion", "set_BC", "presence_cnn"])  # with what they need
 
 
-
-
 def busi_only() -> list[Stage]:
     """The busi-only set (BUSI alone: the design's single-hospital baseline, a training output kept in
     Testing/Data/model_sets, not a product option), as it was made: each site's segmenter scored on the other site

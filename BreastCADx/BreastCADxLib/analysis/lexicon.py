@@ -131,4 +131,3 @@ def suspicious_signs(items: list[LexiconItem]) -> list[str]:
 
 
 __all__ = ["LOW_SCORE", "LexiconItem", "categories", "suspicious_signs", "thresholds"]
-

