@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train(Path(args.manifest), args.modality, Path(args.out), args.device, args.max_minutes, args.folds,
           start_from=args.start_from, segmenter_epochs=args.segmenter_epochs, segmenter_size=args.segmenter_size,
-          segmenter_min_found=args.segmenter_min_found)
+          segmenter_min_found=args.segmenter_min_found, members=args.members, member_epochs=args.member_epochs)
     print(f"model set -> {args.out} (card.md: the cross-validated figures)")
     return 0
 
@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (by patient)")
     tr.add_argument("--from", dest="start_from", metavar="SET",
                     help="start from a set `breastcadx train` made (same modality): keep its feature scaling and "
-                         "deep projection, pull the logistic towards its coefficients (a few local cases adjust it)")
+                         "deep projection, pull the logistic towards its coefficients (a few local cases adjust it), "
+                         "fine-tune its image members")
     tr.add_argument("--segmenter-epochs", type=int, default=None, metavar="N",
                     help="epochs of the set's own segmenter (finding detection; default 12); 0: no segmenter, the "
                          "user's box locates the finding")
@@ -300,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--segmenter-min-found", type=float, default=None, metavar="SHARE",
                     help="put the segmenter in the set only if, out of fold, it found at least this share of the "
                          "findings at its presence threshold (default 0.5; 0: always)")
+    tr.add_argument("--members", default=None, metavar="VIEWS",
+                    help="the image CNNs fused with the features: box,whole (default), box, whole or none; kept in "
+                         "the set only if, out of fold, they do not lower the AUC")
+    tr.add_argument("--member-epochs", type=int, default=None, metavar="N",
+                    help="epochs of each image member (default 14); 0: none")
     tr.set_defaults(func=cmd_train)
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser

@@ -8,21 +8,26 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 3. cross-validation by patient (5 folds, whole patients per fold): the fusion (radiomics z-scores + deep PCA,
    L2 logistic) against default pyradiomics + logistic regression on the same folds; AUC with a 95 % patient
    bootstrap CI, specificity at sensitivity 0.96, both out of fold.
-4. the segmenter (train/segmenter.py; --segmenter-epochs 0 leaves it out): the set's own finding detector,
+4. the image members (train/members.py; --members none leaves them out): the box-crop and whole-image CNNs
+   (EfficientNet-Lite0 fine-tuned) trained on the same patient folds and fused with the features as the shipped
+   design fuses them; kept when, out of fold, the fusion with them ranks at least as well as the features alone,
+   then trained on every finding.
+5. the segmenter (train/segmenter.py; --segmenter-epochs 0 leaves it out): the set's own finding detector,
    trained on every image (findings' masks, circles or boxes; normal images empty), judged as a detector by
    patient folds through the product's path, its presence threshold chosen on those out-of-fold passes; then
    trained on every image, unless it found too few findings out of fold (--segmenter-min-found). With it,
    `analyze --model-set SET` finds the finding itself; without, the user's box (or outline) locates it (`--roi`).
-5. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
-   registry.save_card, arrays, OOD statistics, the deep explainer), the segmenter and its card, the set's input
-   guard (a one-class model of its own images on the whole-image Lite0 embedding, so another modality's image is
-   refused by it), modelset.json with the modality and data, and card.md with the figures; the fusion reloaded
-   through the product's loader to check it reproduces the fit.
+6. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
+   registry.save_card, arrays, OOD statistics, the deep explainer), the members and the segmenter with their
+   cards, the set's input guard (a one-class model of its own images on the whole-image Lite0 embedding, so
+   another modality's image is refused by it), modelset.json with the modality and data, and card.md with the
+   figures; the fusion reloaded through the product's loader to check it reproduces the fit.
 
 `--from SET` starts from a set this command made (same modality and features): its scalers and deep PCA (the
 representation fitted on its larger data) are kept, and the logistic is fitted with its L2 pull towards that
-set's coefficients instead of towards zero, so a few local cases adjust the set rather than replace it. The
-cross-validation then also reports the source set as it is and the fit from scratch, on the same folds.
+set's coefficients instead of towards zero, so a few local cases adjust the set rather than replace it; its image
+members start from the source's (fine-tuned, not from ImageNet). The cross-validation then also reports the
+source set as it is (with its members) and the fit from scratch, on the same folds.
 """
 
 from __future__ import annotations
@@ -204,7 +209,7 @@ class _Logistic:
 
 def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) -> dict:
     """A verified set made by this command, as _fusion returns a fit: --from's starting point."""
-    from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
+    from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info, verified_weights_path
 
     folder = model_set_dir(source)  # ModelError (exit 2) for an unknown name or folder
     info = model_set_info(source)
@@ -213,10 +218,9 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     card = load_card("lesion_cls_fusion", folder)
     members = card.members
     kinds = [b["kind"] for b in members[0]["branches"]] if len(members) == 1 else []
-    if kinds != ["radiomics", "deep"] or card.box_member or card.image_member:
+    if kinds != ["radiomics", "deep"]:
         raise TrainError("--from needs a set made by `breastcadx train` (one logistic over radiomics and deep "
-                         "features); this set's classifier has other members (image CNNs or several blocks)",
-                         folder / "lesion_cls_fusion.json")
+                         "features); this set's classifier has several blocks", folder / "lesion_cls_fusion.json")
     if card.radiomics_names != names:
         raise TrainError("--from: the set was made with other radiomics features", folder / "lesion_cls_fusion.json")
     with np.load(folder / card.arrays, allow_pickle=False) as z:
@@ -224,10 +228,14 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     if a["m_deep_mean"].shape[0] != deep_dims:
         raise TrainError("--from: the set was made with other deep features", folder / "lesion_cls_fusion.json")
     est = members[0]["estimator"]
+    own = {view: ref for view, ref in (("box", card.box_member), ("whole", card.image_member)) if ref}
+    for ref in own.values():
+        verified_weights_path(load_card(ref["model"], folder))  # SHA256 against its card
     return {"rm": a["m_rad_mean"], "rs": a["m_rad_scale"], "dm": a["m_deep_mean"], "ds": a["m_deep_scale"],
             "pca": _Projection(a["m_deep_pca_mean"], a["m_deep_pca_components"]),
             "lr": _Logistic(np.array([est["coef"]], float), np.array([est["intercept"]], float)),
-            "id": info["id"]}
+            "id": info["id"], "members": {v: load_card(r["model"], folder).weights_path for v, r in own.items()},
+            "member_weights": {v: float(r["weight"]) for v, r in own.items()}}
 
 
 def _fusion_from(src: dict, rad, deep, y):
@@ -264,16 +272,26 @@ def _baseline(rad, y):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(rad, y)
 
 
+def fold_splits(y, groups, folds: int = FOLDS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) index pairs of the cross-validation: whole patients per fold, stratified by label; every
+    stage that is cross-validated (features, image members) uses these."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
+
+
+def summary(y, p, groups) -> dict:
+    from BreastCADxLib.results.evaluation import auc_ci, specificity_at
+
+    return {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
+
+
 def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, source: dict | None = None) -> dict:
     """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs. With a
     `source` set (--from): the fusion from it ("fusion"), the source as it is and the fusion from scratch too."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    from BreastCADxLib.results.evaluation import auc_ci, specificity_at
-
     names = ["fusion", "pyradiomics_lr"] + (["source_as_is", "fusion_from_scratch"] if source else [])
     oof = {k: np.zeros(len(y)) for k in names}
-    for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(rad, y, groups):
+    for train, test in fold_splits(y, groups, folds, seed):
         scratch = _fusion(rad[train], deep[train], y[train])
         fit = _fusion_from(source, rad[train], deep[train], y[train]) if source else scratch
         oof["fusion"][test] = _fusion_proba(fit, rad[test], deep[test])
@@ -281,20 +299,32 @@ def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, sour
         if source:
             oof["source_as_is"][test] = _fusion_proba(source, rad[test], deep[test])
             oof["fusion_from_scratch"][test] = _fusion_proba(scratch, rad[test], deep[test])
-    out = {}
-    for name, p in oof.items():
-        out[name] = {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
-    return {"folds": folds, "by_patient": True, "models": out, "oof": {k: v.tolist() for k, v in oof.items()}}
+    return {"folds": folds, "by_patient": True, "models": {k: summary(y, p, groups) for k, p in oof.items()},
+            "oof": {k: v.tolist() for k, v in oof.items()}}
 
 
 def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
-              source: dict | None = None, detector: dict | None = None) -> None:
-    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; the
-    segmenter when one was trained (detector: its weights, post-processing and training record); card.md."""
+              source: dict | None = None, detector: dict | None = None, members: dict | None = None) -> None:
+    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; the image
+    members fused with it when they were kept (members: train/members.py's result); the segmenter when one was
+    trained (detector: its weights, post-processing and training record); card.md."""
+    import shutil
+
+    from BreastCADxLib.analysis.registry import save_card
+    from BreastCADxLib.train import members as mem
     from BreastCADxLib.train.bundle import ood_statistics, write_bundle
 
-    m = _fusion_from(source, rad, deep, y) if source else _fusion(rad, deep, y)
     out.mkdir(parents=True, exist_ok=True)
+    refs = {}
+    if members is not None and members["weights"]:
+        for view, path in members["weights"].items():
+            weights = out / f"{mem.VIEWS[view]}.pt"
+            shutil.copyfile(path, weights)
+            save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"]},
+                                        modality))
+            refs[view] = {"model": mem.VIEWS[view], "weight": mem.WEIGHTS[view]}
+
+    m = _fusion_from(source, rad, deep, y) if source else _fusion(rad, deep, y)
     arrays = {"m_rad_mean": m["rm"], "m_rad_scale": m["rs"], "m_deep_mean": m["dm"], "m_deep_scale": m["ds"],
               "m_deep_pca_mean": m["pca"].mean_, "m_deep_pca_components": m["pca"].components_}
     zr = (rad - m["rm"]) / m["rs"]
@@ -322,15 +352,13 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
         training={"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
                   **({"from_set": source["id"]} if source else {}),
                   "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
+        box_member=refs.get("box"), image_member=refs.get("whole"),
         intended_use="Research only; not for diagnosis." + (
             " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
             if modality == "MG" else ""),
     )
     card, _ = write_bundle(out, card, arrays, check=(rad, deep, _fusion_proba(m, rad, deep)))
     if detector is not None and detector["weights"] is not None:
-        import shutil
-
-        from BreastCADxLib.analysis.registry import save_card
         from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
         from BreastCADxLib.train.segmenter import card_for
 
@@ -338,7 +366,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
         shutil.copyfile(detector["weights"], weights)
         save_card(out, card_for(detector["size"], detector["post"], weights, out.name, detector["training"],
                                 modality))
-    (out / "card.md").write_text(card_text(card, cv, modality, data, detector), encoding="utf-8")
+    (out / "card.md").write_text(card_text(card, cv, modality, data, detector, members), encoding="utf-8")
 
 
 GUARD_DIMS = 16
@@ -376,9 +404,11 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
     return card
 
 
-def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: dict | None = None) -> str:
-    """card.md: the data, the classifier's cross-validation and (detector: train/segmenter.py's result) the
-    segmenter's, and whether the set kept it."""
+def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: dict | None = None,
+              members: dict | None = None) -> str:
+    """card.md: the data, the classifier's cross-validation (with the image members when trained:
+    train/members.py's result) and (detector: train/segmenter.py's result) the segmenter's, and whether the set
+    kept each."""
     t = card.training
     lines = [f"# Model set `{card.model_set}` ({modality})", "", card.intended_use, "",
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
@@ -390,6 +420,12 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
+    if members is not None:
+        r = members["training"]
+        weights = ", ".join(f"{v}: weight {w}" for v, w in r["weights"].items())
+        lines += ["", f"Image members ({weights}; {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} each, "
+                  "trained on each fold's training patients, scored on its held-out patients): "
+                  + ("in the set" if members["weights"] else "left out of the set") + f" ({r['rule']})."]
     if detector is not None:
         lines += ["", detection_text(detector["training"])]
     if detector is None or detector["weights"] is None:
@@ -424,12 +460,21 @@ def detection_text(d: dict) -> str:
 
 def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_minutes: float = 0.0,
           folds: int = FOLDS, say=None, start_from: str | None = None, segmenter_epochs: int | None = None,
-          segmenter_size: int | None = None, segmenter_min_found: float | None = None) -> dict:
+          segmenter_size: int | None = None, segmenter_min_found: float | None = None,
+          members: str | None = None, member_epochs: int | None = None) -> dict:
     """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if modality not in MODALITIES:
         raise TrainError(f"--modality must be one of {', '.join(MODALITIES)}")
+    from BreastCADxLib.train import members as mem
     from BreastCADxLib.train import segmenter as seg
+
+    views = tuple(v for v in (members or ",".join(mem.VIEWS)).split(",") if v and v != "none")
+    member_epochs = mem.EPOCHS if member_epochs is None else member_epochs
+    if not set(views) <= set(mem.VIEWS) or len(set(views)) != len(views) or member_epochs < 0:
+        raise TrainError("--members takes box, whole, both (box,whole) or none, and --member-epochs 0 or more")
+    if not member_epochs:
+        views = ()
 
     segmenter_epochs = seg.EPOCHS if segmenter_epochs is None else segmenter_epochs
     segmenter_size = segmenter_size or seg.SIZE
@@ -453,17 +498,17 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         raise TrainError(f"{int(y.sum())} malignant and {int(len(y) - y.sum())} benign located findings of "
                          f"{len(set(patients))} patients: {folds}-fold cross-validation by patient needs at least "
                          f"{2 * folds} of each and {folds} patients", manifest)
-    say(f"stage 1/5 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
+    say(f"stage 1/6 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
-    say("stage 2/5 features")
+    say("stage 2/6 features")
     rows = features(findings, out / ".work", device, deadline, say)
     lap("features")
     names = rows[findings[0].case_id]["names"]
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
     source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
-    say("stage 3/5 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
+    say("stage 3/6 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
     cv = cross_validate(rad, deep, y, patients, folds, source=source)
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
@@ -474,22 +519,32 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
                        + (["--segmenter-epochs", str(segmenter_epochs)] if segmenter_epochs != seg.EPOCHS else [])
                        + (["--segmenter-size", str(segmenter_size)] if segmenter_size != seg.SIZE else [])
                        + (["--segmenter-min-found", str(segmenter_min_found)]
-                          if segmenter_min_found is not None else []))
+                          if segmenter_min_found is not None else [])
+                       + (["--members", ",".join(views) or "none"] if views != tuple(mem.VIEWS) else [])
+                       + (["--member-epochs", str(member_epochs)] if views and member_epochs != mem.EPOCHS else []))
+    fused = None
+    if views:
+        say(f"stage 4/6 image members ({', '.join(views)}): on the same patient folds, then every finding")
+        fused = mem.members_stage(findings, y, patients, cv, views, out / ".work", folds=folds, epochs=member_epochs,
+                                  device=device, deadline=deadline, say=say, source=source)
+    else:
+        say("stage 4/6 image members: none (--members none): the features alone")
+    lap("image members")
     detector = None
     if segmenter_epochs:
-        say("stage 4/5 segmenter: cross-validation by patient, then every image")
+        say("stage 5/6 segmenter: cross-validation by patient, then every image")
         images = seg.seg_images(findings, normals)
         detector = seg.train_segmenter(
             images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
             deadline=deadline, say=say, model_set=out.name, modality=modality, command=command,
             min_found=seg.MIN_FOUND if segmenter_min_found is None else segmenter_min_found)
     else:
-        say("stage 4/5 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
+        say("stage 5/6 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
     lap("segmenter")
-    say("stage 5/5 the model set")
+    say("stage 6/6 the model set")
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sites": [manifest.parent.name]}
-    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector)
+    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused)
     write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device)
     from BreastCADxLib.analysis.registry import write_modelset
 

@@ -162,17 +162,6 @@ def epoch_pool(images: list[SegImage]) -> np.ndarray:
     return np.array([i for i, im in enumerate(images) for _ in range(repeat if im.has_finding else 1)])
 
 
-def _bf16(device) -> bool:
-    import torch
-
-    if device.type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device, deadline: float, say,
         label: str, seed: int = 0, content_crop: bool = False) -> Path:
     """Train on `images`; folder/model.pt when done. A checkpoint after every epoch (weights_only); a rerun goes
@@ -182,14 +171,14 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
 
     from BreastCADxLib.analysis.networks import lesion_unet
     from BreastCADxLib.analysis.preprocessing import network_input
+    from BreastCADxLib.train import checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
-    final, ckpt = folder / "model.pt", folder / "checkpoint.pt"
-    if final.is_file():
-        return final
+    if (folder / "model.pt").is_file():
+        return folder / "model.pt"
     torch.manual_seed(seed)
     net = lesion_unet(pretrained=True).to(device)
-    bf16 = _bf16(device)
+    bf16 = checkpoint.use_bf16(device)
     if bf16:
         net = net.to(memory_format=torch.channels_last)
     pool = epoch_pool(images)
@@ -198,16 +187,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * steps, pct_start=0.1)
     run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
            "content_crop": content_crop}
-    start, spent, starts = 0, 0.0, 1
-    if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state["run"] != run:
-            raise TrainError(f"the checkpoint in {folder.name} is of another run (other images or options); "
-                             "remove that folder to start it again", folder)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start, spent, starts = state["epoch"], state.get("seconds", 0.0), state.get("starts", 1) + 1
+    start, spent, starts = checkpoint.resume(folder, run, net, opt, sched)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
     t0, done_here = time.perf_counter(), 0
     for epoch in range(start, epochs):
@@ -230,11 +210,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
             opt.step()
             sched.step()
             losses.append(loss.item())
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save({"run": run, "epoch": epoch + 1, "model": net.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "seconds": spent + time.perf_counter() - t0, "starts": starts},
-                   tmp)
-        tmp.replace(ckpt)
+        checkpoint.save(folder, run, epoch + 1, net, opt, sched, spent + time.perf_counter() - t0, starts)
         done_here += 1
         left = (time.perf_counter() - t0) / done_here * (epochs - epoch - 1)
         say(f"segmenter {label}: epoch {epoch + 1}/{epochs}, loss {np.mean(losses):.3f}, "
@@ -242,12 +218,9 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
         if time.time() > deadline and epoch + 1 < epochs:
             raise TrainError(f"--max-minutes reached in the segmenter stage ({label}, epoch {epoch + 1} of "
                              f"{epochs}; run the same command again to go on)", folder)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, final)
-    (folder / "fit.json").write_text(json.dumps({"epochs": epochs, "samples_per_epoch": int(pool.size),
-                                                 "seconds": round(spent + time.perf_counter() - t0, 1),
-                                                 "starts": starts, "device": str(device)}))
-    ckpt.unlink(missing_ok=True)
-    return final
+    return checkpoint.finish(folder, net, {"epochs": epochs, "samples_per_epoch": int(pool.size),
+                                           "seconds": round(spent + time.perf_counter() - t0, 1), "starts": starts,
+                                           "device": str(device)})
 
 
 def card_for(size: int, post: dict, weights: Path, model_set: str, training: dict, modality: str

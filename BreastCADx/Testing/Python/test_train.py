@@ -43,9 +43,10 @@ def manifest(tmp_path, n_malignant: int = 3) -> object:
 
 
 def run(*args):
-    """`breastcadx train` without its segmenter (the box locates the finding) unless asked: the segmenter stage has
-    its own tests (test_train_segmenter.py)."""
+    """`breastcadx train` without its segmenter (the box locates the finding) and image members unless asked: those
+    stages have their own tests (test_train_segmenter.py, test_train_members.py)."""
     args = (*args, "--segmenter-epochs", "0") if "--segmenter-epochs" not in args else args
+    args = (*args, "--members", "none") if "--members" not in args else args
     return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", *map(str, args)],
                           capture_output=True, text=True)
 
@@ -54,7 +55,8 @@ def test_train_writes_a_verified_set_the_product_loads_and_never_replaces_it(tmp
     out = tmp_path / "my-set"
     r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "2", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    assert "stage 1/5" in r.stderr and "stage 5/5" in r.stderr and "segmenter: none" in r.stderr
+    assert "stage 1/6" in r.stderr and "stage 6/6" in r.stderr and "segmenter: none" in r.stderr
+    assert "image members: none" in r.stderr
     assert "pyradiomics_lr: AUC" in r.stderr
     verify_model_set(out)
     assert model_set_info(str(out))["modality"] == "US"
@@ -204,10 +206,10 @@ def test_from_a_set_keeps_its_representation_and_moves_its_logistic_only_as_far_
     assert np.linalg.norm(moved["lr"].coef_[0] - w_src) < np.linalg.norm(free["lr"].coef_[0] - w_src)
 
 
-def test_from_refuses_a_set_of_another_modality_or_design_naming_it(mg_set, tmp_path):
+def test_from_refuses_a_set_of_another_modality_or_features_naming_it(mg_set, tmp_path):
     r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "x", "--folds", "2", "--from", mg_set,
             "--device", "cpu")
     assert r.returncode == 2 and "a MG set, this training is US" in r.stderr and str(mg_set) in r.stderr
     r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "y", "--folds", "2", "--from", "three-site",
             "--device", "cpu")
-    assert r.returncode == 2 and "other members" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "other radiomics features" in r.stderr and "Traceback" not in r.stderr

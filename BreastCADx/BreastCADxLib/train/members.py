@@ -1,0 +1,287 @@
+"""The image-members stage of `breastcadx train`: the CNNs fused with the features, as the shipped set has them.
+
+Two views (analysis/box_classifier.py): "box", the finding's box crop with a context margin, and "whole", the
+whole image (needs no outline: it still sees a finding the outline missed). Each is an EfficientNet-Lite0
+(ImageNet) fine-tuned end to end to P(malignant) (analysis.networks.BoxNet), on the findings' crops made as the
+product makes them (analysis.deep_features.roi_crop on the working grid): in training the box's edges move by up
+to BOX_JITTER of its side and its margin is drawn from TRAIN_MARGIN (an automatic outline's box errs too); the
+whole view is a window of 80-100 % of each side. Mirror, gamma, gain and noise; AdamW with a cosine schedule,
+class-balanced loss, bf16 autocast + channels_last on CPUs that have it, CUDA when present.
+
+Each member is trained on the folds of the classifier's cross-validation (the same patient folds) and scored on
+its held-out fold through the product's own scorer (MemberScorer: the card's margins and their mirrors), so the
+fusion with the members is judged out of fold on the same rows as the features alone. The members are fused as
+the shipped three-site design fuses them (classifier.fused_logit with WEIGHTS, chosen there leave-site-out, not
+on these folds) and kept in the set only when, out of fold, the fusion with them ranks at least as well as the
+features alone (AUC); then each is trained on every finding. Checkpoints every epoch; a fold already scored is
+not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from BreastCADxLib.analysis.cards import ImageCnnCard
+from BreastCADxLib.train.pipeline import TrainError
+
+VIEWS = {"box": "lesion_box_cnn", "whole": "lesion_whole_cnn"}
+WEIGHTS = {"box": 0.75, "whole": 0.2}  # the three-site design's (leave-site-out), analysis.classifier.fused_logit
+MARGINS = {"box": (0.05, 0.1, 0.15), "whole": (0.0,)}  # scored: each margin and its mirror, mean logit
+EPOCHS = 14
+BATCH = 16
+LR = 3e-4  # the trunk's; the head's 3x
+BOX_JITTER = 0.12
+TRAIN_MARGIN = (0.10, 0.45)
+
+
+@dataclass(frozen=True)
+class MemberImage:
+    """A finding as the members see it: its image's plane on the working grid (as loaded) and its mask there."""
+
+    key: str
+    plane: np.ndarray
+    mask: np.ndarray
+    label: int
+    patient: str
+
+
+def member_images(findings: list) -> list[MemberImage]:
+    """Each finding's plane and mask on the product's working grid (large films are analysed reduced)."""
+    from BreastCADxLib.analysis.preprocessing import working_grid
+    from BreastCADxLib.io import load_image
+    from BreastCADxLib.train.pipeline import finding_mask
+
+    out = []
+    for f in findings:
+        image = load_image(f.image)
+        mask = finding_mask(f, image)
+        grid = working_grid(image.array.shape)
+        if grid.resized:
+            image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
+        out.append(MemberImage(f.case_id, image.array[0], mask[0].astype(bool), f.label, f.patient))
+    return out
+
+
+def _box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    x0, y0, x1, y1 = box
+    m[max(0, y0):max(y0 + 1, y1), max(0, x0):max(x0 + 1, x1)] = True
+    return m
+
+
+def train_view(im: MemberImage, view: str, rng: np.random.Generator):
+    """One training crop (3, 224, 224), normalised as the product's: the jittered box with a drawn margin, or a
+    80-100 % window of the whole image; mirrored half of the time, gamma, gain and noise on the grey levels."""
+    import torch
+
+    from BreastCADxLib.analysis.deep_features import roi_crop
+    from BreastCADxLib.analysis.preprocessing import mask_bbox
+    from BreastCADxLib.image import Image
+
+    h, w = im.plane.shape
+    if view == "whole":
+        fw, fh = rng.uniform(0.8, 1.0, size=2)
+        x0, y0 = int(rng.uniform(0, 1 - fw) * w), int(rng.uniform(0, 1 - fh) * h)
+        box, margin = (x0, y0, x0 + int(fw * w), y0 + int(fh * h)), 0.0
+    else:
+        x0, y0, x1, y1 = mask_bbox(im.mask)
+        j = rng.uniform(-BOX_JITTER, BOX_JITTER, size=4) * np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
+        box = (int(x0 + j[0]), int(y0 + j[1]), int(x1 + j[2]), int(y1 + j[3]))
+        if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+            box = (x0, y0, x1, y1)
+        margin = rng.uniform(*TRAIN_MARGIN)
+    t = roi_crop(Image(array=im.plane[None]), _box_mask((h, w), box)[None], margin=margin, kind="box").tensor
+    grey = (t * 128 + 127).clamp(0, 255) / 255  # back to 0..1 for the intensity changes
+    grey = grey ** float(rng.uniform(0.7, 1.4)) * float(rng.uniform(0.85, 1.15))
+    grey = grey + float(rng.uniform(0, 0.03)) * torch.from_numpy(rng.standard_normal(grey.shape[1:]).astype(np.float32))
+    t = (grey.clamp(0, 1) * 255 - 127) / 128
+    return t.flip(-1) if rng.random() < 0.5 else t
+
+
+def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, device, deadline: float, say,
+        label: str, seed: int = 0, init: Path | None = None) -> Path:
+    """Train one member on `images` (from the ImageNet trunk, or from `init`'s weights: --from); folder/model.pt
+    when done. A checkpoint after every epoch; a rerun goes on from it; past `deadline` it stops after the epoch."""
+    import torch
+    from torch import nn
+
+    from BreastCADxLib.analysis.networks import BoxNet
+    from BreastCADxLib.train import checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "model.pt").is_file():
+        return folder / "model.pt"
+    torch.manual_seed(seed)
+    net = BoxNet("lite0", pretrained=init is None)
+    if init is not None:
+        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
+    net = net.to(device)
+    bf16 = checkpoint.use_bf16(device)
+    if bf16:
+        net = net.to(memory_format=torch.channels_last)
+    steps = math.ceil(len(images) / BATCH)
+    opt = torch.optim.AdamW([{"params": net.trunk.parameters(), "lr": LR},
+                             {"params": net.score.parameters(), "lr": 3 * LR}], weight_decay=1e-4)
+    total = epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    y_all = np.array([im.label for im in images], np.float32)
+    pos = float(y_all.sum())
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y_all) - pos) / max(pos, 1.0)))
+    run = {"images": [im.key for im in images], "view": view, "epochs": epochs, "seed": seed,
+           "init": str(init) if init else None}
+    start, spent, starts = checkpoint.resume(folder, run, net, opt, sched)
+    t0, done_here = time.perf_counter(), 0
+    for epoch in range(start, epochs):
+        net.train()
+        rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
+        torch.manual_seed(seed * 1000 + epoch)
+        order, losses = rng.permutation(len(images)), []
+        for s in range(steps):
+            idx = order[s * BATCH:(s + 1) * BATCH]
+            x = torch.stack([train_view(images[i], view, rng) for i in idx]).to(device)
+            y = torch.from_numpy(y_all[idx]).to(device)
+            if bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logit = net(x)
+            loss = loss_fn(logit.float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        checkpoint.save(folder, run, epoch + 1, net, opt, sched, spent + time.perf_counter() - t0, starts)
+        done_here += 1
+        left = (time.perf_counter() - t0) / done_here * (epochs - epoch - 1)
+        say(f"{view} member {label}: epoch {epoch + 1}/{epochs}, loss {np.mean(losses):.3f}, "
+            f"about {left / 60:.0f} min left")
+        if time.time() > deadline and epoch + 1 < epochs:
+            raise TrainError(f"--max-minutes reached in the image-members stage ({view}, {label}, epoch "
+                             f"{epoch + 1} of {epochs}; run the same command again to go on)", folder)
+    return checkpoint.finish(folder, net, {"epochs": epochs, "images": len(images),
+                                           "seconds": round(spent + time.perf_counter() - t0, 1), "starts": starts,
+                                           "device": str(device), "init": str(init) if init else None})
+
+
+def card_for(view: str, weights: Path, model_set: str, training: dict, modality: str) -> ImageCnnCard:
+    from BreastCADxLib.analysis.registry import sha256_of
+
+    what = "its box crop with a context margin" if view == "box" else "the whole image (needs no outline)"
+    return ImageCnnCard(
+        id=VIEWS[view], task=f"P(malignant) of a finding ({modality}) from {what}: an image-level fusion member",
+        weights=weights.name, sha256=sha256_of(weights), view=view, crop_margins=list(MARGINS[view]),
+        architecture={"arch": "lite0", "net": "analysis/networks.py BoxNet: EfficientNet-Lite0 (ImageNet init) -> "
+                                              "dropout 0.3 -> linear, fine-tuned end to end"},
+        training=training, intended_use="Research only; not for diagnosis.",
+        notes={"model_set": model_set, "input": "grey in all three channels, 224 x 224, (x - 127) / 128; scored as "
+                                                "the mean logit of the card's margins and their mirrors",
+               "weights_format": "torch state dict, float16 (cast to float32 at load), loaded with weights_only=True"})
+
+
+def score(view: str, weights: Path, images: list[MemberImage], device) -> np.ndarray:
+    """P(malignant) of each image by the product's scorer (MemberScorer) with these weights."""
+    import torch
+
+    from BreastCADxLib.analysis.box_classifier import MemberScorer
+    from BreastCADxLib.analysis.inference import TorchEngine
+    from BreastCADxLib.analysis.networks import BoxNet
+    from BreastCADxLib.image import Image
+
+    net = BoxNet("lite0", pretrained=False)
+    net.load_state_dict({k: v.float() for k, v in torch.load(weights, map_location="cpu", weights_only=True).items()})
+    scorer = MemberScorer(card_for(view, weights, "", {"command": ""}, ""), TorchEngine(net, device), device)
+    return np.array([scorer.probability(Image(array=im.plane[None]), im.mask[None]) for im in images])
+
+
+def train_members(images: list[MemberImage], splits: list, views: tuple[str, ...], work: Path, *, epochs: int,
+                  device: str, deadline: float, say, init: dict[str, Path] | None = None) -> dict[str, np.ndarray]:
+    """Out-of-fold P(malignant) of each view on the classifier's folds (`splits`: (train, test) index pairs);
+    each fold's scores cached in work/member_<view>_fold<k>/scored.json."""
+    from BreastCADxLib.analysis.registry import choose_device
+
+    dev = choose_device(device)
+    oof = {v: np.zeros(len(images)) for v in views}
+    for k, (tr, te) in enumerate(splits):
+        for view in views:
+            folder = work / f"member_{view}_fold{k + 1}"
+            scored = folder / "scored.json"
+            if not scored.is_file():
+                weights = fit([images[i] for i in tr], folder, view, epochs=epochs, device=dev, deadline=deadline,
+                              say=say, label=f"fold {k + 1}/{len(splits)}", seed=k + 1,
+                              init=(init or {}).get(view))
+                p = score(view, weights, [images[i] for i in te], dev)
+                scored.write_text(json.dumps({images[i].key: float(q) for i, q in zip(te, p)}))
+            got = json.loads(scored.read_text())
+            oof[view][te] = [got[images[i].key] for i in te]
+    return oof
+
+
+def final_members(images: list[MemberImage], views: tuple[str, ...], work: Path, *, epochs: int, device: str,
+                  deadline: float, say, init: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Each view trained on every finding: its weights."""
+    from BreastCADxLib.analysis.registry import choose_device
+
+    dev = choose_device(device)
+    return {view: fit(images, work / f"member_{view}_final", view, epochs=epochs, device=dev, deadline=deadline,
+                      say=say, label="all findings", seed=0, init=(init or {}).get(view)) for view in views}
+
+
+def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, views: tuple[str, ...], work: Path,
+                  *, folds: int, epochs: int, device: str, deadline: float, say, source: dict | None = None
+                  ) -> dict:
+    """The members out of fold on the classifier's folds, the fusion with them judged against the features alone
+    (rows added to cv["models"]), and, when they are kept, each trained on every finding. With --from (`source`
+    with members): each starts from the source's member of its view, and `source_as_is` is the source with its
+    members. Returns {"weights": {view: path} or None, "training": the record for the cards}."""
+    from scipy.special import expit, logit
+
+    from BreastCADxLib.analysis.classifier import fused_logit
+    from BreastCADxLib.analysis.registry import choose_device
+    from BreastCADxLib.train.pipeline import fold_splits, summary
+
+    images = member_images(findings)
+    init = (source or {}).get("members") or None
+    oof = train_members(images, fold_splits(y, groups, folds), views, work, epochs=epochs, device=device,
+                        deadline=deadline, say=say, init=init)
+
+    def fuse(p_features, probs: dict, weights: dict) -> np.ndarray:
+        kw = {}
+        for view, p in probs.items():
+            kw[view], kw[f"{view}_weight"] = logit(np.clip(p, 1e-6, 1 - 1e-6)), weights[view]
+        return expit(fused_logit(logit(np.clip(p_features, 1e-6, 1 - 1e-6)), **kw))
+
+    fused = fuse(np.array(cv["oof"]["fusion"]), oof, WEIGHTS)
+    for view in views:
+        cv["models"][f"{view}_cnn"] = summary(y, oof[view], groups)
+        cv["oof"][f"{view}_cnn"] = oof[view].tolist()
+    cv["models"]["fusion_with_members"] = summary(y, fused, groups)
+    cv["oof"]["fusion_with_members"] = fused.tolist()
+    if init:  # the source as it is: its features' fusion with its own members, scored here
+        dev = choose_device(device)
+        own = {v: score(v, path, images, dev) for v, path in init.items()}
+        cv["models"]["source_as_is"] = summary(
+            y, fuse(np.array(cv["oof"]["source_as_is"]), own, source["member_weights"]), groups)
+    kept = cv["models"]["fusion_with_members"]["auc"] >= cv["models"]["fusion"]["auc"]
+    record = {"views": list(views), "weights": {v: WEIGHTS[v] for v in views}, "epochs": epochs, "batch": BATCH,
+              "learning_rate": LR, "box_jitter": BOX_JITTER, "train_margin": list(TRAIN_MARGIN),
+              "from_set": source["id"] if init else None, "kept": kept,
+              "rule": "kept when, out of fold on the classifier's patient folds, the fusion with them ranks at least "
+                      "as well as the features alone (AUC); fusion weights of the three-site design "
+                      "(chosen leave-site-out), not chosen on these folds"}
+    f, m = cv["models"]["fusion"], cv["models"]["fusion_with_members"]
+    say(f"image members out of fold: fusion with them AUC {m['auc']:.3f} against {f['auc']:.3f} alone: "
+        + ("kept" if kept else "left out of the set (they did not add to the features here)"))
+    if not kept:
+        return {"weights": None, "training": record}
+    return {"weights": final_members(images, views, work, epochs=epochs, device=device, deadline=deadline, say=say,
+                                     init=init), "training": record}
+
+
+__all__ = ["VIEWS", "WEIGHTS", "EPOCHS", "member_images", "members_stage", "train_members", "final_members",
+           "card_for", "score", "train_view", "fit"]

@@ -1,0 +1,175 @@
+"""The image-members stage of `breastcadx train` (train/members.py): members trained on the classifier's patient
+folds and judged out of fold against the features alone, kept only when they do not lower the AUC, written in the
+model-set contract and used by the product; training that resumes to the same weights; --from starting from a
+set's members.
+
+Small sizes on the committed cases (one epoch, two folds): whether members help is measured on real data in
+benchmarks/results/ (train_minimias.md); an epoch on eighteen crops proves nothing about accuracy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from test_train import DATA, manifest
+
+from BreastCADxLib.analysis.box_classifier import MemberScorer
+from BreastCADxLib.analysis.cards import ImageCnnCard
+from BreastCADxLib.analysis.registry import load_card, verify_model_set
+from BreastCADxLib.image import Image
+from BreastCADxLib.train import members as mem
+from BreastCADxLib.train.pipeline import TrainError, fold_splits, read_manifest
+
+
+def train(*args):
+    return subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", *map(str, args),
+                           "--segmenter-epochs", "0", "--folds", "2", "--device", "cpu"],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def findings(tmp_path_factory):
+    return read_manifest(manifest(tmp_path_factory.mktemp("m")))[0]
+
+
+@pytest.fixture(scope="module")
+def member_set(tmp_path_factory):
+    """A set with both members (one epoch each) on the committed ultrasound findings."""
+    folder = tmp_path_factory.mktemp("mem")
+    out = folder / "with-members"
+    r = train(manifest(folder), "--modality", "US", "--out", out, "--member-epochs", "1")
+    assert r.returncode == 0, r.stderr
+    return out, r.stderr
+
+
+def test_a_set_with_members_carries_them_in_the_contract_and_the_product_fuses_them(member_set, tmp_path):
+    out, log = member_set
+    assert "stage 4/6 image members (box, whole)" in log and "whole member fold 2/2: epoch 1/1" in log
+    verify_model_set(out)
+    fusion = load_card("lesion_cls_fusion", out)
+    kept = "kept" in log.split("image members out of fold:")[1].splitlines()[0]
+    cv = json.loads((out / ".work" / "cv.json").read_text())
+    assert kept == (cv["models"]["fusion_with_members"]["auc"] >= cv["models"]["fusion"]["auc"])
+    assert {"box_cnn", "whole_cnn", "fusion_with_members"} <= set(cv["models"])
+    if not kept:
+        assert fusion.box_member is None and not (out / "lesion_box_cnn.json").exists()
+        pytest.skip("the members lowered the out-of-fold AUC on these findings: left out (as they should be)")
+    assert fusion.box_member == {"model": "lesion_box_cnn", "weight": mem.WEIGHTS["box"]}
+    assert fusion.image_member == {"model": "lesion_whole_cnn", "weight": mem.WEIGHTS["whole"]}
+    for view, model in mem.VIEWS.items():
+        card = load_card(model, out)
+        assert isinstance(card, ImageCnnCard) and card.view == view and card.training["kept"]
+    assert "| fusion_with_members |" in (out / "card.md").read_text()
+    r = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "analyze", str(DATA / "busi/malignant_001.png"),
+                        "--mask", str(DATA / "busi/malignant_001_mask.png"), "--model-set", str(out), "--out",
+                        str(tmp_path / "a")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["provenance"]["box_model"]["sha256"] == load_card("lesion_box_cnn", out).sha256
+    assert result["provenance"]["whole_image_model"]["id"] == "lesion_whole_cnn"
+    assert {"box_cnn", "whole_image_cnn"} <= set(result["member_probabilities"])
+
+
+def test_the_out_of_fold_score_is_the_products_score_of_the_written_member(findings, tmp_path):
+    """What the stage records for a held-out finding is what the product's scorer gives with the set's weights."""
+    images = mem.member_images(findings[:6])
+    weights = mem.fit(images, tmp_path / "box", "box", epochs=1, device=torch.device("cpu"), deadline=float("inf"),
+                      say=lambda m: None, label="test")
+    p = mem.score("box", weights, images[:2], torch.device("cpu"))
+    tmp_path.joinpath("set").mkdir()
+    written = tmp_path / "set" / "lesion_box_cnn.pt"
+    written.write_bytes(weights.read_bytes())
+    from BreastCADxLib.analysis.registry import save_card
+
+    save_card(tmp_path / "set", mem.card_for("box", written, "set", {"command": "test"}, "US"))
+    product = MemberScorer.from_registry("lesion_box_cnn", "cpu", tmp_path / "set")
+    q = [product.probability(Image(array=im.plane[None]), im.mask[None]) for im in images[:2]]
+    assert np.allclose(p, q, atol=1e-5) and np.all((p > 0) & (p < 1))
+
+
+def test_a_member_run_cut_by_its_time_box_goes_on_to_the_same_weights(findings, tmp_path):
+    images = mem.member_images(findings[:6])
+
+    def fit(folder, **kw):
+        return mem.fit(images, folder, "whole", epochs=2, device=torch.device("cpu"), say=lambda m: None,
+                       label="test", **{"deadline": float("inf"), **kw})
+
+    whole = torch.load(fit(tmp_path / "whole"), weights_only=True)
+    with pytest.raises(TrainError, match="--max-minutes reached in the image-members stage .*epoch 1 of 2"):
+        fit(tmp_path / "cut", deadline=0.0)
+    resumed = torch.load(fit(tmp_path / "cut"), weights_only=True)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert json.loads((tmp_path / "cut" / "fit.json").read_text())["starts"] == 2
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_members_are_kept_only_when_they_do_not_lower_the_out_of_fold_auc(findings, tmp_path, monkeypatch, right):
+    y = np.array([f.label for f in findings])
+    groups = np.array([f.patient for f in findings])
+    rng = np.random.default_rng(0)
+    features = np.clip(0.5 + 0.3 * (y - 0.5) + 0.3 * rng.standard_normal(len(y)), 0.01, 0.99)  # an imperfect ranker
+    members = (y if right else 1 - y) * 0.98 + 0.01  # perfectly right, or perfectly wrong
+    monkeypatch.setattr(mem, "train_members", lambda *a, **k: {"box": members.copy()})
+    monkeypatch.setattr(mem, "final_members", lambda *a, **k: {"box": tmp_path / "final.pt"})
+    cv = {"models": {"fusion": {"auc": roc_auc_score(y, features)}},
+          "oof": {"fusion": features.tolist()}}
+    out = mem.members_stage(findings, y, groups, cv, ("box",), tmp_path, folds=2, epochs=1, device="cpu",
+                            deadline=float("inf"), say=lambda m: None)
+    assert out["training"]["kept"] is right and (out["weights"] is not None) is right
+    assert (cv["models"]["fusion_with_members"]["auc"] > cv["models"]["fusion"]["auc"]) is right
+
+
+def test_members_use_the_classifiers_folds():
+    y = np.array([0, 1] * 10)
+    groups = np.repeat(np.arange(10), 2)
+    a, b = fold_splits(y, groups, 5), fold_splits(y, groups, 5)
+    assert all(np.array_equal(p[1], q[1]) for p, q in zip(a, b))
+    for _, test in a:  # whole patients in each held-out fold
+        assert set(groups[test]).isdisjoint(set(groups[np.setdiff1d(np.arange(20), test)]))
+
+
+def test_a_training_crop_is_in_the_products_range_and_shows_the_image(findings):
+    im = mem.member_images(findings[:1])[0]
+    rng = np.random.default_rng(0)
+    for view in mem.VIEWS:
+        t = mem.train_view(im, view, rng)
+        assert t.shape == (3, 224, 224) and t.min() >= -127 / 128 - 1e-6 and t.max() <= 1 + 1e-6
+        assert t.std() > 0.05 and torch.equal(t[0], t[2])  # image content, grey in all three channels
+
+
+@pytest.mark.parametrize("option", [("--members", "lesion"), ("--members", "box,box"), ("--member-epochs", "-1")])
+def test_member_options_outside_their_range_are_refused_before_any_work(tmp_path, option):
+    r = train(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "x", *option)
+    assert r.returncode == 2 and "--members takes box, whole" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_from_a_set_with_members_fine_tunes_them_and_reports_the_source_with_its_members(member_set, tmp_path):
+    src, _ = member_set
+    if load_card("lesion_cls_fusion", src).box_member is None:
+        pytest.skip("the source set left its members out")
+    import shutil
+
+    out = tmp_path / "local"
+    out.mkdir()
+    shutil.copytree(src / ".work", out / ".work", ignore=shutil.ignore_patterns("member_*"))  # features kept
+    r = train(manifest(tmp_path), "--modality", "US", "--out", out, "--member-epochs", "1", "--from", src)
+    assert r.returncode == 0, r.stderr
+    assert "source_as_is: AUC" in r.stderr
+    fit = json.loads((out / ".work" / "member_box_fold1" / "fit.json").read_text())
+    assert fit["init"] == str(load_card("lesion_box_cnn", src).weights_path)
+    cv = json.loads((out / ".work" / "cv.json").read_text())
+    assert cv["oof"]["fusion_with_members"] and "source_as_is" in cv["models"]
+
+
+def test_the_help_states_the_members_defaults_as_the_code_has_them():
+    from BreastCADxLib.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    text = " ".join(sub.format_help().split())
+    assert f"(default {mem.EPOCHS})" in text and "box,whole (default)" in text
