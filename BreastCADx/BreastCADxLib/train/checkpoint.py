@@ -8,6 +8,8 @@ from pathlib import Path
 
 from BreastCADxLib.train.pipeline import TrainError
 
+FINE_TUNE_LR = 0.1  # x the stage's learning rate when a run starts from a trained network (--from)
+
 
 def use_bf16(device) -> bool:
     """bfloat16 autocast (with channels_last): on CUDA, and on CPUs whose oneDNN has bf16 kernels."""

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.cards import ImageCnnCard
+from BreastCADxLib.train import checkpoint
 from BreastCADxLib.train.pipeline import TrainError
 
 VIEWS = {"box": "lesion_box_cnn", "whole": "lesion_whole_cnn"}
@@ -35,7 +36,7 @@ WEIGHTS = {"box": 0.75, "whole": 0.2}  # the three-site design's (leave-site-out
 MARGINS = {"box": (0.05, 0.1, 0.15), "whole": (0.0,)}  # scored: each margin and its mirror, mean logit
 EPOCHS = 14
 BATCH = 16
-LR = 3e-4  # the trunk's; the head's 3x
+LR = 3e-4  # the trunk's; the head's 3x; x checkpoint.FINE_TUNE_LR from a set's member (--from)
 BOX_JITTER = 0.12
 TRAIN_MARGIN = (0.10, 0.45)
 
@@ -112,7 +113,6 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     from torch import nn
 
     from BreastCADxLib.analysis.networks import BoxNet
-    from BreastCADxLib.train import checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "model.pt").is_file():
@@ -126,8 +126,9 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     if bf16:
         net = net.to(memory_format=torch.channels_last)
     steps = math.ceil(len(images) / BATCH)
-    opt = torch.optim.AdamW([{"params": net.trunk.parameters(), "lr": LR},
-                             {"params": net.score.parameters(), "lr": 3 * LR}], weight_decay=1e-4)
+    lr = LR * (checkpoint.FINE_TUNE_LR if init is not None else 1.0)
+    opt = torch.optim.AdamW([{"params": net.trunk.parameters(), "lr": lr},
+                             {"params": net.score.parameters(), "lr": 3 * lr}], weight_decay=1e-4)
     total = epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     y_all = np.array([im.label for im in images], np.float32)
@@ -269,7 +270,8 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
             y, fuse(np.array(cv["oof"]["source_as_is"]), own, source["member_weights"]), groups)
     kept = cv["models"]["fusion_with_members"]["auc"] >= cv["models"]["fusion"]["auc"]
     record = {"views": list(views), "weights": {v: WEIGHTS[v] for v in views}, "epochs": epochs, "batch": BATCH,
-              "learning_rate": LR, "box_jitter": BOX_JITTER, "train_margin": list(TRAIN_MARGIN),
+              "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0), "box_jitter": BOX_JITTER,
+              "train_margin": list(TRAIN_MARGIN),
               "from_set": source["id"] if init else None, "kept": kept,
               "rule": "kept when, out of fold on the classifier's patient folds, the fusion with them ranks at least "
                       "as well as the features alone (AUC); fusion weights of the three-site design "

@@ -51,6 +51,10 @@ MODALITIES = ("US", "MG")
 FOLDS = 5
 PCA_DIMS = 32
 C_FUSION = 0.1
+# per modality: the lexicon descriptors among the named features, and the logistic's C. US: the shipped
+# three-site design (rad_all+desc+deep_mask, C 0.01, chosen leave-site-out), so a set made here and the shipped
+# sets share their features (--from the shipped sets); MG: the mini-MIAS demonstration's
+DESIGN = {"US": {"descriptors": True, "c": 0.01}, "MG": {"descriptors": False, "c": C_FUSION}}
 
 
 class TrainError(BreastCADxError):
@@ -126,17 +130,21 @@ def finding_mask(f: Finding, image) -> np.ndarray:
     return np.broadcast_to(plane, shape).copy()
 
 
-def _digest(f: Finding) -> str:
-    h = hashlib.sha256(json.dumps([f.case_id, str(f.label), f.box, f.circle]).encode())
+def _digest(f: Finding, descriptors: bool = False) -> str:
+    h = hashlib.sha256(json.dumps([f.case_id, str(f.label), f.box, f.circle] + (["descriptors"] if descriptors
+                                                                              else [])).encode())
     for p in (f.image, f.mask):
         if p is not None:
             h.update(p.read_bytes())
     return h.hexdigest()
 
 
-def features(findings: list[Finding], work: Path, device: str, deadline: float, say) -> dict:
-    """Radiomics + deep features of each finding, cached per finding in work/ (a rerun reuses them)."""
+def features(findings: list[Finding], work: Path, device: str, deadline: float, say, descriptors: bool = False
+             ) -> dict:
+    """Radiomics (+ the lexicon descriptors, as `analyze` computes them) and deep features of each finding, cached
+    per finding in work/ (a rerun reuses them)."""
     from BreastCADxLib.analysis.deep_features import get_deep_features
+    from BreastCADxLib.analysis.pipeline import lesion_descriptors
     from BreastCADxLib.analysis.preprocessing import working_grid
     from BreastCADxLib.analysis.radiomics_features import extract
     from BreastCADxLib.io import load_image
@@ -146,7 +154,7 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
     rows, t0 = {}, time.perf_counter()
     for i, f in enumerate(findings):
         cache = work / f"{f.case_id}.npz"
-        digest = _digest(f)
+        digest = _digest(f, descriptors)
         if cache.is_file():
             z = np.load(cache, allow_pickle=False)
             if str(z["digest"]) == digest:
@@ -162,6 +170,9 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
             image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
         rad = extract(image, mask)
         names = sorted(rad)
+        if descriptors:
+            desc = lesion_descriptors(image, mask)
+            rad, names = {**rad, **desc}, names + list(desc)
         deep = deep_model.features(image, mask)
         np.savez(cache, digest=digest, names=np.array(names), rad=np.array([rad[n] for n in names]), deep=deep)
         rows[f.case_id] = {"names": names, "rad": np.array([rad[n] for n in names]), "deep": deep}
@@ -171,7 +182,7 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
     return rows
 
 
-def _fusion(rad, deep, y, seed: int = 0):
+def _fusion(rad, deep, y, seed: int = 0, c: float = C_FUSION):
     """Fitted (scalers, PCA, logistic) of the fusion on these rows."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
@@ -180,7 +191,7 @@ def _fusion(rad, deep, y, seed: int = 0):
     dm, ds = deep.mean(0), deep.std(0) + 1e-8
     pca = PCA(n_components=min(PCA_DIMS, len(y) - 1, deep.shape[1]), random_state=seed).fit((deep - dm) / ds)
     x = np.hstack([(rad - rm) / rs, pca.transform((deep - dm) / ds)])
-    lr = LogisticRegression(C=C_FUSION, max_iter=5000, class_weight="balanced").fit(x, y)
+    lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, y)
     return {"rm": rm, "rs": rs, "dm": dm, "ds": ds, "pca": pca, "lr": lr}
 
 
@@ -208,7 +219,8 @@ class _Logistic:
 
 
 def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) -> dict:
-    """A verified set made by this command, as _fusion returns a fit: --from's starting point."""
+    """A verified set of this design (made by this command, or a shipped ultrasound set: the same features), as
+    _fusion returns a fit with its named features in this training's order: --from's starting point."""
     from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info, verified_weights_path
 
     folder = model_set_dir(source)  # ModelError (exit 2) for an unknown name or folder
@@ -219,26 +231,36 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     members = card.members
     kinds = [b["kind"] for b in members[0]["branches"]] if len(members) == 1 else []
     if kinds != ["radiomics", "deep"]:
-        raise TrainError("--from needs a set made by `breastcadx train` (one logistic over radiomics and deep "
-                         "features); this set's classifier has several blocks", folder / "lesion_cls_fusion.json")
-    if card.radiomics_names != names:
+        raise TrainError("--from needs a set of this design (one logistic over radiomics and deep features, as "
+                         "`breastcadx train` makes); this set's classifier has several blocks",
+                         folder / "lesion_cls_fusion.json")
+    selected = members[0]["branches"][0]["selected"]
+    if sorted(selected) != sorted(names):
         raise TrainError("--from: the set was made with other radiomics features", folder / "lesion_cls_fusion.json")
+    order = np.array([selected.index(n) for n in names])
     with np.load(folder / card.arrays, allow_pickle=False) as z:
         a = {k: z[k] for k in z.files}
     if a["m_deep_mean"].shape[0] != deep_dims:
         raise TrainError("--from: the set was made with other deep features", folder / "lesion_cls_fusion.json")
     est = members[0]["estimator"]
+    coef = np.asarray(est["coef"], float)
+    coef = np.r_[coef[:len(names)][order], coef[len(names):]]
     own = {view: ref for view, ref in (("box", card.box_member), ("whole", card.image_member)) if ref}
     for ref in own.values():
         verified_weights_path(load_card(ref["model"], folder))  # SHA256 against its card
-    return {"rm": a["m_rad_mean"], "rs": a["m_rad_scale"], "dm": a["m_deep_mean"], "ds": a["m_deep_scale"],
-            "pca": _Projection(a["m_deep_pca_mean"], a["m_deep_pca_components"]),
-            "lr": _Logistic(np.array([est["coef"]], float), np.array([est["intercept"]], float)),
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+
+    seg = load_card(DEFAULT_MODEL, folder) if (folder / f"{DEFAULT_MODEL}.json").is_file() else None
+    if seg is not None:
+        verified_weights_path(seg)
+    return {"rm": a["m_rad_mean"][order], "rs": a["m_rad_scale"][order], "dm": a["m_deep_mean"],
+            "ds": a["m_deep_scale"], "pca": _Projection(a["m_deep_pca_mean"], a["m_deep_pca_components"]),
+            "lr": _Logistic(coef[None], np.array([est["intercept"]], float)),
             "id": info["id"], "members": {v: load_card(r["model"], folder).weights_path for v, r in own.items()},
-            "member_weights": {v: float(r["weight"]) for v, r in own.items()}}
+            "member_weights": {v: float(r["weight"]) for v, r in own.items()}, "segmenter": seg}
 
 
-def _fusion_from(src: dict, rad, deep, y):
+def _fusion_from(src: dict, rad, deep, y, c: float = C_FUSION):
     """The source's representation; the logistic fitted with its L2 penalty centred on the source's coefficients
     (sklearn's objective and class balance otherwise: C x sum of weighted log-losses + |w - w_src|^2 / 2)."""
     from scipy.optimize import minimize
@@ -253,7 +275,7 @@ def _fusion_from(src: dict, rad, deep, y):
         loss = np.sum(sw * (np.logaddexp(0, z) - y * z))
         d = w[:-1] - w0[:-1]
         g = sw * (p - y)
-        return C_FUSION * loss + 0.5 * d @ d, np.r_[C_FUSION * (x.T @ g) + d, C_FUSION * g.sum()]
+        return c * loss + 0.5 * d @ d, np.r_[c * (x.T @ g) + d, c * g.sum()]
 
     w = minimize(objective, w0, jac=True, method="L-BFGS-B", options={"maxiter": 5000}).x
     return {**src, "lr": _Logistic(w[None, :-1], w[-1:])}
@@ -286,14 +308,15 @@ def summary(y, p, groups) -> dict:
     return {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
 
 
-def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, source: dict | None = None) -> dict:
+def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, source: dict | None = None,
+                   c: float = C_FUSION) -> dict:
     """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs. With a
     `source` set (--from): the fusion from it ("fusion"), the source as it is and the fusion from scratch too."""
     names = ["fusion", "pyradiomics_lr"] + (["source_as_is", "fusion_from_scratch"] if source else [])
     oof = {k: np.zeros(len(y)) for k in names}
     for train, test in fold_splits(y, groups, folds, seed):
-        scratch = _fusion(rad[train], deep[train], y[train])
-        fit = _fusion_from(source, rad[train], deep[train], y[train]) if source else scratch
+        scratch = _fusion(rad[train], deep[train], y[train], c=c)
+        fit = _fusion_from(source, rad[train], deep[train], y[train], c) if source else scratch
         oof["fusion"][test] = _fusion_proba(fit, rad[test], deep[test])
         oof["pyradiomics_lr"][test] = _baseline(rad[train], y[train]).predict_proba(rad[test])[:, 1]
         if source:
@@ -324,7 +347,8 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
                                         modality))
             refs[view] = {"model": mem.VIEWS[view], "weight": mem.WEIGHTS[view]}
 
-    m = _fusion_from(source, rad, deep, y) if source else _fusion(rad, deep, y)
+    c = DESIGN[modality]["c"]
+    m = _fusion_from(source, rad, deep, y, c) if source else _fusion(rad, deep, y, c=c)
     arrays = {"m_rad_mean": m["rm"], "m_rad_scale": m["rs"], "m_deep_mean": m["dm"], "m_deep_scale": m["ds"],
               "m_deep_pca_mean": m["pca"].mean_, "m_deep_pca_components": m["pca"].components_}
     zr = (rad - m["rm"]) / m["rs"]
@@ -350,6 +374,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
              "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
         explain={"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
         training={"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
+                  "design": {"lexicon_descriptors": DESIGN[modality]["descriptors"], "logistic_c": c},
                   **({"from_set": source["id"]} if source else {}),
                   "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
         box_member=refs.get("box"), image_member=refs.get("whole"),
@@ -358,7 +383,14 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
             if modality == "MG" else ""),
     )
     card, _ = write_bundle(out, card, arrays, check=(rad, deep, _fusion_proba(m, rad, deep)))
-    if detector is not None and detector["weights"] is not None:
+    if detector is not None and detector.get("carried") is not None:  # --from: the source's, unchanged
+        from dataclasses import replace
+
+        src = detector["carried"]
+        shutil.copyfile(src.weights_path, out / src.weights)
+        save_card(out, replace(src, model_set=out.name, folder=out,
+                               training={**src.training, "carried_from_set": source["id"]}))
+    elif detector is not None and detector["weights"] is not None:
         from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
         from BreastCADxLib.train.segmenter import card_for
 
@@ -426,9 +458,12 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
         lines += ["", f"Image members ({weights}; {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} each, "
                   "trained on each fold's training patients, scored on its held-out patients): "
                   + ("in the set" if members["weights"] else "left out of the set") + f" ({r['rule']})."]
-    if detector is not None:
+    if detector is not None and detector.get("carried") is not None:
+        lines += ["", f"Segmenter: the source set `{t['from_set']}`'s, unchanged (--from with no segmenter training; "
+                  "not cross-validated here): its presence threshold is the source's."]
+    elif detector is not None:
         lines += ["", detection_text(detector["training"])]
-    if detector is None or detector["weights"] is None:
+    if detector is None or (detector["weights"] is None and detector.get("carried") is None):
         lines += ["", "No segmenter in the set" + (" (it found too few findings out of fold, above)" if detector
                                                    else "") + ": the finding is located by the user (a box, or an "
                   "outline)."]
@@ -502,14 +537,15 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         f"patients; left out {skipped}")
     lap("manifest")
     say("stage 2/6 features")
-    rows = features(findings, out / ".work", device, deadline, say)
+    design = DESIGN[modality]
+    rows = features(findings, out / ".work", device, deadline, say, design["descriptors"])
     lap("features")
     names = rows[findings[0].case_id]["names"]
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
     source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
     say("stage 3/6 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
-    cv = cross_validate(rad, deep, y, patients, folds, source=source)
+    cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"])
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
             f"0.96 {r['specificity_at_0.96']:.2f}")
@@ -537,7 +573,11 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         detector = seg.train_segmenter(
             images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
             deadline=deadline, say=say, model_set=out.name, modality=modality, command=command,
-            min_found=seg.MIN_FOUND if segmenter_min_found is None else segmenter_min_found)
+            min_found=seg.MIN_FOUND if segmenter_min_found is None else segmenter_min_found,
+            init=source["segmenter"].weights_path if source and source["segmenter"] else None)
+    elif source and source["segmenter"]:
+        say(f"stage 5/6 segmenter: the source set {source['id']}'s, unchanged (--segmenter-epochs 0)")
+        detector = {"weights": None, "carried": source["segmenter"]}
     else:
         say("stage 5/6 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
     lap("segmenter")
@@ -552,7 +592,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     lap("model set")
     import resource
 
-    if detector is not None:
+    if detector is not None and "training" in detector:
         cv["detection"] = detector["training"]["cross_validation"]
     cv["stage_seconds"] = seconds
     cv["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: kB

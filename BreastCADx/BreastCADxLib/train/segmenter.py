@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.cards import SegmenterCard
+from BreastCADxLib.train import checkpoint
 from BreastCADxLib.train.pipeline import TrainError
 
 EPOCHS = 12
@@ -163,30 +164,34 @@ def epoch_pool(images: list[SegImage]) -> np.ndarray:
 
 
 def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device, deadline: float, say,
-        label: str, seed: int = 0, content_crop: bool = False) -> Path:
-    """Train on `images`; folder/model.pt when done. A checkpoint after every epoch (weights_only); a rerun goes
-    on from it; past `deadline` it stops after the epoch (TrainError: run again to go on)."""
+        label: str, seed: int = 0, content_crop: bool = False, init: Path | None = None) -> Path:
+    """Train on `images` (from the ImageNet encoder, or from `init`'s weights: --from); folder/model.pt when done.
+    A checkpoint after every epoch (weights_only); a rerun goes on from it; past `deadline` it stops after the
+    epoch (TrainError: run again to go on)."""
     import torch
     from monai.losses import DiceCELoss
 
     from BreastCADxLib.analysis.networks import lesion_unet
     from BreastCADxLib.analysis.preprocessing import network_input
-    from BreastCADxLib.train import checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "model.pt").is_file():
         return folder / "model.pt"
     torch.manual_seed(seed)
-    net = lesion_unet(pretrained=True).to(device)
+    net = lesion_unet(pretrained=init is None)
+    if init is not None:
+        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
+    net = net.to(device)
     bf16 = checkpoint.use_bf16(device)
     if bf16:
         net = net.to(memory_format=torch.channels_last)
     pool = epoch_pool(images)
     steps = math.ceil(len(pool) / BATCH)
-    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * steps, pct_start=0.1)
+    lr = LR * (checkpoint.FINE_TUNE_LR if init is not None else 1.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
     run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
-           "content_crop": content_crop}
+           "content_crop": content_crop, **({"init": str(init)} if init else {})}
     start, spent, starts = checkpoint.resume(folder, run, net, opt, sched)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
     t0, done_here = time.perf_counter(), 0
@@ -220,7 +225,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
                              f"{epochs}; run the same command again to go on)", folder)
     return checkpoint.finish(folder, net, {"epochs": epochs, "samples_per_epoch": int(pool.size),
                                            "seconds": round(spent + time.perf_counter() - t0, 1), "starts": starts,
-                                           "device": str(device)})
+                                           "device": str(device), "init": str(init) if init else None})
 
 
 def card_for(size: int, post: dict, weights: Path, model_set: str, training: dict, modality: str
@@ -316,9 +321,10 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
 
 def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: int, size: int, device: str,
                     deadline: float, say, model_set: str, modality: str, command: str,
-                    min_found: float = MIN_FOUND) -> dict:
-    """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image.
-    Returns what the set's card needs: weights (None when left out), size, post-processing, training record."""
+                    min_found: float = MIN_FOUND, init: Path | None = None) -> dict:
+    """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image;
+    each from `init`'s weights when given (--from: the source set's segmenter). Returns what the set's card
+    needs: weights (None when left out), size, post-processing, training record."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from BreastCADxLib.analysis.registry import choose_device
@@ -335,7 +341,8 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
         judged = folder / "judged.json"
         if not judged.is_file():
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
-                          deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1, content_crop=crop)
+                          deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1, content_crop=crop,
+                          init=init)
             card = card_for(size, post, weights, model_set, {"command": command}, modality)
             say(f"segmenter fold {k + 1}/{folds}: judging {len(te)} held-out images")
             judged.write_text(json.dumps(judge(segmenter(card, weights, str(dev)), [images[i] for i in te]),
@@ -347,15 +354,18 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
         f"{chosen['false_findings_per_image']:.2f} false findings per image (threshold {chosen['threshold']:.4f})")
     post["presence"] = chosen["threshold"]
     training = {"command": command, "images": len(images), "finding_images": int(finding.sum()),
-                "epochs": epochs, "batch": BATCH, "learning_rate": LR, "box_prompt_share": BOX_PROMPT_SHARE,
+                "epochs": epochs, "batch": BATCH,
+                "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0),
+                "box_prompt_share": BOX_PROMPT_SHARE,
                 "context_share": CONTEXT_SHARE, "samples_per_epoch": int(epoch_pool(images).size),
-                "device": dev.type, "cross_validation": {"folds": folds, "by_patient": True, **report}}
+                "device": dev.type, "from_weights": str(init) if init else None,
+                "cross_validation": {"folds": folds, "by_patient": True, **report}}
     if chosen["sensitivity"] < min_found:
         say(f"segmenter left out of the set: out of fold it found {chosen['sensitivity']:.0%} of the findings "
             f"(at least {min_found:.0%} needed); the user's box will locate the finding")
         return {"weights": None, "size": size, "post": post, "training": training}
     weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
-                  say=say, label="all images", seed=0, content_crop=crop)
+                  say=say, label="all images", seed=0, content_crop=crop, init=init)
     return {"weights": weights, "size": size, "post": post, "training": training}
 
 

@@ -207,9 +207,44 @@ def test_from_a_set_keeps_its_representation_and_moves_its_logistic_only_as_far_
 
 
 def test_from_refuses_a_set_of_another_modality_or_features_naming_it(mg_set, tmp_path):
+    import shutil
+
     r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "x", "--folds", "2", "--from", mg_set,
             "--device", "cpu")
     assert r.returncode == 2 and "a MG set, this training is US" in r.stderr and str(mg_set) in r.stderr
-    r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "y", "--folds", "2", "--from", "three-site",
+    other = tmp_path / "relabelled"  # an MG set's features (no lexicon descriptors) declared as ultrasound
+    shutil.copytree(mg_set, other, ignore=shutil.ignore_patterns(".work"))
+    info = json.loads((other / "modelset.json").read_text())
+    (other / "modelset.json").write_text(json.dumps({**info, "modality": "US"}))
+    r = run(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "y", "--folds", "2", "--from", other,
             "--device", "cpu")
     assert r.returncode == 2 and "other radiomics features" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "y" / "modelset.json").exists()
+
+
+def test_from_the_shipped_set_adjusts_its_fusion_and_keeps_its_segmenter(tmp_path):
+    """A hospital's own cases adjust the shipped ultrasound set: the same named features (pyradiomics + the
+    lexicon descriptors, in another order), its scalers carried over feature by feature, its segmenter kept when
+    none is trained, so the new set still finds the lesion itself."""
+    from BreastCADxLib.analysis.registry import load_card, model_set_dir
+
+    out = tmp_path / "local"
+    r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "2", "--from", "three-site",
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "the source set three-site's, unchanged" in r.stderr and "source_as_is: AUC" in r.stderr
+    verify_model_set(out)
+    src, new = load_card("lesion_cls_fusion", model_set_dir("three-site")), load_card("lesion_cls_fusion", out)
+    assert sorted(src.radiomics_names) == sorted(new.radiomics_names) and new.training["from_set"] == "three-site"
+    a, b = np.load(src.weights_path), np.load(new.weights_path)
+    names = new.members[0]["branches"][0]["selected"]
+    order = [src.members[0]["branches"][0]["selected"].index(n) for n in names]
+    assert np.array_equal(a["m_rad_mean"][order], b["m_rad_mean"])
+    assert np.array_equal(a["m_deep_mean"], b["m_deep_mean"])
+    seg = load_card("lesion_seg_lite0", out)
+    assert seg.sha256 == load_card("lesion_seg_lite0", model_set_dir("three-site")).sha256
+    assert seg.training["carried_from_set"] == "three-site"
+    res = analyze(DATA / "busi" / "malignant_001.png", "--model-set", out, "--expect-lesion", "--out", tmp_path / "a")
+    assert res.returncode == 0, res.stderr
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["provenance"]["mask_origin"] == "auto" and result["provenance"]["model_set"] == str(out)

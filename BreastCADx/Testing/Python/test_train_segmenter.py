@@ -50,6 +50,22 @@ def test_a_run_cut_by_its_time_box_goes_on_to_the_same_weights(us_images, tmp_pa
         fitted(tmp_path / "other", us_images[:5], epochs=3)
 
 
+def test_from_a_sets_segmenter_training_starts_from_its_weights(us_images, tmp_path):
+    """--from: the segmenter is fine-tuned from the source's network, not from ImageNet: after the same epoch it
+    is nearer the source's weights than a run from ImageNet is, and its record names where it started."""
+    source = fitted(tmp_path / "source", us_images[:5], epochs=1, seed=7)  # another decoder start than seed 0
+    tuned = torch.load(fitted(tmp_path / "tuned", us_images, epochs=1, init=source), weights_only=True)
+    fresh = torch.load(fitted(tmp_path / "fresh", us_images, epochs=1), weights_only=True)
+    src = torch.load(source, weights_only=True)
+
+    def distance(state):
+        return sum(float((state[k].float() - src[k].float()).norm()) for k in src  # weights, not BN statistics
+                   if src[k].is_floating_point() and "running" not in k)
+
+    assert distance(tuned) < 0.5 * distance(fresh)
+    assert json.loads((tmp_path / "tuned" / "fit.json").read_text())["init"] == str(source)
+
+
 def test_judge_finds_the_committed_lesions_through_the_products_path(us_images):
     rows = seg.judge(LesionSegmenter.from_registry(device="cpu"), us_images)
     lesions = [r for r in rows if r["finding"]]
