@@ -113,6 +113,16 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Path]]:
     return out, skipped, normals
 
 
+def manifest_sites(path: Path) -> tuple[list[str], list[str]]:
+    """The sites a manifest names in its optional `site` column (without one, its folder's name) and the data
+    citations of its optional `citation` column (every card of the set carries them, as data licences ask)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    sites = sorted({(r.get("site") or "").strip() for r in rows} - {""})
+    citations = sorted({(r.get("citation") or "").strip() for r in rows} - {""})
+    return sites or [path.parent.name], citations
+
+
 def finding_mask(f: Finding, image) -> np.ndarray:
     """The finding's mask on its image's grid: the mask file, else the circle or the box's inscribed ellipse."""
     from BreastCADxLib.analysis.segmentation import box_ellipse
@@ -338,12 +348,13 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     from BreastCADxLib.train.bundle import ood_statistics, write_bundle
 
     out.mkdir(parents=True, exist_ok=True)
+    cites = {k: data[k] for k in ("sites", "data_citations") if k in data}  # every card names its data
     refs = {}
     if members is not None and members["weights"]:
         for view, path in members["weights"].items():
             weights = out / f"{mem.VIEWS[view]}.pt"
             shutil.copyfile(path, weights)
-            save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"]},
+            save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"], **cites},
                                         modality))
             refs[view] = {"model": mem.VIEWS[view], "weight": mem.WEIGHTS[view]}
 
@@ -396,8 +407,8 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
 
         weights = out / f"{DEFAULT_MODEL}.pt"
         shutil.copyfile(detector["weights"], weights)
-        save_card(out, card_for(detector["size"], detector["post"], weights, out.name, detector["training"],
-                                modality))
+        save_card(out, card_for(detector["size"], detector["post"], weights, out.name,
+                                {**detector["training"], **cites}, modality))
     (out / "card.md").write_text(card_text(card, cv, modality, data, detector, members), encoding="utf-8")
 
 
@@ -405,7 +416,8 @@ GUARD_DIMS = 16
 GUARD_QUANTILE = 0.005  # of the training images' own scores: the threshold
 
 
-def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str) -> GuardCard:
+def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str, data: dict | None = None
+                ) -> GuardCard:
     """The set's input guard: distance to its own training images in a PCA of the whole-image Lite0 embedding
     (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; sides from them."""
     from BreastCADxLib.analysis.guard import embed, embedder, one_class_score
@@ -430,6 +442,7 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
         validated_on={"modalities": [modality, "OT"], "max_frames": 1, "min_side": int(min(sides) // 2),
                       "max_side": int(max(sides) * 2.5)},
         training={"command": command, "images": len(images),
+                  **{k: (data or {})[k] for k in ("sites", "data_citations") if k in (data or {})},
                   "threshold_rule": f"the {100 * GUARD_QUANTILE:g}th percentile of the training images' own scores"},
         notes={"model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square tail)"})
     save_card(out, card)
@@ -583,9 +596,12 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     lap("segmenter")
     say("stage 6/6 the model set")
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "sites": [manifest.parent.name]}
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    data["sites"], citations = manifest_sites(manifest)
+    if citations:
+        data["data_citations"] = citations
     write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused)
-    write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device)
+    write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device, data)
     from BreastCADxLib.analysis.registry import write_modelset
 
     write_modelset(out, id=out.name, modality=modality, sites=data["sites"])

@@ -24,9 +24,13 @@ BENIGN = ["busbra_l5/bus_0368-l", "busbra_l5/bus_0421-l", "busbra_l5/bus_0698-s"
           "busi/benign_031", "busi/benign_351"]
 
 
+CITATION = {"busi": "Al-Dhabyani et al., Data in Brief 28:104863, 2020",
+            "busbra_l5": "Gomez-Flores et al., Med Phys 2024"}
+
+
 def manifest(tmp_path, n_malignant: int = 3) -> object:
     """Findings located by their reference masks, each case twice (the mask and its box), one patient per image."""
-    rows = ["case_id,image,label,patient,mask,box"]
+    rows = ["case_id,image,label,patient,mask,box,site,citation"]
     for label, names in (("malignant", MALIGNANT[:n_malignant]), ("benign", BENIGN)):
         for name in names:
             img, mask = DATA / f"{name}.png", DATA / f"{name}_mask.png"
@@ -34,9 +38,10 @@ def manifest(tmp_path, n_malignant: int = 3) -> object:
 
             ys, xs = np.nonzero(np.asarray(Image.open(mask).convert("L")) > 127)
             box = f'"{xs.min()},{ys.min()},{xs.max() + 1},{ys.max() + 1}"'
-            stem = name.split("/")[1]
-            rows += [f"{stem}_m,{img},{label},{stem},{mask},", f"{stem}_b,{img},{label},{stem},,{box}"]
-    rows.append(f"normal,{DATA / 'busi' / 'normal_003.png'},normal,n1,,")
+            site, stem = name.split("/")
+            tail = f'{site},"{CITATION[site]}"'
+            rows += [f"{stem}_m,{img},{label},{stem},{mask},,{tail}", f"{stem}_b,{img},{label},{stem},,{box},{tail}"]
+    rows.append(f'normal,{DATA / "busi" / "normal_003.png"},normal,n1,,,busi,"{CITATION["busi"]}"')
     path = tmp_path / "findings.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -59,7 +64,10 @@ def test_train_writes_a_verified_set_the_product_loads_and_never_replaces_it(tmp
     assert "image members: none" in r.stderr
     assert "pyradiomics_lr: AUC" in r.stderr
     verify_model_set(out)
-    assert model_set_info(str(out))["modality"] == "US"
+    assert model_set_info(str(out))["modality"] == "US" and model_set_info(str(out))["sites"] == ["busbra_l5", "busi"]
+    for card_id in ("lesion_cls_fusion", "image_guard"):  # every card names the data and cites it
+        training = json.loads((out / f"{card_id}.json").read_text())["training"]
+        assert training["data_citations"] == sorted(CITATION.values()) and training["sites"] == ["busbra_l5", "busi"]
     card = json.loads((out / "lesion_cls_fusion.json").read_text())
     jsonschema.validate(card, card_schema())
     assert card["training"]["findings"] == 18 and card["training"]["left_out"] == {"normal": 1, "no_location": 0}
