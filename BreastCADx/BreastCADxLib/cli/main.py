@@ -166,6 +166,15 @@ def _add_model_set(p: argparse.ArgumentParser, site: bool = False) -> None:
         p.add_argument("--site", metavar="PROFILE", help=SITE_HELP)
 
 
+def _folds(text: str) -> int | str:
+    if text == "site":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number of folds, or `site`") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from BreastCADxLib.train.pipeline import train
 
@@ -288,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     tr.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop after this many minutes (0: no limit); the same command goes on from there")
-    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds (by patient)")
+    tr.add_argument("--folds", type=_folds, default=5,
+                    help="cross-validation folds by patient (default 5), or `site`: leave one site out (the "
+                         "manifest's site column; held-out-site figures)")
     tr.add_argument("--from", dest="start_from", metavar="SET",
                     help="start from a set `breastcadx train` made (same modality): keep its feature scaling and "
                          "deep projection, pull the logistic towards its coefficients (a few local cases adjust it), "

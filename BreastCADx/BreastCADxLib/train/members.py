@@ -234,8 +234,8 @@ def final_members(images: list[MemberImage], views: tuple[str, ...], work: Path,
 
 
 def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, views: tuple[str, ...], work: Path,
-                  *, folds: int, epochs: int, device: str, deadline: float, say, source: dict | None = None
-                  ) -> dict:
+                  *, folds: int | str, epochs: int, device: str, deadline: float, say, source: dict | None = None,
+                  sites=None) -> dict:
     """The members out of fold on the classifier's folds, the fusion with them judged against the features alone
     (rows added to cv["models"]), and, when they are kept, each trained on every finding. With --from (`source`
     with members): each starts from the source's member of its view, and `source_as_is` is the source with its
@@ -248,7 +248,7 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
 
     images = member_images(findings)
     init = (source or {}).get("members") or None
-    oof = train_members(images, fold_splits(y, groups, folds), views, work, epochs=epochs, device=device,
+    oof = train_members(images, fold_splits(y, groups, folds, sites=sites), views, work, epochs=epochs, device=device,
                         deadline=deadline, say=say, init=init)
 
     def fuse(p_features, probs: dict, weights: dict) -> np.ndarray:

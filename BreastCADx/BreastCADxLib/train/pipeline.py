@@ -49,6 +49,7 @@ from BreastCADxLib.errors import BreastCADxError
 LABELS = {"benign": 0, "malignant": 1, "normal": None}
 MODALITIES = ("US", "MG")
 FOLDS = 5
+SITE_FOLDS = "site"  # --folds site: leave one site out
 PCA_DIMS = 32
 C_FUSION = 0.1
 # per modality: the lexicon descriptors among the named features, and the logistic's C. US: the shipped
@@ -72,11 +73,21 @@ class Finding:
     mask: Path | None = None
     box: tuple[int, int, int, int] | None = None
     circle: tuple[float, float, float] | None = None
+    site: str = ""
 
 
-def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Path]]:
+@dataclass(frozen=True)
+class Normal:
+    """An image without a finding: the segmenter's lesion-free example, the guard's image of the modality."""
+
+    image: Path
+    patient: str
+    site: str = ""
+
+
+def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
     """The located, labelled findings of a training manifest, what was left out (counts), and the images
-    without a finding (normal: they train the set's input guard with the findings' images)."""
+    without a finding (normal: with their patient, so a patient's lesion-free views stay in its fold)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -91,7 +102,8 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Path]]:
             raise TrainError(f"line {n}: label {label[:20]!r} must be benign, malignant or normal", path)
         if LABELS[label] is None:  # not classified; an image of the modality for the input guard
             skipped["normal"] += 1
-            normals.append(path.parent / r["image"].strip())
+            normals.append(Normal(path.parent / r["image"].strip(), (r.get("patient") or r["case_id"]).strip(),
+                                  (r.get("site") or "").strip()))
             continue
         base = path.parent
         mask = (r.get("mask") or "").strip()
@@ -105,7 +117,8 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Path]]:
             out.append(Finding(r["case_id"].strip(), base / r["image"].strip(), LABELS[label],
                                (r.get("patient") or r["case_id"]).strip(), base / mask if mask else None,
                                tuple(int(float(v)) for v in box.split(",")) if box else None,
-                               tuple(float(v) for v in circle.split(",")) if circle else None))
+                               tuple(float(v) for v in circle.split(",")) if circle else None,
+                               (r.get("site") or "").strip()))
         except ValueError:
             raise TrainError(f"line {n}: box must be x0,y0,x1,y1 and circle cx,cy,r (pixels)", path) from None
     if len({f.case_id for f in out}) != len(out):
@@ -304,9 +317,13 @@ def _baseline(rad, y):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(rad, y)
 
 
-def fold_splits(y, groups, folds: int = FOLDS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (train, test) index pairs of the cross-validation: whole patients per fold, stratified by label; every
-    stage that is cross-validated (features, image members) uses these."""
+def fold_splits(y, groups, folds: int | str = FOLDS, seed: int = 0, sites=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) index pairs of the cross-validation: whole patients per fold, stratified by label; or,
+    with folds "site", one fold per site (trained on the others: held-out-site figures). Every stage that is
+    cross-validated (features, image members, segmenter) uses these."""
+    if folds == SITE_FOLDS:
+        sites = np.asarray(sites)
+        return [(np.flatnonzero(sites != s), np.flatnonzero(sites == s)) for s in sorted(set(sites))]
     from sklearn.model_selection import StratifiedGroupKFold
 
     return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
@@ -318,13 +335,13 @@ def summary(y, p, groups) -> dict:
     return {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
 
 
-def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, source: dict | None = None,
-                   c: float = C_FUSION) -> dict:
+def cross_validate(rad, deep, y, groups, folds: int | str = FOLDS, seed: int = 0, source: dict | None = None,
+                   c: float = C_FUSION, sites=None) -> dict:
     """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs. With a
     `source` set (--from): the fusion from it ("fusion"), the source as it is and the fusion from scratch too."""
     names = ["fusion", "pyradiomics_lr"] + (["source_as_is", "fusion_from_scratch"] if source else [])
     oof = {k: np.zeros(len(y)) for k in names}
-    for train, test in fold_splits(y, groups, folds, seed):
+    for train, test in fold_splits(y, groups, folds, seed, sites):
         scratch = _fusion(rad[train], deep[train], y[train], c=c)
         fit = _fusion_from(source, rad[train], deep[train], y[train], c) if source else scratch
         oof["fusion"][test] = _fusion_proba(fit, rad[test], deep[test])
@@ -333,7 +350,14 @@ def cross_validate(rad, deep, y, groups, folds: int = FOLDS, seed: int = 0, sour
             oof["source_as_is"][test] = _fusion_proba(source, rad[test], deep[test])
             oof["fusion_from_scratch"][test] = _fusion_proba(scratch, rad[test], deep[test])
     return {"folds": folds, "by_patient": True, "models": {k: summary(y, p, groups) for k, p in oof.items()},
-            "oof": {k: v.tolist() for k, v in oof.items()}}
+            "oof": {k: v.tolist() for k, v in oof.items()}, **({"sites": list(sites)} if folds == SITE_FOLDS else {})}
+
+
+def by_site(cv: dict, y, groups) -> dict:
+    """Leave-one-site-out: each model's figures on each held-out site's own rows."""
+    sites = np.asarray(cv["sites"])
+    return {s: {k: summary(y[sites == s], np.asarray(p)[sites == s], groups[sites == s]) for k, p in cv["oof"].items()}
+            for s in sorted(set(sites))}
 
 
 def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
@@ -455,16 +479,26 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
     train/members.py's result) and (detector: train/segmenter.py's result) the segmenter's, and whether the set
     kept each."""
     t = card.training
+    plan = (f"Leave-one-site-out cross-validation (each site scored by models trained on the others: held-out-site "
+            f"figures; sites {', '.join(sorted(set(cv['sites'])))}), pooled" if cv["folds"] == SITE_FOLDS else
+            f"Cross-validation by patient ({cv['folds']} folds, the same folds for every row)")
+    start = (f"; `fusion` starts from the set `{t['from_set']}` (--from), `source_as_is` is that set unchanged"
+             if t.get("from_set") else "")
     lines = [f"# Model set `{card.model_set}` ({modality})", "", card.intended_use, "",
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
              f"left out: {data['left_out']}. Made {data['date']} by `{t['command']}`.", "",
-             f"Cross-validation by patient ({cv['folds']} folds, the same folds for every row), 95 % CI by patient "
-             "bootstrap" + (f"; `fusion` starts from the set `{t['from_set']}` (--from), `source_as_is` is that set "
-                            "unchanged" if t.get("from_set") else "") + ":", "",
+             f"{plan}, 95 % CI by patient bootstrap{start}:", "",
              "| model | AUC [95 % CI] | specificity at sensitivity 0.96 |", "|---|---|---|"]
     for name, r in cv["models"].items():
         lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                      f"{r['specificity_at_0.96']:.2f} |")
+    if cv.get("by_site"):
+        lines += ["", "Each held-out site on its own (AUC [95 % CI]; specificity at sensitivity 0.96):", "",
+                  "| model | " + " | ".join(cv["by_site"]) + " |", "|---" * (1 + len(cv["by_site"])) + "|"]
+        for name in cv["models"]:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{r[name]['auc']:.3f} [{r[name]['ci95'][0]:.3f}, {r[name]['ci95'][1]:.3f}]; "
+                f"{r[name]['specificity_at_0.96']:.2f}" for r in cv["by_site"].values()) + " |")
     if members is not None:
         r = members["training"]
         weights = ", ".join(f"{v}: weight {w}" for v, w in r["weights"].items())
@@ -503,11 +537,33 @@ def detection_text(d: dict) -> str:
              f"the findings, {c['false_findings_per_image']:.2f} false findings per image",
              "", "| false findings per image at most | threshold | findings found |", "|---|---|---|"]
     lines += [f"| {r['max_false_per_image']} | {r['threshold']:.4f} | {r['sensitivity']:.0%} |" for r in cv["froc"]]
+    for site, r in (cv.get("by_site") or {}).items():  # leave-one-site-out: each site at the pooled threshold
+        c = r["chosen"]
+        normal = "" if c["normal_images_with_a_finding"] is None else \
+            f", a finding on {c['normal_images_with_a_finding']:.0%} of its normal images"
+        lines.append(f"- held-out site {site}: found {c['sensitivity']:.0%} of its findings, "
+                     f"{c['finding_images_said_normal']:.0%} of its finding images said normal{normal}")
     return "\n".join(lines)
 
 
+def check_folds(folds: int | str, y, patients, sites, manifest: Path) -> None:
+    """Enough findings for the cross-validation asked for (TrainError saying how few otherwise)."""
+    if folds == SITE_FOLDS:
+        per = {s: (int(y[sites == s].sum()), int((1 - y[sites == s]).sum())) for s in sorted(set(sites))}
+        if "" in per or len(per) < 2 or min(min(v) for v in per.values()) < 2:
+            raise TrainError("--folds site needs a `site` column naming at least two sites on every row, each with "
+                             f"at least 2 malignant and 2 benign located findings (here {per})", manifest)
+        return
+    if not isinstance(folds, int) or folds < 2:
+        raise TrainError(f"--folds must be 2 or more, or `{SITE_FOLDS}` (leave one site out)")
+    if min(int(y.sum()), int(len(y) - y.sum())) < 2 * folds or len(set(patients)) < folds:
+        raise TrainError(f"{int(y.sum())} malignant and {int(len(y) - y.sum())} benign located findings of "
+                         f"{len(set(patients))} patients: {folds}-fold cross-validation by patient needs at least "
+                         f"{2 * folds} of each and {folds} patients", manifest)
+
+
 def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_minutes: float = 0.0,
-          folds: int = FOLDS, say=None, start_from: str | None = None, segmenter_epochs: int | None = None,
+          folds: int | str = FOLDS, say=None, start_from: str | None = None, segmenter_epochs: int | None = None,
           segmenter_size: int | None = None, segmenter_min_found: float | None = None,
           members: str | None = None, member_epochs: int | None = None) -> dict:
     """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
@@ -542,10 +598,8 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     findings, skipped, normals = read_manifest(manifest)
     y = np.array([f.label for f in findings])
     patients = np.array([f.patient for f in findings])
-    if min(int(y.sum()), int(len(y) - y.sum())) < 2 * folds or len(set(patients)) < folds:
-        raise TrainError(f"{int(y.sum())} malignant and {int(len(y) - y.sum())} benign located findings of "
-                         f"{len(set(patients))} patients: {folds}-fold cross-validation by patient needs at least "
-                         f"{2 * folds} of each and {folds} patients", manifest)
+    sites = np.array([f.site for f in findings])
+    check_folds(folds, y, patients, sites, manifest)
     say(f"stage 1/6 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
@@ -557,13 +611,15 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
     source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
-    say("stage 3/6 cross-validation by patient" + (f" (from the set {source['id']})" if source else ""))
-    cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"])
+    say("stage 3/6 cross-validation " + ("leaving one site out" if folds == SITE_FOLDS else "by patient")
+        + (f" (from the set {source['id']})" if source else ""))
+    cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"], sites=sites)
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
             f"0.96 {r['specificity_at_0.96']:.2f}")
     lap("cross-validation")
     command = " ".join(["breastcadx", "train", str(manifest), "--modality", modality, "--out", str(out)]
+                       + (["--folds", str(folds)] if folds != FOLDS else [])
                        + (["--from", start_from] if start_from else [])
                        + (["--segmenter-epochs", str(segmenter_epochs)] if segmenter_epochs != seg.EPOCHS else [])
                        + (["--segmenter-size", str(segmenter_size)] if segmenter_size != seg.SIZE else [])
@@ -573,9 +629,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
                        + (["--member-epochs", str(member_epochs)] if views and member_epochs != mem.EPOCHS else []))
     fused = None
     if views:
-        say(f"stage 4/6 image members ({', '.join(views)}): on the same patient folds, then every finding")
+        say(f"stage 4/6 image members ({', '.join(views)}): on the same folds, then every finding")
         fused = mem.members_stage(findings, y, patients, cv, views, out / ".work", folds=folds, epochs=member_epochs,
-                                  device=device, deadline=deadline, say=say, source=source)
+                                  device=device, deadline=deadline, say=say, source=source, sites=sites)
     else:
         say("stage 4/6 image members: none (--members none): the features alone")
     lap("image members")
@@ -594,6 +650,8 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     else:
         say("stage 5/6 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
     lap("segmenter")
+    if folds == SITE_FOLDS:
+        cv["by_site"] = by_site(cv, y, patients)
     say("stage 6/6 the model set")
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -601,7 +659,8 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     if citations:
         data["data_citations"] = citations
     write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused)
-    write_guard(out, sorted({f.image for f in findings} | set(normals)), modality, command, device, data)
+    write_guard(out, sorted({f.image for f in findings} | {n.image for n in normals}), modality, command, device,
+                data)
     from BreastCADxLib.analysis.registry import write_modelset
 
     write_modelset(out, id=out.name, modality=modality, sites=data["sites"])

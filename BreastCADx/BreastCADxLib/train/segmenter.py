@@ -54,6 +54,7 @@ class SegImage:
     patient: str
     plane: np.ndarray  # the image's first plane on the working grid, its own dtype (as `analyze` sees it)
     mask: np.ndarray  # bool, same grid; empty for a normal image
+    site: str = ""
 
     @property
     def has_finding(self) -> bool:
@@ -67,8 +68,9 @@ class SegImage:
         return content_box(self.plane)
 
 
-def seg_images(findings: list, normals: list[Path]) -> list[SegImage]:
-    """One entry per image: its findings' masks together (an image with a finding is never a normal one)."""
+def seg_images(findings: list, normals: list) -> list[SegImage]:
+    """One entry per image: its findings' masks together (an image with a finding is never a normal one); a
+    normal image (pipeline.Normal) keeps its patient, so a patient's lesion-free views share its fold."""
     from BreastCADxLib.analysis.preprocessing import working_grid
     from BreastCADxLib.io import load_image
     from BreastCADxLib.train.pipeline import finding_mask
@@ -76,8 +78,9 @@ def seg_images(findings: list, normals: list[Path]) -> list[SegImage]:
     by_image: dict[Path, list] = {}
     for f in findings:
         by_image.setdefault(f.image, []).append(f)
+    normal = {n.image: n for n in normals}
     out = []
-    for path in sorted(set(by_image) | set(normals)):
+    for path in sorted(set(by_image) | set(normal)):
         image = load_image(path)
         mask = np.zeros(image.array.shape, bool)
         for f in by_image.get(path, []):
@@ -86,8 +89,8 @@ def seg_images(findings: list, normals: list[Path]) -> list[SegImage]:
         plane, mask = image.array[0], mask[0]
         if grid.resized:
             plane, mask = grid.down(image.array)[0], grid.down(mask[None], is_mask=True)[0]
-        patient = by_image[path][0].patient if path in by_image else f"normal:{path.stem}"
-        out.append(SegImage(str(path), patient, plane, mask.astype(bool)))
+        who = by_image[path][0] if path in by_image else normal[path]
+        out.append(SegImage(str(path), who.patient, plane, mask.astype(bool), who.site))
     return out
 
 
@@ -276,15 +279,16 @@ def judge(seg, images: list[SegImage]) -> list[dict]:
             cy, cx = (int(round(v)) for v in ndimage.center_of_mass(region))
             hit = bool(im.mask[cy, cx])
         prob = res.probability[0]
-        out.append({"image": im.key, "patient": im.patient, "finding": im.has_finding,
+        out.append({"image": im.key, "patient": im.patient, "site": im.site, "finding": im.has_finding,
                     "score": float(res.presence_score or 0.0), "peak": float(prob.max()), "hit": hit,
                     "peak_hit": bool(im.mask.flat[int(np.argmax(prob))])})
     return out
 
 
-def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict:
-    """Presence AUC (finding images vs normal images, patient-bootstrap CI), the threshold chosen by the rule,
-    and sensitivity / false findings there and at fixed false findings per image."""
+def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE, threshold: float | None = None) -> dict:
+    """Presence AUC (finding images vs normal images, patient-bootstrap CI), the threshold chosen by the rule (or
+    the one given: a held-out site judged at the pooled choice), and sensitivity / false findings there and at
+    fixed false findings per image."""
     from BreastCADxLib.results.evaluation import auc_ci
 
     score = np.array([r["score"] for r in rows])
@@ -293,7 +297,8 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
     groups = np.array([r["patient"] for r in rows])
     normal_scores = score[~finding]
     candidates = np.unique(np.r_[0.0, np.nextafter(score, 2.0)])  # just above each score; above all: none shown
-    chosen = next(t for t in candidates if np.mean(normal_scores >= t) <= rate) if len(normal_scores) else 0.5
+    chosen = threshold if threshold is not None else next(
+        t for t in candidates if np.mean(normal_scores >= t) <= rate) if len(normal_scores) else 0.5
 
     def at(t: float) -> dict:
         shown = score >= t
@@ -319,15 +324,14 @@ def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE) -> dict
             "chosen": at(chosen), "froc": table}
 
 
-def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: int, size: int, device: str,
+def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epochs: int, size: int, device: str,
                     deadline: float, say, model_set: str, modality: str, command: str,
                     min_found: float = MIN_FOUND, init: Path | None = None) -> dict:
     """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image;
     each from `init`'s weights when given (--from: the source set's segmenter). Returns what the set's card
     needs: weights (None when left out), size, post-processing, training record."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     from BreastCADxLib.analysis.registry import choose_device
+    from BreastCADxLib.train.pipeline import fold_splits
 
     dev = choose_device(device)
     crop = modality == "MG"  # a film: its tissue fills the input, not the empty film around it
@@ -335,21 +339,25 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int, epochs: i
     finding = np.array([im.has_finding for im in images])
     groups = np.array([im.patient for im in images])
     rows: list[dict] = []
-    splits = StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(finding, finding, groups)
+    splits = fold_splits(finding, groups, folds, sites=[im.site for im in images])
     for k, (tr, te) in enumerate(splits):
         folder = work / f"segmenter_fold{k + 1}"
         judged = folder / "judged.json"
         if not judged.is_file():
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
-                          deadline=deadline, say=say, label=f"fold {k + 1}/{folds}", seed=k + 1, content_crop=crop,
+                          deadline=deadline, say=say, label=f"fold {k + 1}/{len(splits)}", seed=k + 1,
+                          content_crop=crop,
                           init=init)
             card = card_for(size, post, weights, model_set, {"command": command}, modality)
-            say(f"segmenter fold {k + 1}/{folds}: judging {len(te)} held-out images")
+            say(f"segmenter fold {k + 1}/{len(splits)}: judging {len(te)} held-out images")
             judged.write_text(json.dumps(judge(segmenter(card, weights, str(dev)), [images[i] for i in te]),
                                          indent=0))
         rows += json.loads(judged.read_text())
     report = detection_report(rows)
     chosen = report["chosen"]
+    if folds == "site":  # each held-out site at the pooled threshold: what the default path does at a new hospital
+        report["by_site"] = {s: detection_report([r for r in rows if r.get("site") == s], threshold=chosen["threshold"])
+                             for s in sorted({r.get("site", "") for r in rows})}
     say(f"segmenter cross-validation: finding found (centre in it) {chosen['sensitivity']:.2f} at "
         f"{chosen['false_findings_per_image']:.2f} false findings per image (threshold {chosen['threshold']:.4f})")
     post["presence"] = chosen["threshold"]

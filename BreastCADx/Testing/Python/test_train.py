@@ -256,3 +256,35 @@ def test_from_the_shipped_set_adjusts_its_fusion_and_keeps_its_segmenter(tmp_pat
     assert res.returncode == 0, res.stderr
     result = json.loads((tmp_path / "a" / "result.json").read_text())
     assert result["provenance"]["mask_origin"] == "auto" and result["provenance"]["model_set"] == str(out)
+
+
+def test_leave_one_site_out_scores_each_site_with_models_that_never_saw_it(tmp_path):
+    """--folds site: one fold per site of the manifest's site column; card.md gives each held-out site's figures."""
+    out = tmp_path / "by-site"
+    r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "site", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "cross-validation leaving one site out" in r.stderr
+    cv = json.loads((out / ".work" / "cv.json").read_text())
+    assert set(cv["by_site"]) == {"busbra_l5", "busi"} and cv["folds"] == "site"
+    assert cv["by_site"]["busi"]["fusion"]["n"] == 8  # busi's own rows: 1 malignant + 3 benign, each twice
+    text = (out / "card.md").read_text()
+    assert "Leave-one-site-out" in text and "| fusion | " in text and "--folds site" in text
+    from BreastCADxLib.train.pipeline import fold_splits
+
+    sites = np.array(["a", "a", "b", "c", "b"])
+    splits = fold_splits(np.zeros(5), np.arange(5), "site", sites=sites)
+    assert [sorted(set(sites[te])) for _, te in splits] == [["a"], ["b"], ["c"]]
+    assert all(not set(sites[tr]) & set(sites[te]) for tr, te in splits)
+
+
+def test_leave_one_site_out_without_sites_is_refused_saying_what_it_needs(tmp_path):
+    import csv
+
+    path = tmp_path / "m.csv"
+    with open(manifest(tmp_path), newline="") as f, open(path, "w", newline="") as g:
+        w = csv.DictWriter(g, ["case_id", "image", "label", "patient", "mask", "box"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(csv.DictReader(f))  # without the site column
+    r = run(path, "--modality", "US", "--out", tmp_path / "x", "--folds", "site")
+    assert r.returncode == 2 and "needs a `site` column" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
