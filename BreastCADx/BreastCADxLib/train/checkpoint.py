@@ -4,7 +4,10 @@ rerun of the same run goes on from it, a finished run leaves float16 weights and
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+
+import numpy as np
 
 from BreastCADxLib.train.pipeline import TrainError
 
@@ -21,6 +24,18 @@ def use_bf16(device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def network(net, init: Path | None, device):
+    """(net on the device, bf16): from `init`'s weights when given (--from: a trained network of the source set,
+    float16 on disk), channels_last where bf16 autocast is used."""
+    import torch
+
+    if init is not None:
+        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
+    net = net.to(device)
+    bf16 = use_bf16(device)
+    return (net.to(memory_format=torch.channels_last) if bf16 else net), bf16
 
 
 def resume(folder: Path, run: dict, net, opt, sched) -> tuple[int, float, int]:
@@ -62,4 +77,49 @@ def finish(folder: Path, net, record: dict) -> Path:
     return final
 
 
-__all__ = ["use_bf16", "resume", "save", "finish"]
+class Resumable:
+    """One network's training run in `folder`: goes on from its checkpoint, a step per batch (bf16 autocast and
+    channels_last where the device has them), after every epoch a checkpoint, a progress line and the time box."""
+
+    def __init__(self, folder: Path, run: dict, net, opt, sched, *, epochs: int, bf16: bool, say, label: str,
+                 stage: str, deadline: float) -> None:
+        self.folder, self.run, self.net, self.opt, self.sched = folder, run, net, opt, sched
+        self.epochs, self.bf16, self.say, self.label = epochs, bf16, say, label
+        self.stage, self.deadline = stage, deadline
+        self.start, self.spent, self.starts = resume(folder, run, net, opt, sched)
+        self.t0, self.done = time.perf_counter(), 0
+
+    def step(self, x, y, loss_fn) -> float:
+        import torch
+
+        if self.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.net(x)
+        loss = loss_fn(out.float(), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.item()
+
+    @property
+    def seconds(self) -> float:
+        return self.spent + time.perf_counter() - self.t0
+
+    def end_epoch(self, epoch: int, losses: list[float]) -> None:
+        """After epoch `epoch` (0-based): checkpoint, progress; TrainError past the deadline (run again to go on)."""
+        save(self.folder, self.run, epoch + 1, self.net, self.opt, self.sched, self.seconds, self.starts)
+        self.done += 1
+        left = (time.perf_counter() - self.t0) / self.done * (self.epochs - epoch - 1)
+        self.say(f"{self.label}: epoch {epoch + 1}/{self.epochs}, loss {np.mean(losses):.3f}, "
+                 f"about {left / 60:.0f} min left")
+        if time.time() > self.deadline and epoch + 1 < self.epochs:
+            raise TrainError(f"--max-minutes reached in the {self.stage} stage ({self.label}, epoch {epoch + 1} of "
+                             f"{self.epochs}; run the same command again to go on)", self.folder)
+
+    def finish(self, record: dict) -> Path:
+        return finish(self.folder, self.net, {**record, "seconds": round(self.seconds, 1), "starts": self.starts})
+
+
+__all__ = ["use_bf16", "network", "resume", "save", "finish", "Resumable"]

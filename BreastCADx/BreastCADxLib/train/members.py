@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import numpy as np
 
 from BreastCADxLib.analysis.cards import ImageCnnCard
 from BreastCADxLib.train import checkpoint
-from BreastCADxLib.train.pipeline import TrainError
 
 VIEWS = {"box": "lesion_box_cnn", "whole": "lesion_whole_cnn"}
 WEIGHTS = {"box": 0.75, "whole": 0.2}  # the three-site design's (leave-site-out), analysis.classifier.fused_logit
@@ -118,13 +116,7 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     if (folder / "model.pt").is_file():
         return folder / "model.pt"
     torch.manual_seed(seed)
-    net = BoxNet("lite0", pretrained=init is None)
-    if init is not None:
-        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
-    net = net.to(device)
-    bf16 = checkpoint.use_bf16(device)
-    if bf16:
-        net = net.to(memory_format=torch.channels_last)
+    net, bf16 = checkpoint.network(BoxNet("lite0", pretrained=init is None), init, device)
     steps = math.ceil(len(images) / BATCH)
     lr = LR * (checkpoint.FINE_TUNE_LR if init is not None else 1.0)
     opt = torch.optim.AdamW([{"params": net.trunk.parameters(), "lr": lr},
@@ -136,38 +128,19 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y_all) - pos) / max(pos, 1.0)))
     run = {"images": [im.key for im in images], "view": view, "epochs": epochs, "seed": seed,
            "init": str(init) if init else None}
-    start, spent, starts = checkpoint.resume(folder, run, net, opt, sched)
-    t0, done_here = time.perf_counter(), 0
-    for epoch in range(start, epochs):
+    job = checkpoint.Resumable(folder, run, net, opt, sched, epochs=epochs, bf16=bf16, say=say,
+                               label=f"{view} member {label}", stage="image-members", deadline=deadline)
+    for epoch in range(job.start, epochs):
         net.train()
         rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
         torch.manual_seed(seed * 1000 + epoch)
-        order, losses = rng.permutation(len(images)), []
-        for s in range(steps):
-            idx = order[s * BATCH:(s + 1) * BATCH]
-            x = torch.stack([train_view(images[i], view, rng) for i in idx]).to(device)
-            y = torch.from_numpy(y_all[idx]).to(device)
-            if bf16:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logit = net(x)
-            loss = loss_fn(logit.float(), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        checkpoint.save(folder, run, epoch + 1, net, opt, sched, spent + time.perf_counter() - t0, starts)
-        done_here += 1
-        left = (time.perf_counter() - t0) / done_here * (epochs - epoch - 1)
-        say(f"{view} member {label}: epoch {epoch + 1}/{epochs}, loss {np.mean(losses):.3f}, "
-            f"about {left / 60:.0f} min left")
-        if time.time() > deadline and epoch + 1 < epochs:
-            raise TrainError(f"--max-minutes reached in the image-members stage ({view}, {label}, epoch "
-                             f"{epoch + 1} of {epochs}; run the same command again to go on)", folder)
-    return checkpoint.finish(folder, net, {"epochs": epochs, "images": len(images),
-                                           "seconds": round(spent + time.perf_counter() - t0, 1), "starts": starts,
-                                           "device": str(device), "init": str(init) if init else None})
+        order = rng.permutation(len(images))
+        losses = [job.step(torch.stack([train_view(images[i], view, rng) for i in idx]).to(device),
+                           torch.from_numpy(y_all[idx]).to(device), loss_fn)
+                  for idx in (order[s * BATCH:(s + 1) * BATCH] for s in range(steps))]
+        job.end_epoch(epoch, losses)
+    return job.finish({"epochs": epochs, "images": len(images), "device": str(device),
+                       "init": str(init) if init else None})
 
 
 def card_for(view: str, weights: Path, model_set: str, training: dict, modality: str) -> ImageCnnCard:

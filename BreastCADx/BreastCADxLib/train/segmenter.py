@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +30,6 @@ import numpy as np
 
 from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.train import checkpoint
-from BreastCADxLib.train.pipeline import TrainError
 
 EPOCHS = 12
 SIZE = 256
@@ -181,13 +179,7 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     if (folder / "model.pt").is_file():
         return folder / "model.pt"
     torch.manual_seed(seed)
-    net = lesion_unet(pretrained=init is None)
-    if init is not None:
-        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
-    net = net.to(device)
-    bf16 = checkpoint.use_bf16(device)
-    if bf16:
-        net = net.to(memory_format=torch.channels_last)
+    net, bf16 = checkpoint.network(lesion_unet(pretrained=init is None), init, device)
     pool = epoch_pool(images)
     steps = math.ceil(len(pool) / BATCH)
     lr = LR * (checkpoint.FINE_TUNE_LR if init is not None else 1.0)
@@ -195,10 +187,10 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
     run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
            "content_crop": content_crop, **({"init": str(init)} if init else {})}
-    start, spent, starts = checkpoint.resume(folder, run, net, opt, sched)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
-    t0, done_here = time.perf_counter(), 0
-    for epoch in range(start, epochs):
+    job = checkpoint.Resumable(folder, run, net, opt, sched, epochs=epochs, bf16=bf16, say=say,
+                               label=f"segmenter {label}", stage="segmenter", deadline=deadline)
+    for epoch in range(job.start, epochs):
         net.train()
         rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
         torch.manual_seed(seed * 1000 + epoch)  # the encoder's stochastic depth too
@@ -208,27 +200,10 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
             batch = [aug(_sample(images[i], size, rng, content_crop)) for i in order[s * BATCH:(s + 1) * BATCH]]
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
-            if bf16:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x)
-            loss = loss_fn(logits.float(), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        checkpoint.save(folder, run, epoch + 1, net, opt, sched, spent + time.perf_counter() - t0, starts)
-        done_here += 1
-        left = (time.perf_counter() - t0) / done_here * (epochs - epoch - 1)
-        say(f"segmenter {label}: epoch {epoch + 1}/{epochs}, loss {np.mean(losses):.3f}, "
-            f"about {left / 60:.0f} min left")
-        if time.time() > deadline and epoch + 1 < epochs:
-            raise TrainError(f"--max-minutes reached in the segmenter stage ({label}, epoch {epoch + 1} of "
-                             f"{epochs}; run the same command again to go on)", folder)
-    return checkpoint.finish(folder, net, {"epochs": epochs, "samples_per_epoch": int(pool.size),
-                                           "seconds": round(spent + time.perf_counter() - t0, 1), "starts": starts,
-                                           "device": str(device), "init": str(init) if init else None})
+            losses.append(job.step(x, y, loss_fn))
+        job.end_epoch(epoch, losses)
+    return job.finish({"epochs": epochs, "samples_per_epoch": int(pool.size), "device": str(device),
+                       "init": str(init) if init else None})
 
 
 def card_for(size: int, post: dict, weights: Path, model_set: str, training: dict, modality: str
