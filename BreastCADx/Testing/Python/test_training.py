@@ -224,3 +224,28 @@ def test_an_earlier_set_comes_back_whole_and_is_never_written_over(tmp_path):
     assert model_set_info(str(out)) == {"id": "two-site", "modality": "US", "sites": ["busi", "busbra_l5"]}
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert again.returncode != 0 and "never overwritten" in again.stderr
+
+
+def test_the_train_manifest_of_the_sites_leaves_test_rows_out_and_cites_each_site(tmp_path, monkeypatch):
+    """training/train_manifest.py: the rows `breastcadx train` reads (lesions with their mask, lesion-free views
+    without), patients prefixed by their site, every row's site and citation; never test rows, never a file
+    written over."""
+    import csv
+    import sys
+
+    from training import train_manifest
+    from training.data import CITATIONS, SPLITS
+
+    out = tmp_path / "busi.csv"
+    monkeypatch.setattr(sys, "argv", ["x", "--sites", "busi", "--busi", str(tmp_path), "--out", str(out)])
+    train_manifest.main()
+    rows = list(csv.DictReader(open(out)))
+    split = [r for r in csv.DictReader(open(SPLITS / "busi.csv")) if r["split"] != "test"]
+    assert len(rows) == len(split) and {r["site"] for r in rows} == {"busi"}
+    assert all(r["citation"] == CITATIONS["busi"] and r["patient"].startswith("busi_") for r in rows)
+    assert all((r["mask"] == "") == (r["label"] == "normal") for r in rows)
+    with pytest.raises(SystemExit, match="never replaced"):
+        train_manifest.main()
+    monkeypatch.setattr(sys, "argv", ["x", "--roles", "train,test", "--out", str(tmp_path / "t.csv")])
+    with pytest.raises(SystemExit, match="final report only"):
+        train_manifest.main()
