@@ -38,6 +38,18 @@ def network(net, init: Path | None, device):
     return (net.to(memory_format=torch.channels_last) if bf16 else net), bf16
 
 
+def finished(folder: Path, run: dict) -> Path | None:
+    """folder/model.pt when this `run` finished there (its fit.json names the same run); None when not finished;
+    TrainError naming the folder when another run finished there."""
+    final, record = folder / "model.pt", folder / "fit.json"
+    if not final.is_file():
+        return None
+    if not record.is_file() or json.loads(record.read_text()).get("run") != run:
+        raise TrainError(f"{folder.name} holds a network of another run (other images or options); remove that "
+                         "folder to train it again", folder)
+    return final
+
+
 def resume(folder: Path, run: dict, net, opt, sched) -> tuple[int, float, int]:
     """(first epoch, seconds spent, starts) from folder/checkpoint.pt, which must be of this `run` (TrainError
     naming the folder otherwise); (0, 0.0, 1) when there is none."""
@@ -119,7 +131,8 @@ class Resumable:
                              f"{self.epochs}; run the same command again to go on)", self.folder)
 
     def finish(self, record: dict) -> Path:
-        return finish(self.folder, self.net, {**record, "seconds": round(self.seconds, 1), "starts": self.starts})
+        return finish(self.folder, self.net, {**record, "seconds": round(self.seconds, 1), "starts": self.starts,
+                                              "run": self.run})
 
 
-__all__ = ["use_bf16", "network", "resume", "save", "finish", "Resumable"]
+__all__ = ["use_bf16", "network", "finished", "resume", "save", "finish", "Resumable"]

@@ -113,8 +113,10 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     from BreastCADxLib.analysis.networks import BoxNet
 
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "model.pt").is_file():
-        return folder / "model.pt"
+    run = {"images": [im.key for im in images], "view": view, "epochs": epochs, "seed": seed,
+           "init": str(init) if init else None}
+    if done := checkpoint.finished(folder, run):
+        return done
     torch.manual_seed(seed)
     net, bf16 = checkpoint.network(BoxNet("lite0", pretrained=init is None), init, device)
     steps = math.ceil(len(images) / BATCH)
@@ -126,8 +128,6 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     y_all = np.array([im.label for im in images], np.float32)
     pos = float(y_all.sum())
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y_all) - pos) / max(pos, 1.0)))
-    run = {"images": [im.key for im in images], "view": view, "epochs": epochs, "seed": seed,
-           "init": str(init) if init else None}
     job = checkpoint.Resumable(folder, run, net, opt, sched, epochs=epochs, bf16=bf16, say=say,
                                label=f"{view} member {label}", stage="image-members", deadline=deadline)
     for epoch in range(job.start, epochs):
@@ -185,7 +185,8 @@ def train_members(images: list[MemberImage], splits: list, views: tuple[str, ...
         for view in views:
             folder = work / f"member_{view}_fold{k + 1}"
             scored = folder / "scored.json"
-            if not scored.is_file():
+            held_out = {images[i].key for i in te}
+            if not scored.is_file() or set(json.loads(scored.read_text())) != held_out:  # this fold's, or again
                 weights = fit([images[i] for i in tr], folder, view, epochs=epochs, device=dev, deadline=deadline,
                               say=say, label=f"fold {k + 1}/{len(splits)}", seed=k + 1,
                               init=(init or {}).get(view))

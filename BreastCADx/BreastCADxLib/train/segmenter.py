@@ -176,8 +176,10 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     from BreastCADxLib.analysis.preprocessing import network_input
 
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "model.pt").is_file():
-        return folder / "model.pt"
+    run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
+           "content_crop": content_crop, **({"init": str(init)} if init else {})}
+    if done := checkpoint.finished(folder, run):
+        return done
     torch.manual_seed(seed)
     net, bf16 = checkpoint.network(lesion_unet(pretrained=init is None), init, device)
     pool = epoch_pool(images)
@@ -185,8 +187,6 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
     lr = LR * (checkpoint.FINE_TUNE_LR if init is not None else 1.0)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1)
-    run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
-           "content_crop": content_crop, **({"init": str(init)} if init else {})}
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
     job = checkpoint.Resumable(folder, run, net, opt, sched, epochs=epochs, bf16=bf16, say=say,
                                label=f"segmenter {label}", stage="segmenter", deadline=deadline)
@@ -318,7 +318,8 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
     for k, (tr, te) in enumerate(splits):
         folder = work / f"segmenter_fold{k + 1}"
         judged = folder / "judged.json"
-        if not judged.is_file():
+        held_out = [images[i].key for i in te]
+        if not judged.is_file() or [r["image"] for r in json.loads(judged.read_text())] != held_out:
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
                           deadline=deadline, say=say, label=f"fold {k + 1}/{len(splits)}", seed=k + 1,
                           content_crop=crop,

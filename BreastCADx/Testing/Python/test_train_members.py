@@ -107,6 +107,18 @@ def test_a_member_run_cut_by_its_time_box_goes_on_to_the_same_weights(findings, 
     assert json.loads((tmp_path / "cut" / "fit.json").read_text())["starts"] == 2
 
 
+def test_a_finished_network_of_another_run_is_refused_not_reused(findings, tmp_path):
+    """A fold's folder that holds a network trained on other images (an edited manifest, another fold plan) is
+    never taken for this fold's: the user is told to remove it."""
+    images = mem.member_images(findings[:6])
+    kw = {"epochs": 1, "device": torch.device("cpu"), "deadline": float("inf"), "say": lambda m: None,
+          "label": "test"}
+    first = mem.fit(images[:4], tmp_path / "fold", "box", **kw)
+    assert mem.fit(images[:4], tmp_path / "fold", "box", **kw) == first  # the same run: reused
+    with pytest.raises(TrainError, match="of another run"):
+        mem.fit(images, tmp_path / "fold", "box", **kw)
+
+
 @pytest.mark.parametrize("right", [True, False])
 def test_members_are_kept_only_when_they_do_not_lower_the_out_of_fold_auc(findings, tmp_path, monkeypatch, right):
     y = np.array([f.label for f in findings])
