@@ -70,7 +70,8 @@ def main() -> None:
                   peak_rss_mb=cv["peak_rss_mb"])
     head = header("breastcadx train on mini-MIAS (MG): cross-validation by patient", report,
                   "Made by `python -m benchmarks.train_minimias` (the whole `breastcadx train` command: manifest, "
-                  "features, 5-fold CV by patient of the classifier and of the segmenter, the final segmenter, the "
+                  "features, 5-fold CV by patient of the classifier, its image members and the segmenter, the final "
+                  "members and segmenter when kept, the "
                   f"set written and reloaded; {report['seconds'] / 60:.0f} min of this run).")
     body = card.split("\n", 2)[2]  # the set's own card, without its title
     timing = ["", "| stage | wall time (s) |", "|---|---|", *(f"| {k} | {v:.1f} |" for k, v in

@@ -5,9 +5,10 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
    a box "x0,y0,x1,y1" or a circle "cx,cy,r" in pixels (mini-MIAS's centre_col, centre_row, radius read as a
    circle; its `pathology` as the label). Normal rows and findings without a location are counted, not used.
 2. features: per finding, the radiomics the shipped sets use and the frozen ImageNet Lite0 features of its crop.
-3. cross-validation by patient (5 folds, whole patients per fold): the fusion (radiomics z-scores + deep PCA,
+3. cross-validation by patient (5 folds, whole patients per fold; or --folds site: one fold per site of the
+   manifest's site column, each scored by models trained on the others): the fusion (radiomics z-scores + deep PCA,
    L2 logistic) against default pyradiomics + logistic regression on the same folds; AUC with a 95 % patient
-   bootstrap CI, specificity at sensitivity 0.96, both out of fold.
+   bootstrap CI, specificity at sensitivity 0.96, both out of fold (and per held-out site).
 4. the image members (train/members.py; --members none leaves them out): the box-crop and whole-image CNNs
    (EfficientNet-Lite0 fine-tuned) trained on the same patient folds and fused with the features as the shipped
    design fuses them; kept when, out of fold, the fusion with them ranks at least as well as the features alone,
