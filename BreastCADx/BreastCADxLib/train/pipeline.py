@@ -547,11 +547,11 @@ def detection_text(d: dict) -> str:
     return "\n".join(lines)
 
 
-def check_folds(folds: int | str, y, patients, sites, manifest: Path) -> None:
+def check_folds(folds: int | str, y, patients, sites, manifest: Path, normal_sites: tuple = ()) -> None:
     """Enough findings for the cross-validation asked for (TrainError saying how few otherwise)."""
     if folds == SITE_FOLDS:
         per = {s: (int(y[sites == s].sum()), int((1 - y[sites == s]).sum())) for s in sorted(set(sites))}
-        if "" in per or len(per) < 2 or min(min(v) for v in per.values()) < 2:
+        if "" in per or "" in normal_sites or len(per) < 2 or min(min(v) for v in per.values()) < 2:
             raise TrainError("--folds site needs a `site` column naming at least two sites on every row, each with "
                              f"at least 2 malignant and 2 benign located findings (here {per})", manifest)
         return
@@ -600,7 +600,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     y = np.array([f.label for f in findings])
     patients = np.array([f.patient for f in findings])
     sites = np.array([f.site for f in findings])
-    check_folds(folds, y, patients, sites, manifest)
+    check_folds(folds, y, patients, sites, manifest, tuple(n.site for n in normals))
     say(f"stage 1/6 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
