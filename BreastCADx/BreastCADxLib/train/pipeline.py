@@ -632,7 +632,8 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     if views:
         say(f"stage 4/6 image members ({', '.join(views)}): on the same folds, then every finding")
         fused = mem.members_stage(findings, y, patients, cv, views, out / ".work", folds=folds, epochs=member_epochs,
-                                  device=device, deadline=deadline, say=say, source=source, sites=sites)
+                                  device=device, deadline=deadline, say=say, source=source, sites=sites,
+                                  modality=modality)
     else:
         say("stage 4/6 image members: none (--members none): the features alone")
     lap("image members")

@@ -30,6 +30,7 @@ import numpy as np
 
 from BreastCADxLib.analysis.cards import SegmenterCard
 from BreastCADxLib.train import checkpoint
+from BreastCADxLib.train.augment import ScannerAugment
 
 EPOCHS = 12
 SIZE = 256
@@ -39,6 +40,7 @@ BOX_PROMPT_SHARE = 0.3  # samples cropped to a finding's box + margin, as a user
 CONTEXT_SHARE = 0.3  # samples cropped to 2-5 x a finding's box: between the box prompt's scale and the image's
 MAX_FINDING_REPEAT = 3  # images with a finding shown up to this many times an epoch, towards half of the samples
 FALSE_FINDING_RATE = 0.08
+SCANNER_AUG = {"US": 0.3, "MG": 0.0}  # train/augment.ScannerAugment per step: the shipped US segmenter's; none on film
 MIN_FOUND = 0.5  # a segmenter that finds fewer findings out of fold at its threshold is not put in the set
 FP_PER_IMAGE = (0.1, 0.2, 0.5, 1.0)  # the detection table's rows
 # the shipped ultrasound segmenter's post-processing; min_area_fraction follows the data (small findings)
@@ -121,15 +123,19 @@ def _augment(seed: int):
     return tx
 
 
-def _sample(im: SegImage, size: int, rng: np.random.Generator, content_crop: bool = False) -> tuple:
+def _sample(im: SegImage, size: int, rng: np.random.Generator, content_crop: bool = False, scanner=None) -> tuple:
     """size x size: for a finding, its box with a random margin (BOX_PROMPT_SHARE) or a window 2-5 times its box
-    around it (CONTEXT_SHARE); else the whole image (its content box with content_crop, as the product sees it)."""
+    around it (CONTEXT_SHARE); else the whole image (its content box with content_crop, as the product sees it).
+    With `scanner` (train/augment.ScannerAugment), the image first takes another scanner's look."""
     import torch
 
     from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, resize_plane
     from BreastCADxLib.analysis.values import to_uint8_range
 
     plane, mask = to_uint8_range(im.plane), im.mask
+    if scanner is not None:
+        plane, mask = scanner(np.round(plane).astype(np.uint8), mask)
+        plane = plane.astype(np.float32)
     u = rng.random()
     if im.has_finding and u < BOX_PROMPT_SHARE:
         box = expand_box(mask_bbox(mask), rng.uniform(0.05, 0.6), mask.shape)
@@ -165,7 +171,8 @@ def epoch_pool(images: list[SegImage]) -> np.ndarray:
 
 
 def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device, deadline: float, say,
-        label: str, seed: int = 0, content_crop: bool = False, init: Path | None = None) -> Path:
+        label: str, seed: int = 0, content_crop: bool = False, init: Path | None = None,
+        scanner_aug: float = 0.0) -> Path:
     """Train on `images` (from the ImageNet encoder, or from `init`'s weights: --from); folder/model.pt when done.
     A checkpoint after every epoch (weights_only); a rerun goes on from it; past `deadline` it stops after the
     epoch (TrainError: run again to go on)."""
@@ -177,7 +184,8 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
 
     folder.mkdir(parents=True, exist_ok=True)
     run = {"images": [im.key for im in images], "epochs": epochs, "size": size, "seed": seed,
-           "content_crop": content_crop, **({"init": str(init)} if init else {})}
+           "content_crop": content_crop, **({"init": str(init)} if init else {}),
+           **({"scanner_aug": scanner_aug} if scanner_aug else {})}
     if done := checkpoint.finished(folder, run):
         return done
     torch.manual_seed(seed)
@@ -195,9 +203,11 @@ def fit(images: list[SegImage], folder: Path, *, epochs: int, size: int, device,
         rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
         torch.manual_seed(seed * 1000 + epoch)  # the encoder's stochastic depth too
         aug = _augment(seed * 1000 + epoch)
+        scanner = ScannerAugment(scanner_aug, seed=seed * 1000 + epoch) if scanner_aug else None
         order, losses = rng.permutation(pool), []
         for s in range(steps):
-            batch = [aug(_sample(images[i], size, rng, content_crop)) for i in order[s * BATCH:(s + 1) * BATCH]]
+            batch = [aug(_sample(images[i], size, rng, content_crop, scanner))
+                     for i in order[s * BATCH:(s + 1) * BATCH]]
             x = torch.stack([network_input(b["image"][0].clamp(0, 255)) for b in batch]).to(device)
             y = torch.stack([(b["label"] > 0.5).float() for b in batch]).to(device)
             losses.append(job.step(x, y, loss_fn))
@@ -310,6 +320,7 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
 
     dev = choose_device(device)
     crop = modality == "MG"  # a film: its tissue fills the input, not the empty film around it
+    scanner = SCANNER_AUG[modality]
     post = {**POSTPROCESSING, "min_area_fraction": min_area_fraction(images), "presence": 0.5, "content_crop": crop}
     finding = np.array([im.has_finding for im in images])
     groups = np.array([im.patient for im in images])
@@ -322,8 +333,7 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
         if not judged.is_file() or [r["image"] for r in json.loads(judged.read_text())] != held_out:
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
                           deadline=deadline, say=say, label=f"fold {k + 1}/{len(splits)}", seed=k + 1,
-                          content_crop=crop,
-                          init=init)
+                          content_crop=crop, init=init, scanner_aug=scanner)
             card = card_for(size, post, weights, model_set, {"command": command}, modality)
             say(f"segmenter fold {k + 1}/{len(splits)}: judging {len(te)} held-out images")
             judged.write_text(json.dumps(judge(segmenter(card, weights, str(dev)), [images[i] for i in te]),
@@ -340,7 +350,7 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
     training = {"command": command, "images": len(images), "finding_images": int(finding.sum()),
                 "epochs": epochs, "batch": BATCH,
                 "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0),
-                "box_prompt_share": BOX_PROMPT_SHARE,
+                "box_prompt_share": BOX_PROMPT_SHARE, "scanner_aug": scanner,
                 "context_share": CONTEXT_SHARE, "samples_per_epoch": int(epoch_pool(images).size),
                 "device": dev.type, "from_weights": str(init) if init else None,
                 "cross_validation": {"folds": folds, "by_patient": True, **report}}
@@ -349,7 +359,7 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
             f"(at least {min_found:.0%} needed); the user's box will locate the finding")
         return {"weights": None, "size": size, "post": post, "training": training}
     weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
-                  say=say, label="all images", seed=0, content_crop=crop, init=init)
+                  say=say, label="all images", seed=0, content_crop=crop, init=init, scanner_aug=scanner)
     return {"weights": weights, "size": size, "post": post, "training": training}
 
 

@@ -154,6 +154,25 @@ def test_a_training_crop_is_in_the_products_range_and_shows_the_image(findings):
         assert t.std() > 0.05 and torch.equal(t[0], t[2])  # image content, grey in all three channels
 
 
+def test_ultrasound_members_train_on_another_scanners_look_and_film_does_not(findings, tmp_path):
+    """The scanner-imitating augmentation (train/augment.py) changes the training crop, keeps it in the product's
+    range, is recorded in the run (a folder trained without it is not reused) and is off for mammography."""
+    from BreastCADxLib.train.augment import ScannerAugment
+
+    im = mem.member_images(findings[:1])[0]
+    plain = mem.train_view(im, "box", np.random.default_rng(3))
+    seen = mem.train_view(im, "box", np.random.default_rng(3), ScannerAugment(1.0, seed=0))
+    assert seen.shape == plain.shape and not torch.equal(seen, plain)
+    assert seen.min() >= -127 / 128 - 1e-6 and seen.max() <= 1 + 1e-6
+    assert mem.SCANNER_AUG["US"] > 0 and mem.SCANNER_AUG["MG"] == 0
+    images = mem.member_images(findings[:4])
+    kw = {"epochs": 1, "device": torch.device("cpu"), "deadline": float("inf"), "say": lambda m: None,
+          "label": "test"}
+    mem.fit(images, tmp_path / "f", "box", **kw)
+    with pytest.raises(TrainError, match="of another run"):
+        mem.fit(images, tmp_path / "f", "box", scanner_aug=0.5, **kw)
+
+
 @pytest.mark.parametrize("option", [("--members", "lesion"), ("--members", "box,box"), ("--member-epochs", "-1")])
 def test_member_options_outside_their_range_are_refused_before_any_work(tmp_path, option):
     r = train(manifest(tmp_path), "--modality", "US", "--out", tmp_path / "x", *option)

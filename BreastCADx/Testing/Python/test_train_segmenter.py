@@ -66,6 +66,17 @@ def test_from_a_sets_segmenter_training_starts_from_its_weights(us_images, tmp_p
     assert json.loads((tmp_path / "tuned" / "fit.json").read_text())["init"] == str(source)
 
 
+def test_an_ultrasound_sample_can_take_another_scanners_look_and_keeps_its_finding(us_images):
+    from BreastCADxLib.train.augment import ScannerAugment
+
+    im = next(i for i in us_images if i.has_finding)
+    for seed in range(4):  # field of view, resolution, gain, speckle, marks, JPEG: the finding stays in the label
+        rng = np.random.default_rng(seed)
+        out = seg._sample(im, 64, rng, scanner=ScannerAugment(1.0, seed=seed))
+        assert out["image"].shape == (1, 64, 64) and out["label"].sum() > 0
+    assert seg.SCANNER_AUG["US"] > 0 and seg.SCANNER_AUG["MG"] == 0
+
+
 def test_judge_finds_the_committed_lesions_through_the_products_path(us_images):
     rows = seg.judge(LesionSegmenter.from_registry(device="cpu"), us_images)
     lesions = [r for r in rows if r["finding"]]
