@@ -4,7 +4,7 @@ image member the run has scored on that site, and their fusion as the set would 
     python -m benchmarks.member_fold --run runs/three-site-train --features runs/three-site-features \
         --manifest runs/three_sites.csv --site busbra_l5 [--name NAME]
 
-The fold of a site is its place among the manifest's sites in sorted order (train/pipeline.fold_splits). Reference
+The site's fold is the run's own (train/pipeline.fold_splits). Reference
 outlines, 95 % CIs by patient bootstrap. Writes benchmarks/results/NAME.md/json.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
 
     from BreastCADxLib.analysis.classifier import fused_logit
     from BreastCADxLib.train.members import WEIGHTS
-    from BreastCADxLib.train.pipeline import read_manifest, summary
+    from BreastCADxLib.train.pipeline import SITE_FOLDS, fold_splits, read_manifest, summary
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="the set folder `train --folds site` is making")
@@ -40,8 +40,8 @@ def main() -> None:
     report = {**stamp(), "site": args.site, "run": str(args.run)}
     findings = read_manifest(args.manifest)[0]
     sites = np.array([f.site for f in findings])
-    fold = sorted(set(sites)).index(args.site) + 1
     m = sites == args.site
+    fold = next(k for k, (_, te) in enumerate(fold_splits(None, None, SITE_FOLDS, sites=sites), 1) if m[te].all())
     keys = [f.case_id for f, keep in zip(findings, m) if keep]
     y = np.array([f.label for f in findings])[m]
     groups = np.array([f.patient for f in findings])[m]

@@ -75,6 +75,7 @@ class Finding:
     box: tuple[int, int, int, int] | None = None
     circle: tuple[float, float, float] | None = None
     site: str = ""
+    citation: str = ""  # the data's citation (the manifest's optional column; every card of the set carries it)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Normal:
     image: Path
     patient: str
     site: str = ""
+    citation: str = ""
 
 
 def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
@@ -104,7 +106,7 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
         if LABELS[label] is None:  # not classified; an image of the modality for the input guard
             skipped["normal"] += 1
             normals.append(Normal(path.parent / r["image"].strip(), (r.get("patient") or r["case_id"]).strip(),
-                                  (r.get("site") or "").strip()))
+                                  (r.get("site") or "").strip(), (r.get("citation") or "").strip()))
             continue
         base = path.parent
         mask = (r.get("mask") or "").strip()
@@ -119,7 +121,7 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
                                (r.get("patient") or r["case_id"]).strip(), base / mask if mask else None,
                                tuple(int(float(v)) for v in box.split(",")) if box else None,
                                tuple(float(v) for v in circle.split(",")) if circle else None,
-                               (r.get("site") or "").strip()))
+                               (r.get("site") or "").strip(), (r.get("citation") or "").strip()))
         except ValueError:
             raise TrainError(f"line {n}: box must be x0,y0,x1,y1 and circle cx,cy,r (pixels)", path) from None
     if len({f.case_id for f in out}) != len(out):
@@ -127,14 +129,12 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
     return out, skipped, normals
 
 
-def manifest_sites(path: Path) -> tuple[list[str], list[str]]:
-    """The sites a manifest names in its optional `site` column (without one, its folder's name) and the data
-    citations of its optional `citation` column (every card of the set carries them, as data licences ask)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    sites = sorted({(r.get("site") or "").strip() for r in rows} - {""})
-    citations = sorted({(r.get("citation") or "").strip() for r in rows} - {""})
-    return sites or [path.parent.name], citations
+def data_record(rows: list, manifest: Path) -> dict:
+    """What every card of the set says of its data: the sites its rows name (without a site column, the
+    manifest's folder) and their citations, when given (data licences ask for them)."""
+    sites = sorted({r.site for r in rows} - {""}) or [manifest.parent.name]
+    citations = sorted({r.citation for r in rows} - {""})
+    return {"sites": sites, **({"data_citations": citations} if citations else {})}
 
 
 def finding_mask(f: Finding, image) -> np.ndarray:
@@ -245,7 +245,7 @@ class _Logistic:
 def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) -> dict:
     """A verified set of this design (made by this command, or a shipped ultrasound set: the same features), as
     _fusion returns a fit with its named features in this training's order: --from's starting point."""
-    from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info, verified_weights_path
+    from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
 
     folder = model_set_dir(source)  # ModelError (exit 2) for an unknown name or folder
     info = model_set_info(source)
@@ -270,17 +270,14 @@ def source_fusion(source: str, modality: str, names: list[str], deep_dims: int) 
     coef = np.asarray(est["coef"], float)
     coef = np.r_[coef[:len(names)][order], coef[len(names):]]
     own = {view: ref for view, ref in (("box", card.box_member), ("whole", card.image_member)) if ref}
-    for ref in own.values():
-        verified_weights_path(load_card(ref["model"], folder))  # SHA256 against its card
+    member_weights = {v: load_card(r["model"], folder).weights_path for v, r in own.items()}  # a verified set
     from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
 
     seg = load_card(DEFAULT_MODEL, folder) if (folder / f"{DEFAULT_MODEL}.json").is_file() else None
-    if seg is not None:
-        verified_weights_path(seg)
     return {"rm": a["m_rad_mean"][order], "rs": a["m_rad_scale"][order], "dm": a["m_deep_mean"],
             "ds": a["m_deep_scale"], "pca": _Projection(a["m_deep_pca_mean"], a["m_deep_pca_components"]),
             "lr": _Logistic(coef[None], np.array([est["intercept"]], float)),
-            "id": info["id"], "members": {v: load_card(r["model"], folder).weights_path for v, r in own.items()},
+            "id": info["id"], "members": member_weights,
             "member_weights": {v: float(r["weight"]) for v, r in own.items()}, "segmenter": seg}
 
 
@@ -373,7 +370,7 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     from BreastCADxLib.train.bundle import ood_statistics, write_bundle
 
     out.mkdir(parents=True, exist_ok=True)
-    cites = {k: data[k] for k in ("sites", "data_citations") if k in data}  # every card names its data
+    cites = {k: data[k] for k in ("sites", "data_citations") if k in data}  # data_record: every card names its data
     refs = {}
     if members is not None and members["weights"]:
         for view, path in members["weights"].items():
@@ -441,7 +438,7 @@ GUARD_DIMS = 16
 GUARD_QUANTILE = 0.005  # of the training images' own scores: the threshold
 
 
-def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str, data: dict | None = None
+def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str, cites: dict | None = None
                 ) -> GuardCard:
     """The set's input guard: distance to its own training images in a PCA of the whole-image Lite0 embedding
     (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; sides from them."""
@@ -467,7 +464,7 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
         validated_on={"modalities": [modality, "OT"], "max_frames": 1, "min_side": int(min(sides) // 2),
                       "max_side": int(max(sides) * 2.5)},
         training={"command": command, "images": len(images),
-                  **{k: (data or {})[k] for k in ("sites", "data_citations") if k in (data or {})},
+                  **(cites or {}),
                   "threshold_rule": f"the {100 * GUARD_QUANTILE:g}th percentile of the training images' own scores"},
         notes={"model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square tail)"})
     save_card(out, card)
@@ -639,7 +636,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     lap("image members")
     detector = None
     if segmenter_epochs:
-        say("stage 5/6 segmenter: cross-validation by patient, then every image")
+        say("stage 5/6 segmenter: on the same folds, then every image")
         images = seg.seg_images(findings, normals)
         detector = seg.train_segmenter(
             images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
@@ -655,14 +652,12 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     if folds == SITE_FOLDS:
         cv["by_site"] = by_site(cv, y, patients)
     say("stage 6/6 the model set")
+    cites = data_record(findings + normals, manifest)
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    data["sites"], citations = manifest_sites(manifest)
-    if citations:
-        data["data_citations"] = citations
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites}
     write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused)
     write_guard(out, sorted({f.image for f in findings} | {n.image for n in normals}), modality, command, device,
-                data)
+                cites)
     from BreastCADxLib.analysis.registry import write_modelset
 
     write_modelset(out, id=out.name, modality=modality, sites=data["sites"])
