@@ -58,17 +58,11 @@ class MemberImage:
 
 def member_images(findings: list) -> list[MemberImage]:
     """Each finding's plane and mask on the product's working grid (large films are analysed reduced)."""
-    from BreastCADxLib.analysis.preprocessing import working_grid
-    from BreastCADxLib.io import load_image
-    from BreastCADxLib.train.pipeline import finding_mask
+    from BreastCADxLib.train.pipeline import on_grid
 
     out = []
     for f in findings:
-        image = load_image(f.image)
-        mask = finding_mask(f, image)
-        grid = working_grid(image.array.shape)
-        if grid.resized:
-            image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
+        image, mask = on_grid(f)
         out.append(MemberImage(f.case_id, image.array[0], mask[0].astype(bool), f.label, f.patient))
     return out
 

@@ -18,7 +18,11 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
    patient folds through the product's path, its presence threshold chosen on those out-of-fold passes; then
    trained on every image, unless it found too few findings out of fold (--segmenter-min-found). With it,
    `analyze --model-set SET` finds the finding itself; without, the user's box (or outline) locates it (`--roi`).
-6. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
+6. automatic outlines (train/outlines.py; with a segmenter in the set): each finding outlined as the panel
+   outlines it by a segmenter that never saw its image, classified out of fold (the default path's held-out
+   figures); a second fusion fitted on reference and automatic outlines goes into the set for the segmenter's own
+   masks when it ranks them at least as well.
+7. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
    registry.save_card, arrays, OOD statistics, the deep explainer), the members and the segmenter with their
    cards, the set's input guard (a one-class model of its own images on the whole-image Lite0 embedding, so
    another modality's image is refused by it), modelset.json with the modality and data, and card.md with the
@@ -163,15 +167,38 @@ def _digest(f: Finding, descriptors: bool = False) -> str:
     return h.hexdigest()
 
 
+def on_grid(f: Finding):
+    """The finding's image and mask on the product's working grid (large films are analysed reduced)."""
+    from BreastCADxLib.analysis.preprocessing import working_grid
+    from BreastCADxLib.io import load_image
+
+    image = load_image(f.image)
+    mask = finding_mask(f, image)
+    grid = working_grid(image.array.shape)
+    if grid.resized:  # large films: analysed on the working grid, as `analyze` does
+        image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
+    return image, mask
+
+
+def feature_row(image, mask: np.ndarray, deep_model, descriptors: bool) -> dict:
+    """What `analyze` computes of a finding on the working grid: radiomics (+ the lexicon descriptors) and the
+    deep features of its crop."""
+    from BreastCADxLib.analysis.pipeline import lesion_descriptors
+    from BreastCADxLib.analysis.radiomics_features import extract
+
+    rad = extract(image, mask)
+    names = sorted(rad)
+    if descriptors:
+        desc = lesion_descriptors(image, mask)
+        rad, names = {**rad, **desc}, names + list(desc)
+    return {"names": names, "rad": np.array([rad[n] for n in names]), "deep": deep_model.features(image, mask)}
+
+
 def features(findings: list[Finding], work: Path, device: str, deadline: float, say, descriptors: bool = False
              ) -> dict:
     """Radiomics (+ the lexicon descriptors, as `analyze` computes them) and deep features of each finding, cached
     per finding in work/ (a rerun reuses them)."""
     from BreastCADxLib.analysis.deep_features import get_deep_features
-    from BreastCADxLib.analysis.pipeline import lesion_descriptors
-    from BreastCADxLib.analysis.preprocessing import working_grid
-    from BreastCADxLib.analysis.radiomics_features import extract
-    from BreastCADxLib.io import load_image
 
     work.mkdir(parents=True, exist_ok=True)
     deep_model = get_deep_features(device, "mask")
@@ -187,19 +214,9 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
         if time.time() > deadline:
             raise TrainError(f"--max-minutes reached in the features stage ({i} of {len(findings)} findings done; "
                              "run the same command again to go on)", work)
-        image = load_image(f.image)
-        mask = finding_mask(f, image)
-        grid = working_grid(image.array.shape)
-        if grid.resized:  # large films: analysed on the working grid, as `analyze` does
-            image, mask = image.with_array(grid.down(image.array)), grid.down(mask, is_mask=True)
-        rad = extract(image, mask)
-        names = sorted(rad)
-        if descriptors:
-            desc = lesion_descriptors(image, mask)
-            rad, names = {**rad, **desc}, names + list(desc)
-        deep = deep_model.features(image, mask)
-        np.savez(cache, digest=digest, names=np.array(names), rad=np.array([rad[n] for n in names]), deep=deep)
-        rows[f.case_id] = {"names": names, "rad": np.array([rad[n] for n in names]), "deep": deep}
+        row = feature_row(*on_grid(f), deep_model, descriptors)
+        np.savez(cache, digest=digest, names=np.array(row["names"]), rad=row["rad"], deep=row["deep"])
+        rows[f.case_id] = row
         done = i + 1
         left = (time.perf_counter() - t0) / done * (len(findings) - done)
         say(f"features: {done}/{len(findings)} findings, about {left / 60:.0f} min left")
@@ -358,27 +375,11 @@ def by_site(cv: dict, y, groups) -> dict:
             for s in sorted(set(sites))}
 
 
-def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
-              source: dict | None = None, detector: dict | None = None, members: dict | None = None) -> None:
-    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; the image
-    members fused with it when they were kept (members: train/members.py's result); the segmenter when one was
-    trained (detector: its weights, post-processing and training record); card.md."""
-    import shutil
-
-    from BreastCADxLib.analysis.registry import save_card
-    from BreastCADxLib.train import members as mem
+def write_fusion(out: Path, bundle_id: str, names: list[str], rad, deep, y, modality: str, training: dict,
+                 source: dict | None, refs: dict, automatic_masks: str | None = None) -> FusionCard:
+    """One fusion bundle fitted on these rows (from `source` with --from), as the product loads it, with the image
+    members `refs` fused; checked to reproduce the fit on reload."""
     from BreastCADxLib.train.bundle import ood_statistics, write_bundle
-
-    out.mkdir(parents=True, exist_ok=True)
-    cites = {k: data[k] for k in ("sites", "data_citations") if k in data}  # data_record: every card names its data
-    refs = {}
-    if members is not None and members["weights"]:
-        for view, path in members["weights"].items():
-            weights = out / f"{mem.VIEWS[view]}.pt"
-            shutil.copyfile(path, weights)
-            save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"], **cites},
-                                        modality))
-            refs[view] = {"model": mem.VIEWS[view], "weight": mem.WEIGHTS[view]}
 
     c = DESIGN[modality]["c"]
     m = _fusion_from(source, rad, deep, y, c) if source else _fusion(rad, deep, y, c=c)
@@ -393,8 +394,8 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     arrays["explain_deep_weight"] = v / m["ds"]
     bias = float(m["lr"].intercept_[0] - m["pca"].mean_ @ v - (m["dm"] / m["ds"]) @ v)
     card = FusionCard(
-        id="lesion_cls_fusion", task=f"malignancy of a located finding ({modality})",
-        model_set=out.name, weights="lesion_cls_fusion.npz", arrays="lesion_cls_fusion.npz",
+        id=bundle_id, task=f"malignancy of a located finding ({modality})",
+        model_set=out.name, weights=f"{bundle_id}.npz", arrays=f"{bundle_id}.npz",
         sha256="0" * 64, files={}, mode="early", classifier="LR",  # write_bundle sets both
         deep_crop="mask", deep_model=None, radiomics_names=names,
         members=[{"name": "fusion", "branches": [
@@ -406,16 +407,52 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
         ood={"threshold": ood_threshold, "space": "radiomics z-scores + deep PCA",
              "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
         explain={"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
-        training={"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
-                  "design": {"lexicon_descriptors": DESIGN[modality]["descriptors"], "logistic_c": c},
-                  **({"from_set": source["id"]} if source else {}),
-                  "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}},
-        box_member=refs.get("box"), image_member=refs.get("whole"),
+        training={**training, "fitting_rows": int(len(y)),
+                  "design": {"lexicon_descriptors": DESIGN[modality]["descriptors"], "logistic_c": c}},
+        box_member=refs.get("box"), image_member=refs.get("whole"), automatic_masks=automatic_masks,
         intended_use="Research only; not for diagnosis." + (
             " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
             if modality == "MG" else ""),
     )
     card, _ = write_bundle(out, card, arrays, check=(rad, deep, _fusion_proba(m, rad, deep)))
+    return card
+
+
+def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
+              source: dict | None = None, detector: dict | None = None, members: dict | None = None,
+              automatic: dict | None = None) -> None:
+    """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; the image
+    members fused with it when they were kept (members: train/members.py's result); the segmenter when one was
+    trained (detector: its weights, post-processing and training record) and, when the automatic-outline stage
+    kept it (automatic: train/outlines.py's result), the bundle for its own masks; card.md."""
+    import shutil
+
+    from BreastCADxLib.analysis.registry import save_card
+    from BreastCADxLib.train import members as mem
+    from BreastCADxLib.train.outlines import AUTO_ID
+
+    out.mkdir(parents=True, exist_ok=True)
+    cites = {k: data[k] for k in ("sites", "data_citations") if k in data}  # data_record: every card names its data
+    refs = {}
+    if members is not None and members["weights"]:
+        for view, path in members["weights"].items():
+            weights = out / f"{mem.VIEWS[view]}.pt"
+            shutil.copyfile(path, weights)
+            save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"], **cites},
+                                        modality))
+            refs[view] = {"model": mem.VIEWS[view], "weight": mem.WEIGHTS[view]}
+    training = {"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
+                **({"from_set": source["id"]} if source else {}),
+                "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}}
+    auto_rows = automatic["rows"] if automatic else None
+    if auto_rows is not None:
+        write_fusion(out, AUTO_ID, names, *auto_rows, modality,
+                     {**training, "rows": "each finding with its reference outline and, where it can be classified, "
+                                          "its automatic outline by a segmenter that never saw it",
+                      "automatic_outlines": {k: v for k, v in automatic["record"].items() if k != "by_site"}},
+                     source, refs)
+    card = write_fusion(out, "lesion_cls_fusion", names, rad, deep, y, modality, training, source, refs,
+                        AUTO_ID if auto_rows is not None else None)
     if detector is not None and detector.get("carried") is not None:  # --from: the source's, unchanged
         from dataclasses import replace
 
@@ -431,7 +468,8 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
         shutil.copyfile(detector["weights"], weights)
         save_card(out, card_for(detector["size"], detector["post"], weights, out.name,
                                 {**detector["training"], **cites}, modality))
-    (out / "card.md").write_text(card_text(card, cv, modality, data, detector, members), encoding="utf-8")
+    (out / "card.md").write_text(card_text(card, cv, modality, data, detector, members,
+                                           automatic["record"] if automatic else None), encoding="utf-8")
 
 
 GUARD_DIMS = 16
@@ -472,10 +510,10 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
 
 
 def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: dict | None = None,
-              members: dict | None = None) -> str:
+              members: dict | None = None, automatic: dict | None = None) -> str:
     """card.md: the data, the classifier's cross-validation (with the image members when trained:
-    train/members.py's result) and (detector: train/segmenter.py's result) the segmenter's, and whether the set
-    kept each."""
+    train/members.py's result), (detector: train/segmenter.py's result) the segmenter's and (automatic:
+    train/outlines.py's record) the automatic path's, and whether the set kept each."""
     t = card.training
     plan = (f"Leave-one-site-out cross-validation (each site scored by models trained on the others: held-out-site "
             f"figures; sites {', '.join(sorted(set(cv['sites'])))}), pooled" if cv["folds"] == SITE_FOLDS else
@@ -508,6 +546,10 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
                   "not cross-validated here): its presence threshold is the source's."]
     elif detector is not None:
         lines += ["", detection_text(detector["training"])]
+    if automatic is not None:
+        from BreastCADxLib.train.outlines import automatic_text
+
+        lines += ["", automatic_text(automatic)]
     if detector is None or (detector["weights"] is None and detector.get("carried") is None):
         lines += ["", "No segmenter in the set" + (" (it found too few findings out of fold, above)" if detector
                                                    else "") + ": the finding is located by the user (a box, or an "
@@ -598,10 +640,10 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     patients = np.array([f.patient for f in findings])
     sites = np.array([f.site for f in findings])
     check_folds(folds, y, patients, sites, manifest, tuple(n.site for n in normals))
-    say(f"stage 1/6 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
+    say(f"stage 1/7 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
-    say("stage 2/6 features")
+    say("stage 2/7 features")
     design = DESIGN[modality]
     rows = features(findings, out / ".work", device, deadline, say, design["descriptors"])
     lap("features")
@@ -609,7 +651,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
     source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
-    say("stage 3/6 cross-validation " + ("leaving one site out" if folds == SITE_FOLDS else "by patient")
+    say("stage 3/7 cross-validation " + ("leaving one site out" if folds == SITE_FOLDS else "by patient")
         + (f" (from the set {source['id']})" if source else ""))
     cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"], sites=sites)
     for name, r in cv["models"].items():
@@ -627,16 +669,16 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
                        + (["--member-epochs", str(member_epochs)] if views and member_epochs != mem.EPOCHS else []))
     fused = None
     if views:
-        say(f"stage 4/6 image members ({', '.join(views)}): on the same folds, then every finding")
+        say(f"stage 4/7 image members ({', '.join(views)}): on the same folds, then every finding")
         fused = mem.members_stage(findings, y, patients, cv, views, out / ".work", folds=folds, epochs=member_epochs,
                                   device=device, deadline=deadline, say=say, source=source, sites=sites,
                                   modality=modality)
     else:
-        say("stage 4/6 image members: none (--members none): the features alone")
+        say("stage 4/7 image members: none (--members none): the features alone")
     lap("image members")
     detector = None
     if segmenter_epochs:
-        say("stage 5/6 segmenter: on the same folds, then every image")
+        say("stage 5/7 segmenter: on the same folds, then every image")
         images = seg.seg_images(findings, normals)
         detector = seg.train_segmenter(
             images, out / ".work", folds=folds, epochs=segmenter_epochs, size=segmenter_size, device=device,
@@ -644,18 +686,32 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
             min_found=seg.MIN_FOUND if segmenter_min_found is None else segmenter_min_found,
             init=source["segmenter"].weights_path if source and source["segmenter"] else None)
     elif source and source["segmenter"]:
-        say(f"stage 5/6 segmenter: the source set {source['id']}'s, unchanged (--segmenter-epochs 0)")
+        say(f"stage 5/7 segmenter: the source set {source['id']}'s, unchanged (--segmenter-epochs 0)")
         detector = {"weights": None, "carried": source["segmenter"]}
     else:
-        say("stage 5/6 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
+        say("stage 5/7 segmenter: none (--segmenter-epochs 0): the user's box locates the finding")
     lap("segmenter")
+    automatic = None
+    if detector is not None and (detector.get("carried") is not None or detector["weights"] is not None):
+        say("stage 6/7 automatic outlines: each finding outlined by a segmenter that never saw it, classified "
+            "out of fold")
+        from BreastCADxLib.train.outlines import automatic_stage
+
+        automatic = automatic_stage(findings, y, patients, cv, rad, deep, detector, fused, out / ".work",
+                                    folds=folds, sites=sites, c=design["c"], descriptors=design["descriptors"],
+                                    source=source, seg_images=images if segmenter_epochs else None, device=device,
+                                    deadline=deadline, say=say)
+        cv["automatic_outlines"] = automatic["record"]
+    else:
+        say("stage 6/7 automatic outlines: none (no segmenter in the set)")
+    lap("automatic outlines")
     if folds == SITE_FOLDS:
         cv["by_site"] = by_site(cv, y, patients)
-    say("stage 6/6 the model set")
+    say("stage 7/7 the model set")
     cites = data_record(findings + normals, manifest)
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites}
-    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused)
+    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused, automatic)
     write_guard(out, sorted({f.image for f in findings} | {n.image for n in normals}), modality, command, device,
                 cites)
     from BreastCADxLib.analysis.registry import write_modelset

@@ -314,7 +314,8 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
                     min_found: float = MIN_FOUND, init: Path | None = None) -> dict:
     """Cross-validation by patient (each fold trained, then judged; cached), then the final model on every image;
     each from `init`'s weights when given (--from: the source set's segmenter). Returns what the set's card
-    needs: weights (None when left out), size, post-processing, training record."""
+    needs: weights (None when left out), size, post-processing, training record; and each fold's weights with the
+    images it held out (folds)."""
     from BreastCADxLib.analysis.registry import choose_device
     from BreastCADxLib.train.pipeline import fold_splits
 
@@ -326,10 +327,12 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
     groups = np.array([im.patient for im in images])
     rows: list[dict] = []
     splits = fold_splits(finding, groups, folds, sites=[im.site for im in images])
+    trained = []  # each fold's weights and the images it never saw (the automatic-outline stage uses them)
     for k, (tr, te) in enumerate(splits):
         folder = work / f"segmenter_fold{k + 1}"
         judged = folder / "judged.json"
         held_out = [images[i].key for i in te]
+        trained.append({"weights": folder / "model.pt", "held_out": held_out})
         if not judged.is_file() or [r["image"] for r in json.loads(judged.read_text())] != held_out:
             weights = fit([images[i] for i in tr], folder, epochs=epochs, size=size, device=dev,
                           deadline=deadline, say=say, label=f"fold {k + 1}/{len(splits)}", seed=k + 1,
@@ -357,10 +360,10 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
     if chosen["sensitivity"] < min_found:
         say(f"segmenter left out of the set: out of fold it found {chosen['sensitivity']:.0%} of the findings "
             f"(at least {min_found:.0%} needed); the user's box will locate the finding")
-        return {"weights": None, "size": size, "post": post, "training": training}
+        return {"weights": None, "size": size, "post": post, "training": training, "folds": trained}
     weights = fit(images, work / "segmenter_final", epochs=epochs, size=size, device=dev, deadline=deadline,
                   say=say, label="all images", seed=0, content_crop=crop, init=init, scanner_aug=scanner)
-    return {"weights": weights, "size": size, "post": post, "training": training}
+    return {"weights": weights, "size": size, "post": post, "training": training, "folds": trained}
 
 
 __all__ = ["train_segmenter", "seg_images", "detection_report", "fit", "judge", "card_for", "EPOCHS", "SIZE"]

@@ -60,7 +60,7 @@ def test_train_writes_a_verified_set_the_product_loads_and_never_replaces_it(tmp
     out = tmp_path / "my-set"
     r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "2", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    assert "stage 1/6" in r.stderr and "stage 6/6" in r.stderr and "segmenter: none" in r.stderr
+    assert "stage 1/7" in r.stderr and "stage 7/7" in r.stderr and "segmenter: none" in r.stderr
     assert "image members: none" in r.stderr
     assert "pyradiomics_lr: AUC" in r.stderr
     verify_model_set(out)
@@ -233,7 +233,7 @@ def test_from_refuses_a_set_of_another_modality_or_features_naming_it(mg_set, tm
 def test_from_the_shipped_set_adjusts_its_fusion_and_keeps_its_segmenter(tmp_path):
     """A hospital's own cases adjust the shipped ultrasound set: the same named features (pyradiomics + the
     lexicon descriptors, in another order), its scalers carried over feature by feature, its segmenter kept when
-    none is trained, so the new set still finds the lesion itself."""
+    none is trained, so the new set still finds the lesion itself; that segmenter outlines every finding (stage 6)."""
     from BreastCADxLib.analysis.registry import load_card, model_set_dir
 
     out = tmp_path / "local"
@@ -252,10 +252,20 @@ def test_from_the_shipped_set_adjusts_its_fusion_and_keeps_its_segmenter(tmp_pat
     seg = load_card("lesion_seg_lite0", out)
     assert seg.sha256 == load_card("lesion_seg_lite0", model_set_dir("three-site")).sha256
     assert seg.training["carried_from_set"] == "three-site"
+    # stage 6: every finding outlined by that segmenter (it never saw these images) and classified out of fold
+    auto = json.loads((out / ".work" / "cv.json").read_text())["automatic_outlines"]
+    assert auto["findings"] == 18 and auto["unclassifiable"] == 0 and auto["dice_mean"] > 0.7
+    assert set(auto["models"]) == {"reference_fit", "both_fit"}
+    assert "Automatic outlines" in (out / "card.md").read_text()
+    main = load_card("lesion_cls_fusion", out)
+    assert main.automatic_masks == ("lesion_cls_fusion_auto" if auto["kept"] else None)
     res = analyze(DATA / "busi" / "malignant_001.png", "--model-set", out, "--expect-lesion", "--out", tmp_path / "a")
     assert res.returncode == 0, res.stderr
     result = json.loads((tmp_path / "a" / "result.json").read_text())
     assert result["provenance"]["mask_origin"] == "auto" and result["provenance"]["model_set"] == str(out)
+    assert result["provenance"]["classifier"]["id"] == (main.automatic_masks or main.id)
+    if auto["kept"]:  # its own bundle, fitted on reference and automatic outlines: twice the rows, less the failures
+        assert load_card("lesion_cls_fusion_auto", out).training["fitting_rows"] == 36
 
 
 def test_leave_one_site_out_scores_each_site_with_models_that_never_saw_it(tmp_path):

@@ -49,7 +49,7 @@ def member_set(tmp_path_factory):
 
 def test_a_set_with_members_carries_them_in_the_contract_and_the_product_fuses_them(member_set, tmp_path):
     out, log = member_set
-    assert "stage 4/6 image members (box, whole)" in log and "whole member fold 2/2: epoch 1/1" in log
+    assert "stage 4/7 image members (box, whole)" in log and "whole member fold 2/2: epoch 1/1" in log
     verify_model_set(out)
     fusion = load_card("lesion_cls_fusion", out)
     kept = "kept" in log.split("image members out of fold:")[1].splitlines()[0]

@@ -115,7 +115,7 @@ def mg_detector_set(tmp_path_factory):
 
 def test_a_set_trained_with_its_segmenter_carries_it_in_the_contract(mg_detector_set):
     out, log = mg_detector_set
-    assert "stage 5/6 segmenter" in log and "segmenter fold 2/2: judging" in log and "stage 6/6" in log
+    assert "stage 5/7 segmenter" in log and "segmenter fold 2/2: judging" in log and "stage 7/7" in log
     verify_model_set(out)
     card = load_card("lesion_seg_lite0", out)
     assert isinstance(card, SegmenterCard) and card.size == (64, 64)
@@ -124,6 +124,16 @@ def test_a_set_trained_with_its_segmenter_carries_it_in_the_contract(mg_detector
     assert card.postprocessing["presence"] == cv["chosen"]["threshold"]
     assert "--segmenter-epochs 2 --segmenter-size 64 --segmenter-min-found 0" in card.command
     assert "Segmenter (finding detection), cross-validated by patient (2 folds)" in (out / "card.md").read_text()
+    # stage 6: each finding image outlined by the fold segmenter that held it out, never by one that saw it
+    outlined = []
+    for k in (1, 2):
+        held_out = {r["image"] for r in json.loads((out / ".work" / f"segmenter_fold{k}" / "judged.json").read_text())}
+        with np.load(out / ".work" / "auto_outlines" / f"pass{k}.npz") as z:
+            assert set(z["images"]) <= held_out
+            outlined += list(z["images"])
+    assert len(outlined) == len(set(outlined)) == cv["finding_images"]
+    auto = json.loads((out / ".work" / "cv.json").read_text())["automatic_outlines"]
+    assert "the segmenter fold that held it out" in auto["outlines"] and auto["findings"] == 12
 
 
 def test_the_product_outlines_in_a_box_with_the_sets_own_segmenter(mg_detector_set, tmp_path):

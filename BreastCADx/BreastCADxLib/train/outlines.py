@@ -1,0 +1,271 @@
+"""The automatic-outline stage of `breastcadx train`: the panel's default path, judged and fitted.
+
+The product classifies most findings from its own segmenter's outline (lesion expected), not from a reference
+outline, and a new hospital's figures are those of that path. Here each finding is outlined as the product
+outlines it (`LesionSegmenter.segment`, lesion expected, at the set's presence threshold) by a segmenter that
+never saw its image: the segmenter fold that held its patient (or site) out, or, with --from and no segmenter
+training, the source set's segmenter. On these outlines:
+
+- the held-out figures of the automatic path: the classifier fold's fusion (fitted on reference outlines) scores
+  each held-out finding from its automatic outline; with the image members, the box member scores that outline's
+  box (the whole-image member needs no outline: its held-out scores carry over);
+- a second fusion, fitted on the training findings' reference and automatic outlines together (the shipped sets'
+  `lesion_cls_fusion_auto`: the segmenter's outlines are smoother and err in their own way), judged the same way;
+  it goes into the set as the bundle for the segmenter's own masks (the card's `automatic_masks`) when, out of
+  fold, it ranks the automatic outlines at least as well as the reference-fitted fusion.
+
+A training finding's automatic outline comes from a segmenter fold that held its image out, but that segmenter may
+have trained on the images of the classifier fold being scored: it saw their outlines, never their labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+AUTO_ID = "lesion_cls_fusion_auto"
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def outline_passes(findings: list, detector: dict, seg_images: list | None, work: Path, device: str,
+                   deadline: float, say) -> dict[str, np.ndarray]:
+    """Each finding image's automatic outline (lesion expected) on the working grid, by a segmenter that never saw
+    it; cached per segmenter in work/auto_outlines/ (a rerun with the same weights reuses them)."""
+    from BreastCADxLib.image import Image
+    from BreastCADxLib.train import segmenter as seg
+
+    wanted = sorted({str(f.image) for f in findings})
+    if detector.get("carried") is not None:  # --from, no segmenter training: the source's saw none of these
+        card = detector["carried"]
+        passes = [(card, card.weights_path, wanted)]
+    else:
+        card = seg.card_for(detector["size"], detector["post"], detector["folds"][0]["weights"], "", {"command": ""},
+                            "")
+        passes = [(card, Path(k["weights"]), [i for i in k["held_out"] if i in set(wanted)])
+                  for k in detector["folds"]]
+    if seg_images is None:
+        seg_images = seg.seg_images(findings, [])
+    planes = {im.key: im.plane for im in seg_images}
+    folder = work / "auto_outlines"
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, np.ndarray] = {}
+    for k, (card, weights, keys) in enumerate(passes):
+        digest = hashlib.sha256(json.dumps([_sha(weights), card.postprocessing, keys]).encode()).hexdigest()
+        cache = folder / f"pass{k + 1}.npz"
+        if cache.is_file():
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["digest"]) == digest:
+                    out.update({key: np.unpackbits(z[f"m{i}"], count=planes[key].size).reshape(planes[key].shape)
+                                .astype(bool) for i, key in enumerate(keys)})
+                    continue
+        if time.time() > deadline:
+            raise _time_box(work, f"segmenter {k + 1} of {len(passes)}")
+        net = seg.segmenter(card, weights, device)
+        masks = {}
+        for i, key in enumerate(keys):
+            masks[key] = net.segment(Image(array=planes[key][None]), expect_lesion=True).mask[0]
+            if (i + 1) % 50 == 0:
+                say(f"automatic outlines {k + 1}/{len(passes)}: {i + 1}/{len(keys)} images")
+        np.savez_compressed(cache, digest=digest, images=np.array(keys, dtype=str),
+                            **{f"m{i}": np.packbits(masks[key]) for i, key in enumerate(keys)})
+        out.update(masks)
+    return out
+
+
+def _time_box(work: Path, where: str):
+    from BreastCADxLib.train.pipeline import TrainError
+
+    return TrainError(f"--max-minutes reached in the automatic-outline stage ({where}; run the same command again "
+                      "to go on)", work)
+
+
+def outline_features(findings: list, outlines: dict[str, np.ndarray], work: Path, device: str, descriptors: bool,
+                     deadline: float, say) -> dict[str, dict | None]:
+    """The features `analyze` computes from each finding's automatic outline (None where it cannot classify it:
+    an empty or unusable outline), cached per finding."""
+    from BreastCADxLib.analysis.deep_features import get_deep_features
+    from BreastCADxLib.errors import MaskError
+    from BreastCADxLib.train.pipeline import _digest, feature_row, on_grid
+
+    folder = work / "auto_features"
+    folder.mkdir(parents=True, exist_ok=True)
+    deep_model = get_deep_features(device, "mask")
+    rows: dict[str, dict | None] = {}
+    t0, done = time.perf_counter(), 0
+    for i, f in enumerate(findings):
+        plane = outlines[str(f.image)]
+        digest = hashlib.sha256((_digest(f, descriptors) + hashlib.sha256(np.packbits(plane)).hexdigest()).encode()
+                                ).hexdigest()
+        cache = folder / f"{f.case_id}.npz"
+        if cache.is_file():
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["digest"]) == digest:
+                    rows[f.case_id] = {"names": list(z["names"]), "rad": z["rad"], "deep": z["deep"],
+                                       "dice": float(z["dice"])} if z["ok"] else None
+                    continue
+        if time.time() > deadline:
+            raise _time_box(work, f"features of {i} of {len(findings)} findings done")
+        image, ref = on_grid(f)
+        mask = plane[None]
+        dice = float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum()))
+        try:
+            row = {**feature_row(image, mask, deep_model, descriptors), "dice": dice} if mask.any() else None
+        except (MaskError, ValueError):
+            row = None
+        if row is None:
+            np.savez(cache, digest=digest, ok=False)
+        else:
+            np.savez(cache, digest=digest, ok=True, names=np.array(row["names"]), rad=row["rad"], deep=row["deep"],
+                     dice=dice)
+        rows[f.case_id] = row
+        done += 1
+        if done % 50 == 0:
+            left = (time.perf_counter() - t0) / done * (len(findings) - i - 1)
+            say(f"automatic outlines: features {i + 1}/{len(findings)}, about {left / 60:.0f} min left")
+    return rows
+
+
+def member_scores(findings: list, outlines: dict[str, np.ndarray], splits: list, work: Path, device: str
+                  ) -> np.ndarray:
+    """Out of fold: each classifier fold's box member scoring its held-out findings from their automatic outlines'
+    boxes (NaN where the outline is empty); cached per fold."""
+    from BreastCADxLib.analysis.registry import choose_device
+    from BreastCADxLib.train import members as mem
+
+    dev = choose_device(device)
+    out = np.full(len(findings), np.nan)
+    images = None
+    for k, (_, te) in enumerate(splits):
+        folder = work / f"member_box_fold{k + 1}"
+        weights = folder / "model.pt"
+        cache = folder / "scored_auto.json"
+        keys = [findings[i].case_id for i in te]
+        digest = hashlib.sha256(json.dumps([_sha(weights)] + [hashlib.sha256(np.packbits(
+            outlines[str(findings[i].image)])).hexdigest() for i in te]).encode()).hexdigest()
+        if cache.is_file() and (got := json.loads(cache.read_text())).get("digest") == digest:
+            out[te] = [got["scores"][key] if got["scores"][key] is not None else np.nan for key in keys]
+            continue
+        if images is None:
+            images = mem.member_images(findings)
+        todo = [i for i in te if outlines[str(findings[i].image)].any()]
+        auto = [mem.MemberImage(images[i].key, images[i].plane, outlines[str(findings[i].image)], images[i].label,
+                                images[i].patient) for i in todo]
+        p = mem.score("box", weights, auto, dev) if auto else np.array([])
+        scores = dict.fromkeys(keys)
+        scores.update({findings[i].case_id: float(q) for i, q in zip(todo, p)})
+        cache.write_text(json.dumps({"digest": digest, "scores": scores}))
+        out[te] = [scores[key] if scores[key] is not None else np.nan for key in keys]
+    return out
+
+
+def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, rad: np.ndarray, deep: np.ndarray,
+                    detector: dict, members: dict | None, work: Path, *, folds, sites, c: float, descriptors: bool,
+                    source: dict | None, seg_images: list | None, device: str, deadline: float, say) -> dict:
+    """The automatic path out of fold (the reference-fitted fusion and the fusion fitted on both outlines, with the
+    image members when the set has them), per site with --folds site; and the rows the set's automatic-outline
+    bundle is fitted on when it is kept. Returns the record for cv.json and card.md, and `rows` (rad, deep, y)."""
+    from scipy.special import expit, logit
+
+    from BreastCADxLib.analysis.classifier import fused_logit
+    from BreastCADxLib.train import members as mem
+    from BreastCADxLib.train.pipeline import (
+        SITE_FOLDS,
+        _fusion,
+        _fusion_from,
+        _fusion_proba,
+        fold_splits,
+        summary,
+    )
+
+    outlines = outline_passes(findings, detector, seg_images, work, device, deadline, say)
+    feats = outline_features(findings, outlines, work, device, descriptors, deadline, say)
+    ok = np.array([feats[f.case_id] is not None for f in findings])
+    arad = np.array([feats[f.case_id]["rad"] if feats[f.case_id] else np.zeros(rad.shape[1]) for f in findings])
+    adeep = np.array([feats[f.case_id]["deep"] if feats[f.case_id] else np.zeros(deep.shape[1]) for f in findings])
+    dice = np.array([feats[f.case_id]["dice"] if feats[f.case_id] else 0.0 for f in findings])
+    splits = fold_splits(y, groups, folds, sites=sites)
+
+    def fit(r, d, t):
+        return _fusion_from(source, r, d, t, c) if source else _fusion(r, d, t, c=c)
+
+    oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
+    for tr, te in splits:
+        both = tr[ok[tr]]
+        ref_fit = fit(rad[tr], deep[tr], y[tr])
+        both_fit = fit(np.vstack([rad[tr], arad[both]]), np.vstack([deep[tr], adeep[both]]), np.r_[y[tr], y[both]])
+        scored = te[ok[te]]  # an outline the product cannot classify: no probability, ranked undecided (0.5)
+        oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
+        oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])
+    views = [v for v in ("box", "whole") if members and members.get("weights") and v in members["weights"]]
+    if views:
+        probs = {}
+        if "box" in views:
+            box = member_scores(findings, outlines, splits, work, device)
+            probs["box"] = np.where(np.isnan(box), 0.5, box)
+        if "whole" in views:
+            probs["whole"] = np.array(cv["oof"]["whole_cnn"])
+
+        def fuse(p):
+            kw = {}
+            for view, q in probs.items():
+                kw[view], kw[f"{view}_weight"] = logit(np.clip(q, 1e-6, 1 - 1e-6)), mem.WEIGHTS[view]
+            return expit(fused_logit(logit(np.clip(p, 1e-6, 1 - 1e-6)), **kw))
+
+        oof = {k: fuse(v) for k, v in oof.items()}
+    models = {k: summary(y, p, groups) for k, p in oof.items()}
+    kept = models["both_fit"]["auc"] >= models["reference_fit"]["auc"]
+    record = {"outlines": "the product's path, lesion expected, at the set's presence threshold, by a segmenter "
+                          "that never saw the image" + (" (the source set's)" if detector.get("carried") else
+                                                        " (the segmenter fold that held it out)"),
+              "with_members": views, "findings": int(len(y)), "unclassifiable": int((~ok).sum()),
+              "dice_mean": float(dice.mean()), "dice_below_0.1": float(np.mean(dice < 0.1)),
+              "models": models, "kept": bool(kept),
+              "rule": "the fusion fitted on reference and automatic outlines is kept for the segmenter's own masks "
+                      "when, out of fold, it ranks the automatic outlines at least as well as the reference-fitted "
+                      "fusion (AUC)"}
+    if folds == SITE_FOLDS:
+        s = np.asarray(sites)
+        record["by_site"] = {site: {"dice_mean": float(dice[s == site].mean()),
+                                    **{k: summary(y[s == site], p[s == site], groups[s == site])
+                                       for k, p in oof.items()}} for site in sorted(set(s))}
+    a, b = models["reference_fit"], models["both_fit"]
+    say(f"automatic outlines out of fold (mean Dice {dice.mean():.2f}): fusion fitted on both outlines AUC "
+        f"{b['auc']:.3f} against {a['auc']:.3f} fitted on reference outlines: "
+        + ("kept for the segmenter's own masks" if kept else "left out (the set classifies every outline alike)"))
+    rows = (np.vstack([rad, arad[ok]]), np.vstack([deep, adeep[ok]]), np.r_[y, y[ok]]) if kept else None
+    return {"record": record, "rows": rows}
+
+
+def automatic_text(r: dict) -> str:
+    """card.md's section on the automatic path."""
+    name = {"reference_fit": "fusion fitted on reference outlines", "both_fit": "fusion fitted on both outlines"}
+    members = f", with the image members ({', '.join(r['with_members'])})" if r["with_members"] else ""
+    lines = [f"Automatic outlines (the panel's default: {r['outlines']}){members}, out of fold: mean Dice to the "
+             f"reference {r['dice_mean']:.2f}, {r['dice_below_0.1']:.0%} of the findings below 0.1, "
+             f"{r['unclassifiable']} outline(s) that cannot be classified (ranked 0.5).", "",
+             "| classifier of the automatic outline | AUC [95 % CI] | specificity at sensitivity 0.96 |",
+             "|---|---|---|"]
+    for k, m in r["models"].items():
+        lines.append(f"| {name[k]} | {m['auc']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | "
+                     f"{m['specificity_at_0.96']:.2f} |")
+    for site, m in (r.get("by_site") or {}).items():
+        lines.append(f"- held-out site {site} (mean Dice {m['dice_mean']:.2f}): " + "; ".join(
+            f"{name[k]} AUC {m[k]['auc']:.3f}, specificity at 0.96 {m[k]['specificity_at_0.96']:.2f}"
+            for k in name))
+    lines += ["", ("In the set as the bundle for the segmenter's own masks" if r["kept"] else
+                   "Not in the set: every outline is classified by the same fusion") + f" ({r['rule']})."]
+    return "\n".join(lines)
+
+
+__all__ = ["AUTO_ID", "automatic_stage", "automatic_text", "outline_passes", "outline_features", "member_scores"]
