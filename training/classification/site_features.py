@@ -28,31 +28,17 @@ from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.radiomics_features import extract
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
+from BreastCADxLib.train.augment import largest_filled, redrawn
 from training.data import Case, add_data_args, cases
 from training.segmentation.site_pass import load_pass
 
 OUT = Path("runs/site_features")
-SEED = 11
-
-
-def largest_filled(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """The largest island of a redrawn outline, holes filled (the reference when nothing is left)."""
-    labels, n = ndimage.label(out)
-    if n == 0:
-        return ref
-    out = labels == (1 + int(np.argmax(ndimage.sum_labels(out, labels, np.arange(1, n + 1)))))
-    return ndimage.binary_fill_holes(out)
+SEED = 11  # smoothed(); perturbed() is the library's redrawn() (the same seed)
 
 
 def perturbed(ref: np.ndarray, case: str) -> np.ndarray:
-    """The reference outline redrawn: signed distance + smooth noise + a small global offset, largest island."""
-    rng = np.random.default_rng([SEED, *case.encode()])
-    scale = float(np.sqrt(ref.sum()))
-    sdt = ndimage.distance_transform_edt(~ref) - ndimage.distance_transform_edt(ref)
-    noise = ndimage.gaussian_filter(rng.normal(size=ref.shape), sigma=max(2.0, 0.15 * scale))
-    noise *= 0.05 * scale / max(noise.std(), 1e-9)
-    out = sdt + noise + rng.uniform(-0.06, 0.06) * scale < 0
-    return largest_filled(out, ref)
+    """The reference outline redrawn (the library's, which `breastcadx train` fits on too)."""
+    return redrawn(ref, case)
 
 
 def smoothed(ref: np.ndarray, case: str) -> np.ndarray:

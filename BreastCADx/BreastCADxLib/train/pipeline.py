@@ -194,18 +194,21 @@ def feature_row(image, mask: np.ndarray, deep_model, descriptors: bool) -> dict:
     return {"names": names, "rad": np.array([rad[n] for n in names]), "deep": deep_model.features(image, mask)}
 
 
-def features(findings: list[Finding], work: Path, device: str, deadline: float, say, descriptors: bool = False
-             ) -> dict:
+def features(findings: list[Finding], work: Path, device: str, deadline: float, say, descriptors: bool = False,
+             redrawn: bool = False) -> dict:
     """Radiomics (+ the lexicon descriptors, as `analyze` computes them) and deep features of each finding, cached
-    per finding in work/ (a rerun reuses them)."""
+    per finding in work/ (a rerun reuses them). redrawn: of its outline as another hand would draw it
+    (train/augment.redrawn, cached in work/redrawn/)."""
     from BreastCADxLib.analysis.deep_features import get_deep_features
+    from BreastCADxLib.train.augment import redrawn as redraw
 
+    work = work / "redrawn" if redrawn else work
     work.mkdir(parents=True, exist_ok=True)
     deep_model = get_deep_features(device, "mask")
     rows, t0 = {}, time.perf_counter()
     for i, f in enumerate(findings):
         cache = work / f"{f.case_id}.npz"
-        digest = _digest(f, descriptors)
+        digest = _digest(f, descriptors) + ("-redrawn" if redrawn else "")
         if cache.is_file():
             z = np.load(cache, allow_pickle=False)
             if str(z["digest"]) == digest:
@@ -214,12 +217,16 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
         if time.time() > deadline:
             raise TrainError(f"--max-minutes reached in the features stage ({i} of {len(findings)} findings done; "
                              "run the same command again to go on)", work)
-        row = feature_row(*on_grid(f), deep_model, descriptors)
+        image, mask = on_grid(f)
+        if redrawn:
+            mask = np.stack([redraw(plane, f.case_id) if plane.any() else plane for plane in mask])
+        row = feature_row(image, mask, deep_model, descriptors)
         np.savez(cache, digest=digest, names=np.array(row["names"]), rad=row["rad"], deep=row["deep"])
         rows[f.case_id] = row
         done = i + 1
         left = (time.perf_counter() - t0) / done * (len(findings) - done)
-        say(f"features: {done}/{len(findings)} findings, about {left / 60:.0f} min left")
+        say(f"features{' (redrawn outlines)' if redrawn else ''}: {done}/{len(findings)} findings, about "
+            f"{left / 60:.0f} min left")
     return rows
 
 
