@@ -171,10 +171,12 @@ def member_scores(findings: list, outlines: dict[str, np.ndarray], splits: list,
 
 def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, rad: np.ndarray, deep: np.ndarray,
                     detector: dict, members: dict | None, work: Path, *, folds, sites, c: float, descriptors: bool,
-                    source: dict | None, seg_images: list | None, device: str, deadline: float, say) -> dict:
+                    source: dict | None, seg_images: list | None, device: str, deadline: float, say,
+                    redrawn: tuple | None = None) -> dict:
     """The automatic path out of fold (the reference-fitted fusion and the fusion fitted on both outlines, with the
     image members when the set has them), per site with --folds site; and the rows the set's automatic-outline
-    bundle is fitted on when it is kept. Returns the record for cv.json and card.md, and `rows` (rad, deep, y)."""
+    bundle is fitted on when it is kept (with `redrawn`, every fit takes the redrawn outlines too: pipeline.fit_rows).
+    Returns the record for cv.json and card.md, and `rows` (rad, deep, y)."""
     from scipy.special import expit, logit
 
     from BreastCADxLib.analysis.classifier import fused_logit
@@ -184,6 +186,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
         _fusion,
         _fusion_from,
         _fusion_proba,
+        fit_rows,
         fold_splits,
         summary,
     )
@@ -200,10 +203,14 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
         return _fusion_from(source, r, d, t, c) if source else _fusion(r, d, t, c=c)
 
     oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
+    def with_auto(idx):  # the findings' fitting rows and their automatic outlines' rows
+        r, d, t = fit_rows(rad, deep, y, idx, redrawn)
+        both = idx[ok[idx]]
+        return np.vstack([r, arad[both]]), np.vstack([d, adeep[both]]), np.r_[t, y[both]]
+
     for tr, te in splits:
-        both = tr[ok[tr]]
-        ref_fit = fit(rad[tr], deep[tr], y[tr])
-        both_fit = fit(np.vstack([rad[tr], arad[both]]), np.vstack([deep[tr], adeep[both]]), np.r_[y[tr], y[both]])
+        ref_fit = fit(*fit_rows(rad, deep, y, tr, redrawn))
+        both_fit = fit(*with_auto(tr))
         scored = te[ok[te]]  # an outline the product cannot classify: no probability, ranked undecided (0.5)
         oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
         oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])
@@ -243,7 +250,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
     say(f"automatic outlines out of fold (mean Dice {dice.mean():.2f}): fusion fitted on both outlines AUC "
         f"{b['auc']:.3f} against {a['auc']:.3f} fitted on reference outlines: "
         + ("kept for the segmenter's own masks" if kept else "left out (the set classifies every outline alike)"))
-    rows = (np.vstack([rad, arad[ok]]), np.vstack([deep, adeep[ok]]), np.r_[y, y[ok]]) if kept else None
+    rows = with_auto(np.arange(len(y))) if kept else None
     return {"record": record, "rows": rows}
 
 

@@ -4,7 +4,9 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 1. manifest: case_id, image, label (benign / malignant / normal), patient, and where the finding is: a mask file,
    a box "x0,y0,x1,y1" or a circle "cx,cy,r" in pixels (mini-MIAS's centre_col, centre_row, radius read as a
    circle; its `pathology` as the label). Normal rows and findings without a location are counted, not used.
-2. features: per finding, the radiomics the shipped sets use and the frozen ImageNet Lite0 features of its crop.
+2. features: per finding, the radiomics the shipped sets use and the frozen ImageNet Lite0 features of its crop;
+   for ultrasound also of its outline redrawn as another hand would draw it (every fusion is fitted on both, as
+   the shipped sets are; DESIGN).
 3. cross-validation by patient (5 folds, whole patients per fold; or --folds site: one fold per site of the
    manifest's site column, each scored by models trained on the others): the fusion (radiomics z-scores + deep PCA,
    L2 logistic) against default pyradiomics + logistic regression on the same folds; AUC with a 95 % patient
@@ -57,10 +59,14 @@ FOLDS = 5
 SITE_FOLDS = "site"  # --folds site: leave one site out
 PCA_DIMS = 32
 C_FUSION = 0.1
-# per modality: the lexicon descriptors among the named features, and the logistic's C. US: the shipped
-# three-site design (rad_all+desc+deep_mask, C 0.01, chosen leave-site-out), so a set made here and the shipped
-# sets share their features (--from the shipped sets); MG: the mini-MIAS demonstration's
-DESIGN = {"US": {"descriptors": True, "c": 0.01}, "MG": {"descriptors": False, "c": C_FUSION}}
+# per modality: the lexicon descriptors among the named features, the logistic's C, and whether every fusion is
+# also fitted on each finding's outline redrawn (train/augment.redrawn). US: the shipped three-site design
+# (rad_all+desc+deep_mask, C 0.01, fitted on reference + perturbed outlines, chosen leave-site-out), so a set made
+# here and the shipped sets share their features (--from the shipped sets); the redrawn rows measured leaving one
+# site out (benchmarks/results/train_redrawn.md: mean held-out AUC 0.933 -> 0.941). MG: the mini-MIAS
+# demonstration's (circles, not outlines: no redraw)
+DESIGN = {"US": {"descriptors": True, "c": 0.01, "redrawn": True},
+          "MG": {"descriptors": False, "c": C_FUSION, "redrawn": False}}
 
 
 class TrainError(BreastCADxError):
@@ -326,6 +332,14 @@ def _fusion_from(src: dict, rad, deep, y, c: float = C_FUSION):
     return {**src, "lr": _Logistic(w[None, :-1], w[-1:])}
 
 
+def fit_rows(rad, deep, y, idx, redrawn: tuple | None = None) -> tuple:
+    """The fitting rows of the findings `idx`: each with its reference outline's features and, with `redrawn` (the
+    same findings' features from their redrawn outlines, DESIGN's "redrawn"), that outline's too."""
+    if redrawn is None:
+        return rad[idx], deep[idx], y[idx]
+    return np.vstack([rad[idx], redrawn[0][idx]]), np.vstack([deep[idx], redrawn[1][idx]]), np.r_[y[idx], y[idx]]
+
+
 def _fusion_proba(m, rad, deep):
     x = np.hstack([(rad - m["rm"]) / m["rs"], m["pca"].transform((deep - m["dm"]) / m["ds"])])
     return m["lr"].predict_proba(x)[:, 1]
@@ -358,14 +372,17 @@ def summary(y, p, groups) -> dict:
 
 
 def cross_validate(rad, deep, y, groups, folds: int | str = FOLDS, seed: int = 0, source: dict | None = None,
-                   c: float = C_FUSION, sites=None) -> dict:
+                   c: float = C_FUSION, sites=None, redrawn: tuple | None = None) -> dict:
     """Out-of-fold probabilities of the fusion and of the baseline, folds by patient; AUC with CIs. With a
-    `source` set (--from): the fusion from it ("fusion"), the source as it is and the fusion from scratch too."""
+    `source` set (--from): the fusion from it ("fusion"), the source as it is and the fusion from scratch too.
+    redrawn: the fusions are fitted on the training findings' redrawn outlines too (fit_rows); every fold scores
+    its held-out findings' reference outlines."""
     names = ["fusion", "pyradiomics_lr"] + (["source_as_is", "fusion_from_scratch"] if source else [])
     oof = {k: np.zeros(len(y)) for k in names}
     for train, test in fold_splits(y, groups, folds, seed, sites):
-        scratch = _fusion(rad[train], deep[train], y[train], c=c)
-        fit = _fusion_from(source, rad[train], deep[train], y[train], c) if source else scratch
+        rows = fit_rows(rad, deep, y, train, redrawn)
+        scratch = _fusion(*rows, c=c)
+        fit = _fusion_from(source, *rows, c) if source else scratch
         oof["fusion"][test] = _fusion_proba(fit, rad[test], deep[test])
         oof["pyradiomics_lr"][test] = _baseline(rad[train], y[train]).predict_proba(rad[test])[:, 1]
         if source:
@@ -415,7 +432,8 @@ def write_fusion(out: Path, bundle_id: str, names: list[str], rad, deep, y, moda
              "rule": "Mahalanobis distance above the 99th percentile of the training findings"},
         explain={"deep_bias": bias, "method": "Grad-CAM of the deep part of the logistic score"},
         training={**training, "fitting_rows": int(len(y)),
-                  "design": {"lexicon_descriptors": DESIGN[modality]["descriptors"], "logistic_c": c}},
+                  "design": {"lexicon_descriptors": DESIGN[modality]["descriptors"], "logistic_c": c,
+                             "redrawn_outlines": DESIGN[modality]["redrawn"]}},
         box_member=refs.get("box"), image_member=refs.get("whole"), automatic_masks=automatic_masks,
         intended_use="Research only; not for diagnosis." + (
             " A demonstration on 1990s screen film (mini-MIAS, 200 um): not a model for radiologists."
@@ -427,7 +445,7 @@ def write_fusion(out: Path, bundle_id: str, names: list[str], rad, deep, y, moda
 
 def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict, data: dict, command: str,
               source: dict | None = None, detector: dict | None = None, members: dict | None = None,
-              automatic: dict | None = None) -> None:
+              automatic: dict | None = None, redrawn: tuple | None = None) -> None:
     """The fusion refitted on every finding (from `source` with --from), as a bundle the product loads; the image
     members fused with it when they were kept (members: train/members.py's result); the segmenter when one was
     trained (detector: its weights, post-processing and training record) and, when the automatic-outline stage
@@ -452,14 +470,16 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
                 **({"from_set": source["id"]} if source else {}),
                 "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}}
     auto_rows = automatic["rows"] if automatic else None
+    redraw = " and that outline redrawn (train/augment.redrawn)" if redrawn else ""
     if auto_rows is not None:
         write_fusion(out, AUTO_ID, names, *auto_rows, modality,
-                     {**training, "rows": "each finding with its reference outline and, where it can be classified, "
-                                          "its automatic outline by a segmenter that never saw it",
+                     {**training, "rows": f"each finding with its reference outline{redraw} and, where it can be "
+                                          "classified, its automatic outline by a segmenter that never saw it",
                       "automatic_outlines": {k: v for k, v in automatic["record"].items() if k != "by_site"}},
                      source, refs)
-    card = write_fusion(out, "lesion_cls_fusion", names, rad, deep, y, modality, training, source, refs,
-                        AUTO_ID if auto_rows is not None else None)
+    card = write_fusion(out, "lesion_cls_fusion", names, *fit_rows(rad, deep, y, np.arange(len(y)), redrawn),
+                        modality, {**training, "rows": f"each finding with its reference outline{redraw}"}, source,
+                        refs, AUTO_ID if auto_rows is not None else None)
     if detector is not None and detector.get("carried") is not None:  # --from: the source's, unchanged
         from dataclasses import replace
 
@@ -650,17 +670,22 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     say(f"stage 1/7 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
-    say("stage 2/7 features")
+    say("stage 2/7 features" + (" (reference and redrawn outlines)" if DESIGN[modality]["redrawn"] else ""))
     design = DESIGN[modality]
     rows = features(findings, out / ".work", device, deadline, say, design["descriptors"])
     lap("features")
     names = rows[findings[0].case_id]["names"]
     rad = np.array([rows[f.case_id]["rad"] for f in findings])
     deep = np.array([rows[f.case_id]["deep"] for f in findings], float)
+    redrawn = None
+    if design["redrawn"]:  # every fusion is fitted on the findings' redrawn outlines too
+        again = features(findings, out / ".work", device, deadline, say, design["descriptors"], redrawn=True)
+        redrawn = (np.array([again[f.case_id]["rad"] for f in findings]),
+                   np.array([again[f.case_id]["deep"] for f in findings], float))
     source = source_fusion(start_from, modality, names, deep.shape[1]) if start_from else None
     say("stage 3/7 cross-validation " + ("leaving one site out" if folds == SITE_FOLDS else "by patient")
         + (f" (from the set {source['id']})" if source else ""))
-    cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"], sites=sites)
+    cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"], sites=sites, redrawn=redrawn)
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
             f"0.96 {r['specificity_at_0.96']:.2f}")
@@ -707,7 +732,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         automatic = automatic_stage(findings, y, patients, cv, rad, deep, detector, fused, out / ".work",
                                     folds=folds, sites=sites, c=design["c"], descriptors=design["descriptors"],
                                     source=source, seg_images=images if segmenter_epochs else None, device=device,
-                                    deadline=deadline, say=say)
+                                    deadline=deadline, say=say, redrawn=redrawn)
         cv["automatic_outlines"] = automatic["record"]
     else:
         say("stage 6/7 automatic outlines: none (no segmenter in the set)")
@@ -718,7 +743,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     cites = data_record(findings + normals, manifest)
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites}
-    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused, automatic)
+    write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused, automatic, redrawn)
     write_guard(out, sorted({f.image for f in findings} | {n.image for n in normals}), modality, command, device,
                 cites)
     from BreastCADxLib.analysis.registry import write_modelset

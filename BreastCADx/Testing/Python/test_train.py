@@ -264,8 +264,10 @@ def test_from_the_shipped_set_adjusts_its_fusion_and_keeps_its_segmenter(tmp_pat
     result = json.loads((tmp_path / "a" / "result.json").read_text())
     assert result["provenance"]["mask_origin"] == "auto" and result["provenance"]["model_set"] == str(out)
     assert result["provenance"]["classifier"]["id"] == (main.automatic_masks or main.id)
-    if auto["kept"]:  # its own bundle, fitted on reference and automatic outlines: twice the rows, less the failures
-        assert load_card("lesion_cls_fusion_auto", out).training["fitting_rows"] == 36
+    # ultrasound fusions are fitted on each finding's reference outline and that outline redrawn
+    assert main.training["fitting_rows"] == 36 and main.training["design"]["redrawn_outlines"] is True
+    if auto["kept"]:  # its own bundle: the automatic outlines' rows too
+        assert load_card("lesion_cls_fusion_auto", out).training["fitting_rows"] == 54
 
 
 def test_leave_one_site_out_scores_each_site_with_models_that_never_saw_it(tmp_path):
@@ -298,3 +300,21 @@ def test_leave_one_site_out_without_sites_is_refused_saying_what_it_needs(tmp_pa
     r = run(path, "--modality", "US", "--out", tmp_path / "x", "--folds", "site")
     assert r.returncode == 2 and "needs a `site` column" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_redrawn_outline_is_another_hands_drawing_of_the_same_finding():
+    """The outline the ultrasound fusions are also fitted on: near the reference (not on it), one filled region,
+    the same for the same finding (a rerun reuses its features)."""
+    from PIL import Image
+
+    from BreastCADxLib.train.augment import redrawn
+
+    ref = np.asarray(Image.open(DATA / "busi" / "benign_004_mask.png").convert("L")) > 127
+    a, b = redrawn(ref, "benign_004"), redrawn(ref, "benign_004")
+    assert np.array_equal(a, b) and not np.array_equal(a, redrawn(ref, "another"))
+    dice = 2 * (a & ref).sum() / (a.sum() + ref.sum())
+    assert 0.7 < dice < 0.99
+    from scipy import ndimage
+
+    assert ndimage.label(a)[1] == 1 and np.array_equal(ndimage.binary_fill_holes(a), a)
+
