@@ -5,8 +5,9 @@
 Each finding's features from its reference outline (the features-only run's cache) and from that outline redrawn
 as another hand would draw it (train/augment.redrawn: a corrected or user-drawn mask; cached beside it). Per held-out
 site: the shipped design's fusion fitted on the other sites' reference outlines, against the same fitted on their
-reference + redrawn outlines, each scoring the held-out site's reference and redrawn outlines. 95 % CIs by patient
-bootstrap; specificity at sensitivity 0.96 and 0.98. Writes benchmarks/results/train_redrawn.md/json.
+reference + redrawn outlines (classes balanced, as `train` fits; or sites and classes balanced: each training site
+weighs the same), each scoring the held-out site's reference and redrawn outlines. 95 % CIs by patient bootstrap;
+specificity at sensitivity 0.96 and 0.98. Writes benchmarks/results/train_redrawn.md/json.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ import numpy as np
 from benchmarks.machine import header, stamp, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
+
+
+def site_weights(y: np.ndarray, sites: np.ndarray) -> np.ndarray:
+    """Each (site, class) cell weighs the same in total."""
+    w = np.zeros(len(y))
+    cells = [(s, c) for s in sorted(set(sites)) for c in (0, 1)]
+    for s, c in cells:
+        m = (sites == s) & (y == c)
+        w[m] = len(y) / (len(cells) * max(m.sum(), 1))
+    return w
 
 
 def main() -> None:
@@ -56,12 +67,16 @@ def main() -> None:
     y = np.array([f.label for f in findings])
     groups = np.array([f.patient for f in findings])
     sites = np.array([f.site for f in findings])
-    fits = {"reference": ("reference",), "reference + redrawn": ("reference", "redrawn")}
+    fits = {"reference": ("reference",), "reference + redrawn": ("reference", "redrawn"),
+            "reference + redrawn, sites balanced": ("reference", "redrawn")}
     oof = {(fit, o): np.zeros(len(y)) for fit in fits for o in outlines}
     for tr, te in fold_splits(y, groups, SITE_FOLDS, sites=sites):
         for fit, kinds in fits.items():
+            t = np.concatenate([y[tr]] * len(kinds))
+            where = np.concatenate([sites[tr]] * len(kinds))
+            weight = site_weights(t, where) if "balanced" in fit else None
             m = _fusion(np.vstack([outlines[k][0][tr] for k in kinds]), np.vstack([outlines[k][1][tr] for k in kinds]),
-                        np.concatenate([y[tr]] * len(kinds)), c=design["c"])
+                        t, c=design["c"], sample_weight=weight)
             for o, (rad, deep) in outlines.items():
                 oof[(fit, o)][te] = _fusion_proba(m, rad[te], deep[te])
     table = {}

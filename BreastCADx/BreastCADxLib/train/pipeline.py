@@ -236,8 +236,8 @@ def features(findings: list[Finding], work: Path, device: str, deadline: float, 
     return rows
 
 
-def _fusion(rad, deep, y, seed: int = 0, c: float = C_FUSION):
-    """Fitted (scalers, PCA, logistic) of the fusion on these rows."""
+def _fusion(rad, deep, y, seed: int = 0, c: float = C_FUSION, sample_weight=None):
+    """Fitted (scalers, PCA, logistic) of the fusion on these rows (classes balanced, or by `sample_weight`)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
@@ -245,7 +245,8 @@ def _fusion(rad, deep, y, seed: int = 0, c: float = C_FUSION):
     dm, ds = deep.mean(0), deep.std(0) + 1e-8
     pca = PCA(n_components=min(PCA_DIMS, len(y) - 1, deep.shape[1]), random_state=seed).fit((deep - dm) / ds)
     x = np.hstack([(rad - rm) / rs, pca.transform((deep - dm) / ds)])
-    lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, y)
+    lr = LogisticRegression(C=c, max_iter=5000, class_weight=None if sample_weight is not None else "balanced"
+                            ).fit(x, y, sample_weight=sample_weight)
     return {"rm": rm, "rs": rs, "dm": dm, "ds": ds, "pca": pca, "lr": lr}
 
 
