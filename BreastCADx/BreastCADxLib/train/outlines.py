@@ -27,15 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib.analysis.registry import sha256_of
+
 AUTO_ID = "lesion_cls_fusion_auto"
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def outline_passes(findings: list, detector: dict, seg_images: list | None, work: Path, device: str,
@@ -61,7 +55,7 @@ def outline_passes(findings: list, detector: dict, seg_images: list | None, work
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, np.ndarray] = {}
     for k, (card, weights, keys) in enumerate(passes):
-        digest = hashlib.sha256(json.dumps([_sha(weights), card.postprocessing, keys]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps([sha256_of(weights), card.postprocessing, keys]).encode()).hexdigest()
         cache = folder / f"pass{k + 1}.npz"
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
@@ -151,7 +145,7 @@ def member_scores(findings: list, outlines: dict[str, np.ndarray], splits: list,
         weights = folder / "model.pt"
         cache = folder / "scored_auto.json"
         keys = [findings[i].case_id for i in te]
-        digest = hashlib.sha256(json.dumps([_sha(weights)] + [hashlib.sha256(np.packbits(
+        digest = hashlib.sha256(json.dumps([sha256_of(weights)] + [hashlib.sha256(np.packbits(
             outlines[str(findings[i].image)])).hexdigest() for i in te]).encode()).hexdigest()
         if cache.is_file() and (got := json.loads(cache.read_text())).get("digest") == digest:
             out[te] = [got["scores"][key] if got["scores"][key] is not None else np.nan for key in keys]
