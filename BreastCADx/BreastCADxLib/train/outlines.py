@@ -39,15 +39,14 @@ def outline_passes(findings: list, detector: dict, seg_images: list | None, work
     from BreastCADxLib.image import Image
     from BreastCADxLib.train import segmenter as seg
 
-    wanted = sorted({str(f.image) for f in findings})
+    wanted = {str(f.image) for f in findings}
     if detector.get("carried") is not None:  # --from, no segmenter training: the source's saw none of these
         card = detector["carried"]
-        passes = [(card, card.weights_path, wanted)]
+        passes = [(card, card.weights_path, sorted(wanted))]
     else:
         card = seg.card_for(detector["size"], detector["post"], detector["folds"][0]["weights"], "", {"command": ""},
                             "")
-        passes = [(card, Path(k["weights"]), [i for i in k["held_out"] if i in set(wanted)])
-                  for k in detector["folds"]]
+        passes = [(card, Path(k["weights"]), [i for i in k["held_out"] if i in wanted]) for k in detector["folds"]]
     if seg_images is None:
         seg_images = seg.seg_images(findings, [])
     planes = {im.key: im.plane for im in seg_images}
