@@ -92,6 +92,35 @@ def test_the_out_of_fold_score_is_the_products_score_of_the_written_member(findi
     assert np.allclose(p, q, atol=1e-5) and np.all((p > 0) & (p < 1))
 
 
+def test_on_automatic_outlines_each_fold_member_scores_its_held_out_findings_from_their_outlines_box(member_set):
+    """The automatic-outline stage's member scores: each held-out finding scored by its fold's box member (never one
+    that trained on it) from the box of the outline given (here the reference grown by 8 px), as the product's
+    scorer gives it; an empty outline gets no score; a rerun reads the cache."""
+    from scipy import ndimage
+
+    from BreastCADxLib.train.outlines import member_scores
+
+    out, _ = member_set
+    found = read_manifest(out.parent / "findings.csv")[0]
+    y, groups = np.array([f.label for f in found]), np.array([f.patient for f in found])
+    splits = fold_splits(y, groups, 2)
+    images = mem.member_images(found)
+    outlines = {str(f.image): ndimage.binary_dilation(im.mask, iterations=8) for f, im in zip(found, images)}
+    empty = str(found[0].image)
+    outlines[empty] = np.zeros_like(outlines[empty])
+    got = member_scores(found, outlines, splits, out / ".work", "cpu")
+    for k, (_, te) in enumerate(splits, 1):
+        fold = out / ".work" / f"member_box_fold{k}"
+        keep = [i for i in te if str(found[i].image) != empty]
+        auto = [mem.MemberImage(images[i].key, images[i].plane, outlines[str(found[i].image)], images[i].label,
+                                images[i].patient) for i in keep]
+        assert np.allclose(got[keep], mem.score("box", fold / "model.pt", auto, torch.device("cpu")), atol=1e-5)
+        assert (fold / "scored_auto.json").is_file()
+    assert np.isnan(got[[i for i, f in enumerate(found) if str(f.image) == empty]]).all()
+    assert not np.isnan(np.delete(got, [i for i, f in enumerate(found) if str(f.image) == empty])).any()
+    assert np.array_equal(member_scores(found, outlines, splits, out / ".work", "cpu"), got, equal_nan=True)
+
+
 def test_a_member_run_cut_by_its_time_box_goes_on_to_the_same_weights(findings, tmp_path):
     images = mem.member_images(findings[:6])
 
