@@ -219,11 +219,13 @@ def final_members(images: list[MemberImage], views: tuple[str, ...], work: Path,
 
 def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, views: tuple[str, ...], work: Path,
                   *, folds: int | str, epochs: int, device: str, deadline: float, say, source: dict | None = None,
-                  sites=None, modality: str = "US") -> dict:
+                  sites=None, modality: str = "US", defer: bool = False) -> dict:
     """The members out of fold on the classifier's folds, the fusion with them judged against the features alone
-    (rows added to cv["models"]), and, when they are kept, each trained on every finding. With --from (`source`
-    with members): each starts from the source's member of its view, and `source_as_is` is the source with its
-    members. Returns {"weights": {view: path} or None, "training": the record for the cards}."""
+    on the findings' own outlines (rows added to cv["models"]), and, when they are kept, each trained on every
+    finding. With --from (`source` with members): each starts from the source's member of its view, and
+    `source_as_is` is the source with its members. defer: no final training here (`breastcadx train` judges the
+    members on the automatic outlines too, then calls finish_members). Returns {"weights": {view: path} or None,
+    "training": the record for the cards, "oof": the held-out scores per view, and what finish_members needs}."""
     from scipy.special import expit, logit
 
     from BreastCADxLib.analysis.classifier import fused_logit
@@ -257,18 +259,29 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
     record = {"views": list(views), "weights": {v: WEIGHTS[v] for v in views}, "epochs": epochs, "batch": BATCH,
               "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0), "box_jitter": BOX_JITTER,
               "train_margin": list(TRAIN_MARGIN), "scanner_aug": aug,
-              "from_set": source["id"] if init else None, "kept": kept,
-              "rule": "kept when, out of fold on the classifier's patient folds, the fusion with them ranks at least "
-                      "as well as the features alone (AUC); fusion weights of the three-site design "
-                      "(chosen leave-site-out), not chosen on these folds"}
+              "from_set": source["id"] if init else None, "kept": kept, "kept_reference": kept,
+              "rule": "fused with a bundle when, out of fold on the classifier's folds, the fusion with them ranks "
+                      "that bundle's outlines at least as well as the features alone (AUC): the findings' own "
+                      "outlines for the set's fusion, the segmenter's for its bundle for automatic masks; fusion "
+                      "weights of the three-site design (chosen leave-site-out), not chosen on these folds"}
     f, m = cv["models"]["fusion"], cv["models"]["fusion_with_members"]
     say(f"image members out of fold: fusion with them AUC {m['auc']:.3f} against {f['auc']:.3f} alone: "
-        + ("kept" if kept else "left out of the set (they did not add to the features here)"))
-    if not kept:
-        return {"weights": None, "training": record}
-    return {"weights": final_members(images, views, work, epochs=epochs, device=device, deadline=deadline, say=say,
-                                     init=init, scanner_aug=aug), "training": record}
+        + ("kept" if kept else "left out of the set (they did not add to the features here)")
+        + (" (on the findings' own outlines; the automatic outlines judge them again)" if defer else ""))
+    out = {"weights": None, "training": record, "oof": oof, "views": views,
+           "finish": {"epochs": epochs, "init": init, "scanner_aug": aug}}
+    return finish_members(out, findings, work, device=device, deadline=deadline, say=say, images=images) \
+        if kept and not defer else out
 
 
-__all__ = ["VIEWS", "WEIGHTS", "EPOCHS", "member_images", "members_stage", "train_members", "final_members",
-           "card_for", "score", "train_view", "fit"]
+def finish_members(result: dict, findings: list, work: Path, *, device: str, deadline: float, say,
+                   images: list[MemberImage] | None = None) -> dict:
+    """members_stage's result with each view trained on every finding (its weights)."""
+    f = result["finish"]
+    weights = final_members(images or member_images(findings), result["views"], work, epochs=f["epochs"],
+                            device=device, deadline=deadline, say=say, init=f["init"], scanner_aug=f["scanner_aug"])
+    return {**result, "weights": weights}
+
+
+__all__ = ["VIEWS", "WEIGHTS", "EPOCHS", "member_images", "members_stage", "finish_members", "train_members",
+           "final_members", "card_for", "score", "train_view", "fit"]

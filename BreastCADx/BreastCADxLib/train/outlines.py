@@ -195,45 +195,45 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
     def fit(r, d, t):
         return _fusion_from(source, r, d, t, c) if source else _fusion(r, d, t, c=c)
 
-    oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
     def with_auto(idx):  # the findings' fitting rows and their automatic outlines' rows
         r, d, t = fit_rows(rad, deep, y, idx, redrawn)
         both = idx[ok[idx]]
         return np.vstack([r, arad[both]]), np.vstack([d, adeep[both]]), np.r_[t, y[both]]
 
+    oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
     for tr, te in splits:
         ref_fit = fit(*fit_rows(rad, deep, y, tr, redrawn))
         both_fit = fit(*with_auto(tr))
         scored = te[ok[te]]  # an outline the product cannot classify: no probability, ranked undecided (0.5)
         oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
         oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])
-    views = [v for v in ("box", "whole") if members and members.get("weights") and v in members["weights"]]
-    if views:
+    models = {k: summary(y, p, groups) for k, p in oof.items()}
+    kept = models["both_fit"]["auc"] >= models["reference_fit"]["auc"]
+    chosen = "both_fit" if kept else "reference_fit"
+    views = list((members or {}).get("views") or ())
+    members_kept = False
+    if views:  # the fold members on the same outlines: the box member on their boxes, the whole member as it was
         probs = {}
         if "box" in views:
             box = member_scores(findings, outlines, splits, work, device)
             probs["box"] = np.where(np.isnan(box), 0.5, box)
         if "whole" in views:
-            probs["whole"] = np.array(cv["oof"]["whole_cnn"])
-
-        def fuse(p):
-            kw = {}
-            for view, q in probs.items():
-                kw[view], kw[f"{view}_weight"] = logit(np.clip(q, 1e-6, 1 - 1e-6)), mem.WEIGHTS[view]
-            return expit(fused_logit(logit(np.clip(p, 1e-6, 1 - 1e-6)), **kw))
-
-        oof = {k: fuse(v) for k, v in oof.items()}
-    models = {k: summary(y, p, groups) for k, p in oof.items()}
-    kept = models["both_fit"]["auc"] >= models["reference_fit"]["auc"]
+            probs["whole"] = np.asarray(members["oof"]["whole"])
+        kw = {}
+        for view, q in probs.items():
+            kw[view], kw[f"{view}_weight"] = logit(np.clip(q, 1e-6, 1 - 1e-6)), mem.WEIGHTS[view]
+        oof[f"{chosen}_with_members"] = expit(fused_logit(logit(np.clip(oof[chosen], 1e-6, 1 - 1e-6)), **kw))
+        models[f"{chosen}_with_members"] = summary(y, oof[f"{chosen}_with_members"], groups)
+        members_kept = bool(models[f"{chosen}_with_members"]["auc"] >= models[chosen]["auc"])
     record = {"outlines": "the product's path, lesion expected, at the set's presence threshold, by a segmenter "
                           "that never saw the image" + (" (the source set's)" if detector.get("carried") else
                                                         " (the segmenter fold that held it out)"),
-              "with_members": views, "findings": int(len(y)), "unclassifiable": int((~ok).sum()),
+              "members": views, "findings": int(len(y)), "unclassifiable": int((~ok).sum()),
               "dice_mean": float(dice.mean()), "dice_below_0.1": float(np.mean(dice < 0.1)),
-              "models": models, "kept": bool(kept),
-              "rule": "the fusion fitted on reference and automatic outlines is kept for the segmenter's own masks "
-                      "when, out of fold, it ranks the automatic outlines at least as well as the reference-fitted "
-                      "fusion (AUC)"}
+              "models": models, "kept": bool(kept), "members_kept": members_kept,
+              "rule": "the fusion fitted on reference and automatic outlines is the bundle for the segmenter's own "
+                      "masks when, out of fold, it ranks the automatic outlines at least as well as the "
+                      "reference-fitted fusion; the image members join it when they do not lower that (AUC)"}
     if folds == SITE_FOLDS:
         s = np.asarray(sites)
         record["by_site"] = {site: {"dice_mean": float(dice[s == site].mean()),
@@ -242,16 +242,19 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
     a, b = models["reference_fit"], models["both_fit"]
     say(f"automatic outlines out of fold (mean Dice {dice.mean():.2f}): fusion fitted on both outlines AUC "
         f"{b['auc']:.3f} against {a['auc']:.3f} fitted on reference outlines: "
-        + ("kept for the segmenter's own masks" if kept else "left out (the set classifies every outline alike)"))
+        + ("kept for the segmenter's own masks" if kept else "not kept (reference-fitted features for them)")
+        + (f"; with the image members {models[f'{chosen}_with_members']['auc']:.3f}: "
+           + ("fused" if members_kept else "not fused") if views else ""))
     rows = with_auto(np.arange(len(y))) if kept else None
     return {"record": record, "rows": rows}
 
 
 def automatic_text(r: dict) -> str:
     """card.md's section on the automatic path."""
-    name = {"reference_fit": "fusion fitted on reference outlines", "both_fit": "fusion fitted on both outlines"}
-    members = f", with the image members ({', '.join(r['with_members'])})" if r["with_members"] else ""
-    lines = [f"Automatic outlines (the panel's default: {r['outlines']}){members}, out of fold: mean Dice to the "
+    base = {"reference_fit": "fusion fitted on reference outlines", "both_fit": "fusion fitted on both outlines"}
+    name = {**base, **{f"{k}_with_members": f"{v}, with the image members ({', '.join(r['members'])})"
+                       for k, v in base.items()}}
+    lines = [f"Automatic outlines (the panel's default: {r['outlines']}), out of fold: mean Dice to the "
              f"reference {r['dice_mean']:.2f}, {r['dice_below_0.1']:.0%} of the findings below 0.1, "
              f"{r['unclassifiable']} outline(s) that cannot be classified (ranked 0.5).", "",
              "| classifier of the automatic outline | AUC [95 % CI] | specificity at sensitivity 0.96 |",
@@ -262,9 +265,11 @@ def automatic_text(r: dict) -> str:
     for site, m in (r.get("by_site") or {}).items():
         lines.append(f"- held-out site {site} (mean Dice {m['dice_mean']:.2f}): " + "; ".join(
             f"{name[k]} AUC {m[k]['auc']:.3f}, specificity at 0.96 {m[k]['specificity_at_0.96']:.2f}"
-            for k in name))
-    lines += ["", ("In the set as the bundle for the segmenter's own masks" if r["kept"] else
-                   "Not in the set: every outline is classified by the same fusion") + f" ({r['rule']})."]
+            for k in r["models"]))
+    features = "the fusion fitted on both outlines" if r["kept"] else "the reference-fitted fusion"
+    members = (" with the image members" if r["members_kept"] else " without the image members") if r["members"] \
+        else ""
+    lines += ["", f"The segmenter's own masks are classified by {features}{members} ({r['rule']})."]
     return "\n".join(lines)
 
 

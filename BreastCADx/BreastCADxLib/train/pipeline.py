@@ -13,8 +13,9 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
    bootstrap CI, specificity at sensitivity 0.96, both out of fold (and per held-out site).
 4. the image members (train/members.py; --members none leaves them out): the box-crop and whole-image CNNs
    (EfficientNet-Lite0 fine-tuned) trained on the same patient folds and fused with the features as the shipped
-   design fuses them; kept when, out of fold, the fusion with them ranks at least as well as the features alone,
-   then trained on every finding.
+   design fuses them; each bundle takes them when, out of fold, the fusion with them ranks its outlines at least as
+   well as the features alone (the findings' own outlines here, the segmenter's in stage 6); then trained on every
+   finding.
 5. the segmenter (train/segmenter.py; --segmenter-epochs 0 leaves it out): the set's own finding detector,
    trained on every image (findings' masks, circles or boxes; normal images empty), judged as a detector by
    patient folds through the product's path, its presence threshold chosen on those out-of-fold passes; then
@@ -23,7 +24,7 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 6. automatic outlines (train/outlines.py; with a segmenter in the set): each finding outlined as the panel
    outlines it by a segmenter that never saw its image, classified out of fold (the default path's held-out
    figures); a second fusion fitted on reference and automatic outlines goes into the set for the segmenter's own
-   masks when it ranks them at least as well.
+   masks when it ranks them at least as well, with the image members when they do not lower that.
 7. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
    registry.save_card, arrays, OOD statistics, the deep explainer), the members and the segmenter with their
    cards, the set's input guard (a one-class model of its own images on the whole-image Lite0 embedding, so
@@ -470,17 +471,23 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
     training = {"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
                 **({"from_set": source["id"]} if source else {}),
                 "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}}
-    auto_rows = automatic["rows"] if automatic else None
+    # the members join each bundle whose own outlines they did not rank worse (train/members.py, train/outlines.py)
+    used = members["training"] if refs else {}
+    main_refs = refs if used.get("kept_reference") else {}
+    auto_refs = refs if used.get("kept_automatic") else {}
     redraw = " and that outline redrawn (train/augment.redrawn)" if redrawn else ""
-    if auto_rows is not None:
-        write_fusion(out, AUTO_ID, names, *auto_rows, modality,
-                     {**training, "rows": f"each finding with its reference outline{redraw} and, where it can be "
-                                          "classified, its automatic outline by a segmenter that never saw it",
+    rows = fit_rows(rad, deep, y, np.arange(len(y)), redrawn)
+    auto = automatic is not None and (automatic["rows"] is not None or auto_refs != main_refs)
+    if auto:
+        write_fusion(out, AUTO_ID, names, *(automatic["rows"] if automatic["rows"] is not None else rows), modality,
+                     {**training, "rows": f"each finding with its reference outline{redraw}" + (
+                         ", and, where it can be classified, its automatic outline by a segmenter that never saw it"
+                         if automatic["rows"] is not None else ""),
                       "automatic_outlines": {k: v for k, v in automatic["record"].items() if k != "by_site"}},
-                     source, refs)
-    card = write_fusion(out, "lesion_cls_fusion", names, *fit_rows(rad, deep, y, np.arange(len(y)), redrawn),
-                        modality, {**training, "rows": f"each finding with its reference outline{redraw}"}, source,
-                        refs, AUTO_ID if auto_rows is not None else None)
+                     source, auto_refs)
+    card = write_fusion(out, "lesion_cls_fusion", names, *rows, modality,
+                        {**training, "rows": f"each finding with its reference outline{redraw}"}, source, main_refs,
+                        AUTO_ID if auto else None)
     if detector is not None and detector.get("carried") is not None:  # --from: the source's, unchanged
         from dataclasses import replace
 
@@ -566,9 +573,12 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
     if members is not None:
         r = members["training"]
         weights = ", ".join(f"{v}: weight {w}" for v, w in r["weights"].items())
+        where = [name for name, k in (("the set's fusion (drawn and corrected outlines)", "kept_reference"),
+                                      ("the bundle for the segmenter's own masks", "kept_automatic")) if r.get(k)]
         lines += ["", f"Image members ({weights}; {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} each, "
                   "trained on each fold's training patients, scored on its held-out patients): "
-                  + ("in the set" if members["weights"] else "left out of the set") + f" ({r['rule']})."]
+                  + (f"fused in {' and '.join(where)}" if members["weights"] else "left out of the set")
+                  + f" ({r['rule']})."]
     if detector is not None and detector.get("carried") is not None:
         lines += ["", f"Segmenter: the source set `{t['from_set']}`'s, unchanged (--from with no segmenter training; "
                   "not cross-validated here): its presence threshold is the source's."]
@@ -702,10 +712,10 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
                        + (["--member-epochs", str(member_epochs)] if views and member_epochs != mem.EPOCHS else []))
     fused = None
     if views:
-        say(f"stage 4/7 image members ({', '.join(views)}): on the same folds, then every finding")
+        say(f"stage 4/7 image members ({', '.join(views)}): on the same folds (every finding once they are kept)")
         fused = mem.members_stage(findings, y, patients, cv, views, out / ".work", folds=folds, epochs=member_epochs,
                                   device=device, deadline=deadline, say=say, source=source, sites=sites,
-                                  modality=modality)
+                                  modality=modality, defer=True)
     else:
         say("stage 4/7 image members: none (--members none): the features alone")
     lap("image members")
@@ -741,6 +751,12 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     if folds == SITE_FOLDS:
         cv["by_site"] = by_site(cv, y, patients)
     say("stage 7/7 the model set")
+    if fused is not None:  # each bundle takes the members when they did not lower its own outlines' ranking
+        record = fused["training"]
+        record["kept_automatic"] = automatic["record"]["members_kept"] if automatic else record["kept_reference"]
+        record["kept"] = record["kept_reference"] or record["kept_automatic"]
+        if record["kept"]:
+            fused = mem.finish_members(fused, findings, out / ".work", device=device, deadline=deadline, say=say)
     cites = data_record(findings + normals, manifest)
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites}

@@ -121,6 +121,33 @@ def test_on_automatic_outlines_each_fold_member_scores_its_held_out_findings_fro
     assert np.array_equal(member_scores(found, outlines, splits, out / ".work", "cpu"), got, equal_nan=True)
 
 
+def test_each_bundle_takes_the_members_only_when_they_did_not_lower_its_own_outlines_ranking(tmp_path):
+    """With a segmenter (here the shipped set's, kept by --from), the members are judged twice out of fold: on the
+    findings' own outlines for the set's fusion, on the segmenter's outlines for its bundle for automatic masks;
+    each bundle names them only where they did not lower the AUC, and the product scores with what it names."""
+    out = tmp_path / "from-members"
+    r = train(manifest(tmp_path), "--modality", "US", "--out", out, "--from", "three-site", "--members", "box",
+              "--member-epochs", "1")
+    assert r.returncode == 0, r.stderr
+    verify_model_set(out)
+    cv = json.loads((out / ".work" / "cv.json").read_text())
+    auto = cv["automatic_outlines"]
+    chosen = "both_fit" if auto["kept"] else "reference_fit"
+    assert auto["members_kept"] == (auto["models"][f"{chosen}_with_members"]["auc"] >= auto["models"][chosen]["auc"])
+    main = load_card("lesion_cls_fusion", out)
+    m = cv["models"]
+    assert (main.box_member is not None) == (m["fusion_with_members"]["auc"] >= m["fusion"]["auc"])
+    has_auto = (out / "lesion_cls_fusion_auto.json").is_file()
+    assert has_auto == (auto["kept"] or auto["members_kept"] != (main.box_member is not None))
+    assert main.automatic_masks == ("lesion_cls_fusion_auto" if has_auto else None)
+    bundle = load_card("lesion_cls_fusion_auto", out) if has_auto else main
+    assert (bundle.box_member is not None) == auto["members_kept"]
+    kept_any = main.box_member is not None or auto["members_kept"]
+    assert (out / "lesion_box_cnn.json").is_file() == kept_any == (out / ".work" / "member_box_final").is_dir()
+    if kept_any:
+        assert load_card("lesion_box_cnn", out).training["kept_automatic"] == auto["members_kept"]
+
+
 def test_a_member_run_cut_by_its_time_box_goes_on_to_the_same_weights(findings, tmp_path):
     images = mem.member_images(findings[:6])
 
