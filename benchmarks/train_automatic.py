@@ -23,24 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import header, stamp, write_results
+from benchmarks.site_rows import load_findings, row_text, site_row
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    from BreastCADxLib.results.evaluation import specificity_at
     from BreastCADxLib.train.outlines import outline_features
-    from BreastCADxLib.train.pipeline import (
-        DESIGN,
-        SITE_FOLDS,
-        _fusion,
-        _fusion_proba,
-        features,
-        fit_rows,
-        fold_splits,
-        read_manifest,
-        summary,
-    )
+    from BreastCADxLib.train.pipeline import DESIGN, SITE_FOLDS, _fusion, _fusion_proba, fit_rows, fold_splits
     from training.segmentation.site_pass import load_pass
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +42,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     report = stamp()
-    findings = read_manifest(args.manifest)[0]
+    data = load_findings(args.manifest, args.features)
+    findings, y, groups, sites = data["findings"], data["y"], data["groups"], data["sites"]
     design = DESIGN["US"]
     passes = {site: (Path(npz), load_pass(Path(npz))) for site, npz in (p.split("=", 1) for p in args.passes)}
     outlines = {}
@@ -60,23 +51,12 @@ def main() -> None:
         case = f.case_id.removeprefix(f"{f.site}_")
         outlines[str(f.image)] = passes[f.site][1][case]["expect"]
     report["passes"] = {s: str(p) for s, (p, _) in passes.items()}
-    say = lambda m: None  # noqa: E731
-    ref = features(findings, args.features / ".work", "cpu", float("inf"), say, design["descriptors"])
-    red = features(findings, args.features / ".work", "cpu", float("inf"), say, design["descriptors"], redrawn=True)
-    auto = outline_features(findings, outlines, args.work, "cpu", design["descriptors"], float("inf"), say)
-
-    def arrays(rows):
-        return (np.array([rows[f.case_id]["rad"] if rows[f.case_id] else np.zeros(len(ref[f.case_id]["rad"]))
-                          for f in findings]),
-                np.array([rows[f.case_id]["deep"] if rows[f.case_id] else np.zeros(len(ref[f.case_id]["deep"]))
-                          for f in findings], float))
-
-    (rad, deep), redrawn, (arad, adeep) = arrays(ref), arrays(red), arrays(auto)
+    auto = outline_features(findings, outlines, args.work, "cpu", design["descriptors"], float("inf"), lambda m: None)
+    (rad, deep), redrawn = data["outlines"]["reference"], data["outlines"]["redrawn"]
     ok = np.array([auto[f.case_id] is not None for f in findings])
+    arad = np.array([auto[f.case_id]["rad"] if ok[i] else np.zeros(rad.shape[1]) for i, f in enumerate(findings)])
+    adeep = np.array([auto[f.case_id]["deep"] if ok[i] else np.zeros(deep.shape[1]) for i, f in enumerate(findings)])
     dice = np.array([auto[f.case_id]["dice"] if auto[f.case_id] else 0.0 for f in findings])
-    y = np.array([f.label for f in findings])
-    groups = np.array([f.patient for f in findings])
-    sites = np.array([f.site for f in findings])
     oof = {"reference + redrawn": np.full(len(y), 0.5), "reference + redrawn + automatic": np.full(len(y), 0.5)}
     for tr, te in fold_splits(y, groups, SITE_FOLDS, sites=sites):
         r, d, t = fit_rows(rad, deep, y, tr, redrawn)
@@ -91,11 +71,8 @@ def main() -> None:
     for site in sorted(set(sites)):
         s = sites == site
         for k, p in oof.items():
-            r = summary(y[s], p[s], groups[s])
-            table[f"{site} | {k}"] = {"auc": r["auc"], "ci95": r["ci95"], "n": r["n"],
-                                      "specificity_at_0.96": r["specificity_at_0.96"],
-                                      "specificity_at_0.98": specificity_at(y[s], p[s], 0.98),
-                                      "dice_mean": float(dice[s].mean()), "unclassifiable": int((~ok[s]).sum())}
+            table[f"{site} | {k}"] = {**site_row(y[s], p[s], groups[s]), "dice_mean": float(dice[s].mean()),
+                                      "unclassifiable": int((~ok[s]).sum())}
     report.update(rows=table, loadavg_1min_end=os.getloadavg()[0])
     head = header("train's automatic-outline bundle at a held-out site", report,
                   f"Made by `python -m benchmarks.train_automatic --manifest {args.manifest} --features "
@@ -106,9 +83,7 @@ def main() -> None:
     lines = ["", "| held-out site | fitted on (other sites) | mean Dice of its automatic outlines | AUC [95 % CI] | "
              "spec at sens 0.96 | spec at 0.98 |", "|---|---|---|---|---|---|"]
     for k, r in table.items():
-        lines.append(f"| {k} | {r['dice_mean']:.2f} ({r['unclassifiable']} unclassifiable) | {r['auc']:.3f} "
-                     f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {r['specificity_at_0.96']:.2f} | "
-                     f"{r['specificity_at_0.98']:.2f} |")
+        lines.append(f"| {k} | {r['dice_mean']:.2f} ({r['unclassifiable']} unclassifiable) | {row_text(r)} |")
     lines += ["", "Mean over the held-out sites (AUC; specificity at 0.96):", ""]
     for k in oof:
         rows = [r for key, r in table.items() if key.endswith(f"| {k}")]

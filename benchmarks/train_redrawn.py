@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import header, stamp, write_results
+from benchmarks.site_rows import load_findings, row_text, site_row
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -35,17 +36,7 @@ def site_weights(y: np.ndarray, sites: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from BreastCADxLib.results.evaluation import specificity_at
-    from BreastCADxLib.train.pipeline import (
-        DESIGN,
-        SITE_FOLDS,
-        _fusion,
-        _fusion_proba,
-        features,
-        fold_splits,
-        read_manifest,
-        summary,
-    )
+    from BreastCADxLib.train.pipeline import DESIGN, SITE_FOLDS, _fusion, _fusion_proba, fold_splits
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, required=True)
@@ -53,20 +44,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     report = stamp()
-    findings = read_manifest(args.manifest)[0]
     design = DESIGN["US"]
     t0 = time.perf_counter()
-    outlines = {}
-    for redraw in (False, True):
-        rows = features(findings, args.features / ".work", "cpu", float("inf"), lambda m: None, design["descriptors"],
-                        redrawn=redraw)
-        outlines["redrawn" if redraw else "reference"] = (
-            np.array([rows[f.case_id]["rad"] for f in findings]),
-            np.array([rows[f.case_id]["deep"] for f in findings], float))
+    data = load_findings(args.manifest, args.features)
     report["features_seconds"] = round(time.perf_counter() - t0, 1)
-    y = np.array([f.label for f in findings])
-    groups = np.array([f.patient for f in findings])
-    sites = np.array([f.site for f in findings])
+    outlines, y, groups, sites = data["outlines"], data["y"], data["groups"], data["sites"]
     fits = {"reference": ("reference",), "reference + redrawn": ("reference", "redrawn"),
             "reference + redrawn, sites balanced": ("reference", "redrawn")}
     oof = {(fit, o): np.zeros(len(y)) for fit in fits for o in outlines}
@@ -83,10 +65,7 @@ def main() -> None:
     for site in sorted(set(sites)):
         s = sites == site
         for (fit, o), p in oof.items():
-            r = summary(y[s], p[s], groups[s])
-            table[f"{site} | {fit} | {o}"] = {"auc": r["auc"], "ci95": r["ci95"], "n": r["n"],
-                                              "specificity_at_0.96": r["specificity_at_0.96"],
-                                              "specificity_at_0.98": specificity_at(y[s], p[s], 0.98)}
+            table[f"{site} | {fit} | {o}"] = site_row(y[s], p[s], groups[s])
     report.update(rows=table, loadavg_1min_end=os.getloadavg()[0])
     head = header("Fitting the fusion on redrawn outlines too, leaving one site out", report,
                   f"Made by `python -m benchmarks.train_redrawn --manifest {args.manifest} --features "
@@ -96,8 +75,7 @@ def main() -> None:
     lines = ["", "| held-out site | fitted on | scored outline | AUC [95 % CI] | spec at sens 0.96 | spec at 0.98 |",
              "|---|---|---|---|---|---|"]
     for k, r in table.items():
-        lines.append(f"| {k} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
-                     f"{r['specificity_at_0.96']:.2f} | {r['specificity_at_0.98']:.2f} |")
+        lines.append(f"| {k} | {row_text(r)} |")
     means = {}
     for fit in fits:
         for o in outlines:
