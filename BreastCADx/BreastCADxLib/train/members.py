@@ -266,8 +266,9 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
                       "weights of the three-site design (chosen leave-site-out), not chosen on these folds"}
     f, m = cv["models"]["fusion"], cv["models"]["fusion_with_members"]
     say(f"image members out of fold: fusion with them AUC {m['auc']:.3f} against {f['auc']:.3f} alone: "
-        + ("kept" if kept else "left out of the set (they did not add to the features here)")
-        + (" (on the findings' own outlines; the automatic outlines judge them again)" if defer else ""))
+        + (("kept for the set's fusion" if kept else "left out of the set's fusion") + " (the findings' own "
+           "outlines; a segmenter's outlines judge them again for its masks)" if defer else
+           "kept" if kept else "left out of the set (they did not add to the features here)"))
     out = {"weights": None, "training": record, "oof": oof, "views": views,
            "finish": {"epochs": epochs, "init": init, "scanner_aug": aug}}
     return finish_members(out, findings, work, device=device, deadline=deadline, say=say, images=images) \
