@@ -162,7 +162,7 @@ def member_scores(findings: list, outlines: dict[str, np.ndarray], splits: list,
     return out
 
 
-def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, rad: np.ndarray, deep: np.ndarray,
+def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.ndarray, deep: np.ndarray,
                     detector: dict, members: dict | None, work: Path, *, folds, sites, c: float, descriptors: bool,
                     source: dict | None, seg_images: list | None, device: str, deadline: float, say,
                     redrawn: tuple | None = None) -> dict:
@@ -176,9 +176,8 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
     from BreastCADxLib.train import members as mem
     from BreastCADxLib.train.pipeline import (
         SITE_FOLDS,
-        _fusion,
-        _fusion_from,
         _fusion_proba,
+        fit_fusion,
         fit_rows,
         fold_splits,
         summary,
@@ -192,9 +191,6 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
     dice = np.array([feats[f.case_id]["dice"] if feats[f.case_id] else 0.0 for f in findings])
     splits = fold_splits(y, groups, folds, sites=sites)
 
-    def fit(r, d, t):
-        return _fusion_from(source, r, d, t, c) if source else _fusion(r, d, t, c=c)
-
     def with_auto(idx):  # the findings' fitting rows and their automatic outlines' rows
         r, d, t = fit_rows(rad, deep, y, idx, redrawn)
         both = idx[ok[idx]]
@@ -202,8 +198,8 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict,
 
     oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
     for tr, te in splits:
-        ref_fit = fit(*fit_rows(rad, deep, y, tr, redrawn))
-        both_fit = fit(*with_auto(tr))
+        ref_fit = fit_fusion(fit_rows(rad, deep, y, tr, redrawn), c, source)
+        both_fit = fit_fusion(with_auto(tr), c, source)
         scored = te[ok[te]]  # an outline the product cannot classify: no probability, ranked undecided (0.5)
         oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
         oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])

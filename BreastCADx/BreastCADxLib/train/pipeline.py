@@ -342,6 +342,11 @@ def fit_rows(rad, deep, y, idx, redrawn: tuple | None = None) -> tuple:
     return np.vstack([rad[idx], redrawn[0][idx]]), np.vstack([deep[idx], redrawn[1][idx]]), np.r_[y[idx], y[idx]]
 
 
+def fit_fusion(rows: tuple, c: float, source: dict | None = None) -> dict:
+    """The fusion fitted on these (rad, deep, y) rows: from `source` with --from, else from scratch."""
+    return _fusion_from(source, *rows, c) if source else _fusion(*rows, c=c)
+
+
 def _fusion_proba(m, rad, deep):
     x = np.hstack([(rad - m["rm"]) / m["rs"], m["pca"].transform((deep - m["dm"]) / m["ds"])])
     return m["lr"].predict_proba(x)[:, 1]
@@ -408,7 +413,7 @@ def write_fusion(out: Path, bundle_id: str, names: list[str], rad, deep, y, moda
     from BreastCADxLib.train.bundle import ood_statistics, write_bundle
 
     c = DESIGN[modality]["c"]
-    m = _fusion_from(source, rad, deep, y, c) if source else _fusion(rad, deep, y, c=c)
+    m = fit_fusion((rad, deep, y), c, source)
     arrays = {"m_rad_mean": m["rm"], "m_rad_scale": m["rs"], "m_deep_mean": m["dm"], "m_deep_scale": m["ds"],
               "m_deep_pca_mean": m["pca"].mean_, "m_deep_pca_components": m["pca"].components_}
     zr = (rad - m["rm"]) / m["rs"]
@@ -740,7 +745,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
             "out of fold")
         from BreastCADxLib.train.outlines import automatic_stage
 
-        automatic = automatic_stage(findings, y, patients, cv, rad, deep, detector, fused, out / ".work",
+        automatic = automatic_stage(findings, y, patients, rad, deep, detector, fused, out / ".work",
                                     folds=folds, sites=sites, c=design["c"], descriptors=design["descriptors"],
                                     source=source, seg_images=images if segmenter_epochs else None, device=device,
                                     deadline=deadline, say=say, redrawn=redrawn)
