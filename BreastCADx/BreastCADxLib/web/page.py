@@ -408,7 +408,7 @@ def serve(options: ServeOptions) -> int:
           flush=True)
     print(f"Open {address}", flush=True)
     argv = sys.argv
-    sys.argv = [argv[0], "--authKey", token]  # trame parses sys.argv for its own options
+    sys.argv = [argv[0], f"--authKey={token}"]  # trame parses sys.argv; "=" keeps a token starting "-" a value
     try:
         server.start(host=options.host, port=options.port, open_browser=options.open_browser,
                      timeout=IDLE_TIMEOUT_S, show_connection_info=False, disable_logging=True)
