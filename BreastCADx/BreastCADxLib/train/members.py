@@ -14,9 +14,9 @@ Each member is trained on the folds of the classifier's cross-validation (the sa
 its held-out fold through the product's own scorer (MemberScorer: the card's margins and their mirrors), so the
 fusion with the members is judged out of fold on the same rows as the features alone. The members are fused as
 the shipped three-site design fuses them (classifier.fused_logit with WEIGHTS, chosen there leave-site-out, not
-on these folds) and kept in the set only when, out of fold, the fusion with them ranks at least as well as the
-features alone (AUC); then each is trained on every finding. Checkpoints every epoch; a fold already scored is
-not trained again.
+on these folds) and kept in the set only when, out of fold, the fusion with them passes the train gate against the
+features alone (pipeline.no_worse: the high-sensitivity band and the AUC); then each is trained on every
+finding. Checkpoints every epoch; a fold already scored is not trained again.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
 
     from BreastCADxLib.analysis.classifier import fused_logit
     from BreastCADxLib.analysis.registry import choose_device
-    from BreastCADxLib.train.pipeline import fold_splits, summary
+    from BreastCADxLib.train.pipeline import GATE_RULE, SITE_FOLDS, fold_splits, no_worse, summary
 
     images = member_images(findings)
     init = (source or {}).get("members") or None
@@ -255,17 +255,20 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
         own = {v: score(v, path, images, dev) for v, path in init.items()}
         cv["models"]["source_as_is"] = summary(
             y, fuse(np.array(cv["oof"]["source_as_is"]), own, source["member_weights"]), groups)
-    kept = cv["models"]["fusion_with_members"]["auc"] >= cv["models"]["fusion"]["auc"]
+    kept, gate = no_worse(y, fused, cv["oof"]["fusion"], sites if folds == SITE_FOLDS else None)
+    cv["member_gate"] = {"kept": kept, **gate}
     record = {"views": list(views), "weights": {v: WEIGHTS[v] for v in views}, "epochs": epochs, "batch": BATCH,
               "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0), "box_jitter": BOX_JITTER,
               "train_margin": list(TRAIN_MARGIN), "scanner_aug": aug,
               "from_set": source["id"] if init else None, "kept": kept, "kept_reference": kept,
-              "rule": "fused with a bundle when, out of fold on the classifier's folds, the fusion with them ranks "
-                      "that bundle's outlines at least as well as the features alone (AUC): the findings' own "
-                      "outlines for the set's fusion, the segmenter's for its bundle for automatic masks; fusion "
-                      "weights of the three-site design (chosen leave-site-out), not chosen on these folds"}
-    f, m = cv["models"]["fusion"], cv["models"]["fusion_with_members"]
-    say(f"image members out of fold: fusion with them AUC {m['auc']:.3f} against {f['auc']:.3f} alone: "
+              "gate_reference": gate,
+              "rule": "fused with a bundle against the features alone on that bundle's outlines, out of fold on "
+                      "the classifier's folds (the findings' own outlines for the set's fusion, the segmenter's "
+                      f"for its bundle for automatic masks): {GATE_RULE}; fusion weights of the three-site design "
+                      "(chosen leave-site-out), not chosen on these folds"}
+    f, m = gate["base"], gate["candidate"]
+    say(f"image members out of fold: fusion with them AUC {m['auc']:.3f}, specificity over sensitivity 0.90-1.00 "
+        f"{m['specificity_0.90_1.00']:.2f} against {f['auc']:.3f}, {f['specificity_0.90_1.00']:.2f} alone: "
         + (("kept for the set's fusion" if kept else "left out of the set's fusion") + " (the findings' own "
            "outlines; a segmenter's outlines judge them again for its masks)" if defer else
            "kept" if kept else "left out of the set (they did not add to the features here)"))

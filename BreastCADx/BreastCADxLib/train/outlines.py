@@ -12,7 +12,7 @@ training, the source set's segmenter. On these outlines:
 - a second fusion, fitted on the training findings' reference and automatic outlines together (the shipped sets'
   `lesion_cls_fusion_auto`: the segmenter's outlines are smoother and err in their own way), judged the same way;
   it goes into the set as the bundle for the segmenter's own masks (the card's `automatic_masks`) when, out of
-  fold, it ranks the automatic outlines at least as well as the reference-fitted fusion.
+  fold, it passes the train gate (pipeline.no_worse) against the reference-fitted fusion on the automatic outlines.
 
 A training finding's automatic outline comes from a segmenter fold that held its image out, but that segmenter may
 have trained on the images of the classifier fold being scored: it saw their outlines, never their labels.
@@ -175,11 +175,13 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     from BreastCADxLib.analysis.classifier import fused_logit
     from BreastCADxLib.train import members as mem
     from BreastCADxLib.train.pipeline import (
+        GATE_RULE,
         SITE_FOLDS,
         _fusion_proba,
         fit_fusion,
         fit_rows,
         fold_splits,
+        no_worse,
         summary,
     )
 
@@ -204,10 +206,11 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
         oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
         oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])
     models = {k: summary(y, p, groups) for k, p in oof.items()}
-    kept = models["both_fit"]["auc"] >= models["reference_fit"]["auc"]
+    site_gate = sites if folds == SITE_FOLDS else None
+    kept, gate = no_worse(y, oof["both_fit"], oof["reference_fit"], site_gate)
     chosen = "both_fit" if kept else "reference_fit"
     views = list((members or {}).get("views") or ())
-    members_kept = False
+    members_kept, member_gate = False, None
     if views:  # the fold members on the same outlines: the box member on their boxes, the whole member as it was
         probs = {}
         if "box" in views:
@@ -220,16 +223,17 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
             kw[view], kw[f"{view}_weight"] = logit(np.clip(q, 1e-6, 1 - 1e-6)), mem.WEIGHTS[view]
         oof[f"{chosen}_with_members"] = expit(fused_logit(logit(np.clip(oof[chosen], 1e-6, 1 - 1e-6)), **kw))
         models[f"{chosen}_with_members"] = summary(y, oof[f"{chosen}_with_members"], groups)
-        members_kept = bool(models[f"{chosen}_with_members"]["auc"] >= models[chosen]["auc"])
+        members_kept, member_gate = no_worse(y, oof[f"{chosen}_with_members"], oof[chosen], site_gate)
     record = {"outlines": "the product's path, lesion expected, at the set's presence threshold, by a segmenter "
                           "that never saw the image" + (" (the source set's)" if detector.get("carried") else
                                                         " (the segmenter fold that held it out)"),
               "members": views, "findings": int(len(y)), "unclassifiable": int((~ok).sum()),
               "dice_mean": float(dice.mean()), "dice_below_0.1": float(np.mean(dice < 0.1)),
-              "models": models, "kept": bool(kept), "members_kept": members_kept,
+              "models": models, "kept": bool(kept), "members_kept": members_kept, "gate": gate,
+              "members_gate": member_gate,
               "rule": "the fusion fitted on reference and automatic outlines is the bundle for the segmenter's own "
-                      "masks when, out of fold, it ranks the automatic outlines at least as well as the "
-                      "reference-fitted fusion; the image members join it when they do not lower that (AUC)"}
+                      "masks against the reference-fitted fusion on the automatic outlines, and the image members "
+                      f"join it against it without them: {GATE_RULE}"}
     if folds == SITE_FOLDS:
         s = np.asarray(sites)
         record["by_site"] = {site: {"dice_mean": float(dice[s == site].mean()),
@@ -247,17 +251,17 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
 
 def automatic_text(r: dict) -> str:
     """card.md's section on the automatic path."""
+    from BreastCADxLib.train.pipeline import METRIC_HEAD, metric_cells
+
     base = {"reference_fit": "fusion fitted on reference outlines", "both_fit": "fusion fitted on both outlines"}
     name = {**base, **{f"{k}_with_members": f"{v}, with the image members ({', '.join(r['members'])})"
                        for k, v in base.items()}}
     lines = [f"Automatic outlines (the panel's default: {r['outlines']}), out of fold: mean Dice to the "
              f"reference {r['dice_mean']:.2f}, {r['dice_below_0.1']:.0%} of the findings below 0.1, "
              f"{r['unclassifiable']} outline(s) that cannot be classified (ranked 0.5).", "",
-             "| classifier of the automatic outline | AUC [95 % CI] | specificity at sensitivity 0.96 |",
-             "|---|---|---|"]
+             f"| classifier of the automatic outline | {METRIC_HEAD} |", "|---|---|---|---|"]
     for k, m in r["models"].items():
-        lines.append(f"| {name[k]} | {m['auc']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | "
-                     f"{m['specificity_at_0.96']:.2f} |")
+        lines.append(f"| {name[k]} | {metric_cells(m)} |")
     for site, m in (r.get("by_site") or {}).items():
         lines.append(f"- held-out site {site} (mean Dice {m['dice_mean']:.2f}): " + "; ".join(
             f"{name[k]} AUC {m[k]['auc']:.3f}, specificity at 0.96 {m[k]['specificity_at_0.96']:.2f}"

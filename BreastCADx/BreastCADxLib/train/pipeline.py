@@ -24,7 +24,8 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 6. automatic outlines (train/outlines.py; with a segmenter in the set): each finding outlined as the panel
    outlines it by a segmenter that never saw its image, classified out of fold (the default path's held-out
    figures); a second fusion fitted on reference and automatic outlines goes into the set for the segmenter's own
-   masks when it ranks them at least as well, with the image members when they do not lower that.
+   masks when it passes the gate (no_worse: not lower in the high-sensitivity band, at most 0.01 of AUC), with
+   the image members when they pass it too.
 7. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
    registry.save_card, arrays, OOD statistics, the deep explainer), the members and the segmenter with their
    cards, the set's input guard (a one-class model of its own images on the whole-image Lite0 embedding, so
@@ -373,9 +374,52 @@ def fold_splits(y, groups, folds: int | str = FOLDS, seed: int = 0, sites=None) 
 
 
 def summary(y, p, groups) -> dict:
-    from BreastCADxLib.results.evaluation import auc_ci, specificity_at
+    from BreastCADxLib.results.evaluation import auc_ci, high_sensitivity_specificity, specificity_at
 
-    return {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96)}
+    return {**auc_ci(y, p, groups), "specificity_at_0.96": specificity_at(y, p, 0.96),
+            "specificity_at_0.98": specificity_at(y, p, 0.98),
+            "specificity_0.90_1.00": high_sensitivity_specificity(y, p)}
+
+
+METRIC_HEAD = "AUC [95 % CI] | specificity at sensitivity 0.96 / 0.98 | mean specificity, sensitivity 0.90-1.00"
+
+
+def metric_cells(r: dict) -> str:
+    """A summary() as card-table cells (METRIC_HEAD); a record from before the 0.98 / band columns shows '-'."""
+    extra = " / ".join(f"{r[k]:.2f}" if k in r else "-" for k in ("specificity_at_0.96", "specificity_at_0.98"))
+    band = f"{r['specificity_0.90_1.00']:.2f}" if "specificity_0.90_1.00" in r else "-"
+    return f"{r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {extra} | {band}"
+
+
+GATE_AUC_SLACK = 0.01  # well inside every CV AUC's 95 % CI here (+-0.02..0.05)
+GATE_RULE = ("kept when, out of fold, it does not lower the mean specificity over sensitivities 0.90-1.00 (the "
+             f"biopsy decision's region) and lowers the AUC by at most {GATE_AUC_SLACK}; with --folds site both "
+             "are the mean over the held-out sites")
+
+
+def no_worse(y, candidate, base, sites=None) -> tuple[bool, dict]:
+    """The gate of every choice `train` makes between two out-of-fold scorings of the same findings (image members,
+    the automatic-outline bundle): judged where a biopsy decision is made, not by AUC alone (a candidate that
+    trades AUC in the low-sensitivity region for specificity at high sensitivity passes; one that loses the
+    high-sensitivity region fails whatever its AUC). With `sites` (leave one site out) each held-out site counts
+    once. Returns (kept, {"candidate"/"base": {"auc", "specificity_0.90_1.00"}})."""
+    from sklearn.metrics import roc_auc_score
+
+    from BreastCADxLib.results.evaluation import high_sensitivity_specificity
+
+    y = np.asarray(y)
+    parts = [np.ones(len(y), bool)] if sites is None else [np.asarray(sites) == s for s in sorted(set(sites))]
+    parts = [m for m in parts if len(set(y[m].tolist())) == 2]
+
+    def scores(p):
+        p = np.asarray(p)
+        return {"auc": float(np.mean([roc_auc_score(y[m], p[m]) for m in parts])),
+                "specificity_0.90_1.00": float(np.mean([high_sensitivity_specificity(y[m], p[m]) for m in parts]))}
+
+    c, b = scores(candidate), scores(base)
+    kept = (c["specificity_0.90_1.00"] >= b["specificity_0.90_1.00"] - 1e-12
+            and c["auc"] >= b["auc"] - GATE_AUC_SLACK - 1e-12)
+    return bool(kept), {"candidate": c, "base": b}
 
 
 def cross_validate(rad, deep, y, groups, folds: int | str = FOLDS, seed: int = 0, source: dict | None = None,
@@ -564,10 +608,9 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
              f"Data: {t['findings']} located findings ({t['malignant']} malignant) of {data['patients']} patients; "
              f"left out: {data['left_out']}. Made {data['date']} by `{t['command']}`.", "",
              f"{plan}, 95 % CI by patient bootstrap{start}:", "",
-             "| model | AUC [95 % CI] | specificity at sensitivity 0.96 |", "|---|---|---|"]
+             f"| model | {METRIC_HEAD} |", "|---|---|---|---|"]
     for name, r in cv["models"].items():
-        lines.append(f"| {name} | {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
-                     f"{r['specificity_at_0.96']:.2f} |")
+        lines.append(f"| {name} | {metric_cells(r)} |")
     if cv.get("by_site"):
         lines += ["", "Each held-out site on its own (AUC [95 % CI]; specificity at sensitivity 0.96):", "",
                   "| model | " + " | ".join(cv["by_site"]) + " |", "|---" * (1 + len(cv["by_site"])) + "|"]

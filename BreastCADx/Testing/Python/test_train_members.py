@@ -1,5 +1,6 @@
 """The image-members stage of `breastcadx train` (train/members.py): members trained on the classifier's patient
-folds and judged out of fold against the features alone, kept only when they do not lower the AUC, written in the
+folds and judged out of fold against the features alone, kept only where they pass the train gate (the
+high-sensitivity band and the AUC: pipeline.no_worse), written in the
 model-set contract and used by the product; training that resumes to the same weights; --from starting from a
 set's members.
 
@@ -23,7 +24,7 @@ from BreastCADxLib.analysis.cards import ImageCnnCard
 from BreastCADxLib.analysis.registry import load_card, verify_model_set
 from BreastCADxLib.image import Image
 from BreastCADxLib.train import members as mem
-from BreastCADxLib.train.pipeline import TrainError, fold_splits, read_manifest
+from BreastCADxLib.train.pipeline import GATE_AUC_SLACK, TrainError, fold_splits, no_worse, read_manifest
 
 
 def train(*args):
@@ -54,11 +55,13 @@ def test_a_set_with_members_carries_them_in_the_contract_and_the_product_fuses_t
     fusion = load_card("lesion_cls_fusion", out)
     kept = "kept" in log.split("image members out of fold:")[1].splitlines()[0]
     cv = json.loads((out / ".work" / "cv.json").read_text())
-    assert kept == (cv["models"]["fusion_with_members"]["auc"] >= cv["models"]["fusion"]["auc"])
+    gate = cv["member_gate"]
+    assert kept == gate["kept"] == gate_passes(gate)
+    assert gate["candidate"]["auc"] == pytest.approx(cv["models"]["fusion_with_members"]["auc"])
     assert {"box_cnn", "whole_cnn", "fusion_with_members"} <= set(cv["models"])
     if not kept:
         assert fusion.box_member is None and not (out / "lesion_box_cnn.json").exists()
-        pytest.skip("the members lowered the out-of-fold AUC on these findings: left out (as they should be)")
+        pytest.skip("the members did not pass the gate on these findings: left out (as they should be)")
     assert fusion.box_member == {"model": "lesion_box_cnn", "weight": mem.WEIGHTS["box"]}
     assert fusion.image_member == {"model": "lesion_whole_cnn", "weight": mem.WEIGHTS["whole"]}
     for view, model in mem.VIEWS.items():
@@ -133,10 +136,11 @@ def test_each_bundle_takes_the_members_only_when_they_did_not_lower_its_own_outl
     cv = json.loads((out / ".work" / "cv.json").read_text())
     auto = cv["automatic_outlines"]
     chosen = "both_fit" if auto["kept"] else "reference_fit"
-    assert auto["members_kept"] == (auto["models"][f"{chosen}_with_members"]["auc"] >= auto["models"][chosen]["auc"])
+    assert auto["kept"] == gate_passes(auto["gate"])
+    assert auto["members_kept"] == gate_passes(auto["members_gate"])
+    assert auto["members_gate"]["base"]["auc"] == pytest.approx(auto["models"][chosen]["auc"])
     main = load_card("lesion_cls_fusion", out)
-    m = cv["models"]
-    assert (main.box_member is not None) == (m["fusion_with_members"]["auc"] >= m["fusion"]["auc"])
+    assert (main.box_member is not None) == cv["member_gate"]["kept"] == gate_passes(cv["member_gate"])
     has_auto = (out / "lesion_cls_fusion_auto.json").is_file()
     assert has_auto == (auto["kept"] or auto["members_kept"] != (main.box_member is not None))
     assert main.automatic_masks == ("lesion_cls_fusion_auto" if has_auto else None)
@@ -175,8 +179,45 @@ def test_a_finished_network_of_another_run_is_refused_not_reused(findings, tmp_p
         mem.fit(images, tmp_path / "fold", "box", **kw)
 
 
+def gate_passes(gate: dict) -> bool:
+    """The gate's rule, read again from the figures it recorded."""
+    c, b = gate["candidate"], gate["base"]
+    return (c["specificity_0.90_1.00"] >= b["specificity_0.90_1.00"] - 1e-12
+            and c["auc"] >= b["auc"] - GATE_AUC_SLACK - 1e-12)
+
+
+def _ranked(benign_n: int, malignant: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Benign scores evenly over [0, 1) and the given malignant scores."""
+    return np.r_[np.zeros(benign_n), np.ones(len(malignant))], np.r_[np.arange(benign_n) / benign_n, malignant]
+
+
+def test_the_gate_judges_the_biopsy_region_not_the_auc_alone():
+    """One cancer scored below every benign lesion (a confident benign call) costs the base little AUC but the whole
+    band above sensitivity 0.95; a candidate that ranks every cancer above 94.5 % of the benign lesions has 0.005 less
+    AUC and passes; the reverse does not; nor does a candidate that pays more than the slack in AUC."""
+    y, base = _ranked(200, [2.0] * 19 + [-1.0])  # AUC 0.95, specificity 1.0 up to sensitivity 0.95, then 0
+    _, near = _ranked(200, [0.9425] * 20)  # above 189 of 200 benign: AUC 0.945, specificity 0.945 everywhere
+    _, far = _ranked(200, [0.9] * 20)  # AUC 0.90
+    assert roc_auc_score(y, base) == pytest.approx(0.95) and roc_auc_score(y, near) == pytest.approx(0.945)
+    kept, g = no_worse(y, near, base)
+    assert kept and g["candidate"]["specificity_0.90_1.00"] == pytest.approx(0.945)
+    assert g["base"]["specificity_0.90_1.00"] == pytest.approx(51 / 101)
+    assert not no_worse(y, base, near)[0]  # more AUC, but the band lost
+    assert not no_worse(y, far, base)[0]  # the band won, but 0.05 of AUC paid
+
+
+def test_leaving_sites_out_the_gate_counts_each_held_out_site_once():
+    y1, p1 = _ranked(200, [0.9425] * 20)
+    y2, p2 = _ranked(20, [0.5, 0.97])
+    y, p = np.r_[y1, y2], np.r_[p1, p2]
+    sites = ["a"] * len(y1) + ["b"] * len(y2)
+    _, g = no_worse(y, p, p, sites)
+    assert g["base"]["auc"] == pytest.approx((roc_auc_score(y1, p1) + roc_auc_score(y2, p2)) / 2)
+    assert g["base"]["auc"] != pytest.approx(roc_auc_score(y, p))
+
+
 @pytest.mark.parametrize("right", [True, False])
-def test_members_are_kept_only_when_they_do_not_lower_the_out_of_fold_auc(findings, tmp_path, monkeypatch, right):
+def test_members_are_kept_only_when_they_pass_the_gate(findings, tmp_path, monkeypatch, right):
     y = np.array([f.label for f in findings])
     groups = np.array([f.patient for f in findings])
     rng = np.random.default_rng(0)
