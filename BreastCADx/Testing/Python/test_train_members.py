@@ -206,14 +206,29 @@ def test_the_gate_judges_the_biopsy_region_not_the_auc_alone():
     assert not no_worse(y, far, base)[0]  # the band won, but 0.05 of AUC paid
 
 
-def test_leaving_sites_out_the_gate_counts_each_held_out_site_once():
-    y1, p1 = _ranked(200, [0.9425] * 20)
-    y2, p2 = _ranked(20, [0.5, 0.97])
-    y, p = np.r_[y1, y2], np.r_[p1, p2]
-    sites = ["a"] * len(y1) + ["b"] * len(y2)
-    _, g = no_worse(y, p, p, sites)
-    assert g["base"]["auc"] == pytest.approx((roc_auc_score(y1, p1) + roc_auc_score(y2, p2)) / 2)
-    assert g["base"]["auc"] != pytest.approx(roc_auc_score(y, p))
+def _level(benign_n: int, below: int, malignant_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every cancer just above `below` of the benign lesions: AUC and specificity at any sensitivity below/n."""
+    return _ranked(benign_n, [(below - 0.5) / benign_n] * malignant_n)
+
+
+def test_leaving_sites_out_gains_at_two_sites_do_not_buy_a_lower_floor_at_the_third():
+    """Sites a and b gain 0.10 of specificity in the band, site c, already among the weakest, loses 0.005 (its AUC
+    too, within the slack): averaged over the sites the candidate wins; the gate takes each measure at the worst
+    held-out site, so it does not pass."""
+    (ya, base_a), (_, cand_a) = _level(200, 160, 40), _level(200, 180, 40)
+    (yb, base_b), (_, cand_b) = _level(200, 160, 20), _level(200, 180, 20)
+    (yc, base_c), (_, cand_c) = _level(200, 160, 20), _level(200, 159, 20)
+    y = np.r_[ya, yb, yc]
+    sites = ["a"] * len(ya) + ["b"] * len(yb) + ["c"] * len(yc)
+    base, cand = np.r_[base_a, base_b, base_c], np.r_[cand_a, cand_b, cand_c]
+    kept, g = no_worse(y, cand, base, sites)
+    assert not kept
+    assert g["candidate"]["specificity_0.90_1.00"] == pytest.approx(0.795)
+    assert g["base"]["specificity_0.90_1.00"] == pytest.approx(0.80)
+    assert g["candidate"]["auc"] == pytest.approx(0.795) and g["base"]["auc"] == pytest.approx(0.80)
+    assert g["per_site_band"]["a"] == pytest.approx({"candidate": 0.90, "base": 0.80})
+    mean = {k: np.mean([v[k] for v in g["per_site_band"].values()]) for k in ("candidate", "base")}
+    assert mean["candidate"] > mean["base"]  # an average would have taken it
 
 
 @pytest.mark.parametrize("right", [True, False])
