@@ -23,10 +23,7 @@ OUT = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    from scipy.special import expit, logit
-
-    from BreastCADxLib.analysis.classifier import fused_logit
-    from BreastCADxLib.train.members import WEIGHTS
+    from BreastCADxLib.train.members import WEIGHTS, fuse
     from BreastCADxLib.train.pipeline import SITE_FOLDS, fold_splits, read_manifest, summary
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,16 +53,9 @@ def main() -> None:
             fit = json.loads((scored.parent / "fit.json").read_text())
             report[f"{view}_fit"] = {k: fit[k] for k in ("epochs", "images", "seconds") if k in fit} | {
                 "scanner_aug": fit.get("run", {}).get("scanner_aug", 0.0)}
-
-    def clip(p):
-        return logit(np.clip(p, 1e-6, 1 - 1e-6))
-
-    kw = {}
-    for view, p in probs.items():
-        kw[view], kw[f"{view}_weight"] = clip(p), WEIGHTS[view]
-    if kw:
+    if probs:
         rows["fusion with " + " + ".join(probs) + f" ({', '.join(f'{v} {WEIGHTS[v]}' for v in probs)})"] = summary(
-            y, expit(fused_logit(clip(features), **kw)), groups)
+            y, fuse(features, probs), groups)
     report.update(rows={k: {kk: v[kk] for kk in ("auc", "ci95", "n", "malignant", "specificity_at_0.96")}
                         for k, v in rows.items()}, loadavg_1min_end=os.getloadavg()[0])
     head = header(f"breastcadx train --folds site: {args.site} held out", report,

@@ -39,10 +39,7 @@ def member_oof(run: Path, view: str, findings: list, folds: list) -> np.ndarray 
 
 
 def main() -> None:
-    from scipy.special import expit, logit
-
-    from BreastCADxLib.analysis.classifier import fused_logit
-    from BreastCADxLib.train.members import WEIGHTS
+    from BreastCADxLib.train.members import WEIGHTS, fuse
     from BreastCADxLib.train.pipeline import (
         DESIGN,
         GATE_AUC_SLACK,
@@ -69,14 +66,7 @@ def main() -> None:
     probs = {v: p for v in WEIGHTS if (p := member_oof(args.run, v, d["findings"], folds)) is not None}
     if not probs:
         raise SystemExit(f"{args.run}: no image member has scored every held-out site yet")
-
-    def clip(p):
-        return logit(np.clip(p, 1e-6, 1 - 1e-6))
-
-    kw = {}
-    for view, p in probs.items():
-        kw[view], kw[f"{view}_weight"] = clip(p), WEIGHTS[view]
-    fused = expit(fused_logit(clip(features), **kw))
+    fused = fuse(features, probs)
     scorings = {"features (the set's fusion)": features, **{f"{v} member alone": p for v, p in probs.items()},
                 "fusion with " + " + ".join(f"{v} {WEIGHTS[v]}" for v in probs): fused}
     rows = {s: {k: {m: summary(y[sites == s], p[sites == s], groups[sites == s])[m] for m in METRICS}

@@ -217,6 +217,19 @@ def final_members(images: list[MemberImage], views: tuple[str, ...], work: Path,
             for view in views}
 
 
+def fuse(p_features, probs: dict, weights: dict | None = None) -> np.ndarray:
+    """The features' probability fused with the members' ({view: probability}) as the product fuses them
+    (classifier.fused_logit), at `weights` (default WEIGHTS)."""
+    from scipy.special import expit, logit
+
+    from BreastCADxLib.analysis.classifier import fused_logit
+
+    kw = {}
+    for view, p in probs.items():
+        kw[view], kw[f"{view}_weight"] = logit(np.clip(p, 1e-6, 1 - 1e-6)), (weights or WEIGHTS)[view]
+    return expit(fused_logit(logit(np.clip(np.asarray(p_features), 1e-6, 1 - 1e-6)), **kw))
+
+
 def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, views: tuple[str, ...], work: Path,
                   *, folds: int | str, epochs: int, device: str, deadline: float, say, source: dict | None = None,
                   sites=None, modality: str = "US", defer: bool = False) -> dict:
@@ -226,9 +239,6 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
     `source_as_is` is the source with its members. defer: no final training here (`breastcadx train` judges the
     members on the automatic outlines too, then calls finish_members). Returns {"weights": {view: path} or None,
     "training": the record for the cards, "oof": the held-out scores per view, and what finish_members needs}."""
-    from scipy.special import expit, logit
-
-    from BreastCADxLib.analysis.classifier import fused_logit
     from BreastCADxLib.analysis.registry import choose_device
     from BreastCADxLib.train.pipeline import GATE_RULE, SITE_FOLDS, fold_splits, no_worse, summary
 
@@ -237,12 +247,6 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
     aug = SCANNER_AUG[modality]
     oof = train_members(images, fold_splits(y, groups, folds, sites=sites), views, work, epochs=epochs, device=device,
                         deadline=deadline, say=say, init=init, scanner_aug=aug)
-
-    def fuse(p_features, probs: dict, weights: dict) -> np.ndarray:
-        kw = {}
-        for view, p in probs.items():
-            kw[view], kw[f"{view}_weight"] = logit(np.clip(p, 1e-6, 1 - 1e-6)), weights[view]
-        return expit(fused_logit(logit(np.clip(p_features, 1e-6, 1 - 1e-6)), **kw))
 
     fused = fuse(np.array(cv["oof"]["fusion"]), oof, WEIGHTS)
     for view in views:
@@ -287,5 +291,5 @@ def finish_members(result: dict, findings: list, work: Path, *, device: str, dea
     return {**result, "weights": weights}
 
 
-__all__ = ["VIEWS", "WEIGHTS", "EPOCHS", "member_images", "members_stage", "finish_members", "train_members",
+__all__ = ["VIEWS", "WEIGHTS", "EPOCHS", "fuse", "member_images", "members_stage", "finish_members", "train_members",
            "final_members", "card_for", "score", "train_view", "fit"]

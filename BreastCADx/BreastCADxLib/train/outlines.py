@@ -170,9 +170,6 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     image members when the set has them), per site with --folds site; and the rows the set's automatic-outline
     bundle is fitted on when it is kept (with `redrawn`, every fit takes the redrawn outlines too: pipeline.fit_rows).
     Returns the record for cv.json and card.md, and `rows` (rad, deep, y)."""
-    from scipy.special import expit, logit
-
-    from BreastCADxLib.analysis.classifier import fused_logit
     from BreastCADxLib.train import members as mem
     from BreastCADxLib.train.pipeline import (
         GATE_RULE,
@@ -218,10 +215,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
             probs["box"] = np.where(np.isnan(box), 0.5, box)
         if "whole" in views:
             probs["whole"] = np.asarray(members["oof"]["whole"])
-        kw = {}
-        for view, q in probs.items():
-            kw[view], kw[f"{view}_weight"] = logit(np.clip(q, 1e-6, 1 - 1e-6)), mem.WEIGHTS[view]
-        oof[f"{chosen}_with_members"] = expit(fused_logit(logit(np.clip(oof[chosen], 1e-6, 1 - 1e-6)), **kw))
+        oof[f"{chosen}_with_members"] = mem.fuse(oof[chosen], probs)
         models[f"{chosen}_with_members"] = summary(y, oof[f"{chosen}_with_members"], groups)
         members_kept, member_gate = no_worse(y, oof[f"{chosen}_with_members"], oof[chosen], site_gate)
     record = {"outlines": "the product's path, lesion expected, at the set's presence threshold, by a segmenter "

@@ -404,28 +404,21 @@ def no_worse(y, candidate, base, sites=None) -> tuple[bool, dict]:
     high-sensitivity region fails whatever its AUC). With `sites` (leave one site out) each measure is its worst
     held-out site's (maximin: gains at two hospitals do not buy a lower floor at the third; the targets are "at
     every held-out site"; benchmarks/results/member_gate_three_sites.md). Returns (kept, {"candidate" / "base":
-    {"auc", "specificity_0.90_1.00"}, and with sites "per_site": {site: {"candidate", "base"}}})."""
+    {"auc", "specificity_0.90_1.00"}, and with sites "per_site_band": {site: {"candidate", "base"}}})."""
     from sklearn.metrics import roc_auc_score
 
     from BreastCADxLib.results.evaluation import high_sensitivity_specificity
 
     y = np.asarray(y)
-    parts = [np.ones(len(y), bool)] if sites is None else [np.asarray(sites) == s for s in sorted(set(sites))]
-    parts = [m for m in parts if len(set(y[m].tolist())) == 2]
-
-    def scores(p):
-        p = np.asarray(p)
-        return {"auc": float(min(roc_auc_score(y[m], p[m]) for m in parts)),
-                "specificity_0.90_1.00": float(min(high_sensitivity_specificity(y[m], p[m]) for m in parts))}
-
-    c, b = scores(candidate), scores(base)
-    per_site = {} if sites is None else {
-        s: {"candidate": float(high_sensitivity_specificity(y[m], np.asarray(candidate)[m])),
-            "base": float(high_sensitivity_specificity(y[m], np.asarray(base)[m]))}
-        for s, m in zip(sorted(set(sites)), [np.asarray(sites) == s for s in sorted(set(sites))])
-        if len(set(y[m].tolist())) == 2}
+    parts = {None: np.ones(len(y), bool)} if sites is None else {s: np.asarray(sites) == s for s in sorted(set(sites))}
+    parts = {s: m for s, m in parts.items() if len(set(y[m].tolist())) == 2}
+    measured = {k: {s: (roc_auc_score(y[m], np.asarray(p)[m]), high_sensitivity_specificity(y[m], np.asarray(p)[m]))
+                    for s, m in parts.items()} for k, p in (("candidate", candidate), ("base", base))}
+    c, b = ({"auc": float(min(a for a, _ in v.values())), "specificity_0.90_1.00": float(min(h for _, h in v.values()))}
+            for v in (measured["candidate"], measured["base"]))
     kept = (c["specificity_0.90_1.00"] >= b["specificity_0.90_1.00"] - 1e-12
             and c["auc"] >= b["auc"] - GATE_AUC_SLACK - 1e-12)
+    per_site = {s: {k: float(measured[k][s][1]) for k in measured} for s in parts} if sites is not None else {}
     return bool(kept), {"candidate": c, "base": b, **({"per_site_band": per_site} if per_site else {})}
 
 
