@@ -19,17 +19,19 @@ from pathlib import Path
 from benchmarks.machine import header, stamp, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
-SHIPPED = "expect:w0.75:ww0.2"  # the shipped fusion (box 0.75, whole image 0.2) on automatic outlines, lesion expected
+SHIPPED = "w0.75:ww0.2"  # the shipped fusion's weights (box 0.75, whole image 0.2) in rotation_fusion.json
 
 
 def cells(r: dict | None) -> str:
-    """AUC [CI] / spec 0.96 / 0.98 / band of a pipeline.summary() record."""
-    if not r:
-        return "- | - | - | -"
-    ci = f" [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r.get("ci95") else ""
-    return " | ".join([f"{r['auc']:.3f}{ci}"] + [f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in
-                                                 ("specificity_at_0.96", "specificity_at_0.98",
-                                                  "specificity_0.90_1.00")])
+    """pipeline.metric_cells of a summary() record ('-' cells when there is none)."""
+    from BreastCADxLib.train.pipeline import metric_cells
+
+    return metric_cells(r) if r else "- | - | -"
+
+
+def shipped_cells(r: dict | None) -> str:
+    """A shipped-recipe rotation record (no CI, no band) in the same columns."""
+    return f"{r['auc']:.3f} | {r['specificity_at_0.96']:.2f} / {r['specificity_at_0.98']:.2f}" if r else "- | -"
 
 
 def shipped_rows(path: Path) -> dict:
@@ -40,7 +42,7 @@ def shipped_rows(path: Path) -> dict:
     for rot in json.loads(path.read_text())["rotations"]:
         out[rot["held_out"]] = {name: {"auc": rot[key]["auc"], "specificity_at_0.96": rot[key]["spec96"],
                                        "specificity_at_0.98": rot[key]["spec98"]}
-                                for name, key in (("expect", SHIPPED), ("reference", "reference:w0.75:ww0.2"))
+                                for name, key in ((m, f"{m}:{SHIPPED}") for m in ("expect", "reference"))
                                 if key in rot}
     return out
 
@@ -89,16 +91,14 @@ def main() -> None:
     md = header(f"`breastcadx train --folds site` at each held-out site: {args.run.name}", report,
                 f"Made by `python -m benchmarks.train_run --run {args.run} --name {args.name}` from the finished "
                 f"run's out-of-fold records (each site scored by models trained on the other two; non-test rows). "
-                f"Set `{set_id}`. Cells: AUC [95 % CI, patient bootstrap] | specificity at sensitivity 0.96 | "
-                "0.98 | mean specificity over sensitivity 0.90-1.00.")
+                f"Set `{set_id}`. Cells: AUC [95 % CI, patient bootstrap] | specificity at sensitivity 0.96 / "
+                "0.98 | mean specificity over sensitivity 0.90-1.00 (band).")
     md += ["", "## Reference outlines (the features' fusion, stage 3)", "",
-           "| held out | fusion: AUC | 0.96 | 0.98 | band | pyradiomics + LR: AUC | 0.96 | 0.98 | band | "
-           "shipped recipe (rotation_fusion): AUC | 0.96 | 0.98 |", "|---" * 12 + "|"]
+           "| held out | fusion: AUC | 0.96 / 0.98 | band | pyradiomics + LR: AUC | 0.96 / 0.98 | band | "
+           "shipped recipe (rotation_fusion): AUC | 0.96 / 0.98 |", "|---" * 9 + "|"]
     for site, r in (cv.get("by_site") or {}).items():
         s = shipped.get(site, {}).get("reference")
-        md.append(f"| {site} | {cells(r.get('fusion'))} | {cells(r.get('pyradiomics_lr'))} | "
-                  + (f"{s['auc']:.3f} | {s['specificity_at_0.96']:.2f} | {s['specificity_at_0.98']:.2f} |"
-                     if s else "- | - | - |"))
+        md.append(f"| {site} | {cells(r.get('fusion'))} | {cells(r.get('pyradiomics_lr'))} | {shipped_cells(s)} |")
     mg = cv.get("member_gate")
     md += ["", gate_line("image members on reference outlines (stage 4)", mg and mg.get("kept"), mg)]
     md += ["", "## Finding the lesion: the default path at each held-out site (segmenter folds, pooled threshold)",
@@ -118,15 +118,14 @@ def main() -> None:
     if not auto:
         md.append("None: the run kept no segmenter.")
     md += [
-           "| held out | mean Dice | fitted on reference: AUC | 0.96 | 0.98 | band | fitted on both: AUC | 0.96 | "
-           "0.98 | band | chosen + members: AUC | 0.96 | 0.98 | band | shipped recipe: AUC | 0.96 | 0.98 |",
-           "|---" * 18 + "|"] if auto else []
+           "| held out | mean Dice | fitted on reference: AUC | 0.96 / 0.98 | band | fitted on both: AUC | 0.96 / "
+           "0.98 | band | chosen + members: AUC | 0.96 / 0.98 | band | shipped recipe: AUC | 0.96 / 0.98 |",
+           "|---" * 13 + "|"] if auto else []
     for site, r in (auto.get("by_site") or {}).items():
         withm = next((v for k, v in r.items() if k.endswith("_with_members")), None)
         s = shipped.get(site, {}).get("expect")
         md.append(f"| {site} | {r['dice_mean']:.2f} | {cells(r.get('reference_fit'))} | {cells(r.get('both_fit'))} | "
-                  f"{cells(withm)} | " + (f"{s['auc']:.3f} | {s['specificity_at_0.96']:.2f} | "
-                                          f"{s['specificity_at_0.98']:.2f} |" if s else "- | - | - |"))
+                  f"{cells(withm)} | {shipped_cells(s)} |")
     if auto:
         md += ["", gate_line("bundle fitted on reference and automatic outlines", auto.get("kept"), auto.get("gate")),
                gate_line("image members on automatic outlines", auto.get("members_kept"), auto.get("members_gate"))]
