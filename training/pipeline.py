@@ -1,4 +1,4 @@
-"""The shipped model set as named stages: what each runs, what it reads, what it writes.
+"""The README recipe's model sets as named stages: what each runs, what it reads, what it writes.
 
     python -m training.pipeline list                       # stages, their state (done / to do), their outputs
     python -m training.pipeline run [STAGE ...]            # the stages (and those they need) not done yet
@@ -12,7 +12,9 @@ A stage is done when its outputs exist (a training run: when it wrote finished.j
 by its time box is resumed (--resume) by the next `run`, so the whole set is made over several sessions on a
 2-core CPU. Every start, finish and duration goes to runs/pipeline.log. Test splits are never read here.
 The intermediate layout (runs/site_pass, runs/site_features, runs/<run>) is the scripts' own; the models are
-written to --models (default: the shipped folder).
+written to --models (default: the set's folder). The three-site set made this way shipped until 2026-12-06
+(training.restore_set --commit 6d4427d brings it back to runs/recipe-three-site, where `verify` compares); the
+shipped set since is made by one command, `breastcadx train ... --folds site` (README), and training.ship_set.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 from BreastCADxLib.analysis.registry import MODELS_DIR
 from training.common import FINISHED
 from training.data import BUSI_ONLY, DEFAULT_DATA, HELD_OUT_BUSI
-from training.restore_set import TWO_SITE, TWO_SITE_COMMIT
+from training.restore_set import RECIPE, TWO_SITE, TWO_SITE_COMMIT
 
 RUNS = Path("runs")
 LOG = RUNS / "pipeline.log"
@@ -427,7 +429,7 @@ def verify(stages: list[Stage], args: argparse.Namespace) -> int:
 
 
 SETS = {"three-site": three_site, "rotations": rotations, "busi-only": busi_only}
-SET_MODELS = {"busi-only": BUSI_ONLY}  # where a set's ship stages write by default (else the shipped folder)
+SET_MODELS = {"busi-only": BUSI_ONLY, "three-site": RECIPE}  # where a set's ship stages write by default
 
 
 def main() -> int:

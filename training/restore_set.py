@@ -19,6 +19,10 @@ MODELS = "BreastCADx/Resources/Models"
 # the two-site set (BUSI + L5), shipped until this commit: the A+B -> C held-out set of the pipeline and benchmarks
 TWO_SITE_COMMIT = "6cf1515"
 TWO_SITE = Path("runs/two-site")
+# the README recipe's three-site set (training.pipeline --set three-site), shipped until this commit; its input guard
+# (training.fit_guard) stays in the shipped set (training.ship_set --guard)
+RECIPE_COMMIT = "6d4427d"
+RECIPE = Path("runs/recipe-three-site")
 
 
 def main() -> int:

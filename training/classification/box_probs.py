@@ -1,6 +1,7 @@
 """Add the shipped image-level members' probabilities to feature files: `box_<model set>` per row, computed on
 the same mask as the row's features (reference, perturbed, or the segmenter pass's automatic / ROI-box mask), and
-`whole_<model set>` where the set's classifier also fuses a whole-image member (the mask only picks the frame).
+`whole_<model set>` (the mask only picks the frame), for each member either of the set's bundles (drawn or
+automatic outlines) fuses.
 
     python -m training.classification.box_probs --sets three-site,BreastCADx/Testing/Data/model_sets/busi-only \
         runs/site_features/*__test.npz BreastCADx/Testing/Data/test_rows.npz
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.box_classifier import get_member_scorer
-from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
+from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, bundle_for
 from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
 from BreastCADxLib.image import Image
 from training.classification.site_features import perturbed
@@ -35,9 +36,11 @@ def main() -> None:
     scorers = {}  # column -> scorer
     for s in args.sets.split(","):
         card = load_card(DEFAULT_CLASSIFIER, model_set_dir(s))
-        for column, member in (("box", card.box_member), ("whole", card.image_member)):
-            if member:
-                scorers[f"{column}_{model_set_info(s)['id']}"] = get_member_scorer(member["model"], "cpu", s)
+        cards = [card] + [load_card(b, model_set_dir(s)) for b in {bundle_for(card, "auto")} - {card.id}]
+        for c in cards:  # a member fused in either bundle (drawn or automatic outlines)
+            for column, member in (("box", c.box_member), ("whole", c.image_member)):
+                if member:
+                    scorers[f"{column}_{model_set_info(s)['id']}"] = get_member_scorer(member["model"], "cpu", s)
     whole_done: dict[tuple[str, str, str], float] = {}
     for path in args.files:
         z = dict(np.load(path, allow_pickle=False))
