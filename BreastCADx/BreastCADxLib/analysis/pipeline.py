@@ -256,6 +256,10 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         presence = seg.presence_score
         mask = grid.up(work_mask, is_mask=True)
         seconds["segment"] = time.perf_counter() - t
+        if not mask.any() and expect_lesion and roi is None:
+            # told a lesion is there: "no lesion found (normal)" would be a confident wrong answer
+            raise MaskError("a lesion was expected, but the segmenter gives no usable region anywhere in the image; "
+                            "draw a box around the lesion or outline it", image.source or None)
         if not mask.any():
             report(1.0, "no lesion found")
             return AnalysisResult(source=image.source, lesion_found=False, provenance=provenance, mask=mask,

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from BreastCADxLib.analysis.box_classifier import BOX_MODEL, MemberScorer
-from BreastCADxLib.analysis.classifier import get_classifier
-from BreastCADxLib.analysis.registry import MODELS_DIR, model_set_dir, save_card
+from BreastCADxLib.analysis.box_classifier import BOX_MODEL, WHOLE_MODEL, MemberScorer
+from BreastCADxLib.analysis.classifier import classifier_for, get_classifier
+from BreastCADxLib.analysis.registry import MODELS_DIR, model_set_dir
 from BreastCADxLib.errors import ModelError
 from BreastCADxLib.io import load_image, load_mask
 from conftest import BUSI_ONLY, MODULE_DIR
@@ -55,10 +55,13 @@ def test_altered_weights_are_refused(tmp_path):
 
 
 def test_the_classifier_needs_the_member_it_names():
-    clf = get_classifier()
+    """The shipped set fuses its members in the bundle for automatic outlines (the train run's gate left them out
+    of the drawn-outline bundle); that bundle refuses to answer without the members it names."""
+    assert get_classifier().box_member is None and get_classifier().whole_member is None
+    clf = classifier_for("three-site", "auto")
     assert clf.box_member is not None and clf.box_member["model"] == BOX_MODEL
     rad = {n: 0.0 for n in clf.radiomics_names}
-    assert clf.whole_member is not None  # the shipped set also fuses the whole-image member
+    assert clf.whole_member is not None
     with pytest.raises(ModelError, match="image-level model 'lesion_box_cnn'"):
         clf.predict(rad, np.zeros(1280), whole_probability=0.5)
     with pytest.raises(ModelError, match="image-level model 'lesion_whole_cnn'"):
@@ -69,14 +72,25 @@ def test_the_classifier_needs_the_member_it_names():
     assert a < b < c  # each member moves the answer the way it should
 
 
-def test_the_heatmap_explains_the_image_member_around_the_lesion():
+@pytest.fixture
+def members_on_every_outline(monkeypatch):
+    """The shipped bundle for automatic outlines (box member 0.75, whole-image member 0.2) used for every outline,
+    so a test's reference outline goes through both members."""
+    from BreastCADxLib.analysis import pipeline
+
+    clf = classifier_for("three-site", "auto")
+    monkeypatch.setattr(pipeline, "classifier_for", lambda model_set, origin: clf)
+    return clf, MemberScorer.from_registry(BOX_MODEL), MemberScorer.from_registry(WHOLE_MODEL)
+
+
+def test_the_heatmap_explains_the_image_member_around_the_lesion(members_on_every_outline):
     """With the member carrying most of the fused logit, the heatmap is its Grad-CAM: evidence on and around the
     lesion, nothing far from its box."""
     from BreastCADxLib.analysis.pipeline import analyze
 
     img, mask = _case("malignant_001")
     res = analyze(img, mask=mask)
-    assert float(get_classifier().box_member["weight"]) >= 0.5
+    assert float(members_on_every_outline[0].box_member["weight"]) >= 0.5
     np.testing.assert_allclose(res.heatmap, MemberScorer.from_registry().gradcam(img, mask), atol=1e-5)
     ys, xs = np.nonzero(mask[0])
     h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
@@ -88,38 +102,11 @@ def test_the_heatmap_explains_the_image_member_around_the_lesion():
     assert far.any() and res.heatmap[0][far].max() == 0.0
 
 
-@pytest.fixture
-def whole_member_set(tmp_path, monkeypatch):
-    """The shipped three-site set plus a whole-image member (card `view: whole`; the shipped box CNN's weights stand
-    in for its own) fused at weight 0.2, wired into the pipeline."""
-    import json
-
-    from BreastCADxLib.analysis import pipeline
-    from BreastCADxLib.analysis.box_classifier import WHOLE_MODEL
-    from BreastCADxLib.analysis.cards import ModelCard
-    from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, load_classifier
-
-    for f in MODELS_DIR.iterdir():
-        if f.is_file():
-            shutil.copy(f, tmp_path / f.name)
-    card = json.loads((MODELS_DIR / f"{BOX_MODEL}.json").read_text())
-    save_card(tmp_path, ModelCard.from_json({**card, "id": WHOLE_MODEL, "view": "whole"}))
-    cls_card = json.loads((MODELS_DIR / f"{DEFAULT_CLASSIFIER}.json").read_text())
-    cls_card["image_member"] = {"model": WHOLE_MODEL, "weight": 0.2}
-    save_card(tmp_path, ModelCard.from_json(cls_card))
-    clf = load_classifier(DEFAULT_CLASSIFIER, tmp_path)
-    monkeypatch.setattr(pipeline, "classifier_for", lambda model_set, origin: clf)
-    monkeypatch.setattr(pipeline, "get_member_scorer",
-                        lambda model_id, device, model_set: MemberScorer.from_registry(model_id, device, tmp_path))
-    return clf, MemberScorer.from_registry(BOX_MODEL, "cpu", tmp_path), MemberScorer.from_registry(WHOLE_MODEL, "cpu",
-                                                                                              tmp_path)
-
-
-def test_a_whole_image_member_ignores_the_outline_and_joins_the_fused_logit(whole_member_set):
+def test_a_whole_image_member_ignores_the_outline_and_joins_the_fused_logit(members_on_every_outline):
     from BreastCADxLib.analysis.calibration import logit
     from BreastCADxLib.analysis.pipeline import analyze
 
-    clf, box, whole = whole_member_set
+    clf, box, whole = members_on_every_outline
     img, mask = _case("malignant_001")
     elsewhere = np.zeros_like(mask)
     elsewhere[0, :12, :12] = True  # a tiny "outline" in a corner of the same frame

@@ -16,7 +16,7 @@ from BreastCADxLib.analysis.calibration import (
     birads_suggestion,
     expected_calibration_error,
 )
-from BreastCADxLib.analysis.classifier import SKOPS_TRUSTED_TYPES, get_classifier, load_classifier
+from BreastCADxLib.analysis.classifier import SKOPS_TRUSTED_TYPES, classifier_for, get_classifier, load_classifier
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card
 from BreastCADxLib.errors import MaskError, ModelError
@@ -29,30 +29,38 @@ FLOORS = {("three-site", "busi"): 0.97, ("three-site", "busbra_l5"): 0.95, ("bus
 SETS = {"three-site": "three-site", "busi-only": str(BUSI_ONLY)}  # member columns are named by the set's id
 
 
+def by_name(z, names: list[str]) -> np.ndarray:
+    """The rows' feature columns in a bundle's order (each set names its own)."""
+    have = list(z["named_names"])
+    assert set(names) <= set(have)
+    return z["named"][:, [have.index(n) for n in names]]
+
+
 @pytest.mark.parametrize("model_set,site", list(FLOORS))
 def test_heldout_test_patients_auc_floor(model_set, site):
     """Held-out test lesions of each site (never seen in training or selection), reference outlines; busi-only on
     BUS-BRA L5 is a cross-site check (that model never saw the hospital)."""
     z = np.load(DATA / "test_rows.npz", allow_pickle=False)
     clf = get_classifier(model_set=SETS[model_set])
-    assert list(z["named_names"]) == clf.radiomics_names
+    named = by_name(z, clf.radiomics_names)
     rows = z["site"] == site
     box = z[f"box_{model_set}"][rows].astype(float) if clf.box_member is not None else None
     whole = z[f"whole_{model_set}"][rows].astype(float) if clf.whole_member is not None else None
-    p = clf.fused(z["named"][rows], z["deep"][rows].astype(float), box, whole)[0]  # members on the same outlines
+    p = clf.fused(named[rows], z["deep"][rows].astype(float), box, whole)[0]  # members on the same outlines
     assert rows.sum() >= 120 and 0 < z["label"][rows].sum() < rows.sum()
     assert roc_auc_score(z["label"][rows], p) >= FLOORS[model_set, site]
     assert expected_calibration_error(p, z["label"][rows]) <= 0.2  # benchmark: 0.03-0.15 with reference outlines
 
 
 def test_an_attribution_is_the_change_in_the_fused_probability_recomputed_by_hand():
-    """A held-out case through the shipped bundle with both image members: the top feature's contribution equals
-    the fused probability minus the fused probability with that feature at its training mean (members held)."""
+    """A held-out case through the shipped bundle with both image members (the one for automatic outlines): the
+    top feature's contribution equals the fused probability minus the fused probability with that feature at its
+    training mean (members held)."""
     z = np.load(DATA / "test_rows.npz", allow_pickle=False)
-    clf = get_classifier(model_set="three-site")
+    clf = classifier_for("three-site", "auto")
     assert clf.box_member is not None and clf.whole_member is not None
     i = int(np.flatnonzero(z["site"] == "busbra_l5")[0])
-    rad = dict(zip(clf.radiomics_names, z["named"][i].astype(float)))
+    rad = dict(zip(z["named_names"].tolist(), z["named"][i].astype(float)))
     deep, box, whole = z["deep"][i].astype(float), float(z["box_three-site"][i]), float(z["whole_three-site"][i])
     pred = clf.predict(rad, deep, box_probability=box, whole_probability=whole)
     top = pred.top_features[0]

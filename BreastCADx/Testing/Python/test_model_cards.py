@@ -39,7 +39,7 @@ def test_every_shipped_card_is_inside_the_schema(path):
     jsonschema.validate(card, card_schema())
     check_card(card, path)
     typed = ModelCard.from_json(card, path.parent)
-    assert typed.command.startswith("python -m training.")
+    assert typed.command.startswith(("python -m training.", "breastcadx train "))
     assert type(typed) is CARD_CLASSES[typed.kind] and typed.path == path
     assert typed.to_json() == card  # the class is the card file's content, nothing lost or added
 
@@ -68,9 +68,10 @@ def test_each_kind_has_its_class_with_what_its_consumer_reads():
     assert load_card("lesion_seg_lite0").size == (256, 256)
     box, whole = load_card("lesion_box_cnn"), load_card("lesion_whole_cnn")
     assert isinstance(box, ImageCnnCard) and (box.view, whole.view) == ("box", "whole")
-    fusion = load_card("lesion_cls_fusion")
-    assert isinstance(fusion, FusionCard) and fusion.box_member["model"] == "lesion_box_cnn"
-    assert fusion.image_member["model"] == "lesion_whole_cnn" and fusion.automatic_masks == "lesion_cls_fusion_auto"
+    fusion, auto = load_card("lesion_cls_fusion"), load_card("lesion_cls_fusion_auto")
+    assert isinstance(fusion, FusionCard) and fusion.automatic_masks == "lesion_cls_fusion_auto"
+    assert fusion.box_member is None and fusion.image_member is None  # the train run's gate: not on drawn outlines
+    assert auto.box_member["model"] == "lesion_box_cnn" and auto.image_member["model"] == "lesion_whole_cnn"
     assert isinstance(load_card("image_guard"), GuardCard) and 0 < load_card("image_guard").threshold < 1
 
 
