@@ -41,8 +41,8 @@ PASSES = Path("runs/site_pass")
 SITES = {"busi": "BUSI test (Cairo)", "busbra_l5": "BUS-BRA L5 test (Rio)",
          "busuclm": "BUS-UCLM test (Ciudad Real)"}
 SCORED_AT = {  # set id (benchmarks.machine.set_folder: where it is) -> the test sites it is scored at
-"busi-only": ("busi", "busbra_l5", "busuclm"), "two-site": ("busuclm",),
-             "three-site": ("busi", "busbra_l5", "busuclm")}
+    "three-site": ("busi", "busbra_l5", "busuclm"), "busi-only": ("busi", "busbra_l5", "busuclm"),
+    "two-site": ("busuclm",)}
 CROSS = {("busi-only", "busbra_l5"), ("busi-only", "busuclm"), ("two-site", "busuclm")}  # never saw that hospital
 KINDS = {"expect": "automatic", "roi": "ROI box", "perturbed": "corrected (perturbed)", "reference": "reference"}
 
@@ -90,21 +90,50 @@ def classify(model_set: str, d: dict, kind: str = "reference") -> np.ndarray:
     """The set's classifier (by id) on feature rows of one mask kind: automatic and ROI-box masks (the segmenter's
     own) go to the bundle the card names for them, if any (as the pipeline does)."""
     clf = classifier_for(set_folder(model_set), "auto" if kind in ("expect", "roi") else "user")
-    deep = d["deep_box" if clf.card.get("deep_crop") == "box" else "deep_mask"]
+    deep = d["deep_box" if clf.card.deep_crop == "box" else "deep_mask"]
     box = d[f"box_{model_set}"] if clf.box_member is not None else None  # training.classification.box_probs
     whole = d.get(f"whole_{model_set}") if clf.whole_member is not None else None
     return clf.fused(named_matrix(d, clf.radiomics_names), deep.astype(float), box, whole)[0]
 
 
+def carry(path: Path, sets: list[str], retire: dict[str, str]) -> dict:
+    """The rows of the sets not scored now, from the earlier report (each keeps the date it was measured); a set
+    in `retire` (old name -> new name: a shipped set replaced) keeps its rows under its new name."""
+    out: dict = {"segmentation": [], "classification": [], "reader": [], "from": {}, "oof": None}
+    if not path.is_file():
+        return out
+    old = json.loads(path.read_text())
+    out["oof"] = old.get("oof_normal_false_lesion")
+    reader = (old.get("reader") or {}).get("sets_at_reader_sensitivity", [])
+    for kind, rows in (("segmentation", old["segmentation"]), ("classification", old["classification"]),
+                       ("reader", reader)):
+        for r in rows:
+            key = "model" if "model" in r else "model_set"
+            r[key] = retire.get(r[key], r[key])
+            if r[key] not in sets:
+                if kind != "reader":
+                    r.setdefault("measured", old.get("carried", {}).get(r[key], old["date"]))
+                    out["from"][r[key]] = r["measured"]
+                out[kind].append(r)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--sets", default=",".join(SCORED_AT),
+                    help="sets scored now; the others' rows are carried from the earlier report in --out (their test "
+                         "splits are not read again)")
+    ap.add_argument("--retire", default="", help="OLD=NEW: carry a replaced set's rows under a new name")
     args = ap.parse_args()
+    sets = args.sets.split(",")
+    retire = dict(x.split("=", 1) for x in args.retire.split(",") if x)
     res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                  "segmentation": [], "classification": [], "reader": None}
+    carried = carry(args.out / "leave_site_out.json", sets, retire)
     presence = json.loads((model_set_dir() / "lesion_seg_lite0.json").read_text())["postprocessing"]["presence"]
     for site in SITES:
-        for s in [s for s in SCORED_AT if site in SCORED_AT[s]]:
+        for s in [s for s in sets if site in SCORED_AT[s]]:
             path = PASSES / f"{s}__{site}__test.npz"
             if path.exists():
                 res["segmentation"].append(seg_rows(site, s, path))
@@ -119,7 +148,7 @@ def main() -> None:
     scores: dict = {}
     for site in SITES:
         lesions = site_cases(site, DEFAULT_DATA[site], ("test",), lesions_only=True)
-        for s in [s for s in SCORED_AT if site in SCORED_AT[s]]:
+        for s in [s for s in sets if site in SCORED_AT[s]]:
             for kind in KINDS:
                 try:
                     d = load(site, kind, s, test=True)
@@ -153,6 +182,16 @@ def main() -> None:
                                        if len(set(ys[i].tolist())) == 2 else np.nan)})
     except FileNotFoundError:
         pass
+    res["segmentation"] += carried["segmentation"]
+    res["classification"] += carried["classification"]
+    if res["reader"]:
+        res["reader"]["sets_at_reader_sensitivity"] += carried["reader"]
+    order = {**{s: i for i, s in enumerate(SCORED_AT)}, **{new: 0.5 for new in retire.values()}}
+    for key, name in (("segmentation", "model"), ("classification", "model_set")):
+        res[key].sort(key=lambda r, name=name: (list(SITES).index(r["site"]), order.get(r[name], 9)))
+    res["carried"] = carried["from"]
+    if "oof_normal_false_lesion" not in res and carried["oof"]:
+        res["oof_normal_false_lesion"] = carried["oof"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "leave_site_out.json").write_text(json.dumps(res, indent=1) + "\n")
     (args.out / "leave_site_out.md").write_text(markdown(res))
@@ -168,12 +207,17 @@ def markdown(res: dict) -> str:
     out = [f"# Final report: held-out test patients of three sites, and the reader\n\nDate: {res['date']}  \n"
            f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} (CPU)\n",
            "Test splits only (BUSI: duplicate-grouped; BUS-BRA L5 and BUS-UCLM: patient-grouped), read once for this "
-           "report. Sets: **three-site** (shipped; trained on the three sites' train+val patients), **busi-only** "
+           "report (per set). Sets: **three-site** (shipped; made by one `breastcadx train --folds site` run on the "
+           "three sites' train+val patients), **three-site-recipe** (the README recipe's three-site set, shipped "
+           "before it, same patients), **busi-only** "
            "(never saw BUS-BRA or BUS-UCLM: its rows there are **cross-site**) and **two-site** (BUSI + L5, shipped "
            "until 2026-12-05: never saw BUS-UCLM, scored there only). 95 % CIs bootstrap whole patients or "
            "duplicate groups. Classification rows count every test lesion: one the product could not classify (an "
            "automatic mask too small for radiomics; the product says so and asks for a box) is scored 0.5; ECE is "
            "over the lesions given a probability.\n",
+           *(["Rows carried from earlier reports (not read again): "
+              + ", ".join(f"{k} ({v[:10]})" for k, v in sorted(res["carried"].items())) + ".\n"]
+             if res.get("carried") else []),
            "## Segmentation\n",
            "| model | test site | cross-site | lesions | Dice, no prompt (miss = 0) | missed | Dice, lesion expected "
            "| Dice, ROI box | no outline in the box | lesion-free images given a lesion |",
@@ -208,7 +252,7 @@ def markdown(res: dict) -> str:
                 "specificity is taken at the reader's own sensitivity.\n",
                 "| | automatic masks: AUC / spec | ROI-box masks: AUC / spec | reference masks: AUC / spec |",
                 "|---|---|---|---|"]
-        for s in [s for s in SCORED_AT if "busbra_l5" in SCORED_AT[s]]:
+        for s in dict.fromkeys(r["model_set"] for r in rd["sets_at_reader_sensitivity"]):
             cells = []
             for kind in ("expect", "roi", "reference"):
                 r = next((r for r in res["classification"] if r["model_set"] == s and r["site"] == "busbra_l5"
@@ -216,8 +260,9 @@ def markdown(res: dict) -> str:
                 a = at.get((s, kind))
                 cells.append(f"{_ci(r, 'auc')} / {a['specificity']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
                              if r and a else "")
-            label = "BreastCADx busi-only (never saw L5: **cross-site**)" if s == "busi-only" else \
-                "BreastCADx three-site (shipped; L5's own held-out patients)"
+            label = {"busi-only": "BreastCADx busi-only (never saw L5: **cross-site**)",
+                     "three-site": "BreastCADx three-site (shipped; L5's own held-out patients)"}.get(
+                s, f"BreastCADx {s} (L5's own held-out patients)")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
