@@ -83,11 +83,15 @@ class SegmentOutcome:
     segment_id: str
     lesion_found: bool
     low_confidence: bool = False  # the best candidate, kept because a lesion was expected
+    expected: bool = False  # the user said a lesion is there (lesion expected, or a drawn box)
 
 
     @property
     def message(self) -> str:
         """What the user is told (panel status line, page message)."""
+        if not self.lesion_found and self.expected:  # told a lesion is there: never "no lesion"
+            return ("The segmenter sees no region anywhere in this image although a lesion was expected: draw a box "
+                    "around the lesion and segment again, or paint it into the empty segment added.")
         if not self.lesion_found:
             return "No lesion found: an empty segment was added to draw into."
         if self.low_confidence:
@@ -308,7 +312,7 @@ class WorkflowLogic:
             segment.SetTag(PRESENCE_TAG, repr(float(info["presence_score"])))  # round-trips exactly
         state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=segmentation_node,
                          segmentID=sid)
-        return SegmentOutcome(segmentation_node, sid, bool(mask.any()), low_confidence)
+        return SegmentOutcome(segmentation_node, sid, bool(mask.any()), low_confidence, bool(info.get("expected")))
 
     def finish_classify(self, job: Job) -> ClassifyOutcome:
         """Results into new table / heatmap nodes; segment colour and name follow the result."""

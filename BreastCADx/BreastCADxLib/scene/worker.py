@@ -52,7 +52,8 @@ def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: boo
     job.out.mkdir(exist_ok=True)
     save_mask(result.mask, image, job.out_mask)
     job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence,
-                                            "presence_score": result.presence_score}))
+                                            "presence_score": result.presence_score,
+                                            "expected": bool(expect_lesion or roi)}))
     progress(1.0, result.outcome)
 
 

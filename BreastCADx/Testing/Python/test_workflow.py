@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
@@ -256,6 +257,27 @@ def test_expect_lesion_gives_a_flagged_candidate_where_the_default_finds_nothing
     ref = load_mask(f"{case}_mask.png", load_image(f"{case}.png"))
     mask = segment_to_mask(out.segmentation_node, out.segment_id, volume)
     assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) >= 0.85
+
+
+def test_told_a_lesion_is_there_a_blind_segmenter_asks_for_a_box_not_no_lesion(scene, monkeypatch):
+    """Lesion expected and the network sees no region anywhere (BUS-UCLM test: 5 views of one patient): the panel
+    says so and asks for a box; without the prompt it says no lesion found. Either way an empty segment to paint."""
+    from BreastCADxLib.analysis import segmentation
+    from BreastCADxLib.analysis.cards import SegmenterCard
+    from BreastCADxLib.analysis.registry import MODELS_DIR
+    from BreastCADxLib.scene.logic import WorkflowLogic
+
+    card = SegmenterCard.from_json(json.loads((MODELS_DIR / "lesion_seg_lite0.json").read_text()))
+    blind = segmentation.LesionSegmenter(card, None, "cpu", engine=lambda x: torch.full((x.shape[0], 1, *x.shape[2:]),
+                                                                                        -1e4))
+    monkeypatch.setattr(segmentation, "get_segmenter", lambda **kw: blind)
+    logic = WorkflowLogic(scene, runner=InProcessRunner())
+    volume = logic.load_image_file(str(MODULE_DIR / "Testing" / "Data" / "busi" / "benign_351.png"))
+    plain = logic.segment(volume, device="cpu")
+    told = logic.segment(volume, plain.segmentation_node, device="cpu", expect_lesion=True)
+    assert not plain.lesion_found and not plain.expected and plain.message.startswith("No lesion found")
+    assert not told.lesion_found and told.expected and "draw a box" in told.message
+    assert "No lesion found" not in told.message
 
 
 def volume_shape(volume) -> tuple[int, ...]:
