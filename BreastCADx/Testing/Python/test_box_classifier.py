@@ -55,9 +55,10 @@ def test_altered_weights_are_refused(tmp_path):
 
 
 def test_the_classifier_needs_the_member_it_names():
-    """The shipped set fuses its members in the bundle for automatic outlines (the train run's gate left them out
-    of the drawn-outline bundle); that bundle refuses to answer without the members it names."""
-    assert get_classifier().box_member is None and get_classifier().whole_member is None
+    """The shipped set fuses both members in the bundle for automatic outlines (the drawn-outline bundle the box
+    member alone, at its own weight); that bundle refuses to answer without the members it names."""
+    drawn = get_classifier()
+    assert drawn.box_member["model"] == BOX_MODEL and drawn.whole_member is None
     clf = classifier_for("three-site", "auto")
     assert clf.box_member is not None and clf.box_member["model"] == BOX_MODEL
     rad = {n: 0.0 for n in clf.radiomics_names}

@@ -70,8 +70,10 @@ def test_each_kind_has_its_class_with_what_its_consumer_reads():
     assert isinstance(box, ImageCnnCard) and (box.view, whole.view) == ("box", "whole")
     fusion, auto = load_card("lesion_cls_fusion"), load_card("lesion_cls_fusion_auto")
     assert isinstance(fusion, FusionCard) and fusion.automatic_masks == "lesion_cls_fusion_auto"
-    assert fusion.box_member is None and fusion.image_member is None  # the train run's gate: not on drawn outlines
+    # each bundle at the weights the train run chose on its own outlines (drawn: the box member alone)
+    assert fusion.box_member["model"] == "lesion_box_cnn" and fusion.image_member is None
     assert auto.box_member["model"] == "lesion_box_cnn" and auto.image_member["model"] == "lesion_whole_cnn"
+    assert fusion.box_member["weight"] != auto.box_member["weight"]
     assert isinstance(load_card("image_guard"), GuardCard) and 0 < load_card("image_guard").threshold < 1
 
 

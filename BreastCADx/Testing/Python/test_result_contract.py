@@ -99,12 +99,14 @@ def test_flags_are_codes_with_their_text_and_a_version_2_file_is_read_with_codes
 
 def test_the_box_member_is_named_box_model_and_a_file_from_before_the_rename_reads_the_same(written, tmp_path):
     """Provenance names the box-crop CNN `box_model` (it was `image_model`, which the cards use for the whole-image
-    member); a result.json written before the rename reads back with the same box member. The shipped set fuses its
-    image members on automatic outlines (its drawn-outline bundle left them out), so the case is segmented here."""
+    member); a result.json written before the rename reads back with the same box member. The shipped set fuses
+    both image members on automatic outlines (its drawn-outline bundle only the box member), so the case is
+    segmented here."""
     image = written[0]
     write_case(analyze(image, expect_lesion=True, heatmap=False), image, tmp_path)
     d = json.loads((tmp_path / "result.json").read_text())
-    assert json.loads((written[2] / "result.json").read_text())["provenance"]["box_model"] is None
+    drawn = json.loads((written[2] / "result.json").read_text())["provenance"]
+    assert drawn["box_model"]["id"] == "lesion_box_cnn" and drawn["whole_image_model"] is None
     prov = d["provenance"]
     assert prov["box_model"]["id"] == "lesion_box_cnn" and prov["whole_image_model"]["id"] == "lesion_whole_cnn"
     assert "image_model" not in prov

@@ -62,10 +62,12 @@ def test_a_set_with_members_carries_them_in_the_contract_and_the_product_fuses_t
     if not kept:
         assert fusion.box_member is None and not (out / "lesion_box_cnn.json").exists()
         pytest.skip("the members did not pass the gate on these findings: left out (as they should be)")
-    assert fusion.box_member == {"model": "lesion_box_cnn", "weight": mem.WEIGHTS["box"]}
-    assert fusion.image_member == {"model": "lesion_whole_cnn", "weight": mem.WEIGHTS["whole"]}
-    for view, model in mem.VIEWS.items():
-        card = load_card(model, out)
+    w = gate["weights"]  # chosen out of fold among the grid; a view at 0 is left out of the bundle
+    assert all(x in mem.WEIGHT_GRID[v] for v, x in w.items()) and "box" in w
+    assert fusion.box_member == {"model": "lesion_box_cnn", "weight": w["box"]}
+    assert fusion.image_member == ({"model": "lesion_whole_cnn", "weight": w["whole"]} if "whole" in w else None)
+    for view in w:
+        card = load_card(mem.VIEWS[view], out)
         assert isinstance(card, ImageCnnCard) and card.view == view and card.training["kept"]
     assert "| fusion_with_members |" in (out / "card.md").read_text()
     r = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "analyze", str(DATA / "busi/malignant_001.png"),
@@ -74,8 +76,10 @@ def test_a_set_with_members_carries_them_in_the_contract_and_the_product_fuses_t
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "a" / "result.json").read_text())
     assert result["provenance"]["box_model"]["sha256"] == load_card("lesion_box_cnn", out).sha256
-    assert result["provenance"]["whole_image_model"]["id"] == "lesion_whole_cnn"
-    assert {"box_cnn", "whole_image_cnn"} <= set(result["member_probabilities"])
+    fused = {"box_cnn"} | ({"whole_image_cnn"} if "whole" in w else set())  # the drawn-outline bundle's own
+    assert (result["provenance"]["whole_image_model"] or {}).get("id") == ("lesion_whole_cnn" if "whole" in w else None)
+    assert fused <= set(result["member_probabilities"]) and ("whole" in w) == ("whole_image_cnn" in
+                                                                                result["member_probabilities"])
 
 
 def test_the_out_of_fold_score_is_the_products_score_of_the_written_member(findings, tmp_path):
@@ -142,10 +146,14 @@ def test_each_bundle_takes_the_members_only_when_they_did_not_lower_its_own_outl
     main = load_card("lesion_cls_fusion", out)
     assert (main.box_member is not None) == cv["member_gate"]["kept"] == gate_passes(cv["member_gate"])
     has_auto = (out / "lesion_cls_fusion_auto.json").is_file()
-    assert has_auto == (auto["kept"] or auto["members_kept"] != (main.box_member is not None))
+    same_members = auto["members_kept"] == (main.box_member is not None) and (
+        not auto["members_kept"] or auto["member_weights"] == cv["member_gate"]["weights"])
+    assert has_auto == (auto["kept"] or not same_members)
     assert main.automatic_masks == ("lesion_cls_fusion_auto" if has_auto else None)
     bundle = load_card("lesion_cls_fusion_auto", out) if has_auto else main
     assert (bundle.box_member is not None) == auto["members_kept"]
+    if auto["members_kept"]:  # at the weights chosen on the segmenter's own outlines
+        assert bundle.box_member["weight"] == auto["member_weights"]["box"]
     kept_any = main.box_member is not None or auto["members_kept"]
     assert (out / "lesion_box_cnn.json").is_file() == kept_any == (out / ".work" / "member_box_final").is_dir()
     if kept_any:
@@ -316,3 +324,29 @@ def test_the_help_states_the_members_defaults_as_the_code_has_them():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     text = " ".join(sub.format_help().split())
     assert f"(default {mem.EPOCHS})" in text and "box,whole (default)" in text
+
+
+def test_each_bundle_takes_the_weights_that_do_best_at_the_worst_held_out_site():
+    """choose_weights: an informative member is fused at the grid weights with the best worst-site band (among
+    those the gate keeps; near-ties by the AUC); a member that is noise at one site is left out (the gate is per
+    held-out site)."""
+    from BreastCADxLib.train.pipeline import no_worse
+
+    rng = np.random.default_rng(3)
+    sites = np.repeat(["a", "b", "c"], 200)
+    y = (rng.random(600) < 0.35).astype(int)
+    logit_of = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
+    features = logit_of(1.2 * (2 * y - 1) + rng.normal(0, 1.5, 600))
+    box = logit_of(1.5 * (2 * y - 1) + rng.normal(0, 1.2, 600))
+    kept, w, gate, fused = mem.choose_weights(y, features, {"box": box}, sites)
+    assert kept and set(w) == {"box"} and w["box"] in mem.WEIGHT_GRID["box"]
+    bands = {x: no_worse(y, mem.fuse(features, {"box": box}, {"box": x}), features, sites)
+             for x in mem.WEIGHT_GRID["box"]}
+    top = max(g["candidate"]["specificity_0.90_1.00"] for o, g in bands.values() if o)
+    ties = [x for x, (o, g) in bands.items() if o and g["candidate"]["specificity_0.90_1.00"] >= top - mem.BAND_TIE]
+    best = max(ties, key=lambda x: bands[x][1]["candidate"]["auc"])
+    assert w["box"] == best and gate == bands[best][1]
+    np.testing.assert_allclose(fused, mem.fuse(features, {"box": box}, w))
+    noise = np.where(sites == "c", rng.random(600), box)  # useless at one hospital
+    kept, w, _, _ = mem.choose_weights(y, features, {"box": noise}, sites)
+    assert not kept and w == {"box": mem.WEIGHTS["box"]}
