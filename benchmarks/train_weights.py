@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import header, stamp, write_results
+from benchmarks.site_rows import load_findings
 
 OUT = Path(__file__).resolve().parent / "results"
 BOX = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -90,11 +91,9 @@ def main() -> None:
         DESIGN,
         SITE_FOLDS,
         _fusion_proba,
-        features,
         fit_fusion,
         fit_rows,
         fold_splits,
-        read_manifest,
         summary,
     )
 
@@ -108,17 +107,10 @@ def main() -> None:
     cv = json.loads((work / "cv.json").read_text())
     if cv.get("folds") != SITE_FOLDS:
         raise SystemExit(f"{args.run}: not a --folds site run")
-    findings, _, _ = read_manifest(args.manifest)
-    y = np.array([f.label for f in findings])
-    sites = np.array([f.site for f in findings])
-    groups = np.array([f.patient for f in findings])
+    d = load_findings(args.manifest, args.run)  # the run's cached features: nothing computed
+    findings, y, sites, groups = d["findings"], d["y"], d["sites"], d["groups"]
+    (rad, deep), redrawn = d["outlines"]["reference"], d["outlines"]["redrawn"]
     design = DESIGN["US"]
-    ref = features(findings, work, "cpu", float("inf"), print, design["descriptors"])  # cached: nothing computed
-    again = features(findings, work, "cpu", float("inf"), print, design["descriptors"], redrawn=True)
-    rad = np.array([ref[f.case_id]["rad"] for f in findings])
-    deep = np.array([ref[f.case_id]["deep"] for f in findings], float)
-    redrawn = (np.array([again[f.case_id]["rad"] for f in findings]),
-               np.array([again[f.case_id]["deep"] for f in findings], float))
     arad, adeep, ok = auto_rows(work, findings)
     splits = fold_splits(y, groups, SITE_FOLDS, sites=sites)
     both = np.full(len(y), 0.5)  # an outline the product cannot classify: ranked undecided, as train does
