@@ -146,7 +146,7 @@ def main() -> None:
 def markdown(report: dict, args) -> str:
     lines = header("Fusion weights of the image members, judged at each held-out site", report,
                    f"`python -m benchmarks.train_weights --run {args.run} --manifest {args.manifest}`")
-    lines += [__doc__.split("\n\n")[2].replace("\n", " "), ""]
+    lines += ["", __doc__.split("\n\n")[2].replace("\n", " "), ""]
     for name, rec in report["paths"].items():
         sites = sorted(rec["grid"][0]["sites"])
         lines += [f"## {name} outlines", "", "| box | whole | worst-site band | worst-site AUC | "
