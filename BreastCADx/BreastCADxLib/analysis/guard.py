@@ -99,6 +99,8 @@ class ImageGuard:
             self.one_class = "components" in z.files  # a set made by `breastcadx train`: distance to its images
             keys = ("mean", "components", "variances") if self.one_class else ("mean", "scale", "coef", "intercept")
             self.params = {k: z[k] for k in keys}
+            if self.one_class and "residual_max" in z.files:  # sets made before it have none
+                self.params["residual_max"] = z["residual_max"]
         self.card = card
         self.threshold = float(card.threshold)
         self.spec = card.validated_on
@@ -114,13 +116,24 @@ class ImageGuard:
         return float(ultrasound_probability(z, self.params)[0])
 
 
+def pca_residual(z: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    """Distance of each embedding from the PCA subspace of the set's training images (what the Mahalanobis
+    distance inside it does not see: noise, patterns and other modalities lie far off it)."""
+    c = z - params["mean"]
+    return np.linalg.norm(c - (c @ params["components"].T) @ params["components"], axis=1)
+
+
 def one_class_score(z: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     """Chi-square tail probability of the Mahalanobis distance in the PCA of a set's own training images: near 1
-    inside them, near 0 far from them."""
+    inside them, near 0 far from them; 0 for an embedding farther from that subspace than `residual_max` (when the
+    set has one: calibrated leave-site-out, train/pipeline.write_guard)."""
     from scipy.stats import chi2
 
     d2 = ((((z - params["mean"]) @ params["components"].T) ** 2) / params["variances"]).sum(axis=1)
-    return chi2.sf(d2, df=len(params["variances"]))
+    p = chi2.sf(d2, df=len(params["variances"]))
+    if "residual_max" in params:
+        p = np.where(pca_residual(z, params) > float(params["residual_max"]), 0.0, p)
+    return p
 
 
 def embedder(device: str = "cpu") -> Engine:

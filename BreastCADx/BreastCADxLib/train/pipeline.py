@@ -29,8 +29,10 @@ Stages, each resumable (its output is kept in SET/.work and reused on a rerun wi
 7. the set: the fusion refitted on every finding, written as the shipped bundles are (card through
    registry.save_card, arrays, OOD statistics, the deep explainer), the members and the segmenter with their
    cards, the set's input guard (a one-class model of its own images on the whole-image Lite0 embedding, so
-   another modality's image is refused by it), modelset.json with the modality and data, and card.md with the
-   figures; the fusion reloaded through the product's loader to check it reproduces the fit.
+   another modality's image is refused by it; with two or more sites also a bound, measured leave-site-out, on
+   the distance from their principal subspace, where noise and patterns lie), modelset.json with the modality and
+   data, and card.md with the figures; the fusion reloaded through the product's loader to check it reproduces
+   the fit.
 
 `--from SET` starts from a set this command made (same modality and features): its scalers and deep PCA (the
 representation fitted on its larger data) are kept, and the logistic is fitted with its L2 pull towards that
@@ -559,10 +561,32 @@ GUARD_DIMS = 16
 GUARD_QUANTILE = 0.005  # of the training images' own scores: the threshold
 
 
-def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str, cites: dict | None = None
-                ) -> GuardCard:
+def pca_params(z: np.ndarray) -> dict[str, np.ndarray]:
+    """The one-class guard's model of embeddings z: their mean, top principal axes and variances along them."""
+    mean = z.mean(0)
+    _, sv, vt = np.linalg.svd(z - mean, full_matrices=False)
+    k = min(GUARD_DIMS, len(z) - 2)
+    return {"mean": mean, "components": vt[:k], "variances": (sv[:k] ** 2) / (len(z) - 1) + 1e-6}
+
+
+def residual_bound(z: np.ndarray, sites: list[str]) -> float | None:
+    """Leave-site-out: for each site, the guard fitted on the others and the largest distance from that subspace
+    among the held-out site's images; the highest over sites (every image of a hospital the guard never saw
+    passes). None with fewer than two sites (nothing says how far a new hospital's images lie)."""
+    from BreastCADxLib.analysis.guard import pca_residual
+
+    sites = np.asarray(sites)
+    if len(set(sites.tolist())) < 2:
+        return None
+    return float(max(pca_residual(z[sites == s], pca_params(z[sites != s])).max() for s in sorted(set(sites))))
+
+
+def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str, cites: dict | None = None,
+                sites: list[str] | None = None) -> GuardCard:
     """The set's input guard: distance to its own training images in a PCA of the whole-image Lite0 embedding
-    (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; sides from them."""
+    (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; with two or more
+    sites, also a bound on the distance from that subspace (residual_bound: noise, patterns, another modality lie
+    beyond it); sides from the images."""
     from BreastCADxLib.analysis.guard import embed, embedder, one_class_score
     from BreastCADxLib.analysis.registry import save_card, sha256_of
     from BreastCADxLib.io import load_image
@@ -570,13 +594,17 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
     planes = [load_image(p).array[0] for p in images]
     engine = embedder(device)
     z = np.concatenate([embed(engine, planes[i:i + 16]) for i in range(0, len(planes), 16)])
-    mean = z.mean(0)
-    _, sv, vt = np.linalg.svd(z - mean, full_matrices=False)
-    k = min(GUARD_DIMS, len(z) - 2)
-    params = {"mean": mean, "components": vt[:k], "variances": (sv[:k] ** 2) / (len(z) - 1) + 1e-6}
+    params = pca_params(z)
+    bound = residual_bound(z, sites) if sites is not None else None
+    if bound is not None:
+        params["residual_max"] = np.float64(bound)
     np.savez(out / "image_guard.npz", **params)
     scores = one_class_score(z, params)
     sides = [s for p in planes for s in p.shape]
+    k = len(params["variances"])
+    residual = (f"; 0 beyond a distance {bound:.3f} from that subspace (the farthest image of a site held out "
+                "from the fit, over the sites)" if bound is not None else
+                "; no bound on the distance from that subspace (one site: nothing measures a new hospital's)")
     card = GuardCard(
         id="image_guard", task=f"is this a {modality} image like the set's own training images?",
         weights="image_guard.npz", sha256=sha256_of(out / "image_guard.npz"),
@@ -587,7 +615,8 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
         training={"command": command, "images": len(images),
                   **(cites or {}),
                   "threshold_rule": f"the {100 * GUARD_QUANTILE:g}th percentile of the training images' own scores"},
-        notes={"model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square tail)"})
+        notes={"model": f"one-class: Mahalanobis distance in a {k}-component PCA of the embedding (chi-square "
+                        f"tail){residual}"})
     save_card(out, card)
     return card
 
@@ -642,7 +671,7 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
         lines += ["", "No segmenter in the set" + (" (it found too few findings out of fold, above)" if detector
                                                    else "") + ": the finding is located by the user (a box, or an "
                   "outline)."]
-    lines += ["", "The set's input guard knows only its own training images."]
+    lines += ["", "The set's input guard knows only its own training images (no foreign image was shown to it)."]
     return "\n".join(lines) + "\n"
 
 
@@ -812,8 +841,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites}
     write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused, automatic, redrawn)
-    write_guard(out, sorted({f.image for f in findings} | {n.image for n in normals}), modality, command, device,
-                cites)
+    site_of = {x.image: x.site for x in [*findings, *normals]}
+    guard_images = sorted(site_of)
+    write_guard(out, guard_images, modality, command, device, cites, [site_of[i] for i in guard_images])
     from BreastCADxLib.analysis.registry import write_modelset
 
     write_modelset(out, id=out.name, modality=modality, sites=data["sites"])

@@ -15,7 +15,7 @@ import pytest
 
 from BreastCADxLib.analysis.cards import card_schema
 from BreastCADxLib.analysis.classifier import load_classifier
-from BreastCADxLib.analysis.registry import model_set_info, verify_model_set
+from BreastCADxLib.analysis.registry import load_card, model_set_info, verify_model_set
 from conftest import MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
@@ -234,7 +234,7 @@ def test_from_the_shipped_set_adjusts_its_fusion_and_keeps_its_segmenter(tmp_pat
     """A hospital's own cases adjust the shipped ultrasound set: the same named features (pyradiomics + the
     lexicon descriptors, in another order), its scalers carried over feature by feature, its segmenter kept when
     none is trained, so the new set still finds the lesion itself; that segmenter outlines every finding (stage 6)."""
-    from BreastCADxLib.analysis.registry import load_card, model_set_dir
+    from BreastCADxLib.analysis.registry import model_set_dir
 
     out = tmp_path / "local"
     r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "2", "--from", "three-site",
@@ -281,6 +281,15 @@ def test_leave_one_site_out_scores_each_site_with_models_that_never_saw_it(tmp_p
     assert cv["by_site"]["busi"]["fusion"]["n"] == 8  # busi's own rows: 1 malignant + 3 benign, each twice
     text = (out / "card.md").read_text()
     assert "Leave-one-site-out" in text and "| fusion | " in text and "--folds site" in text
+    # two sites: the guard also bounds the distance from its images' subspace, measured with a site held out;
+    # noise lies beyond it (the Mahalanobis distance inside the subspace alone let it through)
+    from BreastCADxLib.analysis.guard import ImageGuard
+    from BreastCADxLib.io import load_image
+
+    guard = ImageGuard(load_card("image_guard", out))
+    assert "residual_max" in guard.params and "from that subspace" in guard.card.notes["model"]
+    assert guard.score(load_image(DATA / "bad" / "noise.png")) == 0.0 < guard.threshold
+    assert guard.score(load_image(DATA / "busi" / "benign_351.png")) >= guard.threshold  # not a training image
     from BreastCADxLib.train.pipeline import fold_splits
 
     sites = np.array(["a", "a", "b", "c", "b"])
