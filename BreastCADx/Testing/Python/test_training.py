@@ -249,3 +249,33 @@ def test_the_train_manifest_of_the_sites_leaves_test_rows_out_and_cites_each_sit
     monkeypatch.setattr(sys, "argv", ["x", "--roles", "train,test", "--out", str(tmp_path / "t.csv")])
     with pytest.raises(SystemExit, match="final report only"):
         train_manifest.main()
+
+
+def test_ship_set_copies_a_verified_set_byte_for_byte_under_a_new_id_and_refuses_a_changed_one(tmp_path):
+    """training.ship_set: weights and arrays byte for byte, every card's model_set the new id, the guard from
+    another set when asked (and said on card.md), the result verified; an altered source is refused."""
+    import shutil
+
+    from BreastCADxLib.analysis.registry import MODELS_DIR, ModelError, load_card, verify_model_set
+    from conftest import BUSI_ONLY
+    from training.ship_set import ship
+
+    source = tmp_path / "made"
+    shutil.copytree(BUSI_ONLY, source)
+    (source / "card.md").write_text(f"# Model set `{verify_model_set(source)['id']}`\n\nmade here\n")
+    out = tmp_path / "shipped"
+    manifest = ship(source, "renamed", out, guard=MODELS_DIR)
+    assert manifest["id"] == "renamed" and verify_model_set(out)["id"] == "renamed"
+    for name in manifest["files"]:
+        origin = MODELS_DIR if name.startswith("image_guard.") else source
+        if name.endswith(".json"):
+            assert json.loads((out / name).read_text())["model_set"] == "renamed"
+        else:
+            assert (out / name).read_bytes() == (origin / name).read_bytes()
+    assert load_card("image_guard", out).threshold == load_card("image_guard", MODELS_DIR).threshold
+    card = (out / "card.md").read_text()
+    assert card.startswith("# Model set `renamed`") and "input guard" in card and "made here" in card
+    (source / "lesion_box_cnn.pt").write_bytes(b"changed")
+    with pytest.raises(ModelError, match="SHA256"):
+        ship(source, "again", tmp_path / "other")
+    assert not (tmp_path / "other").exists()
