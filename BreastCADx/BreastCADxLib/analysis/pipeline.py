@@ -256,7 +256,7 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         presence = seg.presence_score
         mask = grid.up(work_mask, is_mask=True)
         seconds["segment"] = time.perf_counter() - t
-        if not mask.any() and expect_lesion and roi is None:
+        if not mask.any() and seg.expected:
             # told a lesion is there: "no lesion found (normal)" would be a confident wrong answer
             raise MaskError("a lesion was expected, but the segmenter gives no usable region anywhere in the image; "
                             "draw a box around the lesion or outline it", image.source or None)

@@ -54,6 +54,7 @@ class Segmentation:
     low_confidence: bool = False  # nothing passed the presence threshold; the best candidate was kept (expect_lesion)
     box_fallback: bool = False  # inside a drawn box no usable region at all: the ellipse inscribed in the box
     presence_score: float | None = None  # the most confident region's peak (whole image); found when >= presence
+    expected: bool = False  # the user said a lesion is there (expect_lesion, or a drawn box)
 
     @property
     def lesion_found(self) -> bool:
@@ -62,6 +63,8 @@ class Segmentation:
     @property
     def outcome(self) -> str:
         """One line for the user: what the mask is."""
+        if not self.lesion_found and self.expected:  # told a lesion is there: never "no lesion"
+            return "no usable region anywhere although a lesion was expected: draw a box around it"
         if not self.lesion_found:
             return "no lesion found"
         if self.box_fallback:
@@ -277,7 +280,7 @@ class LesionSegmenter:
                 mask[k], fallback = box_ellipse((rows, cols), box), True
         return Segmentation(mask=mask, probability=prob, seconds=time.perf_counter() - t0,
                             low_confidence=low_confidence, box_fallback=fallback,
-                            presence_score=None if box is not None else score)
+                            presence_score=None if box is not None else score, expected=expected)
 
     def whole_probability(self, plane: np.ndarray) -> np.ndarray:
         """P(lesion) of a whole plane: the network on the plane, or on its content box (content_crop)."""

@@ -53,7 +53,7 @@ def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: boo
     save_mask(result.mask, image, job.out_mask)
     job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence,
                                             "presence_score": result.presence_score,
-                                            "expected": bool(expect_lesion or roi)}))
+                                            "expected": result.expected}))
     progress(1.0, result.outcome)
 
 
