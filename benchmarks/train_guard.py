@@ -22,22 +22,10 @@ from benchmarks.machine import header, stamp, write_results
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def guard(z: np.ndarray, sites: np.ndarray) -> tuple[dict, float]:
-    """What write_guard fits on these embeddings: its parameters (with the bound when it has one) and threshold."""
-    from BreastCADxLib.analysis.guard import one_class_score
-    from BreastCADxLib.train.pipeline import GUARD_QUANTILE, pca_params, residual_bound
-
-    params = pca_params(z)
-    bound = residual_bound(z, list(sites))
-    if bound is not None:
-        params["residual_max"] = np.float64(bound)
-    return params, float(np.quantile(one_class_score(z, params), GUARD_QUANTILE))
-
-
 def main() -> None:
     from BreastCADxLib.analysis.guard import embed, embedder, one_class_score
     from BreastCADxLib.io import load_image
-    from BreastCADxLib.train.pipeline import read_manifest
+    from BreastCADxLib.train.pipeline import fit_one_class, read_manifest
     from training.fit_guard import negative_families
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,11 +42,11 @@ def main() -> None:
                         for i in range(0, len(images), 16)])
     report["genuine"] = []
     for s in sorted(set(sites)):
-        params, threshold = guard(z[sites != s], sites[sites != s])
+        params, threshold = fit_one_class(z[sites != s], list(sites[sites != s]))
         passed = one_class_score(z[sites == s], params) >= threshold
         report["genuine"].append({"images": f"{s} (guard made without it)", "n": int((sites == s).sum()),
                                   "pass": float(passed.mean())})
-    params, threshold = guard(z, sites)
+    params, threshold = fit_one_class(z, list(sites))
     report["genuine"].append({"images": "every site (the guard made from them)", "n": len(z),
                               "pass": float((one_class_score(z, params) >= threshold).mean())})
     report["bound"] = float(params.get("residual_max", np.nan))

@@ -581,25 +581,34 @@ def residual_bound(z: np.ndarray, sites: list[str]) -> float | None:
     return float(max(pca_residual(z[sites == s], pca_params(z[sites != s])).max() for s in sorted(set(sites))))
 
 
+def fit_one_class(z: np.ndarray, sites: list[str] | None = None) -> tuple[dict[str, np.ndarray], float]:
+    """The guard's parameters on embeddings z (pca_params, with residual_bound's bound when the sites give one)
+    and its threshold: the GUARD_QUANTILE of the images' own scores."""
+    from BreastCADxLib.analysis.guard import one_class_score
+
+    params = pca_params(z)
+    bound = residual_bound(z, sites) if sites is not None else None
+    if bound is not None:
+        params["residual_max"] = np.float64(bound)
+    return params, float(np.quantile(one_class_score(z, params), GUARD_QUANTILE))
+
+
 def write_guard(out: Path, images: list[Path], modality: str, command: str, device: str, cites: dict | None = None,
                 sites: list[str] | None = None) -> GuardCard:
     """The set's input guard: distance to its own training images in a PCA of the whole-image Lite0 embedding
     (analysis.guard.one_class_score), its threshold the 0.5th percentile of those images' scores; with two or more
     sites, also a bound on the distance from that subspace (residual_bound: noise, patterns, another modality lie
     beyond it); sides from the images."""
-    from BreastCADxLib.analysis.guard import embed, embedder, one_class_score
+    from BreastCADxLib.analysis.guard import embed, embedder
     from BreastCADxLib.analysis.registry import save_card, sha256_of
     from BreastCADxLib.io import load_image
 
     planes = [load_image(p).array[0] for p in images]
     engine = embedder(device)
     z = np.concatenate([embed(engine, planes[i:i + 16]) for i in range(0, len(planes), 16)])
-    params = pca_params(z)
-    bound = residual_bound(z, sites) if sites is not None else None
-    if bound is not None:
-        params["residual_max"] = np.float64(bound)
+    params, threshold = fit_one_class(z, sites)
+    bound = float(params["residual_max"]) if "residual_max" in params else None
     np.savez(out / "image_guard.npz", **params)
-    scores = one_class_score(z, params)
     sides = [s for p in planes for s in p.shape]
     k = len(params["variances"])
     residual = (f"; 0 beyond a distance {bound:.3f} from that subspace (the farthest image of a site held out "
@@ -609,7 +618,7 @@ def write_guard(out: Path, images: list[Path], modality: str, command: str, devi
         id="image_guard", task=f"is this a {modality} image like the set's own training images?",
         weights="image_guard.npz", sha256=sha256_of(out / "image_guard.npz"),
         embedding="frozen ImageNet EfficientNet-Lite0, whole image at 224x224, pooled 1280, L2-normalised",
-        threshold=float(np.quantile(scores, GUARD_QUANTILE)),
+        threshold=threshold,
         validated_on={"modalities": [modality, "OT"], "max_frames": 1, "min_side": int(min(sides) // 2),
                       "max_side": int(max(sides) * 2.5)},
         training={"command": command, "images": len(images),
