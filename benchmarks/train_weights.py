@@ -87,15 +87,8 @@ def choose(y, sites, rows) -> dict:
 
 
 def main() -> None:
-    from BreastCADxLib.train.pipeline import (
-        DESIGN,
-        SITE_FOLDS,
-        _fusion_proba,
-        fit_fusion,
-        fit_rows,
-        fold_splits,
-        summary,
-    )
+    from BreastCADxLib.train.outlines import automatic_oof
+    from BreastCADxLib.train.pipeline import DESIGN, SITE_FOLDS, fold_splits, summary
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished `breastcadx train --folds site` folder")
@@ -110,16 +103,9 @@ def main() -> None:
     d = load_findings(args.manifest, args.run)  # the run's cached features: nothing computed
     findings, y, sites, groups = d["findings"], d["y"], d["sites"], d["groups"]
     (rad, deep), redrawn = d["outlines"]["reference"], d["outlines"]["redrawn"]
-    design = DESIGN["US"]
     arad, adeep, ok = auto_rows(work, findings)
     splits = fold_splits(y, groups, SITE_FOLDS, sites=sites)
-    both = np.full(len(y), 0.5)  # an outline the product cannot classify: ranked undecided, as train does
-    for tr, te in splits:
-        idx = tr[ok[tr]]
-        r, d, t = fit_rows(rad, deep, y, tr, redrawn)
-        fit = fit_fusion((np.vstack([r, arad[idx]]), np.vstack([d, adeep[idx]]), np.r_[t, y[idx]]), design["c"])
-        scored = te[ok[te]]
-        both[scored] = _fusion_proba(fit, arad[scored], adeep[scored])
+    both = automatic_oof(rad, deep, y, arad, adeep, ok, splits, DESIGN["US"]["c"], redrawn=redrawn)["both_fit"]
     whole = np.asarray(cv["oof"]["whole_cnn"])
     box = box_auto(work, findings, splits)
     paths = {

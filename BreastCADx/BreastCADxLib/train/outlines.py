@@ -162,6 +162,32 @@ def member_scores(findings: list, outlines: dict[str, np.ndarray], splits: list,
     return out
 
 
+def with_automatic(rad, deep, y, arad, adeep, ok, idx, redrawn: tuple | None = None) -> tuple:
+    """The fitting rows of findings `idx` (pipeline.fit_rows) and those of their automatic outlines that can be
+    classified (`ok`): what the bundle for the segmenter's own masks is fitted on."""
+    from BreastCADxLib.train.pipeline import fit_rows
+
+    r, d, t = fit_rows(rad, deep, y, idx, redrawn)
+    both = idx[ok[idx]]
+    return np.vstack([r, arad[both]]), np.vstack([d, adeep[both]]), np.r_[t, y[both]]
+
+
+def automatic_oof(rad, deep, y, arad, adeep, ok, splits, c: float, source: dict | None = None,
+                  redrawn: tuple | None = None) -> dict[str, np.ndarray]:
+    """Out of fold on the automatic outlines: the fusion fitted on the findings' own outlines ("reference_fit") and
+    the one fitted on both ("both_fit"); an outline the product cannot classify is ranked undecided (0.5)."""
+    from BreastCADxLib.train.pipeline import _fusion_proba, fit_fusion, fit_rows
+
+    oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
+    for tr, te in splits:
+        ref_fit = fit_fusion(fit_rows(rad, deep, y, tr, redrawn), c, source)
+        both_fit = fit_fusion(with_automatic(rad, deep, y, arad, adeep, ok, tr, redrawn), c, source)
+        scored = te[ok[te]]
+        oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
+        oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])
+    return oof
+
+
 def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.ndarray, deep: np.ndarray,
                     detector: dict, members: dict | None, work: Path, *, folds, sites, c: float, descriptors: bool,
                     source: dict | None, seg_images: list | None, device: str, deadline: float, say,
@@ -171,16 +197,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     bundle is fitted on when it is kept (with `redrawn`, every fit takes the redrawn outlines too: pipeline.fit_rows).
     Returns the record for cv.json and card.md, and `rows` (rad, deep, y)."""
     from BreastCADxLib.train import members as mem
-    from BreastCADxLib.train.pipeline import (
-        GATE_RULE,
-        SITE_FOLDS,
-        _fusion_proba,
-        fit_fusion,
-        fit_rows,
-        fold_splits,
-        no_worse,
-        summary,
-    )
+    from BreastCADxLib.train.pipeline import GATE_RULE, SITE_FOLDS, fold_splits, no_worse, summary
 
     outlines = outline_passes(findings, detector, seg_images, work, device, deadline, say)
     feats = outline_features(findings, outlines, work, device, descriptors, deadline, say)
@@ -189,19 +206,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     adeep = np.array([feats[f.case_id]["deep"] if feats[f.case_id] else np.zeros(deep.shape[1]) for f in findings])
     dice = np.array([feats[f.case_id]["dice"] if feats[f.case_id] else 0.0 for f in findings])
     splits = fold_splits(y, groups, folds, sites=sites)
-
-    def with_auto(idx):  # the findings' fitting rows and their automatic outlines' rows
-        r, d, t = fit_rows(rad, deep, y, idx, redrawn)
-        both = idx[ok[idx]]
-        return np.vstack([r, arad[both]]), np.vstack([d, adeep[both]]), np.r_[t, y[both]]
-
-    oof = {"reference_fit": np.full(len(y), 0.5), "both_fit": np.full(len(y), 0.5)}
-    for tr, te in splits:
-        ref_fit = fit_fusion(fit_rows(rad, deep, y, tr, redrawn), c, source)
-        both_fit = fit_fusion(with_auto(tr), c, source)
-        scored = te[ok[te]]  # an outline the product cannot classify: no probability, ranked undecided (0.5)
-        oof["reference_fit"][scored] = _fusion_proba(ref_fit, arad[scored], adeep[scored])
-        oof["both_fit"][scored] = _fusion_proba(both_fit, arad[scored], adeep[scored])
+    oof = automatic_oof(rad, deep, y, arad, adeep, ok, splits, c, source, redrawn)
     models = {k: summary(y, p, groups) for k, p in oof.items()}
     site_gate = sites if folds == SITE_FOLDS else None
     kept, gate = no_worse(y, oof["both_fit"], oof["reference_fit"], site_gate)
@@ -239,7 +244,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
         + ("kept for the segmenter's own masks" if kept else "not kept (reference-fitted features for them)")
         + (f"; with the image members {models[f'{chosen}_with_members']['auc']:.3f}: "
            + ("fused" if members_kept else "not fused") if views else ""))
-    rows = with_auto(np.arange(len(y))) if kept else None
+    rows = with_automatic(rad, deep, y, arad, adeep, ok, np.arange(len(y)), redrawn) if kept else None
     return {"record": record, "rows": rows}
 
 
@@ -267,4 +272,5 @@ def automatic_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AUTO_ID", "automatic_stage", "automatic_text", "outline_passes", "outline_features", "member_scores"]
+__all__ = ["AUTO_ID", "automatic_stage", "automatic_oof", "with_automatic", "automatic_text", "outline_passes",
+           "outline_features", "member_scores"]
