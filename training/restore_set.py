@@ -19,9 +19,8 @@ MODELS = "BreastCADx/Resources/Models"
 # the two-site set (BUSI + L5), shipped until this commit: the A+B -> C held-out set of the pipeline and benchmarks
 TWO_SITE_COMMIT = "6cf1515"
 TWO_SITE = Path("runs/two-site")
-# the README recipe's three-site set (training.pipeline --set three-site), shipped until this commit; its input guard
-# (training.fit_guard) stays in the shipped set (training.ship_set --guard)
-RECIPE_COMMIT = "6d4427d"
+# where the README recipe's three-site set (training.pipeline --set three-site; shipped until commit 6d4427d, whose
+# input guard, training.fit_guard's, the shipped set keeps: training.ship_set --guard) is restored and made
 RECIPE = Path("runs/recipe-three-site")
 
 

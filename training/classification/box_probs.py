@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib.analysis.box_classifier import get_member_scorer
-from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER, bundle_for
+from BreastCADxLib.analysis.classifier import DEFAULT_CLASSIFIER
 from BreastCADxLib.analysis.registry import load_card, model_set_dir, model_set_info
 from BreastCADxLib.image import Image
 from training.classification.site_features import perturbed
@@ -36,8 +36,8 @@ def main() -> None:
     scorers = {}  # column -> scorer
     for s in args.sets.split(","):
         card = load_card(DEFAULT_CLASSIFIER, model_set_dir(s))
-        cards = [card] + [load_card(b, model_set_dir(s)) for b in {bundle_for(card, "auto")} - {card.id}]
-        for c in cards:  # a member fused in either bundle (drawn or automatic outlines)
+        auto = [load_card(card.automatic_masks, model_set_dir(s))] if card.automatic_masks else []
+        for c in [card, *auto]:  # a member fused in either bundle (drawn or automatic outlines)
             for column, member in (("box", c.box_member), ("whole", c.image_member)):
                 if member:
                     scorers[f"{column}_{model_set_info(s)['id']}"] = get_member_scorer(member["model"], "cpu", s)
