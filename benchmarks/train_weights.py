@@ -86,39 +86,48 @@ def choose(y, sites, rows) -> dict:
             "shipped_worst_auc": base["worst_auc"]}
 
 
-def main() -> None:
+def run_rows(run: Path, manifest: Path) -> dict:
+    """A finished `--folds site` run's out-of-fold record, every site scored by models that never saw it: the
+    findings (y, sites, groups), their cached features (reference, redrawn, automatic outline), the site splits,
+    the bundle fitted on both outlines refitted per fold ("both", checked against the run's own record), and the
+    members' scores (whole image; the box member on the automatic outlines' boxes, NaN where empty)."""
     from BreastCADxLib.train.outlines import automatic_oof
     from BreastCADxLib.train.pipeline import DESIGN, SITE_FOLDS, fold_splits, summary
 
+    work = run / ".work"
+    cv = json.loads((work / "cv.json").read_text())
+    if cv.get("folds") != SITE_FOLDS:
+        raise SystemExit(f"{run}: not a --folds site run")
+    d = load_findings(manifest, run)  # the run's cached features: nothing computed
+    y, sites, groups = d["y"], d["sites"], d["groups"]
+    (rad, deep), redrawn = d["outlines"]["reference"], d["outlines"]["redrawn"]
+    arad, adeep, ok = auto_rows(work, d["findings"])
+    splits = fold_splits(y, groups, SITE_FOLDS, sites=sites)
+    both = automatic_oof(rad, deep, y, arad, adeep, ok, splits, DESIGN["US"]["c"], redrawn=redrawn)["both_fit"]
+    for site, r in cv["automatic_outlines"]["by_site"].items():  # the refit reproduces train's own record
+        m = site == sites
+        got = summary(y[m], both[m], groups[m])["auc"]
+        if abs(got - r["both_fit"]["auc"]) > 1e-6:
+            raise SystemExit(f"the refitted automatic-outline bundle at {site} gives AUC {got:.6f}, the run's record "
+                             f"{r['both_fit']['auc']:.6f}: not the same fits")
+    return {**d, "cv": cv, "rad": rad, "deep": deep, "redrawn": redrawn, "arad": arad, "adeep": adeep, "ok": ok,
+            "splits": splits, "both": both, "whole": np.asarray(cv["oof"]["whole_cnn"]),
+            "box": box_auto(work, d["findings"], splits)}
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished `breastcadx train --folds site` folder")
     ap.add_argument("--manifest", type=Path, required=True, help="the manifest it was trained on")
     ap.add_argument("--name", default="train_weights")
     args = ap.parse_args()
     report = stamp()
-    work = args.run / ".work"
-    cv = json.loads((work / "cv.json").read_text())
-    if cv.get("folds") != SITE_FOLDS:
-        raise SystemExit(f"{args.run}: not a --folds site run")
-    d = load_findings(args.manifest, args.run)  # the run's cached features: nothing computed
-    findings, y, sites, groups = d["findings"], d["y"], d["sites"], d["groups"]
-    (rad, deep), redrawn = d["outlines"]["reference"], d["outlines"]["redrawn"]
-    arad, adeep, ok = auto_rows(work, findings)
-    splits = fold_splits(y, groups, SITE_FOLDS, sites=sites)
-    both = automatic_oof(rad, deep, y, arad, adeep, ok, splits, DESIGN["US"]["c"], redrawn=redrawn)["both_fit"]
-    whole = np.asarray(cv["oof"]["whole_cnn"])
-    box = box_auto(work, findings, splits)
+    r = run_rows(args.run, args.manifest)
+    y, sites, groups, cv, whole, box = r["y"], r["sites"], r["groups"], r["cv"], r["whole"], r["box"]
     paths = {
         "reference": (np.asarray(cv["oof"]["fusion"]), {"box": np.asarray(cv["oof"]["box_cnn"]), "whole": whole}),
-        "automatic": (both, {"box": np.where(np.isnan(box), 0.5, box), "whole": whole}),
+        "automatic": (r["both"], {"box": np.where(np.isnan(box), 0.5, box), "whole": whole}),
     }
-    check = cv["automatic_outlines"]["by_site"]
-    for site, r in check.items():  # the refit reproduces train's own record
-        m = site == sites
-        got = summary(y[m], both[m], groups[m])["auc"]
-        if abs(got - r["both_fit"]["auc"]) > 1e-6:
-            raise SystemExit(f"the refitted automatic-outline bundle at {site} gives AUC {got:.6f}, the run's record "
-                             f"{r['both_fit']['auc']:.6f}: not the same fits")
     report["run"], report["paths"] = str(args.run), {}
     for name, (feat, probs) in paths.items():
         rows = grid(y, sites, groups, feat, probs)
