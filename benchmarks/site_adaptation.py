@@ -13,6 +13,13 @@ and the rest of the site is scored: ECE, sensitivity / specificity at the biopsy
 no adaptation (the set's "4A or above", > 2 %) and the oracle (the threshold chosen on the scored cases themselves);
 presence: lesions found and false lesions at the fitted threshold against the set's own; on L5 the reader rule
 against the reader alone (BI-RADS >= 4). Writes benchmarks/results/site_adaptation.md/json.
+
+    python -m benchmarks.site_adaptation --run runs/three-site-train --manifest runs/three_sites.csv
+
+does the same for the shipped design from a finished `breastcadx train --folds site` run: every site is the new
+hospital for the models trained on the other two (its out-of-fold record: the automatic-outline bundle fused with
+the members at the run's weights, lesion expected; presence scores of the segmenter fold that never saw the site;
+the set's presence threshold is the run's). Writes site_adaptation_three_site.md/json.
 """
 
 from __future__ import annotations
@@ -52,10 +59,7 @@ L5_LEVEL = {"2": 2.0, "3": 3.0, "4": 4.33, "5": 5.0}
 def classification_cases(site: str, busbra: Path) -> tuple[list[SiteCase], int]:
     """Lesions with the set's probability on its automatic outline (lesion expected); (cases, not classified)."""
     rows = json.loads(ROWS[site][1].read_text())["rows"]
-    reader = {}
-    if site == "busbra_l5":
-        with open(busbra / "manifest.csv", newline="") as f:
-            reader = {r["case_id"]: L5_LEVEL[r["birads"].strip()] for r in csv.DictReader(f)}
+    reader = reader_levels(busbra) if site == "busbra_l5" else {}
     lesions = [r for r in rows if r["label"] in ("benign", "malignant")]
     out = [SiteCase(r["case"], int(r["label"] == "malignant"), r["group"], float(r["expect_p"]), "auto", None,
                     reader.get(r["case"])) for r in lesions if r.get("expect_p") is not None]
@@ -75,6 +79,38 @@ def presence_cases(site: str) -> list[SiteCase]:
         out.append(SiteCase(case, None if label == "normal" else int(label == "malignant"), split[case]["group"],
                             None, "auto", presence_score(prob, post["threshold"], post["min_area_fraction"]), None))
     return out
+
+
+def reader_levels(busbra: Path, prefix: str = "") -> dict[str, float]:
+    """The ultrasonographer's BI-RADS of each L5 case (on READER_LEVELS), keyed prefix + case_id."""
+    with open(busbra / "manifest.csv", newline="") as f:
+        return {prefix + r["case_id"]: L5_LEVEL[r["birads"].strip()] for r in csv.DictReader(f)}
+
+
+def run_sources(run: Path, manifest: Path, busbra: Path) -> tuple[dict, dict, float]:
+    """From a `--folds site` run's out-of-fold record: {site: (label, lesion cases, not classified)}, {site:
+    (label, presence cases)} for the sites with lesion-free images, and the set's presence threshold."""
+    from benchmarks.train_weights import run_rows
+    from BreastCADxLib.train.members import fuse
+
+    r = run_rows(run, manifest)
+    weights = r["cv"]["automatic_outlines"]["member_weights"]
+    box = np.where(np.isnan(r["box"]), 0.5, r["box"])
+    p = fuse(r["both"], {"box": box, "whole": r["whole"]}, weights)
+    reader = reader_levels(busbra, "busbra_l5_")
+    cls = {}
+    for s in sorted(set(r["sites"])):
+        idx = np.flatnonzero(r["sites"] == s)
+        cases = [SiteCase(r["findings"][i].case_id, int(r["y"][i]), r["groups"][i], float(p[i]), "auto", None,
+                          reader.get(r["findings"][i].case_id)) for i in idx if r["ok"][i]]
+        cls[s] = ("held out of the run", cases, int((~r["ok"][idx]).sum()))
+    judged = [x for f in sorted((run / ".work").glob("segmenter_fold*/judged.json")) for x in json.loads(f.read_text())]
+    pres = {}
+    for s in sorted({x["site"] for x in judged if not x["finding"]}):
+        pres[s] = ("the run's fold", [SiteCase(x["image"], 1 if x["finding"] else None, x["patient"], None, "auto",
+                                               x["score"], None) for x in judged if x["site"] == s])
+    post = json.loads((run / "lesion_seg_lite0.json").read_text())["postprocessing"]
+    return cls, pres, float(post["presence"])
 
 
 def draw(cases: list[SiteCase], n: int, rng) -> tuple[list[SiteCase], list[SiteCase]]:
@@ -122,14 +158,14 @@ def ece_floor(p: np.ndarray, y: np.ndarray, seed: int) -> float:
     return expected_calibration_error(q, (np.random.default_rng(seed).random(len(q)) < q).astype(float))
 
 
-def score_presence(cases: list[SiteCase], n: int, seed: int) -> dict:
+def score_presence(cases: list[SiteCase], n: int, seed: int, default: float = SET_PRESENCE) -> dict:
     drawn, rest = draw(cases, n, np.random.default_rng(seed))
     les = np.array([c.presence_score for c in drawn if c.label is not None])
     free = np.array([c.presence_score for c in drawn if c.label is None])
     rl = np.array([c.presence_score for c in rest if c.label is not None])
     rf = np.array([c.presence_score for c in rest if c.label is None])
-    out = {"n_fit": len(drawn), "lesion_free_fit": len(free), "found_default": float(found(rl, SET_PRESENCE).mean()),
-           "false_default": float(found(rf, SET_PRESENCE).mean())}
+    out = {"n_fit": len(drawn), "lesion_free_fit": len(free), "found_default": float(found(rl, default).mean()),
+           "false_default": float(found(rf, default).mean())}
     if len(free) < 10 or len(les) < 20:
         return {**out, "refused": f"{len(les)} lesion and {len(free)} lesion-free images"}
     t = fit_presence(les, free, 0.95)["threshold"]
@@ -169,22 +205,40 @@ def med(rows: list[dict], key: str) -> str:
     return f"{np.median(v):.2f}" if v else "-"
 
 
+def sources(args) -> tuple[dict, dict, float, str]:
+    """The cases each table is made of: the held_out_site rows and site passes, or a train run's record."""
+    if args.run:
+        cls, pres, presence = run_sources(args.run, args.manifest, args.busbra)
+        return cls, pres, presence, "site_adaptation_three_site"
+    cls = {}
+    for site, (model_set, _) in ROWS.items():
+        cases, unclassified = classification_cases(site, args.busbra)
+        cls[site] = (model_set, cases, unclassified)
+    pres = {site: (path.name.split("__")[0], presence_cases(site)) for site, path in PASSES.items() if path.exists()}
+    return cls, pres, SET_PRESENCE, "site_adaptation"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--busbra", type=Path, default=Path("../shared/data/busbra_l5"))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--run", type=Path, help="a finished `breastcadx train --folds site` folder (its record)")
+    ap.add_argument("--manifest", type=Path, help="the manifest that run was trained on (with --run)")
     args = ap.parse_args()
+    if bool(args.run) != bool(args.manifest):
+        ap.error("--run and --manifest go together")
     t0 = time.perf_counter()
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "loadavg_1min": os.getloadavg()[0], "sensitivity_asked": SENSITIVITY, "draws": DRAWS,
               "classification": {}, "presence": {}}
+    cls, pres, presence, name = sources(args)
+    report["set_presence"] = presence
     lines = ["## Classification: automatic outlines, lesion expected (median over draws)", "",
              "| site (set) | n drawn | refused | method | ECE before | ECE after | ECE after, method chosen by CV "
              "| ECE noise floor | sens / spec at 4A (no adaptation) | sens / spec at the site threshold | oracle spec "
              "at 0.98 | reader sens / spec | reader + BreastCADx sens / spec |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for site, (model_set, _) in ROWS.items():
-        cases, unclassified = classification_cases(site, args.busbra)
+    for site, (model_set, cases, unclassified) in cls.items():
         report["classification"][site] = {"model_set": model_set, "lesions": len(cases),
                                           "not_classified": unclassified, "by_n": {}}
         for n in SIZES:
@@ -208,27 +262,22 @@ def main() -> None:
     lines += ["", "## The biopsy threshold's rule (sensitivity / specificity on the rest, median over draws)", "",
               "| site | n drawn | empirical quantile (shipped) | normal fit on the malignant logits | lower of both |",
               "|---|---|---|---|---|"]
-    for site in ROWS:
-        cases, _ = classification_cases(site, args.busbra)
+    for site, (_, cases, _) in cls.items():
         for n in (50, 100):
             got = [r for r in (threshold_rules(cases, n, seed) for seed in range(DRAWS)) if r]
             cells = [f"{np.median([g[k][0] for g in got]):.2f} / {np.median([g[k][1] for g in got]):.2f}"
                      for k in got[0]]
             lines.append(f"| {site} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "## Presence (default path, no lesion expected; median over draws)", "",
-              "| site (segmenter) | n drawn | refused | lesions found / false lesions at the set's 0.97 | "
+              f"| site (segmenter) | n drawn | refused | lesions found / false lesions at the set's {presence:.4g} | "
               "at the fitted threshold (asked: find 0.95) | fitted threshold |", "|---|---|---|---|---|---|"]
-    for site, path in PASSES.items():
-        if not path.exists():
-            lines.append(f"| {site} | - | pass {path} missing | | | |")
-            continue
-        cases = presence_cases(site)
-        report["presence"][site] = {"pass": path.name, "images": len(cases), "by_n": {}}
+    for site, (segmenter, cases) in pres.items():
+        report["presence"][site] = {"segmenter": segmenter, "images": len(cases), "by_n": {}}
         for n in SIZES:
-            rows = [score_presence(cases, n, seed) for seed in range(DRAWS)]
+            rows = [score_presence(cases, n, seed, presence) for seed in range(DRAWS)]
             report["presence"][site]["by_n"][n] = rows
             ok = [r for r in rows if "refused" not in r]
-            lines.append(f"| {site} ({path.name.split('__')[0]}) | {n} | {len(rows) - len(ok)}/{len(rows)} | "
+            lines.append(f"| {site} ({segmenter}) | {n} | {len(rows) - len(ok)}/{len(rows)} | "
                          f"{med(rows, 'found_default')} / {med(rows, 'false_default')} | "
                          f"{med(ok, 'found_site')} / {med(ok, 'false_site')} | {med(ok, 'threshold')} |")
     lines += ["", "## Targets (50 labelled cases, median over draws)", ""]
@@ -250,10 +299,12 @@ def main() -> None:
                         if "comb_spec" in m else "") + ".")
     report["seconds"] = time.perf_counter() - t0
     report["loadavg_1min_end"] = os.getloadavg()[0]
-    head = header("Site adaptation: labelled cases at a new hospital", report,
-                  "Made by `python -m benchmarks.site_adaptation` (per-case outputs of benchmarks.held_out_site and "
-                  "the site passes; no model runs here).")
-    write_results(args.out, "site_adaptation", report, "\n".join(head + [""] + lines) + "\n")
+    made = (f"Made by `python -m benchmarks.site_adaptation --run {args.run} --manifest {args.manifest}` (the run's "
+            "out-of-fold record, each site held out; no model runs here)." if args.run else
+            "Made by `python -m benchmarks.site_adaptation` (per-case outputs of benchmarks.held_out_site and "
+            "the site passes; no model runs here).")
+    head = header("Site adaptation: labelled cases at a new hospital", report, made)
+    write_results(args.out, name, report, "\n".join(head + [""] + lines) + "\n")
 
 
 if __name__ == "__main__":
