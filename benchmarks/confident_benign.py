@@ -7,6 +7,14 @@ outline's Dice, the fused probability and each member's own with the automatic o
 and inside the reference box, the lexicon categories with the reference outline, and what the site's manifest says
 of the image (caliper marks, colour Doppler, two panes) where it says it. Non-test rows only (as the run's).
 Writes benchmarks/results/confident_benign__SET__SITE.md/json.
+
+    python -m benchmarks.confident_benign --run runs/three-site-train --manifest runs/three_sites.csv
+
+does it for the shipped design from a finished `breastcadx train --folds site` run's out-of-fold record (every
+site scored by the models trained on the other two; nothing is run again): the cancers below 5 % on the automatic
+outline (lesion expected) or on the drawn one, what each member said on both, the lexicon categories of the drawn
+outline (from the run's cached descriptors) and whether the product flags the low score (suspicious_sign_low_score),
+and a contact sheet of their crops (green: drawn outline, red: automatic). Writes confident_benign__RUN.md/json/png.
 """
 
 from __future__ import annotations
@@ -35,13 +43,150 @@ def members(result) -> dict:
             "flags": [f.code for f in p.flags]}
 
 
+def run_record(args) -> None:
+    """The cancers below `--below` in a `--folds site` run's out-of-fold record (see the module docstring)."""
+    from benchmarks.outline_limits import dice_of
+    from benchmarks.train_weights import run_rows
+    from BreastCADxLib.analysis.lexicon import DISSENT, categories, suspicious_signs
+    from BreastCADxLib.train.members import fuse
+
+    r = run_rows(args.run, args.manifest)
+    cv, y, sites = r["cv"], r["y"], r["sites"]
+    work = args.run / ".work"
+    dice = dice_of(work, r["findings"])
+    box = np.where(np.isnan(r["box"]), 0.5, r["box"])
+    auto = {"p": fuse(r["both"], {"box": box, "whole": r["whole"]}, cv["automatic_outlines"]["member_weights"]),
+            "features": r["both"], "box": box, "whole": r["whole"]}
+    drawn = {"p": np.asarray(cv["oof"]["fusion_with_members"]), "features": np.asarray(cv["oof"]["fusion"]),
+             "box": np.asarray(cv["oof"]["box_cnn"]), "whole": r["whole"]}
+    names = json.loads((args.run / "lesion_cls_fusion.json").read_text())["radiomics_names"]
+    desc = [i for i, n in enumerate(names) if n.startswith("descriptor_")]
+    def lexicon_of(rad):
+        return [categories({names[j].removeprefix("descriptor_"): float(rad[i, j]) for j in desc})
+                for i in range(len(y))]
+
+    lexicon = lexicon_of(r["rad"])
+    sus = {"drawn": np.array([bool(suspicious_signs(lex)) for lex in lexicon]),
+           "auto": np.array([ok and bool(suspicious_signs(lex)) for ok, lex in zip(r["ok"], lexicon_of(r["arad"]))])}
+    picked = np.flatnonzero((y == 1) & ((auto["p"] < args.below) | (drawn["p"] < args.below)))
+    rows = []
+    for i in picked:
+        lex = lexicon[i]
+        rows.append({"case": r["findings"][i].case_id, "site": str(sites[i]), "patient": str(r["groups"][i]),
+                     "auto_dice": float(dice[i]), "auto": {k: float(v[i]) for k, v in auto.items()},
+                     "drawn": {k: float(v[i]) for k, v in drawn.items()},
+                     "lexicon": {x.feature: x.category for x in lex if x.feature not in ("depth", "size")},
+                     "flagged_drawn": bool(drawn["p"][i] < 0.05 and sus["drawn"][i])})
+    name = f"confident_benign__{args.run.name}"
+    sheet = args.out / f"{name}.png"
+    contact_sheet([r["findings"][i] for i in picked], rows, work, sheet)
+    cancers = {s: int(((sites == s) & (y == 1)).sum()) for s in sorted(set(sites))}
+    lines = header(f"Cancers below {args.below:.0%} at each held-out site, {args.run.name} (out of fold)",
+                   {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()},
+                   f"Made by `python -m benchmarks.confident_benign --run {args.run} --manifest {args.manifest}`: "
+                   "every site scored by the models trained on the other two (non-test rows); cancers per site "
+                   + ", ".join(f"{s} {n}" for s, n in cancers.items()) + f". Crops: `{sheet.name}`.")
+    lines += ["", "Probabilities in %: fused (features / box member / whole image).", "",
+              "| site | case | auto Dice | automatic outline | drawn outline | lexicon (drawn outline) | flagged |",
+              "|---|---|---|---|---|---|---|"]
+
+    def cell(d):
+        return f"{100 * d['p']:.1f} ({100 * d['features']:.0f} / {100 * d['box']:.0f} / {100 * d['whole']:.0f})"
+
+    for o in rows:
+        lex = ", ".join(f"{k} {v}" for k, v in o["lexicon"].items())
+        lines.append(f"| {o['site']} | {o['case']} | {o['auto_dice']:.2f} | {cell(o['auto'])} | {cell(o['drawn'])} | "
+                     f"{lex} | {'yes' if o['flagged_drawn'] else '-'} |")
+    for path in ("auto", "drawn"):
+        low = [o for o in rows if o[path]["p"] < args.below]
+        by = ", ".join(f"{s} {sum(o['site'] == s for o in low)}" for s in cancers)
+        lines += ["", f"- {path} outline: {len(low)} below {args.below:.0%} ({by}); median member probabilities "
+                  + ", ".join(f"{k} {100 * float(np.median([o[path][k] for o in low])):.1f} %"
+                              for k in ("features", "box", "whole")) if low else f"- {path} outline: none"]
+    flags = flag_rates(y, sites, {"auto": auto, "drawn": drawn}, sus)
+    lines += ["", "## What flags a score below 5 % as no confident benign call (every lesion, each site held out)", "",
+              "The lexicon's suspicious signs of the outline scored (suspicious_sign_low_score), and a member at or "
+              f"above a level (member_dissent_low_score; the product's level is {DISSENT:.0%}). Cells: cancers "
+              "below 5 % flagged / all of them; benign lesions below 5 % flagged (share).", "",
+              "| outline | rule | " + " | ".join(cancers) + " |", "|---|---|" + "---|" * len(cancers)]
+    for (path, rule), by_site in flags.items():
+        lines.append(f"| {path} | {rule} | " + " | ".join(
+            f"{v['cancers_flagged']} / {v['cancers']}; {v['benign_flagged']} of {v['benign']} "
+            f"({v['benign_flagged'] / max(1, v['benign']):.0%})" for v in by_site.values()) + " |")
+    auto_low = [o for o in rows if o["auto"]["p"] < args.below]
+    if auto_low:
+        lines.append(f"\n- of the automatic-outline ones, {sum(o['auto_dice'] < 0.1 for o in auto_low)} outlined "
+                     f"elsewhere (Dice < 0.1), {sum(o['drawn']['p'] >= args.below for o in auto_low)} at or above "
+                     f"{args.below:.0%} on the drawn outline")
+    write_results(args.out, name, {"run": str(args.run), "cancers": cancers, "rows": rows,
+                                   "flags": [{"outline": k[0], "rule": k[1], "sites": v} for k, v in flags.items()]},
+                  "\n".join(lines) + "\n")
+
+
+def flag_rates(y, sites, paths: dict, suspicious: dict) -> dict:
+    """Per outline and rule, per site: the cancers and benign lesions below LOW_SCORE and how many the rule flags."""
+    from BreastCADxLib.analysis.lexicon import DISSENT, LOW_SCORE
+
+    out = {}
+    for path, d in paths.items():
+        low = d["p"] < LOW_SCORE
+        top = np.maximum.reduce([d["features"], d["box"], d["whole"]])
+        rules = {"lexicon signs": suspicious[path]}
+        rules.update({f"a member >= {t:.0%}": top >= t for t in sorted({0.3, DISSENT})})
+        rules[f"either (lexicon, member >= {DISSENT:.0%})"] = suspicious[path] | (top >= DISSENT)
+        for rule, hit in rules.items():
+            out[(path, rule)] = {s: {"cancers": int((m := (sites == s) & low & (y == 1)).sum()),
+                                     "cancers_flagged": int((m & hit).sum()),
+                                     "benign": int((b := (sites == s) & low & (y == 0)).sum()),
+                                     "benign_flagged": int((b & hit).sum())} for s in sorted(set(sites))}
+    return out
+
+
+def contact_sheet(findings: list, rows: list[dict], work: Path, path: Path, side: int = 160) -> None:
+    """One tile per finding: its drawn-outline box with a margin, drawn outline green, automatic red."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+    from scipy import ndimage
+
+    from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, to_uint8_range
+    from BreastCADxLib.train.pipeline import on_grid
+
+    passes = {}
+    for p in sorted((work / "auto_outlines").glob("pass*.npz")):
+        with np.load(p, allow_pickle=False) as z:
+            passes.update({str(k): z[f"m{i}"] for i, k in enumerate(z["images"])})
+    cols = 6
+    sheet = PILImage.new("RGB", (cols * side, max(1, -(-len(findings) // cols)) * (side + 14)), "black")
+    for k, (f, row) in enumerate(zip(findings, rows)):
+        image, ref = on_grid(f)
+        plane, ref = to_uint8_range(image.array[0]).astype(np.uint8), ref[0]
+        auto = np.unpackbits(passes[str(f.image)], count=ref.size).reshape(ref.shape).astype(bool)
+        rgb = np.stack([plane] * 3, -1)
+        for m, colour in ((ref, (0, 255, 0)), (auto, (255, 0, 0))):
+            rgb[m & ~ndimage.binary_erosion(m, iterations=2)] = colour
+        x0, y0, x1, y1 = expand_box(mask_bbox(ref | auto), 0.3, ref.shape)  # both outlines in view
+        tile = PILImage.fromarray(rgb[y0:y1, x0:x1])
+        tile.thumbnail((side, side))
+        x, y = (k % cols) * side, (k // cols) * (side + 14)
+        sheet.paste(tile, (x + (side - tile.width) // 2, y + 14 + (side - tile.height) // 2))
+        ImageDraw.Draw(sheet).text((x + 2, y + 1), f"{row['case'][-14:]} {100 * row['auto']['p']:.0f}/"
+                                   f"{100 * row['drawn']['p']:.0f}%", fill="white")
+    sheet.save(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_args(ap)
-    ap.add_argument("--rows", type=Path, required=True, help="a benchmarks.held_out_site result (.json)")
+    ap.add_argument("--rows", type=Path, help="a benchmarks.held_out_site result (.json)")
+    ap.add_argument("--run", type=Path, help="or a finished `breastcadx train --folds site` folder")
+    ap.add_argument("--manifest", type=Path, help="the manifest that run was trained on (with --run)")
     ap.add_argument("--below", type=float, default=0.05)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    if bool(args.run) != bool(args.manifest) or bool(args.run) == bool(args.rows):
+        ap.error("give --rows, or --run with --manifest")
+    if args.run:
+        return run_record(args)
     run = json.loads(args.rows.read_text())
     site, model_set = run["site"], run["model_set"]
     folder = set_folder(model_set)  # a held-out set is a training output, used by folder

@@ -17,14 +17,14 @@ from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.deep_features import DEEP_MODEL, get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
-from BreastCADxLib.analysis.lexicon import LOW_SCORE, categories, suspicious_signs
+from BreastCADxLib.analysis.lexicon import LOW_SCORE, categories, dissenting_members, suspicious_signs
 from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, model_set_info
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, box_ellipse, check_roi, get_segmenter
 from BreastCADxLib.analysis.site import ReaderView, SiteProfile, SiteProfileError, reader_category
-from BreastCADxLib.analysis.values import Flag
+from BreastCADxLib.analysis.values import MEMBER_LABELS, Flag
 from BreastCADxLib.errors import MaskError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
@@ -312,6 +312,12 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         pred.flags.append(Flag("suspicious_sign_low_score", f"suspicious signs despite a score of "
                                f"{100 * pred.probability:.1f} %: {', '.join(signs)}; the lexicon alone calls for at "
                                "least 4A, so the score is not a reason to call it benign"))
+    dissent = dissenting_members(pred.member_probabilities, pred.probability)
+    if dissent:  # a part of the classifier says likely malignant: the fused score is not a confident benign call
+        pred.flags.append(Flag("member_dissent_low_score", f"a score of {100 * pred.probability:.1f} %, but the "
+                               + " and the ".join(f"{MEMBER_LABELS.get(k, k)} ({100 * v:.0f} %)"
+                                                  for k, v in dissent.items())
+                               + " say otherwise: the score is not a reason to call it benign"))
     if "note" in meas:
         pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
     if prompt_outline:

@@ -43,9 +43,15 @@ FLAG_CODES = {
                              "images); the reader checks that the skin line is at the top",
     "suspicious_sign_low_score": "a score below 5 %, but the outline shows the lexicon's suspicious signs (an "
                                  "irregular shape with a not circumscribed margin): not a confident benign call",
+    "member_dissent_low_score": "a score below 5 %, but one of the classifier's members scores the lesion at 50 % or "
+                                "more: not a confident benign call",
     "reader_disagreement": "the site profile's rule on the radiologist's category and BreastCADx's score decides "
                            "otherwise than the radiologist's category",
 }
+
+
+# what each member of a fused classifier is called where a reader sees it (panel table, flags)
+MEMBER_LABELS = {"fusion": "outline features", "box_cnn": "box-crop CNN", "whole_image_cnn": "whole-image CNN"}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from BreastCADxLib.analysis.result import AnalysisResult
+from BreastCADxLib.analysis.values import MEMBER_LABELS
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.image import Image
 
@@ -207,9 +208,6 @@ def heatmap_to_volume_node(heatmap: np.ndarray, image: Image, scene, name: str =
     display.SetThreshold(HEAT_SHOWN_FROM, float(max(1.0, heatmap.max())))
     display.ApplyThresholdOn()
     return node
-
-
-MEMBER_LABELS = {"fusion": "outline features", "box_cnn": "box-crop CNN", "whole_image_cnn": "whole-image CNN"}
 
 
 def result_to_table_node(result: AnalysisResult, scene, name: str = "BreastCADx results"):
