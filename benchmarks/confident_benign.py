@@ -85,7 +85,9 @@ def run_record(args) -> None:
                    {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()},
                    f"Made by `python -m benchmarks.confident_benign --run {args.run} --manifest {args.manifest}`: "
                    "every site scored by the models trained on the other two (non-test rows); cancers per site "
-                   + ", ".join(f"{s} {n}" for s, n in cancers.items()) + f". Crops: `{sheet.name}`.")
+                   + ", ".join(f"{s} {n}" for s, n in cancers.items()) + f". Crops: `{sheet.name}`, from "
+                   + "; ".join(json.loads((args.run / "lesion_cls_fusion.json").read_text())["training"]
+                               ["data_citations"]))
     lines += ["", "Probabilities in %: fused (features / box member / whole image).", "",
               "| site | case | auto Dice | automatic outline | drawn outline | lexicon (drawn outline) | flagged |",
               "|---|---|---|---|---|---|---|"]
