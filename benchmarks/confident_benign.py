@@ -105,7 +105,9 @@ def run_record(args) -> None:
         lines += ["", f"- {path} outline: {len(low)} below {args.below:.0%} ({by}); median member probabilities "
                   + ", ".join(f"{k} {100 * float(np.median([o[path][k] for o in low])):.1f} %"
                               for k in ("features", "box", "whole")) if low else f"- {path} outline: none"]
-    flags = flag_rates(y, sites, {"auto": auto, "drawn": drawn}, sus)
+    fused = {"auto": [k for k, w in cv["automatic_outlines"]["member_weights"].items() if w > 0],
+             "drawn": [k for k, w in cv["member_gate"]["weights"].items() if w > 0]}
+    flags = flag_rates(y, sites, {"auto": auto, "drawn": drawn}, sus, fused)
     lines += ["", "## What flags a score below 5 % as no confident benign call (every lesion, each site held out)", "",
               "The lexicon's suspicious signs of the outline scored (suspicious_sign_low_score), and a member at or "
               f"above a level (member_dissent_low_score; the product's level is {DISSENT:.0%}). Cells: cancers "
@@ -125,14 +127,15 @@ def run_record(args) -> None:
                   "\n".join(lines) + "\n")
 
 
-def flag_rates(y, sites, paths: dict, suspicious: dict) -> dict:
-    """Per outline and rule, per site: the cancers and benign lesions below LOW_SCORE and how many the rule flags."""
+def flag_rates(y, sites, paths: dict, suspicious: dict, fused: dict) -> dict:
+    """Per outline and rule, per site: the cancers and benign lesions below LOW_SCORE and how many the rule flags
+    (fused: {outline: the image members its bundle fuses, as the product sees them})."""
     from BreastCADxLib.analysis.lexicon import DISSENT, LOW_SCORE
 
     out = {}
     for path, d in paths.items():
         low = d["p"] < LOW_SCORE
-        top = np.maximum.reduce([d["features"], d["box"], d["whole"]])
+        top = np.maximum.reduce([d["features"], *(d[k] for k in fused[path])])  # the members the bundle fuses
         rules = {"lexicon signs": suspicious[path]}
         rules.update({f"a member >= {t:.0%}": top >= t for t in sorted({0.3, DISSENT})})
         rules[f"either (lexicon, member >= {DISSENT:.0%})"] = suspicious[path] | (top >= DISSENT)

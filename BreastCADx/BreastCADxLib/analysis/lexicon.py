@@ -132,7 +132,7 @@ def suspicious_signs(items: list[LexiconItem]) -> list[str]:
 
 # a member at or above it makes a fused score below LOW_SCORE no confident benign call (benchmarks/results/
 # confident_benign__three-site-train.md: out of fold it catches cancers the box member pulled down, flagging few
-# benign lesions; 0.3 flags 3-26 % of them)
+# benign lesions; 0.3 flags up to 11 % of them)
 DISSENT = 0.5
 
 
