@@ -47,7 +47,7 @@ def run_record(args) -> None:
     """The cancers below `--below` in a `--folds site` run's out-of-fold record (see the module docstring)."""
     from benchmarks.outline_limits import dice_of
     from benchmarks.train_weights import run_rows
-    from BreastCADxLib.analysis.lexicon import DISSENT, categories, suspicious_signs
+    from BreastCADxLib.analysis.lexicon import DISSENT, LOW_SCORE, categories, dissenting_members, suspicious_signs
     from BreastCADxLib.train.members import fuse
 
     r = run_rows(args.run, args.manifest)
@@ -61,6 +61,9 @@ def run_record(args) -> None:
              "box": np.asarray(cv["oof"]["box_cnn"]), "whole": r["whole"]}
     names = json.loads((args.run / "lesion_cls_fusion.json").read_text())["radiomics_names"]
     desc = [i for i, n in enumerate(names) if n.startswith("descriptor_")]
+    fused = {"auto": [k for k, w in cv["automatic_outlines"]["member_weights"].items() if w > 0],
+             "drawn": [k for k, w in cv["member_gate"]["weights"].items() if w > 0]}
+
     def lexicon_of(rad):
         return [categories({names[j].removeprefix("descriptor_"): float(rad[i, j]) for j in desc})
                 for i in range(len(y))]
@@ -68,6 +71,14 @@ def run_record(args) -> None:
     lexicon = lexicon_of(r["rad"])
     sus = {"drawn": np.array([bool(suspicious_signs(lex)) for lex in lexicon]),
            "auto": np.array([ok and bool(suspicious_signs(lex)) for ok, lex in zip(r["ok"], lexicon_of(r["arad"]))])}
+    paths = {"auto": auto, "drawn": drawn}
+
+    def flags_of(path: str, i: int) -> list[str]:  # the product's two low-score flags on this outline
+        d = paths[path]
+        members = {k: d[k][i] for k in ("features", *fused[path])}
+        return ["lexicon"] * bool(d["p"][i] < LOW_SCORE and sus[path][i]) + \
+            ["member"] * bool(dissenting_members(members, d["p"][i]))
+
     picked = np.flatnonzero((y == 1) & ((auto["p"] < args.below) | (drawn["p"] < args.below)))
     rows = []
     for i in picked:
@@ -76,7 +87,7 @@ def run_record(args) -> None:
                      "auto_dice": float(dice[i]), "auto": {k: float(v[i]) for k, v in auto.items()},
                      "drawn": {k: float(v[i]) for k, v in drawn.items()},
                      "lexicon": {x.feature: x.category for x in lex if x.feature not in ("depth", "size")},
-                     "flagged_drawn": bool(drawn["p"][i] < 0.05 and sus["drawn"][i])})
+                     "flags": {path: flags_of(path, i) for path in paths}})
     name = f"confident_benign__{args.run.name}"
     sheet = args.out / f"{name}.png"
     contact_sheet([r["findings"][i] for i in picked], rows, work, sheet)
@@ -89,7 +100,8 @@ def run_record(args) -> None:
                    + "; ".join(json.loads((args.run / "lesion_cls_fusion.json").read_text())["training"]
                                ["data_citations"]))
     lines += ["", "Probabilities in %: fused (features / box member / whole image).", "",
-              "| site | case | auto Dice | automatic outline | drawn outline | lexicon (drawn outline) | flagged |",
+              "| site | case | auto Dice | automatic outline | drawn outline | lexicon (drawn outline) | flags "
+              "(automatic; drawn) |",
               "|---|---|---|---|---|---|---|"]
 
     def cell(d):
@@ -98,16 +110,14 @@ def run_record(args) -> None:
     for o in rows:
         lex = ", ".join(f"{k} {v}" for k, v in o["lexicon"].items())
         lines.append(f"| {o['site']} | {o['case']} | {o['auto_dice']:.2f} | {cell(o['auto'])} | {cell(o['drawn'])} | "
-                     f"{lex} | {'yes' if o['flagged_drawn'] else '-'} |")
+                     f"{lex} | {', '.join(o['flags']['auto']) or '-'}; {', '.join(o['flags']['drawn']) or '-'} |")
     for path in ("auto", "drawn"):
         low = [o for o in rows if o[path]["p"] < args.below]
         by = ", ".join(f"{s} {sum(o['site'] == s for o in low)}" for s in cancers)
         lines += ["", f"- {path} outline: {len(low)} below {args.below:.0%} ({by}); median member probabilities "
                   + ", ".join(f"{k} {100 * float(np.median([o[path][k] for o in low])):.1f} %"
                               for k in ("features", "box", "whole")) if low else f"- {path} outline: none"]
-    fused = {"auto": [k for k, w in cv["automatic_outlines"]["member_weights"].items() if w > 0],
-             "drawn": [k for k, w in cv["member_gate"]["weights"].items() if w > 0]}
-    flags = flag_rates(y, sites, {"auto": auto, "drawn": drawn}, sus, fused)
+    flags = flag_rates(y, sites, paths, sus, fused)
     lines += ["", "## What flags a score below 5 % as no confident benign call (every lesion, each site held out)", "",
               "The lexicon's suspicious signs of the outline scored (suspicious_sign_low_score), and a member at or "
               f"above a level (member_dissent_low_score; the product's level is {DISSENT:.0%}). Cells: cancers "

@@ -214,7 +214,8 @@ def sources(args) -> tuple[dict, dict, float, str]:
     for site, (model_set, _) in ROWS.items():
         cases, unclassified = classification_cases(site, args.busbra)
         cls[site] = (model_set, cases, unclassified)
-    pres = {site: (path.name.split("__")[0], presence_cases(site)) for site, path in PASSES.items() if path.exists()}
+    pres = {site: (path.name.split("__")[0], presence_cases(site) if path.exists() else None)
+            for site, path in PASSES.items()}
     return cls, pres, SET_PRESENCE, "site_adaptation"
 
 
@@ -272,6 +273,9 @@ def main() -> None:
               f"| site (segmenter) | n drawn | refused | lesions found / false lesions at the set's {presence:.4g} | "
               "at the fitted threshold (asked: find 0.95) | fitted threshold |", "|---|---|---|---|---|---|"]
     for site, (segmenter, cases) in pres.items():
+        if cases is None:
+            lines.append(f"| {site} | - | pass {PASSES[site]} missing | | | |")
+            continue
         report["presence"][site] = {"segmenter": segmenter, "images": len(cases), "by_n": {}}
         for n in SIZES:
             rows = [score_presence(cases, n, seed, presence) for seed in range(DRAWS)]
