@@ -314,6 +314,7 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
                                "least 4A, so the score is not a reason to call it benign"))
     dissent = dissenting_members(pred.member_probabilities, pred.probability)
     if dissent:  # a part of the classifier says likely malignant: the fused score is not a confident benign call
+        pred.flags = [f for f in pred.flags if f.code != "members_disagree"]  # said more precisely here
         pred.flags.append(Flag("member_dissent_low_score", f"a score of {100 * pred.probability:.1f} %, but a "
                                "member of the classifier puts it at 50 % or more ("
                                + ", ".join(f"{MEMBER_LABELS.get(k, k)} {100 * v:.0f} %" for k, v in dissent.items())
