@@ -164,18 +164,16 @@ def contact_sheet(findings: list, rows: list[dict], work: Path, path: Path, side
     from scipy import ndimage
 
     from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, to_uint8_range
+    from BreastCADxLib.train.outlines import cached_outline, cached_passes
     from BreastCADxLib.train.pipeline import on_grid
 
-    passes = {}
-    for p in sorted((work / "auto_outlines").glob("pass*.npz")):
-        with np.load(p, allow_pickle=False) as z:
-            passes.update({str(k): z[f"m{i}"] for i, k in enumerate(z["images"])})
+    passes = cached_passes(work)
     cols = 6
     sheet = PILImage.new("RGB", (cols * side, max(1, -(-len(findings) // cols)) * (side + 14)), "black")
     for k, (f, row) in enumerate(zip(findings, rows)):
         image, ref = on_grid(f)
         plane, ref = to_uint8_range(image.array[0]).astype(np.uint8), ref[0]
-        auto = np.unpackbits(passes[str(f.image)], count=ref.size).reshape(ref.shape).astype(bool)
+        auto = cached_outline(passes[str(f.image)], ref.shape)
         rgb = np.stack([plane] * 3, -1)
         for m, colour in ((ref, (0, 255, 0)), (auto, (255, 0, 0))):
             rgb[m & ~ndimage.binary_erosion(m, iterations=2)] = colour

@@ -45,13 +45,11 @@ def crop_variants(run: Path, findings: list) -> dict[str, np.ndarray]:
     "box" (grey x 3) and "soft" (grey, the ROI-blended grey, grey). Cached in the run's work folder."""
     from BreastCADxLib.analysis.deep_features import get_deep_features, roi_crop
     from BreastCADxLib.train.augment import redrawn as redraw
+    from BreastCADxLib.train.outlines import cached_outline, cached_passes
     from BreastCADxLib.train.pipeline import on_grid
 
     work = run / ".work"
-    passes = {}
-    for p in sorted((work / "auto_outlines").glob("pass*.npz")):
-        with np.load(p, allow_pickle=False) as z:
-            passes.update({str(k): z[f"m{i}"] for i, k in enumerate(z["images"])})
+    passes = cached_passes(work)
     digest = hashlib.sha256("".join(f.case_id + hashlib.sha256(passes[str(f.image)]).hexdigest()
                                     for f in findings).encode()).hexdigest()
     cache = work / "outline_limits_deep.npz"
@@ -70,7 +68,7 @@ def crop_variants(run: Path, findings: list) -> dict[str, np.ndarray]:
     for i, f in enumerate(findings):
         image, ref = on_grid(f)
         red = np.stack([redraw(p, f.case_id) if p.any() else p for p in ref])
-        auto = np.unpackbits(passes[str(f.image)], count=ref[0].size).reshape(ref[0].shape).astype(bool)[None]
+        auto = cached_outline(passes[str(f.image)], ref[0].shape)[None]
         for name, m in (("reference", ref), ("redrawn", red), ("automatic", auto)):
             empty = np.zeros(1280, np.float32)
             out[f"box_{name}"].append(net.features(image, m) if m.any() else empty)

@@ -32,6 +32,20 @@ from BreastCADxLib.analysis.registry import sha256_of
 AUTO_ID = "lesion_cls_fusion_auto"
 
 
+def cached_outline(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One automatic outline as the outline passes cache it (np.packbits of the plane's mask) on its plane."""
+    return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
+def cached_passes(work: Path) -> dict[str, np.ndarray]:
+    """Every automatic outline a run's outline passes cached (work/auto_outlines/pass*.npz): {image: packed}."""
+    out = {}
+    for path in sorted((work / "auto_outlines").glob("pass*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            out.update({str(k): z[f"m{i}"] for i, k in enumerate(z["images"])})
+    return out
+
+
 def outline_passes(findings: list, detector: dict, seg_images: list | None, work: Path, device: str,
                    deadline: float, say) -> dict[str, np.ndarray]:
     """Each finding image's automatic outline (lesion expected) on the working grid, by a segmenter that never saw
@@ -59,8 +73,7 @@ def outline_passes(findings: list, detector: dict, seg_images: list | None, work
         if cache.is_file():
             with np.load(cache, allow_pickle=False) as z:
                 if str(z["digest"]) == digest:
-                    out.update({key: np.unpackbits(z[f"m{i}"], count=planes[key].size).reshape(planes[key].shape)
-                                .astype(bool) for i, key in enumerate(keys)})
+                    out.update({key: cached_outline(z[f"m{i}"], planes[key].shape) for i, key in enumerate(keys)})
                     continue
         if time.time() > deadline:
             raise _time_box(work, f"segmenter {k + 1} of {len(passes)}")
@@ -273,4 +286,5 @@ def automatic_text(r: dict) -> str:
 
 
 __all__ = ["AUTO_ID", "automatic_stage", "automatic_oof", "with_automatic", "automatic_text", "outline_passes",
+           "cached_outline", "cached_passes",
            "outline_features", "member_scores"]
