@@ -45,19 +45,15 @@ def members(result) -> dict:
 
 def run_record(args) -> None:
     """The cancers below `--below` in a `--folds site` run's out-of-fold record (see the module docstring)."""
-    from benchmarks.outline_limits import dice_of
     from benchmarks.train_weights import run_rows
     from BreastCADxLib.analysis.lexicon import DISSENT, LOW_SCORE, categories, dissenting_members, suspicious_signs
-    from BreastCADxLib.train.members import fuse
 
     r = run_rows(args.run, args.manifest)
     cv, y, sites = r["cv"], r["y"], r["sites"]
     work = args.run / ".work"
-    dice = dice_of(work, r["findings"])
-    box = np.where(np.isnan(r["box"]), 0.5, r["box"])
-    auto = {"p": fuse(r["both"], {"box": box, "whole": r["whole"]}, cv["automatic_outlines"]["member_weights"]),
-            "features": r["both"], "box": box, "whole": r["whole"]}
-    drawn = {"p": np.asarray(cv["oof"]["fusion_with_members"]), "features": np.asarray(cv["oof"]["fusion"]),
+    dice = r["dice"]
+    auto = {"p": r["automatic"], "features": r["both"], "box": r["box"], "whole": r["whole"]}
+    drawn = {"p": r["drawn"], "features": np.asarray(cv["oof"]["fusion"]),
              "box": np.asarray(cv["oof"]["box_cnn"]), "whole": r["whole"]}
     names = json.loads((args.run / "lesion_cls_fusion.json").read_text())["radiomics_names"]
     desc = [i for i, n in enumerate(names) if n.startswith("descriptor_")]

@@ -24,20 +24,10 @@ from benchmarks.machine import header, stamp, write_results
 from benchmarks.train_weights import run_rows
 
 OUT = Path(__file__).resolve().parent / "results"
-SHIPPED = {"box": 0.75, "whole": 0.2}
 DICE_BINS = ((0.0, 0.1), (0.1, 0.5), (0.5, 0.8), (0.8, 1.01))
 GROUPS = {"shape": "original_shape2D", "first order": "original_firstorder", "texture": "original_g",
           "lexicon descriptors": "descriptor_"}
 ROBUST = 0.7  # Spearman rho between a feature on the drawn and on the automatic outline (training sites)
-
-
-def dice_of(work: Path, findings: list) -> np.ndarray:
-    """Each finding's automatic-outline Dice, as the run cached it (0 where the outline is empty or unusable)."""
-    out = []
-    for f in findings:
-        with np.load(work / "auto_features" / f"{f.case_id}.npz", allow_pickle=False) as z:
-            out.append(float(z["dice"]) if bool(z["ok"]) else 0.0)
-    return np.array(out)
 
 
 def crop_variants(run: Path, findings: list) -> dict[str, np.ndarray]:
@@ -124,8 +114,7 @@ def candidates(r: dict, variants: dict, presence: np.ndarray) -> dict[str, tuple
     from BreastCADxLib.train.pipeline import DESIGN, _fusion_proba, fit_fusion
 
     y, ok, splits = r["y"], r["ok"], r["splits"]
-    box = np.where(np.isnan(r["box"]), 0.5, r["box"])
-    members = {"box": box, "whole": r["whole"]}
+    members, weights = {"box": r["box"], "whole": r["whole"]}, r["cv"]["automatic_outlines"]["member_weights"]
     c = DESIGN["US"]["c"]
 
     def bundle(rad, deep, arad, adeep, red, cols=None) -> np.ndarray:
@@ -144,17 +133,19 @@ def candidates(r: dict, variants: dict, presence: np.ndarray) -> dict[str, tuple
         cd = rho(r["deep"][k], r["adeep"][k]) >= ROBUST
         return cr, cd if cd.sum() >= 2 else np.argsort(-rho(r["deep"][k], r["adeep"][k]))[:2]
 
-    out = {"shipped": (fuse(r["both"], members, SHIPPED), "the shipped automatic bundle, members at 0.75 / 0.2")}
+    out = {"shipped": (r["automatic"], "the shipped automatic bundle, members at "
+                       + " / ".join(str(w) for w in weights.values()))}
     for v, what in (("box", "deep crop without the mask channel (grey x 3)"),
                     ("soft", "deep crop without the mask channel (grey, blended, grey)")):
         p = bundle(r["rad"], variants[f"{v}_reference"], r["arad"], variants[f"{v}_automatic"],
                    (r["redrawn"][0], variants[f"{v}_redrawn"]))
-        out[f"crop {v}"] = (fuse(p, members, SHIPPED), what)
+        out[f"crop {v}"] = (fuse(p, members, weights), what)
     p = bundle(r["rad"], r["deep"], r["arad"], r["adeep"], r["redrawn"], robust)
-    out["robust features"] = (fuse(p, members, SHIPPED), f"only features with rho >= {ROBUST} between the outlines")
+    out["robust features"] = (fuse(p, members, weights), f"only features with rho >= {ROBUST} between the outlines")
     weak = presence < 0.5
     out["weak outline leans on the image"] = (
-        fuse(r["both"], members, {"box": np.where(weak, 0.3, 0.75), "whole": np.where(weak, 0.7, 0.2)}),
+        fuse(r["both"], members, {"box": np.where(weak, 0.3, weights["box"]), "whole": np.where(weak, 0.7,
+                                                                                                 weights["whole"])}),
         "presence score < 0.5: box 0.3, whole image 0.7")
     shipped = out["shipped"][0]
     out["features floor"] = (np.maximum(shipped, 0.3 * r["both"]), "at least 0.3 x the features' probability")
@@ -162,17 +153,16 @@ def candidates(r: dict, variants: dict, presence: np.ndarray) -> dict[str, tuple
 
 
 def presence_scores(work: Path, findings: list) -> np.ndarray:
-    """Each finding image's presence score from its held-out segmenter fold (judged.json)."""
-    judged = {}
-    for p in sorted(work.glob("segmenter_fold*/judged.json")):
-        judged.update({x["image"]: x["score"] for x in json.loads(p.read_text())})
+    """Each finding image's presence score from its held-out segmenter fold."""
+    from BreastCADxLib.train.segmenter import judged_rows
+
+    judged = {x["image"]: x["score"] for x in judged_rows(work)}
     return np.array([judged[str(f.image)] for f in findings])
 
 
 def main() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from BreastCADxLib.train.members import fuse
     from BreastCADxLib.train.pipeline import no_worse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,11 +174,9 @@ def main() -> None:
     r = run_rows(args.run, args.manifest)
     work = args.run / ".work"
     findings, y, sites, groups = r["findings"], r["y"], r["sites"], r["groups"]
-    dice = dice_of(work, findings)
+    dice = r["dice"]
     names = json.loads((args.run / "lesion_cls_fusion_auto.json").read_text())["radiomics_names"]
-    box = np.where(np.isnan(r["box"]), 0.5, r["box"])
-    auto = {"fused": fuse(r["both"], {"box": box, "whole": r["whole"]}, SHIPPED), "features": r["both"],
-            "box member": box, "whole image": r["whole"]}
+    auto = {"fused": r["automatic"], "features": r["both"], "box member": r["box"], "whole image": r["whole"]}
     drawn = {"features": np.asarray(r["cv"]["oof"]["fusion"]), "box member": np.asarray(r["cv"]["oof"]["box_cnn"])}
     bins = {}
     for s in sorted(set(sites)):

@@ -91,12 +91,10 @@ def run_sources(run: Path, manifest: Path, busbra: Path) -> tuple[dict, dict, fl
     """From a `--folds site` run's out-of-fold record: {site: (label, lesion cases, not classified)}, {site:
     (label, presence cases)} for the sites with lesion-free images, and the set's presence threshold."""
     from benchmarks.train_weights import run_rows
-    from BreastCADxLib.train.members import fuse
+    from BreastCADxLib.train.segmenter import judged_rows
 
     r = run_rows(run, manifest)
-    weights = r["cv"]["automatic_outlines"]["member_weights"]
-    box = np.where(np.isnan(r["box"]), 0.5, r["box"])
-    p = fuse(r["both"], {"box": box, "whole": r["whole"]}, weights)
+    p = r["automatic"]
     reader = reader_levels(busbra, "busbra_l5_")
     cls = {}
     for s in sorted(set(r["sites"])):
@@ -104,7 +102,7 @@ def run_sources(run: Path, manifest: Path, busbra: Path) -> tuple[dict, dict, fl
         cases = [SiteCase(r["findings"][i].case_id, int(r["y"][i]), r["groups"][i], float(p[i]), "auto", None,
                           reader.get(r["findings"][i].case_id)) for i in idx if r["ok"][i]]
         cls[s] = ("held out of the run", cases, int((~r["ok"][idx]).sum()))
-    judged = [x for f in sorted((run / ".work").glob("segmenter_fold*/judged.json")) for x in json.loads(f.read_text())]
+    judged = judged_rows(run / ".work")
     pres = {}
     for s in sorted({x["site"] for x in judged if not x["finding"]}):
         pres[s] = ("the run's fold", [SiteCase(x["image"], 1 if x["finding"] else None, x["patient"], None, "auto",

@@ -32,19 +32,15 @@ WHOLE = (0.0, 0.1, 0.2, 0.3)
 SHIPPED = (0.75, 0.2)
 
 
-def auto_rows(work: Path, findings: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The cached features of each finding's automatic outline (outlines.outline_features): rad, deep, usable."""
-    rad, deep, ok = [], [], []
-    for f in findings:
-        with np.load(work / "auto_features" / f"{f.case_id}.npz", allow_pickle=False) as z:
-            usable = bool(z["ok"])
-            rad.append(z["rad"] if usable else None)
-            deep.append(z["deep"] if usable else None)
-            ok.append(usable)
-    n_rad = next(len(r) for r in rad if r is not None)
-    n_deep = next(len(d) for d in deep if d is not None)
-    return (np.array([r if r is not None else np.zeros(n_rad) for r in rad]),
-            np.array([d if d is not None else np.zeros(n_deep) for d in deep], float), np.array(ok))
+def auto_rows(work: Path, findings: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cached features of each finding's automatic outline (outlines.outline_features): rad, deep, usable,
+    Dice (0 where the product cannot classify the outline)."""
+    from BreastCADxLib.train.outlines import cached_features, feature_arrays
+
+    feats = cached_features(work, findings)
+    first = next(r for r in feats.values() if r is not None)
+    rad, deep, ok, dice = feature_arrays(feats, findings, len(first["rad"]), len(first["deep"]))
+    return rad, deep.astype(float), ok, dice
 
 
 def box_auto(work: Path, findings: list, splits: list) -> np.ndarray:
@@ -88,9 +84,12 @@ def choose(y, sites, rows) -> dict:
 
 def run_rows(run: Path, manifest: Path) -> dict:
     """A finished `--folds site` run's out-of-fold record, every site scored by models that never saw it: the
-    findings (y, sites, groups), their cached features (reference, redrawn, automatic outline), the site splits,
-    the bundle fitted on both outlines refitted per fold ("both", checked against the run's own record), and the
-    members' scores (whole image; the box member on the automatic outlines' boxes, NaN where empty)."""
+    findings (y, sites, groups), their cached features (reference, redrawn, automatic outline) and the automatic
+    outlines' Dice, the site splits, the bundle fitted on both outlines refitted per fold ("both", checked against
+    the run's own record), the members' scores (whole image; the box member on the automatic outlines' boxes, 0.5
+    where the outline is empty, as train ranks it), and each path's fused probability at the run's own member
+    weights ("automatic": the automatic-outline bundle, "drawn": the set's fusion on the findings' outlines)."""
+    from BreastCADxLib.train.members import fuse
     from BreastCADxLib.train.outlines import automatic_oof
     from BreastCADxLib.train.pipeline import DESIGN, SITE_FOLDS, fold_splits, summary
 
@@ -101,7 +100,7 @@ def run_rows(run: Path, manifest: Path) -> dict:
     d = load_findings(manifest, run)  # the run's cached features: nothing computed
     y, sites, groups = d["y"], d["sites"], d["groups"]
     (rad, deep), redrawn = d["outlines"]["reference"], d["outlines"]["redrawn"]
-    arad, adeep, ok = auto_rows(work, d["findings"])
+    arad, adeep, ok, dice = auto_rows(work, d["findings"])
     splits = fold_splits(y, groups, SITE_FOLDS, sites=sites)
     both = automatic_oof(rad, deep, y, arad, adeep, ok, splits, DESIGN["US"]["c"], redrawn=redrawn)["both_fit"]
     for site, r in cv["automatic_outlines"]["by_site"].items():  # the refit reproduces train's own record
@@ -110,9 +109,12 @@ def run_rows(run: Path, manifest: Path) -> dict:
         if abs(got - r["both_fit"]["auc"]) > 1e-6:
             raise SystemExit(f"the refitted automatic-outline bundle at {site} gives AUC {got:.6f}, the run's record "
                              f"{r['both_fit']['auc']:.6f}: not the same fits")
+    box = box_auto(work, d["findings"], splits)
+    box, whole = np.where(np.isnan(box), 0.5, box), np.asarray(cv["oof"]["whole_cnn"])
     return {**d, "cv": cv, "rad": rad, "deep": deep, "redrawn": redrawn, "arad": arad, "adeep": adeep, "ok": ok,
-            "splits": splits, "both": both, "whole": np.asarray(cv["oof"]["whole_cnn"]),
-            "box": box_auto(work, d["findings"], splits)}
+            "dice": dice, "splits": splits, "both": both, "whole": whole, "box": box,
+            "automatic": fuse(both, {"box": box, "whole": whole}, cv["automatic_outlines"]["member_weights"]),
+            "drawn": np.asarray(cv["oof"]["fusion_with_members"])}
 
 
 def main() -> None:
@@ -126,7 +128,7 @@ def main() -> None:
     y, sites, groups, cv, whole, box = r["y"], r["sites"], r["groups"], r["cv"], r["whole"], r["box"]
     paths = {
         "reference": (np.asarray(cv["oof"]["fusion"]), {"box": np.asarray(cv["oof"]["box_cnn"]), "whole": whole}),
-        "automatic": (r["both"], {"box": np.where(np.isnan(box), 0.5, box), "whole": whole}),
+        "automatic": (r["both"], {"box": box, "whole": whole}),
     }
     report["run"], report["paths"] = str(args.run), {}
     for name, (feat, probs) in paths.items():

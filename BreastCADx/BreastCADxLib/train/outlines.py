@@ -46,6 +46,29 @@ def cached_passes(work: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def read_feature_cache(path: Path) -> tuple[str, dict | None]:
+    """One finding's cached automatic-outline features (outline_features): (its digest, the row or None where the
+    product cannot classify that outline)."""
+    with np.load(path, allow_pickle=False) as z:
+        row = {"names": list(z["names"]), "rad": z["rad"], "deep": z["deep"], "dice": float(z["dice"])} \
+            if z["ok"] else None
+        return str(z["digest"]), row
+
+
+def cached_features(work: Path, findings: list) -> dict[str, dict | None]:
+    """Every finding's cached automatic-outline features of a run's work folder, as outline_features returns them."""
+    return {f.case_id: read_feature_cache(work / "auto_features" / f"{f.case_id}.npz")[1] for f in findings}
+
+
+def feature_arrays(feats: dict[str, dict | None], findings: list, n_rad: int, n_deep: int) -> tuple:
+    """(rad, deep, usable, dice) arrays over the findings from outline_features' rows; an outline the product
+    cannot classify has zero features and Dice 0."""
+    rows = [feats[f.case_id] for f in findings]
+    return (np.array([r["rad"] if r else np.zeros(n_rad) for r in rows]),
+            np.array([r["deep"] if r else np.zeros(n_deep) for r in rows]),
+            np.array([r is not None for r in rows]), np.array([r["dice"] if r else 0.0 for r in rows]))
+
+
 def outline_passes(findings: list, detector: dict, seg_images: list | None, work: Path, device: str,
                    deadline: float, say) -> dict[str, np.ndarray]:
     """Each finding image's automatic outline (lesion expected) on the working grid, by a segmenter that never saw
@@ -115,11 +138,10 @@ def outline_features(findings: list, outlines: dict[str, np.ndarray], work: Path
                                 ).hexdigest()
         cache = folder / f"{f.case_id}.npz"
         if cache.is_file():
-            with np.load(cache, allow_pickle=False) as z:
-                if str(z["digest"]) == digest:
-                    rows[f.case_id] = {"names": list(z["names"]), "rad": z["rad"], "deep": z["deep"],
-                                       "dice": float(z["dice"])} if z["ok"] else None
-                    continue
+            cached, row = read_feature_cache(cache)
+            if cached == digest:
+                rows[f.case_id] = row
+                continue
         if time.time() > deadline:
             raise _time_box(work, f"features of {i} of {len(findings)} findings done")
         image, ref = on_grid(f)
@@ -214,10 +236,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
 
     outlines = outline_passes(findings, detector, seg_images, work, device, deadline, say)
     feats = outline_features(findings, outlines, work, device, descriptors, deadline, say)
-    ok = np.array([feats[f.case_id] is not None for f in findings])
-    arad = np.array([feats[f.case_id]["rad"] if feats[f.case_id] else np.zeros(rad.shape[1]) for f in findings])
-    adeep = np.array([feats[f.case_id]["deep"] if feats[f.case_id] else np.zeros(deep.shape[1]) for f in findings])
-    dice = np.array([feats[f.case_id]["dice"] if feats[f.case_id] else 0.0 for f in findings])
+    arad, adeep, ok, dice = feature_arrays(feats, findings, rad.shape[1], deep.shape[1])
     splits = fold_splits(y, groups, folds, sites=sites)
     oof = automatic_oof(rad, deep, y, arad, adeep, ok, splits, c, source, redrawn)
     models = {k: summary(y, p, groups) for k, p in oof.items()}
@@ -286,5 +305,5 @@ def automatic_text(r: dict) -> str:
 
 
 __all__ = ["AUTO_ID", "automatic_stage", "automatic_oof", "with_automatic", "automatic_text", "outline_passes",
-           "cached_outline", "cached_passes",
+           "cached_outline", "cached_passes", "cached_features", "feature_arrays", "read_feature_cache",
            "outline_features", "member_scores"]

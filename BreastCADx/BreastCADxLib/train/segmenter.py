@@ -270,6 +270,11 @@ def judge(seg, images: list[SegImage]) -> list[dict]:
     return out
 
 
+def judged_rows(work: Path) -> list[dict]:
+    """Every image's judgement (judge) of a run's segmenter folds, each by the fold that held it out."""
+    return [r for f in sorted(work.glob("segmenter_fold*/judged.json")) for r in json.loads(f.read_text())]
+
+
 def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE, threshold: float | None = None) -> dict:
     """Presence AUC (finding images vs normal images, patient-bootstrap CI), the threshold chosen by the rule (or
     the one given: a held-out site judged at the pooled choice), and sensitivity / false findings there and at
@@ -366,4 +371,5 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
     return {"weights": weights, "size": size, "post": post, "training": training, "folds": trained}
 
 
-__all__ = ["train_segmenter", "seg_images", "detection_report", "fit", "judge", "card_for", "EPOCHS", "SIZE"]
+__all__ = ["train_segmenter", "seg_images", "detection_report", "judged_rows", "fit", "judge", "card_for", "EPOCHS",
+           "SIZE"]
