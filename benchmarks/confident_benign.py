@@ -46,7 +46,9 @@ def members(result) -> dict:
 def run_record(args) -> None:
     """The cancers below `--below` in a `--folds site` run's out-of-fold record (see the module docstring)."""
     from benchmarks.train_weights import run_rows
-    from BreastCADxLib.analysis.lexicon import DISSENT, LOW_SCORE, categories, dissenting_members, suspicious_signs
+    from BreastCADxLib.analysis.classifier import DISSENT, dissenting_members
+    from BreastCADxLib.analysis.lexicon import categories, suspicious_signs
+    from BreastCADxLib.analysis.values import LOW_SCORE
 
     r = run_rows(args.run, args.manifest)
     cv, y, sites = r["cv"], r["y"], r["sites"]
@@ -136,7 +138,8 @@ def run_record(args) -> None:
 def flag_rates(y, sites, paths: dict, suspicious: dict, fused: dict) -> dict:
     """Per outline and rule, per site: the cancers and benign lesions below LOW_SCORE and how many the rule flags
     (fused: {outline: the image members its bundle fuses, as the product sees them})."""
-    from BreastCADxLib.analysis.lexicon import DISSENT, LOW_SCORE
+    from BreastCADxLib.analysis.classifier import DISSENT
+    from BreastCADxLib.analysis.values import LOW_SCORE
 
     out = {}
     for path, d in paths.items():

@@ -20,7 +20,7 @@ from BreastCADxLib.analysis.calibration import (
 )
 from BreastCADxLib.analysis.cards import FusionCard
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir
-from BreastCADxLib.analysis.values import Flag, Prediction
+from BreastCADxLib.analysis.values import LOW_SCORE, MEMBER_LABELS, Flag, Prediction
 from BreastCADxLib.errors import ModelError
 
 DEFAULT_CLASSIFIER = "lesion_cls_fusion"
@@ -208,12 +208,6 @@ class FusionClassifier:
         if dist > self.ood_threshold:
             flags.append(Flag("out_of_distribution", "features far from the training data; treat the probability "
                                                      "with care"))
-        if len(members) == 2:
-            a, b = (float(v[0]) for v in members.values())
-            if abs(a - b) > 0.5:
-                flags.append(Flag("members_disagree", "the outline's features and the image model of the lesion's "
-                                  "box disagree strongly" if self.box_member else
-                                  "radiomics and deep models disagree strongly"))
         if self.whole_member is not None:
             members["whole_image_cnn"] = np.array([whole_probability], float)
         return Prediction(probability=p, raw_probability=float(raw[0]), birads=birads_suggestion(p),
@@ -281,3 +275,32 @@ def classifier_for(model_set: str, mask_origin: str) -> FusionClassifier:
 
 __all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier", "classifier_for", "bundle_for",
            "fused_logit"]
+
+
+# a member at or above it makes a fused score below LOW_SCORE no confident benign call (benchmarks/results/
+# confident_benign__three-site-train.md: out of fold it catches cancers the box member pulled down, flagging few
+# benign lesions; 0.3 flags up to 11 % of them)
+DISSENT = 0.5
+DISAGREE = 0.5  # two members this far apart disagree strongly
+
+
+def dissenting_members(members: dict[str, float], probability: float) -> dict[str, float]:
+    """The members ({name: probability}) that score a lesion at DISSENT or more while the fused probability is
+    below LOW_SCORE: a confident benign call the classifier's own parts do not share."""
+    return {k: v for k, v in members.items() if v >= DISSENT} if probability < LOW_SCORE else {}
+
+
+def member_flags(members: dict[str, float], probability: float) -> list[Flag]:
+    """What the members (Prediction.member_probabilities) say against the probability shown (after a site
+    profile's calibration), one flag at most: members at DISSENT or more under a confident benign call, else the
+    outline's two members (features and box crop, or radiomics and deep) more than DISAGREE apart."""
+    if dissent := dissenting_members(members, probability):
+        return [Flag("member_dissent_low_score", f"a score of {100 * probability:.1f} %, but a member of the "
+                     "classifier puts it at 50 % or more ("
+                     + ", ".join(f"{MEMBER_LABELS.get(k, k)} {100 * v:.0f} %" for k, v in dissent.items())
+                     + "): the score is not a reason to call it benign")]
+    pair = {k: v for k, v in members.items() if k != "whole_image_cnn"}
+    if len(pair) == 2 and abs(float(np.subtract(*pair.values()))) > DISAGREE:
+        return [Flag("members_disagree", "the outline's features and the image model of the lesion's box disagree "
+                     "strongly" if "box_cnn" in pair else "radiomics and deep models disagree strongly")]
+    return []

@@ -116,8 +116,6 @@ def categories(d: dict[str, float], measurements: dict | None = None, t: dict | 
     return out
 
 
-LOW_SCORE = 0.05  # a score below it is a confident benign call (benchmarks: "cancers below 5 %")
-
 
 def suspicious_signs(items: list[LexiconItem]) -> list[str]:
     """The lexicon's suspicious signs that together call for at least 4A: an irregular shape with a not
@@ -130,17 +128,5 @@ def suspicious_signs(items: list[LexiconItem]) -> list[str]:
     return [f"shape {shape.category}", f"margin {margin.category}"]
 
 
-# a member at or above it makes a fused score below LOW_SCORE no confident benign call (benchmarks/results/
-# confident_benign__three-site-train.md: out of fold it catches cancers the box member pulled down, flagging few
-# benign lesions; 0.3 flags up to 11 % of them)
-DISSENT = 0.5
-
-
-def dissenting_members(members: dict[str, float], probability: float) -> dict[str, float]:
-    """The members ({name: probability}) that score a lesion at DISSENT or more while the fused probability is
-    below LOW_SCORE: a confident benign call the classifier's own parts do not share."""
-    return {k: v for k, v in members.items() if v >= DISSENT} if probability < LOW_SCORE else {}
-
-
-__all__ = ["DISSENT", "LOW_SCORE", "LexiconItem", "categories", "dissenting_members", "suspicious_signs",
+__all__ = ["LexiconItem", "categories", "suspicious_signs",
            "thresholds"]

@@ -13,18 +13,18 @@ from scipy import ndimage
 from BreastCADxLib import __version__
 from BreastCADxLib.analysis.box_classifier import get_member_scorer
 from BreastCADxLib.analysis.calibration import INCOMPLETE, INCOMPLETE_NOTE, SUGGESTION_NOTE
-from BreastCADxLib.analysis.classifier import classifier_for
+from BreastCADxLib.analysis.classifier import classifier_for, member_flags
 from BreastCADxLib.analysis.deep_features import DEEP_MODEL, get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
-from BreastCADxLib.analysis.lexicon import LOW_SCORE, categories, dissenting_members, suspicious_signs
+from BreastCADxLib.analysis.lexicon import categories, suspicious_signs
 from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, model_set_info
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, box_ellipse, check_roi, get_segmenter
 from BreastCADxLib.analysis.site import ReaderView, SiteProfile, SiteProfileError, reader_category
-from BreastCADxLib.analysis.values import MEMBER_LABELS, Flag
+from BreastCADxLib.analysis.values import LOW_SCORE, Flag
 from BreastCADxLib.errors import MaskError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
@@ -312,13 +312,7 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
         pred.flags.append(Flag("suspicious_sign_low_score", f"suspicious signs despite a score of "
                                f"{100 * pred.probability:.1f} %: {', '.join(signs)}; the lexicon alone calls for at "
                                "least 4A, so the score is not a reason to call it benign"))
-    dissent = dissenting_members(pred.member_probabilities, pred.probability)
-    if dissent:  # a part of the classifier says likely malignant: the fused score is not a confident benign call
-        pred.flags = [f for f in pred.flags if f.code != "members_disagree"]  # said more precisely here
-        pred.flags.append(Flag("member_dissent_low_score", f"a score of {100 * pred.probability:.1f} %, but a "
-                               "member of the classifier puts it at 50 % or more ("
-                               + ", ".join(f"{MEMBER_LABELS.get(k, k)} {100 * v:.0f} %" for k, v in dissent.items())
-                               + "): the score is not a reason to call it benign"))
+    pred.flags += member_flags(pred.member_probabilities, pred.probability)
     if "note" in meas:
         pred.flags.append(Flag("measurement", f"measurement: {meas['note']}"))
     if prompt_outline:

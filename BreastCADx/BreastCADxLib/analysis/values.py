@@ -52,6 +52,7 @@ FLAG_CODES = {
 
 # what each member of a fused classifier is called where a reader sees it (panel table, flags)
 MEMBER_LABELS = {"fusion": "outline features", "box_cnn": "box-crop CNN", "whole_image_cnn": "whole-image CNN"}
+LOW_SCORE = 0.05  # a score below it is a confident benign call (benchmarks: "cancers below 5 %")
 
 
 @dataclass(frozen=True)

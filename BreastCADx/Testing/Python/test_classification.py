@@ -16,7 +16,13 @@ from BreastCADxLib.analysis.calibration import (
     birads_suggestion,
     expected_calibration_error,
 )
-from BreastCADxLib.analysis.classifier import SKOPS_TRUSTED_TYPES, classifier_for, get_classifier, load_classifier
+from BreastCADxLib.analysis.classifier import (
+    SKOPS_TRUSTED_TYPES,
+    classifier_for,
+    get_classifier,
+    load_classifier,
+    member_flags,
+)
 from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.registry import MODELS_DIR, save_card
 from BreastCADxLib.errors import MaskError, ModelError
@@ -107,6 +113,22 @@ def test_user_mask_is_not_modified(sample_dicom, sample_mask):
     before = mask.copy()
     analyze(img, mask=mask, heatmap=False)
     np.testing.assert_array_equal(mask, before)
+
+
+def test_member_rules_read_the_probability_shown_one_flag_at_most():
+    """The members against the probability the reader sees (a site profile's, when one calibrates): a member at
+    50 % or more under a score below 5 % is dissent (named, and it says more than members_disagree); otherwise the
+    outline's two members 0.5 apart disagree; the whole-image member is never one of that pair."""
+    members = {"fusion": 0.62, "box_cnn": 0.03, "whole_image_cnn": 0.9}
+    assert [f.code for f in member_flags(members, 0.30)] == ["members_disagree"]
+    assert "box disagree" in member_flags(members, 0.30)[0].text
+    (dissent,) = member_flags(members, 0.04)  # the same members once a site's calibration lowers the score
+    assert dissent.code == "member_dissent_low_score" and "4.0 %" in dissent.text
+    assert "outline features 62 %" in dissent.text and "whole-image CNN 90 %" in dissent.text
+    assert member_flags({"fusion": 0.45, "box_cnn": 0.02, "whole_image_cnn": 0.99}, 0.3) == []
+    assert "radiomics and deep" in member_flags({"radiomics": 0.1, "deep": 0.7}, 0.3)[0].text
+    assert member_flags({"fusion": 0.9}, 0.03)[0].code == "member_dissent_low_score"
+    assert member_flags({"fusion": 0.9}, 0.3) == []
 
 
 def test_calibration_is_monotonic():

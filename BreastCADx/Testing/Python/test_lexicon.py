@@ -109,27 +109,28 @@ def test_a_low_score_that_one_member_contradicts_is_flagged_not_a_confident_beni
     suggestion stay. The rule on busi_malignant_077's out-of-fold numbers, then through analyze on a real benign
     case scored 1.8 % (bus_0368-l, members 5.4 % and 0.6 %): no flag at the product's level, the flag naming both
     members once the level is below them."""
-    from BreastCADxLib.analysis import lexicon
+    from BreastCADxLib.analysis import classifier
     from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.analysis.values import LOW_SCORE
     from BreastCADxLib.io import load_image, load_mask
     from conftest import MODULE_DIR
 
     members = {"fusion": 0.89, "box_cnn": 0.01, "whole_image_cnn": 0.05}
-    assert lexicon.dissenting_members(members, 0.041) == {"fusion": 0.89}
-    assert lexicon.dissenting_members(members, 0.06) == {}  # not a confident benign call to begin with
-    assert lexicon.dissenting_members({"fusion": 0.49, "box_cnn": 0.01}, 0.01) == {}
+    assert classifier.dissenting_members(members, 0.041) == {"fusion": 0.89}
+    assert classifier.dissenting_members(members, 0.06) == {}  # not a confident benign call to begin with
+    assert classifier.dissenting_members({"fusion": 0.49, "box_cnn": 0.01}, 0.01) == {}
     data = MODULE_DIR / "Testing" / "Data" / "busbra_l5"
     image = load_image(data / "bus_0368-l.png")
     mask = load_mask(data / "bus_0368-l_mask.png", image)
 
     def flags():
         result = analyze(image, mask=mask, heatmap=False, device="cpu")
-        assert result.probability < lexicon.LOW_SCORE
+        assert result.probability < LOW_SCORE
         return result, [f for f in result.flags if f.code == "member_dissent_low_score"]
 
     result, found = flags()
-    assert not found and max(result.prediction.member_probabilities.values()) < lexicon.DISSENT
-    monkeypatch.setattr(lexicon, "DISSENT", 0.005)  # below both members of this case
+    assert not found and max(result.prediction.member_probabilities.values()) < classifier.DISSENT
+    monkeypatch.setattr(classifier, "DISSENT", 0.005)  # below both members of this case
     result, found = flags()
     assert len(found) == 1 and "outline features" in found[0].text and "box-crop CNN" in found[0].text
     assert result.birads_suggestion == "3"  # the flag says so; the score's suggestion stays
