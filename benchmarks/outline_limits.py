@@ -7,8 +7,8 @@ splits unread; `train_weights.run_rows`): (1) each member's AUC on the automatic
 the automatic outline's Dice; (2) how far the features move between the two outlines of the same lesion; (3) the
 candidates for the automatic path, each fitted on two sites and judged at the third, with train's gate against the
 shipped design (pipeline.no_worse: the worst held-out site's band of specificity over sensitivity 0.90-1.00, AUC at
-most 0.01 lower). The deep features of the crop variants are computed once (about 4 min on 2 cores) and cached in
-the run's work folder. Writes benchmarks/results/NAME.md / .json.
+most 0.01 lower, no site's band lost beyond noise). The deep features of the crop variants are computed once
+(about 4 min on 2 cores) and cached in the run's work folder. Writes benchmarks/results/NAME.md / .json.
 """
 
 from __future__ import annotations
@@ -80,21 +80,10 @@ def rho(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (ra * rb).sum(0) / np.where(den > 0, den, 1), 0.0)
 
 
-def _band_gain(y, p, base):
-    from BreastCADxLib.results.evaluation import high_sensitivity_specificity
-
-    def stat(i):
-        if len(set(y[i].tolist())) < 2:
-            return np.nan
-        return high_sensitivity_specificity(y[i], p[i]) - high_sensitivity_specificity(y[i], base[i])
-    return stat
-
-
 def site_cells(y, p, base, sites, groups) -> dict:
     """Per held-out site: the candidate's figures, and its band minus the shipped design's on the same patients
     (paired patient bootstrap, 95 % CI)."""
-    from BreastCADxLib.results.evaluation import group_bootstrap
-    from BreastCADxLib.train.pipeline import summary
+    from BreastCADxLib.train.pipeline import band_gain_ci, summary
 
     out = {}
     for s in sorted(set(sites)):
@@ -103,8 +92,43 @@ def site_cells(y, p, base, sites, groups) -> dict:
         r = summary(ys, ps, groups[m])
         out[s] = {k: r[k] for k in ("auc", "specificity_at_0.96", "specificity_at_0.98", "specificity_0.90_1.00")}
         out[s]["cancers_below_5"] = int((ps[ys == 1] < 0.05).sum())
-        out[s]["band_gain_ci95"] = group_bootstrap(groups[m], _band_gain(ys, ps, bs), n=500)
+        out[s]["band_gain_ci95"] = band_gain_ci(ys, ps, bs, groups[m])
     return out
+
+
+def judge_candidates(cands: dict[str, tuple[np.ndarray, str]], y, sites, groups) -> dict:
+    """Each candidate ({name: (out-of-fold probability, what)}, "shipped" among them) per held-out site against the
+    shipped design, with train's gate (pipeline.no_worse: the worst site's band and AUC, no site's band lost
+    beyond noise)."""
+    from BreastCADxLib.train.pipeline import no_worse
+
+    base, out = cands["shipped"][0], {}
+    for k, (p, what) in cands.items():
+        kept, gate = no_worse(y, p, base, sites, groups)
+        out[k] = {"what": what, "sites": site_cells(y, p, base, sites, groups), "passes_gate": kept,
+                  "worst_band": gate["candidate"]["specificity_0.90_1.00"], "worst_auc": gate["candidate"]["auc"]}
+    return out
+
+
+def candidate_table(candidates: dict) -> list[str]:
+    """judge_candidates as markdown: one row per candidate, a cell per site, and which gain beyond noise."""
+    sites = sorted(next(iter(candidates.values()))["sites"])
+    lines = ["Cells: AUC / specificity at sensitivity 0.96 / 0.98 / band (mean specificity over sensitivity "
+             "0.90-1.00) / cancers below 5 % / the band's gain over the shipped design on the same patients [95 % CI, "
+             "paired patient bootstrap].", "",
+             "| candidate | " + " | ".join(sites) + " | worst band | worst AUC | passes train's gate |",
+             "|---|" + "---|" * len(sites) + "---|---|---|"]
+    for k, c in candidates.items():
+        cells = " | ".join(f"{v['auc']:.3f} / {v['specificity_at_0.96']:.2f} / {v['specificity_at_0.98']:.2f} / "
+                           f"{v['specificity_0.90_1.00']:.2f} / {v['cancers_below_5']} / "
+                           f"[{v['band_gain_ci95'][0]:+.2f}, {v['band_gain_ci95'][1]:+.2f}]" for v in
+                           (c["sites"][s] for s in sites))
+        lines.append(f"| {k}: {c['what']} | {cells} | {c['worst_band']:.3f} | {c['worst_auc']:.3f} | "
+                     f"{'yes' if c['passes_gate'] else 'no'} |")
+    clear = [k for k, c in candidates.items() if k != "shipped" and c["passes_gate"]
+             and all(v["band_gain_ci95"][0] > 0 for v in c["sites"].values())]
+    return lines + ["", "Passing the gate and gaining at every site beyond the paired bootstrap's noise (CI above "
+                    "0): " + (", ".join(clear) if clear else "none") + "."]
 
 
 def candidates(r: dict, variants: dict, presence: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
@@ -163,8 +187,6 @@ def presence_scores(work: Path, findings: list) -> np.ndarray:
 def main() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from BreastCADxLib.train.pipeline import no_worse
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished `breastcadx train --folds site` folder")
     ap.add_argument("--manifest", type=Path, required=True, help="the manifest it was trained on")
@@ -199,13 +221,8 @@ def main() -> None:
                                                         variants[f"{v}_automatic"][good])))
     report["robust_deep_dims"] = int((dr >= ROBUST).sum())
     cands = candidates(r, variants, presence_scores(work, findings))
-    base = cands["shipped"][0]
-    report.update(run=str(args.run), findings=len(y), dice_bins=bins, feature_rho_dice_08=moves, candidates={})
-    for k, (p, what) in cands.items():
-        kept, gate = no_worse(y, p, base, sites)
-        report["candidates"][k] = {"what": what, "sites": site_cells(y, p, base, sites, groups), "passes_gate": kept,
-                                   "worst_band": gate["candidate"]["specificity_0.90_1.00"],
-                                   "worst_auc": gate["candidate"]["auc"]}
+    report.update(run=str(args.run), findings=len(y), dice_bins=bins, feature_rho_dice_08=moves,
+                  candidates=judge_candidates(cands, y, sites, groups))
     write_results(OUT, args.name, report, markdown(report, args))
 
 
@@ -228,24 +245,8 @@ def markdown(report: dict, args) -> str:
               f"{ROBUST}):", "",
               "| features | median rho |", "|---|---|"]
     lines += [f"| {g} | {v:.2f} |" for g, v in report["feature_rho_dice_08"].items()]
-    sites = sorted(next(iter(report["candidates"].values()))["sites"])
-    lines += ["", "## 3. Candidates for the automatic path (fitted on two sites, judged at the third)", "",
-              "Cells: AUC / specificity at sensitivity 0.96 / 0.98 / band (mean specificity over sensitivity "
-              "0.90-1.00) / cancers below 5 % / the band's gain over the shipped design on the same patients [95 % CI, "
-              "paired patient bootstrap].", "",
-              "| candidate | " + " | ".join(sites) + " | worst band | worst AUC | passes train's gate |",
-              "|---|" + "---|" * len(sites) + "---|---|---|"]
-    for k, c in report["candidates"].items():
-        cells = " | ".join(f"{v['auc']:.3f} / {v['specificity_at_0.96']:.2f} / {v['specificity_at_0.98']:.2f} / "
-                           f"{v['specificity_0.90_1.00']:.2f} / {v['cancers_below_5']} / "
-                           f"[{v['band_gain_ci95'][0]:+.2f}, {v['band_gain_ci95'][1]:+.2f}]" for v in
-                           (c["sites"][s] for s in sites))
-        lines.append(f"| {k}: {c['what']} | {cells} | {c['worst_band']:.3f} | {c['worst_auc']:.3f} | "
-                     f"{'yes' if c['passes_gate'] else 'no'} |")
-    clear = [k for k, c in report["candidates"].items() if k != "shipped" and c["passes_gate"]
-             and all(v["band_gain_ci95"][0] > 0 for v in c["sites"].values())]
-    lines += ["", "Passing the gate and gaining at every site beyond the paired bootstrap's noise (CI above 0): "
-              + (", ".join(clear) if clear else "none") + "."]
+    lines += ["", "## 3. Candidates for the automatic path (fitted on two sites, judged at the third)", ""]
+    lines += candidate_table(report["candidates"])
     return "\n".join(lines) + "\n"
 
 

@@ -70,17 +70,14 @@ def passes(run: Path, manifest: Path) -> list[dict]:
     findings, _, normals = read_manifest(manifest)
     images = {im.key: im for im in seg.seg_images(findings, normals)}
     rows = []
-    for folder in folds:
-        weights = folder / "model.pt"
-        net = seg.segmenter(seg.card_for(256, post, weights, "", {"command": ""}, "US"), weights, "cpu")
-        judged = json.loads((folder / "judged.json").read_text())
+    for k, (net, judged) in enumerate(seg.fold_segmenters(run), 1):
         for i, j in enumerate(judged):
             im = images[j["image"]]
             res = net.segment(Image(array=im.plane[None]), expect_lesion=True, presence=2.0)
             rows.append({"image": j["image"], "site": j["site"], "patient": j["patient"], "finding": j["finding"],
                          **describe(res.probability[0], res.mask[0], im.plane, post, float(res.presence_score or 0))})
             if (i + 1) % 200 == 0:
-                print(f"{folder.name}: {i + 1}/{len(judged)}", flush=True)
+                print(f"segmenter fold {k}: {i + 1}/{len(judged)}", flush=True)
     cache.write_text(json.dumps({"digest": digest, "rows": rows}))
     return rows
 

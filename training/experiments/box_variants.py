@@ -11,7 +11,6 @@ Prints mean Dice (share below 0.5) per held-out site; about 15 min on 2 cores. N
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +66,11 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--manifest", type=Path, required=True)
     args = ap.parse_args()
-    work = args.run / ".work"
     findings = read_manifest(args.manifest)[0]
     images = {str(f.image): (f, im) for f, im in zip(findings, member_images(findings))}
-    post = json.loads((args.run / "lesion_seg_lite0.json").read_text())["postprocessing"]
     rows = []
-    for fold in sorted(work.glob("segmenter_fold*")):
-        weights = fold / "model.pt"
-        net = seg.segmenter(seg.card_for(256, post, weights, "", {"command": ""}, "US"), weights, "cpu")
-        held_out = [r["image"] for r in json.loads((fold / "judged.json").read_text()) if r["finding"]]
+    for net, judged in seg.fold_segmenters(args.run):
+        held_out = [r["image"] for r in judged if r["finding"]]
         for key in held_out:
             f, im = images[key]
             rows.append({"site": f.site, **variants(net, im.plane, im.mask)})

@@ -235,11 +235,12 @@ def fuse(p_features, probs: dict, weights: dict | None = None) -> np.ndarray:
     return expit(fused_logit(logit(np.clip(np.asarray(p_features), 1e-6, 1 - 1e-6)), **kw))
 
 
-def choose_weights(y, base, probs: dict, sites=None) -> tuple[bool, dict, dict, np.ndarray]:
+def choose_weights(y, base, probs: dict, sites=None, groups=None) -> tuple[bool, dict, dict, np.ndarray]:
     """The members' weights for one bundle, out of fold on its own outlines: every WEIGHT_GRID combination of the
     views in `probs` ({view: out-of-fold probability}; a view at 0 is left out, not all at 0) against the features
-    alone (`base`) by the train gate (pipeline.no_worse); of those kept, the highest worst-site band, bands within
-    BAND_TIE of it counting as ties that the higher worst-site AUC decides.
+    alone (`base`) by the train gate (pipeline.no_worse; `groups`, the patients, for its per-site check); of those
+    kept, the highest worst-site band, bands within BAND_TIE of it counting as ties that the higher worst-site AUC
+    decides.
     Returns (kept, {view: weight} of the views fused, the gate's record, the fused out-of-fold probability); when
     none is kept, the recipe's WEIGHTS with their gate and fusion (for the record)."""
     from itertools import product
@@ -253,12 +254,12 @@ def choose_weights(y, base, probs: dict, sites=None) -> tuple[bool, dict, dict, 
         if not w:
             continue
         fused = fuse(base, {v: probs[v] for v in w}, w)
-        ok, gate = no_worse(y, fused, base, sites)
+        ok, gate = no_worse(y, fused, base, sites, groups)
         if ok:
             kept.append((w, gate, fused))
     if not kept:
         fused = fuse(base, probs, WEIGHTS)
-        return False, {v: WEIGHTS[v] for v in probs}, no_worse(y, fused, base, sites)[1], fused
+        return False, {v: WEIGHTS[v] for v in probs}, no_worse(y, fused, base, sites, groups)[1], fused
     top = max(g["candidate"]["specificity_0.90_1.00"] for _, g, _ in kept)
     w, gate, fused = max((k for k in kept if k[1]["candidate"]["specificity_0.90_1.00"] >= top - BAND_TIE),
                          key=lambda k: (k[1]["candidate"]["auc"], k[1]["candidate"]["specificity_0.90_1.00"]))
@@ -283,7 +284,8 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
     oof = train_members(images, fold_splits(y, groups, folds, sites=sites), views, work, epochs=epochs, device=device,
                         deadline=deadline, say=say, init=init, scanner_aug=aug)
 
-    kept, weights, gate, fused = choose_weights(y, cv["oof"]["fusion"], oof, sites if folds == SITE_FOLDS else None)
+    site_gate = sites if folds == SITE_FOLDS else None
+    kept, weights, gate, fused = choose_weights(y, cv["oof"]["fusion"], oof, site_gate, groups)
     for view in views:
         cv["models"][f"{view}_cnn"] = summary(y, oof[view], groups)
         cv["oof"][f"{view}_cnn"] = oof[view].tolist()

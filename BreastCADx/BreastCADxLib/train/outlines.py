@@ -241,7 +241,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     oof = automatic_oof(rad, deep, y, arad, adeep, ok, splits, c, source, redrawn)
     models = {k: summary(y, p, groups) for k, p in oof.items()}
     site_gate = sites if folds == SITE_FOLDS else None
-    kept, gate = no_worse(y, oof["both_fit"], oof["reference_fit"], site_gate)
+    kept, gate = no_worse(y, oof["both_fit"], oof["reference_fit"], site_gate, groups)
     chosen = "both_fit" if kept else "reference_fit"
     views = list((members or {}).get("views") or ())
     members_kept, member_gate, member_weights = False, None, None
@@ -253,7 +253,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
         if "whole" in views:
             probs["whole"] = np.asarray(members["oof"]["whole"])
         members_kept, member_weights, member_gate, oof[f"{chosen}_with_members"] = mem.choose_weights(
-            y, oof[chosen], probs, site_gate)
+            y, oof[chosen], probs, site_gate, groups)
         models[f"{chosen}_with_members"] = summary(y, oof[f"{chosen}_with_members"], groups)
     record = {"outlines": "the product's path, lesion expected, at the set's presence threshold, by a segmenter "
                           "that never saw the image" + (" (the source set's)" if detector.get("carried") else

@@ -394,19 +394,38 @@ def metric_cells(r: dict) -> str:
 
 
 GATE_AUC_SLACK = 0.01  # well inside every CV AUC's 95 % CI here (+-0.02..0.05)
+GATE_BOOT = 500  # paired patient-bootstrap draws of each held-out site's band change
 GATE_RULE = ("kept when, out of fold, it does not lower the mean specificity over sensitivities 0.90-1.00 (the "
              f"biopsy decision's region) and lowers the AUC by at most {GATE_AUC_SLACK}; with --folds site both "
-             "are the worst held-out site's (the design is judged by the hospital where it does worst)")
+             "are the worst held-out site's (the design is judged by the hospital where it does worst), and no "
+             "held-out site may lose band beyond noise (its paired patient-bootstrap 95 % CI wholly below 0)")
 
 
-def no_worse(y, candidate, base, sites=None) -> tuple[bool, dict]:
+def band_gain_ci(y, candidate, base, groups, n: int = GATE_BOOT) -> tuple[float, float]:
+    """95 % CI of the candidate's band (mean specificity over sensitivity 0.90-1.00) minus the base's on the same
+    findings, resampling whole patients (paired: both scored on each draw)."""
+    from BreastCADxLib.results.evaluation import group_bootstrap, high_sensitivity_specificity
+
+    y, candidate, base = np.asarray(y), np.asarray(candidate), np.asarray(base)
+
+    def gain(i):
+        if len(set(y[i].tolist())) < 2:
+            return np.nan
+        return high_sensitivity_specificity(y[i], candidate[i]) - high_sensitivity_specificity(y[i], base[i])
+    return group_bootstrap(np.asarray(groups), gain, n=n)
+
+
+def no_worse(y, candidate, base, sites=None, groups=None) -> tuple[bool, dict]:
     """The gate of every choice `train` makes between two out-of-fold scorings of the same findings (image members,
     the automatic-outline bundle): judged where a biopsy decision is made, not by AUC alone (a candidate that
     trades AUC in the low-sensitivity region for specificity at high sensitivity passes; one that loses the
     high-sensitivity region fails whatever its AUC). With `sites` (leave one site out) each measure is its worst
     held-out site's (maximin: gains at two hospitals do not buy a lower floor at the third; the targets are "at
-    every held-out site"; benchmarks/results/member_gate_three_sites.md). Returns (kept, {"candidate" / "base":
-    {"auc", "specificity_0.90_1.00"}, and with sites "per_site_band": {site: {"candidate", "base"}}})."""
+    every held-out site"; benchmarks/results/member_gate_three_sites.md), and with `groups` (patients) too no site
+    may lose band beyond noise: the worst site alone let a candidate through that cost another site significantly
+    (benchmarks/results/classifier_candidates.md). Returns (kept, {"candidate" / "base": {"auc",
+    "specificity_0.90_1.00"}, and with sites "per_site_band": {site: {"candidate", "base"}}, with groups too
+    "per_site_band_gain_ci95": {site: [low, high]}})."""
     from sklearn.metrics import roc_auc_score
 
     from BreastCADxLib.results.evaluation import high_sensitivity_specificity
@@ -421,7 +440,13 @@ def no_worse(y, candidate, base, sites=None) -> tuple[bool, dict]:
     kept = (c["specificity_0.90_1.00"] >= b["specificity_0.90_1.00"] - 1e-12
             and c["auc"] >= b["auc"] - GATE_AUC_SLACK - 1e-12)
     per_site = {s: {k: float(measured[k][s][1]) for k in measured} for s in parts} if sites is not None else {}
-    return bool(kept), {"candidate": c, "base": b, **({"per_site_band": per_site} if per_site else {})}
+    record = {"candidate": c, "base": b, **({"per_site_band": per_site} if per_site else {})}
+    if per_site and groups is not None and kept:  # a gate already failed needs no bootstrap
+        cand, bas, g = np.asarray(candidate), np.asarray(base), np.asarray(groups)
+        gains = {s: list(band_gain_ci(y[m], cand[m], bas[m], g[m])) for s, m in parts.items()}
+        record["per_site_band_gain_ci95"] = gains
+        kept = all(hi >= 0 for _, hi in gains.values())
+    return bool(kept), record
 
 
 def cross_validate(rad, deep, y, groups, folds: int | str = FOLDS, seed: int = 0, source: dict | None = None,

@@ -275,6 +275,17 @@ def judged_rows(work: Path) -> list[dict]:
     return [r for f in sorted(work.glob("segmenter_fold*/judged.json")) for r in json.loads(f.read_text())]
 
 
+def fold_segmenters(run: Path, device: str = "cpu"):
+    """A finished run's segmenter folds, each with the images it held out: (LesionSegmenter with the run's own
+    input size and post-processing, its judged rows), in fold order. For studies of the held-out passes."""
+    card = json.loads((run / "lesion_seg_lite0.json").read_text())
+    for folder in sorted((run / ".work").glob("segmenter_fold*")):
+        weights = folder / "model.pt"
+        fold = card_for(card["input"]["height"], card["postprocessing"], weights, "", {"command": ""},
+                        card["task"].split("(")[1].split(",")[0])
+        yield segmenter(fold, weights, device), json.loads((folder / "judged.json").read_text())
+
+
 def detection_report(rows: list[dict], rate: float = FALSE_FINDING_RATE, threshold: float | None = None) -> dict:
     """Presence AUC (finding images vs normal images, patient-bootstrap CI), the threshold chosen by the rule (or
     the one given: a held-out site judged at the pooled choice), and sensitivity / false findings there and at
