@@ -273,10 +273,6 @@ def classifier_for(model_set: str, mask_origin: str) -> FusionClassifier:
     return get_classifier(bundle_for(main.card, mask_origin), model_set)
 
 
-__all__ = ["FusionClassifier", "Prediction", "load_classifier", "get_classifier", "classifier_for", "bundle_for",
-           "fused_logit"]
-
-
 # a member at or above it makes a fused score below LOW_SCORE no confident benign call (benchmarks/results/
 # confident_benign__three-site-train.md: out of fold it catches cancers the box member pulled down, flagging few
 # benign lesions; 0.3 flags up to 11 % of them)
@@ -304,3 +300,7 @@ def member_flags(members: dict[str, float], probability: float) -> list[Flag]:
         return [Flag("members_disagree", "the outline's features and the image model of the lesion's box disagree "
                      "strongly" if "box_cnn" in pair else "radiomics and deep models disagree strongly")]
     return []
+
+
+__all__ = ["DISSENT", "FusionClassifier", "Prediction", "load_classifier", "get_classifier", "classifier_for",
+           "bundle_for", "dissenting_members", "fused_logit", "member_flags"]

@@ -116,7 +116,6 @@ def categories(d: dict[str, float], measurements: dict | None = None, t: dict | 
     return out
 
 
-
 def suspicious_signs(items: list[LexiconItem]) -> list[str]:
     """The lexicon's suspicious signs that together call for at least 4A: an irregular shape with a not
     circumscribed margin (benchmarks/results/lexicon_floor.md: the pair that flags low-scored cancers at hospitals
@@ -128,5 +127,4 @@ def suspicious_signs(items: list[LexiconItem]) -> list[str]:
     return [f"shape {shape.category}", f"margin {margin.category}"]
 
 
-__all__ = ["LexiconItem", "categories", "suspicious_signs",
-           "thresholds"]
+__all__ = ["LexiconItem", "categories", "suspicious_signs", "thresholds"]
