@@ -34,7 +34,6 @@ from benchmarks.train_weights import run_rows
 
 OUT = Path(__file__).resolve().parent / "results"
 BOX_MARGIN = 0.2
-SIZE = 256  # the segmenter's input
 TRUNK_C = 0.01  # the logistic's C on the encoder's features (the fusion's own, DESIGN["US"]["c"]), fixed in advance
 TRUNK_WEIGHTS = (0.1, 0.2, 0.3)
 
@@ -115,28 +114,30 @@ def encoder_features(run: Path, findings: list) -> dict[str, np.ndarray]:
         planes.append((to_uint8_range(image.array[0]).astype(np.float32), ref[0].astype(bool),
                        cached_outline(passes[str(f.image)], ref[0].shape).astype(bool)))
 
-    def view(plane, mask):
+    def view(plane, mask, size):
         if mask is not None:
             if not mask.any():
                 return None
             x0, y0, x1, y1 = expand_box(mask_bbox(mask), BOX_MARGIN, mask.shape)
             plane = plane[y0:y1, x0:x1]
-        return resize_plane(torch.from_numpy(np.ascontiguousarray(plane)), (SIZE, SIZE))
+        return resize_plane(torch.from_numpy(np.ascontiguousarray(plane)), (size, size))
 
     out = {}
     for fold, judged in fold_segmenters(run):
         (site,) = {r["site"] for r in judged}  # the site this fold held out
-        encoder = fold.net.encoder
+        encoder, size = fold.net.encoder, fold.card.input["height"]  # the fold's own input size
         rows = {"whole": [], "drawn": [], "automatic": []}
         with torch.no_grad():
             for plane, ref, auto in planes:
                 for name, mask in (("whole", None), ("drawn", ref), ("automatic", auto)):
-                    t = view(plane, mask)
-                    if t is None:
-                        rows[name].append(np.zeros(432, np.float32))
+                    t = view(plane, mask, size)
+                    if t is None:  # an empty outline: zeros, once the width is known
+                        rows[name].append(None)
                         continue
                     maps = encoder(network_input(t.clamp(0, 255))[None])
                     rows[name].append(torch.cat([maps[-1].mean((2, 3)), maps[-2].mean((2, 3))], 1)[0].numpy())
+        width = len(rows["whole"][0])  # the whole view always has one
+        rows = {k: [np.zeros(width, np.float32) if v is None else v for v in r] for k, r in rows.items()}
         out.update({f"{site}_{k}": np.array(v, np.float32) for k, v in rows.items()})
         print(f"encoder features: {site} done", flush=True)
     np.savez(cache, digest=digest, **out)
@@ -166,6 +167,7 @@ def main() -> None:
     from scipy.special import expit, logit
 
     from BreastCADxLib.train.members import fuse
+    from BreastCADxLib.train.pipeline import summary
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished `breastcadx train --folds site` folder")
@@ -191,8 +193,8 @@ def main() -> None:
     report["trunk_alone"] = {}
     for view in ("whole", "box", "both"):
         q = trunk_member(r, feats, view)
-        report["trunk_alone"][view] = judge_candidates({"shipped": (r["automatic"], ""), view: (q, "")}, y, sites,
-                                                       groups)[view]["sites"]
+        report["trunk_alone"][view] = {s: summary(y[sites == s], q[sites == s], groups[sites == s])
+                                       for s in sorted(set(sites))}
         for w in TRUNK_WEIGHTS:
             p = expit((1 - w) * logit(np.clip(r["automatic"], 1e-6, 1 - 1e-6)) + w * logit(np.clip(q, 1e-6, 1 - 1e-6)))
             auto[f"encoder {view} at {w}"] = (p, f"the segmenter encoder's {view} view as a third member")

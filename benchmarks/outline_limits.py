@@ -80,9 +80,9 @@ def rho(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (ra * rb).sum(0) / np.where(den > 0, den, 1), 0.0)
 
 
-def site_cells(y, p, base, sites, groups) -> dict:
+def site_cells(y, p, base, sites, groups, gains: dict | None = None) -> dict:
     """Per held-out site: the candidate's figures, and its band minus the shipped design's on the same patients
-    (paired patient bootstrap, 95 % CI)."""
+    (paired patient bootstrap, 95 % CI; taken from `gains`, the gate's record, where it has them)."""
     from BreastCADxLib.train.pipeline import band_gain_ci, summary
 
     out = {}
@@ -92,7 +92,7 @@ def site_cells(y, p, base, sites, groups) -> dict:
         r = summary(ys, ps, groups[m])
         out[s] = {k: r[k] for k in ("auc", "specificity_at_0.96", "specificity_at_0.98", "specificity_0.90_1.00")}
         out[s]["cancers_below_5"] = int((ps[ys == 1] < 0.05).sum())
-        out[s]["band_gain_ci95"] = band_gain_ci(ys, ps, bs, groups[m])
+        out[s]["band_gain_ci95"] = (gains or {}).get(s) or band_gain_ci(ys, ps, bs, groups[m])
     return out
 
 
@@ -105,7 +105,8 @@ def judge_candidates(cands: dict[str, tuple[np.ndarray, str]], y, sites, groups)
     base, out = cands["shipped"][0], {}
     for k, (p, what) in cands.items():
         kept, gate = no_worse(y, p, base, sites, groups)
-        out[k] = {"what": what, "sites": site_cells(y, p, base, sites, groups), "passes_gate": kept,
+        out[k] = {"what": what, "sites": site_cells(y, p, base, sites, groups, gate.get("per_site_band_gain_ci95")),
+                  "passes_gate": kept,
                   "worst_band": gate["candidate"]["specificity_0.90_1.00"], "worst_auc": gate["candidate"]["auc"]}
     return out
 

@@ -270,19 +270,27 @@ def judge(seg, images: list[SegImage]) -> list[dict]:
     return out
 
 
+def _fold_folders(work: Path) -> list[Path]:
+    return sorted(work.glob("segmenter_fold*"))
+
+
 def judged_rows(work: Path) -> list[dict]:
     """Every image's judgement (judge) of a run's segmenter folds, each by the fold that held it out."""
-    return [r for f in sorted(work.glob("segmenter_fold*/judged.json")) for r in json.loads(f.read_text())]
+    return [r for f in _fold_folders(work) for r in json.loads((f / "judged.json").read_text())]
 
 
 def fold_segmenters(run: Path, device: str = "cpu"):
     """A finished run's segmenter folds, each with the images it held out: (LesionSegmenter with the run's own
-    input size and post-processing, its judged rows), in fold order. For studies of the held-out passes."""
-    card = json.loads((run / "lesion_seg_lite0.json").read_text())
-    for folder in sorted((run / ".work").glob("segmenter_fold*")):
+    card, input size and post-processing, its judged rows), in fold order. For studies of the held-out passes."""
+    from dataclasses import replace
+
+    from BreastCADxLib.analysis.registry import load_card, sha256_of
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+
+    card = load_card(DEFAULT_MODEL, run)  # the finished set, verified
+    for folder in _fold_folders(run / ".work"):
         weights = folder / "model.pt"
-        fold = card_for(card["input"]["height"], card["postprocessing"], weights, "", {"command": ""},
-                        card["task"].split("(")[1].split(",")[0])
+        fold = replace(card, weights=weights.name, sha256=sha256_of(weights), folder=folder)
         yield segmenter(fold, weights, device), json.loads((folder / "judged.json").read_text())
 
 
@@ -382,5 +390,5 @@ def train_segmenter(images: list[SegImage], work: Path, *, folds: int | str, epo
     return {"weights": weights, "size": size, "post": post, "training": training, "folds": trained}
 
 
-__all__ = ["train_segmenter", "seg_images", "detection_report", "judged_rows", "fit", "judge", "card_for", "EPOCHS",
-           "SIZE"]
+__all__ = ["train_segmenter", "seg_images", "detection_report", "judged_rows", "fold_segmenters", "fit", "judge",
+           "card_for", "EPOCHS", "SIZE"]
