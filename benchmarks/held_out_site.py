@@ -30,15 +30,11 @@ from BreastCADxLib.analysis.pipeline import analyze
 from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io import load_image, load_mask
-from BreastCADxLib.results.evaluation import auc_ci, group_bootstrap, specificity_at
+from BreastCADxLib.results.evaluation import auc_ci, dice, group_bootstrap, specificity_at
 from training.data import add_data_args, cases
 
 OUT = Path(__file__).resolve().parent / "results"
 CONFIDENT_BENIGN = 0.05
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
 
 def mean_specificity_above(y: np.ndarray, p: np.ndarray, lo: float = 0.9) -> float:

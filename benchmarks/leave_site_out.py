@@ -30,6 +30,7 @@ from BreastCADxLib.analysis.calibration import expected_calibration_error
 from BreastCADxLib.analysis.classifier import classifier_for
 from BreastCADxLib.analysis.registry import model_set_dir
 from BreastCADxLib.results.evaluation import auc_ci, specificity_at
+from BreastCADxLib.results.evaluation import dice as mask_dice
 from BreastCADxLib.results.evaluation import group_bootstrap as group_boot
 from training.classification.designs import load, named_matrix
 from training.data import DEFAULT_DATA, site_cases
@@ -65,7 +66,7 @@ def seg_rows(site: str, name: str, path: Path, presence: float | None = None) ->
         missed.append(not default.any())
         box_empty.append(not r["roi"].any())
         for k, m in (("default", default), ("expect", r["expect"]), ("roi", r["roi"])):
-            dice[k].append(2 * (m & ref).sum() / max(1, m.sum() + ref.sum()))
+            dice[k].append(mask_dice(m, ref))
     g = np.array(groups)
     out = {"model": name, "site": site, "lesions": len(groups), "missed": int(sum(missed)),
            "missed_rate": float(np.mean(missed)), "no_outline_in_box": int(sum(box_empty))}

@@ -28,6 +28,7 @@ from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.radiomics_features import extract
 from BreastCADxLib.errors import MaskError
 from BreastCADxLib.image import Image
+from BreastCADxLib.results.evaluation import dice as mask_dice
 from BreastCADxLib.train.augment import largest_filled, redrawn
 from training.data import Case, add_data_args, cases
 from training.segmentation.site_pass import load_pass
@@ -86,7 +87,7 @@ def main() -> None:
                 mask = smoothed(ref, c.case)
             else:
                 mask = passed[c.case][kind]
-            d = float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum()))
+            d = mask_dice(mask, ref)
             try:
                 rows.append(family_rows(img, mask, deep_box, deep_mask))
             except (MaskError, ValueError) as e:

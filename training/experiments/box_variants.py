@@ -15,19 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else 1.0
+from BreastCADxLib.results.evaluation import dice
+from BreastCADxLib.train.augment import largest_filled
 
 
-def largest(m: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    lab, n = ndimage.label(m)
-    if n == 0:
-        return m
-    return ndimage.binary_fill_holes(lab == 1 + int(np.argmax(ndimage.sum(m, lab, range(1, n + 1)))))
+def _largest(m: np.ndarray) -> np.ndarray:
+    """The largest region of a mask, holes filled (the mask itself when empty)."""
+    return largest_filled(m, m)
 
 
 def in_box(net, plane: np.ndarray, box, mirror: bool = False) -> np.ndarray:
@@ -48,11 +42,11 @@ def variants(net, plane: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         out[f"product, +{margin:.0%}"] = dice(net.segment(Image(array=plane[None]), roi=box).mask[0], ref)
         p, pm = in_box(net, plane, box), in_box(net, plane, box, mirror=True)
         for t in (0.25, 0.35, 0.5):
-            out[f"threshold {t}, +{margin:.0%}"] = dice(largest(p >= t), ref)
-            out[f"threshold {t} with mirror, +{margin:.0%}"] = dice(largest((p + pm) / 2 >= t), ref)
-        first = largest(p >= 0.35)
+            out[f"threshold {t}, +{margin:.0%}"] = dice(_largest(p >= t), ref)
+            out[f"threshold {t} with mirror, +{margin:.0%}"] = dice(_largest((p + pm) / 2 >= t), ref)
+        first = _largest(p >= 0.35)
         second = in_box(net, plane, expand_box(mask_bbox(first), 0.2, ref.shape)) if first.any() else None
-        out[f"second pass, +{margin:.0%}"] = dice(largest(second >= 0.35), ref) if second is not None \
+        out[f"second pass, +{margin:.0%}"] = dice(_largest(second >= 0.35), ref) if second is not None \
             else out[f"product, +{margin:.0%}"]
     return out
 

@@ -19,14 +19,11 @@ import numpy as np
 from benchmarks.machine import machine
 from BreastCADxLib.analysis.segmentation import LesionSegmenter
 from BreastCADxLib.image import Image
+from BreastCADxLib.results.evaluation import dice
 from training.data import add_data_args, cases
 
 VARIANTS = {"flip TTA + refinement (shipped)": (True, True), "refinement only": (False, True),
             "flip TTA only": (True, False), "neither": (False, False)}
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib.results.evaluation import dice as mask_dice
 from training.data import add_data_args, data_dir, site_cases
 from training.segmentation.site_pass import load_pass, rethreshold
 
@@ -43,7 +44,7 @@ def score(cases: list[tuple[np.ndarray, np.ndarray]], presence: float) -> dict:
     for prob, ref in cases:
         mask = rethreshold(prob, presence)
         if ref.any():
-            dice.append(float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum())))
+            dice.append(mask_dice(mask, ref))
             missed.append(not mask.any())
         else:
             false.append(bool(mask.any()))

@@ -36,6 +36,12 @@ def group_bootstrap(groups: np.ndarray, stat, n: int = N_BOOT, seed: int = 0) ->
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two masks (0 when both are empty)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
 def specificity_at(y: np.ndarray, p: np.ndarray, sensitivity: float) -> float:
     """The best specificity among thresholds whose sensitivity reaches `sensitivity`."""
     from sklearn.metrics import roc_curve

@@ -125,6 +125,7 @@ def outline_features(findings: list, outlines: dict[str, np.ndarray], work: Path
     an empty or unusable outline), cached per finding."""
     from BreastCADxLib.analysis.deep_features import get_deep_features
     from BreastCADxLib.errors import MaskError
+    from BreastCADxLib.results.evaluation import dice
     from BreastCADxLib.train.pipeline import _digest, feature_row, on_grid
 
     folder = work / "auto_features"
@@ -146,16 +147,16 @@ def outline_features(findings: list, outlines: dict[str, np.ndarray], work: Path
             raise _time_box(work, f"features of {i} of {len(findings)} findings done")
         image, ref = on_grid(f)
         mask = plane[None]
-        dice = float(2 * (mask & ref).sum() / max(1, mask.sum() + ref.sum()))
+        overlap = dice(mask, ref)
         try:
-            row = {**feature_row(image, mask, deep_model, descriptors), "dice": dice} if mask.any() else None
+            row = {**feature_row(image, mask, deep_model, descriptors), "dice": overlap} if mask.any() else None
         except (MaskError, ValueError):
             row = None
         if row is None:
             np.savez(cache, digest=digest, ok=False)
         else:
             np.savez(cache, digest=digest, ok=True, names=np.array(row["names"]), rad=row["rad"], deep=row["deep"],
-                     dice=dice)
+                     dice=overlap)
         rows[f.case_id] = row
         done += 1
         if done % 50 == 0:
