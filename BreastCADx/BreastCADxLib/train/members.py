@@ -297,7 +297,7 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
         cv["models"]["source_as_is"] = summary(
             y, fuse(np.array(cv["oof"]["source_as_is"]), own, source["member_weights"]), groups)
     cv["member_gate"] = {"kept": kept, "weights": weights, **gate}
-    record = {"views": list(views), "weights": weights, "weights_reference": weights, "epochs": epochs, "batch": BATCH,
+    record = {"views": list(views), "weights_reference": weights, "epochs": epochs, "batch": BATCH,
               "learning_rate": LR * (checkpoint.FINE_TUNE_LR if init else 1.0), "box_jitter": BOX_JITTER,
               "train_margin": list(TRAIN_MARGIN), "scanner_aug": aug,
               "from_set": source["id"] if init else None, "kept": kept, "kept_reference": kept,

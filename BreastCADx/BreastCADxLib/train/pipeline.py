@@ -682,7 +682,7 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
                 f"{r[name]['specificity_at_0.96']:.2f}" for r in cv["by_site"].values()) + " |")
     if members is not None:
         r = members["training"]
-        where = [f"{name} (weights " + ", ".join(f"{v} {x}" for v, x in r.get(w, r["weights"]).items()) + ")"
+        where = [f"{name} (weights " + ", ".join(f"{v} {x}" for v, x in r[w].items()) + ")"
                  for name, k, w in (
                      ("the set's fusion (drawn and corrected outlines)", "kept_reference", "weights_reference"),
                      ("the bundle for the segmenter's own masks", "kept_automatic", "weights_automatic"))
@@ -866,8 +866,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     say("stage 7/7 the model set")
     if fused is not None:  # each bundle takes the members when they did not lower its own outlines' ranking
         record = fused["training"]
-        record["kept_automatic"] = automatic["record"]["members_kept"] if automatic else record["kept_reference"]
-        record["weights_automatic"] = automatic["record"]["member_weights"] if automatic else record["weights"]
+        auto = automatic["record"] if automatic else None
+        record["kept_automatic"] = auto["members_kept"] if auto else record["kept_reference"]
+        record["weights_automatic"] = auto["member_weights"] if auto else record["weights_reference"]
         record["kept"] = record["kept_reference"] or record["kept_automatic"]
         if record["kept"]:
             fused = mem.finish_members(fused, findings, out / ".work", device=device, deadline=deadline, say=say)
