@@ -12,13 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from BreastCADxLib.results.evaluation import dice
 from training.data import add_data_args, cases
 from training.segmentation.site_pass import load_pass
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
 
 
 def main() -> None:

@@ -13,15 +13,13 @@ from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox
 from BreastCADxLib.analysis.segmentation import get_segmenter
 from BreastCADxLib.errors import ModelError
 from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.results.evaluation import dice
 from conftest import MODULE_DIR
 from training.experiments import box_prompt
 from training.experiments.box_prompt import BoxOutliner, LiteMedSamSegmenter, get_box_outliner
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
 
 def _case(name: str):

@@ -18,6 +18,7 @@ from BreastCADxLib.analysis.segmentation import Cancelled, LesionSegmenter, RoiE
 from BreastCADxLib.errors import ModelError, UnsupportedImageError
 from BreastCADxLib.image import Image
 from BreastCADxLib.io import load_image, load_mask, save_image, save_mask
+from BreastCADxLib.results.evaluation import dice
 from conftest import BUSI_ONLY, MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
@@ -27,9 +28,6 @@ LESION_CASES = ["benign_004", "benign_031", "malignant_001"]  # test split, firs
 MEAN_DICE_FLOOR = 0.80
 SAMPLE_DICE_FLOOR = 0.85
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
 
 @pytest.fixture(scope="module")
