@@ -86,16 +86,44 @@ def fusion_variants(r: dict) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def finding_planes(work: Path, findings: list) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per finding on the working grid: its plane (0..255, float32), drawn outline and automatic outline (the run's
+    cached outline pass)."""
+    from BreastCADxLib.analysis.values import to_uint8_range
+    from BreastCADxLib.train.outlines import cached_outline, cached_passes
+    from BreastCADxLib.train.pipeline import on_grid
+
+    passes, out = cached_passes(work), []
+    for f in findings:
+        image, ref = on_grid(f)
+        out.append((to_uint8_range(image.array[0]).astype(np.float32), ref[0].astype(bool),
+                    cached_outline(passes[str(f.image)], ref[0].shape).astype(bool)))
+    return out
+
+
+def box_view(plane: np.ndarray, mask: np.ndarray | None, size: int):
+    """The network's size x size view: the whole plane (mask None) or the mask's box + BOX_MARGIN; None for an empty
+    mask."""
+    import torch
+
+    from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, resize_plane
+
+    if mask is not None:
+        if not mask.any():
+            return None
+        x0, y0, x1, y1 = expand_box(mask_bbox(mask), BOX_MARGIN, mask.shape)
+        plane = plane[y0:y1, x0:x1]
+    return resize_plane(torch.from_numpy(np.ascontiguousarray(plane)), (size, size))
+
+
 def encoder_features(run: Path, findings: list) -> dict[str, np.ndarray]:
     """Per held-out site S, its segmenter fold's encoder pooled over every finding's whole image, drawn outline's
     box and automatic outline's box ("S_whole", "S_drawn", "S_automatic"; zeros where an outline is empty).
     Cached in the run's work folder."""
     import torch
 
-    from BreastCADxLib.analysis.preprocessing import expand_box, mask_bbox, network_input, resize_plane
-    from BreastCADxLib.analysis.values import to_uint8_range
-    from BreastCADxLib.train.outlines import cached_outline, cached_passes
-    from BreastCADxLib.train.pipeline import on_grid
+    from BreastCADxLib.analysis.preprocessing import network_input
+    from BreastCADxLib.train.outlines import cached_passes
     from BreastCADxLib.train.segmenter import fold_segmenters
 
     work = run / ".work"
@@ -108,20 +136,7 @@ def encoder_features(run: Path, findings: list) -> dict[str, np.ndarray]:
         with np.load(cache, allow_pickle=False) as z:
             if str(z["digest"]) == digest:
                 return {k: z[k] for k in z.files if k != "digest"}
-    planes = []
-    for f in findings:
-        image, ref = on_grid(f)
-        planes.append((to_uint8_range(image.array[0]).astype(np.float32), ref[0].astype(bool),
-                       cached_outline(passes[str(f.image)], ref[0].shape).astype(bool)))
-
-    def view(plane, mask, size):
-        if mask is not None:
-            if not mask.any():
-                return None
-            x0, y0, x1, y1 = expand_box(mask_bbox(mask), BOX_MARGIN, mask.shape)
-            plane = plane[y0:y1, x0:x1]
-        return resize_plane(torch.from_numpy(np.ascontiguousarray(plane)), (size, size))
-
+    planes = finding_planes(work, findings)
     out = {}
     for fold, judged in fold_segmenters(run):
         (site,) = {r["site"] for r in judged}  # the site this fold held out
@@ -130,7 +145,7 @@ def encoder_features(run: Path, findings: list) -> dict[str, np.ndarray]:
         with torch.no_grad():
             for plane, ref, auto in planes:
                 for name, mask in (("whole", None), ("drawn", ref), ("automatic", auto)):
-                    t = view(plane, mask, size)
+                    t = box_view(plane, mask, size)
                     if t is None:  # an empty outline: zeros, once the width is known
                         rows[name].append(None)
                         continue

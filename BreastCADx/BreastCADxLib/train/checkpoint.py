@@ -102,13 +102,14 @@ class Resumable:
         self.t0, self.done = time.perf_counter(), 0
 
     def step(self, x, y, loss_fn) -> float:
+        """One batch; a network with several heads returns a tuple, which loss_fn gets as is (in float32)."""
         import torch
 
         if self.bf16:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.net(x)
-        loss = loss_fn(out.float(), y)
+        loss = loss_fn(tuple(o.float() for o in out) if isinstance(out, tuple) else out.float(), y)
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()

@@ -220,3 +220,30 @@ def test_the_help_states_the_segmenters_defaults_as_the_code_has_them():
     text = " ".join(sub.format_help().split())
     assert f"default {seg.EPOCHS})" in text and f"(default {seg.SIZE})" in text
     assert f"(default {seg.MIN_FOUND:g};" in text
+
+
+def test_a_two_head_network_trains_through_the_checkpointed_step(tmp_path):
+    """Resumable.step takes a network with an outline and an image head (training/experiments/multitask.py):
+    both heads move, and a rerun goes on from the epoch's checkpoint with the same state."""
+    from BreastCADxLib.analysis.networks import lesion_unet
+    from BreastCADxLib.train import checkpoint
+    from training.experiments.multitask import JointLoss, multitask_net
+
+    def job(net):
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=4)
+        return checkpoint.Resumable(tmp_path, {"test": 1}, net, opt, sched, epochs=2, bf16=False,
+                                    say=lambda m: None, label="two heads", stage="test", deadline=float("inf"))
+
+    torch.manual_seed(0)
+    net = multitask_net(lesion_unet(pretrained=False))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, mask = torch.randn(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.8).float()
+    run, loss = job(net), JointLoss(torch.ones(3))
+    losses = [run.step(x, (mask, torch.tensor([0, 2])), loss) for _ in range(2)]
+    run.end_epoch(0, losses)
+    assert all(np.isfinite(losses))
+    moved = {k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}
+    assert any(k.startswith("head.") for k in moved) and any(k.startswith("unet.segmentation_head") for k in moved)
+    again = multitask_net(lesion_unet(pretrained=False))
+    assert job(again).start == 1 and all(torch.equal(v, net.state_dict()[k]) for k, v in again.state_dict().items())
