@@ -227,14 +227,19 @@ def markdown(report: dict, args) -> str:
     lines += ["", "## Drawn outlines (the features' fusion with the box member)", ""] + candidate_table(report["drawn"])
     lines += ["", "## Automatic outlines (the automatic-outline bundle with both members)", ""]
     lines += candidate_table(report["automatic"])
-    lines += ["", "## The segmenter's encoder alone (logistic on its pooled features; automatic outlines' boxes)", "",
-              "| view | " + " | ".join(sorted(report["trunk_alone"]["whole"])) + " |",
-              "|---|" + "---|" * len(report["trunk_alone"]["whole"])]
-    for view, cells in report["trunk_alone"].items():
+    lines += ["", "## The segmenter's encoder alone (logistic on its pooled features; automatic outlines' boxes)", ""]
+    return "\n".join(lines + alone_table(report["trunk_alone"])) + "\n"
+
+
+def alone_table(by_view: dict) -> list[str]:
+    """{view: {site: pipeline.summary}} as markdown: AUC and specificity at sensitivity 0.96 / 0.98 per site."""
+    sites = sorted(next(iter(by_view.values())))
+    lines = ["| view | " + " | ".join(sites) + " |", "|---|" + "---|" * len(sites)]
+    for view, cells in by_view.items():
         lines.append(f"| {view} | " + " | ".join(f"AUC {v['auc']:.3f}, spec {v['specificity_at_0.96']:.2f} / "
                                                  f"{v['specificity_at_0.98']:.2f}" for v in
-                                                 (cells[s] for s in sorted(cells))) + " |")
-    return "\n".join(lines) + "\n"
+                                                 (cells[s] for s in sites)) + " |")
+    return lines
 
 
 if __name__ == "__main__":

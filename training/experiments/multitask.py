@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.classifier_candidates import box_view, finding_planes
+from benchmarks.classifier_candidates import alone_table, box_view, finding_planes
 from benchmarks.machine import header, stamp, write_results
 from benchmarks.outline_limits import candidate_table, judge_candidates
 from benchmarks.presence_cnn_held_out import missed_at_false
@@ -296,13 +296,8 @@ def markdown(report: dict, args) -> str:
                    f"{args.manifest} --epochs {report['epochs']}`: each site scored by the network warm-started from "
                    f"the segmenter fold that never saw it and trained jointly on the other two sites "
                    f"({report['training_minutes']} min of training in this call); non-test rows, test splits unread.")
-    lines += ["", "## Malignancy: the image head alone (automatic outlines' boxes; whole image)", "",
-              "| view | " + " | ".join(sorted(report["alone"]["whole"])) + " |",
-              "|---|" + "---|" * len(report["alone"]["whole"])]
-    for view, cells in report["alone"].items():
-        lines.append(f"| {view} | " + " | ".join(f"AUC {v['auc']:.3f}, spec {v['specificity_at_0.96']:.2f} / "
-                                                 f"{v['specificity_at_0.98']:.2f}" for v in
-                                                 (cells[s] for s in sorted(cells))) + " |")
+    lines += ["", "## Malignancy: the image head alone (automatic outlines' boxes; whole image)", ""]
+    lines += alone_table(report["alone"])
     lines += ["", "## Malignancy fused with the shipped automatic-outline bundle", ""]
     lines += candidate_table(report["automatic"])
     lines += ["", "## Presence at the sites with lesion-free views", "",
