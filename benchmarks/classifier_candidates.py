@@ -178,9 +178,14 @@ def trunk_member(r: dict, feats: dict, view: str) -> np.ndarray:
     return p
 
 
-def main() -> None:
+def third_member(p: np.ndarray, q: np.ndarray, w: float) -> np.ndarray:
+    """The fused probability `p` with a third member's `q` at weight `w` (logits mixed, the fusion's own form)."""
     from scipy.special import expit, logit
 
+    return expit((1 - w) * logit(np.clip(p, 1e-6, 1 - 1e-6)) + w * logit(np.clip(q, 1e-6, 1 - 1e-6)))
+
+
+def main() -> None:
     from BreastCADxLib.train.members import fuse
     from BreastCADxLib.train.pipeline import summary
 
@@ -211,8 +216,8 @@ def main() -> None:
         report["trunk_alone"][view] = {s: summary(y[sites == s], q[sites == s], groups[sites == s])
                                        for s in sorted(set(sites))}
         for w in TRUNK_WEIGHTS:
-            p = expit((1 - w) * logit(np.clip(r["automatic"], 1e-6, 1 - 1e-6)) + w * logit(np.clip(q, 1e-6, 1 - 1e-6)))
-            auto[f"encoder {view} at {w}"] = (p, f"the segmenter encoder's {view} view as a third member")
+            auto[f"encoder {view} at {w}"] = (third_member(r["automatic"], q, w),
+                                               f"the segmenter encoder's {view} view as a third member")
     report.update(run=str(args.run), findings=len(y), drawn=judge_candidates(drawn, y, sites, groups),
                   automatic=judge_candidates(auto, y, sites, groups))
     write_results(OUT, args.name, report, markdown(report, args))

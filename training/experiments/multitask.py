@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.classifier_candidates import alone_table, box_view, finding_planes
+from benchmarks.classifier_candidates import alone_table, box_view, finding_planes, third_member
 from benchmarks.machine import header, stamp, write_results
 from benchmarks.outline_limits import candidate_table, judge_candidates
 from benchmarks.presence_cnn_held_out import missed_at_false
@@ -200,8 +200,6 @@ def presence_cells(finding: np.ndarray, score: np.ndarray, thresholds: tuple) ->
 
 
 def main() -> None:
-    from scipy.special import expit, logit
-
     from BreastCADxLib.analysis.values import to_uint8_range
     from BreastCADxLib.train.members import fuse
     from BreastCADxLib.train.pipeline import read_manifest, summary
@@ -269,10 +267,9 @@ def main() -> None:
                        for name, p in (("whole", whole), ("box", box), ("mean", (whole + box) / 2))}
     cv = r["cv"]
     auto = {"shipped": (r["automatic"], "the shipped automatic-outline bundle")}
-    base = logit(np.clip(r["automatic"], 1e-6, 1 - 1e-6))
     for name, q in (("whole", whole), ("box", box)):
         for wt in MEMBER_WEIGHTS:
-            auto[f"multitask {name} at {wt}"] = (expit((1 - wt) * base + wt * logit(np.clip(q, 1e-6, 1 - 1e-6))),
+            auto[f"multitask {name} at {wt}"] = (third_member(r["automatic"], q, wt),
                                                  f"the multitask image head's {name} view as a third member")
     auto["multitask whole for the whole member"] = (
         fuse(r["both"], {"box": r["box"], "whole": whole}, cv["automatic_outlines"]["member_weights"]),
