@@ -91,8 +91,10 @@ class JointLoss:
 
 def fold_folders(work: Path) -> dict[str, Path]:
     """{held-out site: its segmenter fold's folder} of a --folds site run."""
+    from BreastCADxLib.train.segmenter import _fold_folders
+
     out = {}
-    for folder in sorted(work.glob("segmenter_fold*")):
+    for folder in _fold_folders(work):
         (site,) = {r["site"] for r in json.loads((folder / "judged.json").read_text())}
         out[site] = folder
     return out
