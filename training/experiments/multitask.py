@@ -150,13 +150,10 @@ def train_rotation(images: list, classes: dict, init: Path, folder: Path, *, siz
 
 
 def load_net(weights: Path):
-    import torch
-
     from BreastCADxLib.analysis.networks import lesion_unet
+    from BreastCADxLib.train.checkpoint import load_weights
 
-    net = multitask_net(lesion_unet(pretrained=False))
-    net.load_state_dict({k: v.float() for k, v in torch.load(weights, map_location="cpu", weights_only=True).items()})
-    return net.eval()
+    return load_weights(multitask_net(lesion_unet(pretrained=False)), weights).eval()
 
 
 def head_probs(net, views: list) -> np.ndarray:

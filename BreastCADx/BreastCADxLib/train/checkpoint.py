@@ -26,13 +26,22 @@ def use_bf16(device) -> bool:
         return False
 
 
+def load_weights(net, weights: Path):
+    """net with a trained network's weights (a float16 state dict on disk, loaded pickle-free), in float32."""
+    import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net
+
+
 def network(net, init: Path | None, device):
     """(net on the device, bf16): from `init`'s weights when given (--from: a trained network of the source set,
     float16 on disk), channels_last where bf16 autocast is used."""
     import torch
 
     if init is not None:
-        net.load_state_dict({k: v.float() for k, v in torch.load(init, map_location="cpu", weights_only=True).items()})
+        load_weights(net, init)
     net = net.to(device)
     bf16 = use_bf16(device)
     return (net.to(memory_format=torch.channels_last) if bf16 else net), bf16

@@ -15,8 +15,9 @@ its held-out fold through the product's own scorer (MemberScorer: the card's mar
 fusion with the members is judged out of fold on the same rows as the features alone. Their fusion weights
 (classifier.fused_logit) are chosen there, per bundle (choose_weights): of the WEIGHT_GRID combinations that pass
 the train gate against the features alone (pipeline.no_worse: the high-sensitivity band and the AUC; with --folds
-site, the worst held-out site's), the best band (near-ties by the AUC); a view at weight 0 is left out. When none
-passes, the members stay out (the record quotes the recipe's WEIGHTS). Kept members are then trained on every finding.
+site, the worst held-out site's), the best band (near-ties by the AUC); a view at weight 0 is left out, and a view
+that alone does not rank the findings above chance (above_chance) is held at 0. When none passes, the members stay
+out (the record quotes the recipe's WEIGHTS). Kept members are then trained on every finding.
 Checkpoints every epoch; a fold already scored is not trained again.
 """
 
@@ -172,15 +173,13 @@ def card_for(view: str, weights: Path, model_set: str, training: dict, modality:
 
 def score(view: str, weights: Path, images: list[MemberImage], device) -> np.ndarray:
     """P(malignant) of each image by the product's scorer (MemberScorer) with these weights."""
-    import torch
 
     from BreastCADxLib.analysis.box_classifier import MemberScorer
     from BreastCADxLib.analysis.inference import TorchEngine
     from BreastCADxLib.analysis.networks import BoxNet
     from BreastCADxLib.image import Image
 
-    net = BoxNet("lite0", pretrained=False)
-    net.load_state_dict({k: v.float() for k, v in torch.load(weights, map_location="cpu", weights_only=True).items()})
+    net = checkpoint.load_weights(BoxNet("lite0", pretrained=False), weights)
     scorer = MemberScorer(card_for(view, weights, "", {"command": ""}, ""), TorchEngine(net, device), device)
     return np.array([scorer.probability(Image(array=im.plane[None]), im.mask[None]) for im in images])
 
@@ -235,21 +234,36 @@ def fuse(p_features, probs: dict, weights: dict | None = None) -> np.ndarray:
     return expit(fused_logit(logit(np.clip(np.asarray(p_features), 1e-6, 1 - 1e-6)), **kw))
 
 
+def above_chance(y, p, sites=None, groups=None) -> bool:
+    """Whether a view ranks its findings above chance out of fold: its AUC's patient-bootstrap 95 % CI wholly
+    above 0.5, at every held-out site when `sites` are given (a site with one class cannot say). A member at
+    chance adds only noise to the fusion, whatever the gate's noisy band says (mini-MIAS: 119 findings)."""
+    from BreastCADxLib.results.evaluation import auc_ci
+
+    y, p = np.asarray(y), np.asarray(p)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    parts = [np.ones(len(y), bool)] if sites is None else [np.asarray(sites) == s for s in dict.fromkeys(sites)]
+    return all(auc_ci(y[m], p[m], groups[m])["ci95"][0] > 0.5 for m in parts if len(set(y[m].tolist())) == 2)
+
+
 def choose_weights(y, base, probs: dict, sites=None, groups=None) -> tuple[bool, dict, dict, np.ndarray]:
     """The members' weights for one bundle, out of fold on its own outlines: every WEIGHT_GRID combination of the
-    views in `probs` ({view: out-of-fold probability}; a view at 0 is left out, not all at 0) against the features
-    alone (`base`) by the train gate (pipeline.no_worse; `groups`, the patients, for its per-site check); of those
-    kept, the highest worst-site band, bands within BAND_TIE of it counting as ties that the higher worst-site AUC
-    decides.
+    views in `probs` ({view: out-of-fold probability}; a view at 0 is left out, not all at 0; a view not
+    above_chance is held at 0) against the features alone (`base`) by the train gate (pipeline.no_worse;
+    `groups`, the patients, for its per-site check); of those kept, the highest worst-site band, bands within
+    BAND_TIE of it counting as ties that the higher worst-site AUC decides.
     Returns (kept, {view: weight} of the views fused, the gate's record, the fused out-of-fold probability); when
-    none is kept, the recipe's WEIGHTS with their gate and fusion (for the record)."""
+    none is kept, the recipe's WEIGHTS of the views offered with their gate and fusion (for the record); the gate's
+    record names the views held at 0 for ranking at chance (`at_chance`) and the others (`offered`)."""
     from itertools import product
 
     from BreastCADxLib.train.pipeline import no_worse
 
     base = np.asarray(base)
+    at_chance = [v for v in probs if not above_chance(y, probs[v], sites, groups)]
+    grid = {v: (0.0,) if v in at_chance else WEIGHT_GRID[v] for v in probs}
     kept = []
-    for combo in product(*(WEIGHT_GRID[v] for v in probs)):
+    for combo in product(*grid.values()):
         w = {v: x for v, x in zip(probs, combo) if x > 0}
         if not w:
             continue
@@ -257,13 +271,16 @@ def choose_weights(y, base, probs: dict, sites=None, groups=None) -> tuple[bool,
         ok, gate = no_worse(y, fused, base, sites, groups)
         if ok:
             kept.append((w, gate, fused))
-    if not kept:
-        fused = fuse(base, probs, WEIGHTS)
-        return False, {v: WEIGHTS[v] for v in probs}, no_worse(y, fused, base, sites, groups)[1], fused
+    offered = [v for v in probs if v not in at_chance]
+    if not kept:  # the record: the recipe's weights of the views offered (of all when none was)
+        shown = {v: probs[v] for v in (offered or probs)}
+        fused = fuse(base, shown, WEIGHTS)
+        gate = no_worse(y, fused, base, sites, groups)[1]
+        return False, {v: WEIGHTS[v] for v in shown}, {**gate, "at_chance": at_chance, "offered": offered}, fused
     top = max(g["candidate"]["specificity_0.90_1.00"] for _, g, _ in kept)
     w, gate, fused = max((k for k in kept if k[1]["candidate"]["specificity_0.90_1.00"] >= top - BAND_TIE),
                          key=lambda k: (k[1]["candidate"]["auc"], k[1]["candidate"]["specificity_0.90_1.00"]))
-    return True, w, gate, fused
+    return True, w, {**gate, "at_chance": at_chance, "offered": offered}, fused
 
 
 def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, views: tuple[str, ...], work: Path,
@@ -306,7 +323,8 @@ def members_stage(findings: list, y: np.ndarray, groups: np.ndarray, cv: dict, v
                       "the classifier's folds (the findings' own outlines for the set's fusion, the segmenter's "
                       f"for its bundle for automatic masks): {GATE_RULE}; each bundle's weights chosen so among "
                       f"{WEIGHT_GRID} (the best worst-site band of those kept, bands within {BAND_TIE} of it "
-                      "decided by the AUC)"}
+                      "decided by the AUC); a view whose own AUC's patient-bootstrap 95 % CI reaches 0.5 (at any "
+                      "held-out site with --folds site) is held at weight 0"}
     f, m = gate["base"], gate["candidate"]
     say(f"image members out of fold: fusion with them AUC {m['auc']:.3f}, specificity over sensitivity 0.90-1.00 "
         f"{m['specificity_0.90_1.00']:.2f} against {f['auc']:.3f}, {f['specificity_0.90_1.00']:.2f} alone: "
@@ -328,5 +346,6 @@ def finish_members(result: dict, findings: list, work: Path, *, device: str, dea
     return {**result, "weights": weights}
 
 
-__all__ = ["VIEWS", "WEIGHTS", "WEIGHT_GRID", "EPOCHS", "fuse", "choose_weights", "member_images", "members_stage",
-           "finish_members", "train_members", "final_members", "card_for", "score", "train_view", "fit"]
+__all__ = ["VIEWS", "WEIGHTS", "WEIGHT_GRID", "EPOCHS", "fuse", "above_chance", "choose_weights", "member_images",
+           "members_stage", "finish_members", "train_members", "final_members", "card_for", "score", "train_view",
+           "fit"]

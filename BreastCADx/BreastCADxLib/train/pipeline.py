@@ -692,6 +692,10 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
                   "trained on each fold's training patients, scored on its held-out patients): "
                   + (f"fused in {' and '.join(where)}" if members["weights"] else "left out of the set")
                   + f" ({r['rule']})."]
+        chance = (r.get("gate_reference") or {}).get("at_chance")
+        if chance:
+            lines[-1] += (f" Out of fold, {' and '.join(chance)} alone ranked the findings no better than chance "
+                          "(AUC CI reaching 0.5): held at 0.")
     if detector is not None and detector.get("carried") is not None:
         lines += ["", f"Segmenter: the source set `{t['from_set']}`'s, unchanged (--from with no segmenter training; "
                   "not cross-validated here): its presence threshold is the source's."]

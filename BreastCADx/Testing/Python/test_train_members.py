@@ -188,10 +188,10 @@ def test_a_finished_network_of_another_run_is_refused_not_reused(findings, tmp_p
 
 
 def gate_passes(gate: dict) -> bool:
-    """The gate's rule, read again from the figures it recorded."""
+    """The gate's rule, read again from the figures it recorded (members: some view ranked above chance)."""
     c, b = gate["candidate"], gate["base"]
     return (c["specificity_0.90_1.00"] >= b["specificity_0.90_1.00"] - 1e-12
-            and c["auc"] >= b["auc"] - GATE_AUC_SLACK - 1e-12)
+            and c["auc"] >= b["auc"] - GATE_AUC_SLACK - 1e-12 and gate.get("offered", True) != [])
 
 
 def _ranked(benign_n: int, malignant: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -367,8 +367,29 @@ def test_each_bundle_takes_the_weights_that_do_best_at_the_worst_held_out_site()
     top = max(g["candidate"]["specificity_0.90_1.00"] for o, g in bands.values() if o)
     ties = [x for x, (o, g) in bands.items() if o and g["candidate"]["specificity_0.90_1.00"] >= top - mem.BAND_TIE]
     best = max(ties, key=lambda x: bands[x][1]["candidate"]["auc"])
-    assert w["box"] == best and gate == bands[best][1]
+    assert w["box"] == best and gate == {**bands[best][1], "at_chance": [], "offered": ["box"]}
     np.testing.assert_allclose(fused, mem.fuse(features, {"box": box}, w))
     noise = np.where(sites == "c", rng.random(600), box)  # useless at one hospital
     kept, w, _, _ = mem.choose_weights(y, features, {"box": noise}, sites)
     assert not kept and w == {"box": mem.WEIGHTS["box"]}
+
+
+def test_a_member_that_ranks_at_chance_is_held_at_zero():
+    """A view whose own out-of-fold AUC CI reaches 0.5 never joins, even where the gate's band would let it (the
+    mini-MIAS whole-film member: AUC 0.47); an informative view beside it still does. Patients bootstrap whole."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(300) < 0.4).astype(int)
+    groups = np.arange(300) // 2  # two findings per patient
+    logit_of = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
+    features = logit_of(1.0 * (2 * y - 1) + rng.normal(0, 1.5, 300))
+    box = logit_of(1.5 * (2 * y - 1) + rng.normal(0, 1.2, 300))
+    whole = rng.random(300)
+    assert mem.above_chance(y, box, groups=groups) and not mem.above_chance(y, whole, groups=groups)
+    kept, w, gate, fused = mem.choose_weights(y, features, {"box": box, "whole": whole}, groups=groups)
+    assert kept and set(w) == {"box"} and gate["at_chance"] == ["whole"]
+    np.testing.assert_allclose(fused, mem.fuse(features, {"box": box}, w))
+    kept, w, gate, _ = mem.choose_weights(y, features, {"whole": whole}, groups=groups)
+    assert not kept and gate["at_chance"] == ["whole"] and gate["offered"] == [] and not gate_passes(gate)
+    # per site: informative at two hospitals, chance at the third -> held at 0
+    sites = np.repeat(["a", "b", "c"], 100)
+    assert not mem.above_chance(y, np.where(sites == "c", whole, box), sites, groups)
