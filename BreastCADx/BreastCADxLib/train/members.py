@@ -115,10 +115,19 @@ def train_view(im: MemberImage, view: str, rng: np.random.Generator, scanner=Non
     return t.flip(-1) if rng.random() < 0.5 else t
 
 
+def site_balanced(sites) -> np.ndarray:
+    """Each image's probability of being drawn so that every site weighs the same (its images alike)."""
+    _, where, counts = np.unique(np.asarray(sites), return_inverse=True, return_counts=True)
+    return 1.0 / (len(counts) * counts[where])
+
+
 def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, device, deadline: float, say,
-        label: str, seed: int = 0, init: Path | None = None, scanner_aug: float = 0.0) -> Path:
+        label: str, seed: int = 0, init: Path | None = None, scanner_aug: float = 0.0,
+        balance: list[str] | None = None) -> Path:
     """Train one member on `images` (from the ImageNet trunk, or from `init`'s weights: --from); folder/model.pt
-    when done. A checkpoint after every epoch; a rerun goes on from it; past `deadline` it stops after the epoch."""
+    when done. A checkpoint after every epoch; a rerun goes on from it; past `deadline` it stops after the epoch.
+    balance: each image's site; each epoch then draws as many images as there are, with replacement, every site
+    weighing the same (site-balanced sampling)."""
     import torch
     from torch import nn
 
@@ -126,7 +135,8 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
 
     folder.mkdir(parents=True, exist_ok=True)
     run = {"images": [im.key for im in images], "view": view, "epochs": epochs, "seed": seed,
-           "init": str(init) if init else None, **({"scanner_aug": scanner_aug} if scanner_aug else {})}
+           "init": str(init) if init else None, **({"scanner_aug": scanner_aug} if scanner_aug else {}),
+           **({"site_balanced": True} if balance is not None else {})}
     if done := checkpoint.finished(folder, run):
         return done
     torch.manual_seed(seed)
@@ -140,6 +150,7 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
     y_all = np.array([im.label for im in images], np.float32)
     pos = float(y_all.sum())
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y_all) - pos) / max(pos, 1.0)))
+    draw_p = site_balanced(balance) if balance is not None else None
     job = checkpoint.Resumable(folder, run, net, opt, sched, epochs=epochs, bf16=bf16, say=say,
                                label=f"{view} member {label}", stage="image-members", deadline=deadline)
     for epoch in range(job.start, epochs):
@@ -147,7 +158,7 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
         rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
         torch.manual_seed(seed * 1000 + epoch)
         scanner = ScannerAugment(scanner_aug, seed=seed * 1000 + epoch) if scanner_aug else None
-        order = rng.permutation(len(images))
+        order = rng.permutation(len(images)) if balance is None else rng.choice(len(images), len(images), p=draw_p)
         losses = [job.step(torch.stack([train_view(images[i], view, rng, scanner) for i in idx]).to(device),
                            torch.from_numpy(y_all[idx]).to(device), loss_fn)
                   for idx in (order[s * BATCH:(s + 1) * BATCH] for s in range(steps))]

@@ -393,3 +393,14 @@ def test_a_member_that_ranks_at_chance_is_held_at_zero():
     # per site: informative at two hospitals, chance at the third -> held at 0
     sites = np.repeat(["a", "b", "c"], 100)
     assert not mem.above_chance(y, np.where(sites == "c", whole, box), sites, groups)
+
+
+def test_site_balanced_sampling_weighs_every_site_the_same():
+    """members.fit(balance=sites): a site with a third of the images is drawn as often as the others."""
+    sites = ["busi"] * 60 + ["busbra_l5"] * 30 + ["busuclm"] * 10
+    p = mem.site_balanced(sites)
+    assert p.sum() == pytest.approx(1.0)
+    for s in set(sites):
+        assert p[np.array(sites) == s].sum() == pytest.approx(1 / 3)
+    draws = np.random.default_rng(0).choice(len(sites), 30000, p=p)
+    assert np.bincount(draws, minlength=100)[90:].sum() / 30000 == pytest.approx(1 / 3, abs=0.01)
