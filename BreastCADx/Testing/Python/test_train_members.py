@@ -409,3 +409,27 @@ def test_site_balanced_sampling_weighs_every_site_the_same():
         assert p[np.array(sites) == s].sum() == pytest.approx(1 / 3)
     draws = np.random.default_rng(0).choice(len(sites), 30000, p=p)
     assert np.bincount(draws, minlength=100)[90:].sum() / 30000 == pytest.approx(1 / 3, abs=0.01)
+
+
+def test_the_gate_refuses_more_confident_benign_calls_on_cancers_at_any_site():
+    """Same ranking, same band and AUC everywhere, but eight cancers of eight patients at one hospital moved from
+    10 % to 4 % (below 5 %: a confident benign call): refused once patients are known, as the site-balanced box
+    member that doubled them at BUS-UCLM should have been; the mirror image (fewer such calls) passes."""
+    rng = np.random.default_rng(7)
+    sites = np.repeat(["a", "b", "c"], 100)
+    y = np.tile(np.r_[np.zeros(60), np.ones(40)], 3).astype(int)
+    base = np.where(y == 1, rng.uniform(0.5, 1.0, 300), rng.uniform(0.2, 0.9, 300))
+    low = np.flatnonzero((sites == "c") & (y == 1))[:8]
+    base[low] = 0.10  # below every benign lesion at c: the ranking does not see 10 % vs 4 %
+    candidate = base.copy()
+    candidate[low] = 0.04
+    groups = np.arange(300)
+    kept, gate = no_worse(y, candidate, base, sites)
+    assert kept and gate["candidate"] == gate["base"]  # without patients: the band and AUC cannot tell
+    kept, gate = no_worse(y, candidate, base, sites, groups)
+    assert not kept and gate["confident_benign_rise_ci95"]["c"][0] > 0
+    assert gate["confident_benign_rise_ci95"]["a"] == [0.0, 0.0]
+    kept, gate = no_worse(y, base, candidate, sites, groups)
+    assert kept and gate["confident_benign_rise_ci95"]["c"][1] < 0
+    kept, gate = no_worse(y, candidate, base, None, groups)  # patient folds: over all findings
+    assert not kept and set(gate["confident_benign_rise_ci95"]) == {"all"}
