@@ -184,7 +184,6 @@ def card_for(view: str, weights: Path, model_set: str, training: dict, modality:
 
 def score(view: str, weights: Path, images: list[MemberImage], device) -> np.ndarray:
     """P(malignant) of each image by the product's scorer (MemberScorer) with these weights."""
-
     from BreastCADxLib.analysis.box_classifier import MemberScorer
     from BreastCADxLib.analysis.inference import TorchEngine
     from BreastCADxLib.analysis.networks import BoxNet
