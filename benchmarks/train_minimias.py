@@ -79,18 +79,17 @@ def main() -> None:
     timing = ["", "| stage | wall time (s) |", "|---|---|", *(f"| {k} | {v:.1f} |" for k, v in
                                                           report["stage_seconds"].items()),
               f"| (peak resident memory of the process) | {report['peak_rss_mb']:.0f} MB |", ""]
-    for kind in ("segmenter", "member_box", "member_whole"):  # every network's own clock, over all its starts
-        fits = [json.loads(p.read_text()) for p in sorted(args.set_dir.glob(f".work/{kind}_*/fit.json"))] \
-            if args.set_dir else []
-        if fits:
+    clocks = []  # every network's own clock, over all its starts
+    for kind in ("segmenter", "member_box", "member_whole") if args.set_dir else ():
+        if fits := [json.loads(p.read_text()) for p in sorted(args.set_dir.glob(f".work/{kind}_*/fit.json"))]:
             starts, secs = sum(f["starts"] for f in fits), sum(f["seconds"] for f in fits)
-            timing[-1:-1] = [f"| {kind.replace('_', ' ')} training: {len(fits)} runs, {starts} starts, summed | "
-                             f"{secs:.0f} |"]
-    if any("training:" in t for t in timing):
-        timing.append("Stage times are this run's; a network it found finished in --set-dir (trained by an earlier, "
-                      "time-boxed start) costs it nothing there: the summed rows are each network's own clock over "
-                      "every start.")
-        timing.append("")
+            clocks.append(f"| {kind.replace('_', ' ')} training: {len(fits)} runs, {starts} starts, summed | "
+                          f"{secs:.0f} |")
+    if clocks:
+        timing[-1:-1] = clocks
+        timing += ["Stage times are this run's; a network it found finished in --set-dir (trained by an earlier, "
+                   "time-boxed start) costs it nothing there: the summed rows are each network's own clock over "
+                   "every start.", ""]
     lines = ["", body, *by_class, *timing, "The circles are approximate, generous locations: outlines are not scored "
              "against them (no Dice); a finding counts as found when the outline's centre falls inside its circle."]
     write_results(args.out, "train_minimias", report, "\n".join(head + lines) + "\n")

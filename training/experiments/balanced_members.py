@@ -80,13 +80,11 @@ def main() -> None:
     drawn_box, auto_box = balanced_box(r, args.out, deadline)
     auto_box = np.where(np.isnan(auto_box), 0.5, auto_box)  # an empty outline ranks as train ranks it
     dw, aw = cv["member_gate"]["weights"], cv["automatic_outlines"]["member_weights"]
-    features = np.asarray(cv["oof"]["fusion"])
-    ship_drawn = fuse(features, {v: np.asarray(cv["oof"][f"{v}_cnn"]) for v in dw}, dw)
-    if not np.allclose(ship_drawn, r["drawn"]):
+    features, members = np.asarray(cv["oof"]["fusion"]), {v: np.asarray(cv["oof"][f"{v}_cnn"]) for v in dw}
+    if not np.allclose(fuse(features, members, dw), r["drawn"]):
         raise SystemExit("the run's drawn-outline fusion does not recompute from its record")
     drawn = {"shipped": (r["drawn"], "the shipped drawn-outline bundle"),
-             "site-balanced box": (fuse(features, {"box": drawn_box, **{v: np.asarray(cv["oof"][f"{v}_cnn"])
-                                                                         for v in dw if v != "box"}}, dw),
+             "site-balanced box": (fuse(features, {**members, "box": drawn_box}, dw),
                                    f"the box member trained site-balanced, at the run's weights {dw}")}
     auto = {"shipped": (r["automatic"], "the shipped automatic-outline bundle"),
             "site-balanced box": (fuse(r["both"], {"box": auto_box, "whole": r["whole"]}, aw),

@@ -158,7 +158,7 @@ def fit(images: list[MemberImage], folder: Path, view: str, *, epochs: int, devi
         rng = np.random.default_rng([seed, epoch])  # per epoch: a resumed run draws what it would have drawn
         torch.manual_seed(seed * 1000 + epoch)
         scanner = ScannerAugment(scanner_aug, seed=seed * 1000 + epoch) if scanner_aug else None
-        order = rng.permutation(len(images)) if balance is None else rng.choice(len(images), len(images), p=draw_p)
+        order = rng.permutation(len(images)) if draw_p is None else rng.choice(len(images), len(images), p=draw_p)
         losses = [job.step(torch.stack([train_view(images[i], view, rng, scanner) for i in idx]).to(device),
                            torch.from_numpy(y_all[idx]).to(device), loss_fn)
                   for idx in (order[s * BATCH:(s + 1) * BATCH] for s in range(steps))]
