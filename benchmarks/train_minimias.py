@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.machine import header, machine, write_results
+from benchmarks.train_run import network_seconds
 from BreastCADxLib.train.pipeline import train
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -28,7 +29,6 @@ OUT = Path(__file__).resolve().parent / "results"
 def detection_by_class(folder: Path, manifest: Path, detection: dict | None) -> list[str]:
     """The segmenter's out-of-fold judgement per kind of finding (mini-MIAS's abnormality classes)."""
     import csv
-    import json
 
     if not detection:
         return []
@@ -66,10 +66,11 @@ def main() -> None:
         cv = train(args.data / "manifest.csv", "MG", folder, device="cpu", segmenter_epochs=args.segmenter_epochs)
         card = (folder / "card.md").read_text()
         by_class = detection_by_class(folder, args.data / "manifest.csv", cv.get("detection"))
+        networks = network_seconds(folder / ".work")
     report.update(seconds=time.perf_counter() - t0, loadavg_1min_end=os.getloadavg()[0],
                   models={k: {kk: v[kk] for kk in ("auc", "ci95", "n", "malignant", "specificity_at_0.96")}
                           for k, v in cv["models"].items()}, oof=cv["oof"], stage_seconds=cv["stage_seconds"],
-                  peak_rss_mb=cv["peak_rss_mb"])
+                  peak_rss_mb=cv["peak_rss_mb"], networks=networks)
     head = header("breastcadx train on mini-MIAS (MG): cross-validation by patient", report,
                   "Made by `python -m benchmarks.train_minimias` (the whole `breastcadx train` command: manifest, "
                   "features, 5-fold CV by patient of the classifier, its image members and the segmenter, the final "
@@ -80,8 +81,8 @@ def main() -> None:
                                                           report["stage_seconds"].items()),
               f"| (peak resident memory of the process) | {report['peak_rss_mb']:.0f} MB |", ""]
     clocks = []  # every network's own clock, over all its starts
-    for kind in ("segmenter", "member_box", "member_whole") if args.set_dir else ():
-        if fits := [json.loads(p.read_text()) for p in sorted(args.set_dir.glob(f".work/{kind}_*/fit.json"))]:
+    for kind in ("segmenter", "member_box", "member_whole"):
+        if fits := [v for k, v in networks.items() if k.startswith(f"{kind}_")]:
             starts, secs = sum(f["starts"] for f in fits), sum(f["seconds"] for f in fits)
             clocks.append(f"| {kind.replace('_', ' ')} training: {len(fits)} runs, {starts} starts, summed | "
                           f"{secs:.0f} |")
