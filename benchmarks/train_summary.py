@@ -38,11 +38,13 @@ def columns(results: Path) -> list[dict]:
     """One column per measured run: its label, source report, date, machine, stages, clocks, peak memory."""
     cols = []
     mg = json.loads((results / "train_minimias.json").read_text())
-    cols.append({"run": "MG, mini-MIAS, 5 patient folds (119 findings; the members' final networks too)", "source": "train_minimias.md",
+    cols.append({"run": "MG, mini-MIAS, 5 patient folds (119 findings; the members' final networks too)",
+                 "source": "train_minimias.md",
                  "date": mg["date"], "machine": _machine(mg["machine"]), "stages": mg["stage_seconds"],
                  "clocks": _clocks(mg.get("networks", {})), "peak_mb": mg["peak_rss_mb"], "resumed": True})
     fr = json.loads((results / "train_from.json").read_text())
-    for key, label in (("from_source", "US, `--from` the two-site set shipped then, 100 cases of BUS-UCLM (a hospital it never saw)"),
+    for key, label in (("from_source", "US, `--from` the two-site set shipped then, 100 cases of BUS-UCLM (a "
+                                       "hospital it never saw)"),
                        ("local_only", "US, the same 100 cases from ImageNet")):
         r = fr["runs"][key]
         cols.append({"run": label, "source": "train_from.md", "date": fr["date"], "machine": _machine(fr["machine"]),

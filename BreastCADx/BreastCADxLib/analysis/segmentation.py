@@ -309,6 +309,10 @@ class LesionSegmenter:
         region = best_candidate(prob, self.candidate_relative, min_area)
         if self.refine_margin is None or not region.any():
             return region
+        return self.grown(plane, prob, region)
+
+    def grown(self, plane: np.ndarray, prob: np.ndarray, region: np.ndarray) -> np.ndarray:
+        """A first-pass candidate region refined in its own box (prob updated there) and grown within it."""
         prob[...] = self.refine(plane, prob, region)
         inside = np.zeros(prob.shape, bool)
         x0, y0, x1, y1 = self.refine_box(region)

@@ -244,6 +244,14 @@ def fuse(p_features, probs: dict, weights: dict | None = None) -> np.ndarray:
     return expit(fused_logit(logit(np.clip(np.asarray(p_features), 1e-6, 1 - 1e-6)), **kw))
 
 
+def chance_text(views: list | None, where: str = "") -> str:
+    """The card's sentence on views held at weight 0 for ranking at chance ('' when none)."""
+    if not views:
+        return ""
+    return (f" Out of fold{where}, {' and '.join(views)} alone ranked the findings no better than chance "
+            "(AUC CI reaching 0.5): held at 0.")
+
+
 def above_chance(y, p, sites=None, groups=None) -> bool:
     """Whether a view ranks its findings above chance out of fold: its AUC's patient-bootstrap 95 % CI wholly
     above 0.5, at every held-out site when `sites` are given (a site with one class cannot say). A member at

@@ -283,6 +283,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
 
 def automatic_text(r: dict) -> str:
     """card.md's section on the automatic path."""
+    from BreastCADxLib.train.members import chance_text
     from BreastCADxLib.train.pipeline import METRIC_HEAD, metric_cells
 
     base = {"reference_fit": "fusion fitted on reference outlines", "both_fit": "fusion fitted on both outlines"}
@@ -301,7 +302,8 @@ def automatic_text(r: dict) -> str:
     features = "the fusion fitted on both outlines" if r["kept"] else "the reference-fitted fusion"
     members = (" with the image members" if r["members_kept"] else " without the image members") if r["members"] \
         else ""
-    lines += ["", f"The segmenter's own masks are classified by {features}{members} ({r['rule']})."]
+    lines += ["", f"The segmenter's own masks are classified by {features}{members} ({r['rule']})."
+              + chance_text((r.get("members_gate") or {}).get("at_chance"), " on these outlines")]
     return "\n".join(lines)
 
 

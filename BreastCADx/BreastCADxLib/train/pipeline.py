@@ -681,6 +681,8 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
     """card.md: the data, the classifier's cross-validation (with the image members when trained:
     train/members.py's result), (detector: train/segmenter.py's result) the segmenter's and (automatic:
     train/outlines.py's record) the automatic path's, and whether the set kept each."""
+    from BreastCADxLib.train.members import chance_text
+
     t = card.training
     plan = (f"Leave-one-site-out cross-validation (each site scored by models trained on the others: held-out-site "
             f"figures; sites {', '.join(sorted(set(cv['sites'])))}), pooled" if cv["folds"] == SITE_FOLDS else
@@ -713,10 +715,7 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
                   "trained on each fold's training patients, scored on its held-out patients): "
                   + (f"fused in {' and '.join(where)}" if members["weights"] else "left out of the set")
                   + f" ({r['rule']})."]
-        chance = (r.get("gate_reference") or {}).get("at_chance")
-        if chance:
-            lines[-1] += (f" Out of fold, {' and '.join(chance)} alone ranked the findings no better than chance "
-                          "(AUC CI reaching 0.5): held at 0.")
+        lines[-1] += chance_text((r.get("gate_reference") or {}).get("at_chance"))
     if detector is not None and detector.get("carried") is not None:
         lines += ["", f"Segmenter: the source set `{t['from_set']}`'s, unchanged (--from with no segmenter training; "
                   "not cross-validated here): its presence threshold is the source's."]

@@ -400,6 +400,22 @@ def test_a_member_that_ranks_at_chance_is_held_at_zero():
     assert not mem.above_chance(y, np.where(sites == "c", whole, box), sites, groups)
 
 
+
+def test_the_card_names_members_held_at_chance_on_either_bundle():
+    """card.md says which views were held at 0 for ranking at chance: in the set's fusion and, apart, in the bundle
+    for the segmenter's own masks (its own gate, on automatic outlines)."""
+    from BreastCADxLib.train.outlines import automatic_text
+
+    record = {"outlines": "lesion expected", "dice_mean": 0.7, "dice_below_0.1": 0.1, "unclassifiable": 0,
+              "models": {}, "members": ["box", "whole"], "kept": True, "members_kept": True, "rule": "gate",
+              "members_gate": {"at_chance": ["whole"], "offered": ["box"]}}
+    text = automatic_text(record)
+    assert "Out of fold on these outlines, whole alone ranked the findings no better than chance" in text
+    record["members_gate"]["at_chance"] = []
+    assert "no better than chance" not in automatic_text(record)
+    assert mem.chance_text(["box", "whole"]) == (" Out of fold, box and whole alone ranked the findings no better "
+                                                 "than chance (AUC CI reaching 0.5): held at 0.")
+
 def test_site_balanced_sampling_weighs_every_site_the_same():
     """members.fit(balance=sites): a site with a third of the images is drawn as often as the others."""
     sites = ["busi"] * 60 + ["busbra_l5"] * 30 + ["busuclm"] * 10
