@@ -111,6 +111,10 @@ def run_rows(run: Path, manifest: Path) -> dict:
                              f"{r['both_fit']['auc']:.6f}: not the same fits")
     box = box_auto(work, d["findings"], splits)
     box, whole = np.where(np.isnan(box), 0.5, box), np.asarray(cv["oof"]["whole_cnn"])
+    if cv["automatic_outlines"].get("member_weights") is None:  # a record older than train's weight choice
+        card = json.loads((run / "lesion_cls_fusion_auto.json").read_text())
+        cv["automatic_outlines"]["member_weights"] = {v: card[k]["weight"] for v, k in
+                                                      (("box", "box_member"), ("whole", "image_member")) if card.get(k)}
     return {**d, "cv": cv, "rad": rad, "deep": deep, "redrawn": redrawn, "arad": arad, "adeep": adeep, "ok": ok,
             "dice": dice, "splits": splits, "both": both, "whole": whole, "box": box,
             "automatic": fuse(both, {"box": box, "whole": whole}, cv["automatic_outlines"]["member_weights"]),
