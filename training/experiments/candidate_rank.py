@@ -77,7 +77,7 @@ def collect(run: Path, manifest: Path, cache: Path) -> dict:
         for key in (r["image"] for r in judged if r["finding"]):
             f, im = images[key]
             i = len(rows)
-            rows.append((f.site, f.patient, int(f.label == "malignant"),
+            rows.append((f.site, f.patient, int(f.label),
                          dice(cached_outline(product[key], im.plane.shape), im.mask)))
             cand += [(i, *d, dice(region, im.mask)) for region, d in candidates(net, im.plane)]
             if len(rows) % 100 == 0:
