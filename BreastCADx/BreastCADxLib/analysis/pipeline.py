@@ -17,7 +17,7 @@ from BreastCADxLib.analysis.classifier import classifier_for, member_flags
 from BreastCADxLib.analysis.deep_features import DEEP_MODEL, get_deep_features, lesion_frame
 from BreastCADxLib.analysis.descriptors import describe
 from BreastCADxLib.analysis.guard import check_input
-from BreastCADxLib.analysis.lexicon import categories, suspicious_signs
+from BreastCADxLib.analysis.lexicon import categories, from_automatic_outline, suspicious_signs
 from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, model_set_info
@@ -289,6 +289,8 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     # the ACR ultrasound lexicon describes ultrasound only
     lexicon = categories({k.removeprefix(DESCRIPTOR_PREFIX): v for k, v in desc.items()}, meas) \
         if model_set_info(model_set)["modality"] == "US" else []
+    if origin == "auto":  # the segmenter's outline is smoother than a reader's: its shape and margin say less
+        lexicon = from_automatic_outline(lexicon)
     seconds["descriptors"] = time.perf_counter() - t
     report(0.6, "deep features")
     t = time.perf_counter()

@@ -135,3 +135,27 @@ def test_a_low_score_that_one_member_contradicts_is_flagged_not_a_confident_beni
     assert len(found) == 1 and "outline features" in found[0].text and "box-crop CNN" in found[0].text
     assert result.birads_suggestion == "3"  # the flag says so; the score's suggestion stays
     assert any(f["code"] == "member_dissent_low_score" for f in result.to_json()["flags"])  # result.json says it
+
+
+def test_shape_and_margin_read_from_the_automatic_outline_are_low_confidence_saying_why():
+    """Held out, the segmenter's outline took the reader's shape and margin category for 31-77 % of lesions even
+    where it overlapped at Dice >= 0.8 (training/experiments/feature_groups.py): on an automatic outline those two
+    items are at low confidence and say so; on the reader's outline of the same lesion, and for every other item,
+    the categories keep their own confidence. Real case bus_0698-s (L5)."""
+    from BreastCADxLib.analysis.lexicon import AUTOMATIC_NOTE, from_automatic_outline
+    from BreastCADxLib.analysis.pipeline import analyze
+    from BreastCADxLib.io import load_image, load_mask
+    from conftest import MODULE_DIR
+
+    data = MODULE_DIR / "Testing" / "Data" / "busbra_l5"
+    image = load_image(data / "bus_0698-s.png")
+    auto = analyze(image, expect_lesion=True, heatmap=False, device="cpu")
+    drawn = analyze(image, mask=load_mask(data / "bus_0698-s_mask.png", image), heatmap=False, device="cpu")
+    assert auto.provenance.mask_origin == "auto" and drawn.provenance.mask_origin == "user"
+    by_auto, by_drawn = ({i.feature: i for i in r.lexicon} for r in (auto, drawn))
+    for feature in ("shape", "margin"):
+        assert by_auto[feature].confidence == "low" and by_auto[feature].evidence.endswith(AUTOMATIC_NOTE)
+        assert AUTOMATIC_NOTE not in by_drawn[feature].evidence
+    assert all(AUTOMATIC_NOTE not in i.evidence for i in auto.lexicon if i.feature not in ("shape", "margin"))
+    items = drawn.lexicon
+    assert [(i.feature, i.category) for i in from_automatic_outline(items)] == [(i.feature, i.category) for i in items]
