@@ -96,7 +96,8 @@ class SegmentOutcome:
             return "No lesion found: an empty segment was added to draw into."
         if self.low_confidence:
             return "Low-confidence candidate (nothing certain was found): check it carefully, correct or redraw."
-        return "Lesion segmented: check and correct it."
+        return ("Lesion segmented: check and correct it, its margin above all (the lexicon reads shape and margin "
+                "from the outline, and the segmenter draws them smoother than a reader).")
 
 
 @dataclass

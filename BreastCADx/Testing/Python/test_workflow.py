@@ -92,6 +92,7 @@ def test_segment_runs_in_background_with_progress(flow):
     assert any("segmenting" in m for _, m in flow["seen"])
     auto, ref = flow["auto"], flow["ref"]
     assert 2 * (auto & ref).sum() / (auto.sum() + ref.sum()) >= 0.85  # golden mask of the sample case
+    assert flow["seg"].message.startswith("Lesion segmented: check and correct it, its margin above all")
     segment = flow["seg"].segmentation_node.GetSegmentation().GetSegment(flow["seg"].segment_id)
     from BreastCADxLib.scene.logic import segment_tag
 
@@ -108,6 +109,10 @@ def test_classify_writes_table_heatmap_and_segment_colour(flow):
     np.testing.assert_allclose(_matrix(heat), _matrix(volume))
     assert slicer.util.arrayFromVolume(heat).max() > 0.5
     assert flow["origin_auto"] == "auto" and not flow["stale_before_edit"]
+    # shape and margin of the segmenter's outline: low confidence, saying so; the corrected outline's: its own
+    by = {i.feature: i for i in first.result.lexicon}
+    assert by["margin"].confidence == by["shape"].confidence == "low" and "automatic outline" in by["shape"].evidence
+    assert all("automatic outline" not in i.evidence for i in flow["second"].result.lexicon)
 
 
 def test_edits_mark_results_stale_and_reclassify_follows_them(flow):
