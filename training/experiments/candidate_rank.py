@@ -107,19 +107,9 @@ def pick(table: np.ndarray, fit_rows: np.ndarray, score_rows: np.ndarray) -> np.
     return out
 
 
-def paired_ci(a: np.ndarray, b: np.ndarray, groups: np.ndarray, n: int = 2000, seed: int = 0) -> tuple:
-    """95 % patient-bootstrap CI of mean(a - b)."""
-    rng = np.random.default_rng(seed)
-    ids = np.unique(groups)
-    by = {g: np.flatnonzero(groups == g) for g in ids}
-    diffs = []
-    for _ in range(n):
-        idx = np.concatenate([by[g] for g in rng.choice(ids, len(ids))])
-        diffs.append(float((a[idx] - b[idx]).mean()))
-    return tuple(np.percentile(diffs, [2.5, 97.5]))
-
-
 def report(z: dict) -> list[str]:
+    from BreastCADxLib.results.evaluation import group_bootstrap
+
     site, patient, table, product = z["site"], z["patient"], z["table"], z["product"]
     img, d = table[:, 0].astype(int), table[:, -1]
     first = np.zeros(len(site))
@@ -134,12 +124,12 @@ def report(z: dict) -> list[str]:
     for s in sorted(set(site)):
         rows = np.flatnonzero(site == s)
         ranked = pick(table, np.flatnonzero(site != s), rows)
-        lo, hi = paired_ci(ranked, product[rows], patient[rows])
+        diff = ranked - product[rows]
+        lo, hi = group_bootstrap(patient[rows], lambda i, d=diff: float(d[i].mean()))
         cell = [f"{v.mean():.3f} ({(v < 0.1).mean():.1%})" for v in (product[rows], first[rows], ranked,
                                                                         ceiling[rows])]
-        gain = ranked.mean() - product[rows].mean()
-        lines.append(f"| {s} | {len(rows)} | {cell[0]} | {cell[1]} | {cell[2]} | {gain:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                     f"{cell[3]} |")
+        lines.append(f"| {s} | {len(rows)} | {cell[0]} | {cell[1]} | {cell[2]} | {diff.mean():+.3f} "
+                     f"[{lo:+.3f}, {hi:+.3f}] | {cell[3]} |")
     return lines
 
 
