@@ -101,7 +101,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from BreastCADxLib.cli.batch import BatchOptions, run_batch
+    from BreastCADxLib.cli.batch import BatchOptions, presence_note, run_batch
 
     if args.workers < 0:
         raise BreastCADxError(f"--workers must be 0 (this process) or more, got {args.workers}")
@@ -111,6 +111,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                       overwrite=args.overwrite)
     errors = sum(r["status"] == "error" for r in table)
     print(f"{len(table)} cases, {errors} errors -> {Path(args.out) / 'results.csv'}")
+    if note := presence_note(table, options):
+        print(note)
     return EXIT_CASES_FAILED if errors else 0
 
 

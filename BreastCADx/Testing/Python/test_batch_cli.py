@@ -125,6 +125,10 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
         row = next(csv.DictReader(f))
     assert row["lesion_found"] == "false" and row["heatmap_path"] == ""
     assert not (out / "b351" / "heatmap.nrrd").exists()  # no stale heatmap from the first run
+    # the default path says how many it called lesion-free and what to do if they show one; told, it does not
+    assert "1 of 1 analysed cases were called lesion-free" in r.stdout and "--expect-lesion" in r.stdout
+    r = _cli("batch", manifest, "--out", out, "--expect-lesion")
+    assert r.returncode == 0 and "lesion-free" not in r.stdout
 
 
 @pytest.mark.parametrize("text,cause", [
