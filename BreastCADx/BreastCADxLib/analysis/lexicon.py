@@ -119,8 +119,9 @@ def categories(d: dict[str, float], measurements: dict | None = None, t: dict | 
 # held out, on automatic outlines overlapping the reader's at Dice >= 0.8, shape and margin took the drawn
 # outline's category for only 31-77 % of lesions (training/segmentation/EXPERIMENTS.md, "its margin")
 OUTLINE_READ = ("shape", "margin")
-AUTOMATIC_NOTE = ("read from the automatic outline, smoother than a reader's tracing (at hospitals the set never saw "
-                  "this category matched the reader's outline for 31-77 % of lesions): correct the outline to read it")
+AUTOMATIC_NOTE = ("read from the automatic outline, smoother than a reader's tracing (the shipped design, at hospitals "
+                  "it never saw: this category matched the reader's outline for 31-77 % of lesions); correct the "
+                  "outline to read it")
 
 
 def from_automatic_outline(items: list[LexiconItem]) -> list[LexiconItem]:
