@@ -33,7 +33,9 @@ RESEARCH_ONLY = "Research use only - not for diagnosis."
 def summary_lines(result: AnalysisResult) -> list[str]:
     if not result.lesion_found:
         return ["No lesion found by automatic segmentation (predicted: normal).",
-                "Draw or load a mask to classify a lesion the segmenter missed.",
+                "If the image shows a lesion, analyse it with a lesion expected, a box around it or its outline: "
+                "the presence threshold misses many lesions at a hospital the set never saw (a site profile from "
+                "`breastcadx adapt` fits it to yours).",
                 *result.site_lines(), *[f"FLAG {f}" for f in result.flags], RESEARCH_ONLY]
     p = result.prediction
     m = result.measurements

@@ -91,6 +91,7 @@ def test_analyze_expect_lesion_classifies_a_flagged_candidate(tmp_path):
     r = _cli("analyze", image, "--out", tmp_path / "plain")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "plain" / "result.json").read_text())["lesion_found"] is False
+    assert "analyse it with a lesion expected, a box around it or its outline" in r.stdout  # what to do next
     r = _cli("analyze", image, "--out", tmp_path / "expect", "--expect-lesion")
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "expect" / "result.json").read_text())
