@@ -17,9 +17,6 @@ benchmarks/results/automatic_fit.md/json. Non-test rows only.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
 
@@ -60,27 +57,9 @@ def candidates(r: dict, var: dict[str, tuple]) -> dict[str, tuple[np.ndarray, st
 
 
 def main() -> None:
-    from benchmarks.machine import header, stamp, write_results
-    from benchmarks.outline_limits import candidate_table, judge_candidates
-    from benchmarks.train_weights import run_rows
-    from training.experiments.outline_tta import variant_features
+    from training.experiments.outline_tta import run_study
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, required=True, help="a finished `breastcadx train --folds site` folder")
-    ap.add_argument("--manifest", type=Path, required=True, help="the manifest it was trained on")
-    ap.add_argument("--work", type=Path, default=Path("runs/outline_tta"))
-    args = ap.parse_args()
-    report = stamp()
-    r = run_rows(args.run, args.manifest)
-    judged = judge_candidates(candidates(r, variant_features(args.run, r["findings"], args.work)), r["y"],
-                              r["sites"], r["groups"])
-    report.update(run=str(args.run), findings=len(r["y"]), candidates=judged)
-    head = header("The bundle for automatic outlines fitted on automatic outlines", report,
-                  f"Made by `python -m training.experiments.automatic_fit --run {args.run} --manifest {args.manifest}`"
-                  f": {len(r['y'])} findings of three sites, each site scored by models fitted on the other two (the "
-                  "run's out-of-fold record); test splits unread.")
-    write_results(Path(__file__).resolve().parents[2] / "benchmarks" / "results", "automatic_fit", report,
-                  "\n".join(head + ["", *candidate_table(judged)]) + "\n")
+    run_study("automatic_fit", "The bundle for automatic outlines fitted on automatic outlines", __doc__, candidates)
 
 
 if __name__ == "__main__":

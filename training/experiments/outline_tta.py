@@ -87,27 +87,33 @@ def candidates(r: dict, var: dict[str, tuple]) -> dict[str, tuple[np.ndarray, st
             "fitted on the variants too": (fuse(wide, members, weights), "the same, the variants' rows in the fit")}
 
 
-def main() -> None:
+def run_study(name: str, title: str, doc: str, make) -> None:
+    """The command line of a study of the automatic path on a finished `--folds site` run: its candidates
+    (make(run_rows, variant features)) judged per held-out site, written to benchmarks/results/<name>.md/json."""
     from benchmarks.machine import header, stamp, write_results
     from benchmarks.outline_limits import candidate_table, judge_candidates
     from benchmarks.train_weights import run_rows
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished `breastcadx train --folds site` folder")
     ap.add_argument("--manifest", type=Path, required=True, help="the manifest it was trained on")
-    ap.add_argument("--work", type=Path, default=Path("runs/outline_tta"))
+    ap.add_argument("--work", type=Path, default=Path("runs/outline_tta"), help="the variants' feature cache")
     args = ap.parse_args()
     report = stamp()
     r = run_rows(args.run, args.manifest)
-    var = variant_features(args.run, r["findings"], args.work)
-    judged = judge_candidates(candidates(r, var), r["y"], r["sites"], r["groups"])
+    judged = judge_candidates(make(r, variant_features(args.run, r["findings"], args.work)), r["y"], r["sites"],
+                              r["groups"])
     report.update(run=str(args.run), findings=len(r["y"]), step=STEP, candidates=judged)
-    head = header("An automatic outline read smaller and larger too: outline TTA for the features", report,
-                  f"Made by `python -m training.experiments.outline_tta --run {args.run} --manifest {args.manifest}`: "
-                  f"{len(r['y'])} findings of three sites, each site scored by models fitted on the other two (the "
-                  "run's out-of-fold record); test splits unread.")
-    write_results(Path(__file__).resolve().parents[2] / "benchmarks" / "results", "outline_tta", report,
+    head = header(title, report, f"Made by `python -m training.experiments.{name} --run {args.run} --manifest "
+                  f"{args.manifest}`: {len(r['y'])} findings of three sites, each site scored by models fitted on the "
+                  "other two (the run's out-of-fold record); test splits unread.")
+    write_results(Path(__file__).resolve().parents[2] / "benchmarks" / "results", name, report,
                   "\n".join(head + ["", *candidate_table(judged)]) + "\n")
+
+
+def main() -> None:
+    run_study("outline_tta", "An automatic outline read smaller and larger too: outline TTA for the features",
+              __doc__, candidates)
 
 
 if __name__ == "__main__":
