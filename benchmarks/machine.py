@@ -46,14 +46,18 @@ def stamp() -> dict:
             "loadavg_1min": os.getloadavg()[0]}
 
 
+def machine_text(m: dict) -> str:
+    """A machine() record in words: CPU, cores, torch, device."""
+    device = f"CUDA {m['cuda']}" if m.get("cuda") else "CPU only"
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({device})"
+
+
 def header(title: str, report: dict, made_by: str) -> list[str]:
     """The first lines of a result file: title, date, machine (with the load around the run), how it was made."""
-    m = report["machine"]
     load = (f"; 1-min load average {report['loadavg_1min']:.2f} at the start, {report['loadavg_1min_end']:.2f} at the "
             "end" if "loadavg_1min_end" in report else "")
-    device = f"CUDA {m['cuda']}" if m.get("cuda") else "CPU only"
-    return [f"# {title}", "", f"Date: {report['date']}  ",
-            f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({device}){load}  ", made_by]
+    return [f"# {title}", "", f"Date: {report['date']}  ", f"Machine: {machine_text(report['machine'])}{load}  ",
+            made_by]
 
 
 def write_results(out: Path, name: str, report: dict, markdown: str) -> None:

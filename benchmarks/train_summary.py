@@ -13,14 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.machine import write_results
+from benchmarks.machine import machine_text, write_results
 
 OUT = Path(__file__).resolve().parent / "results"
 KINDS = (("segmenter", "segmenter"), ("member_box", "box-crop member"), ("member_whole", "whole-image member"))
-
-
-def _machine(m: dict) -> str:
-    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}" + ("" if m.get("cuda") is None else f", {m['cuda']}")
 
 
 def _clocks(networks: dict) -> dict[str, str]:
@@ -40,21 +36,22 @@ def columns(results: Path) -> list[dict]:
     mg = json.loads((results / "train_minimias.json").read_text())
     cols.append({"run": "MG, mini-MIAS, 5 patient folds (119 findings; the members' final networks too)",
                  "source": "train_minimias.md",
-                 "date": mg["date"], "machine": _machine(mg["machine"]), "stages": mg["stage_seconds"],
-                 "clocks": _clocks(mg.get("networks", {})), "peak_mb": mg["peak_rss_mb"], "resumed": True})
+                 "date": mg["date"], "machine": machine_text(mg["machine"]), "stages": mg["stage_seconds"],
+                 "clocks": _clocks(mg.get("networks", {})), "peak_mb": mg["peak_rss_mb"]})
     fr = json.loads((results / "train_from.json").read_text())
     for key, label in (("from_source", "US, `--from` the two-site set shipped then, 100 cases of BUS-UCLM (a "
                                        "hospital it never saw)"),
                        ("local_only", "US, the same 100 cases from ImageNet")):
         r = fr["runs"][key]
-        cols.append({"run": label, "source": "train_from.md", "date": fr["date"], "machine": _machine(fr["machine"]),
-                     "stages": r["stage_seconds"], "clocks": {}, "peak_mb": r["peak_rss_mb"], "resumed": False,
+        cols.append({"run": label, "source": "train_from.md", "date": fr["date"],
+                     "machine": machine_text(fr["machine"]),
+                     "stages": r["stage_seconds"], "clocks": {}, "peak_mb": r["peak_rss_mb"],
                      "total": r["seconds"]})
     ts = json.loads((results / "train_three_sites.json").read_text())
     cols.append({"run": "US, the shipped three-site set, `--folds site` + final (1354 findings, 442 lesion-free)",
-                 "source": "train_three_sites.md", "date": ts["date"], "machine": _machine(ts["machine"]),
+                 "source": "train_three_sites.md", "date": ts["date"], "machine": machine_text(ts["machine"]),
                  "stages": ts["stage_seconds_last_start"], "clocks": _clocks(ts["networks"]),
-                 "peak_mb": ts["peak_rss_mb"], "resumed": True})
+                 "peak_mb": ts["peak_rss_mb"]})
     return cols
 
 

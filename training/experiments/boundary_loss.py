@@ -36,7 +36,7 @@ def boundary_loss(weight: float):
     return BoundaryDiceCE
 
 
-def shape_table(findings, planes, refs, outlines: dict[str, list], site: str) -> list[str]:
+def shape_table(findings, refs, outlines: dict[str, list], site: str) -> list[str]:
     """Mean Dice and shape-feature AUC per outline kind (LR fitted on the other sites' reference outlines)."""
     import logging
 
@@ -104,7 +104,6 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=60.0)
     args = ap.parse_args()
     findings, _, normals = read_manifest(args.manifest)
-    findings = [f for f in findings]
     images = seg.seg_images(findings, normals)
     card = load_card(DEFAULT_MODEL, args.run)
     folds = sorted({f.site for f in findings})
@@ -123,7 +122,7 @@ def main() -> None:
                 f"boundary loss (W {args.weight:g})": [net.segment(Image(array=planes[str(f.image)].plane[None]),
                                                                    expect_lesion=True).mask[0] for f in held]}
     refs = [planes[str(f.image)].mask for f in findings]
-    print("\n".join(shape_table(findings, planes, refs, outlines, args.site)))
+    print("\n".join(shape_table(findings, refs, outlines, args.site)))
 
 
 if __name__ == "__main__":
