@@ -77,15 +77,14 @@ def collect(run: Path, manifest: Path, cache: Path) -> dict:
         for key in (r["image"] for r in judged if r["finding"]):
             f, im = images[key]
             i = len(rows)
-            rows.append((f.site, f.patient, int(f.label),
-                         dice(cached_outline(product[key], im.plane.shape), im.mask)))
+            rows.append((f.site, f.patient, dice(cached_outline(product[key], im.plane.shape), im.mask)))
             cand += [(i, *d, dice(region, im.mask)) for region, d in candidates(net, im.plane)]
             if len(rows) % 100 == 0:
                 print(f"{len(rows)} images", flush=True)
-    site, patient, malignant, product_dice = map(np.array, zip(*rows))
+    site, patient, product_dice = map(np.array, zip(*rows))
     table = np.array(cand, float)
-    np.savez_compressed(cache, site=site.astype(str), patient=patient.astype(str), malignant=malignant,
-                        product=product_dice, table=table)
+    np.savez_compressed(cache, site=site.astype(str), patient=patient.astype(str), product=product_dice,
+                        table=table)
     return dict(np.load(cache, allow_pickle=False))
 
 
