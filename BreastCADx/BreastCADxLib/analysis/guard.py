@@ -182,7 +182,8 @@ def check_input(image: Image, model_set: str = DEFAULT_MODEL_SET, allow_unvalida
         looks_right = check.ultrasound_score >= guard.threshold
         if not looks_right:
             reasons.append(f"it does not look like the {MODALITY_WORDS.get(modality, modality)} the models were "
-                           f"trained on ({modality} score {check.ultrasound_score:.3f} < {guard.threshold:.3f})")
+                           f"trained on ({modality} score {check.ultrasound_score:.3f} < {guard.threshold:.3f}; "
+                           f"installed sets: {installed_sets()}; another modality needs a model set made for it)")
         speckle = speckle_check(to_uint8_range(_plane(image))) if modality == "US" else None
         if speckle is not None and looks_right:  # turned, upside down or inverted: the models would misread it
             reasons += speckle.reasons()

@@ -20,7 +20,13 @@ from BreastCADxLib.analysis.guard import check_input
 from BreastCADxLib.analysis.lexicon import categories, from_automatic_outline, suspicious_signs
 from BreastCADxLib.analysis.preprocessing import MIN_LESION_PIXELS, WorkingGrid, working_grid
 from BreastCADxLib.analysis.radiomics_features import check_lesion_mask, extract
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, load_card, model_set_dir, model_set_info
+from BreastCADxLib.analysis.registry import (
+    DEFAULT_MODEL_SET,
+    has_segmenter,
+    load_card,
+    model_set_dir,
+    model_set_info,
+)
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
 from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL, Box, box_ellipse, check_roi, get_segmenter
 from BreastCADxLib.analysis.site import ReaderView, SiteProfile, SiteProfileError, reader_category
@@ -168,11 +174,12 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
             progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
             device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
             mask_origin: str = "user", allow_unvalidated: bool = False, frame: int | None = None,
-            site: SiteProfile | None = None, reader_birads: str | None = None) -> AnalysisResult:
+            site: SiteProfile | None = None, reader_birads: str | None = None, box_prompt: bool = False
+            ) -> AnalysisResult:
     """One lesion of one image; a multi-frame ultrasound (a cine) is analysed on one frame: `frame` (0-based), else
     the frame of a given mask's largest lesion, else the middle one; the result says which (`extra["frame"]` and
     a flag) and its mask and heatmap lie on the whole cine's grid. See analyze_plane for the rest."""
-    extra = {"site": site, "reader_birads": reader_birads}
+    extra = {"site": site, "reader_birads": reader_birads, "box_prompt": box_prompt}
     if image.frames == 1 or image.modality not in ("US", "OT"):
         if frame not in (None, 0):
             raise UnsupportedImageError(f"--frame {frame}: the image has one frame", image.source or None)
@@ -200,11 +207,23 @@ def analyze(image: Image, mask: np.ndarray | None = None, roi: Box | None = None
     return res
 
 
+def box_prompt_outline(image: Image, roi: Box | None, model_set: str) -> np.ndarray:
+    """The outline a set without a segmenter takes: the ellipse inscribed in the user's box (its middle frame)."""
+    if roi is None:
+        raise UnsupportedImageError(f"the model set '{model_set}' has no segmenter: draw a box around the finding "
+                                    "(--roi x0,y0,x1,y1; in the panel and the page an ROI box) or give its outline "
+                                    "(--mask)", image.source or None)
+    rows, cols = image.array.shape[1:]
+    mask = np.zeros(image.array.shape, bool)
+    mask[image.frames // 2] = box_ellipse((rows, cols), check_roi(roi, rows, cols))
+    return mask
+
+
 def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None = None, heatmap: bool = True,
                   progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
                   device: str = "auto", expect_lesion: bool = False, model_set: str = DEFAULT_MODEL_SET,
                   mask_origin: str = "user", allow_unvalidated: bool = False, site: SiteProfile | None = None,
-                  reader_birads: str | None = None) -> AnalysisResult:
+                  reader_birads: str | None = None, box_prompt: bool = False) -> AnalysisResult:
     """Classify the lesion in `mask` (given), else in the auto-segmented mask. Never modifies `mask`.
     mask_origin: how a given mask was made (user, or auto / edited when the model set's segmenter made it).
     expect_lesion: for the automatic mask, keep the best candidate when nothing passes presence (flagged).
@@ -212,7 +231,9 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     allow_unvalidated (then the result is flagged). An image larger than the training images (WORK_SIDE) is
     analysed on a downsampled copy; the mask and heatmap come back on the input grid (a given mask unchanged).
     site: a site profile (analysis.site) the probability, suggestion and presence threshold follow; reader_birads:
-    the radiologist's own category, shown beside BreastCADx's (compared by the profile's rule when it has one)."""
+    the radiologist's own category, shown beside BreastCADx's (compared by the profile's rule when it has one).
+    box_prompt: the given mask is box_prompt_outline's, as made (the panel's segment step of a set without a
+    segmenter): flagged as the CLI flags it."""
     report = progress or (lambda f, m: None)
     if site is not None and site.model_set != model_set:
         raise SiteProfileError(f"made for the model set '{site.model_set}', not '{model_set}'", site.folder)
@@ -225,16 +246,9 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     t = time.perf_counter()
     if mask is not None and mask_origin not in MASK_ORIGINS:
         raise ValueError(f"mask_origin must be one of {MASK_ORIGINS}")
-    prompt_outline = mask is None and not (model_set_dir(model_set) / f"{DEFAULT_MODEL}.json").is_file()
-    if prompt_outline:  # a set without a segmenter (`breastcadx train`): the user's box is the finding
-        if roi is None:
-            raise UnsupportedImageError(f"the model set '{model_set}' has no segmenter: draw a box around the "
-                                        "finding (--roi x0,y0,x1,y1) or give its outline (--mask)",
-                                        image.source or None)
-        rows, cols = image.array.shape[1:]
-        mask = np.zeros(image.array.shape, bool)
-        mask[image.frames // 2] = box_ellipse((rows, cols), check_roi(roi, rows, cols))
-        mask_origin = "user"
+    prompt_outline = box_prompt or (mask is None and not has_segmenter(model_set))
+    if prompt_outline and mask is None:  # a set without a segmenter (`breastcadx train`): the user's box
+        mask, mask_origin = box_prompt_outline(image, roi, model_set), "user"
     origin = "auto" if mask is None else mask_origin
     classifier = classifier_for(model_set, origin)
     provenance = Provenance(

@@ -23,6 +23,7 @@ MODELS_DIR = Path(os.environ.get("BREASTCADX_MODELS_DIR",
 MODEL_SETS = ("three-site",)
 DEFAULT_MODEL_SET = "three-site"
 MODELSET_FILE = "modelset.json"
+SEGMENTER_MODEL = "lesion_seg_lite0"  # a set's segmenter; a set without one takes the user's box as the finding
 MODELSET_SCHEMA = "breastcadx-modelset/1"
 
 
@@ -36,6 +37,12 @@ def model_set_dir(name: str = DEFAULT_MODEL_SET) -> Path:
         return folder.resolve()
     raise ModelError(f"unknown model set '{name}': one of {', '.join(MODEL_SETS)}, or a folder holding a "
                      f"{MODELSET_FILE}")
+
+
+def has_segmenter(name: str = DEFAULT_MODEL_SET) -> bool:
+    """Whether the set finds the finding itself (else the user's box locates it: `train --segmenter-epochs 0`, or
+    a segmenter that found too few findings out of fold)."""
+    return (model_set_dir(name) / f"{SEGMENTER_MODEL}.json").is_file()
 
 
 def model_set_info(name: str = DEFAULT_MODEL_SET) -> dict:

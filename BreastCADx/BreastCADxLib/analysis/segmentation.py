@@ -25,6 +25,7 @@ from BreastCADxLib.analysis.preprocessing import (
 )
 from BreastCADxLib.analysis.registry import (
     DEFAULT_MODEL_SET,
+    SEGMENTER_MODEL,
     choose_device,
     load_card,
     model_set_dir,
@@ -33,7 +34,7 @@ from BreastCADxLib.analysis.values import Box
 from BreastCADxLib.errors import BreastCADxError, ModelError, UnsupportedImageError
 from BreastCADxLib.image import Image
 
-DEFAULT_MODEL = "lesion_seg_lite0"
+DEFAULT_MODEL = SEGMENTER_MODEL
 
 
 class Cancelled(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib import SAMPLE_IMAGE
-from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
+from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET, has_segmenter
 from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.analysis.values import Box
 from BreastCADxLib.errors import BreastCADxError
@@ -42,6 +42,7 @@ FILL_OPACITY = 0.3
 RESULT_TAG = "BreastCADx.result"
 AUTO_DIGEST_TAG = "BreastCADx.autoMaskDigest"  # digest of the mask as the segmenter made it
 PRESENCE_TAG = "BreastCADx.presenceScore"  # the segmenter's presence score of the image it outlined
+BOX_PROMPT_TAG = "BreastCADx.boxPromptDigest"  # digest of the box outline of a set without a segmenter
 Progress = Callable[[float, str], None]
 
 
@@ -84,11 +85,15 @@ class SegmentOutcome:
     lesion_found: bool
     low_confidence: bool = False  # the best candidate, kept because a lesion was expected
     expected: bool = False  # the user said a lesion is there (lesion expected, or a drawn box)
+    box_prompt: bool = False  # a set without a segmenter: the ellipse inscribed in the user's box
 
 
     @property
     def message(self) -> str:
         """What the user is told (panel status line, page message)."""
+        if self.box_prompt:
+            return ("Box outline: this model set has no segmenter, so the ellipse inscribed in your box stands for "
+                    "the finding. Outline the finding in the editor for its size and shape, then Classify.")
         if not self.lesion_found and self.expected:  # told a lesion is there: never "no lesion"
             return ("The segmenter sees no region anywhere in this image although a lesion was expected: draw a box "
                     "around the lesion and segment again, or paint it into the empty segment added.")
@@ -257,6 +262,9 @@ class WorkflowLogic:
 
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
                       progress: Progress | None = None, expect_lesion: bool = False) -> Job:
+        if roi is None and not has_segmenter(self.model_set):  # refused before a job starts
+            raise BreastCADxError(f"the model set '{self.model_set}' has no segmenter: draw an ROI box around the "
+                                  "finding, then Segment (or paint its outline into a segment and Classify)")
         args = ["--device", device, "--model-set", self.model_set, *self._site_args()]
         args += ["--roi", ",".join(map(str, roi))] if roi is not None else []
         args += ["--expect-lesion"] if expect_lesion else []
@@ -274,6 +282,7 @@ class WorkflowLogic:
         args = ["--device", device, "--model-set", self.model_set, "--mask-origin", origin, *self._site_args()]
         presence = segment_tag(segment, PRESENCE_TAG)
         args += ["--presence-score", presence] if presence and origin == "auto" else []
+        args += ["--box-prompt"] if segment_tag(segment, BOX_PROMPT_TAG) == mask_digest(mask) else []
         reader = state.peek_value(self.scene, "readerBirads")
         args += ["--birads", reader] if reader else []
         job = self._new_job("classify", volume_node, mask, args, progress)
@@ -308,12 +317,14 @@ class WorkflowLogic:
             segmentation_node.GetDisplayNode().SetOpacity2DFill(FILL_OPACITY)  # the echo texture stays visible
         sid = add_mask_segment(mask, job.volume_node, segmentation_node)
         segment = segmentation_node.GetSegmentation().GetSegment(sid)
-        segment.SetTag(AUTO_DIGEST_TAG, mask_digest(mask))
+        box_prompt = bool(info.get("box_prompt"))  # drawn from the user's box: the user's outline, not the model's
+        segment.SetTag(BOX_PROMPT_TAG if box_prompt else AUTO_DIGEST_TAG, mask_digest(mask))
         if info.get("presence_score") is not None:
             segment.SetTag(PRESENCE_TAG, repr(float(info["presence_score"])))  # round-trips exactly
         state.set_values(self.parameters, inputVolume=job.volume_node, segmentation=segmentation_node,
                          segmentID=sid)
-        return SegmentOutcome(segmentation_node, sid, bool(mask.any()), low_confidence, bool(info.get("expected")))
+        return SegmentOutcome(segmentation_node, sid, bool(mask.any()), low_confidence, bool(info.get("expected")),
+                              box_prompt)
 
     def finish_classify(self, job: Job) -> ClassifyOutcome:
         """Results into new table / heatmap nodes; segment colour and name follow the result."""

@@ -37,19 +37,27 @@ def _site(folder: str | None, model_set: str):
 def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: bool, progress, model_set: str,
                 site: str | None = None) -> None:
     from BreastCADxLib.analysis.guard import check_input
+    from BreastCADxLib.analysis.pipeline import box_prompt_outline
+    from BreastCADxLib.analysis.registry import has_segmenter
     from BreastCADxLib.analysis.segmentation import get_segmenter, parse_roi
     from BreastCADxLib.io import load_image, save_mask
 
     image = load_image(job.image)
     check_input(image, model_set, device=device)  # the panel offers no override: refused images stay refused
     profile = _site(site, model_set)
+    job.out.mkdir(exist_ok=True)
+    if not has_segmenter(model_set):  # the user's box is the finding, as `analyze --roi` takes it
+        save_mask(box_prompt_outline(image, parse_roi(roi) if roi else None, model_set), image, job.out_mask)
+        job.segment_info.write_text(json.dumps({"low_confidence": False, "presence_score": None, "expected": True,
+                                                "box_prompt": True}))
+        progress(1.0, "the ellipse inscribed in the box (the model set has no segmenter)")
+        return
     progress(0.1, "loading the segmentation model")
     segmenter = get_segmenter(device=device, model_set=model_set)
     progress(0.3, f"segmenting on {segmenter.device}")
     result = segmenter.segment(image, roi=parse_roi(roi) if roi else None,
                                progress=lambda f, m: progress(0.3 + 0.65 * f, m), expect_lesion=expect_lesion,
                                presence=profile.presence if profile else None)
-    job.out.mkdir(exist_ok=True)
     save_mask(result.mask, image, job.out_mask)
     job.segment_info.write_text(json.dumps({"low_confidence": result.low_confidence,
                                             "presence_score": result.presence_score,
@@ -58,7 +66,8 @@ def run_segment(job: JobFolder, roi: str | None, device: str, expect_lesion: boo
 
 
 def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_origin: str, site: str | None = None,
-                 reader_birads: str | None = None, presence_score: float | None = None) -> None:
+                 reader_birads: str | None = None, presence_score: float | None = None,
+                 box_prompt: bool = False) -> None:
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.io import load_image, load_mask
     from BreastCADxLib.results.case_files import write_case
@@ -68,7 +77,7 @@ def run_classify(job: JobFolder, device: str, progress, model_set: str, mask_ori
     progress(0.1, "loading the models")
     result = analyze(image, mask=mask, device=device, progress=lambda f, m: progress(0.1 + 0.85 * f, m),
                      model_set=model_set, mask_origin=mask_origin, site=_site(site, model_set),
-                     reader_birads=reader_birads)
+                     reader_birads=reader_birads, box_prompt=box_prompt)
     if mask_origin == "auto":  # the segmenter's outline as it made it: its presence score, as `analyze` gives it
         result.presence_score = presence_score
     write_case(result, image, job.out)
@@ -89,6 +98,8 @@ def execute(argv: list[str], emit: Emit) -> int:
     ap.add_argument("--site")
     ap.add_argument("--birads")
     ap.add_argument("--presence-score", type=float)
+    ap.add_argument("--box-prompt", action="store_true", help="the mask is the box outline of a set without a "
+                    "segmenter, as made")
     args = ap.parse_args(argv)
 
     def progress(fraction: float, message: str) -> None:
@@ -101,7 +112,7 @@ def execute(argv: list[str], emit: Emit) -> int:
             run_segment(job, args.roi, args.device, args.expect_lesion, progress, args.model_set, args.site)
         else:
             run_classify(job, args.device, progress, args.model_set, args.mask_origin, args.site, args.birads,
-                         args.presence_score)
+                         args.presence_score, args.box_prompt)
     except BreastCADxError as e:
         emit(error=str(e))
         return EXIT_ERROR

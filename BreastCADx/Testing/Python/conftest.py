@@ -15,6 +15,7 @@ REPO = MODULE_DIR.parent
 SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
 # the design trained on BUSI alone (a training output, not shipped): a set that never saw BUS-BRA or BUS-UCLM
 BUSI_ONLY = MODULE_DIR / "Testing" / "Data" / "model_sets" / "busi-only"
+MG_DATA = MODULE_DIR / "Testing" / "Data" / "minimias"
 
 
 def dciodvfy(path: Path) -> tuple[str, list[str]]:
@@ -44,3 +45,15 @@ def scene():
     slicer.mrmlScene = sc
     yield sc
     sc.Clear(1)
+
+
+@pytest.fixture(scope="session")
+def mg_set(tmp_path_factory) -> Path:
+    """A mammography set trained on the committed mini-MIAS films (15 films, 6 + 6 findings, 2 folds) by `breastcadx
+    train`, with neither segmenter nor image members: the user's box locates the finding."""
+    out = tmp_path_factory.mktemp("mg") / "mg-demo"
+    r = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "train", str(MG_DATA / "findings.csv"),
+                        "--modality", "MG", "--out", str(out), "--folds", "2", "--device", "cpu",
+                        "--segmenter-epochs", "0", "--members", "none"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out

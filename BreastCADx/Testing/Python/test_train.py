@@ -16,7 +16,7 @@ import pytest
 from BreastCADxLib.analysis.cards import card_schema
 from BreastCADxLib.analysis.classifier import load_classifier
 from BreastCADxLib.analysis.registry import load_card, model_set_info, verify_model_set
-from conftest import MODULE_DIR
+from conftest import MG_DATA, MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data"
 MALIGNANT = ["busbra_l5/bus_0366-l", "busbra_l5/bus_0622-l", "busi/malignant_001"]
@@ -108,16 +108,7 @@ def test_a_bad_manifest_is_refused_naming_it(tmp_path, bad):
     assert r.returncode == 2 and str(path) in r.stderr and "Traceback" not in r.stderr
 
 
-MG = DATA / "minimias"
-
-
-@pytest.fixture(scope="module")
-def mg_set(tmp_path_factory):
-    """A mammography set trained on the committed mini-MIAS films (15 films, 6 + 6 findings, 2 folds)."""
-    out = tmp_path_factory.mktemp("mg") / "mg-demo"
-    r = run(MG / "findings.csv", "--modality", "MG", "--out", out, "--folds", "2", "--device", "cpu")
-    assert r.returncode == 0, r.stderr
-    return out
+MG = MG_DATA
 
 
 def finding_box(case_id: str) -> tuple[str, str]:

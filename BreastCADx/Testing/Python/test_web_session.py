@@ -17,7 +17,7 @@ from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.scene.worker import InProcessRunner
 from BreastCADxLib.web.access import DataRoots, OutputFolder
 from BreastCADxLib.web.session import ReviewSession, Status, guard
-from conftest import BUSI_ONLY, MODULE_DIR
+from conftest import BUSI_ONLY, MG_DATA, MODULE_DIR
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is part of the test install")
 DATA = MODULE_DIR / "Testing" / "Data"
@@ -144,6 +144,59 @@ def test_opening_another_case_clears_the_previous_one(session):
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1
     assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode") == 0 and session.status.roi == []
     assert np.asarray(session.logic.roi_box() is None)
+
+
+def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_set, tmp_path):
+    """A mammography set from `breastcadx train` (no segmenter) on a film: the box is asked for before any job
+    runs, its inscribed ellipse is the user's outline, flagged until it is redrawn; the shipped ultrasound set
+    refuses the film naming what is installed."""
+    import csv
+
+    from BreastCADxLib.analysis.segmentation import box_ellipse
+    from BreastCADxLib.scene.logic import WorkflowLogic
+
+    def page(model_set: str | None, out: str) -> ReviewSession:
+        logic = WorkflowLogic(scene, runner=InProcessRunner(), **({"model_set": model_set} if model_set else {}))
+        return ReviewSession(logic, FakeViewer(), DataRoots([DATA]), OutputFolder(tmp_path / out), device="cpu")
+
+    row = next(r for r in csv.DictReader(open(MG_DATA / "findings.csv")) if r["case_id"] == "mdb001_1")
+    cx, cy, rad = (float(v) for v in row["circle"].split(","))
+    box = [round(cx - rad), round(cy - rad), round(cx + rad) + 1, round(cy + rad) + 1]
+    session = page(str(mg_set), "mg")
+    session.open_file(f"0/minimias/{row['image']}")
+    assert "needed: this model set has no segmenter" in session.status.message
+    with pytest.raises(BreastCADxError, match="has no segmenter: draw an ROI box"):
+        session.start_segment()
+    assert session.job is None
+    session.set_roi(box)
+    session.start_segment()
+    run(session)
+    outline = session.logic.current_mask()
+    assert session.status.mask_origin == "user" and session.status.message.startswith("Box outline")
+    assert np.array_equal(outline[0], box_ellipse(outline.shape[1:], tuple(box)))
+    session.start_classify()
+    run(session)
+    result = json.loads(session.p["resultJSON"])
+    assert result["provenance"]["model_set"] == str(mg_set) and result["provenance"]["segmenter"] is None
+    assert result["flags"][0]["code"] == "box_prompt_outline" and result["lexicon"] == []
+    assert 0 < session.status.result["probability"] < 1
+
+    redrawn = np.zeros_like(outline)
+    redrawn[0, box[1] + 10:box[3] - 10, box[0] + 10:box[2] - 10] = True  # the user's own outline
+    _replace_segment(scene, session.p["segmentation"], session.p["segmentID"], redrawn, session.p["inputVolume"])
+    session.refresh()
+    session.start_classify()
+    run(session)
+    assert "box_prompt_outline" not in {f["code"] for f in json.loads(session.p["resultJSON"])["flags"]}
+
+    shipped = page(None, "us")
+    shipped.open_file(f"0/minimias/{row['image']}")
+    shipped.set_roi(box)
+    shipped.start_segment()
+    with pytest.raises(BreastCADxError, match=r"does not look like the breast ultrasound.*installed sets: "
+                                              r"three-site \(US\); another modality needs a model set made for it"):
+        run(shipped)
+    assert shipped.p["segmentation"] is None
 
 
 def test_the_chosen_model_set_does_the_work(scene, tmp_path):
