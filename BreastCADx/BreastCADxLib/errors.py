@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# how a refused image can be analysed anyway, by front door (the guard's refusal ends with one)
+OVERRIDE_HINT = "not analysed; to analyse it anyway: --allow-unvalidated-input"
+PANEL_OVERRIDE_HINT = ("not analysed (the panel and the page take only images the models were validated on; "
+                       "`breastcadx analyze --allow-unvalidated-input` analyses it anyway, flagged)")
+
 
 class BreastCADxError(Exception):
     """Base class: `str(err)` is a complete, user-facing message."""

@@ -31,7 +31,7 @@ from BreastCADxLib.analysis.registry import (
     model_set_info,
 )
 from BreastCADxLib.analysis.values import InputCheck, to_uint8_range
-from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.errors import OVERRIDE_HINT, BreastCADxError
 from BreastCADxLib.image import Image
 
 GUARD_ID = "image_guard"
@@ -39,7 +39,6 @@ EMBED_SIZE = 224
 MODALITY_NAMES = {"MG": "mammography", "MR": "MRI", "CT": "CT", "DX": "radiography", "CR": "radiography",
                   "PT": "PET", "NM": "nuclear medicine", "XA": "angiography", "RF": "fluoroscopy",
                   "OP": "ophthalmic photography", "SM": "slide microscopy"}
-OVERRIDE_HINT = "not analysed; to analyse it anyway: --allow-unvalidated-input"
 # no image of the three sites (2,259) has one coloured pixel; coloured calipers or text stay well below this
 MAX_COLOUR_FRACTION = 0.01
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
-from BreastCADxLib.errors import BreastCADxError
+from BreastCADxLib.errors import OVERRIDE_HINT, PANEL_OVERRIDE_HINT, BreastCADxError
 from BreastCADxLib.scene.jobs import CANCELLED, DONE, FAILED, JobFolder, Progress, Task
 
 EXIT_ERROR = 2
@@ -113,8 +113,8 @@ def execute(argv: list[str], emit: Emit) -> int:
         else:
             run_classify(job, args.device, progress, args.model_set, args.mask_origin, args.site, args.birads,
                          args.presence_score, args.box_prompt)
-    except BreastCADxError as e:
-        emit(error=str(e))
+    except BreastCADxError as e:  # the panel and the page offer no override of the input guard
+        emit(error=str(e).replace(OVERRIDE_HINT, PANEL_OVERRIDE_HINT))
         return EXIT_ERROR
     except Exception as e:  # reported to the panel as one line; the scene is untouched
         emit(error=f"internal error: {e.__class__.__name__}: {e}")

@@ -194,8 +194,10 @@ def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_
     shipped.set_roi(box)
     shipped.start_segment()
     with pytest.raises(BreastCADxError, match=r"does not look like the breast ultrasound.*installed sets: "
-                                              r"three-site \(US\); another modality needs a model set made for it"):
+                                              r"three-site \(US\); another modality needs a model set made for it.*"
+                                              r"the panel and the page take only images") as refused:
         run(shipped)
+    assert "to analyse it anyway: --allow" not in str(refused.value)  # not the CLI's way, offered as the page's
     assert shipped.p["segmentation"] is None
 
 
