@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     from BreastCADxLib.cli.pacs import add_pacs_parser
     from BreastCADxLib.cli.serve import add_serve_parser
 
-    add_pacs_parser(sub, EXPECT_HELP)
+    add_pacs_parser(sub, EXPECT_HELP, _add_model_set)
     add_serve_parser(sub)
     return p
 

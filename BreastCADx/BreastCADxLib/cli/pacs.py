@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,8 +71,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         folder = pacs.retrieve_series(args.study, series, Path(tmp) / "series")
         files = sorted(folder.glob("*.dcm"))
         source = files[0] if len(files) == 1 else folder
-        outputs = analyze_case(source, out, device=args.device, dicom_out=dicom_out,
-                               expect_lesion=args.expect_lesion, overwrite=args.overwrite,
+        outputs = analyze_case(source, out, roi=args.roi, device=args.device, dicom_out=dicom_out,
+                               expect_lesion=args.expect_lesion, model_set=args.model_set, overwrite=args.overwrite,
                                allow_unvalidated=args.allow_unvalidated_input, heatmap=args.heatmap,
                                site=args.site, reader_birads=args.birads)
     if args.store:
@@ -83,7 +84,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_pacs_parser(sub, expect_help: str) -> None:
+def add_pacs_parser(sub, expect_help: str, add_model_set: Callable[..., None]) -> None:
+    """`add_model_set`: the CLI's own --model-set / --allow-unvalidated-input / --site options (as `analyze`)."""
     pacs = sub.add_parser("pacs", help="query / retrieve / analyze / store over DICOMweb")
     psub = pacs.add_subparsers(dest="pacs_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -111,16 +113,16 @@ def add_pacs_parser(sub, expect_help: str) -> None:
     a.add_argument("--study", required=True)
     a.add_argument("--series", help="default: the study's only image series")
     a.add_argument("--out", required=True, help="output folder (as `analyze`, plus dicom/seg.dcm, dicom/sr.dcm)")
+    a.add_argument("--roi", help="box x0,y0,x1,y1 in pixels of the retrieved image (as `analyze`; a model set "
+                   "without a segmenter needs it)")
     a.add_argument("--store", action="store_true", help="send SEG + SR back to the PACS (STOW-RS)")
     a.add_argument("--device", default="auto", help="auto, cpu or cuda")
     a.add_argument("--expect-lesion", action="store_true", help=expect_help)
-    a.add_argument("--allow-unvalidated-input", action="store_true",
-                   help="analyse a series the input guard refuses; the result is flagged")
     a.add_argument("--overwrite", action="store_true",
                    help="replace earlier case files in --out (an earlier dicom/ result is never replaced)")
     a.add_argument("--heatmap", action="store_true", help="also compute the Grad-CAM heatmap (on the overlay)")
-    a.add_argument("--site", metavar="PROFILE", help="a site profile made by `breastcadx adapt` (see analyze)")
     a.add_argument("--birads", metavar="CATEGORY", help="the radiologist's own BI-RADS category (see analyze)")
+    add_model_set(a, site=True)
     a.set_defaults(func=cmd_analyze)
     s = psub.add_parser("store", parents=[common], help="send DICOM files to the PACS (STOW-RS)")
     s.add_argument("files", nargs="+")

@@ -342,3 +342,40 @@ def test_the_web_page_retrieves_a_study_and_sends_its_results_back(orthanc, pass
     new = {s["Modality"] for s in pacs.query_series(study) if s["SeriesInstanceUID"] not in before}
     assert new == {"SEG", "SR", "OT"} and len(sent) == 3
     assert all((tmp_path / "out" / name).resolve().is_relative_to((tmp_path / "out").resolve()) for name in sent)
+
+
+def test_a_mammography_study_goes_through_a_set_of_its_modality(orthanc, password, mg_set, tmp_path, capsys):
+    """A mammogram on the PACS: the shipped ultrasound set refuses it naming what is installed and writes nothing;
+    a user's MG set without a segmenter asks for the box, then analyses the finding in it and stores its SR."""
+    import csv
+
+    from PIL import Image
+
+    import dicom_factory
+    from conftest import MG_DATA, dciodvfy
+
+    row = next(r for r in csv.DictReader(open(MG_DATA / "findings.csv")) if r["case_id"] == "mdb001_1")
+    cx, cy, rad = (float(v) for v in row["circle"].split(","))
+    box = f"{cx - rad:.0f},{cy - rad:.0f},{cx + rad + 1:.0f},{cy + rad + 1:.0f}"
+    film = np.asarray(Image.open(MG_DATA / row["image"]).convert("L")).astype(np.uint16) * 64
+    ds = pydicom.dcmread(dicom_factory.mammogram_for_processing(tmp_path / "mg.dcm", 16383 - film))
+    pacs = Pacs(PacsConfig(orthanc, username=USER))
+    pacs.store([ds])
+    study = ["pacs", "analyze", "--url", orthanc, "--user", USER, "--study", ds.StudyInstanceUID]
+
+    assert main([*study, "--roi", box, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "mammography (MG): no model for this modality" in err and "installed sets: three-site (US)" in err
+    assert not (tmp_path / "refused" / "result.json").exists()
+    assert main([*study, "--model-set", str(mg_set), "--out", str(tmp_path / "nobox")]) == 2
+    assert "has no segmenter" in capsys.readouterr().err
+
+    assert main([*study, "--model-set", str(mg_set), "--roi", box, "--out", str(tmp_path / "a"), "--store"]) == 0
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["provenance"]["model_set"] == str(mg_set) and result["flags"][0]["code"] == "box_prompt_outline"
+    series = {s["Modality"]: s["SeriesInstanceUID"] for s in pacs.query_series(ds.StudyInstanceUID)}
+    assert {"MG", "SEG", "SR"} <= set(series)
+    sr = read_sr_summary(next(pacs.retrieve_series(ds.StudyInstanceUID, series["SR"], tmp_path / "sr").glob("*.dcm")))
+    assert sr["probability"] == pytest.approx(result["malignancy_probability"], abs=1e-12)
+    for name in ("seg.dcm", "sr.dcm", "overlay.dcm"):  # SEG, SR and Secondary Capture on a mammogram
+        assert not dciodvfy(tmp_path / "a" / "dicom" / name)[1], name
