@@ -211,8 +211,8 @@ def box_prompt_outline(image: Image, roi: Box | None, model_set: str) -> np.ndar
     """The outline a set without a segmenter takes: the ellipse inscribed in the user's box (its middle frame)."""
     if roi is None:
         raise UnsupportedImageError(f"the model set '{model_set}' has no segmenter: draw a box around the finding "
-                                    "(--roi x0,y0,x1,y1; in the panel and the page an ROI box) or give its outline "
-                                    "(--mask)", image.source or None)
+                                    "(--roi x0,y0,x1,y1, a batch manifest's roi column, or in the panel and the page "
+                                    "an ROI box) or give its outline (--mask)", image.source or None)
     rows, cols = image.array.shape[1:]
     mask = np.zeros(image.array.shape, bool)
     mask[image.frames // 2] = box_ellipse((rows, cols), check_roi(roi, rows, cols))

@@ -83,14 +83,16 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def read_manifest(path: Path) -> list[dict]:
-    """Rows of case_id,image[,mask]; a UTF-8 BOM is accepted; every problem names the row."""
+    """Rows of case_id,image[,mask][,roi][,birads]; a UTF-8 BOM is accepted; every problem names the row."""
+    from BreastCADxLib.analysis.segmentation import parse_roi
+
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise BreastCADxError(f"manifest cannot be read ({e})", path) from None
     if not rows or "case_id" not in rows[0] or "image" not in rows[0]:
-        raise BreastCADxError("manifest needs the columns case_id,image (and optionally mask)", path)
+        raise BreastCADxError("manifest needs the columns case_id,image (and optionally mask, roi, birads)", path)
     for n, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r or any(v is None for v in r.values()):
             raise BreastCADxError(f"line {n}: the row has {'more' if None in r else 'fewer'} cells than the "
@@ -101,6 +103,13 @@ def read_manifest(path: Path) -> list[dict]:
                                   "or '-' (a plain folder name; not results.csv)", path)
         if not r["image"].strip():
             raise BreastCADxError(f"line {n}: the image cell is empty", path)
+        if (r.get("roi") or "").strip():  # a box around the finding: the segmenter's prompt, as analyze --roi
+            if (r.get("mask") or "").strip():
+                raise BreastCADxError(f"line {n}: give the finding's mask or a roi box, not both", path)
+            try:
+                r["roi"] = ",".join(map(str, parse_roi(r["roi"])))
+            except BreastCADxError as e:
+                raise BreastCADxError(f"line {n}: {e.cause}", path) from None
         if (r.get("birads") or "").strip():  # the radiologist's own category, shown beside BreastCADx's
             try:
                 r["birads"] = reader_category(r["birads"])
@@ -269,7 +278,8 @@ def plan(rows: list[dict], base: Path, out: Path, options: BatchOptions, models:
             settings = {"inputs_sha256": fingerprint(*inputs), "model_set": options.model_set,
                         "models_sha256": models, "expect_lesion": options.expect_lesion and len(inputs) == 1,
                         "allow_unvalidated": options.allow_unvalidated, "heatmap": options.heatmap,
-                        "site_sha256": site_seal(options), "reader_birads": row.get("birads") or None}
+                        "site_sha256": site_seal(options), "reader_birads": row.get("birads") or None,
+                        "roi": row.get("roi") or None}
             done = _finished(out / case_id / NAMES["result"], settings)
         except Exception as e:
             final.append(error_record(case_id, e, time.perf_counter() - t0))
@@ -307,6 +317,7 @@ def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
     so in its result.json (`batch.attempts`)."""
     from BreastCADxLib.analysis.pipeline import analyze
     from BreastCADxLib.analysis.radiomics_features import check_lesion_mask
+    from BreastCADxLib.analysis.segmentation import parse_roi
     from BreastCADxLib.io.atomic import append_line
     from BreastCADxLib.results.case_files import write_case
 
@@ -325,7 +336,8 @@ def compute(case: Pending, out: Path, options: BatchOptions) -> dict:
         mask = load_mask(inputs[1], image) if len(inputs) > 1 else None
         if mask is not None:
             check_lesion_mask(mask, inputs[1])
-        result = analyze(image, mask=mask, device=options.device, expect_lesion=options.expect_lesion,
+        roi = parse_roi(case.settings["roi"]) if case.settings.get("roi") else None
+        result = analyze(image, mask=mask, roi=roi, device=options.device, expect_lesion=options.expect_lesion,
                          model_set=options.model_set, allow_unvalidated=options.allow_unvalidated,
                          heatmap=options.heatmap, site=site_profile(options),
                          reader_birads=case.settings.get("reader_birads"))

@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_set(an, site=True)
     an.set_defaults(func=cmd_analyze)
     ba = sub.add_parser("batch", help="analyse every case of a manifest CSV (case_id,image[,mask]); resumable")
-    ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV) and birads "
-                                     "(the radiologist's category, shown beside BreastCADx's)")
+    ba.add_argument("manifest", help="CSV with case_id,image and optional mask (paths relative to the CSV), roi (a box "
+                                     "x0,y0,x1,y1 in pixels around the finding, as analyze --roi) and birads (the "
+                                     "radiologist's category, shown beside BreastCADx's)")
     ba.add_argument("--out", required=True, help="output folder: results.csv and one folder per case")
     ba.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ba.add_argument("--expect-lesion", action="store_true",

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from batch_columns import EXPECTED_COLUMNS
-from conftest import MODULE_DIR
+from conftest import MG_DATA, MODULE_DIR
 
 DATA = MODULE_DIR / "Testing" / "Data" / "busi"
 
@@ -139,6 +139,8 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     ("case_id,image,mask\nc1,x.png\n", "line 2: the row has fewer cells"),
     ("case_id,image\nc1,x.png,extra\n", "line 2: the row has more cells"),
     ("case_id,image\nc1,\n", "line 2: the image cell is empty"),
+    ('case_id,image,roi\nc1,x.png,"10,20,x,40"\n', "line 2: ROI must be 'x0,y0,x1,y1' in pixels"),
+    ('case_id,image,mask,roi\nc1,x.png,m.png,"10,20,30,40"\n', "line 2: give the finding's mask or a roi box"),
 ])
 def test_bad_manifest_rows_are_named(tmp_path, text, cause):
     from BreastCADxLib.cli.batch import read_manifest
@@ -228,3 +230,34 @@ def test_changed_input_is_recomputed_not_reused(tmp_path):
     assert second["malignancy_probability"] != first["malignancy_probability"]
     result = json.loads((tmp_path / "o" / "x" / "result.json").read_text())
     assert result["source"].endswith("img.png") and result["measurements"]["lesion_pixels"] > 0
+
+
+def test_a_roi_column_is_each_cases_box_as_analyze_roi_takes_it(tmp_path, mg_set):
+    """A manifest's roi: the shipped set segments inside it, a set without a segmenter takes it as the finding;
+    each case's result is the one `analyze --roi` gives, and a changed box is recomputed, not reused."""
+    film = MG_DATA / "films" / "mdb001_256.png"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f'case_id,image,roi\nus,{DATA / "benign_004.png"},"150,80,400,300"\nfilm,{film},'
+                        '"85,100,183,199"\nnobox,' + f"{film},\n")
+    r = _cli("batch", manifest, "--out", tmp_path / "mg", "--model-set", mg_set)
+    assert r.returncode == 1, r.stderr
+    with open(tmp_path / "mg" / "results.csv", newline="") as f:
+        rows = {row["case_id"]: row for row in csv.DictReader(f)}
+    assert rows["film"]["status"] == "ok" and rows["film"]["flags"].startswith("box_prompt_outline")
+    assert "has no segmenter" in rows["nobox"]["error"] and "roi column" in rows["nobox"]["error"]
+    assert rows["us"]["status"] == "error" and "does not look like the mammograms" in rows["us"]["error"]
+    one = _cli("analyze", film, "--model-set", mg_set, "--roi", "85,100,183,199", "--out", tmp_path / "a")
+    assert one.returncode == 0, one.stderr
+    assert float(rows["film"]["malignancy_probability"]) == pytest.approx(
+        json.loads((tmp_path / "a" / "result.json").read_text())["malignancy_probability"], abs=1e-6)
+
+    manifest.write_text(f'case_id,image,roi\nus,{DATA / "benign_004.png"},"150,80,400,300"\n')
+    assert _cli("batch", manifest, "--out", tmp_path / "us").returncode == 0
+    us = json.loads((tmp_path / "us" / "us" / "result.json").read_text())
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "us" / "us" / "mask.nrrd"))).squeeze()
+    ys, xs = mask.nonzero()
+    assert us["batch"]["roi"] == "150,80,400,300" and xs.min() >= 150 and xs.max() < 400 and ys.min() >= 80
+    assert ys.max() < 300  # segmented inside the box
+    manifest.write_text(f'case_id,image,roi\nus,{DATA / "benign_004.png"},"100,60,450,320"\n')
+    r = _cli("batch", manifest, "--out", tmp_path / "us")
+    assert "1/1 computed" in r.stdout + r.stderr, r.stdout  # the new box is a new case
