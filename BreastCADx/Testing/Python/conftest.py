@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,59 @@ def mg_set(tmp_path_factory) -> Path:
                         "--segmenter-epochs", "0", "--members", "none"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return out
+
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+PACS_USER, PACS_PASSWORD = "radiologist", "s3cret-test-only"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with DICOMweb and basic auth, on a free loopback port, in a temporary folder (one per test
+    module: each module sees only the studies it stored)."""
+    import requests
+
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(binary).exists() or not DICOMWEB_PLUGIN.exists():
+        pytest.fail("Orthanc with its DICOMweb plugin is required: apt-get install orthanc orthanc-dicomweb")
+    root = tmp_path_factory.mktemp("orthanc")
+    port = free_port()
+    config = {
+        "Name": "BreastCADxTest", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+        "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True, "RegisteredUsers": {PACS_USER: PACS_PASSWORD},
+        "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = open(root / "orthanc.log", "w")
+    proc = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/system", auth=(PACS_USER, PACS_PASSWORD), timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    yield f"{url}/dicom-web"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture()
+def password(monkeypatch):
+    """The test PACS user's password where the DICOMweb client reads it (never the command line)."""
+    from BreastCADxLib.io.dicomweb import PASSWORD_ENV
+
+    monkeypatch.setenv(PASSWORD_ENV, PACS_PASSWORD)

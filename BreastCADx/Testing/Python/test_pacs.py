@@ -6,7 +6,6 @@ import http.server
 import json
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,61 +13,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import requests
 
 from BreastCADxLib.cli.main import main
 from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.io.dicomweb import PASSWORD_ENV, Pacs, PacsConfig, PacsError
 from BreastCADxLib.results.dicom_export import read_seg_mask, read_sr_summary
-
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-USER, PASSWORD = "radiologist", "s3cret-test-only"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    """A real Orthanc with DICOMweb and basic auth, on a free loopback port, in a temporary folder."""
-    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    if not Path(binary).exists() or not DICOMWEB_PLUGIN.exists():
-        pytest.fail("Orthanc with its DICOMweb plugin is required: apt-get install orthanc orthanc-dicomweb")
-    root = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
-    config = {
-        "Name": "BreastCADxTest", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-        "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
-        "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    proc = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/system", auth=(USER, PASSWORD), timeout=2).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    yield f"{url}/dicom-web"
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-
-
-@pytest.fixture()
-def password(monkeypatch):
-    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+from conftest import PACS_USER as USER
+from conftest import free_port
 
 
 def test_query_analyze_store_and_round_trip(orthanc, password, sample_dicom, tmp_path, capsys):

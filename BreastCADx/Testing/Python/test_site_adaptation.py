@@ -337,3 +337,32 @@ def test_the_page_offers_the_model_sets_of_its_served_folders_and_lets_go_of_ano
         assert params.peek_value(scene, "modelSet") == ""
     finally:
         scene.Clear(1)
+
+
+def test_pacs_analyze_with_the_profile_names_it_in_the_sr_it_stores(profile, orthanc, password, sample_dicom,
+                                                                     tmp_path, capsys):
+    """The PACS door: `pacs analyze --model-set --site --birads --store`; the SR on the PACS names the profile
+    (id + seal) and carries the site's probability; a profile for another set is refused before any retrieve."""
+    import pydicom
+
+    from BreastCADxLib.cli.main import main
+    from BreastCADxLib.io.dicomweb import Pacs, PacsConfig
+    from BreastCADxLib.results.dicom_export import read_sr_summary
+    from conftest import PACS_USER
+
+    out, body = profile
+    ds = pydicom.dcmread(sample_dicom)
+    pacs = Pacs(PacsConfig(orthanc, username=PACS_USER))
+    pacs.store([ds])
+    study = ["pacs", "analyze", "--url", orthanc, "--user", PACS_USER, "--study", ds.StudyInstanceUID,
+             "--site", str(out), "--birads", "4b", "--device", "cpu"]
+    assert main([*study, "--out", str(tmp_path / "wrong")]) == 2  # the shipped set: not the profile's
+    assert "not for 'three-site'" in capsys.readouterr().err and not (tmp_path / "wrong").exists()
+    assert main([*study, "--model-set", SET, "--out", str(tmp_path / "a"), "--store"]) == 0
+    res = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert res["provenance"]["site"] == {"id": body["id"], "sha256": body["content_sha256"]}
+    assert res["reader"]["category"] == "4B"
+    series = {s["Modality"]: s["SeriesInstanceUID"] for s in pacs.query_series(ds.StudyInstanceUID)}
+    sr = read_sr_summary(next(pacs.retrieve_series(ds.StudyInstanceUID, series["SR"], tmp_path / "sr").glob("*.dcm")))
+    assert any(t.startswith(f"Site profile: {body['id']}") for t in sr["text"])
+    assert sr["probability"] == pytest.approx(res["malignancy_probability"], abs=1e-12)
