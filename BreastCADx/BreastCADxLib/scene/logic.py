@@ -173,6 +173,19 @@ class WorkflowLogic:
     def parameters(self):
         return state.parameter_node(self.scene)
 
+    @property
+    def box_needed(self) -> bool:
+        """The set has no segmenter: the ROI box is the finding (a set it cannot verify asks for nothing here; the
+        worker refuses it, saying why)."""
+        try:
+            return not has_segmenter(self.model_set)
+        except BreastCADxError:
+            return False
+
+    @property
+    def roi_label(self) -> str:
+        return "ROI box (needed: no segmenter in this model set):" if self.box_needed else "ROI box (optional):"
+
     # ---- input ---------------------------------------------------------------------------------------
     def load_image_file(self, path: str | Path, name: str | None = None):
         """Load any supported file/series with the library loader into a new volume node (source kept)."""

@@ -122,6 +122,7 @@ class BreastCADxPanel(VTKObservationMixin):
         self.ui.segmentButton.enabled = bool(p and p.inputVolume) and not busy
         self.ui.classifyButton.enabled = bool(p and p.segmentation and p.inputVolume) and not busy
         self.ui.cancelButton.enabled = busy
+        self.ui.roiLabel.text = self.logic.workflow.roi_label  # a set without a segmenter needs the box
         hasResult = bool(p and p.resultTable)
         self.ui.saveResultsButton.enabled = hasResult and not busy
         self.ui.exportDicomButton.enabled = hasResult and not busy

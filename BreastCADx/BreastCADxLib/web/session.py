@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
-from BreastCADxLib.analysis.registry import has_segmenter
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io.dicom import is_dicom_file
 from BreastCADxLib.scene import parameters as params
@@ -113,7 +112,7 @@ class ReviewSession:
         self.status.case = label
         sources = json.loads(node.GetAttribute("BreastCADx.sourceFiles") or "[]")
         self.status.dicom = bool(sources) and all(is_dicom_file(Path(f)) for f in sources)
-        box = "(optional)" if has_segmenter(self.logic.model_set) else "(needed: this model set has no segmenter)"
+        box = "(needed: this model set has no segmenter)" if self.logic.box_needed else "(optional)"
         self.status.message = f"Opened. Draw an ROI box around the lesion {box}, then Segment."
 
     def open_sample(self) -> None:

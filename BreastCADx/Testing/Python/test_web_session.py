@@ -165,6 +165,7 @@ def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_
     session = page(str(mg_set), "mg")
     session.open_file(f"0/minimias/{row['image']}")
     assert "needed: this model set has no segmenter" in session.status.message
+    assert session.logic.roi_label == "ROI box (needed: no segmenter in this model set):"  # the panel's label
     with pytest.raises(BreastCADxError, match="has no segmenter: draw an ROI box"):
         session.start_segment()
     assert session.job is None
@@ -190,6 +191,7 @@ def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_
     assert "box_prompt_outline" not in {f["code"] for f in json.loads(session.p["resultJSON"])["flags"]}
 
     shipped = page(None, "us")
+    assert shipped.logic.roi_label == "ROI box (optional):"
     shipped.open_file(f"0/minimias/{row['image']}")
     shipped.set_roi(box)
     shipped.start_segment()
