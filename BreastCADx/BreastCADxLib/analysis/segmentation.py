@@ -76,8 +76,8 @@ class Segmentation:
 def parse_roi(text: str) -> Box:
     try:
         x0, y0, x1, y1 = (int(round(float(v))) for v in text.split(","))
-    except ValueError:
-        raise RoiError(f"ROI must be 'x0,y0,x1,y1' in pixels, got '{text}'") from None
+    except (ValueError, OverflowError):  # not four numbers, or one of them NaN / infinite
+        raise RoiError(f"ROI must be 'x0,y0,x1,y1' in pixels, got '{text[:80]}'") from None
     return x0, y0, x1, y1
 
 

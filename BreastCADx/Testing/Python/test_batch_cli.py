@@ -140,6 +140,7 @@ def test_batch_expect_lesion_redoes_cases_run_with_the_other_setting(tmp_path):
     ("case_id,image\nc1,x.png,extra\n", "line 2: the row has more cells"),
     ("case_id,image\nc1,\n", "line 2: the image cell is empty"),
     ('case_id,image,roi\nc1,x.png,"10,20,x,40"\n', "line 2: ROI must be 'x0,y0,x1,y1' in pixels"),
+    ('case_id,image,roi\nc1,x.png,"inf,20,30,40"\n', "line 2: ROI must be 'x0,y0,x1,y1' in pixels"),
     ('case_id,image,mask,roi\nc1,x.png,m.png,"10,20,30,40"\n', "line 2: give the finding's mask or a roi box"),
 ])
 def test_bad_manifest_rows_are_named(tmp_path, text, cause):

@@ -299,8 +299,9 @@ def test_cli_segment_never_overwrites_and_reports_bad_input(tmp_path, sample_dic
     bad.write_text("not an image")
     r = _cli("segment", bad, "--out", tmp_path / "x.nrrd")
     assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
-    r = _cli("segment", sample_dicom, "--out", tmp_path / "y.nrrd", "--roi", "1,2,3")
-    assert r.returncode == 2 and "x0,y0,x1,y1" in r.stderr
+    for roi in ("1,2,3", "inf,0,10,10", "nan,0,10,10", "1e999,0,10,10"):  # not four finite numbers
+        r = _cli("segment", sample_dicom, "--out", tmp_path / "y.nrrd", "--roi", roi)
+        assert r.returncode == 2 and "x0,y0,x1,y1" in r.stderr and "internal error" not in r.stderr, roi
 
 
 def test_a_drawn_box_always_yields_an_outline_without_expect_lesion(segmenter):
