@@ -131,6 +131,9 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
             skipped["no_location"] += 1
             continue
         try:
+            numbers = [float(v) for v in (box.split(",") if box else []) + (circle.split(",") if circle else [])]
+            if not np.isfinite(numbers).all():
+                raise ValueError("not finite")
             out.append(Finding(r["case_id"].strip(), base / r["image"].strip(), LABELS[label],
                                (r.get("patient") or r["case_id"]).strip(), base / mask if mask else None,
                                tuple(int(float(v)) for v in box.split(",")) if box else None,

@@ -158,7 +158,7 @@ class BreastCADxPage:
         def parse() -> None:
             try:
                 box = [int(float(v)) for v in str(self.state.roi_text).replace(",", " ").split()]
-            except ValueError:
+            except (ValueError, OverflowError):  # not numbers, or infinite
                 box = []
             if len(box) != 4:
                 raise BreastCADxError("type the ROI box as four pixel numbers: x0 y0 x1 y1")

@@ -100,12 +100,15 @@ def test_too_few_findings_are_refused_saying_how_few(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("bad", ["case_id,image\na,b.png\n", "case_id,image,label\na,b.png,cancer\n"])
+@pytest.mark.parametrize("bad", ["case_id,image\na,b.png\n", "case_id,image,label\na,b.png,cancer\n",
+                                 'case_id,image,label,box\na,b.png,benign,"inf,0,10,10"\n',
+                                 'case_id,image,label,circle\na,b.png,benign,"5,5,nan"\n'])
 def test_a_bad_manifest_is_refused_naming_it(tmp_path, bad):
     path = tmp_path / "m.csv"
     path.write_text(bad)
     r = run(path, "--modality", "MG", "--out", tmp_path / "x")
     assert r.returncode == 2 and str(path) in r.stderr and "Traceback" not in r.stderr
+    assert "internal error" not in r.stderr, r.stderr
 
 
 MG = MG_DATA
