@@ -74,10 +74,12 @@ def stages(image, repeats: int) -> dict[str, float]:
     deep = get_deep_features("auto", "mask")
     out["deep features"] = median_time(lambda: deep.features(image, mask), repeats)
     from BreastCADxLib.analysis.box_classifier import get_member_scorer
-    from BreastCADxLib.analysis.classifier import get_classifier
+    from BreastCADxLib.analysis.classifier import classifier_for
+    from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 
-    for row, member in (("image member (box CNN)", get_classifier().box_member),
-                        ("whole-image member (CNN)", get_classifier().whole_member)):
+    automatic = classifier_for(DEFAULT_MODEL_SET, "auto")  # the members `analyze` below runs (no mask given)
+    for row, member in (("image member (box CNN)", automatic.box_member),
+                        ("whole-image member (CNN)", automatic.whole_member)):
         if member is not None:
             scorer = get_member_scorer(member["model"])
             out[row] = median_time(lambda s=scorer: s.probability(image, mask), repeats)
