@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from BreastCADxLib import __version__
+from BreastCADxLib.analysis.registry import SEGMENTER_MODEL as DEFAULT_SEGMENTER
 from BreastCADxLib.errors import BreastCADxError
 
 # packages of the optional extras, and the extra that brings each
@@ -72,7 +73,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if target is not None:
             check_writable_folder(target.parent)  # before the models run
     from BreastCADxLib.analysis.guard import check_input
+    from BreastCADxLib.analysis.registry import has_segmenter
 
+    if args.model == DEFAULT_SEGMENTER and not has_segmenter(args.model_set):
+        raise BreastCADxError(f"the model set '{args.model_set}' has no segmenter (the user's box locates its "
+                              "findings): classify a finding with `breastcadx analyze --roi x0,y0,x1,y1`", args.image)
     checked = check_input(image, args.model_set, args.allow_unvalidated_input, args.device)
     if checked.flag:
         print(f"warning: {checked.flag.text}", file=sys.stderr)
@@ -221,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--prob", help="also write the lesion probability map (.nrrd)")
     seg.add_argument("--expect-lesion", action="store_true", help=EXPECT_HELP)
     seg.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda; env BREASTCADX_DEVICE")
-    seg.add_argument("--model", default="lesion_seg_lite0", help="model id in Resources/Models")
+    seg.add_argument("--model", default=DEFAULT_SEGMENTER, help="model id in Resources/Models")
     seg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_model_set(seg)
     seg.set_defaults(func=cmd_segment)

@@ -144,6 +144,9 @@ def test_a_mammography_set_analyses_a_film_from_the_users_box_with_the_same_cont
     assert 0 < res["malignancy_probability"] < 1 and (tmp_path / "a" / "overlay.png").is_file()
     nobox = analyze(image, "--model-set", mg_set, "--out", tmp_path / "b")
     assert nobox.returncode == 2 and "has no segmenter" in nobox.stderr and "--roi" in nobox.stderr
+    seg = subprocess.run([sys.executable, "-m", "BreastCADxLib.cli.main", "segment", image, "--model-set", mg_set,
+                          "--roi", box, "--out", tmp_path / "s.nrrd"], capture_output=True, text=True)
+    assert seg.returncode == 2 and "has no segmenter" in seg.stderr and "analyze --roi" in seg.stderr, seg.stderr
     us = analyze(DATA / "busi" / "benign_004.png", "--model-set", mg_set, "--roi", "100,100,200,200",
                  "--out", tmp_path / "c")
     assert us.returncode == 2 and "does not look like the mammograms" in us.stderr, us.stderr
