@@ -265,7 +265,11 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
               "members_gate": member_gate, "member_weights": member_weights,
               "rule": "the fusion fitted on reference and automatic outlines is the bundle for the segmenter's own "
                       "masks against the reference-fitted fusion on the automatic outlines, and the image members "
-                      f"join it against it without them: {GATE_RULE}"}
+                      f"join it against it without them: {GATE_RULE}",
+              # per finding (cv.json's case_ids order): what later studies of the automatic path start from
+              "oof": {**{k: v.tolist() for k, v in oof.items()},
+                      **{f"{view}_member": v.tolist() for view, v in (probs if views else {}).items()},
+                      "dice": dice.tolist(), "classifiable": ok.tolist()}}
     if folds == SITE_FOLDS:
         s = np.asarray(sites)
         record["by_site"] = {site: {"dice_mean": float(dice[s == site].mean()),

@@ -582,7 +582,8 @@ def write_set(out: Path, names: list[str], rad, deep, y, modality: str, cv: dict
                      {**training, "rows": f"each finding with its reference outline{redraw}" + (
                          ", and, where it can be classified, its automatic outline by a segmenter that never saw it"
                          if automatic["rows"] is not None else ""),
-                      "automatic_outlines": {k: v for k, v in automatic["record"].items() if k != "by_site"}},
+                      "automatic_outlines": {k: v for k, v in automatic["record"].items()
+                                             if k not in ("by_site", "oof")}},  # per site / finding: cv.json
                      source, auto_refs)
     card = write_fusion(out, "lesion_cls_fusion", names, *rows, modality,
                         {**training, "rows": f"each finding with its reference outline{redraw}"}, source, main_refs,
@@ -837,6 +838,7 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     say("stage 3/7 cross-validation " + ("leaving one site out" if folds == SITE_FOLDS else "by patient")
         + (f" (from the set {source['id']})" if source else ""))
     cv = cross_validate(rad, deep, y, patients, folds, source=source, c=design["c"], sites=sites, redrawn=redrawn)
+    cv["case_ids"] = [f.case_id for f in findings]  # the order of every per-finding list in this record
     for name, r in cv["models"].items():
         say(f"  {name}: AUC {r['auc']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], specificity at sensitivity "
             f"0.96 {r['specificity_at_0.96']:.2f}")

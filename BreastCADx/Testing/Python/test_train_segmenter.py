@@ -132,8 +132,22 @@ def test_a_set_trained_with_its_segmenter_carries_it_in_the_contract(mg_detector
             assert set(z["images"]) <= held_out
             outlined += list(z["images"])
     assert len(outlined) == len(set(outlined)) == cv["finding_images"]
-    auto = json.loads((out / ".work" / "cv.json").read_text())["automatic_outlines"]
+    cv_record = json.loads((out / ".work" / "cv.json").read_text())
+    auto = cv_record["automatic_outlines"]
     assert "the segmenter fold that held it out" in auto["outlines"] and auto["findings"] == 12
+    # per finding, in case_ids order: the figures recompute from the committed record alone
+    import csv
+
+    from BreastCADxLib.train.pipeline import summary
+
+    labels = {r["case_id"]: r["label"] for r in csv.DictReader(open(MG / "findings.csv"))}
+    y = np.array([int(labels[case] == "malignant") for case in cv_record["case_ids"]])
+    assert len(cv_record["case_ids"]) == 12 and y.sum() == 6
+    for name in ("reference_fit", "both_fit"):
+        assert summary(y, np.array(auto["oof"][name]), np.arange(12))["auc"] == pytest.approx(
+            auto["models"][name]["auc"])
+    dice, ok = np.array(auto["oof"]["dice"]), np.array(auto["oof"]["classifiable"])
+    assert dice.mean() == pytest.approx(auto["dice_mean"]) and (~ok).sum() == auto["unclassifiable"]
 
 
 def test_the_product_outlines_in_a_box_with_the_sets_own_segmenter(mg_detector_set, tmp_path):
