@@ -59,10 +59,13 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from BreastCADxLib.analysis.segmentation import parse_roi
     from BreastCADxLib.cli.case import analyze_case, check_case_folder, check_dicom_folder
 
     out = Path(args.out)
     dicom_out = out / "dicom"
+    if args.roi:
+        parse_roi(args.roi)  # a malformed box is refused before anything is retrieved
     check_case_folder(out, args.overwrite)  # before anything is retrieved
     check_dicom_folder(dicom_out)
     pacs = pacs_from_args(args)

@@ -320,6 +320,9 @@ def test_a_mammography_study_goes_through_a_set_of_its_modality(orthanc, passwor
     assert not (tmp_path / "refused" / "result.json").exists()
     assert main([*study, "--model-set", str(mg_set), "--out", str(tmp_path / "nobox")]) == 2
     assert "has no segmenter" in capsys.readouterr().err
+    assert main([*study, "--model-set", str(mg_set), "--roi", "1,2,3", "--url", "http://127.0.0.1:9/dicom-web",
+                 "--out", str(tmp_path / "badbox")]) == 2  # refused before the (unreachable) PACS is asked
+    assert "x0,y0,x1,y1" in capsys.readouterr().err
 
     assert main([*study, "--model-set", str(mg_set), "--roi", box, "--out", str(tmp_path / "a"), "--store"]) == 0
     result = json.loads((tmp_path / "a" / "result.json").read_text())
