@@ -229,3 +229,26 @@ def test_beyond_loopback_needs_a_token(tmp_path, driver):
         Page(driver, srv.url.replace("0.0.0.0", "127.0.0.1"))  # with it
     finally:
         srv.stop()
+
+
+def test_a_film_through_a_users_set_without_a_segmenter(mg_set, driver, tmp_path):
+    """`serve --model-set` with a mammography set made by `breastcadx train` (no segmenter): the page says the box
+    is needed, the typed box is the finding's outline, and the result carries the box-outline flag."""
+    film = "Data/minimias/films/mdb001_256.png"
+    srv = start_server(DATA, tmp_path / "out", "--model-set", str(mg_set))
+    try:
+        page = Page(driver, srv.url)
+        assert str(mg_set) in page.text("model-set")
+        page.choose_case(film)
+        page.click("open-case")
+        page.wait(lambda: film in page.text("case"), 30, "the film to open")
+        assert "needed: this model set has no segmenter" in page.text("message")
+        page.type_into("roi-text", "85 100 183 199")
+        page.click("roi-set")
+        page.wait(lambda: "ROI box set" in page.text("message"), 15, "the typed box")
+        page.run("segment", lambda: "(user)" in page.text("lesion"))
+        assert not page.has("error") and page.text("message").startswith("Box outline")
+        classify(page)
+        assert "box outline: this model set has no segmenter" in page.text("flags")
+    finally:
+        srv.stop()
