@@ -103,14 +103,17 @@ def read_manifest(path: Path) -> list[dict]:
                                   "or '-' (a plain folder name; not results.csv)", path)
         if not r["image"].strip():
             raise BreastCADxError(f"line {n}: the image cell is empty", path)
-        if (r.get("roi") or "").strip():  # a box around the finding: the segmenter's prompt, as analyze --roi
+        for key in ("roi", "birads"):  # a blank cell is an empty one
+            if key in r:
+                r[key] = r[key].strip()
+        if r.get("roi"):  # a box around the finding: the segmenter's prompt, as analyze --roi
             if (r.get("mask") or "").strip():
                 raise BreastCADxError(f"line {n}: give the finding's mask or a roi box, not both", path)
             try:
                 r["roi"] = ",".join(map(str, parse_roi(r["roi"])))
             except BreastCADxError as e:
                 raise BreastCADxError(f"line {n}: {e.cause}", path) from None
-        if (r.get("birads") or "").strip():  # the radiologist's own category, shown beside BreastCADx's
+        if r.get("birads"):  # the radiologist's own category, shown beside BreastCADx's
             try:
                 r["birads"] = reader_category(r["birads"])
             except BreastCADxError as e:

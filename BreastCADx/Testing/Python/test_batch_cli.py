@@ -154,6 +154,16 @@ def test_bad_manifest_rows_are_named(tmp_path, text, cause):
     assert str(m) in str(e.value)
 
 
+def test_blank_roi_and_birads_cells_are_empty_ones(tmp_path):
+    """Spaces (a non-breaking one too) in an optional cell mean no box and no category, not a malformed one."""
+    from BreastCADxLib.cli.batch import read_manifest
+
+    m = tmp_path / "m.csv"
+    m.write_text('case_id,image,roi,birads\nc1,x.png,"  ", \u00a0\nc2,x.png," 1, 2 ,30,40 ", 4a \n', encoding="utf-8")
+    rows = read_manifest(m)
+    assert [(r["roi"], r["birads"]) for r in rows] == [("", ""), ("1,2,30,40", "4A")]
+
+
 def test_manifest_with_utf8_bom_is_read(tmp_path):
     from BreastCADxLib.cli.batch import read_manifest
 
