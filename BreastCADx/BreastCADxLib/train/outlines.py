@@ -245,9 +245,8 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
     kept, gate = no_worse(y, oof["both_fit"], oof["reference_fit"], site_gate, groups)
     chosen = "both_fit" if kept else "reference_fit"
     views = list((members or {}).get("views") or ())
-    members_kept, member_gate, member_weights = False, None, None
+    members_kept, member_gate, member_weights, probs = False, None, None, {}
     if views:  # the fold members on the same outlines: the box member on their boxes, the whole member as it was
-        probs = {}
         if "box" in views:
             box = member_scores(findings, outlines, splits, work, device)
             probs["box"] = np.where(np.isnan(box), 0.5, box)
@@ -268,7 +267,7 @@ def automatic_stage(findings: list, y: np.ndarray, groups: np.ndarray, rad: np.n
                       f"join it against it without them: {GATE_RULE}",
               # per finding (cv.json's case_ids order): what later studies of the automatic path start from
               "oof": {**{k: v.tolist() for k, v in oof.items()},
-                      **{f"{view}_member": v.tolist() for view, v in (probs if views else {}).items()},
+                      **{f"{view}_member": v.tolist() for view, v in probs.items()},
                       "dice": dice.tolist(), "classifiable": ok.tolist()}}
     if folds == SITE_FOLDS:
         s = np.asarray(sites)

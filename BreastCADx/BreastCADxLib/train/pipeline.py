@@ -131,13 +131,13 @@ def read_manifest(path: Path) -> tuple[list[Finding], dict, list[Normal]]:
             skipped["no_location"] += 1
             continue
         try:
-            numbers = [float(v) for v in (box.split(",") if box else []) + (circle.split(",") if circle else [])]
-            if not np.isfinite(numbers).all():
+            box_v = [float(v) for v in box.split(",")] if box else []
+            circle_v = [float(v) for v in circle.split(",")] if circle else []
+            if not np.isfinite(box_v + circle_v).all():
                 raise ValueError("not finite")
             out.append(Finding(r["case_id"].strip(), base / r["image"].strip(), LABELS[label],
                                (r.get("patient") or r["case_id"]).strip(), base / mask if mask else None,
-                               tuple(int(float(v)) for v in box.split(",")) if box else None,
-                               tuple(float(v) for v in circle.split(",")) if circle else None,
+                               tuple(int(v) for v in box_v) or None, tuple(circle_v) or None,
                                (r.get("site") or "").strip(), (r.get("citation") or "").strip()))
         except ValueError:
             raise TrainError(f"line {n}: box must be x0,y0,x1,y1 and circle cx,cy,r (pixels)", path) from None
