@@ -298,17 +298,14 @@ def test_the_web_page_retrieves_a_study_and_sends_its_results_back(orthanc, pass
 def test_a_mammography_study_goes_through_a_set_of_its_modality(orthanc, password, mg_set, tmp_path, capsys):
     """A mammogram on the PACS: the shipped ultrasound set refuses it naming what is installed and writes nothing;
     a user's MG set without a segmenter asks for the box, then analyses the finding in it and stores its SR."""
-    import csv
-
     from PIL import Image
+    from test_train import finding_box
 
     import dicom_factory
-    from conftest import MG_DATA, dciodvfy
+    from conftest import dciodvfy
 
-    row = next(r for r in csv.DictReader(open(MG_DATA / "findings.csv")) if r["case_id"] == "mdb001_1")
-    cx, cy, rad = (float(v) for v in row["circle"].split(","))
-    box = f"{cx - rad:.0f},{cy - rad:.0f},{cx + rad + 1:.0f},{cy + rad + 1:.0f}"
-    film = np.asarray(Image.open(MG_DATA / row["image"]).convert("L")).astype(np.uint16) * 64
+    image, box = finding_box("mdb001_1")
+    film = np.asarray(Image.open(image).convert("L")).astype(np.uint16) * 64
     ds = pydicom.dcmread(dicom_factory.mammogram_for_processing(tmp_path / "mg.dcm", 16383 - film))
     pacs = Pacs(PacsConfig(orthanc, username=USER))
     pacs.store([ds])

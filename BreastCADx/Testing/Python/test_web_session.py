@@ -150,7 +150,9 @@ def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_
     """A mammography set from `breastcadx train` (no segmenter) on a film: the box is asked for before any job
     runs, its inscribed ellipse is the user's outline, flagged until it is redrawn; the shipped ultrasound set
     refuses the film naming what is installed."""
-    import csv
+    from pathlib import Path
+
+    from test_train import finding_box
 
     from BreastCADxLib.analysis.segmentation import box_ellipse
     from BreastCADxLib.scene.logic import WorkflowLogic
@@ -159,11 +161,11 @@ def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_
         logic = WorkflowLogic(scene, runner=InProcessRunner(), **({"model_set": model_set} if model_set else {}))
         return ReviewSession(logic, FakeViewer(), DataRoots([DATA]), OutputFolder(tmp_path / out), device="cpu")
 
-    row = next(r for r in csv.DictReader(open(MG_DATA / "findings.csv")) if r["case_id"] == "mdb001_1")
-    cx, cy, rad = (float(v) for v in row["circle"].split(","))
-    box = [round(cx - rad), round(cy - rad), round(cx + rad) + 1, round(cy + rad) + 1]
+    image, text = finding_box("mdb001_1")
+    box = [int(v) for v in text.split(",")]
+    film = f"0/minimias/{Path(image).relative_to(MG_DATA)}"
     session = page(str(mg_set), "mg")
-    session.open_file(f"0/minimias/{row['image']}")
+    session.open_file(film)
     assert "needed: this model set has no segmenter" in session.status.message
     assert session.logic.roi_label == "ROI box (needed: no segmenter in this model set):"  # the panel's label
     with pytest.raises(BreastCADxError, match="has no segmenter: draw an ROI box"):
@@ -192,7 +194,7 @@ def test_a_set_without_a_segmenter_takes_the_users_box_as_the_finding(scene, mg_
 
     shipped = page(None, "us")
     assert shipped.logic.roi_label == "ROI box (optional):"
-    shipped.open_file(f"0/minimias/{row['image']}")
+    shipped.open_file(film)
     shipped.set_roi(box)
     shipped.start_segment()
     with pytest.raises(BreastCADxError, match=r"does not look like the breast ultrasound.*installed sets: "
