@@ -275,7 +275,7 @@ class WorkflowLogic:
 
     def start_segment(self, volume_node, roi: Box | None = None, device: str = "auto",
                       progress: Progress | None = None, expect_lesion: bool = False) -> Job:
-        if roi is None and self.box_needed:  # refused before a job starts
+        if roi is None and not has_segmenter(self.model_set):  # refused before a job starts (a bad set too)
             raise BreastCADxError(f"the model set '{self.model_set}' has no segmenter: draw an ROI box around the "
                                   "finding, then Segment (or paint its outline into a segment and Classify)")
         args = ["--device", device, "--model-set", self.model_set, *self._site_args()]
