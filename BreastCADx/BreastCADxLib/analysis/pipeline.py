@@ -25,6 +25,7 @@ from BreastCADxLib.analysis.registry import (
     has_segmenter,
     load_card,
     model_set_dir,
+    model_set_fingerprint,
     model_set_info,
 )
 from BreastCADxLib.analysis.result import MASK_ORIGINS, AnalysisResult, ModelRef, Provenance
@@ -235,7 +236,8 @@ def analyze_plane(image: Image, mask: np.ndarray | None = None, roi: Box | None 
     box_prompt: the given mask is box_prompt_outline's, as made (the panel's segment step of a set without a
     segmenter): flagged as the CLI flags it."""
     report = progress or (lambda f, m: None)
-    if site is not None and site.model_set != model_set:
+    if site is not None and site.body["model_set"]["sha256"] != model_set_fingerprint(model_set):
+        # the set is its content: the same folder named another way is the same set
         raise SiteProfileError(f"made for the model set '{site.model_set}', not '{model_set}'", site.folder)
     if reader_birads is not None:
         reader_birads = reader_category(reader_birads, image.source or None)  # refused before any model runs

@@ -166,6 +166,11 @@ def load_site_profile(folder: str | Path, model_set: str | None = None) -> SiteP
 
         made_for = body["model_set"]  # the set is its content (the manifest's SHA256), wherever its folder is now
         if made_for["sha256"] != model_set_fingerprint(model_set):
+            tuned = (body.get("fine_tune") or {}).get("model_set_folder")
+            if tuned:  # it carries its own set: say which
+                raise SiteProfileError(f"carries its own fine-tuned model set '{made_for['id']}': pass "
+                                       f"--model-set {folder / tuned} with it (in the panel and the page: choose "
+                                       "that folder as the model set)", path)
             raise SiteProfileError(f"made for the model set '{made_for['id']}' ({made_for['sha256'][:12]}), not "
                                    f"for '{model_set}' as installed: adapt again with this model set", path)
     return SiteProfile(body["id"], body["content_sha256"], folder, body)

@@ -196,9 +196,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from BreastCADxLib.results.adapt import adapt, card_text
 
     body = adapt(Path(args.results), Path(args.labels), Path(args.out), args.sensitivity, args.presence_found,
-                 name=args.name, calibration=args.calibration)
+                 name=args.name, calibration=args.calibration,
+                 fine_tune=Path(args.fine_tune) if args.fine_tune else None, device=args.device,
+                 max_minutes=args.max_minutes, member_epochs=args.member_epochs)
     print(card_text(body), end="")
-    print(f"site profile -> {args.out} (use it with --site {args.out})")
+    tuned = body.get("fine_tune") or {}
+    use = (f"--model-set {Path(args.out) / tuned['model_set_folder']} " if tuned.get("kept") else "") + \
+        f"--site {args.out}"
+    print(f"site profile -> {args.out} (use it with {use})")
     return 0
 
 
@@ -295,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="platt_toward_identity (default): Platt scaling pulled toward the set's own probability, "
                          "moved as far as the cases show; cv: none, Platt or isotonic, chosen by cross-validated "
                          "log loss")
+    ad.add_argument("--fine-tune", metavar="MANIFEST",
+                    help="also fine-tune the model set on the labelled lesions (`train --from` on the batch's "
+                         "outlines; MANIFEST: the batch's own manifest, for the images): the profile carries the new "
+                         "set and is fitted on its out-of-fold probabilities; resumable, CPU by default")
+    ad.add_argument("--max-minutes", type=float, default=0.0,
+                    help="with --fine-tune: stop after this many minutes (0: no limit); the same command goes on")
+    ad.add_argument("--member-epochs", type=int, default=None, metavar="N",
+                    help="with --fine-tune: epochs of each image member (default: train's)")
+    ad.add_argument("--device", default="cpu", help="with --fine-tune: cpu (default), cuda or auto")
     ad.set_defaults(func=cmd_adapt)
     tr = sub.add_parser("train", help="make a model set from your own located findings (cross-validated by "
                                       "patient against pyradiomics + logistic regression); resumable")

@@ -353,9 +353,15 @@ def site_probability(body: dict, case: SiteCase) -> float:
 
 
 def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, presence_found: float = 0.95,
-          name: str | None = None, command: str | None = None, calibration: str = "platt_toward_identity") -> dict:
-    """Fit and write a profile into `out` (a new folder: an existing one is never replaced). Returns site.json."""
-    if os.path.lexists(out):
+          name: str | None = None, command: str | None = None, calibration: str = "platt_toward_identity",
+          fine_tune: Path | None = None, device: str = "auto", max_minutes: float = 0.0,
+          member_epochs: int | None = None) -> dict:
+    """Fit and write a profile into `out` (a new folder: an existing one is never replaced). Returns site.json.
+    fine_tune: the batch's manifest; the set is fine-tuned on the labelled lesions first (results.site_fine_tune)
+    and the profile, fitted on that set's out-of-fold probabilities, carries it."""
+    from BreastCADxLib.results import site_fine_tune
+
+    if os.path.lexists(out) and not (fine_tune is not None and site_fine_tune.in_progress(out)):
         raise AdaptError("exists: a site profile is never replaced; choose a new folder", out)
     if not 0.5 <= sensitivity < 1.0 or not 0.5 <= presence_found < 1.0:
         raise AdaptError(f"--sensitivity {sensitivity} and --presence-found {presence_found} must lie in [0.5, 1)")
@@ -365,7 +371,26 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
         raise AdaptError("the batch's results do not name their model set (made by an older version?)", results)
     if calibration not in CALIBRATION_RULES:
         raise AdaptError(f"--calibration must be one of {', '.join(CALIBRATION_RULES)}")
+    tuned = None
+    if fine_tune is not None:
+        y = [c.label for c in cases if c.label is not None and c.probability is not None]
+        if min(sum(y), len(y) - sum(y)) < MIN_PER_CLASS:  # before hours of training, not after
+            raise AdaptError(f"too few cases to fine-tune: {sum(y)} malignant and {len(y) - sum(y)} benign "
+                             f"classified lesions; the fine-tune and the profile fitted on it need at least "
+                             f"{MIN_PER_CLASS} of each")
+        tuned = site_fine_tune.fine_tune(cases, Path(results), Path(fine_tune), out, name or out.name,
+                                         model_set["id"], device=device, max_minutes=max_minutes,
+                                         member_epochs=member_epochs, error=AdaptError)
+        cases = tuned["cases"]
+        tuned["record"]["from"] = dict(model_set)
+        if tuned["record"]["kept"]:
+            from BreastCADxLib.analysis.registry import model_set_fingerprint, model_set_info
+
+            model_set = {"id": model_set_info(str(tuned["folder"]))["id"],
+                         "sha256": model_set_fingerprint(str(tuned["folder"]))}
     body, skipped = fit_profile(cases, sensitivity, presence_found, calibration=calibration)
+    if tuned is not None:
+        body["fine_tune"] = tuned["record"]
     n_lesion = sum(c.label is not None for c in cases)
     body = {"schema": SITE_SCHEMA, "id": name or out.name, "model_set": model_set,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -377,7 +402,12 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
             **body, "not_fitted": skipped}
     card = card_text(body)
     body["files"] = {"card.md": hashlib.sha256(card.encode()).hexdigest()}
+    if tuned is not None:
+        body["files"].update(site_fine_tune.record_sha256(tuned))
     body["content_sha256"] = content_sha256(body)
+    if tuned is not None:  # written into `out`, where the run was resumable; site.json last
+        site_fine_tune.install(tuned, out, {"card.md": card, SITE_FILE: json.dumps(body, indent=1) + "\n"})
+        return body
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
@@ -432,5 +462,8 @@ def card_text(body: dict) -> str:
                      f"{_fmt(e['reader']['sensitivity'])}, {_fmt(e['reader']['specificity'])}.")
     for s in body["not_fitted"]:
         lines.append(f"Not fitted: {s}.")
+    from BreastCADxLib.results.site_fine_tune import card_lines
+
+    lines += card_lines(body)
     lines += ["", "Research use only. The profile changes nothing until it is passed with `--site`."]
     return "\n".join(lines) + "\n"
