@@ -139,6 +139,18 @@ class SiteProfile:
         return ReaderView(category, both, note)
 
 
+def carried_model_set(folder: str | Path) -> Path | None:
+    """The fine-tuned model set a profile carries (`adapt --fine-tune`, kept), to be used with it; None when it
+    carries none or is not a readable profile (load_site_profile verifies it, and the set, before either is used)."""
+    try:
+        body = json.loads((Path(folder) / SITE_FILE).read_text(encoding="utf-8"))
+        tuned = body.get("fine_tune") or {}
+        name = tuned.get("model_set_folder") if tuned.get("kept") else None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return Path(folder) / name if isinstance(name, str) and Path(name).name == name else None
+
+
 def load_site_profile(folder: str | Path, model_set: str | None = None) -> SiteProfile:
     """Read and verify a profile: its seal, every listed file's SHA256, and (given) the model set it adapts, whose
     current manifest must be the one it was made for."""
@@ -176,5 +188,5 @@ def load_site_profile(folder: str | Path, model_set: str | None = None) -> SiteP
     return SiteProfile(body["id"], body["content_sha256"], folder, body)
 
 
-__all__ = ["SiteProfile", "SiteProfileError", "ReaderView", "load_site_profile", "reader_level", "reader_category",
-           "content_sha256", "SITE_FILE", "SITE_SCHEMA", "READER_LEVELS"]
+__all__ = ["SiteProfile", "SiteProfileError", "ReaderView", "load_site_profile", "carried_model_set", "reader_level",
+           "reader_category", "content_sha256", "SITE_FILE", "SITE_SCHEMA", "READER_LEVELS"]

@@ -216,6 +216,11 @@ class BreastCADxPanel(VTKObservationMixin):
             self._parameterNode.modelSet = path or ""
 
     def onSiteProfile(self, path):
+        from BreastCADxLib.analysis.site import carried_model_set
+
+        carried = carried_model_set(path) if path else None
+        if carried:  # a profile's own fine-tuned set comes with it
+            self.ui.modelSetPathLineEdit.currentPath = str(carried)
         if self._parameterNode:
             self._parameterNode.siteProfile = path or ""
 

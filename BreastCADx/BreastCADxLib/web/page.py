@@ -184,6 +184,7 @@ class BreastCADxPage:
     def on_site(self, site_ref, **_) -> None:
         def choose() -> None:
             self.state.site = self.session.set_site_profile(site_ref)
+            self.state.model_set = self.session.model_set_label()  # a profile's own fine-tuned set comes with it
 
         self.act("Site profile", choose)
 

@@ -194,16 +194,24 @@ class ReviewSession:
 
     def set_site_profile(self, ref: str | None) -> str:
         """A site profile from the served folders for the next runs ("" / None: none), verified against the
-        model set before it is taken; returns its label."""
+        model set before it is taken (one carrying its fine-tuned set takes that set too); returns its label."""
         if not ref:
             params.set_values(self.logic.parameters, siteProfile="")
             return ""
-        from BreastCADxLib.analysis.site import load_site_profile
+        from BreastCADxLib.analysis.site import carried_model_set, load_site_profile
 
         folder = self.roots.resolve(ref)
-        load_site_profile(folder, self.logic.model_set)
+        carried = carried_model_set(folder)
+        load_site_profile(folder, str(carried) if carried else self.logic.model_set)
+        if carried:
+            params.set_values(self.logic.parameters, modelSet=str(carried))
         params.set_values(self.logic.parameters, siteProfile=str(folder))
         return self.roots.label(folder)
+
+    def model_set_label(self) -> str:
+        """The chosen model set as the page names it ("" for the shipped one)."""
+        chosen = params.get_value(self.logic.parameters, "modelSet")
+        return self.roots.label(Path(chosen)) if chosen else ""
 
     def set_model_set(self, ref: str | None) -> str:
         """A model set from the served folders for the next runs ("" / None: the shipped one), verified whole

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from BreastCADxLib.analysis.registry import model_set_fingerprint
-from BreastCADxLib.analysis.site import SiteProfileError, load_site_profile
+from BreastCADxLib.analysis.site import SiteProfileError, carried_model_set, load_site_profile
 from BreastCADxLib.results import site_fine_tune
 from BreastCADxLib.results.adapt import AdaptError, adapt
 from conftest import MG_DATA
@@ -114,6 +114,8 @@ def test_a_kept_fine_tune_travels_in_the_profile_and_is_used_with_it(site, mg_se
         (mg_set / "image_guard.json").read_text())  # the source's guard, not one of 23 films
     with pytest.raises(SiteProfileError, match=f"carries its own fine-tuned model set.*--model-set {carried}"):
         load_site_profile(out, str(mg_set))
+    assert carried_model_set(out) == carried and carried_model_set(site / "profile") is None  # the panel's lookup
+    page_takes_the_carried_set(out, carried, tmp_path)
     film = site / "mdb023_1a.png"
     roi = next(r["roi"] for r in csv.DictReader(open(site / "manifest.csv")) if r["case_id"] == "mdb023_1a")
     r = cli("analyze", str(film), "--model-set", str(carried), "--site", str(out), "--roi", roi, "--out",
@@ -126,6 +128,30 @@ def test_a_kept_fine_tune_travels_in_the_profile_and_is_used_with_it(site, mg_se
     r = cli("analyze", str(film), "--model-set", str(carried), "--site", str(out), "--roi", roi, "--out",
             str(tmp_path / "case2"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "lesion_cls_fusion" in r.stderr
+
+
+def page_takes_the_carried_set(profile, carried, tmp_path) -> None:
+    """`serve`: choosing the profile on the page takes the set it carries too (the page started on the shipped
+    set, for which the profile alone would be refused)."""
+    import slicer
+
+    from BreastCADxLib.scene import parameters as params
+    from BreastCADxLib.scene.logic import WorkflowLogic
+    from BreastCADxLib.web.access import DataRoots, OutputFolder
+    from BreastCADxLib.web.session import ReviewSession
+
+    roots = DataRoots([profile.parent])
+    listing = roots.scan()
+    assert [e.label for e in listing.model_sets] == [f"{profile.parent.name}/{profile.name}/{carried.name}"]
+    scene = slicer.vtkMRMLScene()
+    try:
+        session = ReviewSession(WorkflowLogic(scene), None, roots, OutputFolder(tmp_path / "o"))
+        session.set_site_profile(listing.site_profiles[0].ref)
+        assert session.logic.model_set == str(carried.resolve())
+        assert params.peek_value(scene, "siteProfile") == str(profile.resolve())
+        assert session.model_set_label() == listing.model_sets[0].label
+    finally:
+        scene.Clear(1)
 
 
 def test_fine_tuning_is_refused_before_any_training_when_it_cannot_run(site, tmp_path):
