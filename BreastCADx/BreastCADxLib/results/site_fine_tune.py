@@ -166,6 +166,11 @@ def _run(cases, rows, work: Path, out: Path, profile_id: str, source: str, devic
     for name in ("image_guard.json", guard.weights):
         shutil.copyfile(src / name, folder / name)
     write_modelset(folder)
+    card = folder / "card.md"
+    note = (f"\n`breastcadx adapt --fine-tune`: the input guard is the source set `{source}`'s (it accepted every "
+            "one of these images), not one fitted on them alone.\n")
+    if card.is_file() and not card.read_text(encoding="utf-8").endswith(note):
+        card.write_text(card.read_text(encoding="utf-8") + note, encoding="utf-8")
     scores = set_scores(cv)
     tuned = []
     for c in cases:
