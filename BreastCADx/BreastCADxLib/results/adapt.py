@@ -379,7 +379,7 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
                              f"classified lesions; the fine-tune and the profile fitted on it need at least "
                              f"{MIN_PER_CLASS} of each")
         tuned = site_fine_tune.fine_tune(cases, Path(results), Path(fine_tune), out, name or out.name,
-                                         model_set["id"], device=device, max_minutes=max_minutes,
+                                         model_set, device=device, max_minutes=max_minutes,
                                          member_epochs=member_epochs, error=AdaptError)
         cases = tuned["cases"]
         tuned["record"]["from"] = dict(model_set)

@@ -130,15 +130,24 @@ def _summaries(cv: dict) -> dict:
         for k, r in (auto.get("models") or {}).items()}}
 
 
-def fine_tune(cases: list, results: Path, manifest: Path, out: Path, profile_id: str, source: str, *,
+def fine_tune(cases: list, results: Path, manifest: Path, out: Path, profile_id: str, source: dict, *,
               device: str, max_minutes: float, member_epochs: int | None, error) -> dict:
     """Train the fine-tuned set in the work folder (resumable) and return what adapt needs: the cases with the new
-    set's out-of-fold probabilities, the set's folder, its record for site.json and its cv.json."""
+    set's out-of-fold probabilities, the set's folder, its record for site.json and its cv.json. `source`: the
+    batch's model set as the batch named it; it must be found here as the batch used it."""
+    from BreastCADxLib.analysis.registry import model_set_fingerprint
 
+    try:
+        same = model_set_fingerprint(source["id"]) == source["sha256"]
+    except BreastCADxError:
+        same = False
+    if not same:
+        raise error(f"the batch's model set '{source['id']}' is not here as the batch used it (run adapt where the "
+                    "batch ran, with the same set)", results)
     work, began = work_folder(out), not out.exists()
     rows = _train_rows(cases, results, manifest, error)
     try:
-        return _run(cases, rows, work, out, profile_id, source, device, max_minutes, member_epochs, error)
+        return _run(cases, rows, work, out, profile_id, source["id"], device, max_minutes, member_epochs, error)
     except BreastCADxError as e:
         if began and "--max-minutes" not in e.cause:  # refused before anything worth keeping: leave nothing
             shutil.rmtree(out, ignore_errors=True)

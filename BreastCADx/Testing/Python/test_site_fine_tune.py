@@ -174,6 +174,17 @@ def test_fine_tuning_is_refused_before_any_training_when_it_cannot_run(site, tmp
         adapt(site / "batch" / "results.csv", site / "labels.csv", tmp_path / "p2",
               fine_tune=changed / "manifest.csv")
     assert e.value.path == str(changed / "mdb001_1a.png") and not (tmp_path / "p2").exists()
+    import shutil
+
+    other = tmp_path / "other_set_batch"  # a batch made with a set that is not here any more as it was
+    shutil.copytree(site / "batch", other)
+    for result in other.glob("*/result.json"):
+        data = json.loads(result.read_text())
+        data["batch"]["models_sha256"] = "0" * 64
+        result.write_text(json.dumps(data))
+    with pytest.raises(AdaptError, match="not here as the batch used it"):
+        adapt(other / "results.csv", site / "labels.csv", tmp_path / "p3", fine_tune=site / "manifest.csv")
+    assert not (tmp_path / "p3").exists()
     r = cli("adapt", str(site / "batch" / "results.csv"), "--labels", str(site / "labels.csv"), "--out",
             str(site / "batch"), "--fine-tune", str(site / "manifest.csv"))  # an existing folder: never touched
     assert r.returncode != 0 and "never replaced" in r.stderr and "Traceback" not in r.stderr
