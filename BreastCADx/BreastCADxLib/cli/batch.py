@@ -4,7 +4,6 @@ or on a Dask cluster (`cli/cluster.py`) with the same tasks and the same results
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from BreastCADxLib.analysis.result import AnalysisResult
 from BreastCADxLib.analysis.site import reader_category
 from BreastCADxLib.errors import BreastCADxError, ImageReadError
 from BreastCADxLib.io import load_image, load_mask
+from BreastCADxLib.io.files import fingerprint
 
 COLUMNS = ["case_id", "status", "error", "error_code", "lesion_found", "malignancy_probability", "predicted_label",
            "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags", "presence_score", "reader_birads",
@@ -139,20 +139,6 @@ def _row(case_id: str, result: AnalysisResult) -> dict:
             "presence_score": "" if result.presence_score is None else f"{result.presence_score:.4f}",
             "reader_birads": result.reader.category if result.reader else "",
             "site_profile": f"{site.id}:{site.sha256}" if (site := result.provenance.site) else ""}
-
-
-def fingerprint(*paths: Path) -> str:
-    """SHA256 over the input files' bytes (a folder: every file in it, by relative name), so a rerun after the
-    manifest or a file changed recomputes the case instead of reusing a result made from other inputs."""
-    h = hashlib.sha256()
-    for path in paths:
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for f in files:
-            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
 
 
 def _finished(done: Path, settings: dict) -> AnalysisResult | None:

@@ -195,10 +195,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from BreastCADxLib.results.adapt import adapt, card_text
 
+    tuner = None
+    if args.fine_tune:
+        from BreastCADxLib.train.fine_tune import SiteFineTune
+
+        tuner = SiteFineTune(Path(args.fine_tune), args.device, args.max_minutes, args.member_epochs)
     body = adapt(Path(args.results), Path(args.labels), Path(args.out), args.sensitivity, args.presence_found,
-                 name=args.name, calibration=args.calibration,
-                 fine_tune=Path(args.fine_tune) if args.fine_tune else None, device=args.device,
-                 max_minutes=args.max_minutes, member_epochs=args.member_epochs)
+                 name=args.name, calibration=args.calibration, fine_tune=tuner)
     print(card_text(body), end="")
     tuned = body.get("fine_tune") or {}
     use = (f"--model-set {Path(args.out) / tuned['model_set_folder']} " if tuned.get("kept") else "") + \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -171,3 +172,17 @@ def write_image(image: Image, path: Path, array: np.ndarray | None = None) -> Pa
             return path
         return write_atomic(path, write_itk)
     raise UnsupportedImageError(f"unsupported output format '{suffix}' (use .nrrd, .nii.gz, .mha or .png)", path)
+
+
+def fingerprint(*paths: Path) -> str:
+    """SHA256 over the input files' bytes (a folder: every file in it, by relative name), so a rerun after the
+    manifest or a file changed recomputes the case instead of reusing a result made from other inputs."""
+    h = hashlib.sha256()
+    for path in paths:
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()

@@ -49,6 +49,7 @@ from BreastCADxLib.analysis.site import (
 )
 from BreastCADxLib.errors import BreastCADxError
 from BreastCADxLib.io.atomic import DIR_MODE
+from BreastCADxLib.results import site_fine_tune
 
 MIN_PER_CLASS = 10  # lesions of each class (benign, malignant) a calibration or a threshold needs
 MIN_LESION_FREE = 10  # lesion-free images the presence threshold needs
@@ -354,13 +355,10 @@ def site_probability(body: dict, case: SiteCase) -> float:
 
 def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, presence_found: float = 0.95,
           name: str | None = None, command: str | None = None, calibration: str = "platt_toward_identity",
-          fine_tune: Path | None = None, device: str = "auto", max_minutes: float = 0.0,
-          member_epochs: int | None = None) -> dict:
+          fine_tune: site_fine_tune.FineTuner | None = None) -> dict:
     """Fit and write a profile into `out` (a new folder: an existing one is never replaced). Returns site.json.
-    fine_tune: the batch's manifest; the set is fine-tuned on the labelled lesions first (results.site_fine_tune)
-    and the profile, fitted on that set's out-of-fold probabilities, carries it."""
-    from BreastCADxLib.results import site_fine_tune
-
+    fine_tune (train.fine_tune.SiteFineTune): the set is fine-tuned on the labelled lesions first and, where it is
+    kept, the profile is fitted on that set's out-of-fold probabilities and carries it (results.site_fine_tune)."""
     if os.path.lexists(out) and not (fine_tune is not None and site_fine_tune.in_progress(out)):
         raise AdaptError("exists: a site profile is never replaced; choose a new folder", out)
     if not 0.5 <= sensitivity < 1.0 or not 0.5 <= presence_found < 1.0:
@@ -378,9 +376,7 @@ def adapt(results: Path, labels: Path, out: Path, sensitivity: float = 0.98, pre
             raise AdaptError(f"too few cases to fine-tune: {sum(y)} malignant and {len(y) - sum(y)} benign "
                              f"classified lesions; the fine-tune and the profile fitted on it need at least "
                              f"{MIN_PER_CLASS} of each")
-        tuned = site_fine_tune.fine_tune(cases, Path(results), Path(fine_tune), out, name or out.name,
-                                         model_set, device=device, max_minutes=max_minutes,
-                                         member_epochs=member_epochs, error=AdaptError)
+        tuned = fine_tune(cases, Path(results), out, name or out.name, model_set, AdaptError)
         cases = tuned["cases"]
         tuned["record"]["from"] = dict(model_set)
         if tuned["record"]["kept"]:
@@ -462,8 +458,6 @@ def card_text(body: dict) -> str:
                      f"{_fmt(e['reader']['sensitivity'])}, {_fmt(e['reader']['specificity'])}.")
     for s in body["not_fitted"]:
         lines.append(f"Not fitted: {s}.")
-    from BreastCADxLib.results.site_fine_tune import card_lines
-
-    lines += card_lines(body)
+    lines += site_fine_tune.card_lines(body)
     lines += ["", "Research use only. The profile changes nothing until it is passed with `--site`."]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,8 @@ from BreastCADxLib.analysis.registry import model_set_fingerprint
 from BreastCADxLib.analysis.site import SiteProfileError, carried_model_set, load_site_profile
 from BreastCADxLib.results import site_fine_tune
 from BreastCADxLib.results.adapt import AdaptError, adapt
+from BreastCADxLib.train import fine_tune
+from BreastCADxLib.train.fine_tune import SiteFineTune
 from conftest import MG_DATA
 
 
@@ -57,10 +59,10 @@ def tuned(site, mg_set):
     out = site / "profile"
     args = (site / "batch" / "results.csv", site / "labels.csv", out)
     with pytest.raises(AdaptError, match="same `breastcadx adapt` command") as stopped:
-        adapt(*args, command="test", fine_tune=site / "manifest.csv", max_minutes=1e-6, member_epochs=1)
+        adapt(*args, command="test", fine_tune=SiteFineTune(site / "manifest.csv", max_minutes=1e-6, member_epochs=1))
     with pytest.raises(SiteProfileError, match="not a site profile"):
         load_site_profile(out)  # a stopped run is not a profile yet
-    body = adapt(*args, command="test", fine_tune=site / "manifest.csv", member_epochs=1)
+    body = adapt(*args, command="test", fine_tune=SiteFineTune(site / "manifest.csv", member_epochs=1))
     return out, body, stopped.value
 
 
@@ -103,10 +105,10 @@ def test_a_kept_fine_tune_travels_in_the_profile_and_is_used_with_it(site, mg_se
     """The kept path (the decision forced; its rule is tested above): the profile carries the new set and is made
     for it; with the set as it is it is refused naming the folder to pass; analyze uses both and names them; an
     altered file of the carried set is refused."""
-    monkeypatch.setattr(site_fine_tune, "judge", lambda cases, tuned: (True, {"lesions": 0}))
+    monkeypatch.setattr(fine_tune, "judge", lambda cases, tuned: (True, {"lesions": 0}))
     out = tmp_path / "kept"
     body = adapt(site / "batch" / "results.csv", site / "labels.csv", out, command="test",
-                 fine_tune=site / "manifest.csv", member_epochs=1)
+                 fine_tune=SiteFineTune(site / "manifest.csv", member_epochs=1))
     carried = out / body["fine_tune"]["model_set_folder"]
     assert (carried / "modelset.json").is_file() and not (carried / ".work").exists()
     assert body["model_set"]["sha256"] == model_set_fingerprint(str(carried))
@@ -160,7 +162,7 @@ def test_fine_tuning_is_refused_before_any_training_when_it_cannot_run(site, tmp
     csv.writer(open(few, "w", newline="")).writerows(rows[:1] + [r for r in rows[1:] if r[1] == "benign"]
                                                      + [r for r in rows[1:] if r[1] == "malignant"][:4])
     with pytest.raises(AdaptError, match="too few cases to fine-tune: 4 malignant"):
-        adapt(site / "batch" / "results.csv", few, tmp_path / "p1", fine_tune=site / "manifest.csv")
+        adapt(site / "batch" / "results.csv", few, tmp_path / "p1", fine_tune=SiteFineTune(site / "manifest.csv"))
     assert not (tmp_path / "p1").exists()
     changed = tmp_path / "changed"  # the manifest points at an image the batch did not analyse
     changed.mkdir()
@@ -172,7 +174,7 @@ def test_fine_tuning_is_refused_before_any_training_when_it_cannot_run(site, tmp
     csv.writer(open(changed / "manifest.csv", "w", newline="")).writerows(lines)
     with pytest.raises(AdaptError, match="not the one the batch analysed") as e:
         adapt(site / "batch" / "results.csv", site / "labels.csv", tmp_path / "p2",
-              fine_tune=changed / "manifest.csv")
+              fine_tune=SiteFineTune(changed / "manifest.csv"))
     assert e.value.path == str(changed / "mdb001_1a.png") and not (tmp_path / "p2").exists()
     import shutil
 
@@ -183,7 +185,8 @@ def test_fine_tuning_is_refused_before_any_training_when_it_cannot_run(site, tmp
         data["batch"]["models_sha256"] = "0" * 64
         result.write_text(json.dumps(data))
     with pytest.raises(AdaptError, match="not here as the batch used it"):
-        adapt(other / "results.csv", site / "labels.csv", tmp_path / "p3", fine_tune=site / "manifest.csv")
+        adapt(other / "results.csv", site / "labels.csv", tmp_path / "p3",
+              fine_tune=SiteFineTune(site / "manifest.csv"))
     assert not (tmp_path / "p3").exists()
     r = cli("adapt", str(site / "batch" / "results.csv"), "--labels", str(site / "labels.csv"), "--out",
             str(site / "batch"), "--fine-tune", str(site / "manifest.csv"))  # an existing folder: never touched
