@@ -52,23 +52,18 @@ def set_name(profile_id: str) -> str:
 
 def write_manifest(path: Path, rows: list[list[str]], error) -> None:
     """The train manifest in the work folder; a work folder made for other cases is never reused."""
-    lines = [["case_id", "image", "label", "patient", "mask"], *rows]
-    text = "".join(",".join(_cell(v) for v in r) + "\r\n" for r in lines)
+    from io import StringIO
+
+    buf = StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows([["case_id", "image", "label", "patient", "mask"], *rows])
+    text = buf.getvalue().encode()
     if path.is_file():
-        if path.read_bytes() != text.encode():
+        if path.read_bytes() != text:
             raise error("a fine-tune of other cases (or another batch) is under way in this work folder; remove it "
                         "to start again", path.parent)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode())
-
-
-def _cell(v: str) -> str:
-    from io import StringIO
-
-    buf = StringIO()
-    csv.writer(buf, lineterminator="").writerow([v])
-    return buf.getvalue()
+    path.write_bytes(text)
 
 
 def set_scores(cv: dict) -> dict[str, dict[str, float]]:
@@ -88,13 +83,14 @@ def set_scores(cv: dict) -> dict[str, dict[str, float]]:
 
 
 def summaries(cv: dict) -> dict:
+    """What the card quotes of train's cross-validation: AUC, CI and specificity at 0.96 per model."""
+    def brief(models: dict, keep=None) -> dict:
+        return {k: {"auc": r["auc"], "ci95": r["ci95"], "specificity_at_0.96": r["specificity_at_0.96"]}
+                for k, r in models.items() if keep is None or k in keep}
+
     keep = ("source_as_is", "fusion", "fusion_with_members", "box_cnn", "whole_cnn", "fusion_from_scratch")
-    pick = {k: {"auc": r["auc"], "ci95": r["ci95"], "specificity_at_0.96": r["specificity_at_0.96"]}
-            for k, r in cv["models"].items() if k in keep}
-    auto = cv.get("automatic_outlines") or {}
-    return {"drawn_outlines": pick, "automatic_outlines": {
-        k: {"auc": r["auc"], "ci95": r["ci95"], "specificity_at_0.96": r["specificity_at_0.96"]}
-        for k, r in (auto.get("models") or {}).items()}}
+    return {"drawn_outlines": brief(cv["models"], keep),
+            "automatic_outlines": brief((cv.get("automatic_outlines") or {}).get("models") or {})}
 
 
 RULE = ("the fine-tuned set is kept when, on these lesions, its out-of-fold probabilities (folds by patient; each "
