@@ -134,6 +134,14 @@ class DataRoots:
             raise AccessError(f"'{rel}' does not exist in the served folders")
         return path
 
+    def ref(self, path: Path) -> str | None:
+        """The page's reference of a path inside the served folders (as scan lists it); None outside them."""
+        p = Path(path).resolve()
+        for i, root in enumerate(self.roots):
+            if p != root and p.is_relative_to(root):
+                return f"{i}/{p.relative_to(root).as_posix()}"
+        return None
+
     def label(self, path: Path) -> str:
         """A path as the page may show it (relative to its served folder, never the server's layout)."""
         for root in self.roots:

@@ -185,6 +185,9 @@ class BreastCADxPage:
         def choose() -> None:
             self.state.site = self.session.set_site_profile(site_ref)
             self.state.model_set = self.session.model_set_label()  # a profile's own fine-tuned set comes with it
+            chosen = self.session.model_set_ref()
+            if chosen is not None:  # the selector shows it
+                self.state.model_set_ref = chosen
 
         self.act("Site profile", choose)
 

@@ -213,6 +213,12 @@ class ReviewSession:
         chosen = params.get_value(self.logic.parameters, "modelSet")
         return self.roots.label(Path(chosen)) if chosen else ""
 
+    def model_set_ref(self) -> str | None:
+        """The chosen model set as the page's selector lists it (None: the shipped one, or one outside the served
+        folders)."""
+        chosen = params.get_value(self.logic.parameters, "modelSet")
+        return self.roots.ref(Path(chosen)) if chosen else None
+
     def set_model_set(self, ref: str | None) -> str:
         """A model set from the served folders for the next runs ("" / None: the shipped one), verified whole
         before it is taken; returns its label. A site profile made for another set is let go."""

@@ -152,6 +152,7 @@ def page_takes_the_carried_set(profile, carried, tmp_path) -> None:
         assert session.logic.model_set == str(carried.resolve())
         assert params.peek_value(scene, "siteProfile") == str(profile.resolve())
         assert session.model_set_label() == listing.model_sets[0].label
+        assert session.model_set_ref() == listing.model_sets[0].ref  # the selector shows the carried set
     finally:
         scene.Clear(1)
 
