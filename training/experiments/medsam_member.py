@@ -8,11 +8,11 @@ geometry) and "mask" (mean over the outline, mean over a ring around it). Per he
 (standardised, C fixed in advance at 0.01 as the fusion's) is fitted on the other two sites' findings and scores
 the third. Compared, on the same findings, with the `--folds site` run's own out-of-fold members on the drawn
 outlines (`training/sets/three-site-train.cv.json`) and fused into its drawn-outline fusion at fixed weights,
-judged by train's gate (benchmarks.outline_limits.judge_candidates). With `--run` (a `--folds site` run with its
-segmenter passes) the automatic outlines' boxes are read too and the candidates join the automatic path.
+judged by train's gate (benchmarks.outline_limits.judge_candidates). The automatic path is not scored: the
+candidates lose on drawn outlines already (benchmarks/results/medsam_member.md).
 
     PYTHONPATH=. python -m training.experiments.medsam_member --manifest runs/three_sites.csv \
-        --cache runs/medsam_member [--run runs/w/three-site-train] [--max-minutes 60]
+        --cache runs/medsam_member [--max-minutes 60] [--out benchmarks/results/medsam_member]
 
 Non-test rows only (the manifest's). LiteMedSAM's own training data (MedSAM's public collection) includes breast
 ultrasound segmentation sets (BUSI among them): its features may have seen these images' outlines, never their
@@ -193,16 +193,6 @@ def reference_masks(findings: list) -> list:
     return out
 
 
-def automatic_masks(run: Path, findings: list) -> list:
-    from BreastCADxLib.train.outlines import cached_outline, cached_passes
-
-    passes = cached_passes(run / ".work")
-    out = []
-    for f, ref in zip(findings, reference_masks(findings), strict=True):
-        out.append(cached_outline(passes[str(f.image)], ref.shape) > 0)
-    return out
-
-
 def main() -> None:
     from benchmarks.machine import header, stamp
     from benchmarks.outline_limits import candidate_table, judge_candidates
@@ -212,7 +202,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True, help="work folder (embeddings, features)")
-    ap.add_argument("--run", type=Path, help="a finished `--folds site` run: the automatic outlines too")
     ap.add_argument("--max-minutes", type=float, default=0.0)
     ap.add_argument("--out", type=Path, help="write the report here (.md and .json)")
     args = ap.parse_args()
@@ -225,8 +214,6 @@ def main() -> None:
     if list(sites) != cv["sites"]:
         raise SystemExit("the manifest's findings are not the record's (sites differ)")
     outlines = {"reference": reference_masks(findings)}
-    if args.run:
-        outlines["automatic"] = automatic_masks(args.run, findings)
     feats = feature_table(findings, args.cache, outlines)
     oof = {k: np.asarray(v) for k, v in cv["oof"].items()}
     probs = {"whole": held_out_probs(feats["whole"], feats["whole"], y, sites)}
@@ -245,34 +232,13 @@ def main() -> None:
             drawn[f"+medsam_{k}@{w}"] = (fuse(oof["fusion_with_members"], {"box": probs[k]}, {"box": w}),
                                          f"fusion + LiteMedSAM {k.replace('_reference', '')} at {w}")
     report["drawn"] = judge_candidates(drawn, y, sites, groups)
-    if args.run:  # the automatic path: the run's own fused probability, and LiteMedSAM on the automatic outlines
-        from benchmarks.train_weights import run_rows
-
-        r = run_rows(args.run, args.manifest)
-        auto = {"shipped": (r["automatic"], "the run's automatic path (its bundle and members)")}
-        for k in ("box", "box+whole", "mask"):
-            x_fit = np.hstack([feats[f"{k}_reference"], feats["whole"]]) if k == "box+whole" else feats[
-                f"{k}_reference"]
-            x_auto = np.hstack([feats["box_automatic"], feats["whole"]]) if k == "box+whole" else feats[
-                f"{k}_automatic"]
-            p = held_out_probs(x_fit, x_auto, y, sites)
-            auto[f"medsam_{k}"] = (p, f"LiteMedSAM {k} alone (fitted on drawn outlines)")
-            for w in (0.25, 0.5):
-                auto[f"+medsam_{k}@{w}"] = (fuse(r["automatic"], {"box": p}, {"box": w}),
-                                            f"automatic path + LiteMedSAM {k} at {w}")
-        auto["+medsam_whole@0.5"] = (fuse(r["automatic"], {"whole": probs["whole"]}, {"whole": 0.5}),
-                                     "automatic path + LiteMedSAM whole image at 0.5")
-        report["automatic"] = judge_candidates(auto, y, sites, groups)
     made = (f"`python -m training.experiments.medsam_member --manifest {args.manifest} --cache {args.cache}"
-            + (f" --run {args.run}" if args.run else "") + "`: each site scored by a logistic fitted on the other "
+            "`: each site scored by a logistic fitted on the other "
             "two; the run's members from its out-of-fold record; non-test rows, test splits unread.")
     lines = header("LiteMedSAM's encoder as a member, at each held-out site", report, made) + [
              "", "## Each member alone (drawn outlines)", ""] + candidate_table(report["alone"]) + [
              "", "## Fused into the drawn-outline fusion (the run's, with its members)", ""] + candidate_table(
                  report["drawn"])
-    if "automatic" in report:
-        lines += ["", "## The automatic path (segmenter folds that never saw the site)", ""] + candidate_table(
-            report["automatic"])
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
