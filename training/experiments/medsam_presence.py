@@ -14,7 +14,8 @@ the shipped design's `--folds site` record (its segmenter folds, `training/sets/
     PYTHONPATH=. python -m training.experiments.medsam_presence --manifest runs/three_sites.csv \
         --cache runs/medsam_member [--out benchmarks/results/medsam_presence]
 
-Non-test rows only.
+Each image's held-out score is kept in CACHE/presence_scores.npz (image path, site, lesion, score), to combine
+with other presence signals of the same images. Non-test rows only.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def main() -> None:
     record = json.loads(CV_RECORD.read_text())["detection"]["by_site"]
     report = stamp()
     report["sites"] = {}
+    scores = np.full(len(items), np.nan)  # each image's held-out presence score, kept for combining with others
     for s in sorted(set(sites)):
         fit_idx = np.flatnonzero(sites != s)
         model = fit([rows[i] for i in fit_idx])
@@ -133,6 +135,7 @@ def main() -> None:
         here = np.flatnonzero(sites == s)
         read = [read_map(model, args.cache, items[i], rows[i]["grid"]) for i in here]
         score = np.array([r[0] for r in read])
+        scores[here] = score
         is_lesion = lesion[here]
         in_lesion = np.array([rows[i]["cover"][k] > 0 for i, (_, k) in zip(here, read, strict=True)])
         shipped = record.get(s, {})
@@ -148,6 +151,9 @@ def main() -> None:
                             "peak_in_lesion": shipped.get("peak_in_finding")}}
         report["sites"][s] = cell
         print(s, json.dumps(cell), flush=True)
+
+    np.savez(args.cache / "presence_scores.npz", image=np.array([str(it.image) for it in items]), site=sites,
+             lesion=lesion, score=scores)
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f} %"
