@@ -12,7 +12,7 @@ judged by train's gate (benchmarks.outline_limits.judge_candidates). The automat
 candidates lose on drawn outlines already (benchmarks/results/medsam_member.md).
 
     PYTHONPATH=. python -m training.experiments.medsam_member --manifest runs/three_sites.csv \
-        --cache runs/medsam_member [--max-minutes 60] [--out benchmarks/results/medsam_member]
+        --cache runs/medsam_member [--max-minutes 60] [--out benchmarks/results]
 
 Non-test rows only (the manifest's). LiteMedSAM's own training data (MedSAM's public collection) includes breast
 ultrasound segmentation sets (BUSI among them): its features may have seen these images' outlines, never their
@@ -193,6 +193,16 @@ def reference_masks(findings: list) -> list:
     return out
 
 
+def emit(out: Path | None, name: str, report: dict, text: str) -> None:
+    """A report into a results folder (NAME.md and .json), or printed."""
+    from benchmarks.machine import write_results
+
+    if out:
+        write_results(out, name, report, text)
+    else:
+        print(text)
+
+
 def main() -> None:
     from benchmarks.machine import header, stamp
     from benchmarks.outline_limits import candidate_table, judge_candidates
@@ -203,7 +213,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True, help="work folder (embeddings, features)")
     ap.add_argument("--max-minutes", type=float, default=0.0)
-    ap.add_argument("--out", type=Path, help="write the report here (.md and .json)")
+    ap.add_argument("--out", type=Path, help="a results folder (benchmarks/results): NAME.md and .json there")
     args = ap.parse_args()
     findings = read_manifest(args.manifest)[0]
     if not embed_all(findings, args.cache, args.max_minutes):
@@ -240,10 +250,7 @@ def main() -> None:
              "", "## Fused into the drawn-outline fusion (the run's, with its members)", ""] + candidate_table(
                  report["drawn"])
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.with_suffix(".md").write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float))
+    emit(args.out, "medsam_member", report, text)
 
 
 if __name__ == "__main__":

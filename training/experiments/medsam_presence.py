@@ -12,7 +12,7 @@ false lesions on lesion-free views at that threshold, and how often the map's pe
 the shipped design's `--folds site` record (its segmenter folds, `training/sets/three-site-train.cv.json`).
 
     PYTHONPATH=. python -m training.experiments.medsam_presence --manifest runs/three_sites.csv \
-        --cache runs/medsam_member [--out benchmarks/results/medsam_presence]
+        --cache runs/medsam_member [--out benchmarks/results]
 
 Each image's held-out score is kept in CACHE/presence_scores.npz (image path, site, lesion, score), to combine
 with other presence signals of the same images. Non-test rows only.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.experiments.medsam_member import CV_RECORD, embed_all, item_id
+from training.experiments.medsam_member import CV_RECORD, embed_all, emit, item_id
 
 PER_IMAGE = 64  # cells of each kind drawn per image for the fit
 FALSE_MAX = 0.08  # the false-lesion limit
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--max-minutes", type=float, default=0.0)
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="a results folder (benchmarks/results): NAME.md and .json there")
     args = ap.parse_args()
     findings, _, normals = read_manifest(args.manifest)
     items = findings + normals
@@ -175,10 +175,7 @@ def main() -> None:
                      f"{pct(c['false_lesion'])} / {pct(sh['false_lesion'])} | {pct(c['peak_in_lesion'])} / "
                      f"{pct(sh['peak_in_lesion'])} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.with_suffix(".md").write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float))
+    emit(args.out, "medsam_presence", report, text)
 
 
 if __name__ == "__main__":
