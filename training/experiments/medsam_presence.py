@@ -1,18 +1,19 @@
 """Experiment: is there a lesion in this image, and where, read from LiteMedSAM's frozen encoder (pretrained on
 medical images), judged at a hospital the reading was not fitted on.
 
-A linear head on the encoder's 64 x 64 embedding (one 256-value vector per 4 x 4 input pixels; embeddings cached
-by medsam_member, one pass per image) is fitted per held-out site on the other two sites' images: cells inside a
-reference outline (>= half covered) against cells outside every outline and the lesion-free views' cells (up to
-64 of each per image). At the held-out site each image's map gives a presence score (its highest cell, after a
-3 x 3 mean) and a location (that cell). The threshold is chosen on the fitting sites alone: the lowest with at most
-8 % of their lesion-free views shown a lesion, out of fold (five patient folds inside the fitting sites). Reported
-per held-out site: presence AUC (lesion images against lesion-free views), "no lesion found" on lesion images and
-false lesions on lesion-free views at that threshold, and how often the map's peak falls in the lesion; next to
-the shipped design's `--folds site` record (its segmenter folds, `training/sets/three-site-train.cv.json`).
+A head (linear, or `--head mlp`: one hidden layer) on the encoder's 64 x 64 embedding (one 256-value vector per
+4 x 4 input pixels; embeddings cached by medsam_member, one pass per image) is fitted per held-out site on the
+other two sites' images: cells inside a reference outline (>= half covered) against cells outside every outline
+and the lesion-free views' cells (up to 64 of each per image). At the held-out site each image's map gives a
+presence score (its highest cell, after a 3 x 3 mean) and a location (that cell). The threshold is chosen on the
+fitting sites alone: the lowest with at most 8 % of their lesion-free views shown a lesion, out of fold (five
+patient folds inside the fitting sites). Reported per held-out site: presence AUC (lesion images against
+lesion-free views), "no lesion found" on lesion images and false lesions on lesion-free views at that threshold,
+and how often the map's peak falls in the lesion; next to the shipped design's `--folds site` record (its segmenter
+folds, `training/sets/three-site-train.cv.json`).
 
     PYTHONPATH=. python -m training.experiments.medsam_presence --manifest runs/three_sites.csv \
-        --cache runs/medsam_member [--out benchmarks/results]
+        --cache runs/medsam_member [--head mlp] [--out benchmarks/results]
 
 Each image's held-out score is kept in CACHE/presence_scores.npz (image path, site, lesion, score), to combine
 with other presence signals of the same images. Non-test rows only.
@@ -70,13 +71,17 @@ def prepare(items: list, cache: Path, rng: np.random.Generator) -> list[dict]:
     return out
 
 
-def fit(rows: list[dict]):
+def fit(rows: list[dict], head: str = "linear"):
+    """The cell head: a logistic regression, or ("mlp") one hidden layer of 64 units."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     x, t = np.vstack([r["x"] for r in rows]), np.concatenate([r["t"] for r in rows])
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)).fit(x, t)
+    model = (MLPClassifier((64,), alpha=1e-3, early_stopping=True, max_iter=50, random_state=0) if head == "mlp"
+             else LogisticRegression(C=C, max_iter=3000))
+    return make_pipeline(StandardScaler(), model).fit(x, t)
 
 
 def read_map(model, cache: Path, item, grid) -> tuple[float, int]:
@@ -108,6 +113,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--max-minutes", type=float, default=0.0)
+    ap.add_argument("--head", choices=["linear", "mlp"], default="linear", help="the cell head (mlp: 64 hidden units)")
     ap.add_argument("--out", type=Path, help="a results folder (benchmarks/results): NAME.md and .json there")
     args = ap.parse_args()
     findings, _, normals = read_manifest(args.manifest)
@@ -124,11 +130,11 @@ def main() -> None:
     scores = np.full(len(items), np.nan)  # each image's held-out presence score, kept for combining with others
     for s in sorted(set(sites)):
         fit_idx = np.flatnonzero(sites != s)
-        model = fit([rows[i] for i in fit_idx])
+        model = fit([rows[i] for i in fit_idx], args.head)
         # the threshold from the fitting sites' lesion-free views, each scored by a head fitted without its patient
         normal_scores = []
         for tr, te in GroupKFold(5).split(fit_idx, groups=patients[fit_idx]):
-            inner = fit([rows[fit_idx[i]] for i in tr])
+            inner = fit([rows[fit_idx[i]] for i in tr], args.head)
             normal_scores += [read_map(inner, args.cache, items[fit_idx[i]], rows[fit_idx[i]]["grid"])[0]
                               for i in te if not lesion[fit_idx[i]]]
         thr = threshold(np.array(normal_scores))
@@ -152,7 +158,8 @@ def main() -> None:
         report["sites"][s] = cell
         print(s, json.dumps(cell), flush=True)
 
-    np.savez(args.cache / "presence_scores.npz", image=np.array([str(it.image) for it in items]), site=sites,
+    suffix = "" if args.head == "linear" else f"_{args.head}"
+    np.savez(args.cache / f"presence_scores{suffix}.npz", image=np.array([str(it.image) for it in items]), site=sites,
              lesion=lesion, score=scores)
 
     def pct(v):
@@ -161,10 +168,12 @@ def main() -> None:
     def num(v):
         return "-" if v is None else f"{v:.3f}"
 
-    made = (f"`python -m training.experiments.medsam_presence --manifest {args.manifest} --cache {args.cache}`: "
+    made = (f"`python -m training.experiments.medsam_presence --manifest {args.manifest} --cache {args.cache} "
+            f"--head {args.head}`: "
             "each site read by a head fitted on the other two; non-test rows, test splits unread. Shipped: the "
             "shipped design's `--folds site` record (segmenter folds, its pooled threshold).")
-    lines = header("Finding the lesion with LiteMedSAM's frozen encoder, at each held-out site", report, made) + [
+    lines = header(f"Finding the lesion with LiteMedSAM's frozen encoder ({args.head} head), at each held-out site",
+                   report, made) + [
         "", "| held-out site | lesion images | lesion-free views | presence AUC: head / shipped | \"no lesion found\": "
         "head / shipped | false lesions: head / shipped | peak in the lesion: head / shipped |",
         "|---|---|---|---|---|---|---|"]
@@ -175,7 +184,7 @@ def main() -> None:
                      f"{pct(c['false_lesion'])} / {pct(sh['false_lesion'])} | {pct(c['peak_in_lesion'])} / "
                      f"{pct(sh['peak_in_lesion'])} |")
     text = "\n".join(lines) + "\n"
-    emit(args.out, "medsam_presence", report, text)
+    emit(args.out, f"medsam_presence{suffix}", report, text)
 
 
 if __name__ == "__main__":
