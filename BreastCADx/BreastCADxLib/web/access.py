@@ -138,7 +138,7 @@ class DataRoots:
         """The page's reference of a path inside the served folders (as scan lists it); None outside them."""
         p = Path(path).resolve()
         for i, root in enumerate(self.roots):
-            if p != root and p.is_relative_to(root):
+            if p.is_relative_to(root):  # a served folder itself is "i/.", as scan lists it
                 return f"{i}/{p.relative_to(root).as_posix()}"
         return None
 

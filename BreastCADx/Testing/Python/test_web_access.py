@@ -83,6 +83,18 @@ def test_a_served_case_resolves_and_is_labelled_without_the_server_layout(served
     assert roots.label(path) == "served/a.png"
 
 
+def test_a_path_is_named_by_the_listings_own_reference_and_nothing_outside_gets_one(served):
+    roots, tmp = served
+    root = roots.roots[0]
+    (root / "sets" / "mg").mkdir(parents=True)
+    for folder in (root, root / "sets" / "mg"):  # the served folder itself can be a set
+        (folder / "modelset.json").write_text("{}")
+    listed = [e.ref for e in roots.scan().model_sets]
+    assert listed == ["0/.", "0/sets/mg"]
+    assert [roots.ref(roots.resolve(r)) for r in listed] == listed
+    assert roots.ref(tmp / "secret.png") is None and roots.ref(root / "link.png") is None  # the link leads outside
+
+
 def test_data_must_be_an_existing_folder(tmp_path):
     with pytest.raises(AccessError, match="existing folder"):
         DataRoots([tmp_path / "nope"])
