@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -15,10 +14,10 @@ from pathlib import Path
 
 from BreastCADxLib.analysis.registry import DEFAULT_MODEL_SET
 from BreastCADxLib.analysis.result import AnalysisResult
-from BreastCADxLib.analysis.site import reader_category
 from BreastCADxLib.errors import BreastCADxError, ImageReadError
 from BreastCADxLib.io import load_image, load_mask
 from BreastCADxLib.io.files import fingerprint
+from BreastCADxLib.results.batch_manifest import CASE_ID, read_manifest
 
 COLUMNS = ["case_id", "status", "error", "error_code", "lesion_found", "malignancy_probability", "predicted_label",
            "birads_suggestion", "mask_path", "heatmap_path", "seconds", "flags", "presence_score", "reader_birads",
@@ -26,9 +25,6 @@ COLUMNS = ["case_id", "status", "error", "error_code", "lesion_found", "malignan
 OLDER_COLUMNS = COLUMNS[:12]  # results.csv of a batch before site profiles: its folder is still a batch's
 
 
-CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-# every name the batch itself writes in --out: its temporary files start with "." (io.atomic), which no case id can
-RESERVED = {"results.csv"}
 MARKER = ".breastcadx-batch"  # written in --out by the first run: the folder is a batch's, and resumable
 
 
@@ -80,49 +76,6 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     if not (out / MARKER).is_file():
         write_atomic(out / MARKER, lambda tmp: tmp.write_text(json.dumps(
             {"made_by": "breastcadx batch", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n"))
-
-
-def read_manifest(path: Path) -> list[dict]:
-    """Rows of case_id,image[,mask][,roi][,birads]; a UTF-8 BOM is accepted; every problem names the row."""
-    from BreastCADxLib.analysis.segmentation import parse_roi
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BreastCADxError(f"manifest cannot be read ({e})", path) from None
-    if not rows or "case_id" not in rows[0] or "image" not in rows[0]:
-        raise BreastCADxError("manifest needs the columns case_id,image (and optionally mask, roi, birads)", path)
-    for n, r in enumerate(rows, start=2):  # line 1 is the header
-        if None in r or any(v is None for v in r.values()):
-            raise BreastCADxError(f"line {n}: the row has {'more' if None in r else 'fewer'} cells than the "
-                                  "header", path)
-        r["case_id"] = r["case_id"].strip()
-        if not CASE_ID.match(r["case_id"]) or r["case_id"].lower() in RESERVED:
-            raise BreastCADxError(f"line {n}: case_id {r['case_id'][:40]!r} must be 1-100 letters, digits, '.', '_' "
-                                  "or '-' (a plain folder name; not results.csv)", path)
-        if not r["image"].strip():
-            raise BreastCADxError(f"line {n}: the image cell is empty", path)
-        for key in ("roi", "birads"):  # a blank cell is an empty one
-            if key in r:
-                r[key] = r[key].strip()
-        if r.get("roi"):  # a box around the finding: the segmenter's prompt, as analyze --roi
-            if (r.get("mask") or "").strip():
-                raise BreastCADxError(f"line {n}: give the finding's mask or a roi box, not both", path)
-            try:
-                r["roi"] = ",".join(map(str, parse_roi(r["roi"])))
-            except BreastCADxError as e:
-                raise BreastCADxError(f"line {n}: {e.cause}", path) from None
-        if r.get("birads"):  # the radiologist's own category, shown beside BreastCADx's
-            try:
-                r["birads"] = reader_category(r["birads"])
-            except BreastCADxError as e:
-                raise BreastCADxError(f"line {n}: {e.cause}", path) from None
-    ids = [r["case_id"] for r in rows]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise BreastCADxError(f"case_id values must be unique; repeated: {dupes[:5]}", path)
-    return rows
 
 
 def _row(case_id: str, result: AnalysisResult) -> dict:

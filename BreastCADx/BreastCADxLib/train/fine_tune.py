@@ -11,7 +11,6 @@ probabilities the set as it is gave the same lesions in the batch (results.site_
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from dataclasses import dataclass, replace
@@ -94,26 +93,17 @@ class SiteFineTune:
                 "cv_text": json.dumps(cv, indent=1) + "\n"}
 
 
-def batch_images(manifest: Path, error) -> dict[str, dict]:
-    """case_id -> the batch manifest's row (its image and mask cells); the batch checked the rest when it ran, and
-    each image is checked against the batch's digest before it is used."""
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise error(f"the batch's manifest cannot be read ({e.__class__.__name__})", manifest) from None
-    if not rows or not {"case_id", "image"} <= set(rows[0]):
-        raise error("--fine-tune takes the batch's own manifest (case_id, image[, mask])", manifest)
-    return {(r["case_id"] or "").strip(): r for r in rows}
-
-
 def train_rows(cases: list, results: Path, manifest: Path, error) -> list[list[str]]:
     """Train-manifest rows (case_id, image, label, patient, mask) of the classified lesions; each image taken from
     the batch's manifest and checked to be the one the batch analysed."""
     from BreastCADxLib.io.files import fingerprint
+    from BreastCADxLib.results.batch_manifest import read_manifest
     from BreastCADxLib.results.case_files import NAMES
 
-    rows = batch_images(manifest, error)
+    try:  # the batch's own reader: the rows it ran
+        rows = {r["case_id"]: r for r in read_manifest(manifest)}
+    except BreastCADxError as e:
+        raise error(f"--fine-tune takes the batch's own manifest: {e.cause}", manifest) from None
     out = []
     for c in cases:
         if c.label is None or c.probability is None:
@@ -158,4 +148,4 @@ def judge(cases: list, tuned: list) -> tuple[bool, dict]:
     return kept, {**gate, "lesions": len(pairs)}
 
 
-__all__ = ["SiteFineTune", "train_rows", "judge", "batch_images"]
+__all__ = ["SiteFineTune", "train_rows", "judge"]
