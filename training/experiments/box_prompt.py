@@ -91,6 +91,20 @@ def weights_path() -> Path:
     return path
 
 
+def padded_input(plane: np.ndarray) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """A grey plane as LiteMedSAM reads it: long side SIDE px, min-max scaled, zero-padded to (1, 3, SIDE, SIDE);
+    with the scale from plane to input pixels and the image's (rows, cols) inside the padding."""
+    rows, cols = plane.shape
+    scale = SIDE / max(rows, cols)
+    h, w = max(1, round(rows * scale)), max(1, round(cols * scale))
+    x = F.interpolate(torch.from_numpy(np.asarray(plane, np.float32))[None, None], (h, w), mode="bilinear",
+                      align_corners=False)[0, 0]
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
+    padded = torch.zeros(SIDE, SIDE)
+    padded[:h, :w] = x
+    return padded.expand(3, -1, -1)[None], scale, (h, w)
+
+
 class BoxOutliner:
     """P(lesion) inside a box, for one grey plane, from LiteMedSAM prompted with the box."""
 
@@ -105,15 +119,9 @@ class BoxOutliner:
     def probability(self, plane: np.ndarray, box: Box) -> np.ndarray:
         """(rows, cols) any dtype + (x0, y0, x1, y1) -> probability (rows, cols) float32 (0 outside the box)."""
         rows, cols = plane.shape
-        scale = SIDE / max(rows, cols)
-        h, w = max(1, round(rows * scale)), max(1, round(cols * scale))
-        x = torch.from_numpy(np.asarray(plane, np.float32))[None, None]
-        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)[0, 0]
-        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
-        padded = torch.zeros(SIDE, SIDE)
-        padded[:h, :w] = x
+        x, scale, (h, w) = padded_input(plane)
         prompt = torch.tensor([[v * scale for v in box]], dtype=torch.float32, device=self.device)
-        logits = self.net(padded.expand(3, -1, -1)[None].to(self.device), prompt)
+        logits = self.net(x.to(self.device), prompt)
         logits = F.interpolate(logits.float(), (SIDE, SIDE), mode="bilinear", align_corners=False)[..., :h, :w]
         prob = torch.sigmoid(F.interpolate(logits, (rows, cols), mode="bilinear", align_corners=False))[0, 0]
         out = np.zeros((rows, cols), np.float32)

@@ -28,38 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-SIDE = 256  # LiteMedSAM's input side
-GRID = 64  # its embedding's side (one cell per 4 input pixels)
+GRID = 64  # LiteMedSAM's embedding side (one cell per SIDE / GRID = 4 input pixels)
 CONTEXT = 0.25  # the box member's context margin, each side
 C = 0.01  # the fusion's regularisation (fixed in advance)
 CV_RECORD = Path(__file__).resolve().parents[1] / "sets" / "three-site-train.cv.json"
 
 
-def encoder():
-    import torch
+def grid_shape(shape, scale: float) -> tuple[int, int]:
+    """The embedding cells a plane of `shape` (rows, cols) covers inside the padding, read at `scale`."""
+    from training.experiments.box_prompt import SIDE
 
-    from training.experiments.box_prompt import build_network, weights_path
-
-    net = build_network()
-    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
-    net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state, strict=True)
-    return net.image_encoder.eval()
-
-
-def plane_input(plane: np.ndarray):
-    """(rows, cols) -> the (1, 3, 256, 256) input LiteMedSAM reads, and the scale from image to input pixels."""
-    import torch
-    import torch.nn.functional as F
-
-    rows, cols = plane.shape
-    scale = SIDE / max(rows, cols)
-    h, w = max(1, round(rows * scale)), max(1, round(cols * scale))
-    x = F.interpolate(torch.from_numpy(plane.astype(np.float32))[None, None], (h, w), mode="bilinear",
-                      align_corners=False)[0, 0]
-    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
-    padded = torch.zeros(SIDE, SIDE)
-    padded[:h, :w] = x
-    return padded.expand(3, -1, -1)[None], scale
+    return tuple(max(1, round(n * scale * GRID / SIDE)) for n in shape)
 
 
 def item_id(item) -> str:
@@ -72,13 +51,14 @@ def item_id(item) -> str:
 def item_plane(item) -> np.ndarray:
     """The plane the product analyses: a finding's largest-lesion frame, a lesion-free image's first, on the
     working grid."""
+    from BreastCADxLib.analysis.deep_features import lesion_frame
     from BreastCADxLib.analysis.preprocessing import working_grid
     from BreastCADxLib.io import load_image
     from BreastCADxLib.train.pipeline import on_grid
 
     if hasattr(item, "case_id"):
         image, mask = on_grid(item)
-        return image.array[int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))]
+        return image.array[lesion_frame(mask)]
     image = load_image(item.image)
     grid = working_grid(image.array.shape)
     return (grid.down(image.array) if grid.resized else image.array)[0]
@@ -89,19 +69,21 @@ def embed_all(items: list, cache: Path, max_minutes: float) -> bool:
     scale and the plane's shape); True when all are there."""
     import torch
 
+    from training.experiments.box_prompt import get_box_outliner, padded_input
+
     out = cache / "emb"
     out.mkdir(parents=True, exist_ok=True)
     todo = [f for f in items if not (out / f"{item_id(f)}.npz").is_file()]
     if not todo:
         return True
-    net, t0 = encoder(), time.monotonic()
+    net, t0 = get_box_outliner("cpu").net.image_encoder, time.monotonic()
     with torch.inference_mode():
         for i, f in enumerate(todo):
             if max_minutes and time.monotonic() - t0 > 60 * max_minutes:
                 print(f"stopped after {max_minutes} min: {len(todo) - i} left; the same command goes on", flush=True)
                 return False
             plane = item_plane(f)
-            x, scale = plane_input(plane)
+            x, scale, _ = padded_input(plane)
             emb = net(x)[0].numpy().astype(np.float16)
             tmp = out / f".{item_id(f)}.npz"
             np.savez(tmp, emb=emb, scale=np.float32(scale), shape=np.array(plane.shape))
@@ -112,8 +94,24 @@ def embed_all(items: list, cache: Path, max_minutes: float) -> bool:
     return True
 
 
+def read_embedding(cache: Path, item) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """An image's cached embedding (256, GRID, GRID) float16, its scale and its plane's (rows, cols)."""
+    with np.load(cache / "emb" / f"{item_id(item)}.npz", allow_pickle=False) as z:
+        return z["emb"], float(z["scale"]), tuple(int(v) for v in z["shape"])
+
+
+def outline_cover(mask: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
+    """The share of each embedding cell (of the plane's `cells`) inside an outline on the image plane."""
+    import torch
+    import torch.nn.functional as F
+
+    return F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], cells, mode="area")[0, 0].numpy()
+
+
 def cells(box, scale: float) -> tuple[int, int, int, int]:
     """An image-pixel box (x0, y0, x1, y1) as embedding cells (at least one)."""
+    from training.experiments.box_prompt import SIDE
+
     x0, y0, x1, y1 = (v * scale * GRID / SIDE for v in box)
     c0, r0 = int(np.clip(np.floor(x0), 0, GRID - 1)), int(np.clip(np.floor(y0), 0, GRID - 1))
     c1, r1 = int(np.clip(np.ceil(x1), c0 + 1, GRID)), int(np.clip(np.ceil(y1), r0 + 1, GRID))
@@ -128,8 +126,8 @@ def readings(emb: np.ndarray, scale: float, shape, mask: np.ndarray | None) -> d
     from BreastCADxLib.analysis.preprocessing import mask_bbox
 
     e = emb.astype(np.float32)
-    rows, cols = shape
-    valid = e[:, :max(1, round(rows * scale / 4)), :max(1, round(cols * scale / 4))]
+    r, c = grid_shape(shape, scale)
+    valid = e[:, :r, :c]
     out = {"whole": np.concatenate([valid.mean((1, 2)), valid.max((1, 2))])}
     if mask is None or not mask.any():
         return {**out, "box": np.zeros(512, np.float32), "mask": np.zeros(512, np.float32)}
@@ -138,14 +136,8 @@ def readings(emb: np.ndarray, scale: float, shape, mask: np.ndarray | None) -> d
     c0, r0, c1, r1 = cells((x0 - mx, y0 - my, x1 + mx, y1 + my), scale)
     region = e[:, r0:r1, c0:c1]
     out["box"] = np.concatenate([region.mean((1, 2)), region.max((1, 2))])
-    import torch
-    import torch.nn.functional as F
-
-    side = SIDE * GRID // SIDE
-    m = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None],
-                      (max(1, round(rows * scale / 4)), max(1, round(cols * scale / 4))), mode="area")[0, 0].numpy()
-    grid = np.zeros((side, side), np.float32)
-    grid[:m.shape[0], :m.shape[1]] = m
+    grid = np.zeros((GRID, GRID), np.float32)
+    grid[:r, :c] = outline_cover(mask, (r, c))
     inside = grid >= 0.5 if (grid >= 0.5).any() else grid >= grid.max()
     ring = ndimage.binary_dilation(inside, iterations=2) & ~inside
     ring = ring if ring.any() else ~inside
@@ -157,8 +149,7 @@ def feature_table(findings: list, cache: Path, outlines: dict[str, list]) -> dic
     """{reading_outline: (findings, 512)} for each outline set ({name: [mask plane or None per finding]})."""
     table: dict[str, list] = {}
     for i, f in enumerate(findings):
-        with np.load(cache / "emb" / f"{f.case_id}.npz", allow_pickle=False) as z:
-            emb, scale, shape = z["emb"], float(z["scale"]), tuple(int(v) for v in z["shape"])
+        emb, scale, shape = read_embedding(cache, f)
         for name, masks in outlines.items():
             r = readings(emb, scale, shape, masks[i])
             if name == "reference":
@@ -168,8 +159,8 @@ def feature_table(findings: list, cache: Path, outlines: dict[str, list]) -> dic
     return {k: np.array(v, np.float32) for k, v in table.items()}
 
 
-def held_out_probs(x_fit: np.ndarray, x_score: np.ndarray, y: np.ndarray, sites: np.ndarray) -> np.ndarray:
-    """Each site's findings scored by a logistic fitted on the other sites' rows of x_fit."""
+def held_out_probs(x: np.ndarray, y: np.ndarray, sites: np.ndarray) -> np.ndarray:
+    """Each site's findings scored by a logistic fitted on the other sites' rows."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -177,20 +168,17 @@ def held_out_probs(x_fit: np.ndarray, x_score: np.ndarray, y: np.ndarray, sites:
     p = np.full(len(y), np.nan)
     for s in sorted(set(sites)):
         fit = sites != s
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(x_fit[fit], y[fit])
-        p[sites == s] = model.predict_proba(x_score[sites == s])[:, 1]
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(x[fit], y[fit])
+        p[sites == s] = model.predict_proba(x[sites == s])[:, 1]
     return p
 
 
 def reference_masks(findings: list) -> list:
+    """Each finding's reference outline on its largest-lesion frame (the working grid)."""
+    from BreastCADxLib.analysis.deep_features import lesion_frame
     from BreastCADxLib.train.pipeline import on_grid
 
-    out = []
-    for f in findings:
-        _, mask = on_grid(f)
-        k = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
-        out.append(mask[k] > 0)
-    return out
+    return [m[lesion_frame(m)] > 0 for m in (on_grid(f)[1] for f in findings)]
 
 
 def emit(out: Path | None, name: str, report: dict, text: str) -> None:
@@ -226,11 +214,10 @@ def main() -> None:
     outlines = {"reference": reference_masks(findings)}
     feats = feature_table(findings, args.cache, outlines)
     oof = {k: np.asarray(v) for k, v in cv["oof"].items()}
-    probs = {"whole": held_out_probs(feats["whole"], feats["whole"], y, sites)}
+    probs = {"whole": held_out_probs(feats["whole"], y, sites)}
     for k in ("box", "mask"):
-        probs[f"{k}_reference"] = held_out_probs(feats[f"{k}_reference"], feats[f"{k}_reference"], y, sites)
-        probs[f"{k}+whole_reference"] = held_out_probs(np.hstack([feats[f"{k}_reference"], feats["whole"]]),
-                                                       np.hstack([feats[f"{k}_reference"], feats["whole"]]), y, sites)
+        probs[f"{k}_reference"] = held_out_probs(feats[f"{k}_reference"], y, sites)
+        probs[f"{k}+whole_reference"] = held_out_probs(np.hstack([feats[f"{k}_reference"], feats["whole"]]), y, sites)
     report = stamp()
     alone = {"shipped": (oof["box_cnn"], "the run's box member (drawn outline's box)"),
              "whole_cnn": (oof["whole_cnn"], "the run's whole-image member")}

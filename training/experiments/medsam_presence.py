@@ -27,32 +27,33 @@ from pathlib import Path
 
 import numpy as np
 
-from training.experiments.medsam_member import CV_RECORD, embed_all, emit, item_id
+from training.experiments.medsam_member import (
+    CV_RECORD,
+    C,
+    embed_all,
+    emit,
+    grid_shape,
+    outline_cover,
+    read_embedding,
+    reference_masks,
+)
 
 PER_IMAGE = 64  # cells of each kind drawn per image for the fit
 FALSE_MAX = 0.08  # the issue's false-lesion limit
-C = 0.01
 
 
 def load(cache: Path, item) -> tuple[np.ndarray, tuple[int, int]]:
     """The valid part of an image's embedding as (cells, 256) float32, and its (rows, cols) on the grid."""
-    with np.load(cache / "emb" / f"{item_id(item)}.npz", allow_pickle=False) as z:
-        emb, scale, shape = z["emb"], float(z["scale"]), tuple(int(v) for v in z["shape"])
-    r, c = max(1, round(shape[0] * scale / 4)), max(1, round(shape[1] * scale / 4))
+    emb, scale, shape = read_embedding(cache, item)
+    r, c = grid_shape(shape, scale)
     return emb[:, :r, :c].reshape(emb.shape[0], -1).T.astype(np.float32), (r, c)
 
 
 def cover(item, grid: tuple[int, int]) -> np.ndarray:
     """The share of each grid cell inside the reference outline (zeros for a lesion-free view)."""
-    import torch
-    import torch.nn.functional as F
-
-    from training.experiments.medsam_member import reference_masks
-
     if not hasattr(item, "case_id"):
         return np.zeros(grid, np.float32)
-    mask = reference_masks([item])[0].astype(np.float32)
-    return F.interpolate(torch.from_numpy(mask)[None, None], grid, mode="area")[0, 0].numpy()
+    return outline_cover(reference_masks([item])[0], grid)
 
 
 def prepare(items: list, cache: Path, rng: np.random.Generator) -> list[dict]:
