@@ -734,6 +734,10 @@ def card_text(card: FusionCard, cv: dict, modality: str, data: dict, detector: d
                                                    else "") + ": the finding is located by the user (a box, or an "
                   "outline)."]
     lines += ["", "The set's input guard knows only its own training images (no foreign image was shown to it)."]
+    if data.get("runs"):
+        from BreastCADxLib.train.journal import runs_text
+
+        lines += ["", runs_text(data["runs"])]
     return "\n".join(lines) + "\n"
 
 
@@ -785,7 +789,24 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
           folds: int | str = FOLDS, say=None, start_from: str | None = None, segmenter_epochs: int | None = None,
           segmenter_size: int | None = None, segmenter_min_found: float | None = None,
           members: str | None = None, member_epochs: int | None = None) -> dict:
-    """The stages above; returns the CV report. `out` must be new or a set this command is still making."""
+    """The stages above; returns the CV report. `out` must be new or a set this command is still making. Each run
+    is journalled in out/.work/runs.json (train/journal.py): the log's first line and the card say which runs made
+    the set."""
+    from BreastCADxLib.train.journal import RunJournal, ending
+
+    journal = RunJournal(out / ".work", max_minutes)
+    try:
+        return _train(manifest, modality, out, device, max_minutes, folds, say, start_from, segmenter_epochs,
+                      segmenter_size, segmenter_min_found, members, member_epochs, journal)
+    except BaseException as e:
+        if journal.runs:
+            journal.end(ending(e))
+        raise
+
+
+def _train(manifest: Path, modality: str, out: Path, device: str, max_minutes: float, folds: int | str, say,
+           start_from: str | None, segmenter_epochs: int | None, segmenter_size: int | None,
+           segmenter_min_found: float | None, members: str | None, member_epochs: int | None, journal) -> dict:
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     if modality not in MODALITIES:
         raise TrainError(f"--modality must be one of {', '.join(MODALITIES)}")
@@ -810,15 +831,17 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
     clock = {"t": time.perf_counter()}
     seconds: dict[str, float] = {}
 
-    def lap(stage: str) -> None:  # wall time per stage (the benchmark reports it)
+    def lap(stage: str) -> None:  # wall time per stage (the benchmark reports it; the journal keeps each run's)
         now = time.perf_counter()
         seconds[stage], clock["t"] = round(now - clock["t"], 1), now
+        journal.stage(stage, seconds[stage])
 
     findings, skipped, normals = read_manifest(manifest)
     y = np.array([f.label for f in findings])
     patients = np.array([f.patient for f in findings])
     sites = np.array([f.site for f in findings])
     check_folds(folds, y, patients, sites, manifest, tuple(n.site for n in normals))
+    say(journal.start())
     say(f"stage 1/7 manifest: {len(findings)} located findings ({int(y.sum())} malignant), {len(set(patients))} "
         f"patients; left out {skipped}")
     lap("manifest")
@@ -902,8 +925,9 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
         if record["kept"]:
             fused = mem.finish_members(fused, findings, out / ".work", device=device, deadline=deadline, say=say)
     cites = data_record(findings + normals, manifest)
+    journal.end(journal.FINISHED)  # as the card says; anything raised after this still records how the run ended
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites}
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites, "runs": journal.runs}
     write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused, automatic, redrawn)
     site_of = {x.image: x.site for x in [*findings, *normals]}
     guard_images = sorted(site_of)

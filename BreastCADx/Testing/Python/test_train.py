@@ -92,6 +92,18 @@ def test_train_stops_at_its_time_box_and_goes_on_from_there(tmp_path):
     r = run(manifest(tmp_path), "--modality", "US", "--out", out, "--folds", "2", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("features: ") == 18 - cached  # the cached findings were not recomputed
+    # each run, its time box and how it ended: in the log's first line, the journal and the card
+    assert r.stderr.splitlines()[0].startswith("run 2 of this folder: started ")
+    assert "no time box; before it: run 1 " in r.stderr.splitlines()[0]
+    runs = json.loads((out / ".work" / "runs.json").read_text())
+    assert [x["budget_minutes"] for x in runs] == [0.0001, None]
+    assert "--max-minutes reached in the features stage" in runs[0]["outcome"] and runs[1]["outcome"] == "finished"
+    assert "manifest" in runs[0]["stages"] and "features" not in runs[0]["stages"]
+    assert list(runs[1]["stages"]) == ["manifest", "features", "cross-validation", "image members", "segmenter",
+                                       "automatic outlines"]  # the card is written inside the last stage
+    card = (out / "card.md").read_text()
+    assert "Made over 2 runs of the command" in card and "time box 0.0001 min" in card
+    assert json.loads((out / "lesion_cls_fusion.json").read_text())["training"]["runs"] == runs
 
 
 def test_too_few_findings_are_refused_saying_how_few(tmp_path):
