@@ -47,6 +47,12 @@ def shipped_rows(path: Path) -> dict:
     return out
 
 
+def run_journal(work: Path) -> list[dict]:
+    """The runs that made the set (train/journal.py's .work/runs.json; none before the journal existed)."""
+    path = work / "runs.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def network_seconds(work: Path) -> dict:
     """Each trained network's seconds over all starts, and how many starts, from its fit.json."""
     out = {}
@@ -86,7 +92,7 @@ def main() -> None:
               "stage_seconds_last_start": cv.get("stage_seconds"), "peak_rss_mb": cv.get("peak_rss_mb"),
               "networks": network_seconds(args.run / ".work"), "by_site": cv.get("by_site"),
               "member_gate": cv.get("member_gate"), "detection_by_site": det.get("by_site"),
-              "automatic_outlines": auto, "shipped_rotations": shipped}
+              "automatic_outlines": auto, "shipped_rotations": shipped, "runs": run_journal(args.run / ".work")}
     set_id = report["modelset"].get("id", args.run.name)
     md = header(f"`breastcadx train --folds site` at each held-out site: {args.run.name}", report,
                 f"Made by `python -m benchmarks.train_run --run {args.run} --name {args.name}` from the finished "
@@ -136,6 +142,10 @@ def main() -> None:
     for name, r in report["networks"].items():
         md.append(f"| {name} | {r['epochs']} | {r['seconds']:.0f} | {r['starts']} |" if r["seconds"] is not None
                   else f"| {name} | {r['epochs']} | - | {r['starts']} |")
+    if report["runs"]:
+        from BreastCADxLib.train.journal import runs_text
+
+        md += ["", runs_text(report["runs"])]
     write_results(args.out, args.name, report, "\n".join(md) + "\n")
 
 
