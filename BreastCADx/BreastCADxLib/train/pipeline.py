@@ -800,7 +800,10 @@ def train(manifest: Path, modality: str, out: Path, device: str = "auto", max_mi
                       segmenter_size, segmenter_min_found, members, member_epochs, journal)
     except BaseException as e:
         if journal.runs:
-            journal.end(ending(e))
+            try:
+                journal.end(ending(e))
+            except OSError:  # a full disk must not hide the run's own error
+                pass
         raise
 
 
