@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from benchmarks.machine import header, stamp, write_results
+from BreastCADxLib.train.journal import read_runs, runs_text
 
 OUT = Path(__file__).resolve().parent / "results"
 SHIPPED = "w0.75:ww0.2"  # the shipped fusion's weights (box 0.75, whole image 0.2) in rotation_fusion.json
@@ -45,12 +46,6 @@ def shipped_rows(path: Path) -> dict:
                                 for name, key in ((m, f"{m}:{SHIPPED}") for m in ("expect", "reference"))
                                 if key in rot}
     return out
-
-
-def run_journal(work: Path) -> list[dict]:
-    """The runs that made the set (train/journal.py's .work/runs.json; none before the journal existed)."""
-    path = work / "runs.json"
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def network_seconds(work: Path) -> dict:
@@ -92,7 +87,7 @@ def main() -> None:
               "stage_seconds_last_start": cv.get("stage_seconds"), "peak_rss_mb": cv.get("peak_rss_mb"),
               "networks": network_seconds(args.run / ".work"), "by_site": cv.get("by_site"),
               "member_gate": cv.get("member_gate"), "detection_by_site": det.get("by_site"),
-              "automatic_outlines": auto, "shipped_rotations": shipped, "runs": run_journal(args.run / ".work")}
+              "automatic_outlines": auto, "shipped_rotations": shipped, "runs": read_runs(args.run / ".work")}
     set_id = report["modelset"].get("id", args.run.name)
     md = header(f"`breastcadx train --folds site` at each held-out site: {args.run.name}", report,
                 f"Made by `python -m benchmarks.train_run --run {args.run} --name {args.name}` from the finished "
@@ -142,9 +137,7 @@ def main() -> None:
     for name, r in report["networks"].items():
         md.append(f"| {name} | {r['epochs']} | {r['seconds']:.0f} | {r['starts']} |" if r["seconds"] is not None
                   else f"| {name} | {r['epochs']} | - | {r['starts']} |")
-    if report["runs"]:
-        from BreastCADxLib.train.journal import runs_text
-
+    if report["runs"]:  # none before the journal existed
         md += ["", runs_text(report["runs"])]
     write_results(args.out, args.name, report, "\n".join(md) + "\n")
 

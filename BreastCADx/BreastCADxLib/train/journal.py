@@ -34,8 +34,6 @@ class RunJournal:
     """The runs of one training folder. start() records this run (and marks an earlier one that left no end);
     stage() after each finished stage; end() once, with how it ended."""
 
-    FINISHED = FINISHED
-
     def __init__(self, work: Path, budget_minutes: float = 0.0) -> None:
         self.path = Path(work) / JOURNAL
         self.budget = float(budget_minutes) or None
@@ -44,12 +42,7 @@ class RunJournal:
     def start(self) -> str:
         """Records this run; returns the log line (this run, its time box, the runs before it)."""
         work = self.path.parent
-        try:
-            runs = json.loads(self.path.read_text()) if self.path.is_file() else []
-            if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-                raise ValueError
-        except (ValueError, OSError, UnicodeDecodeError):
-            runs = [{"outcome": "the journal was unreadable: runs before this one not known"}]
+        runs = read_runs(work)
         if not runs and work.is_dir() and any(p.name != JOURNAL for p in work.iterdir()):
             runs = [{"outcome": UNRECORDED}]
         for r in runs:
@@ -67,7 +60,7 @@ class RunJournal:
             self.runs[-1]["stages"][name] = round(seconds, 1)
             self._write()
 
-    def end(self, outcome: str) -> None:
+    def end(self, outcome: str = FINISHED) -> None:
         if self.runs:
             self.runs[-1].update(ended=_now(), outcome=outcome)
             self._write()
@@ -77,6 +70,18 @@ class RunJournal:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.runs, indent=1) + "\n")
         tmp.replace(self.path)
+
+
+def read_runs(work: Path) -> list[dict]:
+    """A folder's journalled runs ([] when it has none; one entry saying so when the journal is unreadable)."""
+    path = Path(work) / JOURNAL
+    try:
+        runs = json.loads(path.read_text()) if path.is_file() else []
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise ValueError
+    except (ValueError, OSError, UnicodeDecodeError):
+        runs = [{"outcome": "the journal was unreadable: runs before this one not known"}]
+    return runs
 
 
 def describe(r: dict) -> str:
@@ -98,4 +103,4 @@ def runs_text(runs: list[dict]) -> str:
     return "\n".join([head, "", *(f"{k + 1}. {describe(r)}" for k, r in enumerate(runs))])
 
 
-__all__ = ["RunJournal", "ending", "describe", "runs_text", "JOURNAL", "FINISHED", "NO_END", "UNRECORDED"]
+__all__ = ["RunJournal", "read_runs", "ending", "describe", "runs_text", "JOURNAL", "FINISHED", "NO_END", "UNRECORDED"]

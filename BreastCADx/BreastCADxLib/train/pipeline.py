@@ -928,7 +928,7 @@ def _train(manifest: Path, modality: str, out: Path, device: str, max_minutes: f
         if record["kept"]:
             fused = mem.finish_members(fused, findings, out / ".work", device=device, deadline=deadline, say=say)
     cites = data_record(findings + normals, manifest)
-    journal.end(journal.FINISHED)  # as the card says; anything raised after this still records how the run ended
+    journal.end()  # finished, as the card says; anything raised after this still records how the run ended
     data = {"patients": int(len(set(patients))), "left_out": skipped, "manifest": str(manifest),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cites, "runs": journal.runs}
     write_set(out, names, rad, deep, y, modality, cv, data, command, source, detector, fused, automatic, redrawn)
