@@ -57,10 +57,11 @@ def fold_scores(run: Path, manifest: Path, fold: int, seed: int, work: Path, dea
 
 
 def mean_logit(a, b) -> np.ndarray:
-    from scipy.special import expit, logit
+    from scipy.special import expit
 
-    eps = 1e-6
-    return expit(0.5 * (logit(np.clip(a, eps, 1 - eps)) + logit(np.clip(b, eps, 1 - eps))))
+    from BreastCADxLib.analysis.calibration import logit  # clipped to [1e-6, 1 - 1e-6]
+
+    return expit(0.5 * (logit(a) + logit(b)))
 
 
 def judge(rows: dict) -> dict:
