@@ -1,0 +1,123 @@
+"""Does a finer input let the segmenter keep a lesion's margin at a new hospital? A probe on one rotation.
+
+The three-site run's segmenter fold that held out --site, trained again on the other two sites with the shipped
+recipe at 256 x 256 (arm A), then continued for --extra epochs at --size (arm B: progressive resizing, the
+brief's cheap way to a larger input on a CPU) and, as the control for the extra epochs, for as many at 256
+(arm C). The held-out site's finding images go through the product's path (lesion expected) with each arm's card
+(its own input size): mean Dice, Dice < 0.1, the share whose outline centre lies in the finding, and the shape
+features' AUC (pyradiomics shape2D, a logistic regression fitted on the two training sites' reference outlines;
+training/segmentation/EXPERIMENTS.md, "its margin"): over all findings and where arm A's outline has Dice >= 0.8.
+Paired on the same findings, with a patient-bootstrap CI of B - C.
+
+    python -m training.experiments.segmenter_size --manifest runs/three_sites.csv --site busbra_l5 \
+        [--size 384] [--extra 4] [--max-minutes 150]
+
+About 25 + 20 + 8 min of training on 2 cores alone (resumable: checkpoints in --work), a few of scoring.
+Non-test rows only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import header, stamp, write_results
+from training.experiments.boundary_loss import shape_table
+
+SHIPPED_SET = Path("training/sets/three-site-train")
+
+
+def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> list[np.ndarray]:
+    """Each plane's outline through the product's path (lesion expected) with the fold's weights at `size`."""
+    from BreastCADxLib.analysis.registry import sha256_of
+    from BreastCADxLib.image import Image
+    from BreastCADxLib.train import segmenter as seg
+
+    sized = replace(card, weights=weights.name, sha256=sha256_of(weights), folder=weights.parent,
+                    input={**card.input, "height": size, "width": size})
+    net = seg.segmenter(sized, weights, "cpu")
+    return [net.segment(Image(array=p[None]), expect_lesion=True).mask[0] for p in planes]
+
+
+def paired_dice_ci(d_b: np.ndarray, d_c: np.ndarray, patients: np.ndarray, n: int = 2000) -> tuple[float, float]:
+    """95 % patient-bootstrap interval of the mean Dice change B - C."""
+    rng = np.random.default_rng(0)
+    ids, where = np.unique(patients, return_inverse=True)
+    groups = [np.flatnonzero(where == i) for i in range(len(ids))]
+    diffs = []
+    for _ in range(n):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(ids), len(ids))])
+        diffs.append(float((d_b[idx] - d_c[idx]).mean()))
+    return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def main() -> None:
+    import torch
+    from scipy import ndimage
+
+    from BreastCADxLib.analysis.registry import load_card
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+    from BreastCADxLib.results.evaluation import dice
+    from BreastCADxLib.train import segmenter as seg
+    from BreastCADxLib.train.pipeline import read_manifest
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, required=True)
+    ap.add_argument("--site", default="busbra_l5")
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--extra", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=None, help="arm A's epochs (default: the shipped recipe's)")
+    ap.add_argument("--work", type=Path, default=Path("runs/segmenter_size"))
+    ap.add_argument("--max-minutes", type=float, default=150.0)
+    args = ap.parse_args()
+    report = stamp()
+    findings, _, normals = read_manifest(args.manifest)
+    images = seg.seg_images(findings, normals)
+    card = load_card(DEFAULT_MODEL, SHIPPED_SET)
+    k = sorted({f.site for f in findings}).index(args.site) + 1  # --folds site: one fold per site, sorted
+    train_on = [im for im in images if im.site != args.site]
+    common = dict(device=torch.device("cpu"), deadline=time.time() + 60 * args.max_minutes,
+                  say=lambda m: print(m, flush=True), seed=k, scanner_aug=seg.SCANNER_AUG["US"])
+    epochs = args.epochs or seg.EPOCHS
+    base = seg.fit(train_on, args.work / f"{args.site}_256", epochs=epochs, size=seg.SIZE,
+                   label=f"{args.site} held out, 256", **common)
+    arms = {f"A: 256, {epochs} epochs": (base, seg.SIZE)}
+    for size in (args.size, seg.SIZE):
+        w = seg.fit(train_on, args.work / f"{args.site}_256_then_{size}", epochs=args.extra, size=size, init=base,
+                    label=f"{args.site} held out, +{args.extra} at {size}", **common)
+        arms[f"{'B' if size != seg.SIZE else 'C'}: then {args.extra} epochs at {size}"] = (w, size)
+
+    planes = {im.key: im for im in images}
+    held = [f for f in findings if f.site == args.site]
+    refs = [planes[str(f.image)].mask for f in findings]
+    held_refs = [planes[str(f.image)].mask for f in held]
+    outlines = {name: outlines_of(card, w, size, [planes[str(f.image)].plane for f in held])
+                for name, (w, size) in arms.items()}
+    names = list(outlines)
+    lines = shape_table(findings, refs, outlines, args.site, base=names[0])
+    dices = {n: np.array([dice(m, r) for m, r in zip(outlines[n], held_refs)]) for n in names}
+    lines += ["", "| outline | Dice < 0.1 | outline centre in the finding |", "|---|---|---|"]
+    for n in names:
+        centre = [bool(r[tuple(int(round(v)) for v in ndimage.center_of_mass(m))]) if m.any() else False
+                  for m, r in zip(outlines[n], held_refs)]
+        lines.append(f"| {n} | {np.mean(dices[n] < 0.1):.1%} | {np.mean(centre):.1%} |")
+    lo, hi = paired_dice_ci(dices[names[1]], dices[names[2]], np.array([f.patient for f in held]))
+    lines += ["", f"Mean Dice B - C: {dices[names[1]].mean() - dices[names[2]].mean():+.3f} "
+                  f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {args.site}."]
+    cmd = (f"python -m training.experiments.segmenter_size --manifest {args.manifest} --site {args.site} "
+           f"--size {args.size} --extra {args.extra}")
+    report.update(command=cmd, findings=len(held), mean_dice={n: float(d.mean()) for n, d in dices.items()},
+                  dice_change_ci=[lo, hi], loadavg_1min_end=os.getloadavg()[0])
+    title = f"Segmenter input size at a held-out hospital ({args.site} held out)"
+    write_results(Path("benchmarks/results"), "segmenter_size",
+                  report, "\n".join([*header(title, report, f"Made by `{cmd}`."), "", *lines]) + "\n")
+    (args.work / "dice.json").write_text(json.dumps({n: d.tolist() for n, d in dices.items()}))
+
+if __name__ == "__main__":
+    main()
