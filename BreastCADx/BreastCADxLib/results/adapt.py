@@ -77,6 +77,7 @@ class SiteCase:
     mask_origin: str | None
     presence_score: float | None
     reader: float | None  # the radiologist's category on analysis.site.READER_LEVELS
+    inputs_sha256: str | None = None  # what the batch analysed (its result.json), for fine-tune's check
 
 
 # -- fitting: arrays in, JSON-able dicts out (the benchmark calls these too) ----------------------------------------
@@ -274,7 +275,8 @@ def read_site_cases(results: Path, labels: Path) -> tuple[list[SiteCase], dict]:
         made_with.add((prov.get("model_set"), payload.get("batch", {}).get("models_sha256")))
         p = row["malignancy_probability"]
         cases.append(SiteCase(row["case_id"], LABELS[label], (r.get("group") or "").strip() or row["case_id"],
-                              float(p) if p else None, prov.get("mask_origin"), payload.get("presence_score"), level))
+                              float(p) if p else None, prov.get("mask_origin"), payload.get("presence_score"), level,
+                              payload.get("batch", {}).get("inputs_sha256")))
     if len(made_with) > 1:
         raise AdaptError(f"the cases were analysed with different model sets {sorted(map(str, made_with))}", results)
     if not cases:

@@ -115,9 +115,8 @@ def train_rows(cases: list, results: Path, manifest: Path, error) -> list[list[s
         folder = results.parent / c.case_id
         inputs = [manifest.parent / (row["image"] or "").strip()] + (
             [manifest.parent / row["mask"].strip()] if (row.get("mask") or "").strip() else [])
-        payload = json.loads((folder / NAMES["result"]).read_text())
-        try:
-            same = inputs[0].is_file() and fingerprint(*inputs) == payload.get("batch", {}).get("inputs_sha256")
+        try:  # read_site_cases kept what result.json says the batch analysed
+            same = inputs[0].is_file() and fingerprint(*inputs) == c.inputs_sha256
         except OSError:
             same = False
         if not same:
