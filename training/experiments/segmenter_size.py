@@ -33,8 +33,9 @@ from training.experiments.boundary_loss import shape_table
 SHIPPED_SET = Path("training/sets/three-site-train")
 
 
-def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> list[np.ndarray]:
-    """Each plane's outline through the product's path (lesion expected) with the fold's weights at `size`."""
+def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each plane's outline through the product's path (lesion expected) with the fold's weights at `size`, and its
+    presence score (what the set's presence threshold is compared with)."""
     from BreastCADxLib.analysis.registry import sha256_of
     from BreastCADxLib.image import Image
     from BreastCADxLib.train import segmenter as seg
@@ -42,7 +43,8 @@ def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> lis
     sized = replace(card, weights=weights.name, sha256=sha256_of(weights), folder=weights.parent,
                     input={**card.input, "height": size, "width": size})
     net = seg.segmenter(sized, weights, "cpu")
-    return [net.segment(Image(array=p[None]), expect_lesion=True).mask[0] for p in planes]
+    results = [net.segment(Image(array=p[None]), expect_lesion=True) for p in planes]
+    return [r.mask[0] for r in results], np.array([r.presence_score or 0.0 for r in results])
 
 
 def paired_dice_ci(d_b: np.ndarray, d_c: np.ndarray, patients: np.ndarray, n: int = 2000) -> tuple[float, float]:
@@ -97,8 +99,10 @@ def main() -> None:
     held = [f for f in findings if f.site == args.site]
     refs = [planes[str(f.image)].mask for f in findings]
     held_refs = [planes[str(f.image)].mask for f in held]
-    outlines = {name: outlines_of(card, w, size, [planes[str(f.image)].plane for f in held])
-                for name, (w, size) in arms.items()}
+    held_normals = [n for n in normals if n.site == args.site]  # lesion-free views: presence judged too
+    passes = {name: outlines_of(card, w, size, [planes[str(f.image)].plane for f in held + held_normals])
+              for name, (w, size) in arms.items()}
+    outlines = {name: masks[:len(held)] for name, (masks, _) in passes.items()}
     names = list(outlines)
     lines = shape_table(findings, refs, outlines, args.site, base=names[0])
     dices = {n: np.array([dice(m, r) for m, r in zip(outlines[n], held_refs)]) for n in names}
@@ -107,17 +111,25 @@ def main() -> None:
         centre = [bool(r[tuple(int(round(v)) for v in ndimage.center_of_mass(m))]) if m.any() else False
                   for m, r in zip(outlines[n], held_refs)]
         lines.append(f"| {n} | {np.mean(dices[n] < 0.1):.1%} | {np.mean(centre):.1%} |")
+    presence = {}
+    if held_normals:
+        from sklearn.metrics import roc_auc_score
+
+        finding = np.r_[np.ones(len(held)), np.zeros(len(held_normals))]
+        presence = {n: float(roc_auc_score(finding, score)) for n, (_, score) in passes.items()}
+        lines += ["", f"Presence AUC ({len(held)} finding images against {len(held_normals)} lesion-free views): "
+                  + ", ".join(f"{n} {a:.3f}" for n, a in presence.items()) + "."]
     lo, hi = paired_dice_ci(dices[names[1]], dices[names[2]], np.array([f.patient for f in held]))
     lines += ["", f"Mean Dice B - C: {dices[names[1]].mean() - dices[names[2]].mean():+.3f} "
                   f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {args.site}."]
     cmd = (f"python -m training.experiments.segmenter_size --manifest {args.manifest} --site {args.site} "
            f"--size {args.size} --extra {args.extra}")
     report.update(command=cmd, findings=len(held), mean_dice={n: float(d.mean()) for n, d in dices.items()},
-                  dice_change_ci=[lo, hi], loadavg_1min_end=os.getloadavg()[0])
+                  dice_change_ci=[lo, hi], presence_auc=presence, loadavg_1min_end=os.getloadavg()[0])
     title = f"Segmenter input size at a held-out hospital ({args.site} held out)"
-    write_results(Path("benchmarks/results"), "segmenter_size",
+    write_results(Path("benchmarks/results"), f"segmenter_size__{args.site}",
                   report, "\n".join([*header(title, report, f"Made by `{cmd}`."), "", *lines]) + "\n")
-    (args.work / "dice.json").write_text(json.dumps({n: d.tolist() for n, d in dices.items()}))
+    (args.work / f"dice__{args.site}.json").write_text(json.dumps({n: d.tolist() for n, d in dices.items()}))
 
 if __name__ == "__main__":
     main()
