@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.machine import header, stamp, write_results
 from training.experiments.boundary_loss import shape_table
-from training.experiments.segmenter_size import SHIPPED_SET, outlines_of, paired_dice_ci
+from training.experiments.segmenter_size import SHIPPED_SET, outlines_of
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
 
     from BreastCADxLib.analysis.registry import load_card
     from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
-    from BreastCADxLib.results.evaluation import dice
+    from BreastCADxLib.results.evaluation import dice, group_bootstrap
     from BreastCADxLib.train import segmenter as seg
     from BreastCADxLib.train.pipeline import read_manifest
 
@@ -78,7 +78,8 @@ def main() -> None:
         presence = {n: float(roc_auc_score(finding, score)) for n, (_, score) in passes.items()}
         lines += ["", f"Presence AUC ({len(held)} finding images against {len(held_normals)} lesion-free views): "
                   + ", ".join(f"{n} {a:.3f}" for n, a in presence.items()) + "."]
-    lo, hi = paired_dice_ci(dices[names[1]], dices[names[0]], np.array([f.patient for f in held]))
+    a, d = dices[names[0]], dices[names[1]]
+    lo, hi = group_bootstrap(np.array([f.patient for f in held]), lambda i: (d[i] - a[i]).mean())
     lines += ["", f"Mean Dice D - A: {dices[names[1]].mean() - dices[names[0]].mean():+.3f} "
                   f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {args.site}."]
     cmd = (f"python -m training.experiments.segmenter_scanner_aug --manifest {args.manifest} --site {args.site} "

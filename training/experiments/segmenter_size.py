@@ -7,7 +7,7 @@ brief's cheap way to a larger input on a CPU) and, as the control for the extra 
 (its own input size): mean Dice, Dice < 0.1, the share whose outline centre lies in the finding, and the shape
 features' AUC (pyradiomics shape2D, a logistic regression fitted on the two training sites' reference outlines;
 training/segmentation/EXPERIMENTS.md, "its margin"): over all findings and where arm A's outline has Dice >= 0.8.
-Paired on the same findings, with a patient-bootstrap CI of B - C.
+Paired on the same findings, with a patient-bootstrap CI of the mean Dice change B - C.
 
     python -m training.experiments.segmenter_size --manifest runs/three_sites.csv --site busbra_l5 \
         [--size 384] [--extra 4] [--max-minutes 150]
@@ -47,25 +47,13 @@ def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> tup
     return [r.mask[0] for r in results], np.array([r.presence_score or 0.0 for r in results])
 
 
-def paired_dice_ci(d_b: np.ndarray, d_c: np.ndarray, patients: np.ndarray, n: int = 2000) -> tuple[float, float]:
-    """95 % patient-bootstrap interval of the mean Dice change B - C."""
-    rng = np.random.default_rng(0)
-    ids, where = np.unique(patients, return_inverse=True)
-    groups = [np.flatnonzero(where == i) for i in range(len(ids))]
-    diffs = []
-    for _ in range(n):
-        idx = np.concatenate([groups[i] for i in rng.integers(0, len(ids), len(ids))])
-        diffs.append(float((d_b[idx] - d_c[idx]).mean()))
-    return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
-
-
 def main() -> None:
     import torch
     from scipy import ndimage
 
     from BreastCADxLib.analysis.registry import load_card
     from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
-    from BreastCADxLib.results.evaluation import dice
+    from BreastCADxLib.results.evaluation import dice, group_bootstrap
     from BreastCADxLib.train import segmenter as seg
     from BreastCADxLib.train.pipeline import read_manifest
 
@@ -119,7 +107,8 @@ def main() -> None:
         presence = {n: float(roc_auc_score(finding, score)) for n, (_, score) in passes.items()}
         lines += ["", f"Presence AUC ({len(held)} finding images against {len(held_normals)} lesion-free views): "
                   + ", ".join(f"{n} {a:.3f}" for n, a in presence.items()) + "."]
-    lo, hi = paired_dice_ci(dices[names[1]], dices[names[2]], np.array([f.patient for f in held]))
+    b, c = dices[names[1]], dices[names[2]]
+    lo, hi = group_bootstrap(np.array([f.patient for f in held]), lambda i: (b[i] - c[i]).mean())
     lines += ["", f"Mean Dice B - C: {dices[names[1]].mean() - dices[names[2]].mean():+.3f} "
                   f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {args.site}."]
     cmd = (f"python -m training.experiments.segmenter_size --manifest {args.manifest} --site {args.site} "
