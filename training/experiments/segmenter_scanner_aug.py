@@ -15,25 +15,18 @@ About 20 min of training per arm on 2 cores alone (resumable, --work shared with
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.machine import header, stamp, write_results
-from training.experiments.boundary_loss import shape_table
-from training.experiments.segmenter_size import SHIPPED_SET, outlines_of
+from benchmarks.machine import stamp
+from training.experiments.segmenter_size import SHIPPED_SET, compare_arms
 
 
 def main() -> None:
     import torch
-    from sklearn.metrics import roc_auc_score
 
     from BreastCADxLib.analysis.registry import load_card
     from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
-    from BreastCADxLib.results.evaluation import dice, group_bootstrap
     from BreastCADxLib.train import segmenter as seg
     from BreastCADxLib.train.pipeline import read_manifest
 
@@ -53,43 +46,18 @@ def main() -> None:
     common = dict(epochs=seg.EPOCHS, size=seg.SIZE, device=torch.device("cpu"),
                   deadline=time.time() + 60 * args.max_minutes, say=lambda m: print(m, flush=True), seed=k)
     shipped = seg.SCANNER_AUG["US"]
-    arms = {f"A: p {shipped:g} (the shipped fold)": seg.fit(train_on, args.work / f"{args.site}_256",
+    arms = {f"A: p {shipped:g} (the shipped fold)": (seg.fit(train_on, args.work / f"{args.site}_256",
                                                             label=f"{args.site} held out, 256",
-                                                            scanner_aug=shipped, **common),
-            f"D: p {args.p:g}": seg.fit(train_on, args.work / f"{args.site}_256_aug{args.p:g}",
-                                        label=f"{args.site} held out, p {args.p:g}", scanner_aug=args.p, **common)}
+                                                            scanner_aug=shipped, **common), seg.SIZE),
+            f"D: p {args.p:g}": (seg.fit(train_on, args.work / f"{args.site}_256_aug{args.p:g}",
+                                         label=f"{args.site} held out, p {args.p:g}", scanner_aug=args.p, **common),
+                                 seg.SIZE)}
 
-    planes = {im.key: im for im in images}
-    held = [f for f in findings if f.site == args.site]
-    held_normals = [n for n in normals if n.site == args.site]
-    passes = {n: outlines_of(card, w, seg.SIZE, [planes[str(f.image)].plane for f in held + held_normals])
-              for n, w in arms.items()}
-    outlines = {n: masks[:len(held)] for n, (masks, _) in passes.items()}
-    names = list(outlines)
-    refs = [planes[str(f.image)].mask for f in findings]
-    lines = shape_table(findings, refs, outlines, args.site, base=names[0])
-    held_refs = [planes[str(f.image)].mask for f in held]
-    dices = {n: np.array([dice(m, r) for m, r in zip(outlines[n], held_refs)]) for n in names}
-    lines += ["", "| outline | Dice < 0.1 |", "|---|---|",
-              *(f"| {n} | {np.mean(d < 0.1):.1%} |" for n, d in dices.items())]
-    presence = {}
-    if held_normals:
-        finding = np.r_[np.ones(len(held)), np.zeros(len(held_normals))]
-        presence = {n: float(roc_auc_score(finding, score)) for n, (_, score) in passes.items()}
-        lines += ["", f"Presence AUC ({len(held)} finding images against {len(held_normals)} lesion-free views): "
-                  + ", ".join(f"{n} {a:.3f}" for n, a in presence.items()) + "."]
-    a, d = dices[names[0]], dices[names[1]]
-    lo, hi = group_bootstrap(np.array([f.patient for f in held]), lambda i: (d[i] - a[i]).mean())
-    lines += ["", f"Mean Dice D - A: {dices[names[1]].mean() - dices[names[0]].mean():+.3f} "
-                  f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {args.site}."]
     cmd = (f"python -m training.experiments.segmenter_scanner_aug --manifest {args.manifest} --site {args.site} "
            f"--p {args.p:g}")
-    report.update(command=cmd, findings=len(held), mean_dice={n: float(d.mean()) for n, d in dices.items()},
-                  dice_change_ci=[lo, hi], presence_auc=presence, loadavg_1min_end=os.getloadavg()[0])
-    title = f"Segmenter scanner-imitating augmentation at a held-out hospital ({args.site} held out)"
-    write_results(Path("benchmarks/results"), f"segmenter_scanner_aug__{args.site}",
-                  report, "\n".join([*header(title, report, f"Made by `{cmd}`."), "", *lines]) + "\n")
-    (args.work / f"dice_aug__{args.site}.json").write_text(json.dumps({n: d.tolist() for n, d in dices.items()}))
+    compare_arms(card, arms, (findings, normals, images), args.site, change=(1, 0), report=report, cmd=cmd,
+                 title=f"Segmenter scanner-imitating augmentation at a held-out hospital ({args.site} held out)",
+                 name=f"segmenter_scanner_aug__{args.site}", work=args.work)
 
 
 if __name__ == "__main__":

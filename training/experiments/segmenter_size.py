@@ -47,13 +47,58 @@ def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> tup
     return [r.mask[0] for r in results], np.array([r.presence_score or 0.0 for r in results])
 
 
+def compare_arms(card, arms: dict[str, tuple[Path, int]], data: tuple, site: str, *, change: tuple[int, int],
+                 report: dict, cmd: str, title: str, name: str, work: Path) -> None:
+    """Each arm (name: (weights, input size)) through the product's path on `site`'s findings and lesion-free views
+    (data: read_manifest's findings and normals, seg_images of both): the shape table, misses, outline centres,
+    presence AUC and the patient-bootstrap CI of the mean Dice change arms[change[0]] - arms[change[1]];
+    written to benchmarks/results/<name>.md / .json, each arm's Dice to work/dice__<name>.json."""
+    from scipy import ndimage
+
+    from BreastCADxLib.results.evaluation import dice, group_bootstrap
+
+    findings, normals, images = data
+    planes = {im.key: im for im in images}
+    held = [f for f in findings if f.site == site]
+    refs = [planes[str(f.image)].mask for f in findings]
+    held_refs = [planes[str(f.image)].mask for f in held]
+    held_normals = [n for n in normals if n.site == site]  # lesion-free views: presence judged too
+    passes = {n: outlines_of(card, w, size, [planes[str(f.image)].plane for f in held + held_normals])
+              for n, (w, size) in arms.items()}
+    outlines = {n: masks[:len(held)] for n, (masks, _) in passes.items()}
+    names = list(outlines)
+    lines = shape_table(findings, refs, outlines, site, base=names[0])
+    dices = {n: np.array([dice(m, r) for m, r in zip(outlines[n], held_refs)]) for n in names}
+    lines += ["", "| outline | Dice < 0.1 | outline centre in the finding |", "|---|---|---|"]
+    for n in names:
+        centre = [bool(r[tuple(int(round(v)) for v in ndimage.center_of_mass(m))]) if m.any() else False
+                  for m, r in zip(outlines[n], held_refs)]
+        lines.append(f"| {n} | {np.mean(dices[n] < 0.1):.1%} | {np.mean(centre):.1%} |")
+    presence = {}
+    if held_normals:
+        from sklearn.metrics import roc_auc_score
+
+        finding = np.r_[np.ones(len(held)), np.zeros(len(held_normals))]
+        presence = {n: float(roc_auc_score(finding, score)) for n, (_, score) in passes.items()}
+        lines += ["", f"Presence AUC ({len(held)} finding images against {len(held_normals)} lesion-free views): "
+                  + ", ".join(f"{n} {a:.3f}" for n, a in presence.items()) + "."]
+    new, old = (names[i] for i in change)
+    b, c = dices[new], dices[old]
+    lo, hi = group_bootstrap(np.array([f.patient for f in held]), lambda i: (b[i] - c[i]).mean())
+    lines += ["", f"Mean Dice {new[0]} - {old[0]}: {b.mean() - c.mean():+.3f} "
+                  f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {site}."]
+    report.update(command=cmd, findings=len(held), mean_dice={n: float(d.mean()) for n, d in dices.items()},
+                  dice_change_ci=[lo, hi], presence_auc=presence, loadavg_1min_end=os.getloadavg()[0])
+    write_results(Path("benchmarks/results"), name,
+                  report, "\n".join([*header(title, report, f"Made by `{cmd}`."), "", *lines]) + "\n")
+    (work / f"dice__{name}.json").write_text(json.dumps({n: d.tolist() for n, d in dices.items()}))
+
+
 def main() -> None:
     import torch
-    from scipy import ndimage
 
     from BreastCADxLib.analysis.registry import load_card
     from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
-    from BreastCADxLib.results.evaluation import dice, group_bootstrap
     from BreastCADxLib.train import segmenter as seg
     from BreastCADxLib.train.pipeline import read_manifest
 
@@ -83,42 +128,12 @@ def main() -> None:
                     label=f"{args.site} held out, +{args.extra} at {size}", **common)
         arms[f"{'B' if size != seg.SIZE else 'C'}: then {args.extra} epochs at {size}"] = (w, size)
 
-    planes = {im.key: im for im in images}
-    held = [f for f in findings if f.site == args.site]
-    refs = [planes[str(f.image)].mask for f in findings]
-    held_refs = [planes[str(f.image)].mask for f in held]
-    held_normals = [n for n in normals if n.site == args.site]  # lesion-free views: presence judged too
-    passes = {name: outlines_of(card, w, size, [planes[str(f.image)].plane for f in held + held_normals])
-              for name, (w, size) in arms.items()}
-    outlines = {name: masks[:len(held)] for name, (masks, _) in passes.items()}
-    names = list(outlines)
-    lines = shape_table(findings, refs, outlines, args.site, base=names[0])
-    dices = {n: np.array([dice(m, r) for m, r in zip(outlines[n], held_refs)]) for n in names}
-    lines += ["", "| outline | Dice < 0.1 | outline centre in the finding |", "|---|---|---|"]
-    for n in names:
-        centre = [bool(r[tuple(int(round(v)) for v in ndimage.center_of_mass(m))]) if m.any() else False
-                  for m, r in zip(outlines[n], held_refs)]
-        lines.append(f"| {n} | {np.mean(dices[n] < 0.1):.1%} | {np.mean(centre):.1%} |")
-    presence = {}
-    if held_normals:
-        from sklearn.metrics import roc_auc_score
-
-        finding = np.r_[np.ones(len(held)), np.zeros(len(held_normals))]
-        presence = {n: float(roc_auc_score(finding, score)) for n, (_, score) in passes.items()}
-        lines += ["", f"Presence AUC ({len(held)} finding images against {len(held_normals)} lesion-free views): "
-                  + ", ".join(f"{n} {a:.3f}" for n, a in presence.items()) + "."]
-    b, c = dices[names[1]], dices[names[2]]
-    lo, hi = group_bootstrap(np.array([f.patient for f in held]), lambda i: (b[i] - c[i]).mean())
-    lines += ["", f"Mean Dice B - C: {dices[names[1]].mean() - dices[names[2]].mean():+.3f} "
-                  f"(95 % patient-bootstrap CI [{lo:+.3f}, {hi:+.3f}]), {len(held)} findings of {args.site}."]
     cmd = (f"python -m training.experiments.segmenter_size --manifest {args.manifest} --site {args.site} "
            f"--size {args.size} --extra {args.extra}")
-    report.update(command=cmd, findings=len(held), mean_dice={n: float(d.mean()) for n, d in dices.items()},
-                  dice_change_ci=[lo, hi], presence_auc=presence, loadavg_1min_end=os.getloadavg()[0])
-    title = f"Segmenter input size at a held-out hospital ({args.site} held out)"
-    write_results(Path("benchmarks/results"), f"segmenter_size__{args.site}",
-                  report, "\n".join([*header(title, report, f"Made by `{cmd}`."), "", *lines]) + "\n")
-    (args.work / f"dice__{args.site}.json").write_text(json.dumps({n: d.tolist() for n, d in dices.items()}))
+    compare_arms(card, arms, (findings, normals, images), args.site, change=(1, 2), report=report, cmd=cmd,
+                 title=f"Segmenter input size at a held-out hospital ({args.site} held out)",
+                 name=f"segmenter_size__{args.site}", work=args.work)
+
 
 if __name__ == "__main__":
     main()
