@@ -19,16 +19,13 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import stamp
-from training.experiments.segmenter_size import SHIPPED_SET, compare_arms
+from training.experiments.segmenter_size import compare_arms, held_out_fold
 
 
 def main() -> None:
     import torch
 
-    from BreastCADxLib.analysis.registry import load_card
-    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
     from BreastCADxLib.train import segmenter as seg
-    from BreastCADxLib.train.pipeline import read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, required=True)
@@ -38,11 +35,7 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=90.0)
     args = ap.parse_args()
     report = stamp()
-    findings, _, normals = read_manifest(args.manifest)
-    images = seg.seg_images(findings, normals)
-    card = load_card(DEFAULT_MODEL, SHIPPED_SET)
-    k = sorted({f.site for f in findings}).index(args.site) + 1  # --folds site: one fold per site, sorted
-    train_on = [im for im in images if im.site != args.site]
+    (findings, normals, images), card, k, train_on = held_out_fold(args.manifest, args.site)
     common = dict(epochs=seg.EPOCHS, size=seg.SIZE, device=torch.device("cpu"),
                   deadline=time.time() + 60 * args.max_minutes, say=lambda m: print(m, flush=True), seed=k)
     shipped = seg.SCANNER_AUG["US"]

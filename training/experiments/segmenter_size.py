@@ -47,6 +47,21 @@ def outlines_of(card, weights: Path, size: int, planes: list[np.ndarray]) -> tup
     return [r.mask[0] for r in results], np.array([r.presence_score or 0.0 for r in results])
 
 
+def held_out_fold(manifest: Path, site: str) -> tuple[tuple, object, int, list]:
+    """(findings, normals, seg_images of both), the shipped segmenter's card, the fold number (its seed) and the
+    images the fold that holds out `site` trains on (--folds site: one fold per site, in sorted order)."""
+    from BreastCADxLib.analysis.registry import load_card
+    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
+    from BreastCADxLib.train import segmenter as seg
+    from BreastCADxLib.train.pipeline import read_manifest
+
+    findings, _, normals = read_manifest(manifest)
+    images = seg.seg_images(findings, normals)
+    k = sorted({f.site for f in findings}).index(site) + 1
+    return (findings, normals, images), load_card(DEFAULT_MODEL, SHIPPED_SET), k, [im for im in images
+                                                                                    if im.site != site]
+
+
 def compare_arms(card, arms: dict[str, tuple[Path, int]], data: tuple, site: str, *, change: tuple[int, int],
                  report: dict, cmd: str, title: str, name: str, work: Path) -> None:
     """Each arm (name: (weights, input size)) through the product's path on `site`'s findings and lesion-free views
@@ -97,10 +112,7 @@ def compare_arms(card, arms: dict[str, tuple[Path, int]], data: tuple, site: str
 def main() -> None:
     import torch
 
-    from BreastCADxLib.analysis.registry import load_card
-    from BreastCADxLib.analysis.segmentation import DEFAULT_MODEL
     from BreastCADxLib.train import segmenter as seg
-    from BreastCADxLib.train.pipeline import read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", type=Path, required=True)
@@ -112,11 +124,7 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=150.0)
     args = ap.parse_args()
     report = stamp()
-    findings, _, normals = read_manifest(args.manifest)
-    images = seg.seg_images(findings, normals)
-    card = load_card(DEFAULT_MODEL, SHIPPED_SET)
-    k = sorted({f.site for f in findings}).index(args.site) + 1  # --folds site: one fold per site, sorted
-    train_on = [im for im in images if im.site != args.site]
+    (findings, normals, images), card, k, train_on = held_out_fold(args.manifest, args.site)
     common = dict(device=torch.device("cpu"), deadline=time.time() + 60 * args.max_minutes,
                   say=lambda m: print(m, flush=True), seed=k, scanner_aug=seg.SCANNER_AUG["US"])
     epochs = args.epochs or seg.EPOCHS
