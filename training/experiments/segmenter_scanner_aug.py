@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import stamp
-from training.experiments.segmenter_size import compare_arms, held_out_fold
+from training.experiments.segmenter_size import compare_arms, held_out_fold, shipped_fold
 
 
 def main() -> None:
@@ -39,9 +39,8 @@ def main() -> None:
     common = dict(epochs=seg.EPOCHS, size=seg.SIZE, device=torch.device("cpu"),
                   deadline=time.time() + 60 * args.max_minutes, say=lambda m: print(m, flush=True), seed=k)
     shipped = seg.SCANNER_AUG["US"]
-    arms = {f"A: p {shipped:g} (the shipped fold)": (seg.fit(train_on, args.work / f"{args.site}_256",
-                                                            label=f"{args.site} held out, 256",
-                                                            scanner_aug=shipped, **common), seg.SIZE),
+    arms = {f"A: p {shipped:g} (the shipped fold)": (shipped_fold(train_on, args.work, args.site, k,
+                                                                  common["deadline"]), seg.SIZE),
             f"D: p {args.p:g}": (seg.fit(train_on, args.work / f"{args.site}_256_aug{args.p:g}",
                                          label=f"{args.site} held out, p {args.p:g}", scanner_aug=args.p, **common),
                                  seg.SIZE)}

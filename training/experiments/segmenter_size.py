@@ -62,6 +62,18 @@ def held_out_fold(manifest: Path, site: str) -> tuple[tuple, object, int, list]:
                                                                                     if im.site != site]
 
 
+def shipped_fold(train_on: list, work: Path, site: str, k: int, deadline: float, epochs: int | None = None) -> Path:
+    """Arm A of every probe here: the fold that holds out `site`, trained again as `train`'s segmenter stage trains
+    it (256 px, the fold's seed, the shipped scanner augmentation); finished folds are reused (--work)."""
+    import torch
+
+    from BreastCADxLib.train import segmenter as seg
+
+    return seg.fit(train_on, work / f"{site}_256", epochs=epochs or seg.EPOCHS, size=seg.SIZE,
+                   device=torch.device("cpu"), deadline=deadline, say=lambda m: print(m, flush=True),
+                   label=f"{site} held out, 256", seed=k, scanner_aug=seg.SCANNER_AUG["US"])
+
+
 def compare_arms(card, arms: dict[str, tuple[Path, int]], data: tuple, site: str, *, change: tuple[int, int],
                  report: dict, cmd: str, title: str, name: str, work: Path) -> None:
     """Each arm (name: (weights, input size)) through the product's path on `site`'s findings and lesion-free views
@@ -128,8 +140,7 @@ def main() -> None:
     common = dict(device=torch.device("cpu"), deadline=time.time() + 60 * args.max_minutes,
                   say=lambda m: print(m, flush=True), seed=k, scanner_aug=seg.SCANNER_AUG["US"])
     epochs = args.epochs or seg.EPOCHS
-    base = seg.fit(train_on, args.work / f"{args.site}_256", epochs=epochs, size=seg.SIZE,
-                   label=f"{args.site} held out, 256", **common)
+    base = shipped_fold(train_on, args.work, args.site, k, common["deadline"], epochs)
     arms = {f"A: 256, {epochs} epochs": (base, seg.SIZE)}
     for size in (args.size, seg.SIZE):
         w = seg.fit(train_on, args.work / f"{args.site}_256_then_{size}", epochs=args.extra, size=size, init=base,
